@@ -1,0 +1,105 @@
+//! Colour to sRGB: embedded ICC profiles (RGB and CMYK) through moxcms, CMYK without a profile
+//! by the naive formula, grey expanded to RGB. Runs after the resize, on the small image, which
+//! is what makes a colour-managed pipeline cheap.
+
+use std::cell::RefCell;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use moxcms::{ColorProfile, DataColorSpace, Layout as CmsLayout, Transform8BitExecutor, TransformOptions};
+
+use crate::bitmap::{Bitmap, Layout};
+
+/// Converts any layout to sRGB `Rgb` or `Rgba`. A profile that cannot be parsed or applied is
+/// ignored and the pixels are taken as sRGB, as browsers do: the image is still served.
+pub fn to_srgb(bitmap: Bitmap, icc: Option<&[u8]>) -> Bitmap {
+    let transformed = icc.and_then(|icc| apply_profile(&bitmap, icc));
+    if let Some(b) = transformed {
+        return b;
+    }
+    match bitmap.layout {
+        Layout::Rgb | Layout::Rgba => bitmap,
+        Layout::Gray => expand(&bitmap, Layout::Rgb, |p, out| out.extend_from_slice(&[p[0], p[0], p[0]])),
+        Layout::GrayAlpha => expand(&bitmap, Layout::Rgba, |p, out| out.extend_from_slice(&[p[0], p[0], p[0], p[1]])),
+        Layout::Cmyk => expand(&bitmap, Layout::Rgb, |p, out| {
+            let k = 255 - u32::from(p[3]);
+            let ch = |c: u8| ((255 - u32::from(c)) * k / 255) as u8;
+            out.extend_from_slice(&[ch(p[0]), ch(p[1]), ch(p[2])]);
+        }),
+    }
+}
+
+fn expand(b: &Bitmap, layout: Layout, f: impl Fn(&[u8], &mut Vec<u8>)) -> Bitmap {
+    let c = b.layout.channels();
+    let mut out = Vec::with_capacity(b.width as usize * b.height as usize * layout.channels());
+    for p in b.data.chunks_exact(c) {
+        f(p, &mut out);
+    }
+    Bitmap::new(b.width, b.height, layout, out)
+}
+
+fn apply_profile(bitmap: &Bitmap, icc: &[u8]) -> Option<Bitmap> {
+    let (src_layout, dst, dst_layout, expected_space) = match bitmap.layout {
+        Layout::Rgb => (CmsLayout::Rgb, Layout::Rgb, CmsLayout::Rgb, DataColorSpace::Rgb),
+        Layout::Rgba => (CmsLayout::Rgba, Layout::Rgba, CmsLayout::Rgba, DataColorSpace::Rgb),
+        // moxcms reads 8-bit CMYK in the RGBA layout.
+        Layout::Cmyk => (CmsLayout::Rgba, Layout::Rgb, CmsLayout::Rgb, DataColorSpace::Cmyk),
+        Layout::Gray | Layout::GrayAlpha => return None,
+    };
+    let transform = cached_transform(icc, src_layout, dst_layout, expected_space)?;
+    let mut out = vec![0u8; bitmap.width as usize * bitmap.height as usize * dst.channels()];
+    // ICC 8-bit CMYK means 0 = no ink, as our decoded samples do (Adobe inversion undone).
+    transform.transform(&bitmap.data, &mut out).ok()?;
+    Some(Bitmap::new(bitmap.width, bitmap.height, dst, out))
+}
+
+type CacheEntry = (u64, CmsLayout, Option<Arc<Transform8BitExecutor>>);
+
+thread_local! {
+    /// Building a transform costs far more than applying it to a thumbnail, and a service sees
+    /// the same few camera and editor profiles over and over. Failures are cached too.
+    static TRANSFORMS: RefCell<Vec<CacheEntry>> = const { RefCell::new(Vec::new()) };
+}
+
+const CACHE_SIZE: usize = 16;
+
+fn cached_transform(
+    icc: &[u8],
+    src: CmsLayout,
+    dst: CmsLayout,
+    space: DataColorSpace,
+) -> Option<Arc<Transform8BitExecutor>> {
+    let mut h = DefaultHasher::new();
+    icc.hash(&mut h);
+    let key = h.finish();
+    if let Some(hit) = TRANSFORMS.with_borrow(|c| c.iter().find(|e| e.0 == key && e.1 == src).map(|e| e.2.clone())) {
+        return hit;
+    }
+    let built = build_transform(icc, src, dst, space);
+    TRANSFORMS.with_borrow_mut(|c| {
+        if c.len() >= CACHE_SIZE {
+            c.remove(0);
+        }
+        c.push((key, src, built.clone()));
+    });
+    built
+}
+
+fn build_transform(
+    icc: &[u8],
+    src: CmsLayout,
+    dst: CmsLayout,
+    space: DataColorSpace,
+) -> Option<Arc<Transform8BitExecutor>> {
+    let profile = ColorProfile::new_from_slice(icc).ok()?;
+    if profile.color_space != space {
+        return None;
+    }
+    let srgb = ColorProfile::new_srgb();
+    profile.create_transform_8bit(src, &srgb, dst, TransformOptions::default()).ok()
+}
+
+/// The sRGB profile bytes, for outputs that keep an ICC profile.
+pub fn srgb_profile() -> Option<Vec<u8>> {
+    ColorProfile::new_srgb().encode().ok()
+}

@@ -1,0 +1,66 @@
+//! Decoding, with shrink-on-load: when the target is much smaller than the source, formats that
+//! can decode at a reduced size do so (JPEG in the DCT domain at 1/2, 1/4, 1/8; WebP through
+//! libwebp's scaler), leaving the final, high-quality step to the resampler.
+
+mod gif;
+pub(crate) mod jpeg;
+mod png;
+mod webp;
+
+use crate::bitmap::Bitmap;
+use crate::error::ImagingError;
+use crate::limits::Limits;
+use crate::probe::{ImageFormat, Probe};
+
+pub(crate) use jpeg::panic_message;
+
+pub struct Decoded {
+    pub bitmap: Bitmap,
+    /// The embedded ICC profile, if any; the colour step converts to sRGB with it.
+    pub icc: Option<Vec<u8>>,
+}
+
+/// How much of the shrink the final resampler must still do itself. Block shrinking in the DCT
+/// domain is a box filter and aliases; leaving at least 2x to Lanczos3 keeps the result as sharp
+/// and clean as a full decode (the same rule libvips uses).
+const RESAMPLER_HEADROOM: f64 = 2.0;
+
+/// The shrink-on-load denominator (1, 2, 4 or 8) for decoding `src` toward `target`, both in
+/// the stored (not yet oriented) frame.
+pub fn shrink_on_load(format: ImageFormat, src: (u32, u32), target: (u32, u32)) -> u32 {
+    let factor = (f64::from(src.0) / f64::from(target.0.max(1))).min(f64::from(src.1) / f64::from(target.1.max(1)));
+    match format {
+        ImageFormat::Jpeg | ImageFormat::Webp => {
+            [8u32, 4, 2].into_iter().find(|&d| factor >= f64::from(d) * RESAMPLER_HEADROOM).unwrap_or(1)
+        }
+        ImageFormat::Png | ImageFormat::Gif => 1,
+    }
+}
+
+/// Decodes the first frame of `input` at 1/`scale` of its size (where the format allows; the
+/// bitmap says what size came out).
+pub fn decode(input: &[u8], probe: &Probe, scale: u32, limits: &Limits) -> Result<Decoded, ImagingError> {
+    match probe.format {
+        ImageFormat::Jpeg => jpeg::decode(input, probe, scale),
+        ImageFormat::Png => png::decode(input, limits),
+        ImageFormat::Webp => webp::decode(input, probe, scale),
+        ImageFormat::Gif => gif::decode(input, limits),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrink_on_load_leaves_headroom_for_the_resampler() {
+        let j = ImageFormat::Jpeg;
+        assert_eq!(shrink_on_load(j, (4000, 3000), (512, 384)), 2);
+        assert_eq!(shrink_on_load(j, (4000, 3000), (250, 187)), 8);
+        assert_eq!(shrink_on_load(j, (4000, 3000), (250, 188)), 4);
+        assert_eq!(shrink_on_load(j, (4000, 3000), (3000, 2250)), 1);
+        assert_eq!(shrink_on_load(j, (1000, 1000), (100, 100)), 4);
+        assert_eq!(shrink_on_load(ImageFormat::Png, (4000, 3000), (10, 10)), 1);
+        assert_eq!(shrink_on_load(j, (1, 1), (1, 1)), 1);
+    }
+}

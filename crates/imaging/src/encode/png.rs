@@ -1,0 +1,30 @@
+//! PNG through the pure-Rust `png` crate (fdeflate-based fast compression, adaptive filters).
+
+use super::EncodeOptions;
+use crate::bitmap::{Bitmap, Layout};
+use crate::error::ImagingError;
+
+pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
+    let fail = |e: png::EncodingError| ImagingError::Encode(e.to_string());
+    let mut out = Vec::with_capacity(b.data.len() / 2 + 1024);
+    {
+        let mut enc = png::Encoder::new(&mut out, b.width, b.height);
+        enc.set_color(match b.layout {
+            Layout::Gray => png::ColorType::Grayscale,
+            Layout::GrayAlpha => png::ColorType::GrayscaleAlpha,
+            Layout::Rgb => png::ColorType::Rgb,
+            Layout::Rgba => png::ColorType::Rgba,
+            Layout::Cmyk => return Err(ImagingError::Encode("PNG cannot hold CMYK pixels".into())),
+        });
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        if o.icc.is_some() {
+            // PNG's own, 13-byte way of saying "this is sRGB".
+            enc.set_source_srgb(png::SrgbRenderingIntent::Perceptual);
+        }
+        let mut writer = enc.write_header().map_err(fail)?;
+        writer.write_image_data(&b.data).map_err(fail)?;
+        writer.finish().map_err(fail)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,108 @@
+//! Limits checked on the probe, before a single pixel buffer is allocated: this is where
+//! decompression bombs stop. Every limit has a documented default and can be overridden per call.
+
+use crate::error::LimitExceeded;
+use crate::probe::{ImageFormat, Probe};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted input, in bytes. Default 32 MiB.
+    pub max_input_bytes: u64,
+    /// Largest accepted width x height as declared in the header. Default 100 megapixels: a
+    /// 108 MP phone photo is rejected, a 50 MP camera photo is not.
+    pub max_input_pixels: u64,
+    /// Largest number of frames (GIF, APNG, animated WebP). Only the first frame is decoded, but
+    /// walking thousands of frames is itself an attack. Default 1,000.
+    pub max_frames: u64,
+    /// Largest number of JPEG scans: each progressive scan re-walks the whole coefficient buffer,
+    /// so a file of thousands of tiny scans burns CPU out of all proportion to its size.
+    /// Default 100 (encoders write about 10).
+    pub max_jpeg_scans: u64,
+    /// Estimated peak bytes the decoder needs (pixel buffers, JPEG coefficient buffers).
+    /// Default 200 MiB, which keeps a worker's RSS for one hostile image under 256 MiB.
+    pub max_decoder_memory: u64,
+    /// Largest width x height the caller may ask for as output. Default 50 megapixels.
+    pub max_output_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_input_bytes: 32 << 20,
+            max_input_pixels: 100_000_000,
+            max_frames: 1_000,
+            max_jpeg_scans: 100,
+            max_decoder_memory: 200 << 20,
+            max_output_pixels: 50_000_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn check_input_bytes(&self, len: usize) -> Result<(), LimitExceeded> {
+        let actual = len as u64;
+        if actual > self.max_input_bytes {
+            return Err(LimitExceeded::InputBytes { actual, limit: self.max_input_bytes });
+        }
+        Ok(())
+    }
+
+    /// Everything that can be decided from the header. `decode_scale` is the shrink-on-load
+    /// denominator the decoder will use (1 = full size), which lowers the memory a JPEG needs.
+    pub fn check_probe(&self, probe: &Probe, decode_scale: u32) -> Result<(), LimitExceeded> {
+        let pixels = u64::from(probe.width) * u64::from(probe.height);
+        if pixels > self.max_input_pixels {
+            return Err(LimitExceeded::InputPixels {
+                width: probe.width,
+                height: probe.height,
+                actual: pixels,
+                limit: self.max_input_pixels,
+            });
+        }
+        if u64::from(probe.frames) > self.max_frames {
+            return Err(LimitExceeded::Frames { actual: probe.frames.into(), limit: self.max_frames });
+        }
+        if let Some(jpeg) = &probe.jpeg {
+            if u64::from(jpeg.scans) > self.max_jpeg_scans {
+                return Err(LimitExceeded::Scans { actual: jpeg.scans.into(), limit: self.max_jpeg_scans });
+            }
+        }
+        let memory = decoder_memory(probe, decode_scale);
+        if memory > self.max_decoder_memory {
+            return Err(LimitExceeded::DecoderMemory { actual: memory, limit: self.max_decoder_memory });
+        }
+        Ok(())
+    }
+
+    pub fn check_output(&self, width: u32, height: u32) -> Result<(), LimitExceeded> {
+        let actual = u64::from(width) * u64::from(height);
+        if actual > self.max_output_pixels {
+            return Err(LimitExceeded::OutputPixels { width, height, actual, limit: self.max_output_pixels });
+        }
+        Ok(())
+    }
+}
+
+/// A deliberately pessimistic estimate of the decoder's peak allocation.
+pub fn decoder_memory(probe: &Probe, decode_scale: u32) -> u64 {
+    let w = u64::from(probe.width);
+    let h = u64::from(probe.height);
+    let scale = u64::from(decode_scale.max(1));
+    match probe.format {
+        ImageFormat::Jpeg => {
+            let comps = probe.jpeg.as_ref().map_or(3, |j| u64::from(j.components.max(1)));
+            let scaled = w.div_ceil(scale) * h.div_ceil(scale) * comps.max(3);
+            // Progressive (and multi-scan) JPEGs keep every DCT coefficient of the full-size
+            // image in memory: 2 bytes per sample, whatever the output scale.
+            let multi_scan = probe.jpeg.as_ref().is_some_and(|j| j.progressive || j.scans > 1);
+            let coefficients = if multi_scan { w * h * comps * 2 } else { 0 };
+            scaled + coefficients
+        }
+        // Decoded to 8-bit RGBA at worst, plus one line of 16-bit samples.
+        ImageFormat::Png => w * h * 4 + w * 8,
+        // The decoder's RGBA output; libwebp keeps about one more plane while decoding.
+        ImageFormat::Webp => w.div_ceil(scale) * h.div_ceil(scale) * 4 + w * h,
+        // Canvas in RGBA plus the first frame's indices.
+        ImageFormat::Gif => w * h * 5,
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this). On a fresh Debian/Ubuntu machine with
+# Rust it first installs what the suite needs from Debian's packages (as root; otherwise it says
+# exactly what to install and stops).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the suite needs: nasm builds libjpeg-turbo's SIMD kernels (without it the build
+# still works, only slower).
+need_packages=()
+command -v nasm >/dev/null || need_packages+=(nasm)
+command -v cc >/dev/null || need_packages+=(build-essential)
+if ((${#need_packages[@]})); then
+    if [[ $(id -u) -eq 0 ]]; then
+        echo "installing: ${need_packages[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_packages[@]}" >/dev/null \
+            || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_packages[@]}" >/dev/null; }
+    else
+        echo "error: the test suite needs these Debian packages: ${need_packages[*]}" >&2
+        echo "       run: sudo apt-get install -y ${need_packages[*]}" >&2
+        exit 1
+    fi
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if command -v cargo-nextest >/dev/null; then
+    cargo nextest run --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --doc
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
