@@ -10,22 +10,31 @@ use moxcms::{ColorProfile, DataColorSpace, Layout as CmsLayout, Transform8BitExe
 
 use crate::bitmap::{Bitmap, Layout};
 
-/// Converts any layout to sRGB `Rgb` or `Rgba`. A profile that cannot be parsed or applied is
-/// ignored and the pixels are taken as sRGB, as browsers do: the image is still served.
+/// Converts to sRGB: `Rgb`/`Rgba`, or `Gray`/`GrayAlpha` kept as they are (grey is grey in
+/// sRGB, and a one-channel JPEG is a third of the encoding work). A profile that cannot be
+/// parsed or applied is ignored and the pixels are taken as sRGB, as browsers do: the image is
+/// still served.
 pub fn to_srgb(bitmap: Bitmap, icc: Option<&[u8]>) -> Bitmap {
     let transformed = icc.and_then(|icc| apply_profile(&bitmap, icc));
     if let Some(b) = transformed {
         return b;
     }
     match bitmap.layout {
-        Layout::Rgb | Layout::Rgba => bitmap,
-        Layout::Gray => expand(&bitmap, Layout::Rgb, |p, out| out.extend_from_slice(&[p[0], p[0], p[0]])),
-        Layout::GrayAlpha => expand(&bitmap, Layout::Rgba, |p, out| out.extend_from_slice(&[p[0], p[0], p[0], p[1]])),
+        Layout::Rgb | Layout::Rgba | Layout::Gray | Layout::GrayAlpha => bitmap,
         Layout::Cmyk => expand(&bitmap, Layout::Rgb, |p, out| {
             let k = 255 - u32::from(p[3]);
             let ch = |c: u8| ((255 - u32::from(c)) * k / 255) as u8;
             out.extend_from_slice(&[ch(p[0]), ch(p[1]), ch(p[2])]);
         }),
+    }
+}
+
+/// Grey to RGB (alpha kept), for steps and encoders that need colour channels.
+pub fn expand_gray(b: Bitmap) -> Bitmap {
+    match b.layout {
+        Layout::Gray => expand(&b, Layout::Rgb, |p, out| out.extend_from_slice(&[p[0], p[0], p[0]])),
+        Layout::GrayAlpha => expand(&b, Layout::Rgba, |p, out| out.extend_from_slice(&[p[0], p[0], p[0], p[1]])),
+        _ => b,
     }
 }
 
@@ -44,13 +53,26 @@ fn apply_profile(bitmap: &Bitmap, icc: &[u8]) -> Option<Bitmap> {
         Layout::Rgba => (CmsLayout::Rgba, Layout::Rgba, CmsLayout::Rgba, DataColorSpace::Rgb),
         // moxcms reads 8-bit CMYK in the RGBA layout.
         Layout::Cmyk => (CmsLayout::Rgba, Layout::Rgb, CmsLayout::Rgb, DataColorSpace::Cmyk),
-        Layout::Gray | Layout::GrayAlpha => return None,
+        // Grey profiles map grey to grey in sRGB: transform to RGB, then keep one channel.
+        Layout::Gray => (CmsLayout::Gray, Layout::Rgb, CmsLayout::Rgb, DataColorSpace::Gray),
+        Layout::GrayAlpha => (CmsLayout::GrayAlpha, Layout::Rgba, CmsLayout::Rgba, DataColorSpace::Gray),
     };
     let transform = cached_transform(icc, src_layout, dst_layout, expected_space)?;
     let mut out = vec![0u8; bitmap.width as usize * bitmap.height as usize * dst.channels()];
     // ICC 8-bit CMYK means 0 = no ink, as our decoded samples do (Adobe inversion undone).
     transform.transform(&bitmap.data, &mut out).ok()?;
-    Some(Bitmap::new(bitmap.width, bitmap.height, dst, out))
+    let rgb = Bitmap::new(bitmap.width, bitmap.height, dst, out);
+    Some(match bitmap.layout {
+        Layout::Gray => {
+            let data = rgb.data.chunks_exact(3).map(|p| p[1]).collect();
+            Bitmap::new(rgb.width, rgb.height, Layout::Gray, data)
+        }
+        Layout::GrayAlpha => {
+            let data = rgb.data.chunks_exact(4).flat_map(|p| [p[1], p[3]]).collect();
+            Bitmap::new(rgb.width, rgb.height, Layout::GrayAlpha, data)
+        }
+        _ => rgb,
+    })
 }
 
 type CacheEntry = (u64, CmsLayout, Option<Arc<Transform8BitExecutor>>);

@@ -4,8 +4,9 @@ use crate::bitmap::{Bitmap, Layout};
 use crate::geometry::place;
 use crate::spec::{Gravity, Rgba};
 
-/// `b` must be sRGB `Rgb` or `Rgba`. A translucent background makes the result `Rgba`.
+/// `b` is sRGB (grey is expanded to RGB first). A translucent background makes the result `Rgba`.
 pub fn extend(b: Bitmap, canvas: (u32, u32), gravity: Gravity, background: Rgba) -> Bitmap {
+    let b = crate::colour::expand_gray(b);
     let b = if background.0[3] != 255 { with_alpha(b) } else { b };
     let pixel: &[u8] = match b.layout {
         Layout::Rgba => &background.0,

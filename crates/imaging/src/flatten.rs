@@ -5,8 +5,16 @@ use crate::bitmap::{Bitmap, Layout};
 use crate::spec::Rgba;
 
 pub fn flatten(b: Bitmap, keep_alpha: bool, background: Rgba) -> Bitmap {
-    if b.layout != Layout::Rgba || (keep_alpha && b.uses_alpha()) {
+    if !b.layout.has_alpha() || (keep_alpha && b.uses_alpha()) {
         return b;
+    }
+    if b.layout == Layout::GrayAlpha {
+        if !b.uses_alpha() {
+            let data = b.data.chunks_exact(2).map(|p| p[0]).collect();
+            return Bitmap::new(b.width, b.height, Layout::Gray, data);
+        }
+        // Translucent grey onto a possibly coloured background: compose in RGB.
+        return flatten(crate::colour::expand_gray(b), keep_alpha, background);
     }
     let bg = background.0;
     let mut data = Vec::with_capacity(b.width as usize * b.height as usize * 3);

@@ -102,7 +102,14 @@ pub fn decoder_memory(probe: &Probe, decode_scale: u32) -> u64 {
         ImageFormat::Png => w * h * 4 + w * 8,
         // The decoder's RGBA output; libwebp keeps about one more plane while decoding.
         ImageFormat::Webp => w.div_ceil(scale) * h.div_ceil(scale) * 4 + w * h,
-        // Canvas in RGBA plus the first frame's indices.
-        ImageFormat::Gif => w * h * 5,
+        // Canvas in RGBA plus a frame in RGBA and its indices; frames may be larger than the
+        // logical screen, and the decoder allocates them at their own size.
+        ImageFormat::Gif => {
+            let (fw, fh) = probe
+                .gif
+                .as_ref()
+                .map_or((w, h), |g| (w.max(g.frame_extent_width.into()), h.max(g.frame_extent_height.into())));
+            w * h * 4 + fw * fh * 5
+        }
     }
 }

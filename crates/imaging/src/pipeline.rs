@@ -71,7 +71,7 @@ pub fn process(input: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Outpu
         None => image,
     };
     let image = flatten::flatten(image, format.supports_alpha(), flatten_background(spec));
-    debug_assert!(matches!(image.layout, Layout::Rgb | Layout::Rgba));
+    debug_assert!(image.layout != Layout::Cmyk);
     let options = EncodeOptions {
         format,
         quality: spec.quality.unwrap_or(DEFAULT_QUALITY),

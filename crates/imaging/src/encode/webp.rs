@@ -9,6 +9,10 @@ use crate::bitmap::{Bitmap, Layout};
 use crate::error::ImagingError;
 
 pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
+    if matches!(b.layout, Layout::Gray | Layout::GrayAlpha) {
+        // libwebp imports colour only.
+        return encode(&crate::colour::expand_gray(b.clone()), o);
+    }
     let fail = |what: &str| ImagingError::Encode(format!("WebP: {what}"));
     let mut config = ffi::WebPConfig::new_with_preset(ffi::WebPPreset::WEBP_PRESET_DEFAULT, f32::from(o.quality))
         .map_err(|_| fail("config"))?;
