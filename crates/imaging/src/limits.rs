@@ -98,8 +98,13 @@ pub fn decoder_memory(probe: &Probe, decode_scale: u32) -> u64 {
             let coefficients = if multi_scan { w * h * comps * 2 } else { 0 };
             scaled + coefficients
         }
-        // Decoded to 8-bit RGBA at worst, plus one line of 16-bit samples.
-        ImageFormat::Png => w * h * 4 + w * 8,
+        // Decoded to 8-bit RGBA at worst, plus lines of 16-bit samples; non-interlaced images
+        // shrink row by row, interlaced ones need the full image first.
+        ImageFormat::Png => {
+            let interlaced = probe.png.as_ref().is_some_and(|p| p.interlaced);
+            let s = if interlaced { 1 } else { scale };
+            w.div_ceil(s) * h.div_ceil(s) * 4 + w * 32
+        }
         // The decoder's RGBA output; libwebp keeps about one more plane while decoding.
         ImageFormat::Webp => w.div_ceil(scale) * h.div_ceil(scale) * 4 + w * h,
         // Canvas in RGBA plus a frame in RGBA and its indices; frames may be larger than the

@@ -1,6 +1,7 @@
-//! Decoding, with shrink-on-load: when the target is much smaller than the source, formats that
-//! can decode at a reduced size do so (JPEG in the DCT domain at 1/2, 1/4, 1/8; WebP through
-//! libwebp's scaler), leaving the final, high-quality step to the resampler.
+//! Decoding, with shrink-on-load: when the target is much smaller than the source, the decoder
+//! delivers a 1/2, 1/4 or 1/8 image (JPEG in the DCT domain; WebP through libwebp's scaler;
+//! PNG by box-averaging rows as they stream out), leaving the final, high-quality step to the
+//! resampler.
 
 mod gif;
 pub(crate) mod jpeg;
@@ -30,10 +31,10 @@ const RESAMPLER_HEADROOM: f64 = 2.0;
 pub fn shrink_on_load(format: ImageFormat, src: (u32, u32), target: (u32, u32)) -> u32 {
     let factor = (f64::from(src.0) / f64::from(target.0.max(1))).min(f64::from(src.1) / f64::from(target.1.max(1)));
     match format {
-        ImageFormat::Jpeg | ImageFormat::Webp => {
+        ImageFormat::Jpeg | ImageFormat::Webp | ImageFormat::Png => {
             [8u32, 4, 2].into_iter().find(|&d| factor >= f64::from(d) * RESAMPLER_HEADROOM).unwrap_or(1)
         }
-        ImageFormat::Png | ImageFormat::Gif => 1,
+        ImageFormat::Gif => 1,
     }
 }
 
@@ -42,7 +43,7 @@ pub fn shrink_on_load(format: ImageFormat, src: (u32, u32), target: (u32, u32)) 
 pub fn decode(input: &[u8], probe: &Probe, scale: u32, limits: &Limits) -> Result<Decoded, ImagingError> {
     match probe.format {
         ImageFormat::Jpeg => jpeg::decode(input, probe, scale),
-        ImageFormat::Png => png::decode(input, limits),
+        ImageFormat::Png => png::decode(input, scale, limits),
         ImageFormat::Webp => webp::decode(input, probe, scale),
         ImageFormat::Gif => gif::decode(input, limits),
     }
@@ -60,7 +61,8 @@ mod tests {
         assert_eq!(shrink_on_load(j, (4000, 3000), (250, 188)), 4);
         assert_eq!(shrink_on_load(j, (4000, 3000), (3000, 2250)), 1);
         assert_eq!(shrink_on_load(j, (1000, 1000), (100, 100)), 4);
-        assert_eq!(shrink_on_load(ImageFormat::Png, (4000, 3000), (10, 10)), 1);
+        assert_eq!(shrink_on_load(ImageFormat::Png, (4000, 3000), (10, 10)), 8);
+        assert_eq!(shrink_on_load(ImageFormat::Gif, (4000, 3000), (10, 10)), 1);
         assert_eq!(shrink_on_load(j, (1, 1), (1, 1)), 1);
     }
 }

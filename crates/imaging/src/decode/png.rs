@@ -1,5 +1,9 @@
 //! PNG through the pure-Rust `png` crate: palettes and tRNS expanded, 16-bit reduced to 8,
 //! the first (default) image of an APNG, iCCP kept for the colour step.
+//!
+//! Shrink on load: PNG has no reduced-size decode, so rows are streamed out of the decoder and
+//! box-averaged (alpha-weighted) into a 1/`scale` image as they arrive. The full-size image
+//! never exists in memory, which is what keeps a 15 MP PNG thumbnail within a few MiB.
 
 use std::io::Cursor;
 
@@ -8,7 +12,7 @@ use crate::bitmap::{Bitmap, Layout};
 use crate::error::ImagingError;
 use crate::limits::Limits;
 
-pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, ImagingError> {
+pub fn decode(input: &[u8], scale: u32, limits: &Limits) -> Result<Decoded, ImagingError> {
     let corrupt = |e: png::DecodingError| ImagingError::Corrupt(format!("PNG could not be decoded: {e}"));
     // The decoder's own cap on what it allocates (ancillary chunks included: a zTXt or iCCP
     // deflate bomb stops here, not in our RSS).
@@ -18,6 +22,10 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, ImagingError> {
     decoder.set_ignore_text_chunk(true);
     let mut reader = decoder.read_info().map_err(corrupt)?;
     let icc = reader.info().icc_profile.as_ref().map(|p| p.to_vec());
+    let interlaced = reader.info().interlaced;
+    if scale > 1 && !interlaced {
+        return shrink_rows(&mut reader, scale).map(|bitmap| Decoded { bitmap, icc });
+    }
     let size = reader.output_buffer_size().ok_or_else(|| ImagingError::Corrupt("PNG dimensions overflow".into()))?;
     let mut buf = vec![0u8; size];
     let frame = reader.next_frame(&mut buf).map_err(corrupt)?;
@@ -35,4 +43,80 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, ImagingError> {
         return Err(ImagingError::Corrupt("PNG decoded to an unexpected pixel format".into()));
     }
     Ok(Decoded { bitmap: Bitmap::new(frame.width, frame.height, layout, buf), icc })
+}
+
+fn layout_of(color: png::ColorType) -> Result<Layout, ImagingError> {
+    Ok(match color {
+        png::ColorType::Grayscale => Layout::Gray,
+        png::ColorType::GrayscaleAlpha => Layout::GrayAlpha,
+        png::ColorType::Rgb => Layout::Rgb,
+        png::ColorType::Rgba => Layout::Rgba,
+        png::ColorType::Indexed => return Err(ImagingError::Corrupt("PNG palette could not be expanded".into())),
+    })
+}
+
+/// Streams the rows and box-averages each `scale` x `scale` cell (edge cells are smaller).
+/// With alpha, colour is weighted by alpha so transparent pixels do not darken the edges.
+fn shrink_rows<R: std::io::BufRead + std::io::Seek>(
+    reader: &mut png::Reader<R>,
+    scale: u32,
+) -> Result<Bitmap, ImagingError> {
+    let corrupt = |e: png::DecodingError| ImagingError::Corrupt(format!("PNG could not be decoded: {e}"));
+    let (color, depth) = reader.output_color_type();
+    let layout = layout_of(color)?;
+    if depth != png::BitDepth::Eight {
+        return Err(ImagingError::Corrupt("PNG decoded to an unexpected pixel format".into()));
+    }
+    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+    let c = layout.channels();
+    let s = scale as usize;
+    let (ow, oh) = (w.div_ceil(s), h.div_ceil(s));
+    let alpha = layout.has_alpha();
+    let mut acc = vec![0u32; ow * c];
+    let mut out = Vec::with_capacity(ow * oh * c);
+    let mut row = vec![0u8; w * c];
+    let mut rows_in_cell = 0usize;
+    let mut rows_seen = 0usize;
+    while let Some(_info) = reader.read_row(&mut row).map_err(corrupt)? {
+        rows_seen += 1;
+        for (x, px) in row.chunks_exact(c).enumerate() {
+            let cell = &mut acc[(x / s) * c..(x / s) * c + c];
+            if alpha {
+                let a = u32::from(px[c - 1]);
+                for k in 0..c - 1 {
+                    cell[k] += u32::from(px[k]) * a;
+                }
+                cell[c - 1] += a;
+            } else {
+                for k in 0..c {
+                    cell[k] += u32::from(px[k]);
+                }
+            }
+        }
+        rows_in_cell += 1;
+        if rows_in_cell == s || rows_seen == h {
+            for (ox, cell) in acc.chunks_exact_mut(c).enumerate() {
+                let cols = s.min(w - ox * s) as u32;
+                let n = cols * rows_in_cell as u32;
+                if alpha {
+                    let a = cell[c - 1];
+                    for v in &cell[..c - 1] {
+                        out.push(if a == 0 { 0 } else { ((v + a / 2) / a) as u8 });
+                    }
+                    out.push(((a + n / 2) / n) as u8);
+                } else {
+                    out.extend(cell.iter().map(|v| ((v + n / 2) / n) as u8));
+                }
+                cell.fill(0);
+            }
+            rows_in_cell = 0;
+        }
+        if rows_seen == h {
+            break;
+        }
+    }
+    if rows_seen != h {
+        return Err(ImagingError::Corrupt("PNG ended before all rows were decoded".into()));
+    }
+    Ok(Bitmap::new(ow as u32, oh as u32, layout, out))
 }
