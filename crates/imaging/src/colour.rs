@@ -10,11 +10,15 @@ use moxcms::{ColorProfile, DataColorSpace, Layout as CmsLayout, Transform8BitExe
 
 use crate::bitmap::{Bitmap, Layout};
 
+const MAX_ICC_BYTES: usize = 4 << 20;
+
 /// Converts to sRGB: `Rgb`/`Rgba`, or `Gray`/`GrayAlpha` kept as they are (grey is grey in
 /// sRGB, and a one-channel JPEG is a third of the encoding work). A profile that cannot be
 /// parsed or applied is ignored and the pixels are taken as sRGB, as browsers do: the image is
 /// still served.
 pub fn to_srgb(bitmap: Bitmap, icc: Option<&[u8]>) -> Bitmap {
+    // Real profiles are kilobytes (rarely a few MiB); anything larger is not worth hashing.
+    let icc = icc.filter(|p| p.len() <= MAX_ICC_BYTES);
     let transformed = icc.and_then(|icc| apply_profile(&bitmap, icc));
     if let Some(b) = transformed {
         return b;
@@ -57,7 +61,7 @@ fn apply_profile(bitmap: &Bitmap, icc: &[u8]) -> Option<Bitmap> {
         Layout::Gray => (CmsLayout::Gray, Layout::Rgb, CmsLayout::Rgb, DataColorSpace::Gray),
         Layout::GrayAlpha => (CmsLayout::GrayAlpha, Layout::Rgba, CmsLayout::Rgba, DataColorSpace::Gray),
     };
-    let transform = cached_transform(icc, src_layout, dst_layout, expected_space)?;
+    let transform = cached_transform(icc, bitmap.layout, src_layout, dst_layout, expected_space)?;
     let mut out = vec![0u8; bitmap.width as usize * bitmap.height as usize * dst.channels()];
     // ICC 8-bit CMYK means 0 = no ink, as our decoded samples do (Adobe inversion undone).
     transform.transform(&bitmap.data, &mut out).ok()?;
@@ -75,7 +79,9 @@ fn apply_profile(bitmap: &Bitmap, icc: &[u8]) -> Option<Bitmap> {
     })
 }
 
-type CacheEntry = (u64, CmsLayout, Option<Arc<Transform8BitExecutor>>);
+/// Keyed by profile hash and our layout: CMYK and RGBA share moxcms' 4-channel layout but not
+/// a transform.
+type CacheEntry = (u64, Layout, Option<Arc<Transform8BitExecutor>>);
 
 thread_local! {
     /// Building a transform costs far more than applying it to a thumbnail, and a service sees
@@ -87,6 +93,7 @@ const CACHE_SIZE: usize = 16;
 
 fn cached_transform(
     icc: &[u8],
+    layout: Layout,
     src: CmsLayout,
     dst: CmsLayout,
     space: DataColorSpace,
@@ -94,7 +101,7 @@ fn cached_transform(
     let mut h = DefaultHasher::new();
     icc.hash(&mut h);
     let key = h.finish();
-    if let Some(hit) = TRANSFORMS.with_borrow(|c| c.iter().find(|e| e.0 == key && e.1 == src).map(|e| e.2.clone())) {
+    if let Some(hit) = TRANSFORMS.with_borrow(|c| c.iter().find(|e| e.0 == key && e.1 == layout).map(|e| e.2.clone())) {
         return hit;
     }
     let built = build_transform(icc, src, dst, space);
@@ -102,7 +109,7 @@ fn cached_transform(
         if c.len() >= CACHE_SIZE {
             c.remove(0);
         }
-        c.push((key, src, built.clone()));
+        c.push((key, layout, built.clone()));
     });
     built
 }

@@ -33,6 +33,8 @@ pub enum LimitExceeded {
     Frames { actual: u64, limit: u64 },
     #[error("JPEG has {actual} scans; the limit is {limit}")]
     Scans { actual: u64, limit: u64 },
+    #[error("JPEG scans would walk {actual} 8x8 blocks; the limit is {limit}")]
+    ScanWork { actual: u64, limit: u64 },
     #[error("decoding needs about {actual} bytes of memory; the limit is {limit} bytes")]
     DecoderMemory { actual: u64, limit: u64 },
     #[error("output would be {width}x{height} = {actual} pixels; the limit is {limit} pixels")]

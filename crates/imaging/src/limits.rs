@@ -18,6 +18,10 @@ pub struct Limits {
     /// so a file of thousands of tiny scans burns CPU out of all proportion to its size.
     /// Default 100 (encoders write about 10).
     pub max_jpeg_scans: u64,
+    /// Largest JPEG scans x 8x8 blocks: the work a progressive decode does (every scan walks
+    /// its blocks). Default 40 million: a 100 MP photo with 12 scans fits, a 100 MP image with
+    /// 100 dense scans (seconds of CPU from a file under the byte limit) does not.
+    pub max_jpeg_scan_blocks: u64,
     /// Estimated peak bytes the decoder needs (pixel buffers, JPEG coefficient buffers).
     /// Default 200 MiB, which keeps a worker's RSS for one hostile image under 256 MiB.
     pub max_decoder_memory: u64,
@@ -32,6 +36,7 @@ impl Default for Limits {
             max_input_pixels: 100_000_000,
             max_frames: 1_000,
             max_jpeg_scans: 100,
+            max_jpeg_scan_blocks: 40_000_000,
             max_decoder_memory: 200 << 20,
             max_output_pixels: 50_000_000,
         }
@@ -67,6 +72,12 @@ impl Limits {
                 return Err(LimitExceeded::Scans { actual: jpeg.scans.into(), limit: self.max_jpeg_scans });
             }
         }
+        if let Some(jpeg) = &probe.jpeg {
+            let work = jpeg_scan_blocks(probe);
+            if jpeg.scans > 1 && work > self.max_jpeg_scan_blocks {
+                return Err(LimitExceeded::ScanWork { actual: work, limit: self.max_jpeg_scan_blocks });
+            }
+        }
         let memory = decoder_memory(probe, decode_scale);
         if memory > self.max_decoder_memory {
             return Err(LimitExceeded::DecoderMemory { actual: memory, limit: self.max_decoder_memory });
@@ -81,6 +92,16 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// Scans x 8x8 blocks over all components (chroma counted at its subsampled size): an upper
+/// bound on the blocks a progressive decode walks, since a scan covers one or all components.
+pub fn jpeg_scan_blocks(probe: &Probe) -> u64 {
+    let Some(j) = &probe.jpeg else { return 0 };
+    let luma = u64::from(probe.width).div_ceil(8) * u64::from(probe.height).div_ceil(8);
+    let subsampling = u64::from(j.max_h_samp.max(1)) * u64::from(j.max_v_samp.max(1));
+    let chroma = u64::from(j.components.saturating_sub(1)) * luma / subsampling;
+    u64::from(j.scans) * (luma + chroma)
 }
 
 /// A deliberately pessimistic estimate of the decoder's peak allocation.

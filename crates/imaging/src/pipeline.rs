@@ -48,6 +48,14 @@ pub fn process(input: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Outpu
     limits.check_output(plan.resize.0, plan.resize.1)?;
     let (out_w, out_h) = plan.output();
     limits.check_output(out_w, out_h)?;
+    let format = spec.format.unwrap_or(OutputFormat::following(probe.format));
+    if out_w > format.max_dimension() || out_h > format.max_dimension() {
+        return Err(ImagingError::BadParameter(format!(
+            "output would be {out_w}x{out_h}; {} holds at most {} pixels per side",
+            format.as_str(),
+            format.max_dimension()
+        )));
+    }
     let stored_target = orient::stored_size(probe.orientation, plan.resize);
     let scale = decode::shrink_on_load(probe.format, (probe.width, probe.height), stored_target);
     limits.check_probe(&probe, scale)?;
@@ -61,7 +69,6 @@ pub fn process(input: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Outpu
         None => image,
     };
     let image = colour::to_srgb(image, decoded.icc.as_deref());
-    let format = spec.format.unwrap_or(OutputFormat::following(probe.format));
     let image = match plan.canvas {
         Some(canvas) => {
             let background =

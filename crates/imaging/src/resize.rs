@@ -1,5 +1,9 @@
 //! Resampling with Lanczos3 (SIMD convolution from `fast_image_resize`), alpha premultiplied
 //! around the convolution so transparent pixels do not bleed their colour into the edges.
+//!
+//! Very large reductions are split like libvips does: an integer box shrink first, then
+//! Lanczos3 for the last factor of 2 to 4. Without it the convolution's coefficient tables
+//! grow with the source's long side (a 15,000,000 x 1 PNG asks for gigabytes of them).
 
 use std::cell::RefCell;
 
@@ -13,11 +17,34 @@ thread_local! {
     static RESIZER: RefCell<fr::Resizer> = RefCell::new(fr::Resizer::new());
 }
 
+/// Scratch kept between calls is capped: a worker that once resized a huge image must not hold
+/// its buffers for ever.
+const MAX_KEPT_SCRATCH: usize = 16 << 20;
+
+/// Above this reduction on an axis, a box shrink does the bulk before Lanczos3.
+const BOX_SHRINK_ABOVE: u32 = 4;
+
 pub fn resize(b: Bitmap, width: u32, height: u32) -> Result<Bitmap, ImagingError> {
     if (b.width, b.height) == (width, height) {
         return Ok(b);
     }
-    let pixel_type = match b.layout {
+    // Leave Lanczos3 a factor of at least 2 on each axis.
+    let fx = (b.width / width.max(1) / 2).max(1);
+    let fy = (b.height / height.max(1) / 2).max(1);
+    let b = if b.width / width.max(1) > BOX_SHRINK_ABOVE || b.height / height.max(1) > BOX_SHRINK_ABOVE {
+        box_shrink(&b, fx, fy)
+    } else {
+        b
+    };
+    if (b.width, b.height) == (width, height) {
+        return Ok(b);
+    }
+    lanczos3(b, width, height)
+}
+
+fn lanczos3(b: Bitmap, width: u32, height: u32) -> Result<Bitmap, ImagingError> {
+    let layout = b.layout;
+    let pixel_type = match layout {
         Layout::Gray => fr::PixelType::U8,
         Layout::GrayAlpha => fr::PixelType::U8x2,
         Layout::Rgb => fr::PixelType::U8x3,
@@ -25,13 +52,77 @@ pub fn resize(b: Bitmap, width: u32, height: u32) -> Result<Bitmap, ImagingError
         Layout::Rgba | Layout::Cmyk => fr::PixelType::U8x4,
     };
     let internal = |e: &dyn std::fmt::Display| ImagingError::Encode(format!("resize failed: {e}"));
-    let src = fr::images::ImageRef::new(b.width, b.height, &b.data, pixel_type).map_err(|e| internal(&e))?;
+    let mut src = fr::images::Image::from_vec_u8(b.width, b.height, b.data, pixel_type).map_err(|e| internal(&e))?;
     let mut dst = fr::images::Image::new(width, height, pixel_type);
-    let options = fr::ResizeOptions::new()
-        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3))
-        .use_alpha(b.layout.has_alpha());
-    RESIZER.with_borrow_mut(|r| r.resize(&src, &mut dst, &options)).map_err(|e| internal(&e))?;
-    Ok(Bitmap::new(width, height, b.layout, dst.into_vec()))
+    // Premultiply in place rather than letting the resizer make a premultiplied copy: the
+    // decoded image is the largest buffer of the whole pipeline, and it exists once.
+    let mul_div = fr::MulDiv::default();
+    if layout.has_alpha() {
+        mul_div.multiply_alpha_inplace(&mut src).map_err(|e| internal(&e))?;
+    }
+    let options =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3)).use_alpha(false);
+    RESIZER
+        .with_borrow_mut(|r| {
+            let result = r.resize(&src, &mut dst, &options);
+            if r.size_of_internal_buffers() > MAX_KEPT_SCRATCH {
+                r.reset_internal_buffers();
+            }
+            result
+        })
+        .map_err(|e| internal(&e))?;
+    drop(src);
+    if layout.has_alpha() {
+        mul_div.divide_alpha_inplace(&mut dst).map_err(|e| internal(&e))?;
+    }
+    Ok(Bitmap::new(width, height, layout, dst.into_vec()))
+}
+
+/// Averages each `fx` x `fy` cell (edge cells are smaller); with alpha, colour is weighted by
+/// alpha so that transparent pixels do not darken the result.
+pub fn box_shrink(b: &Bitmap, fx: u32, fy: u32) -> Bitmap {
+    let c = b.layout.channels();
+    let (w, h) = (b.width as usize, b.height as usize);
+    let (fx, fy) = (fx.max(1) as usize, fy.max(1) as usize);
+    let (ow, oh) = (w.div_ceil(fx), h.div_ceil(fy));
+    let alpha = b.layout.has_alpha();
+    let mut acc = vec![0u64; ow * c];
+    let mut out = Vec::with_capacity(ow * oh * c);
+    for oy in 0..oh {
+        let rows = oy * fy..((oy + 1) * fy).min(h);
+        let n_rows = rows.len();
+        for y in rows {
+            let row = &b.data[y * w * c..(y + 1) * w * c];
+            for (x, px) in row.chunks_exact(c).enumerate() {
+                let cell = &mut acc[(x / fx) * c..(x / fx) * c + c];
+                if alpha {
+                    let a = u64::from(px[c - 1]);
+                    for k in 0..c - 1 {
+                        cell[k] += u64::from(px[k]) * a;
+                    }
+                    cell[c - 1] += a;
+                } else {
+                    for (k, v) in px.iter().enumerate() {
+                        cell[k] += u64::from(*v);
+                    }
+                }
+            }
+        }
+        for (ox, cell) in acc.chunks_exact_mut(c).enumerate() {
+            let n = (fx.min(w - ox * fx) * n_rows) as u64;
+            if alpha {
+                let a = cell[c - 1];
+                for v in &cell[..c - 1] {
+                    out.push(if a == 0 { 0 } else { ((v + a / 2) / a) as u8 });
+                }
+                out.push(((a + n / 2) / n) as u8);
+            } else {
+                out.extend(cell.iter().map(|v| ((v + n / 2) / n) as u8));
+            }
+            cell.fill(0);
+        }
+    }
+    Bitmap::new(ow as u32, oh as u32, b.layout, out)
 }
 
 #[cfg(test)]
@@ -57,5 +148,24 @@ mod tests {
         }
         let flat = resize(Bitmap::filled(100, 50, Layout::Rgb, &[10, 200, 30]), 7, 3).unwrap();
         assert!(flat.data.chunks_exact(3).all(|p| p == [10, 200, 30]));
+    }
+
+    #[test]
+    fn huge_reductions_box_shrink_first() {
+        // 200,000 x 1 to 10 x 1: the box shrink brings it to 20 x 1 before Lanczos.
+        let data: Vec<u8> = (0..200_000u32).map(|x| (x % 256) as u8).collect();
+        let out = resize(Bitmap::new(200_000, 1, Layout::Gray, data), 10, 1).unwrap();
+        assert_eq!((out.width, out.height), (10, 1));
+        // Each cell averages many full 0..255 ramps: close to mid-grey.
+        assert!(out.data.iter().all(|&v| (120..=135).contains(&v)), "{:?}", out.data);
+    }
+
+    #[test]
+    fn box_shrink_weights_colour_by_alpha() {
+        let b = Bitmap::new(2, 1, Layout::Rgba, vec![200, 0, 0, 255, 0, 255, 0, 0]);
+        let out = box_shrink(&b, 2, 1);
+        assert_eq!(out.data, vec![200, 0, 0, 128]);
+        let edge = box_shrink(&Bitmap::new(3, 1, Layout::Gray, vec![10, 20, 90]), 2, 1);
+        assert_eq!(edge.data, vec![15, 90]);
     }
 }

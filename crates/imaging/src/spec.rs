@@ -66,6 +66,14 @@ impl OutputFormat {
             OutputFormat::Webp => "webp",
         }
     }
+    /// The largest width or height the format can store.
+    pub fn max_dimension(self) -> u32 {
+        match self {
+            OutputFormat::Jpeg => 65_500,
+            OutputFormat::Png => u32::MAX >> 1,
+            OutputFormat::Webp => 16_383,
+        }
+    }
     pub fn supports_alpha(self) -> bool {
         !matches!(self, OutputFormat::Jpeg)
     }

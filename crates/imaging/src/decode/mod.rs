@@ -43,7 +43,7 @@ pub fn shrink_on_load(format: ImageFormat, src: (u32, u32), target: (u32, u32)) 
 pub fn decode(input: &[u8], probe: &Probe, scale: u32, limits: &Limits) -> Result<Decoded, ImagingError> {
     match probe.format {
         ImageFormat::Jpeg => jpeg::decode(input, probe, scale),
-        ImageFormat::Png => png::decode(input, scale, limits),
+        ImageFormat::Png => png::decode(input, scale),
         ImageFormat::Webp => webp::decode(input, probe, scale),
         ImageFormat::Gif => gif::decode(input, limits),
     }

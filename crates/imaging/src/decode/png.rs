@@ -10,13 +10,13 @@ use std::io::Cursor;
 use super::Decoded;
 use crate::bitmap::{Bitmap, Layout};
 use crate::error::ImagingError;
-use crate::limits::Limits;
 
-pub fn decode(input: &[u8], scale: u32, limits: &Limits) -> Result<Decoded, ImagingError> {
+pub fn decode(input: &[u8], scale: u32) -> Result<Decoded, ImagingError> {
     let corrupt = |e: png::DecodingError| ImagingError::Corrupt(format!("PNG could not be decoded: {e}"));
-    // The decoder's own cap on what it allocates (ancillary chunks included: a zTXt or iCCP
-    // deflate bomb stops here, not in our RSS).
-    let budget = usize::try_from(limits.max_decoder_memory).unwrap_or(usize::MAX);
+    // The decoder's own cap on what it allocates: rows and ancillary chunks, not the image
+    // buffer (ours). A zTXt or iCCP deflate bomb stops here, not in our RSS; real ICC profiles
+    // are well under the 16 MiB this leaves them.
+    let budget = (16usize << 20).saturating_add(probe_width(input).saturating_mul(16));
     let mut decoder = png::Decoder::new_with_limits(Cursor::new(input), png::Limits { bytes: budget });
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     decoder.set_ignore_text_chunk(true);
@@ -119,4 +119,9 @@ fn shrink_rows<R: std::io::BufRead + std::io::Seek>(
         return Err(ImagingError::Corrupt("PNG ended before all rows were decoded".into()));
     }
     Ok(Bitmap::new(ow as u32, oh as u32, layout, out))
+}
+
+/// Width from IHDR (the probe has validated the header already; 0 if absent).
+fn probe_width(input: &[u8]) -> usize {
+    input.get(16..20).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }

@@ -56,14 +56,20 @@ pub fn decode(input: &[u8], probe: &Probe, scale: u32) -> Result<Decoded, Imagin
     let result = if whole_canvas {
         decode_frame(fragment, frame.4, scale).map(|bitmap| Decoded { bitmap, icc })
     } else {
-        // An animation whose first frame covers part of the canvas: compose it at full size.
-        decode_frame(fragment, true, 1).and_then(|bitmap| {
-            let mut canvas = Bitmap::filled(canvas_w, canvas_h, Layout::Rgba, &[0, 0, 0, 0]);
-            let (x, y) = (frame.0 as u32, frame.1 as u32);
-            if x.saturating_add(bitmap.width) > canvas_w || y.saturating_add(bitmap.height) > canvas_h {
+        // An animation whose first frame covers part of the canvas: compose it on a canvas at
+        // the shrink-on-load scale, so a tiny frame on a huge canvas costs a small canvas.
+        decode_frame(fragment, true, scale).and_then(|bitmap| {
+            let s = scale.max(1);
+            let mut canvas = Bitmap::filled(canvas_w.div_ceil(s), canvas_h.div_ceil(s), Layout::Rgba, &[0, 0, 0, 0]);
+            let bitmap = crate::extend::with_alpha(bitmap);
+            let (x, y) = (frame.0.max(0) as u32 / s, frame.1.max(0) as u32 / s);
+            // Rounding at the scaled size can push the frame a pixel past the edge: clip it.
+            let w = bitmap.width.min(canvas.width.saturating_sub(x));
+            let h = bitmap.height.min(canvas.height.saturating_sub(y));
+            if w == 0 || h == 0 {
                 return Err(corrupt("frame lies outside the canvas"));
             }
-            canvas.paste(&bitmap, x, y);
+            canvas.paste(&bitmap.crop(0, 0, w, h), x, y);
             Ok(Decoded { bitmap: canvas, icc })
         })
     };
