@@ -120,12 +120,8 @@ pub fn decoder_memory(probe: &Probe, decode_scale: u32) -> u64 {
             scaled + coefficients
         }
         // Decoded to 8-bit RGBA at worst, plus lines of 16-bit samples; non-interlaced images
-        // shrink row by row, interlaced ones need the full image first.
-        ImageFormat::Png => {
-            let interlaced = probe.png.as_ref().is_some_and(|p| p.interlaced);
-            let s = if interlaced { 1 } else { scale };
-            w.div_ceil(s) * h.div_ceil(s) * 4 + w * 32
-        }
+        // shrink row by row (`decode::scale_for` gives interlaced ones scale 1).
+        ImageFormat::Png => w.div_ceil(scale) * h.div_ceil(scale) * 4 + w * 32,
         // The decoder's RGBA output; libwebp keeps about one more plane while decoding.
         ImageFormat::Webp => w.div_ceil(scale) * h.div_ceil(scale) * 4 + w * h,
         // Canvas in RGBA plus a frame in RGBA and its indices; frames may be larger than the

@@ -57,7 +57,7 @@ pub fn process(input: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Outpu
         )));
     }
     let stored_target = orient::stored_size(probe.orientation, plan.resize);
-    let scale = decode::shrink_on_load(probe.format, (probe.width, probe.height), stored_target);
+    let scale = decode::scale_for(&probe, stored_target);
     limits.check_probe(&probe, scale)?;
 
     // shrink-on-load decode → resize → orient → crop → colour → extend → flatten → encode

@@ -83,46 +83,76 @@ fn lanczos3(b: Bitmap, width: u32, height: u32) -> Result<Bitmap, ImagingError> 
 pub fn box_shrink(b: &Bitmap, fx: u32, fy: u32) -> Bitmap {
     let c = b.layout.channels();
     let (w, h) = (b.width as usize, b.height as usize);
-    let (fx, fy) = (fx.max(1) as usize, fy.max(1) as usize);
-    let (ow, oh) = (w.div_ceil(fx), h.div_ceil(fy));
-    let alpha = b.layout.has_alpha();
-    let mut acc = vec![0u64; ow * c];
-    let mut out = Vec::with_capacity(ow * oh * c);
-    for oy in 0..oh {
-        let rows = oy * fy..((oy + 1) * fy).min(h);
-        let n_rows = rows.len();
-        for y in rows {
-            let row = &b.data[y * w * c..(y + 1) * w * c];
-            for (x, px) in row.chunks_exact(c).enumerate() {
-                let cell = &mut acc[(x / fx) * c..(x / fx) * c + c];
-                if alpha {
-                    let a = u64::from(px[c - 1]);
-                    for k in 0..c - 1 {
-                        cell[k] += u64::from(px[k]) * a;
-                    }
-                    cell[c - 1] += a;
-                } else {
-                    for (k, v) in px.iter().enumerate() {
-                        cell[k] += u64::from(*v);
-                    }
+    let fy = fy.max(1) as usize;
+    let mut acc = BoxRows::new(b.width, fx, b.layout);
+    let mut out = Vec::with_capacity(acc.out_width() * h.div_ceil(fy) * c);
+    for (y, row) in b.data.chunks_exact(w * c).enumerate() {
+        acc.add(row);
+        if (y + 1).is_multiple_of(fy) || y + 1 == h {
+            acc.emit(&mut out);
+        }
+    }
+    Bitmap::new(acc.out_width() as u32, h.div_ceil(fy) as u32, b.layout, out)
+}
+
+/// Accumulates rows of `width` pixels into cells `fx` wide, to emit one averaged output row
+/// per band of rows. Shared by the in-memory box shrink and PNG's streaming shrink-on-load.
+pub struct BoxRows {
+    width: usize,
+    fx: usize,
+    channels: usize,
+    alpha: bool,
+    rows: u64,
+    sums: Vec<u64>,
+}
+
+impl BoxRows {
+    pub fn new(width: u32, fx: u32, layout: Layout) -> BoxRows {
+        let (width, fx, channels) = (width as usize, fx.max(1) as usize, layout.channels());
+        let sums = vec![0; width.div_ceil(fx) * channels];
+        BoxRows { width, fx, channels, alpha: layout.has_alpha(), rows: 0, sums }
+    }
+
+    pub fn out_width(&self) -> usize {
+        self.width.div_ceil(self.fx)
+    }
+
+    /// Adds one row of `width` pixels.
+    pub fn add(&mut self, row: &[u8]) {
+        let c = self.channels;
+        for (x, px) in row.chunks_exact(c).take(self.width).enumerate() {
+            let cell = &mut self.sums[(x / self.fx) * c..(x / self.fx) * c + c];
+            if self.alpha {
+                let a = u64::from(px[c - 1]);
+                for k in 0..c - 1 {
+                    cell[k] += u64::from(px[k]) * a;
+                }
+                cell[c - 1] += a;
+            } else {
+                for (sum, v) in cell.iter_mut().zip(px) {
+                    *sum += u64::from(*v);
                 }
             }
         }
-        for (ox, cell) in acc.chunks_exact_mut(c).enumerate() {
-            let n = (fx.min(w - ox * fx) * n_rows) as u64;
-            if alpha {
+        self.rows += 1;
+    }
+
+    /// Appends the averaged row of the band added since the last emit, and starts a new band.
+    pub fn emit(&mut self, out: &mut Vec<u8>) {
+        let c = self.channels;
+        for (ox, cell) in self.sums.chunks_exact_mut(c).enumerate() {
+            let n = (self.fx.min(self.width - ox * self.fx) as u64 * self.rows).max(1);
+            if self.alpha {
                 let a = cell[c - 1];
-                for v in &cell[..c - 1] {
-                    out.push(if a == 0 { 0 } else { ((v + a / 2) / a) as u8 });
-                }
+                out.extend(cell[..c - 1].iter().map(|v| (v + a / 2).checked_div(a).unwrap_or(0) as u8));
                 out.push(((a + n / 2) / n) as u8);
             } else {
                 out.extend(cell.iter().map(|v| ((v + n / 2) / n) as u8));
             }
             cell.fill(0);
         }
+        self.rows = 0;
     }
-    Bitmap::new(ow as u32, oh as u32, b.layout, out)
 }
 
 #[cfg(test)]

@@ -38,6 +38,15 @@ pub fn shrink_on_load(format: ImageFormat, src: (u32, u32), target: (u32, u32)) 
     }
 }
 
+/// The shrink-on-load denominator the decoder will really use for this image: interlaced PNGs
+/// cannot be streamed row by row, so they decode at full size.
+pub fn scale_for(probe: &Probe, target: (u32, u32)) -> u32 {
+    if probe.png.as_ref().is_some_and(|p| p.interlaced) {
+        return 1;
+    }
+    shrink_on_load(probe.format, (probe.width, probe.height), target)
+}
+
 /// Decodes the first frame of `input` at 1/`scale` of its size (where the format allows; the
 /// bitmap says what size came out).
 pub fn decode(input: &[u8], probe: &Probe, scale: u32, limits: &Limits) -> Result<Decoded, ImagingError> {

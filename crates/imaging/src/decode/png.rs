@@ -10,6 +10,7 @@ use std::io::Cursor;
 use super::Decoded;
 use crate::bitmap::{Bitmap, Layout};
 use crate::error::ImagingError;
+use crate::resize::BoxRows;
 
 pub fn decode(input: &[u8], scale: u32) -> Result<Decoded, ImagingError> {
     let corrupt = |e: png::DecodingError| ImagingError::Corrupt(format!("PNG could not be decoded: {e}"));
@@ -70,55 +71,24 @@ fn shrink_rows<R: std::io::BufRead + std::io::Seek>(
     let (w, h) = (reader.info().width as usize, reader.info().height as usize);
     let c = layout.channels();
     let s = scale as usize;
-    let (ow, oh) = (w.div_ceil(s), h.div_ceil(s));
-    let alpha = layout.has_alpha();
-    let mut acc = vec![0u32; ow * c];
-    let mut out = Vec::with_capacity(ow * oh * c);
+    let mut acc = BoxRows::new(w as u32, scale, layout);
+    let mut out = Vec::with_capacity(acc.out_width() * h.div_ceil(s) * c);
     let mut row = vec![0u8; w * c];
-    let mut rows_in_cell = 0usize;
     let mut rows_seen = 0usize;
-    while let Some(_info) = reader.read_row(&mut row).map_err(corrupt)? {
-        rows_seen += 1;
-        for (x, px) in row.chunks_exact(c).enumerate() {
-            let cell = &mut acc[(x / s) * c..(x / s) * c + c];
-            if alpha {
-                let a = u32::from(px[c - 1]);
-                for k in 0..c - 1 {
-                    cell[k] += u32::from(px[k]) * a;
-                }
-                cell[c - 1] += a;
-            } else {
-                for k in 0..c {
-                    cell[k] += u32::from(px[k]);
-                }
-            }
-        }
-        rows_in_cell += 1;
-        if rows_in_cell == s || rows_seen == h {
-            for (ox, cell) in acc.chunks_exact_mut(c).enumerate() {
-                let cols = s.min(w - ox * s) as u32;
-                let n = cols * rows_in_cell as u32;
-                if alpha {
-                    let a = cell[c - 1];
-                    for v in &cell[..c - 1] {
-                        out.push(if a == 0 { 0 } else { ((v + a / 2) / a) as u8 });
-                    }
-                    out.push(((a + n / 2) / n) as u8);
-                } else {
-                    out.extend(cell.iter().map(|v| ((v + n / 2) / n) as u8));
-                }
-                cell.fill(0);
-            }
-            rows_in_cell = 0;
-        }
-        if rows_seen == h {
+    while rows_seen < h {
+        if reader.read_row(&mut row).map_err(corrupt)?.is_none() {
             break;
+        }
+        acc.add(&row);
+        rows_seen += 1;
+        if rows_seen.is_multiple_of(s) || rows_seen == h {
+            acc.emit(&mut out);
         }
     }
     if rows_seen != h {
         return Err(ImagingError::Corrupt("PNG ended before all rows were decoded".into()));
     }
-    Ok(Bitmap::new(ow as u32, oh as u32, layout, out))
+    Ok(Bitmap::new(acc.out_width() as u32, h.div_ceil(s) as u32, layout, out))
 }
 
 /// Width from IHDR (the probe has validated the header already; 0 if absent).

@@ -8,20 +8,18 @@ pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
     let fail = |e: png::EncodingError| ImagingError::Encode(e.to_string());
     let mut out = Vec::with_capacity(b.data.len() / 2 + 1024);
     {
-        let mut enc = png::Encoder::new(&mut out, b.width, b.height);
-        enc.set_color(match b.layout {
+        let mut info = png::Info::with_size(b.width, b.height);
+        info.color_type = match b.layout {
             Layout::Gray => png::ColorType::Grayscale,
             Layout::GrayAlpha => png::ColorType::GrayscaleAlpha,
             Layout::Rgb => png::ColorType::Rgb,
             Layout::Rgba => png::ColorType::Rgba,
             Layout::Cmyk => return Err(ImagingError::Encode("PNG cannot hold CMYK pixels".into())),
-        });
-        enc.set_depth(png::BitDepth::Eight);
+        };
+        info.bit_depth = png::BitDepth::Eight;
+        info.icc_profile = o.icc.as_deref().map(|p| p.to_vec().into());
+        let mut enc = png::Encoder::with_info(&mut out, info).map_err(fail)?;
         enc.set_compression(png::Compression::Fast);
-        if o.icc.is_some() {
-            // PNG's own, 13-byte way of saying "this is sRGB".
-            enc.set_source_srgb(png::SrgbRenderingIntent::Perceptual);
-        }
         let mut writer = enc.write_header().map_err(fail)?;
         writer.write_image_data(&b.data).map_err(fail)?;
         writer.finish().map_err(fail)?;
