@@ -1,0 +1,41 @@
+//! The one error type of the dispatcher. Each variant is one answer the HTTP edge gives; the
+//! status is kept next to the variants (as `imaging` does) so every caller maps them alike.
+
+use std::time::Duration;
+
+use crate::config::Lane;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The job's lane is full: answer 503 with `Retry-After` at once. `retry_after` estimates when
+    /// the lane will have room: queue depth × recent mean service time ÷ workers serving the lane,
+    /// at least 1 ms.
+    #[error("the {lane} lane is full; retry after {} ms", retry_after.as_millis())]
+    Overloaded { lane: Lane, retry_after: Duration },
+    /// The deadline passed before the result was ready, whether the job was still queued (it is
+    /// dropped, never run) or already running (its result is discarded). HTTP 504.
+    #[error("the deadline passed before the image was ready")]
+    DeadlineExceeded,
+    /// `shutdown` was called: no new jobs are taken. HTTP 503.
+    #[error("the dispatcher is shutting down")]
+    ShuttingDown,
+    /// The pipeline refused or failed the image; its own status applies.
+    #[error(transparent)]
+    Imaging(#[from] imaging::ImagingError),
+    /// The pipeline panicked on this job (a bug of ours; the worker lives on). HTTP 500. The
+    /// message is for the logs, not for the client.
+    #[error("the image worker panicked: {message}")]
+    WorkerPanicked { message: String },
+}
+
+impl DispatchError {
+    /// The HTTP status this error stands for.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            DispatchError::Overloaded { .. } | DispatchError::ShuttingDown => 503,
+            DispatchError::DeadlineExceeded => 504,
+            DispatchError::Imaging(e) => e.http_status(),
+            DispatchError::WorkerPanicked { .. } => 500,
+        }
+    }
+}

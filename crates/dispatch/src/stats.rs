@@ -1,0 +1,33 @@
+//! The numbers the api turns into metrics. Plain values copied out under the queue's lock, so
+//! one snapshot is consistent (a job is counted queued, running or finished, never twice); the
+//! lock is taken for every job anyway, so a scrape adds no new contention.
+
+use std::time::Duration;
+
+use crate::config::PerLane;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchStats {
+    pub lanes: PerLane<LaneStats>,
+    pub workers: usize,
+    /// Workers running a job now (including a job whose submitter has gone).
+    pub busy_workers: usize,
+    /// Jobs a worker ran to the end, whatever the outcome: an image, an imaging error, a panic,
+    /// or a result nobody was waiting for any more (deadline passed or client gone mid-run).
+    pub completed: u64,
+    /// Jobs dropped unprocessed because their deadline passed before a worker started them
+    /// (including jobs already expired when submitted).
+    pub dropped_expired: u64,
+    /// Jobs dropped unprocessed because their submitter went away (client disconnected).
+    pub cancelled: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LaneStats {
+    /// Jobs waiting in the lane (not running).
+    pub queued: usize,
+    pub capacity: usize,
+    /// Moving mean of this lane's service time (a documented prior until its first job): the
+    /// basis of `Overloaded::retry_after`.
+    pub mean_service_time: Duration,
+}

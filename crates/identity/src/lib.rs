@@ -1,0 +1,34 @@
+//! # identity
+//!
+//! Who may call resizer, and within which limits. It owns the management plane's data — tenants,
+//! their limits and their API keys — in the embedded store (SQLite, [`IdentityStore`]), and the
+//! data plane's [`CredentialCache`], from which every api node decides every request in
+//! microseconds without a network hop. It also owns the API key format ([`parse_key`]).
+//!
+//! The store is consistent and the source of truth: every write also appends a [`Change`] to an
+//! outbox in the same transaction, with gap-free versions. The cache is available and lags by a
+//! bounded interval: it is fed a [`Snapshot`] and then the changes in version order — by [`feed`]
+//! in embedded mode, by a JetStream KV watcher in the cluster, through the same two methods.
+//!
+//! It must not know about HTTP (the api maps [`AuthError`] and [`StoreError`] to statuses), must
+//! not store, log or print a key's secret (only its SHA-256 is kept, and the full key exists once,
+//! in the value [`IdentityStore::create_key`] returns), and must not reach into other crates.
+//!
+//! Files: `key.rs` the key format, `model.rs` the types, `store.rs` the SQLite store,
+//! `migrations.rs` its schema, `cache.rs` the credential cache, `feed.rs` store → cache.
+
+mod cache;
+mod feed;
+mod key;
+mod migrations;
+mod model;
+mod store;
+
+pub use cache::{AuthError, Authenticated, CacheError, CredentialCache};
+pub use feed::{feed, Fed};
+pub use key::{parse_key, KeyFormatError, ParsedKey, KEY_LEN, KEY_PREFIX};
+pub use model::{
+    ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidKeyId, InvalidLimits, InvalidStatus, KeyId,
+    Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
+};
+pub use store::{IdentityStore, Missing, StorageError, StoreError};

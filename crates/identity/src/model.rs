@@ -1,0 +1,273 @@
+//! The management plane's data model: tenants, their limits and their API keys, plus the two
+//! shapes in which the data plane receives it — a [`Snapshot`] of every credential and an ordered
+//! stream of [`Change`]s. The store writes these types; the credential cache reads them; neither
+//! the SQL nor a wire format lives here.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use crate::key::{is_base62, KEY_ID_LEN};
+
+/// A tenant's id: assigned by the store, never reused. Not a secret and not a capability — it
+/// names a tenant in admin URLs, logs and usage records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TenantId(u64);
+
+impl TenantId {
+    pub const fn new(id: u64) -> Self {
+        TenantId(id)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(TenantId)
+    }
+}
+
+/// An API key's public id: the 12 base62 characters after `rsz_` in the key itself. Random, so
+/// ids do not reveal how many keys exist. Safe to log and to show in admin listings; it grants
+/// nothing without the secret.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId([u8; KEY_ID_LEN]);
+
+impl KeyId {
+    /// From bytes already checked to be base62 (the key parser and the generator).
+    pub(crate) fn from_base62(bytes: [u8; KEY_ID_LEN]) -> Self {
+        debug_assert!(bytes.iter().all(|&b| is_base62(b)));
+        KeyId(bytes)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Invariant: only base62 (ASCII) bytes ever get in, see `from_base62` and `from_str`.
+        std::str::from_utf8(&self.0).expect("KeyId holds ASCII")
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.as_str())
+    }
+}
+
+/// The reason a string is not a key id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a key id is {KEY_ID_LEN} characters from [0-9A-Za-z]")]
+pub struct InvalidKeyId;
+
+impl FromStr for KeyId {
+    type Err = InvalidKeyId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes: [u8; KEY_ID_LEN] = s.as_bytes().try_into().map_err(|_| InvalidKeyId)?;
+        if !bytes.iter().all(|&b| is_base62(b)) {
+            return Err(InvalidKeyId);
+        }
+        Ok(KeyId(bytes))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TenantStatus {
+    Active,
+    /// Every key of the tenant is refused (HTTP 403) until it is reactivated; keys are kept.
+    Suspended,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+        }
+    }
+}
+
+impl fmt::Display for TenantStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TenantStatus {
+    type Err = InvalidStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(TenantStatus::Active),
+            "suspended" => Ok(TenantStatus::Suspended),
+            _ => Err(InvalidStatus),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a tenant status is `active` or `suspended`")]
+pub struct InvalidStatus;
+
+/// A tenant's own limits. Every field is an override: `None` means "the deployment's default",
+/// which the api takes from its configuration (see [`EffectiveLimits`]) — so changing the global
+/// default changes every tenant that has not been given its own value, which is what an operator
+/// expects. The store only holds what was set explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TenantLimits {
+    /// Sustained requests per second (token bucket refill rate). Finite and > 0.
+    pub rate_per_sec: Option<f64>,
+    /// Requests that may be made at once above the sustained rate (token bucket size). ≥ 1.
+    pub burst: Option<u32>,
+    /// Largest request body, in bytes. ≥ 1.
+    pub max_input_bytes: Option<u64>,
+    /// Largest width × height of an input image, as declared in its header. ≥ 1.
+    pub max_input_pixels: Option<u64>,
+}
+
+impl TenantLimits {
+    /// Every override, with the defaults filling the gaps.
+    pub fn resolve(&self, defaults: &EffectiveLimits) -> EffectiveLimits {
+        EffectiveLimits {
+            rate_per_sec: self.rate_per_sec.unwrap_or(defaults.rate_per_sec),
+            burst: self.burst.unwrap_or(defaults.burst),
+            max_input_bytes: self.max_input_bytes.unwrap_or(defaults.max_input_bytes),
+            max_input_pixels: self.max_input_pixels.unwrap_or(defaults.max_input_pixels),
+        }
+    }
+
+    /// Refuses values no limiter can use. The upper bounds come from the stores: SQLite and
+    /// PostgreSQL integers are signed 64-bit.
+    pub fn validate(&self) -> Result<(), InvalidLimits> {
+        if let Some(rate) = self.rate_per_sec {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(InvalidLimits("rate_per_sec must be a finite number above 0"));
+            }
+        }
+        if self.burst == Some(0) {
+            return Err(InvalidLimits("burst must be at least 1"));
+        }
+        let in_range = |v: Option<u64>| v.is_none_or(|v| v >= 1 && i64::try_from(v).is_ok());
+        if !in_range(self.max_input_bytes) {
+            return Err(InvalidLimits("max_input_bytes must be between 1 and 2^63-1"));
+        }
+        if !in_range(self.max_input_pixels) {
+            return Err(InvalidLimits("max_input_pixels must be between 1 and 2^63-1"));
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`TenantLimits`] was refused; the message is fit for an admin client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidLimits(pub &'static str);
+
+/// Limits with every value decided: what the rate limiter and the body cap actually use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EffectiveLimits {
+    pub rate_per_sec: f64,
+    pub burst: u32,
+    pub max_input_bytes: u64,
+    pub max_input_pixels: u64,
+}
+
+impl Default for EffectiveLimits {
+    /// The built-in global defaults, for a deployment whose configuration says nothing:
+    /// 100 requests/s with bursts of 200, and the same input caps as `imaging::Limits`
+    /// (32 MiB, 100 megapixels) so that a tenant without overrides is bounded by the pipeline's
+    /// own limits and nothing else.
+    fn default() -> Self {
+        EffectiveLimits { rate_per_sec: 100.0, burst: 200, max_input_bytes: 32 << 20, max_input_pixels: 100_000_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub id: TenantId,
+    /// Unique, compared case-insensitively; 1–64 characters from `[A-Za-z0-9._-]`.
+    pub name: String,
+    pub status: TenantStatus,
+    pub limits: TenantLimits,
+    /// Millisecond precision (what the store keeps).
+    pub created_at: SystemTime,
+}
+
+/// An API key as the management plane shows it. The secret is not here: the store keeps only its
+/// SHA-256 and hands the full key string back once, from `create_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: KeyId,
+    pub tenant: TenantId,
+    /// Free text for humans ("ci", "production"); not unique. 1–100 characters, no control characters.
+    pub label: String,
+    pub created_at: SystemTime,
+    pub revoked_at: Option<SystemTime>,
+}
+
+/// What the data plane needs to know about a tenant to decide a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TenantState {
+    pub id: TenantId,
+    pub status: TenantStatus,
+    pub limits: TenantLimits,
+}
+
+/// One API key as the credential cache holds it: everything an authentication decision needs,
+/// denormalised so that deciding is one lookup. Revoked keys are kept, so that a revoked key is
+/// told apart from an unknown one (403 against 401).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credential {
+    pub key: KeyId,
+    /// SHA-256 of the key's secret part (the 32 characters between the second and third `_`).
+    pub secret_hash: [u8; 32],
+    pub revoked: bool,
+    /// The key's tenant as of the version this credential was read at.
+    pub tenant: TenantState,
+}
+
+/// Every credential at one version of the outbox: applying the changes after `version` to it
+/// gives the current state.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// The version of the last change included; 0 for a store that never changed.
+    pub version: u64,
+    /// Ordered by key id.
+    pub credentials: Vec<Credential>,
+}
+
+/// One row of the outbox. Versions start at 1 and have no holes: change `n + 1` is the one that
+/// follows change `n`, which is how a reader detects that it missed one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub version: u64,
+    /// When the mutation committed (store clock), so a reader can measure its propagation lag.
+    pub at: SystemTime,
+    pub kind: ChangeKind,
+}
+
+/// Each change carries the full new state of one thing, not a delta, so applying it twice is
+/// harmless and the last change per thing is all a compacted log (a KV bucket) needs to keep.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeKind {
+    /// A tenant was created, suspended, reactivated or given new limits: every credential of it
+    /// takes this state.
+    Tenant(TenantState),
+    /// A key was created or revoked: its whole credential, with its tenant's state at that version.
+    Credential(Credential),
+}

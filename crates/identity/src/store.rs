@@ -1,0 +1,586 @@
+//! The authoritative store of embedded mode: tenants, keys and the outbox of changes in one SQLite
+//! file. Consistent before available (the blueprint's CAP choice for identity): every write is one
+//! `BEGIN IMMEDIATE` transaction that also appends its [`Change`], so the outbox never disagrees
+//! with the tables — a relay may publish it, a cache may replay it, and both see exactly what
+//! committed, in commit order.
+//!
+//! The API is synchronous and blocking (a mutex around one connection): async callers run it on a
+//! blocking thread. It must not know about HTTP, nor hold or log a key's secret.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use crate::key;
+use crate::migrations::{self, MigrateError};
+use crate::model::{
+    ApiKey, Change, ChangeKind, Credential, InvalidLimits, KeyId, Snapshot, Tenant, TenantId, TenantLimits,
+    TenantState, TenantStatus,
+};
+
+/// How long a writer waits for another process's write lock before giving up with `Storage`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts at a fresh random key id when one collides (at 71 bits, the second never runs).
+const KEY_ID_ATTEMPTS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(Missing),
+    /// A tenant with this name (compared case-insensitively) already exists.
+    #[error("a tenant named `{0}` already exists")]
+    Conflict(String),
+    /// The caller's input breaks a rule stated on the model (name shape, limit ranges).
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The database failed or is unusable; nothing the caller sent can fix it.
+    #[error("identity store: {0}")]
+    Storage(StorageError),
+}
+
+/// What was looked for and not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    Tenant(TenantId),
+    TenantNamed(String),
+    Key(KeyId),
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::Tenant(id) => write!(f, "tenant {id}"),
+            Missing::TenantNamed(name) => write!(f, "tenant `{name}`"),
+            Missing::Key(id) => write!(f, "API key {id}"),
+        }
+    }
+}
+
+/// A failure of the storage layer, opaque so that the PostgreSQL store can return the same type.
+#[derive(Debug)]
+pub struct StorageError(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Sqlite(rusqlite::Error),
+    SchemaTooNew { found: u32 },
+    Entropy(getrandom::Error),
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Inner::Sqlite(e) => write!(f, "sqlite: {e}"),
+            Inner::SchemaTooNew { found } => write!(
+                f,
+                "the database has schema version {found}, this build knows up to {}: it was written by a newer resizer",
+                migrations::SCHEMA_VERSION
+            ),
+            Inner::Entropy(e) => write!(f, "no randomness for a new key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            Inner::Sqlite(e) => Some(e),
+            // getrandom's error implements `std::error::Error` only with its `std` feature; the
+            // message above carries it.
+            Inner::SchemaTooNew { .. } | Inner::Entropy(_) => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Storage(StorageError(Inner::Sqlite(e)))
+    }
+}
+
+impl From<InvalidLimits> for StoreError {
+    fn from(e: InvalidLimits) -> Self {
+        StoreError::Invalid(e.0)
+    }
+}
+
+pub struct IdentityStore {
+    conn: Mutex<Connection>,
+}
+
+impl IdentityStore {
+    /// Opens (creating if needed) the database at `path`, in WAL mode so that readers in other
+    /// processes (an admin CLI) never block the writer, and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        // Returns the mode it ended up in; WAL is refused only by exotic filesystems, where the
+        // default rollback journal is still correct, just slower for concurrent readers.
+        let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
+        Self::init(conn)
+    }
+
+    /// A private database that disappears with the value: tests and throwaway dev runs.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrations::migrate(&mut conn).map_err(|e| match e {
+            MigrateError::TooNew { found } => StoreError::Storage(StorageError(Inner::SchemaTooNew { found })),
+            MigrateError::Sqlite(e) => e.into(),
+        })?;
+        Ok(IdentityStore { conn: Mutex::new(conn) })
+    }
+
+    pub fn create_tenant(&self, name: &str, limits: TenantLimits) -> Result<Tenant, StoreError> {
+        validate_tenant_name(name)?;
+        limits.validate()?;
+        self.write(|tx| {
+            let created_at = now_ms();
+            let inserted = tx.execute(
+                "INSERT INTO tenants (name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    name,
+                    TenantStatus::Active.as_str(),
+                    limits.rate_per_sec,
+                    limits.burst,
+                    limits.max_input_bytes,
+                    limits.max_input_pixels,
+                    created_at
+                ],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict(name.to_string())),
+                other => other?,
+            };
+            let id = TenantId::new(u64::try_from(tx.last_insert_rowid()).expect("AUTOINCREMENT rowids are positive"));
+            let tenant = Tenant {
+                id,
+                name: name.to_string(),
+                status: TenantStatus::Active,
+                limits,
+                created_at: from_ms(created_at),
+            };
+            append_change(tx, created_at, &ChangeKind::Tenant(tenant_state(&tenant)))?;
+            Ok(tenant)
+        })
+    }
+
+    pub fn get_tenant(&self, id: TenantId) -> Result<Tenant, StoreError> {
+        tenant_by_id(&self.lock(), id)
+    }
+
+    /// The tenant whose name equals `name` case-insensitively.
+    pub fn tenant_by_name(&self, name: &str) -> Result<Tenant, StoreError> {
+        self.lock()
+            .query_row(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name = ?1"), [name], tenant_from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(Missing::TenantNamed(name.to_string())))
+    }
+
+    /// Every tenant, oldest first.
+    pub fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"))?;
+        let tenants = stmt.query_map([], tenant_from_row)?.collect::<Result<_, _>>()?;
+        Ok(tenants)
+    }
+
+    /// Replaces the tenant's overrides as a whole (a `None` field returns to the default).
+    /// Setting the limits it already has writes no change.
+    pub fn update_limits(&self, id: TenantId, limits: TenantLimits) -> Result<Tenant, StoreError> {
+        limits.validate()?;
+        self.write(|tx| {
+            let mut tenant = tenant_by_id(tx, id)?;
+            if tenant.limits == limits {
+                return Ok(tenant);
+            }
+            tx.execute(
+                "UPDATE tenants SET rate_per_sec = ?2, burst = ?3, max_input_bytes = ?4, max_input_pixels = ?5
+                 WHERE id = ?1",
+                params![
+                    sql_tenant(id),
+                    limits.rate_per_sec,
+                    limits.burst,
+                    limits.max_input_bytes,
+                    limits.max_input_pixels
+                ],
+            )?;
+            tenant.limits = limits;
+            append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
+            Ok(tenant)
+        })
+    }
+
+    /// Suspends or reactivates a tenant. Setting the status it already has writes no change.
+    pub fn set_status(&self, id: TenantId, status: TenantStatus) -> Result<Tenant, StoreError> {
+        self.write(|tx| {
+            let mut tenant = tenant_by_id(tx, id)?;
+            if tenant.status == status {
+                return Ok(tenant);
+            }
+            tx.execute("UPDATE tenants SET status = ?2 WHERE id = ?1", params![sql_tenant(id), status.as_str()])?;
+            tenant.status = status;
+            append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
+            Ok(tenant)
+        })
+    }
+
+    /// Issues a key. The returned string is the whole key (`rsz_…`), the only time its secret
+    /// exists outside the caller: the store keeps its SHA-256. A suspended tenant may be given
+    /// keys; they are refused like its others until it is reactivated.
+    pub fn create_key(&self, tenant: TenantId, label: &str) -> Result<(ApiKey, String), StoreError> {
+        validate_label(label)?;
+        self.write(|tx| {
+            let owner = tenant_by_id(tx, tenant)?;
+            let created_at = now_ms();
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let new = key::generate().map_err(|e| StoreError::Storage(StorageError(Inner::Entropy(e))))?;
+                let inserted = tx.execute(
+                    "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![new.id.as_str(), sql_tenant(tenant), label, &new.secret_hash[..], created_at],
+                );
+                match inserted {
+                    Err(e) if is_unique_violation(&e) && attempts < KEY_ID_ATTEMPTS => continue,
+                    other => other?,
+                };
+                let credential =
+                    Credential { key: new.id, secret_hash: new.secret_hash, revoked: false, tenant: tenant_state(&owner) };
+                append_change(tx, created_at, &ChangeKind::Credential(credential))?;
+                let api_key =
+                    ApiKey { id: new.id, tenant, label: label.to_string(), created_at: from_ms(created_at), revoked_at: None };
+                return Ok((api_key, new.token));
+            }
+        })
+    }
+
+    pub fn get_key(&self, id: KeyId) -> Result<ApiKey, StoreError> {
+        self.lock()
+            .query_row(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), [id.as_str()], key_from_row)
+            .optional()?
+            .ok_or(StoreError::NotFound(Missing::Key(id)))
+    }
+
+    /// The tenant's keys, revoked ones included, oldest first.
+    pub fn list_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>, StoreError> {
+        let mut conn = self.lock();
+        // One read transaction, so that the tenant cannot vanish between the check and the list.
+        let tx = conn.transaction()?;
+        tenant_by_id(&tx, tenant)?;
+        // rowid is insertion order, exact where created_at (milliseconds) ties.
+        let mut stmt =
+            tx.prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY rowid"))?;
+        let keys = stmt.query_map([sql_tenant(tenant)], key_from_row)?.collect::<Result<_, _>>()?;
+        Ok(keys)
+    }
+
+    /// Revokes a key for good. Revoking a revoked key changes nothing and returns it as it is.
+    pub fn revoke_key(&self, id: KeyId) -> Result<ApiKey, StoreError> {
+        self.write(|tx| {
+            let (mut api_key, secret_hash) = tx
+                .query_row(
+                    &format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?1"),
+                    [id.as_str()],
+                    |row| Ok((key_from_row(row)?, hash_from_row(row, 5)?)),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound(Missing::Key(id)))?;
+            if api_key.revoked_at.is_some() {
+                return Ok(api_key);
+            }
+            let revoked_at = now_ms();
+            tx.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1", params![id.as_str(), revoked_at])?;
+            api_key.revoked_at = Some(from_ms(revoked_at));
+            let owner = tenant_by_id(tx, api_key.tenant)?;
+            let credential = Credential { key: id, secret_hash, revoked: true, tenant: tenant_state(&owner) };
+            append_change(tx, revoked_at, &ChangeKind::Credential(credential))?;
+            Ok(api_key)
+        })
+    }
+
+    /// The version of the last change; 0 if nothing was ever written.
+    pub fn version(&self) -> Result<u64, StoreError> {
+        Ok(head_version(&self.lock())?)
+    }
+
+    /// Every credential, and the version they are current at, read in one transaction.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let version = head_version(&tx)?;
+        let mut stmt = tx.prepare(
+            "SELECT k.id, k.secret_sha256, k.revoked_at IS NOT NULL,
+                    t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels
+             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+             ORDER BY k.id",
+        )?;
+        let credentials = stmt
+            .query_map([], |row| {
+                Ok(Credential {
+                    key: key_id_from_row(row, 0)?,
+                    secret_hash: hash_from_row(row, 1)?,
+                    revoked: row.get(2)?,
+                    tenant: TenantState {
+                        id: TenantId::new(row.get(3)?),
+                        status: status_from_row(row, 4)?,
+                        limits: limits_from_row(row, 5)?,
+                    },
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Snapshot { version, credentials })
+    }
+
+    /// Every change with a version above `version`, in order.
+    pub fn changes_since(&self, version: u64) -> Result<Vec<Change>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes, max_input_pixels,
+                    key_id, secret_sha256, revoked
+             FROM changes WHERE version > ?1 ORDER BY version",
+        )?;
+        let changes =
+            stmt.query_map([i64::try_from(version).unwrap_or(i64::MAX)], change_from_row)?.collect::<Result<_, _>>()?;
+        Ok(changes)
+    }
+
+    /// Runs `f` in one write transaction: committed if it returns `Ok`, rolled back otherwise.
+    /// IMMEDIATE takes the write lock up front, so a read-then-write cannot deadlock with
+    /// another process (a deferred transaction's lock upgrade does not honour the busy timeout).
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no half-done transaction behind (the transaction's
+        // drop rolls it back), so the connection is still good.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_connection<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.lock())
+    }
+}
+
+/// Appends one change with the next version. Callers are inside a write transaction, so the
+/// MAX + 1 cannot race and the version sequence has no holes (a PostgreSQL sequence would: it
+/// does not roll back, so the cluster's store must take the next version from a locked row too).
+fn append_change(tx: &Transaction<'_>, at: i64, kind: &ChangeKind) -> Result<u64, StoreError> {
+    let version = head_version(tx)? + 1;
+    let (tenant, key) = match kind {
+        ChangeKind::Tenant(tenant) => (tenant, None),
+        ChangeKind::Credential(c) => (&c.tenant, Some(c)),
+    };
+    tx.execute(
+        "INSERT INTO changes (version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes,
+                              max_input_pixels, key_id, secret_sha256, revoked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            version,
+            at,
+            if key.is_some() { "key" } else { "tenant" },
+            sql_tenant(tenant.id),
+            tenant.status.as_str(),
+            tenant.limits.rate_per_sec,
+            tenant.limits.burst,
+            tenant.limits.max_input_bytes,
+            tenant.limits.max_input_pixels,
+            key.map(|c| c.key.as_str()),
+            key.map(|c| &c.secret_hash[..]),
+            key.map(|c| c.revoked),
+        ],
+    )?;
+    Ok(version)
+}
+
+fn head_version(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM changes", [], |row| row.get(0))
+}
+
+const TENANT_COLUMNS: &str = "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at";
+const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at";
+
+fn tenant_by_id(conn: &Connection, id: TenantId) -> Result<Tenant, StoreError> {
+    conn.query_row(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"), [sql_tenant(id)], tenant_from_row)
+        .optional()?
+        .ok_or(StoreError::NotFound(Missing::Tenant(id)))
+}
+
+fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: TenantId::new(row.get(0)?),
+        name: row.get(1)?,
+        status: status_from_row(row, 2)?,
+        limits: limits_from_row(row, 3)?,
+        created_at: from_ms(row.get(7)?),
+    })
+}
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: key_id_from_row(row, 0)?,
+        tenant: TenantId::new(row.get(1)?),
+        label: row.get(2)?,
+        created_at: from_ms(row.get(3)?),
+        revoked_at: row.get::<_, Option<i64>>(4)?.map(from_ms),
+    })
+}
+
+fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
+    let tenant = TenantState {
+        id: TenantId::new(row.get(3)?),
+        status: status_from_row(row, 4)?,
+        limits: limits_from_row(row, 5)?,
+    };
+    let kind = match row.get_ref(2)?.as_str()? {
+        "tenant" => ChangeKind::Tenant(tenant),
+        _ => ChangeKind::Credential(Credential {
+            key: key_id_from_row(row, 9)?,
+            secret_hash: hash_from_row(row, 10)?,
+            revoked: row.get(11)?,
+            tenant,
+        }),
+    };
+    Ok(Change { version: row.get(0)?, at: from_ms(row.get(1)?), kind })
+}
+
+/// The four limit columns, in model order, starting at `first`.
+fn limits_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<TenantLimits> {
+    Ok(TenantLimits {
+        rate_per_sec: row.get(first)?,
+        burst: row.get(first + 1)?,
+        max_input_bytes: row.get(first + 2)?,
+        max_input_pixels: row.get(first + 3)?,
+    })
+}
+
+fn status_from_row(row: &Row<'_>, idx: usize) -> rusqlite::Result<TenantStatus> {
+    row.get_ref(idx)?.as_str()?.parse().map_err(|e| conversion_error(idx, e))
+}
+
+fn key_id_from_row(row: &Row<'_>, idx: usize) -> rusqlite::Result<KeyId> {
+    row.get_ref(idx)?.as_str()?.parse().map_err(|e| conversion_error(idx, e))
+}
+
+fn hash_from_row(row: &Row<'_>, idx: usize) -> rusqlite::Result<[u8; 32]> {
+    row.get(idx)
+}
+
+fn conversion_error(idx: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == ErrorCode::ConstraintViolation
+            && matches!(f.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
+}
+
+fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
+    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid("a tenant name is 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"))
+    }
+}
+
+fn validate_label(label: &str) -> Result<(), StoreError> {
+    let ok = (1..=100).contains(&label.chars().count()) && !label.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid("a key label is 1 to 100 characters, none of them control characters"))
+    }
+}
+
+fn tenant_state(tenant: &Tenant) -> TenantState {
+    TenantState { id: tenant.id, status: tenant.status, limits: tenant.limits }
+}
+
+/// A tenant id as SQLite binds it. Ids above 2^63 - 1 cannot exist (rowids are signed), so they
+/// become -1, which matches no row: a caller's absurd id is "not found", never a panic.
+fn sql_tenant(id: TenantId) -> i64 {
+    i64::try_from(id.get()).unwrap_or(-1)
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Makes every insert into the outbox fail, as a full disk or a crash between the two writes
+    /// would: the mutation that went with it must vanish too.
+    fn break_the_outbox(store: &IdentityStore) {
+        store.with_connection(|conn| {
+            conn.execute_batch(
+                "CREATE TRIGGER outbox_down BEFORE INSERT ON changes BEGIN SELECT RAISE(ABORT, 'outbox down'); END;",
+            )
+            .unwrap()
+        });
+    }
+
+    fn mend_the_outbox(store: &IdentityStore) {
+        store.with_connection(|conn| conn.execute_batch("DROP TRIGGER outbox_down;").unwrap());
+    }
+
+    #[test]
+    fn a_mutation_whose_change_cannot_be_written_does_not_happen() {
+        let store = IdentityStore::open_in_memory().unwrap();
+        let tenant = store.create_tenant("acme", TenantLimits::default()).unwrap();
+        let (key, _) = store.create_key(tenant.id, "ci").unwrap();
+        let before = store.snapshot().unwrap();
+
+        break_the_outbox(&store);
+        assert!(matches!(store.create_tenant("globex", TenantLimits::default()), Err(StoreError::Storage(_))));
+        assert!(matches!(store.create_key(tenant.id, "prod"), Err(StoreError::Storage(_))));
+        assert!(matches!(store.revoke_key(key.id), Err(StoreError::Storage(_))));
+        assert!(matches!(store.set_status(tenant.id, TenantStatus::Suspended), Err(StoreError::Storage(_))));
+        let limits = TenantLimits { burst: Some(5), ..TenantLimits::default() };
+        assert!(matches!(store.update_limits(tenant.id, limits), Err(StoreError::Storage(_))));
+        mend_the_outbox(&store);
+
+        assert_eq!(store.snapshot().unwrap(), before);
+        assert_eq!(store.list_tenants().unwrap(), vec![tenant.clone()]);
+        assert_eq!(store.list_keys(tenant.id).unwrap(), vec![key]);
+        assert!(matches!(store.tenant_by_name("globex"), Err(StoreError::NotFound(_))));
+        // And the store still works, with versions carrying on where they were.
+        store.create_tenant("globex", TenantLimits::default()).unwrap();
+        assert_eq!(store.version().unwrap(), before.version + 1);
+    }
+
+    #[test]
+    fn limits_round_trip_through_the_database() {
+        let store = IdentityStore::open_in_memory().unwrap();
+        let limits = TenantLimits {
+            rate_per_sec: Some(0.5),
+            burst: Some(u32::MAX),
+            max_input_bytes: Some(i64::MAX as u64),
+            max_input_pixels: Some(1),
+        };
+        let tenant = store.create_tenant("big", limits).unwrap();
+        assert_eq!(store.get_tenant(tenant.id).unwrap().limits, limits);
+        let change = store.changes_since(0).unwrap().pop().unwrap();
+        assert_eq!(change.kind, ChangeKind::Tenant(tenant_state(&tenant)));
+    }
+}
