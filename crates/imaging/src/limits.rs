@@ -122,8 +122,12 @@ pub fn decoder_memory(probe: &Probe, decode_scale: u32) -> u64 {
         // Decoded to 8-bit RGBA at worst, plus lines of 16-bit samples; non-interlaced images
         // shrink row by row (`decode::scale_for` gives interlaced ones scale 1).
         ImageFormat::Png => w.div_ceil(scale) * h.div_ceil(scale) * 4 + w * 32,
-        // The decoder's RGBA output; libwebp keeps about one more plane while decoding.
-        ImageFormat::Webp => w.div_ceil(scale) * h.div_ceil(scale) * 4 + w * h,
+        // The decoder's RGBA output; lossy keeps about one more plane while decoding, lossless
+        // the whole image as 32-bit pixels before scaling.
+        ImageFormat::Webp => {
+            let working = if probe.webp_lossless { w * h * 4 } else { w * h };
+            w.div_ceil(scale) * h.div_ceil(scale) * 4 + working
+        }
         // Canvas in RGBA plus a frame in RGBA and its indices; frames may be larger than the
         // logical screen, and the decoder allocates them at their own size.
         ImageFormat::Gif => {

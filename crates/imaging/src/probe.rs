@@ -86,6 +86,9 @@ pub struct Probe {
     pub png: Option<PngInfo>,
     /// GIF details; `Some` iff `format == Gif`.
     pub gif: Option<GifInfo>,
+    /// WebP: the (first) image is lossless VP8L, whose decoder holds the whole image as 32-bit
+    /// pixels before any scaling, so it costs 4 bytes per pixel whatever the output size.
+    pub webp_lossless: bool,
 }
 
 impl Probe {
@@ -103,6 +106,7 @@ impl Probe {
             jpeg: None,
             png: None,
             gif: None,
+            webp_lossless: false,
         }
     }
 
@@ -514,6 +518,7 @@ fn probe_webp(d: &[u8]) -> Result<Probe, ProbeError> {
             }
         }
         b"VP8L" => {
+            p.webp_lossless = true;
             let Some([sig, b0, b1, b2, b3]) = arr::<5>(first, 0) else {
                 return Err(Truncated("VP8L header"));
             };
@@ -553,12 +558,16 @@ fn walk_webp_chunks(body: &[u8], p: &mut Probe, vp8x_size: u32) -> Result<(), Pr
         let (data, whole) = payload(body, at.saturating_add(8), size);
         match &cc {
             b"ICCP" => p.has_icc = true,
+            b"VP8L" => p.webp_lossless = true,
             b"EXIF" if whole && !exif_seen => {
                 exif_seen = true;
                 p.orientation = exif_orientation(data);
             }
             b"ANMF" => {
                 anmf = anmf.saturating_add(1);
+                // The frame's image sub-chunk follows the 16-byte frame header (after an
+                // optional ALPH, which only lossy frames carry).
+                p.webp_lossless |= anmf == 1 && data.get(16..20) == Some(b"VP8L".as_slice());
                 // libwebp's demuxer rejects frames outside the canvas; so do we, as those are
                 // what would let a tiny declared canvas hide a huge frame.
                 if let (Some(x), Some(y), Some(w), Some(h)) =
@@ -1071,7 +1080,8 @@ mod tests {
     fn webp_simple_formats() {
         let p = probe(&riff(&[(b"VP8 ", vp8(300, 200))])).unwrap();
         assert_eq!((p.format, p.width, p.height, p.frames, p.has_alpha), (ImageFormat::Webp, 300, 200, 1, false));
-        assert!(p.complete);
+        assert!(p.complete && !p.webp_lossless);
+        assert!(probe(&riff(&[(b"VP8L", vp8l(5, 5, false))])).unwrap().webp_lossless);
         // Scale bits in the top two bits are not size.
         assert_eq!(probe(&riff(&[(b"VP8 ", vp8(0xC000 | 50, 0x4000 | 60))])).unwrap().width, 50);
         let p = probe(&riff(&[(b"VP8L", vp8l(16384, 3, true))])).unwrap();
