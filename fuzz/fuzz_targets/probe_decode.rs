@@ -10,7 +10,7 @@
 //! - `probe` Ok ⇒ width, height, frames ≥ 1 and orientation in 1..=8;
 //! - `process` Ok ⇒ the output probes as the requested format at the reported size, and no
 //!   side is larger than the 64 px box (enlarge off) or than the box itself;
-//! - `process` never returns `Encode` (HTTP 500: "a bug of ours"). Known, reported ones can be
+//! - `process` never returns `Internal` (HTTP 500: "a bug of ours"). Known, reported ones can be
 //!   tolerated to keep fuzzing past them: `FUZZ_ALLOW_ENCODE_ERRORS` is a comma-separated list
 //!   of substrings of the error message (e.g. `BAD_DIMENSION,Maximum supported image dimension`);
 //! - ASan (cargo fuzz's default) catches memory errors in the Rust code, and in the C decoders
@@ -78,7 +78,7 @@ fn as_image_format(f: OutputFormat) -> ImageFormat {
     }
 }
 
-/// Encode errors named in `FUZZ_ALLOW_ENCODE_ERRORS` (comma-separated substrings).
+/// Internal errors named in `FUZZ_ALLOW_ENCODE_ERRORS` (comma-separated substrings).
 fn tolerated(message: &str) -> bool {
     static ALLOWED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let allowed = ALLOWED.get_or_init(|| {
@@ -114,8 +114,8 @@ fuzz_target!(|data: &[u8]| {
             }
             assert!(r.width >= 1 && r.height >= 1);
         }
-        Err(ImagingError::Encode(e)) if !tolerated(&e) => {
-            panic!("Encode error (HTTP 500, a bug per ARCHITECTURE.md): {e}")
+        Err(ImagingError::Internal(e)) if !tolerated(&e) => {
+            panic!("Internal error (HTTP 500, a bug per ARCHITECTURE.md): {e}")
         }
         Err(_) => {}
     }

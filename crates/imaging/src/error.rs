@@ -17,9 +17,9 @@ pub enum ImagingError {
     /// The resize parameters are invalid (HTTP 400).
     #[error("{0}")]
     BadParameter(String),
-    /// An encoder failed on a valid bitmap; this is our fault, not the client's (HTTP 500).
-    #[error("encoding failed: {0}")]
-    Encode(String),
+    /// The resampler or an encoder failed on a valid bitmap: our fault, not the client's (HTTP 500).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Which limit an input broke, with the measured value and the limit, for a precise message.
@@ -65,7 +65,7 @@ impl ImagingError {
             ImagingError::Corrupt(_) => 422,
             ImagingError::LimitExceeded(_) => 413,
             ImagingError::BadParameter(_) => 400,
-            ImagingError::Encode(_) => 500,
+            ImagingError::Internal(_) => 500,
         }
     }
 }

@@ -34,5 +34,3 @@ pub use limits::Limits;
 pub use pipeline::{process, Output, Report};
 pub use probe::{probe, ImageFormat, Probe, ProbeError};
 pub use spec::{Fit, Gravity, OutputFormat, ResizeSpec, Rgba, MAX_DIMENSION};
-
-pub(crate) use decode::panic_message as decode_panic_message;

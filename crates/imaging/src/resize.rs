@@ -51,7 +51,7 @@ fn lanczos3(b: Bitmap, width: u32, height: u32) -> Result<Bitmap, ImagingError> 
         // CMYK is four independent channels here: no alpha treatment.
         Layout::Rgba | Layout::Cmyk => fr::PixelType::U8x4,
     };
-    let internal = |e: &dyn std::fmt::Display| ImagingError::Encode(format!("resize failed: {e}"));
+    let internal = |e: &dyn std::fmt::Display| ImagingError::Internal(format!("resize failed: {e}"));
     let mut src = fr::images::Image::from_vec_u8(b.width, b.height, b.data, pixel_type).map_err(|e| internal(&e))?;
     let mut dst = fr::images::Image::new(width, height, pixel_type);
     // Premultiply in place rather than letting the resizer make a premultiplied copy: the

@@ -7,14 +7,14 @@ use mozjpeg::{ColorSpace, Compress};
 
 use super::EncodeOptions;
 use crate::bitmap::{Bitmap, Layout};
-use crate::decode_panic_message;
+use crate::decode::panic_message;
 use crate::error::ImagingError;
 
 pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
     let space = match b.layout {
         Layout::Rgb => ColorSpace::JCS_RGB,
         Layout::Gray => ColorSpace::JCS_GRAYSCALE,
-        other => return Err(ImagingError::Encode(format!("JPEG cannot hold {other:?} pixels"))),
+        other => return Err(ImagingError::Internal(format!("JPEG cannot hold {other:?} pixels"))),
     };
     let result = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Vec<u8>> {
         let mut c = Compress::new(space);
@@ -33,7 +33,7 @@ pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
     }));
     match result {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(ImagingError::Encode(e.to_string())),
-        Err(panic) => Err(ImagingError::Encode(decode_panic_message(&panic))),
+        Ok(Err(e)) => Err(ImagingError::Internal(e.to_string())),
+        Err(panic) => Err(ImagingError::Internal(panic_message(&panic))),
     }
 }

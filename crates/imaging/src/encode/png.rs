@@ -5,7 +5,7 @@ use crate::bitmap::{Bitmap, Layout};
 use crate::error::ImagingError;
 
 pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
-    let fail = |e: png::EncodingError| ImagingError::Encode(e.to_string());
+    let fail = |e: png::EncodingError| ImagingError::Internal(e.to_string());
     let mut out = Vec::with_capacity(b.data.len() / 2 + 1024);
     {
         let mut info = png::Info::with_size(b.width, b.height);
@@ -14,7 +14,7 @@ pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
             Layout::GrayAlpha => png::ColorType::GrayscaleAlpha,
             Layout::Rgb => png::ColorType::Rgb,
             Layout::Rgba => png::ColorType::Rgba,
-            Layout::Cmyk => return Err(ImagingError::Encode("PNG cannot hold CMYK pixels".into())),
+            Layout::Cmyk => return Err(ImagingError::Internal("PNG cannot hold CMYK pixels".into())),
         };
         info.bit_depth = png::BitDepth::Eight;
         info.icc_profile = o.icc.as_deref().map(|p| p.to_vec().into());

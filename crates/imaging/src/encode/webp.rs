@@ -13,7 +13,7 @@ pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
         // libwebp imports colour only.
         return encode(&crate::colour::expand_gray(b.clone()), o);
     }
-    let fail = |what: &str| ImagingError::Encode(format!("WebP: {what}"));
+    let fail = |what: &str| ImagingError::Internal(format!("WebP: {what}"));
     let mut config = ffi::WebPConfig::new_with_preset(ffi::WebPPreset::WEBP_PRESET_DEFAULT, f32::from(o.quality))
         .map_err(|_| fail("config"))?;
     if o.lossless {
@@ -32,7 +32,7 @@ pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
             Layout::Rgba => ffi::WebPPictureImportRGBA(&mut pic, b.data.as_ptr(), stride),
             other => {
                 ffi::WebPPictureFree(&mut pic);
-                return Err(ImagingError::Encode(format!("WebP cannot hold {other:?} pixels")));
+                return Err(ImagingError::Internal(format!("WebP cannot hold {other:?} pixels")));
             }
         }
     };
@@ -58,7 +58,7 @@ pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
 }
 
 fn add_icc(webp: &[u8], icc: &[u8]) -> Result<Vec<u8>, ImagingError> {
-    let fail = |what: &str| ImagingError::Encode(format!("WebP mux: {what}"));
+    let fail = |what: &str| ImagingError::Internal(format!("WebP mux: {what}"));
     let data = ffi::WebPData { bytes: webp.as_ptr(), size: webp.len() };
     let profile = ffi::WebPData { bytes: icc.as_ptr(), size: icc.len() };
     // SAFETY: the mux copies what it is given (copy_data = 1) and is deleted on every path;
