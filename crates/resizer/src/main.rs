@@ -2,6 +2,9 @@
 //! `cmd/`. It wires crates together; it holds no business logic of its own.
 
 mod cmd;
+mod config;
+mod logging;
+mod signals;
 
 use clap::{Parser, Subcommand};
 
@@ -14,14 +17,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole service in one process with embedded defaults: the API, identity, queue and workers.
+    Dev(cmd::dev::DevArgs),
+    /// Tenants, keys and limits through the admin API.
+    Admin(cmd::admin::AdminArgs),
     /// Resize local files with the same parameters as the HTTP API (one file, or a folder with --batch).
     Resize(cmd::resize::ResizeArgs),
+    /// HTTP load against a running deployment, with a latency report.
+    Loadtest(cmd::loadtest::LoadtestArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Dev(args) => cmd::dev::run(args),
+        Command::Admin(args) => cmd::admin::run(args),
         Command::Resize(args) => cmd::resize::run(args),
+        Command::Loadtest(args) => cmd::loadtest::run(args),
     };
     match result {
         Ok(code) => code,

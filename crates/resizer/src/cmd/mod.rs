@@ -1,1 +1,4 @@
+pub mod admin;
+pub mod dev;
+pub mod loadtest;
 pub mod resize;

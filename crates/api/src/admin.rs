@@ -1,0 +1,342 @@
+//! The admin API: tenants, their limits and status, their keys. Every call needs the admin
+//! bearer token. Writes go to the identity store off the runtime and are then fed to this
+//! node's credential cache before the answer, so a key revoked here is refused by the very
+//! next public request.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use identity::{ApiKey, IdentityStore, KeyId, StoreError, Tenant, TenantId, TenantLimits, TenantStatus};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::problem::ApiError;
+use crate::public::json_response;
+use crate::request_id::RequestId;
+use crate::server::{refresh_credentials, Outcome, Route};
+use crate::{openapi, time, App};
+
+/// Runs an admin handler body: the token check first, then `handle`; errors become problem+json.
+async fn admin<F, Fut>(app: &Arc<App>, headers: &HeaderMap, rid: RequestId, handle: F) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let mut outcome = Outcome::default();
+    let result = match check_token(app, headers) {
+        Ok(()) => handle().await,
+        Err(e) => Err(e),
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(e) => outcome.fail(e, &rid),
+    };
+    response.extensions_mut().insert(Route("admin"));
+    response.extensions_mut().insert(outcome);
+    response
+}
+
+fn check_token(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let expected = app.config.admin_token.as_str();
+    match presented {
+        // Comparing digests keeps the comparison's time independent of the token's length and
+        // content; an empty configured token never matches.
+        Some(token) if !expected.is_empty() && ct_eq(&Sha256::digest(token), &Sha256::digest(expected)) => Ok(()),
+        _ => Err(ApiError::AdminUnauthorized),
+    }
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs a store call on the blocking pool.
+async fn with_store<T, F>(app: &Arc<App>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&IdentityStore) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::Internal(format!("identity store task failed: {e}")))?
+        .map_err(ApiError::Store)
+}
+
+/// A tenant named in a path: its numeric id, or its name.
+async fn resolve_tenant(app: &Arc<App>, reference: String) -> Result<Tenant, ApiError> {
+    with_store(app, move |store| match reference.parse::<TenantId>() {
+        Ok(id) => store.get_tenant(id),
+        Err(_) => store.tenant_by_name(&reference),
+    })
+    .await
+}
+
+fn parse_json(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    if body.is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::BadRequest("the body must be a JSON object".into())),
+        Err(e) => Err(ApiError::BadRequest(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+fn refuse_unknown_fields(map: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::BadRequest(format!("unknown field `{k}`; expected one of {}", known.join(", ")))),
+        None => Ok(()),
+    }
+}
+
+/// Applies a `limits` object to `base`: each field present sets that override, `null` clears it
+/// back to the deployment default, absent fields stay as they were.
+fn apply_limits(value: &Value, base: TenantLimits) -> Result<TenantLimits, ApiError> {
+    let Value::Object(map) = value else {
+        return Err(ApiError::BadRequest("`limits` must be a JSON object".into()));
+    };
+    refuse_unknown_fields(map, &["rate_per_sec", "burst", "max_input_bytes", "max_input_pixels"])?;
+    let mut limits = base;
+    let bad = |field: &str, what: &str| ApiError::BadRequest(format!("`limits.{field}` must be {what} or null"));
+    if let Some(v) = map.get("rate_per_sec") {
+        limits.rate_per_sec =
+            if v.is_null() { None } else { Some(v.as_f64().ok_or_else(|| bad("rate_per_sec", "a number"))?) };
+    }
+    if let Some(v) = map.get("burst") {
+        limits.burst = if v.is_null() {
+            None
+        } else {
+            Some(
+                v.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad("burst", "an integer up to 2^32-1"))?,
+            )
+        };
+    }
+    for (field, slot) in
+        [("max_input_bytes", &mut limits.max_input_bytes), ("max_input_pixels", &mut limits.max_input_pixels)]
+    {
+        if let Some(v) = map.get(field) {
+            *slot = if v.is_null() { None } else { Some(v.as_u64().ok_or_else(|| bad(field, "a positive integer"))?) };
+        }
+    }
+    limits.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(limits)
+}
+
+fn limits_json(limits: &TenantLimits) -> Value {
+    json!({
+        "rate_per_sec": limits.rate_per_sec,
+        "burst": limits.burst,
+        "max_input_bytes": limits.max_input_bytes,
+        "max_input_pixels": limits.max_input_pixels,
+    })
+}
+
+fn tenant_json(app: &App, tenant: &Tenant) -> Value {
+    let effective = tenant.limits.resolve(&app.config.default_limits);
+    json!({
+        "id": tenant.id.get(),
+        "name": tenant.name,
+        "status": tenant.status.as_str(),
+        "limits": limits_json(&tenant.limits),
+        "effective_limits": {
+            "rate_per_sec": effective.rate_per_sec,
+            "burst": effective.burst,
+            "max_input_bytes": effective.max_input_bytes,
+            "max_input_pixels": effective.max_input_pixels,
+        },
+        "created_at": time::rfc3339(tenant.created_at),
+    })
+}
+
+fn key_json(key: &ApiKey) -> Value {
+    json!({
+        "id": key.id.as_str(),
+        "tenant_id": key.tenant.get(),
+        "label": key.label,
+        "created_at": time::rfc3339(key.created_at),
+        "revoked_at": key.revoked_at.map(time::rfc3339),
+    })
+}
+
+pub async fn list_tenants(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    admin(&app, &headers, rid, || async {
+        let tenants = with_store(&app, |store| store.list_tenants()).await?;
+        let list: Vec<Value> = tenants.iter().map(|t| tenant_json(&app, t)).collect();
+        Ok(json_response(StatusCode::OK, &json!({ "tenants": list })))
+    })
+    .await
+}
+
+pub async fn create_tenant(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    admin(&app, &headers, rid, || async {
+        let map = parse_json(&body)?;
+        refuse_unknown_fields(&map, &["name", "limits"])?;
+        let name = map
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::BadRequest("`name` (a string) is required".into()))?
+            .to_owned();
+        let limits = match map.get("limits") {
+            Some(v) => apply_limits(v, TenantLimits::default())?,
+            None => TenantLimits::default(),
+        };
+        let tenant = with_store(&app, move |store| store.create_tenant(&name, limits)).await?;
+        refresh_credentials(&app).await;
+        Ok(json_response(StatusCode::CREATED, &tenant_json(&app, &tenant)))
+    })
+    .await
+}
+
+pub async fn get_tenant(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    admin(&app, &headers, rid, || async {
+        let tenant = resolve_tenant(&app, tenant).await?;
+        Ok(json_response(StatusCode::OK, &tenant_json(&app, &tenant)))
+    })
+    .await
+}
+
+pub async fn update_tenant(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    admin(&app, &headers, rid, || async {
+        let map = parse_json(&body)?;
+        refuse_unknown_fields(&map, &["limits", "status"])?;
+        let status = match map.get("status") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(|s| s.parse::<TenantStatus>().ok())
+                    .ok_or_else(|| ApiError::BadRequest("`status` must be \"active\" or \"suspended\"".into()))?,
+            ),
+        };
+        let mut tenant = resolve_tenant(&app, tenant).await?;
+        if let Some(v) = map.get("limits") {
+            let limits = apply_limits(v, tenant.limits)?;
+            let id = tenant.id;
+            tenant = with_store(&app, move |store| store.update_limits(id, limits)).await?;
+        }
+        if let Some(status) = status {
+            let id = tenant.id;
+            tenant = with_store(&app, move |store| store.set_status(id, status)).await?;
+        }
+        refresh_credentials(&app).await;
+        Ok(json_response(StatusCode::OK, &tenant_json(&app, &tenant)))
+    })
+    .await
+}
+
+pub async fn list_keys(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    admin(&app, &headers, rid, || async {
+        let tenant = resolve_tenant(&app, tenant).await?;
+        let keys = with_store(&app, move |store| store.list_keys(tenant.id)).await?;
+        let list: Vec<Value> = keys.iter().map(key_json).collect();
+        Ok(json_response(StatusCode::OK, &json!({ "keys": list })))
+    })
+    .await
+}
+
+pub async fn create_key(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    admin(&app, &headers, rid, || async {
+        let map = parse_json(&body)?;
+        refuse_unknown_fields(&map, &["label"])?;
+        let label = match map.get("label") {
+            None => "default".to_owned(),
+            Some(v) => v.as_str().ok_or_else(|| ApiError::BadRequest("`label` must be a string".into()))?.to_owned(),
+        };
+        let tenant = resolve_tenant(&app, tenant).await?;
+        let (key, secret) = with_store(&app, move |store| store.create_key(tenant.id, &label)).await?;
+        refresh_credentials(&app).await;
+        let mut body = key_json(&key);
+        // The only time the full key exists outside the client: it is not stored, only its hash.
+        body["key"] = Value::String(secret);
+        Ok(json_response(StatusCode::CREATED, &body))
+    })
+    .await
+}
+
+pub async fn revoke_key(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    admin(&app, &headers, rid, || async {
+        let id: KeyId = key.parse().map_err(|_| ApiError::NotFound(format!("API key {key}")))?;
+        let key = with_store(&app, move |store| store.revoke_key(id)).await?;
+        refresh_credentials(&app).await;
+        Ok(json_response(StatusCode::OK, &key_json(&key)))
+    })
+    .await
+}
+
+pub async fn openapi_json() -> Response {
+    let mut response = json_response(StatusCode::OK, &openapi::admin_document());
+    response.extensions_mut().insert(Route("openapi"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_patch_sets_clears_and_keeps() {
+        let base = TenantLimits { rate_per_sec: Some(5.0), burst: Some(10), ..TenantLimits::default() };
+        let patched = apply_limits(&json!({ "burst": null, "max_input_bytes": 1000 }), base).expect("valid patch");
+        assert_eq!(patched.rate_per_sec, Some(5.0));
+        assert_eq!(patched.burst, None);
+        assert_eq!(patched.max_input_bytes, Some(1000));
+        assert!(apply_limits(&json!({ "rate": 1 }), base).is_err());
+        assert!(apply_limits(&json!({ "rate_per_sec": -1 }), base).is_err());
+        assert!(apply_limits(&json!({ "burst": "ten" }), base).is_err());
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,103 @@
+//! # api
+//!
+//! The HTTP edge of resizer: the public API (`POST /v1/resize`, health, readiness, metrics,
+//! OpenAPI) and the admin API (tenants, keys, limits, suspension). It owns admission — the
+//! request id, authentication from the credential cache, per-tenant token buckets, the body cap,
+//! the header probe that stops bombs before decoding — and the one mapping of every error to
+//! `application/problem+json`. It hands conversions to a [`dispatch::Dispatcher`] and awaits
+//! them, so a client that goes away cancels its queued job.
+//!
+//! It must not decode or encode pixels (that is `imaging`, run on the dispatcher's threads, never
+//! on the async runtime), must not decide credentials by itself (that is `identity`'s cache), and
+//! must not block the runtime: the SQLite store is only touched from `spawn_blocking`.
+//!
+//! Files: `server.rs` wiring and shutdown, `public.rs` and `admin.rs` the handlers, `problem.rs`
+//! errors → problem+json, `ratelimit.rs`, `metrics.rs`, `openapi.rs`, `request_id.rs`, `time.rs`.
+
+mod admin;
+mod metrics;
+mod openapi;
+mod problem;
+mod public;
+mod ratelimit;
+mod request_id;
+mod server;
+mod time;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dispatch::Dispatcher;
+use identity::{CredentialCache, EffectiveLimits, IdentityStore};
+
+pub use problem::ApiError;
+pub use server::{serve, Listeners};
+
+/// What the api needs to know that is not in the identity store.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Deadline of one resize, from the request's arrival: past it the answer is 504 and the
+    /// job is dropped if no worker has started it.
+    pub request_timeout: Duration,
+    /// Limits for every tenant without its own overrides.
+    pub default_limits: EffectiveLimits,
+    /// The admin API's bearer token. Compared in constant time.
+    pub admin_token: String,
+    /// After SIGTERM: how long in-flight requests may take before the process exits anyway.
+    pub shutdown_grace: Duration,
+    /// How often the credential cache takes the identity store's changes (writes through this
+    /// node's admin API are applied at once; this bounds the lag for writes made elsewhere).
+    pub identity_refresh: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            request_timeout: Duration::from_secs(10),
+            default_limits: EffectiveLimits::default(),
+            admin_token: String::new(),
+            shutdown_grace: Duration::from_secs(10),
+            identity_refresh: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Everything the handlers share. Built once per process by the binary.
+pub struct App {
+    config: ApiConfig,
+    store: Arc<IdentityStore>,
+    cache: Arc<CredentialCache>,
+    dispatcher: Dispatcher,
+    limiter: ratelimit::RateLimiter,
+    metrics: metrics::Metrics,
+    /// Set when shutdown begins: `/readyz` turns 503 so the load balancer drains this node.
+    shutting_down: AtomicBool,
+}
+
+impl App {
+    pub fn new(
+        config: ApiConfig,
+        store: Arc<IdentityStore>,
+        cache: Arc<CredentialCache>,
+        dispatcher: Dispatcher,
+    ) -> Arc<App> {
+        Arc::new(App {
+            config,
+            store,
+            cache,
+            dispatcher,
+            limiter: ratelimit::RateLimiter::default(),
+            metrics: metrics::Metrics::default(),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn cache(&self) -> &CredentialCache {
+        &self.cache
+    }
+
+    pub fn store(&self) -> &Arc<IdentityStore> {
+        &self.store
+    }
+}

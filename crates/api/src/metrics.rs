@@ -1,0 +1,262 @@
+//! The api's Prometheus metrics, written in the text exposition format by hand: a handful of
+//! labelled counters and histograms do not need a metrics framework. Observations take one
+//! short lock per family; gauges (queue depth, workers, cache) are read at scrape time from the
+//! components that own them, so they can never drift from the truth.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use dispatch::{DispatchStats, Lane};
+
+/// Latency buckets in seconds: from a cache-hot tiny image to the 10 s default deadline.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+#[derive(Default)]
+pub struct Metrics {
+    http: Family,
+    queue_wait: Family,
+    conversion_wall: Family,
+    conversion_cpu: Family,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    usage: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Histograms keyed by their label values.
+#[derive(Default)]
+struct Family {
+    series: Mutex<BTreeMap<Vec<String>, Histogram>>,
+}
+
+#[derive(Clone)]
+struct Histogram {
+    /// Per bucket (not cumulative); the last slot is +Inf.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram { counts: vec![0; LATENCY_BUCKETS.len() + 1], sum: 0.0, count: 0 }
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        let slot = LATENCY_BUCKETS.iter().position(|&le| seconds <= le).unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[slot] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+impl Family {
+    fn observe(&self, labels: &[&str], value: Duration) {
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        // Labels are few and fixed (routes, statuses, lanes), so the map stays small.
+        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+        series.entry(key).or_insert_with(Histogram::new).observe(value.as_secs_f64());
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for (values, h) in series {
+            let labels: String =
+                label_names.iter().zip(&values).map(|(n, v)| format!("{n}=\"{}\",", escape(v))).collect();
+            let mut cumulative = 0;
+            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+                cumulative += h.counts[i];
+                let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count);
+            let trimmed = labels.trim_end_matches(',');
+            let _ = writeln!(out, "{name}_sum{{{trimmed}}} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{{{trimmed}}} {}", h.count);
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Values read at scrape time from the components that own them.
+pub struct Gauges {
+    pub dispatch: DispatchStats,
+    pub cache_keys: usize,
+    pub cache_version: u64,
+    pub ready: bool,
+}
+
+impl Metrics {
+    pub fn http_request(&self, route: &str, status: u16, elapsed: Duration) {
+        self.http.observe(&[route, status_label(status)], elapsed);
+    }
+
+    pub fn conversion(&self, lane: Lane, queue_wait: Duration, wall: Duration, cpu: Duration) {
+        self.queue_wait.observe(&[lane.as_str()], queue_wait);
+        self.conversion_wall.observe(&[lane.as_str()], wall);
+        self.conversion_cpu.observe(&[lane.as_str()], cpu);
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        *self.auth_failures.lock().unwrap_or_else(PoisonError::into_inner).entry(reason).or_default() += 1;
+    }
+
+    /// Billing-relevant totals of successful conversions (the per-request records are issue 4's).
+    pub fn usage(&self, input_bytes: u64, output_bytes: u64, input_pixels: u64, output_pixels: u64) {
+        let mut usage = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, v) in [
+            ("input_bytes", input_bytes),
+            ("output_bytes", output_bytes),
+            ("input_pixels", input_pixels),
+            ("output_pixels", output_pixels),
+        ] {
+            *usage.entry(name).or_default() += v;
+        }
+    }
+
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(16 << 10);
+        self.http.render(
+            &mut out,
+            "resizer_http_request_duration_seconds",
+            "Time from request received to response headers, by route and status.",
+            &["route", "status"],
+        );
+        self.queue_wait.render(
+            &mut out,
+            "resizer_queue_wait_seconds",
+            "Time a conversion waited in its lane before a worker started it.",
+            &["lane"],
+        );
+        self.conversion_wall.render(
+            &mut out,
+            "resizer_conversion_wall_seconds",
+            "Wall-clock time of a conversion on a worker.",
+            &["lane"],
+        );
+        self.conversion_cpu.render(
+            &mut out,
+            "resizer_conversion_cpu_seconds",
+            "CPU time of a conversion, measured on the worker thread.",
+            &["lane"],
+        );
+
+        let _ = writeln!(out, "# HELP resizer_auth_failures_total Requests refused by authentication, by reason.");
+        let _ = writeln!(out, "# TYPE resizer_auth_failures_total counter");
+        for reason in ["missing", "malformed", "unknown", "revoked", "suspended"] {
+            let n = self.auth_failures.lock().unwrap_or_else(PoisonError::into_inner).get(reason).copied();
+            let _ = writeln!(out, "resizer_auth_failures_total{{reason=\"{reason}\"}} {}", n.unwrap_or(0));
+        }
+        let _ = writeln!(out, "# HELP resizer_usage_total Totals of successful conversions, by quantity.");
+        let _ = writeln!(out, "# TYPE resizer_usage_total counter");
+        for (name, v) in self.usage.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let _ = writeln!(out, "resizer_usage_total{{quantity=\"{name}\"}} {v}");
+        }
+
+        let d = &gauges.dispatch;
+        gauge_per_lane(&mut out, "resizer_queue_depth", "Jobs waiting in each lane.", |l| d.lanes.get(l).queued as f64);
+        gauge_per_lane(&mut out, "resizer_queue_capacity", "Most jobs each lane may hold waiting.", |l| {
+            d.lanes.get(l).capacity as f64
+        });
+        gauge_per_lane(
+            &mut out,
+            "resizer_queue_mean_service_seconds",
+            "Moving mean service time per lane (the basis of Retry-After).",
+            |l| d.lanes.get(l).mean_service_time.as_secs_f64(),
+        );
+        gauge(&mut out, "resizer_workers", "Worker threads of the pool.", d.workers as f64);
+        gauge(&mut out, "resizer_workers_busy", "Workers running a conversion now.", d.busy_workers as f64);
+        counter(&mut out, "resizer_jobs_completed_total", "Jobs a worker ran to the end.", d.completed);
+        counter(
+            &mut out,
+            "resizer_jobs_expired_total",
+            "Jobs dropped unprocessed because their deadline passed.",
+            d.dropped_expired,
+        );
+        counter(
+            &mut out,
+            "resizer_jobs_cancelled_total",
+            "Jobs dropped unprocessed because the client went away.",
+            d.cancelled,
+        );
+        gauge(&mut out, "resizer_credential_cache_keys", "API keys in the credential cache.", gauges.cache_keys as f64);
+        gauge(
+            &mut out,
+            "resizer_credential_cache_version",
+            "Identity change version the credential cache has applied.",
+            gauges.cache_version as f64,
+        );
+        gauge(&mut out, "resizer_ready", "1 while the node accepts work.", if gauges.ready { 1.0 } else { 0.0 });
+        out
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+}
+
+fn gauge_per_lane(out: &mut String, name: &str, help: &str, value: impl Fn(Lane) -> f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for lane in Lane::ALL {
+        let _ = writeln!(out, "{name}{{lane=\"{lane}\"}} {}", value(lane));
+    }
+}
+
+/// Status codes as static labels (no allocation per request for the common ones).
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.http_request("resize", 200, Duration::from_millis(3));
+        m.http_request("resize", 200, Duration::from_millis(30));
+        m.http_request("resize", 429, Duration::from_micros(100));
+        let stats = dispatch::Dispatcher::start(dispatch::DispatchConfig::with_workers(1)).stats();
+        let text = m.render(&Gauges { dispatch: stats, cache_keys: 2, cache_version: 5, ready: true });
+        assert!(
+            text.contains(r#"resizer_http_request_duration_seconds_bucket{route="resize",status="200",le="0.005"} 1"#)
+        );
+        assert!(
+            text.contains(r#"resizer_http_request_duration_seconds_bucket{route="resize",status="200",le="0.05"} 2"#)
+        );
+        assert!(text.contains(r#"resizer_http_request_duration_seconds_count{route="resize",status="200"} 2"#));
+        assert!(text.contains(r#"resizer_http_request_duration_seconds_count{route="resize",status="429"} 1"#));
+        assert!(text.contains("resizer_credential_cache_version 5"));
+        assert!(text.contains(r#"resizer_queue_capacity{lane="small"} 32"#));
+    }
+}

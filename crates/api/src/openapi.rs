@@ -1,0 +1,298 @@
+//! The OpenAPI 3.1 documents of both APIs, built from the tables the handlers and tests share:
+//! the resize parameters below (a test proves each is accepted by `ResizeSpec::from_pairs`), the
+//! problem types of `problem.rs`, and the statuses each route answers.
+
+use serde_json::{json, Map, Value};
+
+use crate::problem::PROBLEM_TYPES;
+
+/// One query parameter of `POST /v1/resize`: name, JSON schema, description, a valid example.
+struct Param {
+    name: &'static str,
+    schema: fn() -> Value,
+    description: &'static str,
+    example: &'static str,
+}
+
+const RESIZE_PARAMS: &[Param] = &[
+    Param {
+        name: "width",
+        schema: || json!({ "type": "integer", "minimum": 1, "maximum": imaging::MAX_DIMENSION }),
+        description: "Target width in pixels. At least one of width and height is required.",
+        example: "300",
+    },
+    Param {
+        name: "height",
+        schema: || json!({ "type": "integer", "minimum": 1, "maximum": imaging::MAX_DIMENSION }),
+        description: "Target height in pixels. At least one of width and height is required.",
+        example: "200",
+    },
+    Param {
+        name: "fit",
+        schema: || json!({ "type": "string", "enum": ["inside", "cover", "contain", "fill", "outside"], "default": "inside" }),
+        description: "How the image fits the box (sharp's meanings).",
+        example: "cover",
+    },
+    Param {
+        name: "gravity",
+        schema: || {
+            json!({ "type": "string", "default": "center", "enum": ["center", "north", "northeast", "east",
+                "southeast", "south", "southwest", "west", "northwest", "entropy"] })
+        },
+        description: "What `cover` keeps and where `contain` places the image; `entropy` (cover only) keeps the busiest window.",
+        example: "north",
+    },
+    Param {
+        name: "enlarge",
+        schema: || json!({ "type": "boolean", "default": false }),
+        description: "Allow upscaling; by default an image is never made larger.",
+        example: "true",
+    },
+    Param {
+        name: "format",
+        schema: || json!({ "type": "string", "enum": ["jpeg", "png", "webp", "auto"], "default": "auto" }),
+        description: "Output format; `auto` picks WebP when `Accept` lists image/webp, else follows the input.",
+        example: "webp",
+    },
+    Param {
+        name: "quality",
+        schema: || json!({ "type": "integer", "minimum": 1, "maximum": 100 }),
+        description: "JPEG/WebP quality (default 80).",
+        example: "75",
+    },
+    Param {
+        name: "progressive",
+        schema: || json!({ "type": "boolean", "default": false }),
+        description: "Progressive JPEG.",
+        example: "true",
+    },
+    Param {
+        name: "lossless",
+        schema: || json!({ "type": "boolean", "default": false }),
+        description: "Lossless WebP.",
+        example: "false",
+    },
+    Param {
+        name: "background",
+        schema: || json!({ "type": "string", "pattern": "^(#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|white|black|transparent)$" }),
+        description: "Padding colour for `contain` and flattening colour for alpha into JPEG: #rgb, #rrggbb, #rrggbbaa, white, black or transparent.",
+        example: "#ff8800",
+    },
+    Param {
+        name: "keep_icc",
+        schema: || json!({ "type": "boolean", "default": false }),
+        description: "Embed the sRGB ICC profile in the output (other metadata is always stripped).",
+        example: "true",
+    },
+];
+
+fn problem_schema() -> Value {
+    let types: Vec<String> = PROBLEM_TYPES.iter().map(|t| format!("urn:resizer:problem:{t}")).collect();
+    json!({
+        "type": "object",
+        "required": ["type", "title", "status", "detail", "request_id"],
+        "properties": {
+            "type": { "type": "string", "enum": types },
+            "title": { "type": "string" },
+            "status": { "type": "integer", "minimum": 400, "maximum": 599 },
+            "detail": { "type": "string" },
+            "request_id": { "type": "string" },
+            "retry_after_ms": { "type": "integer", "minimum": 1, "description": "With 429 and 503: the precise wait." },
+        },
+    })
+}
+
+fn problem(description: &str) -> Value {
+    json!({
+        "description": description,
+        "headers": { "X-Request-Id": { "$ref": "#/components/headers/RequestId" } },
+        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } },
+    })
+}
+
+fn retry_problem(description: &str) -> Value {
+    let mut p = problem(description);
+    p["headers"]["Retry-After"] =
+        json!({ "description": "Whole seconds to wait (RFC 9110).", "schema": { "type": "integer", "minimum": 1 } });
+    p["headers"]["Retry-After-Ms"] = json!({ "description": "Milliseconds to wait.", "schema": { "type": "integer" } });
+    p
+}
+
+fn components() -> Value {
+    json!({
+        "schemas": { "Problem": problem_schema() },
+        "headers": {
+            "RequestId": { "description": "The request's id: the client's X-Request-Id if it was fit, else a new one.",
+                "schema": { "type": "string" } },
+        },
+        "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+    })
+}
+
+fn json_ok(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "type": "object" } } } })
+}
+
+pub fn public_document() -> Value {
+    let parameters: Vec<Value> = RESIZE_PARAMS
+        .iter()
+        .map(|p| {
+            json!({ "name": p.name, "in": "query", "required": false, "description": p.description,
+                "schema": (p.schema)(), "example": p.example })
+        })
+        .collect();
+    let image = json!({ "schema": { "type": "string", "format": "binary" } });
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": "The resized image.",
+            "headers": {
+                "X-Request-Id": { "$ref": "#/components/headers/RequestId" },
+                "X-Image-Width": { "description": "Output width in pixels.", "schema": { "type": "integer" } },
+                "X-Image-Height": { "description": "Output height in pixels.", "schema": { "type": "integer" } },
+            },
+            "content": { "image/jpeg": image, "image/png": image, "image/webp": image },
+        }),
+    );
+    for (status, description) in [
+        ("400", "Bad parameters, or an empty body."),
+        ("401", "No API key, or an unknown or malformed one."),
+        ("403", "The key was revoked, or its tenant is suspended."),
+        ("413", "The body, or the image's declared pixel count, is over the tenant's limit."),
+        ("415", "The body is not a JPEG, PNG, WebP or GIF."),
+        ("422", "The image is corrupt or cannot be decoded."),
+        ("504", "The deadline passed before the image was ready."),
+        ("500", "A failure of the server (never caused by the input alone)."),
+    ] {
+        responses.insert(status.into(), problem(description));
+    }
+    responses.insert("429".into(), retry_problem("The tenant's rate limit was reached."));
+    responses.insert("503".into(), retry_problem("Overloaded or shutting down: the queue is over its budget."));
+
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "resizer public API", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Send an image, get it back resized. Errors are application/problem+json (RFC 9457)." },
+        "paths": {
+            "/v1/resize": { "post": {
+                "operationId": "resize",
+                "summary": "Resize an image",
+                "security": [{ "bearer": [] }],
+                "parameters": parameters,
+                "requestBody": { "required": true, "description": "The image bytes (JPEG, PNG, WebP or GIF).",
+                    "content": { "application/octet-stream": image, "image/jpeg": image, "image/png": image,
+                        "image/webp": image, "image/gif": image } },
+                "responses": responses,
+            } },
+            "/healthz": { "get": { "operationId": "healthz", "summary": "The process is alive",
+                "responses": { "200": json_ok("Alive.") } } },
+            "/readyz": { "get": { "operationId": "readyz", "summary": "Ready to serve",
+                "responses": { "200": json_ok("Ready."), "503": problem("Not ready (starting or shutting down).") } } },
+            "/metrics": { "get": { "operationId": "metrics", "summary": "Prometheus metrics",
+                "responses": { "200": { "description": "Text exposition format.",
+                    "content": { "text/plain": { "schema": { "type": "string" } } } } } } },
+            "/openapi.json": { "get": { "operationId": "openapi", "summary": "This document",
+                "responses": { "200": json_ok("OpenAPI 3.1.") } } },
+        },
+        "components": components(),
+    })
+}
+
+pub fn admin_document() -> Value {
+    let limits = json!({
+        "type": "object", "additionalProperties": false,
+        "properties": {
+            "rate_per_sec": { "type": ["number", "null"], "exclusiveMinimum": 0 },
+            "burst": { "type": ["integer", "null"], "minimum": 1 },
+            "max_input_bytes": { "type": ["integer", "null"], "minimum": 1 },
+            "max_input_pixels": { "type": ["integer", "null"], "minimum": 1 },
+        },
+    });
+    let tenant =
+        json!({ "type": "object", "required": ["id", "name", "status", "limits", "effective_limits", "created_at"] });
+    let key = json!({ "type": "object", "required": ["id", "tenant_id", "label", "created_at", "revoked_at"] });
+    let body = |schema: Value| json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+    let ok = |description: &str, schema: Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
+    let errors = |extra: &[(&str, &str)]| {
+        let mut m = Map::new();
+        m.insert("401".into(), problem("Missing or wrong admin token."));
+        for (status, description) in extra {
+            m.insert((*status).into(), problem(description));
+        }
+        m
+    };
+    let with = |mut base: Map<String, Value>, status: &str, response: Value| {
+        base.insert(status.into(), response);
+        Value::Object(base)
+    };
+    let tenant_param = json!([{ "name": "tenant", "in": "path", "required": true,
+        "description": "The tenant's numeric id or its name.", "schema": { "type": "string" } }]);
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "resizer admin API", "version": env!("CARGO_PKG_VERSION") },
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/v1/tenants": {
+                "get": { "operationId": "listTenants", "responses": with(errors(&[]), "200", ok("All tenants.", json!({ "type": "object" }))) },
+                "post": { "operationId": "createTenant",
+                    "requestBody": body(json!({ "type": "object", "required": ["name"], "additionalProperties": false,
+                        "properties": { "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" }, "limits": limits } })),
+                    "responses": with(errors(&[("400", "Invalid name or limits."), ("409", "The name is taken.")]), "201", ok("The new tenant.", tenant.clone())) },
+            },
+            "/v1/tenants/{tenant}": {
+                "parameters": tenant_param,
+                "get": { "operationId": "getTenant", "responses": with(errors(&[("404", "No such tenant.")]), "200", ok("The tenant.", tenant.clone())) },
+                "patch": { "operationId": "updateTenant",
+                    "requestBody": body(json!({ "type": "object", "additionalProperties": false, "properties": {
+                        "limits": limits, "status": { "type": "string", "enum": ["active", "suspended"] } } })),
+                    "responses": with(errors(&[("400", "Invalid limits or status."), ("404", "No such tenant.")]), "200", ok("The tenant after the change.", tenant)) },
+            },
+            "/v1/tenants/{tenant}/keys": {
+                "parameters": tenant_param,
+                "get": { "operationId": "listKeys", "responses": with(errors(&[("404", "No such tenant.")]), "200", ok("The tenant's keys (never their secrets).", json!({ "type": "object" }))) },
+                "post": { "operationId": "createKey",
+                    "requestBody": body(json!({ "type": "object", "additionalProperties": false, "properties": { "label": { "type": "string" } } })),
+                    "responses": with(errors(&[("400", "Invalid label."), ("404", "No such tenant.")]), "201", ok("The new key; `key` holds the full key, shown only this once.", key.clone())) },
+            },
+            "/v1/keys/{key}/revoke": {
+                "post": { "operationId": "revokeKey",
+                    "parameters": [{ "name": "key", "in": "path", "required": true, "description": "The key id (12 characters after `rsz_`).", "schema": { "type": "string" } }],
+                    "responses": with(errors(&[("404", "No such key.")]), "200", ok("The revoked key.", key)) },
+            },
+        },
+        "components": components(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_parameter_is_accepted_by_the_parser() {
+        for p in RESIZE_PARAMS {
+            let mut pairs = vec![(p.name, p.example)];
+            if p.name == "gravity" || p.name == "background" {
+                pairs.push(("fit", "cover"));
+            }
+            if p.name != "width" {
+                pairs.push(("width", "10"));
+            }
+            imaging::ResizeSpec::from_pairs(pairs.iter().copied())
+                .unwrap_or_else(|e| panic!("documented parameter {} refused: {e}", p.name));
+        }
+    }
+
+    #[test]
+    fn documents_are_openapi_3_1() {
+        for doc in [public_document(), admin_document()] {
+            assert_eq!(doc["openapi"], "3.1.0");
+            assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
+        }
+        let resize = &public_document()["paths"]["/v1/resize"]["post"]["responses"];
+        for status in ["200", "400", "401", "403", "413", "415", "422", "429", "503", "504"] {
+            assert!(resize.get(status).is_some(), "status {status} undocumented");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Every failure the HTTP edge answers, and the one place that turns it into an RFC 9457
+//! `application/problem+json` response. Handlers return `Result<_, ApiError>`; nothing else in
+//! the crate picks a status code for an error.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use dispatch::DispatchError;
+use identity::{AuthError, StoreError};
+use imaging::ImagingError;
+
+use crate::request_id::RequestId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("send an API key as `Authorization: Bearer <key>`")]
+    MissingKey,
+    #[error("{0}")]
+    Auth(AuthError),
+    #[error("the admin API needs `Authorization: Bearer <admin token>`; the token given is missing or wrong")]
+    AdminUnauthorized,
+    #[error("rate limit reached; retry after {} ms", retry_after.as_millis())]
+    RateLimited { retry_after: Duration },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error(transparent)]
+    Imaging(#[from] ImagingError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("no such resource: {0}")]
+    NotFound(String),
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the server is not ready: {0}")]
+    NotReady(&'static str),
+    /// A failure of ours that no client input explains (a worker panic, the database gone).
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// What a problem document says about one kind of failure.
+struct Kind {
+    status: StatusCode,
+    /// The last part of the problem `type` URI: stable, for clients to branch on.
+    slug: &'static str,
+    title: &'static str,
+}
+
+const TYPE_PREFIX: &str = "urn:resizer:problem:";
+
+impl ApiError {
+    fn kind(&self) -> Kind {
+        let k = |status: u16, slug, title| Kind {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            slug,
+            title,
+        };
+        match self {
+            ApiError::MissingKey => k(401, "missing-key", "API key required"),
+            ApiError::Auth(AuthError::Malformed(_) | AuthError::UnknownKey) => k(401, "unknown-key", "Unknown API key"),
+            ApiError::Auth(AuthError::Revoked) => k(403, "revoked-key", "API key revoked"),
+            ApiError::Auth(AuthError::TenantSuspended) => k(403, "tenant-suspended", "Tenant suspended"),
+            ApiError::AdminUnauthorized => k(401, "admin-unauthorized", "Admin token required"),
+            ApiError::RateLimited { .. } => k(429, "rate-limited", "Rate limit reached"),
+            ApiError::BadRequest(_) => k(400, "bad-request", "Bad request"),
+            ApiError::BodyTooLarge { .. } => k(413, "too-large", "Input too large"),
+            ApiError::Imaging(e) => match e {
+                ImagingError::BadParameter(_) => k(400, "bad-parameter", "Bad parameter"),
+                ImagingError::LimitExceeded(_) => k(413, "too-large", "Input too large"),
+                ImagingError::Unsupported(_) => k(415, "unsupported-image", "Unsupported image format"),
+                ImagingError::Corrupt(_) => k(422, "corrupt-image", "Corrupt or undecodable image"),
+                ImagingError::Internal(_) => k(500, "internal", "Internal error"),
+            },
+            ApiError::Dispatch(e) => match e {
+                DispatchError::Overloaded { .. } => k(503, "overloaded", "Overloaded"),
+                DispatchError::ShuttingDown => k(503, "shutting-down", "Shutting down"),
+                DispatchError::DeadlineExceeded => k(504, "deadline-exceeded", "Deadline exceeded"),
+                DispatchError::Imaging(e) => ApiError::Imaging(clone_imaging(e)).kind(),
+                DispatchError::WorkerPanicked { .. } => k(500, "internal", "Internal error"),
+            },
+            ApiError::Store(e) => match e {
+                StoreError::NotFound(_) => k(404, "not-found", "Not found"),
+                StoreError::Conflict(_) => k(409, "conflict", "Conflict"),
+                StoreError::Invalid(_) => k(400, "bad-request", "Bad request"),
+                StoreError::Storage(_) => k(500, "internal", "Internal error"),
+            },
+            ApiError::NotFound(_) => k(404, "not-found", "Not found"),
+            ApiError::MethodNotAllowed => k(405, "method-not-allowed", "Method not allowed"),
+            ApiError::ShuttingDown => k(503, "shutting-down", "Shutting down"),
+            ApiError::NotReady(_) => k(503, "not-ready", "Not ready"),
+            ApiError::Internal(_) => k(500, "internal", "Internal error"),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind().status
+    }
+
+    /// How long the client should wait before retrying, where that is known.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            ApiError::Dispatch(DispatchError::Overloaded { retry_after, .. }) => Some(*retry_after),
+            ApiError::Dispatch(DispatchError::ShuttingDown) | ApiError::ShuttingDown => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// The reason label of `resizer_auth_failures_total`, for the failures that are auth failures.
+    pub fn auth_failure_reason(&self) -> Option<&'static str> {
+        match self {
+            ApiError::MissingKey => Some("missing"),
+            ApiError::Auth(AuthError::Malformed(_)) => Some("malformed"),
+            ApiError::Auth(AuthError::UnknownKey) => Some("unknown"),
+            ApiError::Auth(AuthError::Revoked) => Some("revoked"),
+            ApiError::Auth(AuthError::TenantSuspended) => Some("suspended"),
+            _ => None,
+        }
+    }
+
+    /// The text for the client. A 5xx of ours says only that it happened (the details go to the
+    /// log with the request id); everything else says exactly what was wrong.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Internal(_)
+            | ApiError::Dispatch(DispatchError::WorkerPanicked { .. })
+            | ApiError::Store(StoreError::Storage(_)) => {
+                "the server failed to handle this request; report the request id if it persists".into()
+            }
+            ApiError::Imaging(ImagingError::Internal(_))
+            | ApiError::Dispatch(DispatchError::Imaging(ImagingError::Internal(_))) => {
+                "the server failed to convert this image; report the request id if it persists".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The problem+json response, carrying the request id in the body (the header is added for
+    /// every response by the request-id layer).
+    pub fn into_response(self, request_id: &RequestId) -> Response {
+        let kind = self.kind();
+        let mut body = serde_json::json!({
+            "type": format!("{TYPE_PREFIX}{}", kind.slug),
+            "title": kind.title,
+            "status": kind.status.as_u16(),
+            "detail": self.detail(),
+            "request_id": request_id.as_str(),
+        });
+        let retry_after = self.retry_after();
+        if let Some(wait) = retry_after {
+            body["retry_after_ms"] = serde_json::json!(retry_after_ms(wait));
+        }
+        let mut response = Response::new(axum::body::Body::from(body.to_string()));
+        *response.status_mut() = kind.status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(wait) = retry_after {
+            // RFC 9110 allows only whole seconds in Retry-After; the precise wait is in
+            // Retry-After-Ms (and `retry_after_ms` in the body) for clients that can use it.
+            let secs = wait.as_millis().div_ceil(1000).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+            headers.insert("retry-after-ms", HeaderValue::from(retry_after_ms(wait)));
+        }
+        if matches!(self, ApiError::MissingKey | ApiError::Auth(_) | ApiError::AdminUnauthorized)
+            && kind.status == StatusCode::UNAUTHORIZED
+        {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn retry_after_ms(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// `ImagingError` is not `Clone` (it need not be elsewhere); the kind only looks at the variant.
+fn clone_imaging(e: &ImagingError) -> ImagingError {
+    match e {
+        ImagingError::Unsupported(s) => ImagingError::Unsupported(s.clone()),
+        ImagingError::Corrupt(s) => ImagingError::Corrupt(s.clone()),
+        ImagingError::LimitExceeded(l) => ImagingError::LimitExceeded(l.clone()),
+        ImagingError::BadParameter(s) => ImagingError::BadParameter(s.clone()),
+        ImagingError::Internal(s) => ImagingError::Internal(s.clone()),
+    }
+}
+
+/// Every problem `type` the API can answer, for the OpenAPI document.
+pub const PROBLEM_TYPES: &[&str] = &[
+    "missing-key",
+    "unknown-key",
+    "revoked-key",
+    "tenant-suspended",
+    "admin-unauthorized",
+    "rate-limited",
+    "bad-request",
+    "bad-parameter",
+    "too-large",
+    "unsupported-image",
+    "corrupt-image",
+    "overloaded",
+    "shutting-down",
+    "deadline-exceeded",
+    "not-found",
+    "conflict",
+    "method-not-allowed",
+    "not-ready",
+    "internal",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        let cases: Vec<(ApiError, u16)> = vec![
+            (ApiError::MissingKey, 401),
+            (ApiError::Auth(AuthError::UnknownKey), 401),
+            (ApiError::Auth(AuthError::Revoked), 403),
+            (ApiError::Auth(AuthError::TenantSuspended), 403),
+            (ApiError::RateLimited { retry_after: Duration::from_millis(5) }, 429),
+            (ApiError::Imaging(ImagingError::BadParameter("x".into())), 400),
+            (ApiError::BodyTooLarge { limit: 1 }, 413),
+            (ApiError::Imaging(ImagingError::Unsupported("x".into())), 415),
+            (ApiError::Imaging(ImagingError::Corrupt("x".into())), 422),
+            (
+                ApiError::Dispatch(DispatchError::Overloaded {
+                    lane: dispatch::Lane::Small,
+                    retry_after: Duration::from_millis(3),
+                }),
+                503,
+            ),
+            (ApiError::Dispatch(DispatchError::DeadlineExceeded), 504),
+            (ApiError::Dispatch(DispatchError::Imaging(ImagingError::Corrupt("x".into()))), 422),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+            let slug = error.kind().slug;
+            assert!(PROBLEM_TYPES.contains(&slug), "{slug} is not listed in PROBLEM_TYPES");
+        }
+    }
+
+    #[test]
+    fn internal_details_stay_in_the_log() {
+        let e = ApiError::Dispatch(DispatchError::WorkerPanicked { message: "index out of bounds at x.rs:3".into() });
+        assert!(!e.detail().contains("x.rs"));
+        assert_eq!(e.status().as_u16(), 500);
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_with_milliseconds_alongside() {
+        let id = RequestId::from_client("t-1").expect("valid id");
+        let r = ApiError::RateLimited { retry_after: Duration::from_millis(1200) }.into_response(&id);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(r.headers()["retry-after-ms"], "1200");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/problem+json");
+    }
+}

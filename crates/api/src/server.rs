@@ -1,0 +1,221 @@
+//! Wiring: the two routers, the layer every request passes through (request id, metrics, access
+//! log, problem+json for the framework's own refusals), the credential-cache feeder, and the
+//! graceful shutdown.
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use identity::TenantId;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::problem::ApiError;
+use crate::request_id::{self, RequestId};
+use crate::{admin, public, App};
+
+/// When the request arrived (set by the tracking layer; deadlines count from here).
+#[derive(Clone, Copy)]
+pub struct Arrival(pub Instant);
+
+/// The route label of metrics and logs, set by each handler on its response.
+#[derive(Clone, Copy)]
+pub struct Route(pub &'static str);
+
+/// What a handler tells the access log about a request, beyond its status.
+#[derive(Clone, Default)]
+pub struct Outcome {
+    pub tenant: Option<TenantId>,
+    pub lane: Option<&'static str>,
+    pub detail: Option<String>,
+    pub error: Option<String>,
+    pub auth_failure: Option<&'static str>,
+}
+
+impl Outcome {
+    /// Records `error` for the log and metrics, and answers it as problem+json.
+    pub fn fail(&mut self, error: ApiError, rid: &RequestId) -> Response {
+        self.auth_failure = error.auth_failure_reason();
+        // A 5xx keeps its internal detail (Debug) for the log; the client gets only the id.
+        self.error = Some(if error.status().is_server_error() { format!("{error:?}") } else { error.to_string() });
+        error.into_response(rid)
+    }
+}
+
+/// The public and admin listeners, bound by the caller (so it knows the ports before serving).
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Serves both APIs until `shutdown` resolves, then drains: `/readyz` turns 503, the listeners
+/// close, in-flight requests get up to `shutdown_grace` to finish, the worker pool finishes its
+/// queue, and this returns.
+pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    refresh_credentials(&app).await;
+    let feeder = tokio::spawn(feed_credentials(app.clone()));
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&stop| stop).await;
+    };
+    let public = axum::serve(listeners.public, public_router(app.clone()))
+        .with_graceful_shutdown(until_stopped(stopped.clone()))
+        .into_future();
+    let admin = axum::serve(listeners.admin, admin_router(app.clone()))
+        .with_graceful_shutdown(until_stopped(stopped))
+        .into_future();
+    let servers = tokio::spawn(async move { tokio::try_join!(public, admin) });
+
+    shutdown.await;
+    app.shutting_down.store(true, Ordering::Relaxed);
+    tracing::info!(
+        grace_ms = app.config.shutdown_grace.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    let _ = stop.send(true);
+    let grace = app.config.shutdown_grace;
+    let result = match tokio::time::timeout(grace, servers).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(join)) => Err(std::io::Error::other(join)),
+        Err(_) => {
+            tracing::warn!("grace period over: in-flight requests abandoned");
+            Ok(())
+        }
+    };
+    app.dispatcher.shutdown();
+    if tokio::time::timeout(grace, app.dispatcher.drained()).await.is_err() {
+        tracing::warn!("worker pool still busy after the grace period");
+    }
+    feeder.abort();
+    tracing::info!("shut down");
+    result
+}
+
+fn public_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/resize", post(public::resize))
+        .route("/healthz", get(public::healthz))
+        .route("/readyz", get(public::readyz))
+        .route("/metrics", get(public::metrics))
+        .route("/openapi.json", get(public::openapi_json))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), track))
+        .with_state(app)
+}
+
+fn admin_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/tenants", get(admin::list_tenants).post(admin::create_tenant))
+        .route("/v1/tenants/{tenant}", get(admin::get_tenant).patch(admin::update_tenant))
+        .route("/v1/tenants/{tenant}/keys", get(admin::list_keys).post(admin::create_key))
+        .route("/v1/keys/{key}/revoke", post(admin::revoke_key))
+        .route("/healthz", get(public::healthz))
+        .route("/openapi.json", get(admin::openapi_json))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), track))
+        .with_state(app)
+}
+
+async fn not_found(request: Request) -> Response {
+    let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
+    ApiError::NotFound(request.uri().path().to_owned()).into_response(&rid)
+}
+
+/// Every request: take or make its id, time it, turn a plain framework refusal (405, a body
+/// over the JSON limit, a bad path) into problem+json, count it, and write one access-log line.
+async fn track(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let arrival = Instant::now();
+    let rid = request
+        .headers()
+        .get(request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RequestId::from_client)
+        .unwrap_or_else(RequestId::generate);
+    request.extensions_mut().insert(rid.clone());
+    request.extensions_mut().insert(Arrival(arrival));
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
+    if status.is_client_error() && !is_problem {
+        response = framework_refusal(response, &rid).await;
+    }
+    if let Ok(value) = HeaderValue::from_str(rid.as_str()) {
+        response.headers_mut().insert(request_id::HEADER, value);
+    }
+
+    let elapsed = arrival.elapsed();
+    let route = response.extensions().get::<Route>().map_or("unmatched", |r| r.0);
+    let status = response.status().as_u16();
+    app.metrics.http_request(route, status, elapsed);
+    let outcome = response.extensions().get::<Outcome>().cloned().unwrap_or_default();
+    if let Some(reason) = outcome.auth_failure {
+        app.metrics.auth_failure(reason);
+    }
+    let ms = elapsed.as_secs_f64() * 1e3;
+    let tenant = outcome.tenant.map(TenantId::get);
+    if status >= 500 {
+        tracing::error!(request_id = rid.as_str(), %method, path, route, status, ms, tenant, lane = outcome.lane,
+            error = outcome.error.as_deref(), "request failed");
+    } else {
+        tracing::info!(request_id = rid.as_str(), %method, path, route, status, ms, tenant, lane = outcome.lane,
+            detail = outcome.detail.as_deref(), error = outcome.error.as_deref(), "request");
+    }
+    response
+}
+
+/// A 4xx the framework produced itself (no handler ran, or an extractor refused) as problem+json.
+async fn framework_refusal(response: Response, rid: &RequestId) -> Response {
+    let (parts, body) = response.into_parts();
+    let text = match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let error = match parts.status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BadRequest(format!("request body too large: {text}")),
+        StatusCode::NOT_FOUND => ApiError::NotFound(text),
+        _ if text.is_empty() => ApiError::BadRequest(parts.status.to_string()),
+        _ => ApiError::BadRequest(text),
+    };
+    let mut problem = error.into_response(rid);
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        problem.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    problem.extensions_mut().extend(parts.extensions);
+    problem
+}
+
+/// Keeps the credential cache within `identity_refresh` of the store.
+async fn feed_credentials(app: Arc<App>) {
+    let mut ticks = tokio::time::interval(app.config.identity_refresh);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        refresh_credentials(&app).await;
+    }
+}
+
+/// One round of feeding, off the runtime (it reads SQLite). A failure leaves the cache as it
+/// was: requests keep being decided on the last known state, which is the availability side
+/// the blueprint chooses for the data plane.
+pub async fn refresh_credentials(app: &Arc<App>) {
+    let task_app = app.clone();
+    match tokio::task::spawn_blocking(move || identity::feed(&task_app.store, &task_app.cache)).await {
+        Ok(Ok(identity::Fed::UpToDate { .. })) => {}
+        Ok(Ok(fed)) => tracing::debug!(?fed, "credential cache updated"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "credential cache not updated: identity store failed"),
+        Err(e) => tracing::error!(error = %e, "credential feeder panicked"),
+    }
+}

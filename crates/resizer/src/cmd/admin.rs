@@ -1,0 +1,235 @@
+//! `resizer admin ...`: tenants, keys and limits through the admin API (never the database
+//! directly, so it works the same against dev and a cluster). It finds the API from `--url` and
+//! `--token`, then `RESIZER_ADMIN_URL` / `RESIZER_ADMIN_TOKEN`, then `<data-dir>/dev.json`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde_json::{json, Map, Value};
+
+use crate::cmd::dev::DevFile;
+
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    /// Admin API base URL, e.g. http://127.0.0.1:8081.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Admin bearer token.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Where `resizer dev` wrote dev.json (used when no URL or token is given).
+    #[arg(long, value_name = "DIR", default_value = "resizer-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Tenants: list, get, create, update limits, suspend, activate.
+    #[command(subcommand)]
+    Tenants(TenantCommand),
+    /// API keys: list, create (the key is printed once), revoke.
+    #[command(subcommand)]
+    Keys(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCommand {
+    List,
+    Get {
+        /// Tenant id or name.
+        tenant: String,
+    },
+    Create {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Set limits; `default` as a value goes back to the deployment's default.
+    Update {
+        tenant: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    Suspend {
+        tenant: String,
+    },
+    Activate {
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    List {
+        tenant: String,
+    },
+    Create {
+        tenant: String,
+        #[arg(long, default_value = "default")]
+        label: String,
+    },
+    Revoke {
+        /// The key id: the 12 characters after `rsz_`.
+        key_id: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct LimitArgs {
+    /// Sustained requests per second.
+    #[arg(long, value_name = "N|default")]
+    rate: Option<String>,
+    /// Requests allowed at once above the rate.
+    #[arg(long, value_name = "N|default")]
+    burst: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, value_name = "N|default")]
+    max_input_bytes: Option<String>,
+    /// Largest input width × height.
+    #[arg(long, value_name = "N|default")]
+    max_input_pixels: Option<String>,
+}
+
+impl LimitArgs {
+    fn to_json(&self) -> anyhow::Result<Option<Value>> {
+        let mut map = Map::new();
+        for (field, value) in [
+            ("rate_per_sec", &self.rate),
+            ("burst", &self.burst),
+            ("max_input_bytes", &self.max_input_bytes),
+            ("max_input_pixels", &self.max_input_pixels),
+        ] {
+            let Some(raw) = value else { continue };
+            let parsed = if raw == "default" {
+                Value::Null
+            } else {
+                serde_json::from_str::<Value>(raw)
+                    .ok()
+                    .filter(Value::is_number)
+                    .with_context(|| format!("{field}: `{raw}` is not a number (or `default`)"))?
+            };
+            map.insert(field.into(), parsed);
+        }
+        Ok((!map.is_empty()).then_some(Value::Object(map)))
+    }
+}
+
+pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let dev = || -> anyhow::Result<DevFile> {
+        let path = args.data_dir.join("dev.json");
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!("no --url/--token given and cannot read {} (is `resizer dev` running here?)", path.display())
+        })?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    };
+    let url = match args.url.clone().or_else(|| std::env::var("RESIZER_ADMIN_URL").ok()) {
+        Some(url) => url,
+        None => dev()?.admin_url,
+    };
+    let token = match args.token.clone().or_else(|| std::env::var("RESIZER_ADMIN_TOKEN").ok()) {
+        Some(token) => token,
+        None => dev()?.admin_token,
+    };
+    let client = Client { base: url.trim_end_matches('/').to_owned(), token, agent: agent() };
+
+    let seg = |s: &str| form_path_segment(s);
+    let (status, body) = match &args.command {
+        AdminCommand::Tenants(TenantCommand::List) => client.call("GET", "/v1/tenants", None)?,
+        AdminCommand::Tenants(TenantCommand::Get { tenant }) => {
+            client.call("GET", &format!("/v1/tenants/{}", seg(tenant)), None)?
+        }
+        AdminCommand::Tenants(TenantCommand::Create { name, limits }) => {
+            let mut body = json!({ "name": name });
+            if let Some(limits) = limits.to_json()? {
+                body["limits"] = limits;
+            }
+            client.call("POST", "/v1/tenants", Some(body))?
+        }
+        AdminCommand::Tenants(TenantCommand::Update { tenant, limits }) => {
+            let Some(limits) = limits.to_json()? else {
+                bail!("give at least one of --rate, --burst, --max-input-bytes, --max-input-pixels")
+            };
+            client.call("PATCH", &format!("/v1/tenants/{}", seg(tenant)), Some(json!({ "limits": limits })))?
+        }
+        AdminCommand::Tenants(TenantCommand::Suspend { tenant }) => {
+            client.call("PATCH", &format!("/v1/tenants/{}", seg(tenant)), Some(json!({ "status": "suspended" })))?
+        }
+        AdminCommand::Tenants(TenantCommand::Activate { tenant }) => {
+            client.call("PATCH", &format!("/v1/tenants/{}", seg(tenant)), Some(json!({ "status": "active" })))?
+        }
+        AdminCommand::Keys(KeyCommand::List { tenant }) => {
+            client.call("GET", &format!("/v1/tenants/{}/keys", seg(tenant)), None)?
+        }
+        AdminCommand::Keys(KeyCommand::Create { tenant, label }) => {
+            client.call("POST", &format!("/v1/tenants/{}/keys", seg(tenant)), Some(json!({ "label": label })))?
+        }
+        AdminCommand::Keys(KeyCommand::Revoke { key_id }) => {
+            client.call("POST", &format!("/v1/keys/{}/revoke", seg(key_id)), None)?
+        }
+    };
+    if (200..300).contains(&status) {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let detail = body.get("detail").and_then(Value::as_str).unwrap_or("(no detail)");
+        eprintln!("error: {status}: {detail}");
+        Ok(ExitCode::from(1))
+    }
+}
+
+struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let result = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("authorization", &auth).call(),
+            ("POST", body) => self
+                .agent
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .send(body.unwrap_or_else(|| json!({})).to_string()),
+            ("PATCH", body) => self
+                .agent
+                .patch(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .send(body.unwrap_or_else(|| json!({})).to_string()),
+            _ => bail!("unsupported method {method}"),
+        };
+        let mut response = result.with_context(|| format!("{method} {url}"))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().with_context(|| format!("reading the answer of {url}"))?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// Percent-encodes a path segment (tenant names and key ids are plain, but be safe).
+fn form_path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

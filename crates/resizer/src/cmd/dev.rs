@@ -1,0 +1,188 @@
+//! `resizer dev`: the whole service in one process — public and admin APIs, the SQLite identity
+//! store with its credential cache, the in-process dispatcher and its workers. It keeps its
+//! state under the data directory and, on every start, makes sure there is a demo tenant with a
+//! working key, writes `<data-dir>/dev.json` (mode 0600) and prints a `curl` line that works.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use identity::{CredentialCache, IdentityStore, StoreError, TenantLimits};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigArgs};
+use crate::logging;
+
+/// A small picture shipped in the binary, written to the data directory so the printed `curl`
+/// line works from any directory.
+const SAMPLE_JPEG: &[u8] = include_bytes!("../../../../examples/sample.jpg");
+
+const DEMO_TENANT: &str = "demo";
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Where the identity database, dev.json and the sample image live [default: ./resizer-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Public API address [default: 127.0.0.1:8080]; port 0 picks a free one (see dev.json).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Admin API address [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `<data-dir>/dev.json`: how to reach this dev instance.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DevFile {
+    pub api_url: String,
+    pub admin_url: String,
+    pub admin_token: String,
+    pub demo_api_key: String,
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let mut extra = Vec::new();
+    if let Some(dir) = &args.data_dir {
+        extra.push(("data_dir", dir.display().to_string()));
+    }
+    if let Some(listen) = &args.listen {
+        extra.push(("api.listen", listen.clone()));
+    }
+    if let Some(listen) = &args.admin_listen {
+        extra.push(("api.admin_listen", listen.clone()));
+    }
+    let config = Config::load(&args.config, &extra)?;
+    logging::init(&config.log)?;
+
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let dev_json = data_dir.join("dev.json");
+    let previous = read_dev_file(&dev_json);
+
+    let database = config.database_path();
+    let store = Arc::new(
+        IdentityStore::open(&database).with_context(|| format!("opening the identity store {}", database.display()))?,
+    );
+    let cache = Arc::new(CredentialCache::new());
+    let admin_token = if !config.api.admin_token.is_empty() {
+        config.api.admin_token.clone()
+    } else if let Some(token) = previous.as_ref().map(|p| p.admin_token.clone()).filter(|t| t.len() >= 32) {
+        token
+    } else {
+        generate_admin_token()?
+    };
+    let demo_api_key = ensure_demo_key(&store, &cache, previous.as_ref().map(|p| p.demo_api_key.as_str()))?;
+    let sample = data_dir.join("sample.jpg");
+    if !sample.exists() {
+        std::fs::write(&sample, SAMPLE_JPEG).with_context(|| format!("writing {}", sample.display()))?;
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let public = bind(&config.api.listen, "api.listen / --listen").await?;
+        let admin = bind(&config.api.admin_listen, "api.admin_listen / --admin-listen").await?;
+        let file = DevFile {
+            api_url: format!("http://{}", public.local_addr()?),
+            admin_url: format!("http://{}", admin.local_addr()?),
+            admin_token: admin_token.clone(),
+            demo_api_key,
+        };
+        write_private(&dev_json, &serde_json::to_vec_pretty(&file)?)?;
+        print_banner(&file, &dev_json, &sample);
+
+        let dispatch_config = config.dispatch_config();
+        tracing::info!(
+            api_url = file.api_url,
+            admin_url = file.admin_url,
+            workers = dispatch_config.workers,
+            data_dir = %data_dir.display(),
+            "resizer dev started"
+        );
+        let dispatcher = dispatch::Dispatcher::start(dispatch_config);
+        let app = api::App::new(config.api_config(admin_token), store, cache, dispatcher);
+        api::serve(app, api::Listeners { public, admin }, crate::signals::shutdown()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another resizer running there? choose another address with {setting})")
+    })
+}
+
+fn read_dev_file(path: &Path) -> Option<DevFile> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The demo tenant and a key for it: the key from the last run if it still works, else a new one.
+fn ensure_demo_key(store: &IdentityStore, cache: &CredentialCache, previous: Option<&str>) -> anyhow::Result<String> {
+    let tenant = match store.tenant_by_name(DEMO_TENANT) {
+        Ok(tenant) => tenant,
+        Err(StoreError::NotFound(_)) => store.create_tenant(DEMO_TENANT, TenantLimits::default())?,
+        Err(e) => return Err(e.into()),
+    };
+    identity::feed(store, cache)?;
+    if let Some(key) = previous {
+        if cache.authenticate(key).is_ok_and(|auth| auth.tenant() == tenant.id) {
+            return Ok(key.to_owned());
+        }
+    }
+    let (_, key) = store.create_key(tenant.id, "demo")?;
+    identity::feed(store, cache)?;
+    Ok(key)
+}
+
+fn generate_admin_token() -> anyhow::Result<String> {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut bytes = [0u8; 40];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy for the admin token: {e}"))?;
+    // 248 is the largest multiple of 62 below 256: rejecting above it keeps the draw uniform.
+    let chars: String =
+        bytes.iter().filter(|&&b| b < 248).take(32).map(|&b| ALPHABET[usize::from(b % 62)] as char).collect();
+    if chars.len() < 32 {
+        return generate_admin_token();
+    }
+    Ok(format!("rsza_{chars}"))
+}
+
+/// Written to a temporary file with mode 0600 and renamed over the old one, so the secret is
+/// never readable by others and a reader never sees half a file.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn print_banner(file: &DevFile, dev_json: &Path, sample: &Path) {
+    println!("resizer dev is running (Ctrl-C to stop)");
+    println!("  public API:   {}", file.api_url);
+    println!("  admin API:    {}   (admin token in {})", file.admin_url, dev_json.display());
+    println!("  demo API key: {}", file.demo_api_key);
+    println!("try it:");
+    println!(
+        "  curl -sS -H 'Authorization: Bearer {}' --data-binary @{} '{}/v1/resize?width=300' -o thumb.jpg",
+        file.demo_api_key,
+        sample.display(),
+        file.api_url
+    );
+    let _ = std::io::stdout().flush();
+}

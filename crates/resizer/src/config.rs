@@ -1,0 +1,335 @@
+//! The configuration of every role: built-in defaults, then a TOML file (`--config`), then
+//! `RESIZER_*` environment variables, then `--set section.key=value` flags — each layer
+//! overriding the one before. The environment name of a key is its path in capitals joined by
+//! `_`: `api.listen` is `RESIZER_API_LISTEN`, `data_dir` is `RESIZER_DATA_DIR`.
+//!
+//! Every key exists in the defaults, so the set of valid names is known: an unknown key in the
+//! file or in `--set` is an error (a typo must not be silently ignored).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where `resizer dev` keeps its state (identity database, dev.json).
+    pub data_dir: PathBuf,
+    pub api: ApiSection,
+    pub limits: LimitsSection,
+    pub dispatch: DispatchSection,
+    pub identity: IdentitySection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// The public API's address.
+    pub listen: String,
+    /// The admin API's address. Keep it off the public network.
+    pub admin_listen: String,
+    /// Deadline of one resize from its arrival; past it the answer is 504.
+    pub request_timeout_ms: u64,
+    /// After SIGTERM/SIGINT, how long in-flight requests may take before the process exits.
+    pub shutdown_grace_ms: u64,
+    /// The admin API's bearer token. Empty in dev: one is generated and kept in dev.json.
+    pub admin_token: String,
+}
+
+/// Defaults for tenants without their own limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub rate_per_sec: f64,
+    pub burst: u32,
+    pub max_input_bytes: u64,
+    pub max_input_pixels: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchSection {
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Most jobs waiting per lane; 0 means the default for the worker count (small 32, medium 4,
+    /// large 2 per worker). A full lane answers 503 at once.
+    pub small_queue: usize,
+    pub medium_queue: usize,
+    pub large_queue: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// SQLite database; empty means `<data_dir>/identity.sqlite`.
+    pub database: String,
+    /// How often the credential cache takes changes made by other processes.
+    pub refresh_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+    /// `json` (one object per line) or `text`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = identity::EffectiveLimits::default();
+        Config {
+            data_dir: PathBuf::from("resizer-data"),
+            api: ApiSection {
+                listen: "127.0.0.1:8080".into(),
+                admin_listen: "127.0.0.1:8081".into(),
+                request_timeout_ms: 10_000,
+                shutdown_grace_ms: 10_000,
+                admin_token: String::new(),
+            },
+            limits: LimitsSection {
+                rate_per_sec: limits.rate_per_sec,
+                burst: limits.burst,
+                max_input_bytes: limits.max_input_bytes,
+                max_input_pixels: limits.max_input_pixels,
+            },
+            dispatch: DispatchSection { workers: 0, small_queue: 0, medium_queue: 0, large_queue: 0 },
+            identity: IdentitySection { database: String::new(), refresh_ms: 250 },
+            log: LogSection { level: "info".into(), format: "json".into() },
+        }
+    }
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Config::default().api
+    }
+}
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Config::default().limits
+    }
+}
+impl Default for DispatchSection {
+    fn default() -> Self {
+        Config::default().dispatch
+    }
+}
+impl Default for IdentitySection {
+    fn default() -> Self {
+        Config::default().identity
+    }
+}
+impl Default for LogSection {
+    fn default() -> Self {
+        Config::default().log
+    }
+}
+
+/// The command-line side of the layers: `--config FILE` and `--set key=value`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. `--set api.request_timeout_ms=2000` (repeatable; wins over file and env).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl Config {
+    /// Defaults ← file ← `RESIZER_*` environment ← `--set` flags ← `extra` (the role's own flags).
+    pub fn load(args: &ConfigArgs, extra: &[(&str, String)]) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("RESIZER_")).collect();
+        Self::load_from(args, &env, extra)
+    }
+
+    fn load_from(args: &ConfigArgs, env: &[(String, String)], extra: &[(&str, String)]) -> anyhow::Result<Config> {
+        let defaults = toml::Table::try_from(Config::default()).context("serialising the default configuration")?;
+        let mut table = defaults.clone();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let file: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            merge(&mut table, file);
+        }
+        for (path, default) in leaves(&defaults) {
+            let name = format!("RESIZER_{}", path.replace('.', "_").to_ascii_uppercase());
+            if let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) {
+                set(&mut table, &path, typed(raw, &default)).with_context(|| format!("environment {name}"))?;
+            }
+        }
+        let overrides = args.set.iter().map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_owned(), v.to_owned())),
+            None => bail!("--set takes KEY=VALUE, got `{kv}`"),
+        });
+        let extra = extra.iter().map(|(k, v)| Ok(((*k).to_owned(), v.clone())));
+        for pair in overrides.chain(extra) {
+            let (path, raw) = pair?;
+            let Some((_, default)) = leaves(&defaults).into_iter().find(|(p, _)| *p == path) else {
+                bail!("unknown configuration key `{path}`; known keys: {}", known_keys(&defaults));
+            };
+            set(&mut table, &path, typed(&raw, &default))?;
+        }
+        let config: Config = toml::Value::Table(table).try_into().context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(self.limits.rate_per_sec.is_finite() && self.limits.rate_per_sec > 0.0) {
+            bail!("limits.rate_per_sec must be a number above 0");
+        }
+        if self.limits.burst == 0 || self.limits.max_input_bytes == 0 || self.limits.max_input_pixels == 0 {
+            bail!("limits.burst, limits.max_input_bytes and limits.max_input_pixels must be at least 1");
+        }
+        if self.api.request_timeout_ms == 0 {
+            bail!("api.request_timeout_ms must be at least 1");
+        }
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            bail!("log.format must be json or text");
+        }
+        Ok(())
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        if self.identity.database.is_empty() {
+            self.data_dir.join("identity.sqlite")
+        } else {
+            Path::new(&self.identity.database).to_path_buf()
+        }
+    }
+
+    pub fn api_config(&self, admin_token: String) -> api::ApiConfig {
+        api::ApiConfig {
+            request_timeout: Duration::from_millis(self.api.request_timeout_ms),
+            default_limits: identity::EffectiveLimits {
+                rate_per_sec: self.limits.rate_per_sec,
+                burst: self.limits.burst,
+                max_input_bytes: self.limits.max_input_bytes,
+                max_input_pixels: self.limits.max_input_pixels,
+            },
+            admin_token,
+            shutdown_grace: Duration::from_millis(self.api.shutdown_grace_ms),
+            identity_refresh: Duration::from_millis(self.identity.refresh_ms.max(1)),
+        }
+    }
+
+    pub fn dispatch_config(&self) -> dispatch::DispatchConfig {
+        let mut config = if self.dispatch.workers == 0 {
+            dispatch::DispatchConfig::default()
+        } else {
+            dispatch::DispatchConfig::with_workers(self.dispatch.workers)
+        };
+        for (lane, queue) in [
+            (dispatch::Lane::Small, self.dispatch.small_queue),
+            (dispatch::Lane::Medium, self.dispatch.medium_queue),
+            (dispatch::Lane::Large, self.dispatch.large_queue),
+        ] {
+            if queue > 0 {
+                *config.capacity.get_mut(lane) = queue;
+            }
+        }
+        config
+    }
+}
+
+/// Deep-merges `over` into `base` (tables merge, anything else replaces).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Every leaf key as (`section.key`, default value).
+fn leaves(table: &toml::Table) -> Vec<(String, toml::Value)> {
+    let mut out = Vec::new();
+    for (k, v) in table {
+        match v {
+            toml::Value::Table(inner) => {
+                out.extend(leaves(inner).into_iter().map(|(p, v)| (format!("{k}.{p}"), v)));
+            }
+            v => out.push((k.clone(), v.clone())),
+        }
+    }
+    out
+}
+
+fn known_keys(defaults: &toml::Table) -> String {
+    leaves(defaults).into_iter().map(|(p, _)| p).collect::<Vec<_>>().join(", ")
+}
+
+/// A raw string from the environment or a flag, typed like the key's default: strings stay
+/// strings (no quoting needed), numbers and booleans are parsed as TOML.
+fn typed(raw: &str, default: &toml::Value) -> toml::Value {
+    if default.is_str() {
+        return toml::Value::String(raw.to_owned());
+    }
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        // Left a string, so deserialising reports the key and the expected type.
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set(table: &mut toml::Table, path: &str, value: toml::Value) -> anyhow::Result<()> {
+    match path.split_once('.') {
+        None => {
+            table.insert(path.to_owned(), value);
+            Ok(())
+        }
+        Some((section, rest)) => {
+            let entry = table.entry(section.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => set(inner, rest, value),
+                _ => bail!("`{section}` is not a section"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = std::env::temp_dir().join(format!("resizer-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("resizer.toml");
+        std::fs::write(&file, "[api]\nlisten = \"127.0.0.1:9000\"\nrequest_timeout_ms = 500\n[limits]\nburst = 7\n")
+            .expect("write config");
+        let args = ConfigArgs { config: Some(file), set: vec!["limits.burst=9".into()] };
+        let env = vec![
+            ("RESIZER_API_REQUEST_TIMEOUT_MS".to_owned(), "700".to_owned()),
+            ("RESIZER_LOG_LEVEL".to_owned(), "debug".to_owned()),
+        ];
+        let config = Config::load_from(&args, &env, &[("data_dir", "/tmp/x".into())]).expect("valid");
+        assert_eq!(config.api.listen, "127.0.0.1:9000", "file over default");
+        assert_eq!(config.api.request_timeout_ms, 700, "env over file");
+        assert_eq!(config.limits.burst, 9, "flag over file");
+        assert_eq!(config.log.level, "debug");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.api.admin_listen, "127.0.0.1:8081", "default kept");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let args = ConfigArgs { config: None, set: vec!["api.lisen=1".into()] };
+        let err = Config::load_from(&args, &[], &[]).expect_err("typo").to_string();
+        assert!(err.contains("unknown configuration key `api.lisen`"), "{err}");
+        let args = ConfigArgs { config: None, set: vec!["api.request_timeout_ms=soon".into()] };
+        assert!(Config::load_from(&args, &[], &[]).is_err());
+        let args = ConfigArgs { config: None, set: vec!["limits.rate_per_sec=0".into()] };
+        assert!(Config::load_from(&args, &[], &[]).is_err());
+    }
+}
