@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use dispatch::Job;
@@ -24,22 +25,39 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
     let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
     let arrival = request.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0);
     let mut outcome = Outcome::default();
-    let mut response = match resize_inner(&app, request, arrival, &mut outcome).await {
+    let (parts, body) = request.into_parts();
+    let mut body = Some(body);
+    let mut response = match resize_inner(&app, parts, &mut body, arrival, &mut outcome).await {
         Ok(response) => response,
         Err(e) => outcome.fail(e, &rid),
     };
+    if let Some(unread) = body {
+        // Refused before its body was read (key, rate, parameters). A client still sending it
+        // would see a reset instead of the answer if the connection closed now: read a small
+        // body to the end and keep the connection; close after a large one.
+        if !drain(unread, DRAIN_LIMIT).await {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
     response.extensions_mut().insert(Route("resize"));
     response.extensions_mut().insert(outcome);
     response
 }
 
+/// Most bytes of a refused request's body read only to keep its connection open.
+const DRAIN_LIMIT: usize = 1 << 20;
+
+async fn drain(body: Body, limit: usize) -> bool {
+    Limited::new(body, limit).collect().await.is_ok()
+}
+
 async fn resize_inner(
     app: &App,
-    request: Request,
+    parts: Parts,
+    body: &mut Option<Body>,
     arrival: Instant,
     outcome: &mut Outcome,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
     let auth = authenticate(app, &parts.headers)?;
     outcome.tenant = Some(auth.tenant());
     let limits = auth.limits().resolve(&app.config.default_limits);
@@ -51,7 +69,10 @@ async fn resize_inner(
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let mut spec = ResizeSpec::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
 
-    let body = read_body(&parts.headers, body, limits.max_input_bytes).await?;
+    let body = match body.take() {
+        Some(body) => read_body(&parts.headers, body, limits.max_input_bytes).await?,
+        None => Bytes::new(),
+    };
     if body.is_empty() {
         return Err(ApiError::BadRequest("the request body is empty: send the image bytes as the body".into()));
     }

@@ -1,0 +1,380 @@
+//! `resizer dev` end to end: the real binary, real HTTP, every status of the contract.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{big_png, png, DevServer};
+use serde_json::json;
+
+type Result = anyhow::Result<()>;
+
+/// Holds a worker for a while (a 20 MP decode and a 7 MP PNG encode), so a test can observe
+/// the queue behind it.
+const SLOW: &str = "width=3000";
+
+#[test]
+fn the_printed_curl_line_resizes_the_sample() -> Result {
+    let server = DevServer::start(&[])?;
+    let stdout = server.stdout();
+    let line = stdout.lines().find(|l| l.trim_start().starts_with("curl ")).expect("a curl line");
+    assert!(line.contains(&server.demo_key) && line.contains(&server.api_url), "{line}");
+    // Run the line as printed, from the directory the server was started in.
+    let out = std::process::Command::new("sh").arg("-c").arg(line.trim()).current_dir(&server.dir.0).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let thumb = std::fs::read(server.dir.0.join("thumb.jpg"))?;
+    let probe = imaging_probe(&thumb);
+    assert_eq!(probe, ("jpeg".to_owned(), 300, 200));
+
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(server.data_dir().join("dev.json"))?.permissions());
+    assert_eq!(mode & 0o777, 0o600, "dev.json holds secrets");
+    Ok(())
+}
+
+/// Format and size from the JPEG/PNG/WebP header, via the same probe the service uses.
+fn imaging_probe(bytes: &[u8]) -> (String, u32, u32) {
+    // The binary crate does not export imaging; read the dimensions from the response headers in
+    // the other tests, and here parse the few header bytes directly.
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        let mut i = 2;
+        while i + 9 < bytes.len() {
+            let marker = bytes[i + 1];
+            let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+            if (0xC0..=0xC2).contains(&marker) {
+                let h = u32::from(u16::from_be_bytes([bytes[i + 5], bytes[i + 6]]));
+                let w = u32::from(u16::from_be_bytes([bytes[i + 7], bytes[i + 8]]));
+                return ("jpeg".into(), w, h);
+            }
+            i += 2 + len;
+        }
+    }
+    ("unknown".into(), 0, 0)
+}
+
+#[test]
+fn resize_answers_the_image_with_its_headers() -> Result {
+    let server = DevServer::start(&[])?;
+    let r = server.resize(
+        "width=64&fit=cover&height=32",
+        Some(&server.demo_key),
+        &png(200, 100),
+        &[("x-request-id", "abc-123")],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("image/png"), "format follows the input");
+    assert_eq!(r.header("x-image-width"), Some("64"));
+    assert_eq!(r.header("x-image-height"), Some("32"));
+    assert_eq!(r.header("x-request-id"), Some("abc-123"), "the client's id is kept");
+    assert!(r.body.starts_with(b"\x89PNG"));
+
+    let r = server.resize("width=64", Some(&server.demo_key), &png(200, 100), &[("accept", "image/webp,*/*")]);
+    assert_eq!(r.header("content-type"), Some("image/webp"), "format=auto honours Accept");
+    assert_eq!(r.header("vary"), Some("Accept"));
+    assert!(r.header("x-request-id").is_some_and(|id| id.len() == 16), "a fresh id when none is sent");
+
+    let r = server.resize("width=64&format=jpeg&quality=50", Some(&server.demo_key), &png(200, 100), &[]);
+    assert_eq!((r.status, r.header("content-type")), (200, Some("image/jpeg")));
+    Ok(())
+}
+
+#[test]
+fn authentication_statuses_and_revocation_on_the_next_request() -> Result {
+    let server = DevServer::start(&[])?;
+    let image = png(40, 40);
+    let r = server.resize("width=10", None, &image, &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (401, "missing-key"));
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = server.resize("width=10", Some("rsz_not-a-key"), &image, &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (401, "unknown-key"));
+    // Well-formed, checksum valid, but issued by another store: unknown here.
+    let foreign = identity::IdentityStore::open_in_memory()?;
+    let tenant = foreign.create_tenant("elsewhere", identity::TenantLimits::default())?;
+    let (_, foreign_key) = foreign.create_key(tenant.id, "x")?;
+    let r = server.resize("width=10", Some(&foreign_key), &image, &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (401, "unknown-key"));
+
+    let (tenant, key) = server.tenant_with_key("acme", json!({}));
+    assert_eq!(server.resize("width=10", Some(&key), &image, &[]).status, 200);
+    let key_id = &key[4..16];
+    let revoked = server.admin("POST", &format!("/v1/keys/{key_id}/revoke"), None);
+    assert_eq!(revoked.status, 200);
+    assert!(revoked.json()["revoked_at"].is_string());
+    let r = server.resize("width=10", Some(&key), &image, &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (403, "revoked-key"), "refused by the very next request");
+
+    let (_, key2) = server.tenant_with_key("beta", json!({}));
+    let suspended = server.admin("PATCH", "/v1/tenants/beta", Some(json!({ "status": "suspended" })));
+    assert_eq!(suspended.status, 200);
+    let r = server.resize("width=10", Some(&key2), &image, &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (403, "tenant-suspended"));
+    assert_eq!(server.admin("PATCH", "/v1/tenants/beta", Some(json!({ "status": "active" }))).status, 200);
+    assert_eq!(server.resize("width=10", Some(&key2), &image, &[]).status, 200);
+
+    assert_eq!(server.metric(r#"resizer_auth_failures_total{reason="revoked"}"#), 1.0);
+    assert_eq!(server.metric(r#"resizer_auth_failures_total{reason="missing"}"#), 1.0);
+    let _ = tenant;
+    Ok(())
+}
+
+#[test]
+fn per_tenant_limits_answer_413_and_429() -> Result {
+    let server = DevServer::start(&[])?;
+    let (_, small_bodies) = server.tenant_with_key("bytes", json!({ "max_input_bytes": 2000 }));
+    let r = server.resize("width=10", Some(&small_bodies), &vec![0u8; 5000], &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (413, "too-large"));
+
+    let (_, few_pixels) = server.tenant_with_key("pixels", json!({ "max_input_pixels": 100 }));
+    let r = server.resize("width=10", Some(&few_pixels), &png(20, 20), &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (413, "too-large"));
+    assert!(r.json()["detail"].as_str().is_some_and(|d| d.contains("400 pixels")), "{}", r.json());
+    assert_eq!(server.resize("width=5", Some(&few_pixels), &png(10, 10), &[]).status, 200);
+
+    let (_, slow) = server.tenant_with_key("slow", json!({ "rate_per_sec": 0.5, "burst": 1 }));
+    assert_eq!(server.resize("width=5", Some(&slow), &png(10, 10), &[]).status, 200);
+    let r = server.resize("width=5", Some(&slow), &png(10, 10), &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (429, "rate-limited"));
+    assert_eq!(r.header("retry-after"), Some("2"), "1 token at 0.5/s: about 2 s, rounded up");
+    let ms: u64 = r.header("retry-after-ms").expect("precise wait").parse()?;
+    assert!((1000..=2000).contains(&ms), "{ms}");
+    // Another tenant is not affected.
+    assert_eq!(server.resize("width=5", Some(&server.demo_key), &png(10, 10), &[]).status, 200);
+
+    // Limits changed through the admin API apply to the next request.
+    let r = server.admin("PATCH", "/v1/tenants/bytes", Some(json!({ "limits": { "max_input_bytes": null } })));
+    assert_eq!(r.status, 200);
+    assert_eq!(server.resize("width=10", Some(&small_bodies), &png(60, 60), &[]).status, 200);
+    Ok(())
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx() -> Result {
+    let server = DevServer::start(&[])?;
+    let key = server.demo_key.clone();
+    let r = server.resize("width=10", Some(&key), b"hello, this is not an image", &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (415, "unsupported-image"));
+
+    let mut corrupt = png(64, 64);
+    let len = corrupt.len();
+    corrupt[len / 2..len - 12].iter_mut().for_each(|b| *b = 0x5a);
+    let r = server.resize("width=10", Some(&key), &corrupt, &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (422, "corrupt-image"), "{}", r.json());
+
+    for query in ["", "width=0", "width=abc", "width=10&fit=squash", "width=10&widht=3", "width=99999"] {
+        let r = server.resize(query, Some(&key), &png(20, 20), &[]);
+        assert_eq!(r.status, 400, "{query}: {}", r.json());
+        assert_eq!(r.problem_type(), "bad-parameter", "{query}");
+    }
+    let r = server.resize("width=10", Some(&key), b"", &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (400, "bad-request"));
+
+    let r = server.get("/v1/resize");
+    assert_eq!((r.status, r.problem_type().as_str()), (405, "method-not-allowed"));
+    let r = server.get("/nowhere");
+    assert_eq!((r.status, r.problem_type().as_str()), (404, "not-found"));
+    assert_eq!(server.get("/healthz").status, 200, "still serving after all of that");
+    Ok(())
+}
+
+/// One worker, a large lane of one: a third large image finds the lane full and is answered 503
+/// at once, with Retry-After, while the first two are still being converted.
+#[test]
+fn a_full_queue_answers_503_within_50_ms() -> Result {
+    let server = DevServer::start(&["dispatch.workers=1", "dispatch.large_queue=1"])?;
+    let big = big_png();
+    let send = || {
+        let (url, key) = (server.api_url.clone(), server.demo_key.clone());
+        std::thread::spawn(move || raw_post(&url, &key, SLOW, big))
+    };
+    // One after the other: sent together, both could find the worker not yet started and the
+    // second would already see the lane full.
+    let running = send();
+    server.wait_for_metric("resizer_workers_busy", 1.0)?;
+    let queued = send();
+    server.wait_for_metric(r#"resizer_queue_depth{lane="large"}"#, 1.0)?;
+
+    let started = Instant::now();
+    let r = server.resize("width=100", Some(&server.demo_key), big, &[]);
+    let elapsed = started.elapsed();
+    assert_eq!((r.status, r.problem_type().as_str()), (503, "overloaded"));
+    assert!(r.header("retry-after").is_some() && r.header("retry-after-ms").is_some());
+    assert!(elapsed < Duration::from_millis(50), "503 took {elapsed:?}");
+    // Small images have their own lane and are still served.
+    assert_eq!(server.resize("width=10", Some(&server.demo_key), &png(30, 30), &[]).status, 200);
+    for t in [running, queued] {
+        assert_eq!(t.join().expect("thread")?, 200, "admitted requests complete");
+    }
+    Ok(())
+}
+
+/// A deadline shorter than a conversion: 504 for both, and the queued one is never run.
+#[test]
+fn past_the_deadline_is_504_and_the_queued_job_is_dropped() -> Result {
+    let server = DevServer::start(&["dispatch.workers=1", "api.request_timeout_ms=40"])?;
+    let big = big_png();
+    let requests: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, key) = (server.api_url.clone(), server.demo_key.clone());
+            std::thread::spawn(move || raw_post(&url, &key, "width=100", big))
+        })
+        .collect();
+    for t in requests {
+        assert_eq!(t.join().expect("thread")?, 504);
+    }
+    let r = server.resize("width=100", Some(&server.demo_key), big, &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (504, "deadline-exceeded"));
+    server.wait_for_metric("resizer_jobs_expired_total", 1.0)?;
+    Ok(())
+}
+
+/// A client that hangs up while its job waits in the queue withdraws the job.
+#[test]
+fn a_client_that_disconnects_cancels_its_queued_job() -> Result {
+    let server = DevServer::start(&["dispatch.workers=1"])?;
+    let big = big_png();
+    let (url, key) = (server.api_url.clone(), server.demo_key.clone());
+    let first = std::thread::spawn(move || raw_post(&url, &key, SLOW, big));
+    server.wait_for_metric("resizer_workers_busy", 1.0)?;
+
+    let mut stream = TcpStream::connect(server.api_url.trim_start_matches("http://"))?;
+    write_request(&mut stream, &server.api_url, &server.demo_key, "width=100", big)?;
+    server.wait_for_metric(r#"resizer_queue_depth{lane="large"}"#, 1.0)?;
+    drop(stream);
+    server.wait_for_metric("resizer_jobs_cancelled_total", 1.0)?;
+    assert_eq!(first.join().expect("thread")?, 200);
+    assert_eq!(server.metric("resizer_jobs_completed_total"), 1.0, "the cancelled job never ran");
+    Ok(())
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_0() -> Result {
+    let mut server = DevServer::start(&["dispatch.workers=1"])?;
+    let (url, key) = (server.api_url.clone(), server.demo_key.clone());
+    let in_flight = std::thread::spawn(move || raw_post(&url, &key, SLOW, big_png()));
+    server.wait_for_metric("resizer_workers_busy", 1.0)?;
+    let status = server.terminate(Duration::from_secs(20))?;
+    assert_eq!(in_flight.join().expect("thread")?, 200, "the request in flight at SIGTERM is answered");
+    assert!(status.success(), "exit status {status}");
+    assert!(TcpStream::connect(server.api_url.trim_start_matches("http://")).is_err(), "no longer listening");
+    assert!(server.stderr().contains("SIGTERM received"));
+    Ok(())
+}
+
+#[test]
+fn operations_endpoints_and_logs() -> Result {
+    let server = DevServer::start(&[])?;
+    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(server.get("/readyz").status, 200);
+    let r = server.get("/openapi.json");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["openapi"], "3.1.0");
+    assert_eq!(
+        server.resize("width=8", Some(&server.demo_key), &png(16, 16), &[("x-request-id", "trace-me-1")]).status,
+        200
+    );
+
+    let metrics = String::from_utf8(server.get("/metrics").body)?;
+    for name in [
+        "resizer_http_request_duration_seconds_bucket{route=\"resize\",status=\"200\"",
+        "resizer_queue_wait_seconds_count{lane=\"small\"}",
+        "resizer_queue_depth{lane=\"large\"}",
+        "resizer_workers_busy",
+        "resizer_conversion_wall_seconds_count{lane=\"small\"}",
+        "resizer_conversion_cpu_seconds_count{lane=\"small\"}",
+        "resizer_auth_failures_total{reason=\"unknown\"}",
+        "resizer_credential_cache_keys",
+        "resizer_credential_cache_version",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(server.metric("resizer_credential_cache_keys") >= 1.0);
+
+    // One JSON object per log line; the request's line carries its id.
+    let logs = server.stderr();
+    let line = logs.lines().find(|l| l.contains("trace-me-1")).expect("access log line");
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    assert_eq!((v["request_id"].as_str(), v["status"].as_u64()), (Some("trace-me-1"), Some(200)));
+    Ok(())
+}
+
+#[test]
+fn admin_api_refuses_without_the_token_and_reports_conflicts() -> Result {
+    let server = DevServer::start(&[])?;
+    let r = server.admin_with_token("GET", "/v1/tenants", None, "wrong");
+    assert_eq!((r.status, r.problem_type().as_str()), (401, "admin-unauthorized"));
+    let r = server.admin_with_token("GET", "/v1/tenants", None, &server.demo_key);
+    assert_eq!(r.status, 401, "an API key is not an admin token");
+    assert_eq!(server.admin("GET", "/v1/tenants/999", None).status, 404);
+    assert_eq!(server.admin("POST", "/v1/tenants", Some(json!({ "name": "demo" }))).status, 409);
+    assert_eq!(server.admin("POST", "/v1/tenants", Some(json!({ "name": "bad name!" }))).status, 400);
+    let r = server.admin("POST", "/v1/tenants", Some(json!({ "name": "x", "limits": { "burst": 0 } })));
+    assert_eq!(r.status, 400);
+    assert_eq!(server.admin("POST", "/v1/tenants", Some(json!({ "nme": "x" }))).status, 400);
+
+    let created = server.admin("POST", "/v1/tenants/demo/keys", Some(json!({ "label": "second" })));
+    assert_eq!(created.status, 201);
+    let listed = server.admin("GET", "/v1/tenants/demo/keys", None).json();
+    let keys = listed["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| k.get("key").is_none()), "a listing never shows a secret");
+    Ok(())
+}
+
+#[test]
+fn admin_cli_and_restart_keep_the_demo_key() -> Result {
+    let server = DevServer::start(&[])?;
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(server.data_dir())
+            .args(args)
+            .output()
+            .expect("run resizer admin")
+    };
+    let out = cli(&["tenants", "create", "cli-made", "--rate", "5", "--burst", "10"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tenant: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(tenant["limits"]["rate_per_sec"], 5.0);
+    let out = cli(&["keys", "create", "cli-made", "--label", "ci"]);
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let key = key["key"].as_str().expect("shown once").to_owned();
+    assert_eq!(server.resize("width=5", Some(&key), &png(10, 10), &[]).status, 200);
+    let out = cli(&["tenants", "suspend", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+
+    // Same data directory, new process: same demo key and admin token, the CLI's key still works.
+    let DevServer { demo_key, admin_token, .. } = &server;
+    let (demo_key, admin_token) = (demo_key.clone(), admin_token.clone());
+    let mut server = server;
+    assert!(server.terminate(Duration::from_secs(10))?.success());
+    let dir = std::mem::replace(&mut server.dir, common::TempDir::new());
+    let again = DevServer::start_in(dir, &[])?;
+    assert_eq!((again.demo_key.as_str(), again.admin_token.as_str()), (demo_key.as_str(), admin_token.as_str()));
+    assert_eq!(again.resize("width=5", Some(&key), &png(10, 10), &[]).status, 200);
+    Ok(())
+}
+
+/// A plain HTTP/1.1 POST over its own connection, returning the status (for requests made from
+/// threads while the test watches metrics).
+fn raw_post(api_url: &str, key: &str, query: &str, body: &[u8]) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect(api_url.trim_start_matches("http://"))?;
+    write_request(&mut stream, api_url, key, query, body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
+    head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow::anyhow!("no status in {head:?}"))
+}
+
+fn write_request(stream: &mut TcpStream, api_url: &str, key: &str, query: &str, body: &[u8]) -> std::io::Result<()> {
+    let host = api_url.trim_start_matches("http://");
+    write!(
+        stream,
+        "POST /v1/resize?{query} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)
+}
