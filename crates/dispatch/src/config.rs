@@ -27,9 +27,11 @@ impl Lane {
         }
     }
 
-    /// Medium and large jobs share the workers that are not kept for the small lane.
-    pub(crate) fn is_big(self) -> bool {
-        self != Lane::Small
+    /// Large jobs (seconds each) may not take every worker: one is always left for the other
+    /// lanes. Medium jobs (tens of milliseconds) may use them all; a small job queued behind
+    /// them waits about one medium service time, not a large one.
+    pub(crate) fn is_capped(self) -> bool {
+        self == Lane::Large
     }
 }
 

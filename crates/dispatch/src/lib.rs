@@ -15,11 +15,12 @@
 //! It must not know about HTTP, tenants or keys, and it records no metrics itself: it exposes
 //! plain numbers ([`DispatchStats`]) and the api records them.
 //!
-//! Lane policy: a worker takes the oldest queued job it may run. Small jobs may always run;
-//! medium and large jobs only while fewer than `max(workers - 1, 1)` workers run medium or large
-//! jobs. With two or more workers a small image therefore never waits for a big one to finish;
-//! with one worker nothing can be reserved, and a small image may wait behind big ones queued
-//! before it.
+//! Lane policy: a worker takes the oldest queued job it may run. Small and medium jobs may
+//! always run; large jobs (16 MP and more, seconds each) only while fewer than
+//! `max(workers - 1, 1)` workers run large jobs. With two or more workers a burst of huge images
+//! therefore never holds a small one for seconds: it waits at most for the medium jobs queued
+//! before it (tens of milliseconds each). Medium jobs, most photos, use every core. With one
+//! worker nothing can be reserved, and a small image may wait behind big ones queued before it.
 
 mod config;
 mod dispatcher;

@@ -2,13 +2,14 @@
 //! the condvar idle workers wait on. Everything here is synchronous and short; nothing runs an
 //! image while holding the lock.
 //!
-//! Lane policy: a worker takes the oldest queued job it may run. Small jobs may always run;
-//! medium and large jobs may run only while fewer than `big_limit = max(workers - 1, 1)` workers
-//! are busy with medium or large jobs. With two or more workers at least one worker is therefore
-//! always running a small job or idle: a small image waits only behind older small images, never
-//! for a big one to finish, however many big ones are queued. With one worker there is nothing to reserve: the worker takes the oldest job of
-//! any lane, and a small image may wait behind the large ones queued before it (a one-core
-//! deployment trades that latency for never idling while only big jobs wait).
+//! Lane policy: a worker takes the oldest queued job it may run. Small and medium jobs may
+//! always run; large jobs only while fewer than `large_limit = max(workers - 1, 1)` workers run
+//! large jobs. With two or more workers at least one worker therefore always takes small and
+//! medium work: a small image never waits for a large one (seconds), only for the jobs queued
+//! before it in the small and medium lanes (milliseconds to tens of milliseconds each). With one
+//! worker there is nothing to reserve: the worker takes the oldest job of any lane, and a small
+//! image may wait behind the large ones queued before it (a one-core deployment trades that
+//! latency for never idling while only large jobs wait).
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -96,10 +97,10 @@ pub(crate) struct State {
     capacity: PerLane<usize>,
     workers: usize,
     /// Most workers that may run medium or large jobs at once.
-    big_limit: usize,
+    large_limit: usize,
     next_seq: u64,
     busy: usize,
-    big_busy: usize,
+    large_busy: usize,
     mean_service: PerLane<Duration>,
     measured: PerLane<bool>,
     completed: u64,
@@ -116,10 +117,10 @@ impl State {
             queues: PerLane::default(),
             capacity: config.capacity,
             workers,
-            big_limit: workers.saturating_sub(1).max(1),
+            large_limit: workers.saturating_sub(1).max(1),
             next_seq: 0,
             busy: 0,
-            big_busy: 0,
+            large_busy: 0,
             mean_service: PRIOR_SERVICE_TIME,
             measured: PerLane::default(),
             completed: 0,
@@ -175,10 +176,10 @@ impl State {
     /// them out first; this covers the instant between a deadline and the submitter's timer).
     pub fn next_job(&mut self, now: Instant) -> Option<(Lane, Queued)> {
         loop {
-            let big_allowed = self.big_busy < self.big_limit;
+            let large_allowed = self.large_busy < self.large_limit;
             let lane = Lane::ALL
                 .into_iter()
-                .filter(|lane| big_allowed || !lane.is_big())
+                .filter(|lane| large_allowed || !lane.is_capped())
                 .filter_map(|lane| self.queues.get(lane).front().map(|q| (q.seq, lane)))
                 .min()?
                 .1;
@@ -194,8 +195,8 @@ impl State {
                 continue;
             }
             self.busy += 1;
-            if lane.is_big() {
-                self.big_busy += 1;
+            if lane.is_capped() {
+                self.large_busy += 1;
             }
             return Some((lane, job));
         }
@@ -204,8 +205,8 @@ impl State {
     /// Books a finished job (whatever its outcome) and its service time.
     pub fn finish(&mut self, lane: Lane, service_time: Duration) {
         self.busy -= 1;
-        if lane.is_big() {
-            self.big_busy -= 1;
+        if lane.is_capped() {
+            self.large_busy -= 1;
         }
         self.completed += 1;
         let mean = self.mean_service.get_mut(lane);
@@ -224,7 +225,7 @@ impl State {
     }
 
     fn retry_after(&self, lane: Lane) -> Duration {
-        let serving = if lane.is_big() { self.big_limit } else { self.workers };
+        let serving = if lane.is_capped() { self.large_limit } else { self.workers };
         retry_estimate(self.queues.get(lane).len(), *self.mean_service.get(lane), serving)
     }
 
@@ -304,7 +305,17 @@ mod tests {
     }
 
     #[test]
-    fn one_worker_is_kept_for_small_jobs() {
+    fn medium_jobs_use_every_worker() {
+        let mut s = state(2);
+        let now = Instant::now();
+        let _rx: Vec<_> = (0..3).map(|_| push(&mut s, Lane::Medium, now).1).collect();
+        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Medium));
+        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Medium));
+        assert_eq!(s.stats().busy_workers, 2);
+    }
+
+    #[test]
+    fn one_worker_is_kept_from_large_jobs() {
         let mut s = state(3);
         let now = Instant::now();
         let _rx: Vec<_> = (0..3).map(|_| push(&mut s, Lane::Large, now).1).collect();
@@ -312,7 +323,8 @@ mod tests {
         let (_, _s) = push(&mut s, Lane::Small, now);
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Large));
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Large));
-        // Two of three workers run big jobs: the third may only take the small one.
+        // Two of three workers run large jobs: the third takes the medium and small ones.
+        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Medium));
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Small));
         assert!(s.next_job(now).is_none());
         s.finish(Lane::Large, Duration::from_millis(5));
@@ -337,7 +349,7 @@ mod tests {
         let _l = push(&mut s, Lane::Large, now);
         let (tx, _rx) = oneshot::channel();
         let err = s.enqueue(Lane::Large, Work::noop(), now + Duration::from_secs(1), now, tx).unwrap_err();
-        // One queued large job, the prior of 1 s, one worker serving big lanes.
+        // One queued large job, the prior of 1 s, one worker serving the large lane.
         assert!(matches!(err, DispatchError::Overloaded { lane: Lane::Large, retry_after }
             if retry_after == Duration::from_secs(1)));
         let _s = push(&mut s, Lane::Small, now);

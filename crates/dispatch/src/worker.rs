@@ -51,7 +51,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, workers: usize) {
 fn run(shared: &Shared) {
     let mut state = shared.lock();
     // Idle workers sleep on the condvar and need no wake-up when a running job finishes: the
-    // worker that finishes picks the next job itself, using the big-lane slot it just freed, and
+    // worker that finishes picks the next job itself, using the large-lane slot it just freed, and
     // every enqueue wakes a sleeper of its own.
     loop {
         let Some((lane, job)) = state.next_job(Instant::now()) else {
