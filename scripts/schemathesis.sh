@@ -15,6 +15,8 @@
 # Schemathesis lives in a venv under target/ (gitignored), installed from PyPI when missing or
 # at another version. Reports go to target/schemathesis-report/{public,admin}/.
 set -euo pipefail
+# RESIZER_BIN, if relative, is taken from where the script was started.
+if [[ -n ${RESIZER_BIN:-} && $RESIZER_BIN != /* ]]; then RESIZER_BIN=$PWD/$RESIZER_BIN; fi
 cd "$(dirname "$0")/.."
 root=$PWD
 
@@ -201,7 +203,7 @@ run_schemathesis admin "$admin_url" "$admin_token" || failed+=(admin)
 echo
 echo "schemathesis: $((SECONDS - start)) s; reports in $report_root/{public,admin}/, server log in $report_root/server.log"
 if ((${#failed[@]})); then
-    echo "schemathesis: FAILED: findings against the ${failed[*]// /, } API (see above and the reports)" >&2
+    echo "schemathesis: FAILED, with findings against: ${failed[*]} (see above and the reports)" >&2
     exit 1
 fi
 echo "schemathesis: both APIs conform to their OpenAPI documents"

@@ -34,6 +34,21 @@ fn the_printed_curl_line_resizes_the_sample() -> Result {
     Ok(())
 }
 
+/// The README's `curl` example, as written except for the port (tests never take a fixed one).
+#[test]
+fn the_readme_curl_example_works_as_written() -> Result {
+    let server = DevServer::start(&[])?;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))?;
+    let block = readme.split("```sh\n").nth(2).and_then(|b| b.split("```").next()).expect("README's second sh block");
+    assert!(block.trim_start().starts_with("curl "), "{block}");
+    let script = block.replace("http://127.0.0.1:8080", &server.api_url);
+    let out = std::process::Command::new("sh").arg("-c").arg(&script).current_dir(&server.dir.0).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let thumb = std::fs::read(server.dir.0.join("thumb.jpg"))?;
+    assert_eq!(imaging_probe(&thumb), ("jpeg".to_owned(), 300, 200));
+    Ok(())
+}
+
 /// Format and size from the JPEG/PNG/WebP header, via the same probe the service uses.
 fn imaging_probe(bytes: &[u8]) -> (String, u32, u32) {
     // The binary crate does not export imaging; read the dimensions from the response headers in

@@ -77,14 +77,14 @@ impl DevServer {
     }
 
     pub fn start_in(dir: TempDir, sets: &[&str]) -> anyhow::Result<DevServer> {
-        let data = dir.0.join("data");
+        // No --data-dir: the default `./resizer-data` under the test's own directory, as a user gets.
+        let data = dir.0.join("resizer-data");
         let dev_json = data.join("dev.json");
         // A restart in the same directory finds the last run's dev.json (and reuses its key): wait
         // for this run's, which names other ports.
         let previous = std::fs::read(&dev_json).ok();
         let mut cmd = Command::new(BIN);
-        cmd.args(["dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
+        cmd.args(["dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .current_dir(&dir.0)
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(dir.0.join("stdout.log"))?))
@@ -127,7 +127,7 @@ impl DevServer {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.0.join("data")
+        self.dir.0.join("resizer-data")
     }
 
     pub fn stderr(&self) -> String {
