@@ -30,3 +30,6 @@ if command -v cargo-nextest >/dev/null; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+# The HTTP contract: schemathesis against both /openapi.json documents of a real `resizer dev`.
+cargo build -p resizer --locked
+RESIZER_BIN=target/debug/resizer scripts/schemathesis.sh

@@ -117,22 +117,23 @@ fn apply_limits(value: &Value, base: TenantLimits) -> Result<TenantLimits, ApiEr
         limits.burst = if v.is_null() {
             None
         } else {
-            Some(
-                v.as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| bad("burst", "an integer up to 2^32-1"))?,
-            )
+            Some(whole(v).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad("burst", "an integer up to 2^32-1"))?)
         };
     }
     for (field, slot) in
         [("max_input_bytes", &mut limits.max_input_bytes), ("max_input_pixels", &mut limits.max_input_pixels)]
     {
         if let Some(v) = map.get(field) {
-            *slot = if v.is_null() { None } else { Some(v.as_u64().ok_or_else(|| bad(field, "a positive integer"))?) };
+            *slot = if v.is_null() { None } else { Some(whole(v).ok_or_else(|| bad(field, "a positive integer"))?) };
         }
     }
     limits.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(limits)
+}
+
+/// A non-negative whole number, also when written as `262.0` (JSON Schema's `integer` allows it).
+fn whole(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 2f64.powi(63)).map(|f| f as u64))
 }
 
 fn limits_json(limits: &TenantLimits) -> Value {
@@ -331,6 +332,8 @@ mod tests {
         assert!(apply_limits(&json!({ "rate": 1 }), base).is_err());
         assert!(apply_limits(&json!({ "rate_per_sec": -1 }), base).is_err());
         assert!(apply_limits(&json!({ "burst": "ten" }), base).is_err());
+        assert!(apply_limits(&json!({ "burst": 2.5 }), base).is_err());
+        assert_eq!(apply_limits(&json!({ "burst": 262.0 }), base).expect("whole").burst, Some(262));
     }
 
     #[test]

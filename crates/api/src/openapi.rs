@@ -159,7 +159,7 @@ pub fn public_document() -> Value {
         ("400", "Bad parameters, or an empty body."),
         ("401", "No API key, or an unknown or malformed one."),
         ("403", "The key was revoked, or its tenant is suspended."),
-        ("413", "The body, or the image's declared pixel count, is over the tenant's limit."),
+        ("413", "The body or the image's declared pixel count is over the tenant's limit, or the output would be over 50 megapixels."),
         ("415", "The body is not a JPEG, PNG, WebP or GIF."),
         ("422", "The image is corrupt or cannot be decoded."),
         ("504", "The deadline passed before the image was ready."),
@@ -204,14 +204,40 @@ pub fn admin_document() -> Value {
         "type": "object", "additionalProperties": false,
         "properties": {
             "rate_per_sec": { "type": ["number", "null"], "exclusiveMinimum": 0 },
-            "burst": { "type": ["integer", "null"], "minimum": 1 },
-            "max_input_bytes": { "type": ["integer", "null"], "minimum": 1 },
-            "max_input_pixels": { "type": ["integer", "null"], "minimum": 1 },
+            "burst": { "type": ["integer", "null"], "minimum": 1, "maximum": 4_294_967_295u64 },
+            "max_input_bytes": { "type": ["integer", "null"], "minimum": 1, "maximum": i64::MAX },
+            "max_input_pixels": { "type": ["integer", "null"], "minimum": 1, "maximum": i64::MAX },
         },
     });
-    let tenant =
-        json!({ "type": "object", "required": ["id", "name", "status", "limits", "effective_limits", "created_at"] });
-    let key = json!({ "type": "object", "required": ["id", "tenant_id", "label", "created_at", "revoked_at"] });
+    let effective = json!({
+        "type": "object",
+        "required": ["rate_per_sec", "burst", "max_input_bytes", "max_input_pixels"],
+        "properties": {
+            "rate_per_sec": { "type": "number" }, "burst": { "type": "integer" },
+            "max_input_bytes": { "type": "integer" }, "max_input_pixels": { "type": "integer" },
+        },
+    });
+    let tenant = json!({
+        "type": "object",
+        "required": ["id", "name", "status", "limits", "effective_limits", "created_at"],
+        "properties": {
+            "id": { "type": "integer" }, "name": { "type": "string" },
+            "status": { "type": "string", "enum": ["active", "suspended"] },
+            "limits": limits, "effective_limits": effective,
+            "created_at": { "type": "string", "format": "date-time" },
+        },
+    });
+    let key = json!({
+        "type": "object",
+        "required": ["id", "tenant_id", "label", "created_at", "revoked_at"],
+        "properties": {
+            "id": { "type": "string" }, "tenant_id": { "type": "integer" }, "label": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" },
+            "created_at": { "type": "string", "format": "date-time" },
+            "revoked_at": { "type": ["string", "null"], "format": "date-time" },
+            "key": { "type": "string", "description": "Only in the answer to create: the full key, shown once." },
+        },
+    });
+    let list = |field: &str, item: &Value| json!({ "type": "object", "required": [field], "properties": { field: { "type": "array", "items": item } } });
     let body = |schema: Value| json!({ "required": true, "content": { "application/json": { "schema": schema } } });
     let ok = |description: &str, schema: Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
     let errors = |extra: &[(&str, &str)]| {
@@ -234,10 +260,10 @@ pub fn admin_document() -> Value {
         "security": [{ "bearer": [] }],
         "paths": {
             "/v1/tenants": {
-                "get": { "operationId": "listTenants", "responses": with(errors(&[]), "200", ok("All tenants.", json!({ "type": "object" }))) },
+                "get": { "operationId": "listTenants", "responses": with(errors(&[]), "200", ok("All tenants.", list("tenants", &tenant))) },
                 "post": { "operationId": "createTenant",
                     "requestBody": body(json!({ "type": "object", "required": ["name"], "additionalProperties": false,
-                        "properties": { "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" }, "limits": limits } })),
+                        "properties": { "name": { "type": "string", "pattern": "^(?![0-9]+$)(?![.]{1,2}$)[A-Za-z0-9._-]{1,64}$" }, "limits": limits } })),
                     "responses": with(errors(&[("400", "Invalid name or limits."), ("409", "The name is taken.")]), "201", ok("The new tenant.", tenant.clone())) },
             },
             "/v1/tenants/{tenant}": {
@@ -250,9 +276,9 @@ pub fn admin_document() -> Value {
             },
             "/v1/tenants/{tenant}/keys": {
                 "parameters": tenant_param,
-                "get": { "operationId": "listKeys", "responses": with(errors(&[("404", "No such tenant.")]), "200", ok("The tenant's keys (never their secrets).", json!({ "type": "object" }))) },
+                "get": { "operationId": "listKeys", "responses": with(errors(&[("404", "No such tenant.")]), "200", ok("The tenant's keys (never their secrets).", list("keys", &key))) },
                 "post": { "operationId": "createKey",
-                    "requestBody": body(json!({ "type": "object", "additionalProperties": false, "properties": { "label": { "type": "string" } } })),
+                    "requestBody": body(json!({ "type": "object", "additionalProperties": false, "properties": { "label": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" } } })),
                     "responses": with(errors(&[("400", "Invalid label."), ("404", "No such tenant.")]), "201", ok("The new key; `key` holds the full key, shown only this once.", key.clone())) },
             },
             "/v1/keys/{key}/revoke": {

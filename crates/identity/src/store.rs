@@ -490,10 +490,14 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
     let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
+    // A name must not read as a tenant id (admin URLs take either) nor as a path segment of its own.
+    let ambiguous = name.bytes().all(|b| b.is_ascii_digit()) || name == "." || name == "..";
+    if ok && !ambiguous {
         Ok(())
     } else {
-        Err(StoreError::Invalid("a tenant name is 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"))
+        Err(StoreError::Invalid(
+            "a tenant name is 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-', not all digits, not '.' or '..'",
+        ))
     }
 }
 
