@@ -47,10 +47,17 @@ echo "== tiny images, closed loop, 64 connections" >&2
     --concurrency 64 --duration "$duration" --warmup 2 --json >"$results/tiny.json"
 
 echo "== pipeline alone: resize --batch on $count photos, all cores" >&2
-"$bin" resize --batch "$work/photos" --out "$work/out" --width 512 --format jpeg --quality 80 --json \
-    >"$results/batch-1.json"
-"$bin" resize --batch "$work/photos" --out "$work/out" --width 512 --format jpeg --quality 80 --json \
-    >"$results/batch.json"
+# One warm-up pass, then five measured ones (a pass is under a second): the median is kept.
+for pass in 0 1 2 3 4 5; do
+    "$bin" resize --batch "$work/photos" --out "$work/out" --width 512 --format jpeg --quality 80 --json \
+        >"$results/batch-$pass.json"
+done
+python3 - "$results" <<'EOF_MEDIAN'
+import json, sys
+d = sys.argv[1]
+runs = sorted((json.load(open(f"{d}/batch-{i}.json")) for i in range(1, 6)), key=lambda r: r["images_per_sec"])
+json.dump(runs[2], open(f"{d}/batch.json", "w"))
+EOF_MEDIAN
 
 echo "== photos, closed loop (capacity), 8 connections" >&2
 "$bin" loadtest --url "$url/v1/resize?width=512&format=jpeg&quality=80" --key "$key" --body "$work/photos" \
@@ -70,7 +77,7 @@ load = lambda n: json.load(open(f"{d}/{n}.json"))
 tiny, batch, cap, p80 = load("tiny"), load("batch"), load("photos-capacity"), load("photos-80")
 print(f"tiny images: {tiny['requests_per_sec']:.0f} req/s, p50 {tiny['latency_ms']['p50']:.2f} ms, "
       f"p99 {tiny['latency_ms']['p99']:.2f} ms, statuses {tiny['status']}")
-print(f"photos ({count} files < 1 MB): pipeline alone {batch['images_per_sec']:.1f} img/s; "
+print(f"photos ({count} files < 1 MB): pipeline alone {batch['images_per_sec']:.1f} img/s (median of 5 passes); "
       f"server capacity {cap['requests_per_sec']:.1f} req/s = {cap['requests_per_sec'] / batch['images_per_sec']:.2f}x the pipeline alone")
 print(f"photos at 80 % ({p80['rate']} req/s offered): {p80['requests_per_sec']:.1f} req/s answered, "
       f"p50 {p80['latency_ms']['p50']:.1f} ms, p99 {p80['latency_ms']['p99']:.1f} ms, max {p80['latency_ms']['max']:.1f} ms, "
