@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Extension;
@@ -310,6 +310,54 @@ pub async fn revoke_key(
         Ok(json_response(StatusCode::OK, &key_json(&key)))
     })
     .await
+}
+
+pub async fn tenant_usage(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    admin(&app, &headers, rid, || async {
+        let tenant = resolve_tenant(&app, tenant).await?;
+        crate::public::usage_report(&app, tenant.id.get(), query.as_deref().unwrap_or("")).await
+    })
+    .await
+}
+
+/// The raw records of one tenant over a time range, from the archive (oldest first, at most
+/// `limit`). Records reach the archive within about a second of their request.
+pub async fn tenant_audit(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    admin(&app, &headers, rid, || async {
+        let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage metering is off on this node"))?;
+        let range = crate::public::UsageQuery::parse(query.as_deref().unwrap_or(""), false)?;
+        let tenant = resolve_tenant(&app, tenant).await?;
+        let records = metering
+            .archive
+            .read(tenant.id.get(), range.from_ms, range.to_ms)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let truncated = records.len() > range.limit;
+        let list: Vec<Value> = records.iter().take(range.limit).map(record_json).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "tenant": tenant.id.get(), "records": list, "truncated": truncated }),
+        ))
+    })
+    .await
+}
+
+fn record_json(r: &usage::UsageRecord) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    v["time"] = Value::String(time::rfc3339_ms(r.time_ms));
+    v
 }
 
 pub async fn openapi_json() -> Response {

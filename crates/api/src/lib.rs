@@ -63,6 +63,16 @@ impl Default for ApiConfig {
     }
 }
 
+/// Metering: where this node spools its usage records, and where usage and audit are read.
+/// `None` in [`App::new`] turns metering off (a benchmark's "off" side; never in production).
+pub struct Metering {
+    pub spool: Arc<usage::Spool>,
+    pub rollups: Arc<usage::Rollups>,
+    pub archive: usage::Archive,
+    /// This api node's id in usage records.
+    pub node: String,
+}
+
 /// Everything the handlers share. Built once per process by the binary.
 pub struct App {
     config: ApiConfig,
@@ -70,7 +80,10 @@ pub struct App {
     cache: Arc<CredentialCache>,
     dispatcher: Dispatcher,
     limiter: ratelimit::RateLimiter,
+    /// Usage reads: 10/s, bursts of 20 per tenant, apart from the resize bucket.
+    read_limiter: ratelimit::RateLimiter,
     metrics: metrics::Metrics,
+    metering: Option<Metering>,
     /// Set when shutdown begins: `/readyz` turns 503 so the load balancer drains this node.
     shutting_down: AtomicBool,
 }
@@ -81,6 +94,7 @@ impl App {
         store: Arc<IdentityStore>,
         cache: Arc<CredentialCache>,
         dispatcher: Dispatcher,
+        metering: Option<Metering>,
     ) -> Arc<App> {
         Arc::new(App {
             config,
@@ -88,7 +102,9 @@ impl App {
             cache,
             dispatcher,
             limiter: ratelimit::RateLimiter::default(),
+            read_limiter: ratelimit::RateLimiter::default(),
             metrics: metrics::Metrics::default(),
+            metering,
             shutting_down: AtomicBool::new(false),
         })
     }

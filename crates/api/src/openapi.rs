@@ -133,6 +133,40 @@ fn json_ok(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "type": "object" } } } })
 }
 
+fn range_params(rollups: bool) -> Vec<Value> {
+    let time = |name: &str, description: &str| {
+        json!({ "name": name, "in": "query", "required": false, "description": description,
+            "schema": { "type": "string" }, "example": "2026-11-25" })
+    };
+    let mut params = vec![
+        time("from", "Start (inclusive): RFC 3339 time or YYYY-MM-DD. Default: 24 hours before `to`."),
+        time("to", "End (exclusive): RFC 3339 time or YYYY-MM-DD. Default: now. At most 400 days after `from`."),
+    ];
+    if rollups {
+        params.push(json!({ "name": "granularity", "in": "query", "required": false,
+            "schema": { "type": "string", "enum": ["hour", "day"], "default": "hour" } }));
+    } else {
+        params.push(json!({ "name": "limit", "in": "query", "required": false,
+            "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 } }));
+    }
+    params
+}
+
+fn usage_schema() -> Value {
+    let totals = json!({ "type": "object",
+        "required": ["requests", "input_bytes", "output_bytes", "input_megapixels", "output_megapixels", "cpu_ms"],
+        "properties": { "requests": { "type": "integer" }, "input_bytes": { "type": "integer" },
+            "output_bytes": { "type": "integer" }, "input_megapixels": { "type": "number" },
+            "output_megapixels": { "type": "number" }, "cpu_ms": { "type": "number" } } });
+    let mut bucket = totals.clone();
+    bucket["properties"]["start"] = json!({ "type": "string", "format": "date-time" });
+    bucket["properties"]["by_status"] = json!({ "type": "object", "additionalProperties": totals });
+    json!({ "type": "object", "required": ["tenant", "from", "to", "granularity", "total", "buckets"],
+        "properties": { "tenant": { "type": "integer" }, "from": { "type": "string" }, "to": { "type": "string" },
+            "granularity": { "type": "string", "enum": ["hour", "day"] }, "total": totals,
+            "buckets": { "type": "array", "items": bucket } } })
+}
+
 pub fn public_document() -> Value {
     let parameters: Vec<Value> = RESIZE_PARAMS
         .iter()
@@ -184,6 +218,23 @@ pub fn public_document() -> Value {
                     "content": { "application/octet-stream": image, "image/jpeg": image, "image/png": image,
                         "image/webp": image, "image/gif": image } },
                 "responses": responses,
+            } },
+            "/v1/usage": { "get": {
+                "operationId": "usage",
+                "summary": "The caller's own usage, from the hourly rollups",
+                "security": [{ "bearer": [] }],
+                "parameters": range_params(true),
+                "responses": {
+                    "200": { "description": "Usage by time bucket and status.",
+                        "headers": { "X-Request-Id": { "$ref": "#/components/headers/RequestId" } },
+                        "content": { "application/json": { "schema": usage_schema() } } },
+                    "400": problem("Bad range or granularity, or an unknown parameter."),
+                    "401": problem("No API key, or an unknown or malformed one."),
+                    "403": problem("The key was revoked, or its tenant is suspended."),
+                    "429": retry_problem("More than 10 usage reads per second."),
+                    "503": problem("Metering is off on this node."),
+                    "500": problem("A failure of the server."),
+                },
             } },
             "/healthz": { "get": { "operationId": "healthz", "summary": "The process is alive",
                 "responses": { "200": json_ok("Alive.") } } },
@@ -280,6 +331,19 @@ pub fn admin_document() -> Value {
                 "post": { "operationId": "createKey",
                     "requestBody": body(json!({ "type": "object", "additionalProperties": false, "properties": { "label": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" } } })),
                     "responses": with(errors(&[("400", "Invalid label."), ("404", "No such tenant.")]), "201", ok("The new key; `key` holds the full key, shown only this once.", key.clone())) },
+            },
+            "/v1/tenants/{tenant}/usage": {
+                "parameters": tenant_param,
+                "get": { "operationId": "tenantUsage", "parameters": range_params(true),
+                    "responses": with(errors(&[("400", "Bad range or granularity."), ("404", "No such tenant."), ("503", "Metering is off.")]), "200", ok("Usage by time bucket and status.", usage_schema())) },
+            },
+            "/v1/tenants/{tenant}/audit": {
+                "parameters": tenant_param,
+                "get": { "operationId": "tenantAudit", "parameters": range_params(false),
+                    "responses": with(errors(&[("400", "Bad range or limit."), ("404", "No such tenant."), ("503", "Metering is off.")]), "200",
+                        ok("The tenant's usage records, oldest first.", json!({ "type": "object", "required": ["tenant", "records", "truncated"],
+                            "properties": { "tenant": { "type": "integer" }, "truncated": { "type": "boolean" },
+                                "records": { "type": "array", "items": { "type": "object", "required": ["request_id", "tenant", "time", "status"] } } } }))) },
             },
             "/v1/keys/{key}/revoke": {
                 "post": { "operationId": "revokeKey",

@@ -40,6 +40,10 @@ pub enum ApiError {
     ShuttingDown,
     #[error("the server is not ready: {0}")]
     NotReady(&'static str),
+    /// The usage record could not be spooled: the request is not answered as a success, since
+    /// it could not be billed or audited.
+    #[error("usage metering is unavailable; the request was not completed")]
+    MeteringUnavailable(String),
     /// A failure of ours that no client input explains (a worker panic, the database gone).
     #[error("internal error")]
     Internal(String),
@@ -95,8 +99,14 @@ impl ApiError {
             ApiError::MethodNotAllowed => k(405, "method-not-allowed", "Method not allowed"),
             ApiError::ShuttingDown => k(503, "shutting-down", "Shutting down"),
             ApiError::NotReady(_) => k(503, "not-ready", "Not ready"),
+            ApiError::MeteringUnavailable(_) => k(503, "metering-unavailable", "Metering unavailable"),
             ApiError::Internal(_) => k(500, "internal", "Internal error"),
         }
+    }
+
+    /// The last part of the problem type (`rate-limited`, ...): what usage records keep.
+    pub fn slug(&self) -> &'static str {
+        self.kind().slug
     }
 
     pub fn status(&self) -> StatusCode {
@@ -109,6 +119,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after } => Some(*retry_after),
             ApiError::Dispatch(DispatchError::Overloaded { retry_after, .. }) => Some(*retry_after),
             ApiError::Dispatch(DispatchError::ShuttingDown) | ApiError::ShuttingDown => Some(Duration::from_secs(1)),
+            ApiError::MeteringUnavailable(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -213,6 +224,7 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "conflict",
     "method-not-allowed",
     "not-ready",
+    "metering-unavailable",
     "internal",
 ];
 

@@ -18,7 +18,7 @@ use imaging::{ImagingError, LimitExceeded, Limits, OutputFormat, ResizeSpec};
 
 use crate::problem::ApiError;
 use crate::request_id::RequestId;
-use crate::server::{Arrival, Outcome, Route};
+use crate::server::{Arrival, Conversion, Outcome, Route};
 use crate::{metrics, openapi, App};
 
 pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -26,11 +26,13 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
     let arrival = request.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0);
     let mut outcome = Outcome::default();
     let (parts, body) = request.into_parts();
+    let parts_query = parts.uri.query().map(str::to_owned);
     let mut body = Some(body);
-    let mut response = match resize_inner(&app, parts, &mut body, arrival, &mut outcome).await {
+    let response = match resize_inner(&app, parts, &mut body, arrival, &mut outcome).await {
         Ok(response) => response,
         Err(e) => outcome.fail(e, &rid),
     };
+    let mut response = record_usage(&app, &rid, parts_query.as_deref(), &mut outcome, response);
     if let Some(unread) = body {
         // Refused before its body was read (key, rate, parameters). A client still sending it
         // would see a reset instead of the answer if the connection closed now: read a small
@@ -60,6 +62,7 @@ async fn resize_inner(
 ) -> Result<Response, ApiError> {
     let auth = authenticate(app, &parts.headers)?;
     outcome.tenant = Some(auth.tenant());
+    outcome.key = Some(auth.key().as_str().to_owned());
     let limits = auth.limits().resolve(&app.config.default_limits);
     app.limiter
         .take(auth.tenant(), limits.rate_per_sec, limits.burst, Instant::now())
@@ -73,11 +76,13 @@ async fn resize_inner(
         Some(body) => read_body(&parts.headers, body, limits.max_input_bytes).await?,
         None => Bytes::new(),
     };
+    outcome.input_bytes = body.len() as u64;
     if body.is_empty() {
         return Err(ApiError::BadRequest("the request body is empty: send the image bytes as the body".into()));
     }
     let probe = imaging::probe(&body).map_err(ImagingError::from)?;
     let pixels = probe.total_pixels();
+    outcome.input = Some((probe.format.as_str(), probe.width, probe.height));
     if pixels > limits.max_input_pixels {
         let exceeded = LimitExceeded::InputPixels {
             width: probe.width,
@@ -114,6 +119,15 @@ async fn resize_inner(
         u64::from(report.width) * u64::from(report.height),
     );
     outcome.lane = Some(done.lane.as_str());
+    outcome.conversion = Some(Conversion {
+        format: report.format.as_str(),
+        width: report.width,
+        height: report.height,
+        bytes: report.bytes,
+        queue_wait: done.queue_wait,
+        wall: report.wall_time,
+        cpu: report.cpu_time,
+    });
     outcome.detail = Some(format!(
         "{} {}x{} -> {} {}x{} {} bytes, queue {:.1} ms, cpu {:.1} ms",
         report.input_format.as_str(),
@@ -145,6 +159,184 @@ async fn resize_inner(
     }
     *response.body_mut() = Body::from(done.output.bytes);
     Ok(response)
+}
+
+/// Spools the request's usage record before the response leaves (see `usage::Spool` for what
+/// that guarantees). Only requests of an authenticated tenant are recorded: a request refused
+/// for its key has no tenant to bill or to show the record to (the access log keeps it). If the
+/// record cannot be written, the request is not answered as a success.
+fn record_usage(
+    app: &App,
+    rid: &RequestId,
+    query: Option<&str>,
+    outcome: &mut Outcome,
+    response: Response,
+) -> Response {
+    let (Some(metering), Some(tenant)) = (&app.metering, outcome.tenant) else { return response };
+    let input = outcome.input.unwrap_or(("", 0, 0));
+    let conversion = outcome.conversion;
+    let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let record = usage::UsageRecord {
+        request_id: rid.as_str().to_owned(),
+        tenant: tenant.get(),
+        key_id: outcome.key.clone().unwrap_or_default(),
+        time_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        node: metering.node.clone(),
+        worker: if conversion.is_some() { metering.node.clone() } else { String::new() },
+        status: response.status().as_u16(),
+        error: outcome.error_slug.to_owned(),
+        params: query.unwrap_or("").to_owned(),
+        input_format: input.0.to_owned(),
+        input_bytes: outcome.input_bytes,
+        input_width: input.1,
+        input_height: input.2,
+        output_format: conversion.map_or("", |c| c.format).to_owned(),
+        output_bytes: conversion.map_or(0, |c| c.bytes),
+        output_width: conversion.map_or(0, |c| c.width),
+        output_height: conversion.map_or(0, |c| c.height),
+        queue_wait_us: conversion.map_or(0, |c| micros(c.queue_wait)),
+        wall_us: conversion.map_or(0, |c| micros(c.wall)),
+        cpu_us: conversion.map_or(0, |c| micros(c.cpu)),
+    };
+    match metering.spool.append(&record) {
+        Ok(()) => response,
+        Err(e) => outcome.fail(ApiError::MeteringUnavailable(e.to_string()), rid),
+    }
+}
+
+const USAGE_READS_PER_SEC: f64 = 10.0;
+const USAGE_READ_BURST: u32 = 20;
+
+/// `GET /v1/usage?from=&to=&granularity=hour|day`: the caller's own tenant, nobody else's.
+pub async fn usage(State(app): State<Arc<App>>, request: Request) -> Response {
+    let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
+    let mut outcome = Outcome::default();
+    // Only the head: a `Request` (its body) is not `Sync`, so it cannot be borrowed across awaits.
+    let (parts, _) = request.into_parts();
+    let result = async {
+        let auth = authenticate(&app, &parts.headers)?;
+        outcome.tenant = Some(auth.tenant());
+        // Reads have their own bucket: a tenant throttled on resizes can still see its usage.
+        app.read_limiter
+            .take(auth.tenant(), USAGE_READS_PER_SEC, USAGE_READ_BURST, Instant::now())
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        usage_report(&app, auth.tenant().get(), parts.uri.query().unwrap_or("")).await
+    }
+    .await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(e) => outcome.fail(e, &rid),
+    };
+    response.extensions_mut().insert(Route("usage"));
+    response.extensions_mut().insert(outcome);
+    response
+}
+
+/// A tenant's rollups as JSON (shared by the public and the admin usage routes).
+pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Response, ApiError> {
+    let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage metering is off on this node"))?;
+    let range = UsageQuery::parse(query, true)?;
+    let rollups = metering.rollups.clone();
+    let (from, to, granularity) = (range.from_ms, range.to_ms, range.granularity);
+    let buckets = tokio::task::spawn_blocking(move || rollups.query(tenant, from, to, granularity))
+        .await
+        .map_err(|e| ApiError::Internal(format!("usage query task failed: {e}")))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut total = usage::Totals::default();
+    let list: Vec<serde_json::Value> = buckets
+        .iter()
+        .map(|b| {
+            let t = b.total();
+            total.requests += t.requests;
+            total.input_bytes += t.input_bytes;
+            total.output_bytes += t.output_bytes;
+            total.input_pixels += t.input_pixels;
+            total.output_pixels += t.output_pixels;
+            total.cpu_us += t.cpu_us;
+            let mut bucket = totals_json(&t);
+            bucket["start"] = crate::time::rfc3339_ms(b.start_ms).into();
+            bucket["by_status"] = b
+                .by_status
+                .iter()
+                .map(|(status, t)| (status.to_string(), totals_json(t)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            bucket
+        })
+        .collect();
+    let body = serde_json::json!({
+        "tenant": tenant,
+        "from": crate::time::rfc3339_ms(range.from_ms),
+        "to": crate::time::rfc3339_ms(range.to_ms),
+        "granularity": if granularity == usage::Granularity::Hour { "hour" } else { "day" },
+        "total": totals_json(&total),
+        "buckets": list,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn totals_json(t: &usage::Totals) -> serde_json::Value {
+    serde_json::json!({
+        "requests": t.requests,
+        "input_bytes": t.input_bytes,
+        "output_bytes": t.output_bytes,
+        "input_megapixels": t.input_pixels as f64 / 1e6,
+        "output_megapixels": t.output_pixels as f64 / 1e6,
+        "cpu_ms": t.cpu_us as f64 / 1e3,
+    })
+}
+
+/// `from`, `to` (RFC 3339 or YYYY-MM-DD; default: the last 24 hours) and, for rollups,
+/// `granularity` (hour, default, or day); `limit` for audit reads.
+pub struct UsageQuery {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub granularity: usage::Granularity,
+    pub limit: usize,
+}
+
+impl UsageQuery {
+    pub fn parse(query: &str, rollups: bool) -> Result<UsageQuery, ApiError> {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let mut q =
+            UsageQuery { from_ms: now - 86_400_000, to_ms: now, granularity: usage::Granularity::Hour, limit: 1000 };
+        let mut from = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let time = || {
+                crate::time::parse_ms(&v).ok_or_else(|| {
+                    ApiError::BadRequest(format!("{k} must be an RFC 3339 time or YYYY-MM-DD, got '{v}'"))
+                })
+            };
+            match k.as_ref() {
+                "from" => from = Some(time()?),
+                "to" => q.to_ms = time()?,
+                "granularity" if rollups => {
+                    q.granularity = match v.as_ref() {
+                        "hour" => usage::Granularity::Hour,
+                        "day" => usage::Granularity::Day,
+                        _ => return Err(ApiError::BadRequest(format!("granularity must be hour or day, got '{v}'"))),
+                    }
+                }
+                "limit" if !rollups => {
+                    q.limit = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=10_000).contains(n))
+                        .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to 10000, got '{v}'")))?
+                }
+                other => return Err(ApiError::BadRequest(format!("unknown parameter '{other}'"))),
+            }
+        }
+        q.from_ms = from.unwrap_or(q.to_ms - 86_400_000);
+        if q.from_ms >= q.to_ms {
+            return Err(ApiError::BadRequest("from must be before to".into()));
+        }
+        if q.to_ms - q.from_ms > 400 * 86_400_000 {
+            return Err(ApiError::BadRequest("a range is at most 400 days".into()));
+        }
+        Ok(q)
+    }
 }
 
 /// The key from `Authorization: Bearer <key>`, decided by the credential cache.

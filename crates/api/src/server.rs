@@ -33,16 +33,36 @@ pub struct Route(pub &'static str);
 #[derive(Clone, Default)]
 pub struct Outcome {
     pub tenant: Option<TenantId>,
+    /// The API key's id, once authenticated.
+    pub key: Option<String>,
+    /// The problem type's slug of a failure (usage records keep it).
+    pub error_slug: &'static str,
+    /// What usage records need about the input and the conversion, as far as the request got.
+    pub input_bytes: u64,
+    pub input: Option<(&'static str, u32, u32)>,
+    pub conversion: Option<Conversion>,
     pub lane: Option<&'static str>,
     pub detail: Option<String>,
     pub error: Option<String>,
     pub auth_failure: Option<&'static str>,
 }
 
+#[derive(Clone, Copy)]
+pub struct Conversion {
+    pub format: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub queue_wait: std::time::Duration,
+    pub wall: std::time::Duration,
+    pub cpu: std::time::Duration,
+}
+
 impl Outcome {
     /// Records `error` for the log and metrics, and answers it as problem+json.
     pub fn fail(&mut self, error: ApiError, rid: &RequestId) -> Response {
         self.auth_failure = error.auth_failure_reason();
+        self.error_slug = error.slug();
         // A 5xx keeps its internal detail (Debug) for the log; the client gets only the id.
         self.error = Some(if error.status().is_server_error() { format!("{error:?}") } else { error.to_string() });
         error.into_response(rid)
@@ -103,6 +123,7 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
 fn public_router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/resize", post(public::resize))
+        .route("/v1/usage", get(public::usage))
         .route("/healthz", get(public::healthz))
         .route("/readyz", get(public::readyz))
         .route("/metrics", get(public::metrics))
@@ -118,6 +139,8 @@ fn admin_router(app: Arc<App>) -> Router {
         .route("/v1/tenants/{tenant}", get(admin::get_tenant).patch(admin::update_tenant))
         .route("/v1/tenants/{tenant}/keys", get(admin::list_keys).post(admin::create_key))
         .route("/v1/keys/{key}/revoke", post(admin::revoke_key))
+        .route("/v1/tenants/{tenant}/usage", get(admin::tenant_usage))
+        .route("/v1/tenants/{tenant}/audit", get(admin::tenant_audit))
         .route("/healthz", get(public::healthz))
         .route("/openapi.json", get(admin::openapi_json))
         .fallback(not_found)

@@ -21,7 +21,27 @@ pub struct Config {
     pub limits: LimitsSection,
     pub dispatch: DispatchSection,
     pub identity: IdentitySection,
+    pub usage: UsageSection,
     pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSection {
+    /// Metering and audit. Off only to measure what they cost.
+    pub enabled: bool,
+    /// This node's id in usage records.
+    pub node_id: String,
+    /// Where raw records go as Parquet: empty means `<data_dir>/archive`; else `file:///path`
+    /// or `s3://bucket/prefix` (a build with the `s3` feature).
+    pub archive_url: String,
+    /// `key=value,key=value` options for the archive (S3: endpoint, region, access_key_id,
+    /// secret_access_key, allow_http).
+    pub archive_options: String,
+    /// Group fsync interval of the spool: what a power loss can cost.
+    pub fsync_interval_ms: u64,
+    /// A spool batch is cut at this age (or 1,000 records, or 1 MiB).
+    pub batch_max_age_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +119,14 @@ impl Default for Config {
             },
             dispatch: DispatchSection { workers: 0, small_queue: 0, medium_queue: 0, large_queue: 0 },
             identity: IdentitySection { database: String::new(), refresh_ms: 250 },
+            usage: UsageSection {
+                enabled: true,
+                node_id: "dev".into(),
+                archive_url: String::new(),
+                archive_options: String::new(),
+                fsync_interval_ms: 50,
+                batch_max_age_ms: 1000,
+            },
             log: LogSection { level: "info".into(), format: "json".into() },
         }
     }
@@ -122,6 +150,11 @@ impl Default for DispatchSection {
 impl Default for IdentitySection {
     fn default() -> Self {
         Config::default().identity
+    }
+}
+impl Default for UsageSection {
+    fn default() -> Self {
+        Config::default().usage
     }
 }
 impl Default for LogSection {

@@ -35,6 +35,50 @@ enum AdminCommand {
     /// API keys: list, create (the key is printed once), revoke.
     #[command(subcommand)]
     Keys(KeyCommand),
+    /// A tenant's usage rollups.
+    Usage {
+        tenant: String,
+        #[command(flatten)]
+        range: RangeArgs,
+        /// hour or day.
+        #[arg(long, default_value = "hour")]
+        granularity: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A tenant's audit records (raw usage records).
+    Audit {
+        tenant: String,
+        #[command(flatten)]
+        range: RangeArgs,
+        /// Most records to show (1-10000).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RangeArgs {
+    /// Start: RFC 3339 time or YYYY-MM-DD (default: 24 hours before --to).
+    #[arg(long)]
+    from: Option<String>,
+    /// End (exclusive): RFC 3339 time or YYYY-MM-DD (default: now).
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl RangeArgs {
+    fn query(&self) -> String {
+        form_urlencoded_pairs(&[("from", self.from.as_deref()), ("to", self.to.as_deref())])
+    }
+}
+
+fn form_urlencoded_pairs(pairs: &[(&str, Option<&str>)]) -> String {
+    pairs.iter().filter_map(|(k, v)| v.map(|v| format!("{k}={}", form_path_segment(v)))).collect::<Vec<_>>().join("&")
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +215,26 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::Keys(KeyCommand::Revoke { key_id }) => {
             client.call("POST", &format!("/v1/keys/{}/revoke", seg(key_id)), None)?
         }
+        AdminCommand::Usage { tenant, range, granularity, json } => {
+            let mut query = range.query();
+            query.push_str(&format!("{}granularity={}", if query.is_empty() { "" } else { "&" }, seg(granularity)));
+            let (status, body) = client.call("GET", &format!("/v1/tenants/{}/usage?{query}", seg(tenant)), None)?;
+            if (200..300).contains(&status) && !json {
+                print_usage_table(&body);
+                return Ok(ExitCode::SUCCESS);
+            }
+            (status, body)
+        }
+        AdminCommand::Audit { tenant, range, limit, json } => {
+            let mut query = range.query();
+            query.push_str(&format!("{}limit={limit}", if query.is_empty() { "" } else { "&" }));
+            let (status, body) = client.call("GET", &format!("/v1/tenants/{}/audit?{query}", seg(tenant)), None)?;
+            if (200..300).contains(&status) && !json {
+                print_audit_table(&body);
+                return Ok(ExitCode::SUCCESS);
+            }
+            (status, body)
+        }
     };
     if (200..300).contains(&status) {
         println!("{}", serde_json::to_string_pretty(&body)?);
@@ -179,6 +243,60 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         let detail = body.get("detail").and_then(Value::as_str).unwrap_or("(no detail)");
         eprintln!("error: {status}: {detail}");
         Ok(ExitCode::from(1))
+    }
+}
+
+fn print_usage_table(body: &Value) {
+    println!(
+        "{:<25} {:>9} {:>28} {:>13} {:>13} {:>10} {:>10} {:>10}",
+        "start", "requests", "by status", "in bytes", "out bytes", "in MP", "out MP", "cpu ms"
+    );
+    let rows = body["buckets"].as_array().cloned().unwrap_or_default();
+    for b in rows.iter().chain(std::iter::once(&body["total"])) {
+        let statuses: Vec<String> = b["by_status"]
+            .as_object()
+            .map(|m| m.iter().map(|(s, t)| format!("{s}:{}", t["requests"])).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<25} {:>9} {:>28} {:>13} {:>13} {:>10.3} {:>10.3} {:>10.1}",
+            b["start"].as_str().unwrap_or("total"),
+            b["requests"],
+            statuses.join(" "),
+            b["input_bytes"],
+            b["output_bytes"],
+            b["input_megapixels"].as_f64().unwrap_or(0.0),
+            b["output_megapixels"].as_f64().unwrap_or(0.0),
+            b["cpu_ms"].as_f64().unwrap_or(0.0),
+        );
+    }
+}
+
+fn print_audit_table(body: &Value) {
+    println!(
+        "{:<25} {:<18} {:>6} {:<22} {:>20} {:>20} {:>9}",
+        "time", "request id", "status", "error", "input", "output", "cpu ms"
+    );
+    for r in body["records"].as_array().cloned().unwrap_or_default() {
+        let image = |f: &str, w: &str, h: &str, b: &str| {
+            if r[f].as_str().unwrap_or("").is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{} {}x{} {}B", r[f].as_str().unwrap_or(""), r[w], r[h], r[b])
+            }
+        };
+        println!(
+            "{:<25} {:<18} {:>6} {:<22} {:>20} {:>20} {:>9.1}",
+            r["time"].as_str().unwrap_or(""),
+            r["request_id"].as_str().unwrap_or(""),
+            r["status"],
+            r["error"].as_str().unwrap_or(""),
+            image("input_format", "input_width", "input_height", "input_bytes"),
+            image("output_format", "output_width", "output_height", "output_bytes"),
+            r["cpu_us"].as_f64().unwrap_or(0.0) / 1e3,
+        );
+    }
+    if body["truncated"].as_bool() == Some(true) {
+        println!("(more records in the range: raise --limit or narrow --from/--to)");
     }
 }
 

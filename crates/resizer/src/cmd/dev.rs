@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use identity::{CredentialCache, IdentityStore, StoreError, TenantLimits};
@@ -106,11 +107,68 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             "resizer dev started"
         );
         let dispatcher = dispatch::Dispatcher::start(dispatch_config);
-        let app = api::App::new(config.api_config(admin_token), store, cache, dispatcher);
-        api::serve(app, api::Listeners { public, admin }, crate::signals::shutdown()).await?;
+        let (metering, usage_loop) = match open_metering(&config)? {
+            Some((metering, aggregator)) => {
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(usage::run_embedded(
+                    metering.spool.clone(),
+                    aggregator,
+                    Duration::from_millis(config.usage.fsync_interval_ms.max(1)),
+                    4,
+                    Duration::from_secs(60),
+                    async move {
+                        let _ = stopped.await;
+                    },
+                ));
+                (Some(metering), Some((stop, task)))
+            }
+            None => (None, None),
+        };
+        let app = api::App::new(config.api_config(admin_token), store, cache, dispatcher, metering);
+        let served = api::serve(app, api::Listeners { public, admin }, crate::signals::shutdown()).await;
+        // After the last answer: seal the open batch and apply everything, so the audit is complete.
+        if let Some((stop, task)) = usage_loop {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        served?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The spool, rollups and archive under the data directory (or the configured archive URL).
+fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<usage::Aggregator>)>> {
+    if !config.usage.enabled {
+        tracing::warn!("usage metering is off: requests are neither billed nor audited");
+        return Ok(None);
+    }
+    let data = &config.data_dir;
+    let spool_config = usage::SpoolConfig {
+        max_batch_age: Duration::from_millis(config.usage.batch_max_age_ms.max(1)),
+        ..usage::SpoolConfig::default()
+    };
+    let spool = Arc::new(usage::Spool::open(&data.join("spool"), spool_config).context("opening the usage spool")?);
+    let rollups = Arc::new(usage::Rollups::open(&data.join("usage.sqlite")).context("opening the usage rollups")?);
+    let archive = if config.usage.archive_url.is_empty() {
+        usage::Archive::local(&data.join("archive"))
+    } else {
+        let options: Vec<(String, String)> = config
+            .usage
+            .archive_options
+            .split(',')
+            .filter(|kv| !kv.trim().is_empty())
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+                None => anyhow::bail!("usage.archive_options: `{kv}` is not key=value"),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        usage::Archive::from_url(&config.usage.archive_url, &options)
+    }
+    .context("opening the usage archive")?;
+    let aggregator = Arc::new(usage::Aggregator::new(rollups.clone(), archive.clone()));
+    let metering = api::Metering { spool, rollups, archive, node: config.usage.node_id.clone() };
+    Ok(Some((metering, aggregator)))
 }
 
 async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {

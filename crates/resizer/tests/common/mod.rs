@@ -150,6 +150,20 @@ impl DevServer {
         into_response(request.send(body))
     }
 
+    pub fn get_with_key(&self, path: &str, key: &str) -> Response {
+        let request =
+            self.agent.get(format!("{}{path}", self.api_url)).header("authorization", &format!("Bearer {key}"));
+        into_response(request.call())
+    }
+
+    /// SIGKILL: no drain, no flush — what a crash looks like.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        let mut child = self.child.take().context("already stopped")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
     pub fn get(&self, path: &str) -> Response {
         into_response(self.agent.get(format!("{}{path}", self.api_url)).call())
     }

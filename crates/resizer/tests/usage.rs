@@ -1,0 +1,226 @@
+//! Metering and audit end to end: what the clients saw equals what the rollups count and what the
+//! audit holds, per tenant, also across `kill -9`.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{png, DevServer};
+use serde_json::json;
+
+type Result = anyhow::Result<()>;
+
+/// What one tenant's clients saw.
+#[derive(Default, Debug)]
+struct Seen {
+    by_status: BTreeMap<u16, u64>,
+    output_bytes_200: u64,
+    input_bytes_200: u64,
+    request_ids: HashSet<String>,
+}
+
+#[test]
+fn rollups_and_audit_match_what_each_tenant_saw_and_stay_private() -> Result {
+    let server = DevServer::start(&["usage.batch_max_age_ms=100"])?;
+    let (a, key_a) = server.tenant_with_key("alpha", json!({}));
+    let (b, key_b) = server.tenant_with_key("bravo", json!({ "max_input_bytes": 3000 }));
+    let (c, key_c) = server.tenant_with_key("charlie", json!({ "rate_per_sec": 0.001, "burst": 3 }));
+    let image = png(120, 80);
+    let big = png(400, 400);
+    let mut corrupt = png(64, 64);
+    let len = corrupt.len();
+    corrupt[len / 2..len - 12].iter_mut().for_each(|x| *x = 0x5a);
+    let padding = vec![0u8; 5000];
+    let cases: Vec<(&str, &[u8])> = vec![
+        ("width=10", &padding),
+        ("width=40", &image),
+        ("width=30&format=webp", &image),
+        ("width=20&format=jpeg&quality=60", &big),
+        ("width=10", b"not an image at all"),
+        ("width=10", &corrupt),
+        ("width=0", &image),
+        ("width=10&bogus=1", &image),
+    ];
+    let mut seen: HashMap<u64, Seen> = HashMap::new();
+    for (tenant, key) in [(a, &key_a), (b, &key_b), (c, &key_c)] {
+        for round in 0..3 {
+            for (query, body) in &cases {
+                let r = server.resize(
+                    query,
+                    Some(key),
+                    body,
+                    &[("x-request-id", &format!("t{tenant}-{round}-{query}-{}", body.len()))],
+                );
+                let s = seen.entry(tenant).or_default();
+                *s.by_status.entry(r.status).or_default() += 1;
+                if r.status == 200 {
+                    s.output_bytes_200 += r.body.len() as u64;
+                    s.input_bytes_200 += body.len() as u64;
+                }
+                s.request_ids.insert(r.header("x-request-id").expect("id").to_owned());
+            }
+        }
+    }
+    // The three limits were really hit, so every kind of answer is in the data.
+    assert!(seen[&b].by_status.contains_key(&413), "{:?}", seen[&b]);
+    assert!(seen[&c].by_status.contains_key(&429), "{:?}", seen[&c]);
+    for status in [200, 400, 415, 422] {
+        assert!(seen[&a].by_status.contains_key(&status), "{:?}", seen[&a]);
+    }
+
+    for (tenant, key) in [(a, &key_a), (b, &key_b), (c, &key_c)] {
+        let want = &seen[&tenant];
+        let total: u64 = want.by_status.values().sum();
+        // The caller's own usage, through the public API with its own key.
+        let usage = wait_for(|| {
+            let r = server.get_with_key("/v1/usage?granularity=day", key);
+            (r.status == 200 && r.json()["total"]["requests"].as_u64() == Some(total)).then(|| r.json())
+        })?;
+        assert_eq!(usage["tenant"].as_u64(), Some(tenant), "only the caller's tenant");
+        let mut by_status = BTreeMap::new();
+        for bucket in usage["buckets"].as_array().expect("buckets") {
+            for (status, t) in bucket["by_status"].as_object().expect("by_status") {
+                *by_status.entry(status.parse::<u16>()?).or_insert(0) += t["requests"].as_u64().unwrap_or(0);
+            }
+        }
+        assert_eq!(by_status, want.by_status, "tenant {tenant}: counts by status");
+        let ok = usage["buckets"][0]["by_status"]["200"].clone();
+        if want.by_status.contains_key(&200) {
+            assert_eq!(ok["output_bytes"].as_u64(), Some(want.output_bytes_200), "tenant {tenant}: bytes sent back");
+            assert_eq!(ok["input_bytes"].as_u64(), Some(want.input_bytes_200), "tenant {tenant}: bytes received");
+        }
+
+        // The audit, one record per request id, and nothing of another tenant.
+        let audit = wait_for(|| {
+            let r = server.admin("GET", &format!("/v1/tenants/{tenant}/audit?limit=10000"), None);
+            (r.status == 200 && r.json()["records"].as_array().is_some_and(|l| l.len() as u64 >= total))
+                .then(|| r.json())
+        })?;
+        let records = audit["records"].as_array().expect("records");
+        let ids: Vec<&str> = records.iter().filter_map(|r| r["request_id"].as_str()).collect();
+        let unique: HashSet<&str> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "tenant {tenant}: a request recorded twice");
+        let want_ids: HashSet<&str> = want.request_ids.iter().map(String::as_str).collect();
+        assert_eq!(unique, want_ids, "tenant {tenant}: audit ≠ requests");
+        assert!(records.iter().all(|r| r["tenant"].as_u64() == Some(tenant)));
+    }
+
+    // Tenant A's key on every read path: its own usage only, never an admin route.
+    let r = server.get_with_key("/v1/usage?tenant=2", &key_a);
+    assert_eq!(r.status, 400, "no way to name another tenant");
+    for path in [format!("/v1/tenants/{b}/usage"), format!("/v1/tenants/{b}/audit"), format!("/v1/tenants/{a}/audit")] {
+        let r = server.admin_with_token("GET", &path, None, &key_a);
+        assert_eq!(r.status, 401, "{path} with an API key");
+    }
+    let r = server.get("/v1/usage");
+    assert_eq!(r.status, 401);
+    Ok(())
+}
+
+/// kill -9 at random moments under load, five times, then a clean start: every 200 a client saw
+/// has exactly one audit record, and the rollups count each record once.
+#[test]
+fn every_answered_request_survives_kill_9_exactly_once() -> Result {
+    let mut server =
+        DevServer::start(&["limits.rate_per_sec=100000", "limits.burst=100000", "usage.batch_max_age_ms=150"])?;
+    let key = server.demo_key.clone();
+    let ok_ids: Arc<Mutex<Vec<String>>> = Arc::default();
+    let image = Arc::new(png(64, 48));
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..5 {
+        let running = Arc::new(AtomicBool::new(true));
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (url, key, image, ok_ids, running) =
+                    (server.api_url.clone(), key.clone(), image.clone(), ok_ids.clone(), running.clone());
+                std::thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(5)))
+                        .build()
+                        .into();
+                    let mut n = 0;
+                    // Paced and capped, so the whole audit fits one read (10,000 records).
+                    while running.load(Ordering::Relaxed) && n < 400 {
+                        std::thread::sleep(Duration::from_millis(2));
+                        n += 1;
+                        let id = format!("r{round}-c{c}-{n}");
+                        let sent = agent
+                            .post(format!("{url}/v1/resize?width=32"))
+                            .header("authorization", &format!("Bearer {key}"))
+                            .header("x-request-id", &id)
+                            .send(&image[..]);
+                        match sent {
+                            Ok(mut r) if r.status() == 200 => {
+                                // Counted only once the whole answer arrived, as a client would.
+                                if r.body_mut().read_to_vec().is_ok() {
+                                    ok_ids.lock().expect("lock").push(id);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(200 + seed % 600));
+        server.kill9()?;
+        running.store(false, Ordering::Relaxed);
+        for c in clients {
+            c.join().expect("client thread");
+        }
+        let dir = std::mem::replace(&mut server.dir, common::TempDir::new());
+        server = DevServer::start_in(
+            dir,
+            &["limits.rate_per_sec=100000", "limits.burst=100000", "usage.batch_max_age_ms=150"],
+        )?;
+    }
+    let ok_ids = ok_ids.lock().expect("lock").clone();
+    assert!(ok_ids.len() > 50, "the load produced only {} answers", ok_ids.len());
+
+    let tenant = 1;
+    let records = wait_for(|| {
+        let r = server.admin("GET", &format!("/v1/tenants/{tenant}/audit?limit=10000"), None);
+        let records = r.json()["records"].as_array().cloned().unwrap_or_default();
+        let ids: HashSet<String> = records.iter().filter_map(|r| r["request_id"].as_str().map(str::to_owned)).collect();
+        ok_ids.iter().all(|id| ids.contains(id)).then_some(records)
+    })?;
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for r in &records {
+        *count.entry(r["request_id"].as_str().unwrap_or("")).or_default() += 1;
+    }
+    for id in &ok_ids {
+        assert_eq!(count.get(id.as_str()), Some(&1), "{id}: answered 200, recorded {:?} times", count.get(id.as_str()));
+    }
+    let recorded_200 = records.iter().filter(|r| r["status"].as_u64() == Some(200)).count() as u64;
+    let usage = server.get_with_key("/v1/usage?granularity=day", &key).json();
+    let counted_200: u64 = usage["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| b["by_status"]["200"]["requests"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted_200, recorded_200, "rollups count each audit record once");
+    assert!(counted_200 >= ok_ids.len() as u64);
+    Ok(())
+}
+
+fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Ok(v);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            anyhow::bail!("usage did not converge within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,189 @@
+//! The aggregator: takes sealed batches and, for each batch exactly once, archives its raw
+//! records (Parquet) and adds them to the hourly rollups.
+//!
+//! Exactly once, step by step: (1) a batch whose id the rollups already hold is skipped; (2) its
+//! records are written to the archive at paths named by the batch id — a replay rewrites the same
+//! objects with the same content; (3) the rollups and the batch id commit in one transaction.
+//! A crash between any two steps replays the batch from the start and converges on the same
+//! state; a batch is removed from its source only after (3).
+//!
+//! In `resizer dev` the source is the node's own spool directory ([`drain_spool`]); in the
+//! cluster it is the JetStream usage stream, behind the same [`Aggregator::apply_batch`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::archive::{Archive, ArchiveError};
+use crate::record::UsageRecord;
+use crate::rollup::{RollupError, Rollups};
+use crate::spool::{read_batch, Spool, SpoolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Rollup(#[from] RollupError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("usage task failed: {0}")]
+    Task(String),
+}
+
+pub struct Aggregator {
+    rollups: Arc<Rollups>,
+    archive: Archive,
+}
+
+impl Aggregator {
+    pub fn new(rollups: Arc<Rollups>, archive: Archive) -> Aggregator {
+        Aggregator { rollups, archive }
+    }
+
+    pub fn rollups(&self) -> &Arc<Rollups> {
+        &self.rollups
+    }
+
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
+    /// Applies one batch (see the module docs). Returns whether it was new.
+    pub async fn apply_batch(&self, batch_id: &str, records: Vec<UsageRecord>) -> Result<bool, AggregateError> {
+        let rollups = self.rollups.clone();
+        let id = batch_id.to_owned();
+        if blocking(move || rollups.is_applied(&id)).await?? {
+            return Ok(false);
+        }
+        self.archive.write_batch(batch_id, &records).await?;
+        let rollups = self.rollups.clone();
+        let id = batch_id.to_owned();
+        let applied = blocking(move || rollups.apply(&id, &records, now_ms())).await??;
+        Ok(applied)
+    }
+
+    /// Merges the archive's small files, for partitions with more than `min_files`, keeping
+    /// only committed batches in the merge.
+    pub async fn compact(&self, min_files: usize) -> Result<usize, AggregateError> {
+        let mut merged = 0;
+        // Today's partition still grows: compacting it would rewrite an ever larger file.
+        let today = utc_date(now_ms());
+        for (tenant, date) in self.archive.partitions_to_compact(min_files).await? {
+            if date >= today {
+                continue;
+            }
+            let rollups = self.rollups.clone();
+            let is_applied = move |batch: &str| rollups.is_applied(batch).unwrap_or(false);
+            merged += self.archive.compact_day(tenant, &date, &is_applied).await?;
+        }
+        Ok(merged)
+    }
+}
+
+/// Embedded mode's shipper and consumer in one: applies every sealed batch of `spool`, oldest
+/// first, removing each once applied. Returns the number of records applied.
+pub async fn drain_spool(spool: &Arc<Spool>, aggregator: &Aggregator) -> Result<usize, AggregateError> {
+    let source = spool.clone();
+    blocking(move || source.tick()).await??;
+    let source = spool.clone();
+    let batches = blocking(move || source.sealed()).await??;
+    let mut applied = 0;
+    for batch in batches {
+        let path = batch.clone();
+        let records = blocking(move || read_batch(&path)).await??;
+        let count = records.len();
+        if aggregator.apply_batch(&batch.id, records).await? {
+            applied += count;
+        }
+        spool.remove(&batch)?;
+    }
+    Ok(applied)
+}
+
+/// Embedded mode's usage loop: a group fsync of the spool every `fsync_interval`, the sealed
+/// batches applied every `apply_every` fsyncs, a compaction pass every `compact_every`; when
+/// `stop` resolves, the open batch is sealed and everything applied before returning (call it
+/// after the api has stopped answering).
+pub async fn run_embedded(
+    spool: Arc<Spool>,
+    aggregator: Arc<Aggregator>,
+    fsync_interval: Duration,
+    apply_every: u32,
+    compact_every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut ticks = tokio::time::interval(fsync_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_compaction = tokio::time::Instant::now();
+    let mut n: u32 = 0;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticks.tick() => {}
+        }
+        n = n.wrapping_add(1);
+        let result = if n.is_multiple_of(apply_every.max(1)) {
+            drain_spool(&spool, &aggregator).await.map(|_| ())
+        } else {
+            let source = spool.clone();
+            blocking(move || source.tick()).await.and_then(|r| r.map_err(AggregateError::from))
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "usage: spool or aggregation failed; batches stay in the spool and are retried");
+        }
+        if last_compaction.elapsed() >= compact_every {
+            last_compaction = tokio::time::Instant::now();
+            match aggregator.compact(COMPACT_MIN_FILES).await {
+                Ok(0) => {}
+                Ok(files) => tracing::info!(files, "usage archive: small files compacted"),
+                Err(e) => tracing::warn!(error = %e, "usage archive: compaction failed; retried later"),
+            }
+        }
+    }
+    let source = spool.clone();
+    if let Err(e) = blocking(move || source.flush()).await.and_then(|r| r.map_err(AggregateError::from)) {
+        tracing::error!(error = %e, "usage: sealing the last batch failed; it is recovered at the next start");
+    }
+    match drain_spool(&spool, &aggregator).await {
+        Ok(records) => tracing::info!(records, "usage: last batches applied"),
+        Err(e) => {
+            tracing::error!(error = %e, "usage: last batches not applied; they stay in the spool for the next start")
+        }
+    }
+}
+
+/// A tenant-day is compacted once it has more files than this.
+const COMPACT_MIN_FILES: usize = 8;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, AggregateError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| AggregateError::Task(e.to_string()))
+}
+
+/// `YYYY-MM-DD` of a UTC instant (the archive's partition names).
+fn utc_date(ms: i64) -> String {
+    let z = ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc_date(0), "1970-01-01");
+        assert_eq!(super::utc_date(951_782_400_000), "2000-02-29");
+        assert_eq!(super::utc_date(1_795_628_767_250), "2026-11-25");
+    }
+}

@@ -1,0 +1,269 @@
+//! Hourly rollups per tenant in the embedded database, applied exactly once per batch: a batch's
+//! id is recorded in the same transaction as its sums, so a replayed batch changes nothing.
+//!
+//! Buckets are UTC hours; a day is 24 of them (`granularity=day` sums them at read time, so there
+//! is one source of truth). Counts are kept per status, which is what billing rules and the
+//! "what the clients saw" checks need.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::record::UsageRecord;
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+#[derive(Debug, thiserror::Error)]
+#[error("usage rollups: {0}")]
+pub struct RollupError(#[from] rusqlite::Error);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    fn millis(self) -> i64 {
+        match self {
+            Granularity::Hour => HOUR_MS,
+            Granularity::Day => DAY_MS,
+        }
+    }
+}
+
+/// Sums over some requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub requests: u64,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub input_pixels: u64,
+    pub output_pixels: u64,
+    pub cpu_us: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.requests += other.requests;
+        self.input_bytes += other.input_bytes;
+        self.output_bytes += other.output_bytes;
+        self.input_pixels += other.input_pixels;
+        self.output_pixels += other.output_pixels;
+        self.cpu_us += other.cpu_us;
+    }
+
+    fn of(record: &UsageRecord) -> Totals {
+        Totals {
+            requests: 1,
+            input_bytes: record.input_bytes,
+            output_bytes: record.output_bytes,
+            input_pixels: record.input_pixels(),
+            output_pixels: record.output_pixels(),
+            cpu_us: record.cpu_us,
+        }
+    }
+}
+
+/// One time bucket of a tenant's usage, by status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub start_ms: i64,
+    pub by_status: BTreeMap<u16, Totals>,
+}
+
+impl Bucket {
+    pub fn total(&self) -> Totals {
+        let mut total = Totals::default();
+        self.by_status.values().for_each(|t| total.add(t));
+        total
+    }
+}
+
+pub struct Rollups {
+    conn: Mutex<Connection>,
+}
+
+impl Rollups {
+    pub fn open(path: &Path) -> Result<Rollups, RollupError> {
+        let conn = Connection::open(path)?;
+        let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Rollups, RollupError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Rollups, RollupError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS applied_batches (
+                 batch_id TEXT PRIMARY KEY,
+                 records INTEGER NOT NULL,
+                 applied_ms INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS hourly (
+                 tenant INTEGER NOT NULL,
+                 hour_ms INTEGER NOT NULL,
+                 status INTEGER NOT NULL,
+                 requests INTEGER NOT NULL,
+                 input_bytes INTEGER NOT NULL,
+                 output_bytes INTEGER NOT NULL,
+                 input_pixels INTEGER NOT NULL,
+                 output_pixels INTEGER NOT NULL,
+                 cpu_us INTEGER NOT NULL,
+                 PRIMARY KEY (tenant, hour_ms, status)
+             ) WITHOUT ROWID;",
+        )?;
+        Ok(Rollups { conn: Mutex::new(conn) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn is_applied(&self, batch_id: &str) -> Result<bool, RollupError> {
+        let conn = self.lock();
+        let found: Option<i64> = conn
+            .query_row("SELECT 1 FROM applied_batches WHERE batch_id = ?1", [batch_id], |row| row.get(0))
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// Adds a batch's records to the rollups, unless this batch id was applied before. Returns
+    /// whether it was applied now. Blocking.
+    pub fn apply(&self, batch_id: &str, records: &[UsageRecord], now_ms: i64) -> Result<bool, RollupError> {
+        let mut sums: BTreeMap<(u64, i64, u16), Totals> = BTreeMap::new();
+        for r in records {
+            let hour = r.time_ms.div_euclid(HOUR_MS) * HOUR_MS;
+            sums.entry((r.tenant, hour, r.status)).or_default().add(&Totals::of(r));
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO applied_batches (batch_id, records, applied_ms) VALUES (?1, ?2, ?3)",
+            params![batch_id, records.len() as i64, now_ms],
+        )?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO hourly (tenant, hour_ms, status, requests, input_bytes, output_bytes, input_pixels,
+                                     output_pixels, cpu_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (tenant, hour_ms, status) DO UPDATE SET
+                     requests = requests + excluded.requests,
+                     input_bytes = input_bytes + excluded.input_bytes,
+                     output_bytes = output_bytes + excluded.output_bytes,
+                     input_pixels = input_pixels + excluded.input_pixels,
+                     output_pixels = output_pixels + excluded.output_pixels,
+                     cpu_us = cpu_us + excluded.cpu_us",
+            )?;
+            for ((tenant, hour, status), t) in &sums {
+                upsert.execute(params![
+                    *tenant as i64,
+                    hour,
+                    status,
+                    t.requests as i64,
+                    t.input_bytes as i64,
+                    t.output_bytes as i64,
+                    t.input_pixels as i64,
+                    t.output_pixels as i64,
+                    t.cpu_us as i64,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// `tenant`'s usage in buckets of `granularity` covering `[from_ms, to_ms)`; buckets without
+    /// requests are left out. Blocking.
+    pub fn query(
+        &self,
+        tenant: u64,
+        from_ms: i64,
+        to_ms: i64,
+        granularity: Granularity,
+    ) -> Result<Vec<Bucket>, RollupError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT hour_ms, status, requests, input_bytes, output_bytes, input_pixels, output_pixels, cpu_us
+             FROM hourly WHERE tenant = ?1 AND hour_ms >= ?2 AND hour_ms < ?3 ORDER BY hour_ms",
+        )?;
+        // Whole hours only: a bucket is counted if its hour starts in the range.
+        let from_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let rows = stmt.query_map(params![tenant as i64, from_hour, to_ms], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, u16>(1)?,
+                Totals {
+                    requests: row.get::<_, i64>(2)? as u64,
+                    input_bytes: row.get::<_, i64>(3)? as u64,
+                    output_bytes: row.get::<_, i64>(4)? as u64,
+                    input_pixels: row.get::<_, i64>(5)? as u64,
+                    output_pixels: row.get::<_, i64>(6)? as u64,
+                    cpu_us: row.get::<_, i64>(7)? as u64,
+                },
+            ))
+        })?;
+        let step = granularity.millis();
+        let mut buckets: BTreeMap<i64, BTreeMap<u16, Totals>> = BTreeMap::new();
+        for row in rows {
+            let (hour, status, totals) = row?;
+            let start = hour.div_euclid(step) * step;
+            buckets.entry(start).or_default().entry(status).or_default().add(&totals);
+        }
+        Ok(buckets.into_iter().map(|(start_ms, by_status)| Bucket { start_ms, by_status }).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::tests::record;
+
+    #[test]
+    fn a_batch_is_applied_once() {
+        let rollups = Rollups::open_in_memory().unwrap();
+        let records: Vec<UsageRecord> = (0..9).map(record).collect();
+        assert!(rollups.apply("b1", &records, 0).unwrap());
+        assert!(!rollups.apply("b1", &records, 0).unwrap(), "a replay changes nothing");
+        assert!(rollups.is_applied("b1").unwrap());
+        let t0 = records[0].time_ms;
+        let buckets = rollups.query(1, t0 - HOUR_MS, t0 + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!(buckets.len(), 1);
+        let totals = buckets[0].total();
+        // Tenant 1 has records 0, 3, 6.
+        assert_eq!(totals.requests, 3);
+        assert_eq!(totals.input_bytes, 100 + 103 + 106);
+        assert_eq!(totals.input_pixels, 3 * 200);
+    }
+
+    #[test]
+    fn days_sum_their_hours_and_statuses_stay_apart() {
+        let rollups = Rollups::open_in_memory().unwrap();
+        let day = 20_000 * DAY_MS;
+        let mut a = record(0);
+        a.tenant = 7;
+        a.time_ms = day + 3 * HOUR_MS;
+        let mut b = a.clone();
+        b.time_ms = day + 5 * HOUR_MS;
+        b.status = 429;
+        let mut c = a.clone();
+        c.time_ms = day + DAY_MS + 1;
+        rollups.apply("x", &[a, b, c], 0).unwrap();
+        let hours = rollups.query(7, day, day + 2 * DAY_MS, Granularity::Hour).unwrap();
+        assert_eq!(hours.len(), 3);
+        let days = rollups.query(7, day, day + 2 * DAY_MS, Granularity::Day).unwrap();
+        assert_eq!(days.len(), 2);
+        assert_eq!(days[0].by_status[&200].requests, 1);
+        assert_eq!(days[0].by_status[&429].requests, 1);
+        assert!(rollups.query(8, day, day + 2 * DAY_MS, Granularity::Day).unwrap().is_empty(), "other tenant");
+    }
+}
