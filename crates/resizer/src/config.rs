@@ -40,7 +40,7 @@ pub struct UsageSection {
     pub archive_options: String,
     /// Group fsync interval of the spool: what a power loss can cost.
     pub fsync_interval_ms: u64,
-    /// A spool batch is cut at this age (or 1,000 records, or 1 MiB).
+    /// A spool batch is cut at this age (or 20,000 records, or 8 MiB).
     pub batch_max_age_ms: u64,
 }
 

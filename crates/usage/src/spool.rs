@@ -28,9 +28,9 @@ use crate::record::UsageRecord;
 
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
-    /// A batch is cut when it holds this many records (default 1,000)...
+    /// A batch is cut when it holds this many records (default 20,000)...
     pub max_batch_records: usize,
-    /// ...or this many bytes (default 1 MiB)...
+    /// ...or this many bytes (default 8 MiB)...
     pub max_batch_bytes: u64,
     /// ...or when its first record is this old (default 1 s): the bound on how stale usage and
     /// audit reads are, beyond the aggregator's own interval.
@@ -39,7 +39,9 @@ pub struct SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig { max_batch_records: 1_000, max_batch_bytes: 1 << 20, max_batch_age: Duration::from_secs(1) }
+        // Large enough that a busy node cuts on age (about one batch, and one Parquet file per
+        // tenant, per second), small enough that the aggregator reads a batch in one go.
+        SpoolConfig { max_batch_records: 20_000, max_batch_bytes: 8 << 20, max_batch_age: Duration::from_secs(1) }
     }
 }
 
