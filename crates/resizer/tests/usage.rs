@@ -224,3 +224,34 @@ fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn admin_cli_shows_usage_and_audit_as_tables_and_json() -> Result {
+    let server = DevServer::start(&["usage.batch_max_age_ms=100"])?;
+    let r = server.resize("width=16", Some(&server.demo_key), &png(40, 30), &[("x-request-id", "cli-check-1")]);
+    assert_eq!(r.status, 200);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(server.data_dir())
+            .args(args)
+            .output()
+            .expect("run resizer admin")
+    };
+    let audit = wait_for(|| {
+        let out = cli(&["audit", "demo", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["records"].as_array()?.len() == 1).then_some(v)
+    })?;
+    assert_eq!(audit["records"][0]["request_id"], "cli-check-1");
+    assert_eq!(audit["records"][0]["output_width"], 16);
+    let table = String::from_utf8(cli(&["audit", "demo"]).stdout)?;
+    assert!(table.lines().any(|l| l.contains("cli-check-1") && l.contains("png 16x12")), "{table}");
+    let usage = String::from_utf8(cli(&["usage", "demo", "--granularity", "day"]).stdout)?;
+    assert!(usage.lines().any(|l| l.starts_with("2") && l.contains(" 1 ") && l.contains("200:1")), "{usage}");
+    assert!(usage.lines().any(|l| l.starts_with("total")), "{usage}");
+    let out = cli(&["usage", "demo", "--granularity", "week"]);
+    assert_eq!(out.status.code(), Some(1), "a bad granularity is refused");
+    Ok(())
+}
