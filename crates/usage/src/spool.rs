@@ -21,6 +21,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -209,15 +210,18 @@ impl Active {
     }
 }
 
-/// `<unix ms, 13 digits>-<64 random bits>`: sorts by age, unique across nodes and restarts.
+/// `<unix ms, 13 digits>-<sequence, 6 digits>-<64 random bits>`: sorts by age (the sequence
+/// orders batches cut within one millisecond), unique across nodes and restarts.
 fn new_batch_id() -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed) % 1_000_000;
     let mut random = [0u8; 8];
-    // Without entropy, the counter-free fallback still differs per process and instant.
+    // Without entropy, the process id still tells two nodes' batches of one millisecond apart.
     if getrandom::fill(&mut random).is_err() {
         random = (std::process::id() as u64 ^ ms as u64).to_le_bytes();
     }
-    format!("{ms:013}-{:016x}", u64::from_le_bytes(random))
+    format!("{ms:013}-{seq:06}-{:016x}", u64::from_le_bytes(random))
 }
 
 fn file_batch_id(path: &Path, prefix: &str) -> Option<String> {
