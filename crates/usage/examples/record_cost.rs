@@ -1,0 +1,62 @@
+//! CPU cost per usage record on each step of its path (one thread, no load around it):
+//! spool append, batch read, Parquet archive write, rollup apply.
+//! Run: `cargo run --release -p usage --example record_cost`.
+
+use std::time::Instant;
+
+use usage::{Archive, Rollups, Spool, SpoolConfig, UsageRecord};
+
+fn record(n: u64) -> UsageRecord {
+    UsageRecord {
+        request_id: format!("{n:016x}"),
+        tenant: 1 + n % 10,
+        key_id: "AbCdEfGhIjKl".into(),
+        time_ms: 1_795_628_767_000 + n as i64,
+        node: "dev".into(),
+        worker: "dev".into(),
+        status: 200,
+        error: String::new(),
+        params: "width=32".into(),
+        input_format: "jpeg".into(),
+        input_bytes: 1204,
+        input_width: 64,
+        input_height: 43,
+        output_format: "jpeg".into(),
+        output_bytes: 836,
+        output_width: 32,
+        output_height: 22,
+        queue_wait_us: 1400,
+        wall_us: 60,
+        cpu_us: 45,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    const N: u64 = 20_000;
+    let dir = std::env::temp_dir().join(format!("record-cost-{}", std::process::id()));
+    let spool = Spool::open(&dir.join("spool"), SpoolConfig::default())?;
+    let records: Vec<UsageRecord> = (0..N).map(record).collect();
+    let per = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / N as f64;
+
+    let t = Instant::now();
+    for r in &records {
+        spool.append(r)?;
+    }
+    println!("spool append: {:.2} µs/record", per(t));
+    spool.flush()?;
+    let batch = spool.sealed()?.remove(0);
+    let t = Instant::now();
+    let read = usage::read_batch(&batch)?;
+    println!("batch read:   {:.2} µs/record", per(t));
+    let archive = Archive::local(&dir.join("archive"))?;
+    let t = Instant::now();
+    archive.write_batch(&batch.id, &read).await?;
+    println!("archive:      {:.2} µs/record", per(t));
+    let rollups = Rollups::open(&dir.join("usage.sqlite"))?;
+    let t = Instant::now();
+    rollups.apply(&batch.id, &read, 0)?;
+    println!("rollups:      {:.2} µs/record", per(t));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
