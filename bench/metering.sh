@@ -12,34 +12,21 @@ duration=${DURATION:-10}
 cargo build --release -p resizer >&2
 bin=target/release/resizer
 work=$(mktemp -d)
-server_pid=
-stop_server() {
-    if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || true; fi
-    server_pid=
-}
-trap 'stop_server; rm -rf "$work"' EXIT
-mkdir -p "$results" "$work/photos"
-for f in "$photos"/*; do
-    [[ -f $f && $(stat -c %s "$f") -lt 1000000 ]] && cp "$f" "$work/photos/"
-done
-"$bin" resize examples/sample.jpg -o "$work/tiny.jpg" --width 64 --quality 80 >/dev/null
+source bench/lib.sh
+trap 'stop_dev; rm -rf "$work"' EXIT
+mkdir -p "$results"
+prepare_inputs "$photos" "$work/photos"
 
 for round in 1 2; do
     for metering in true false; do
-        rm -rf "$work/data"
-        "$bin" dev --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-            --set limits.rate_per_sec=1000000000 --set limits.burst=1000000000 --set log.level=warn \
-            --set usage.enabled=$metering >/dev/null 2>"$results/server-$metering-$round.log" &
-        server_pid=$!
-        for _ in $(seq 100); do [[ -f $work/data/dev.json ]] && break; sleep 0.1; done
-        url=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_url"])' "$work/data/dev.json")
-        key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["demo_api_key"])' "$work/data/dev.json")
+        server_log=$results/server-$metering-$round.log
+        start_dev "usage.enabled=$metering"
         echo "== round $round, metering $metering" >&2
         "$bin" loadtest --url "$url/v1/resize?width=32" --key "$key" --body "$work/tiny.jpg" \
             --concurrency 64 --duration "$duration" --warmup 2 --json >"$results/tiny-$metering-$round.json"
         "$bin" loadtest --url "$url/v1/resize?width=512&format=jpeg&quality=80" --key "$key" --body "$work/photos" \
             --concurrency 8 --duration "$duration" --warmup 2 --json >"$results/photos-$metering-$round.json"
-        stop_server
+        stop_dev
     done
 done
 

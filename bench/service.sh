@@ -18,29 +18,13 @@ duration=${DURATION:-15}
 cargo build --release -p resizer >&2
 bin=target/release/resizer
 work=$(mktemp -d)
-server_pid=
-cleanup() {
-    [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$results" "$work/photos" "$work/out"
-
-# Inputs under 1 MB: the blueprint's latency target is stated for them.
-for f in "$photos"/*; do
-    [[ -f $f && $(stat -c %s "$f") -lt 1000000 ]] && cp "$f" "$work/photos/"
-done
+source bench/lib.sh
+trap 'stop_dev; rm -rf "$work"' EXIT
+mkdir -p "$results" "$work/out"
+prepare_inputs "$photos" "$work/photos"
 count=$(ls "$work/photos" | wc -l)
-"$bin" resize examples/sample.jpg -o "$work/tiny.jpg" --width 64 --quality 80 >/dev/null
-
-# Rate limits out of the way: this measures the server, not the demo tenant's 100/s.
-"$bin" dev --data-dir "$work/data" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --set limits.rate_per_sec=1000000000 --set limits.burst=1000000000 --set log.level=warn \
-    >"$work/dev.out" 2>"$results/server.log" &
-server_pid=$!
-for _ in $(seq 100); do [[ -f $work/data/dev.json ]] && break; sleep 0.1; done
-url=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_url"])' "$work/data/dev.json")
-key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["demo_api_key"])' "$work/data/dev.json")
+server_log=$results/server.log
+start_dev
 
 echo "== tiny images, closed loop, 64 connections" >&2
 "$bin" loadtest --url "$url/v1/resize?width=32" --key "$key" --body "$work/tiny.jpg" \

@@ -57,15 +57,14 @@ struct Kind {
     title: &'static str,
 }
 
+fn k(status: u16, slug: &'static str, title: &'static str) -> Kind {
+    Kind { status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), slug, title }
+}
+
 const TYPE_PREFIX: &str = "urn:resizer:problem:";
 
 impl ApiError {
     fn kind(&self) -> Kind {
-        let k = |status: u16, slug, title| Kind {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            slug,
-            title,
-        };
         match self {
             ApiError::MissingKey => k(401, "missing-key", "API key required"),
             ApiError::Auth(AuthError::Malformed(_) | AuthError::UnknownKey) => k(401, "unknown-key", "Unknown API key"),
@@ -75,18 +74,12 @@ impl ApiError {
             ApiError::RateLimited { .. } => k(429, "rate-limited", "Rate limit reached"),
             ApiError::BadRequest(_) => k(400, "bad-request", "Bad request"),
             ApiError::BodyTooLarge { .. } => k(413, "too-large", "Input too large"),
-            ApiError::Imaging(e) => match e {
-                ImagingError::BadParameter(_) => k(400, "bad-parameter", "Bad parameter"),
-                ImagingError::LimitExceeded(_) => k(413, "too-large", "Input too large"),
-                ImagingError::Unsupported(_) => k(415, "unsupported-image", "Unsupported image format"),
-                ImagingError::Corrupt(_) => k(422, "corrupt-image", "Corrupt or undecodable image"),
-                ImagingError::Internal(_) => k(500, "internal", "Internal error"),
-            },
+            ApiError::Imaging(e) => imaging_kind(e),
             ApiError::Dispatch(e) => match e {
                 DispatchError::Overloaded { .. } => k(503, "overloaded", "Overloaded"),
                 DispatchError::ShuttingDown => k(503, "shutting-down", "Shutting down"),
                 DispatchError::DeadlineExceeded => k(504, "deadline-exceeded", "Deadline exceeded"),
-                DispatchError::Imaging(e) => ApiError::Imaging(clone_imaging(e)).kind(),
+                DispatchError::Imaging(e) => imaging_kind(e),
                 DispatchError::WorkerPanicked { .. } => k(500, "internal", "Internal error"),
             },
             ApiError::Store(e) => match e {
@@ -193,14 +186,14 @@ fn retry_after_ms(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// `ImagingError` is not `Clone` (it need not be elsewhere); the kind only looks at the variant.
-fn clone_imaging(e: &ImagingError) -> ImagingError {
+/// The pipeline's errors, whether they come straight from the probe or through a worker.
+fn imaging_kind(e: &ImagingError) -> Kind {
     match e {
-        ImagingError::Unsupported(s) => ImagingError::Unsupported(s.clone()),
-        ImagingError::Corrupt(s) => ImagingError::Corrupt(s.clone()),
-        ImagingError::LimitExceeded(l) => ImagingError::LimitExceeded(l.clone()),
-        ImagingError::BadParameter(s) => ImagingError::BadParameter(s.clone()),
-        ImagingError::Internal(s) => ImagingError::Internal(s.clone()),
+        ImagingError::BadParameter(_) => k(400, "bad-parameter", "Bad parameter"),
+        ImagingError::LimitExceeded(_) => k(413, "too-large", "Input too large"),
+        ImagingError::Unsupported(_) => k(415, "unsupported-image", "Unsupported image format"),
+        ImagingError::Corrupt(_) => k(422, "corrupt-image", "Corrupt or undecodable image"),
+        ImagingError::Internal(_) => k(500, "internal", "Internal error"),
     }
 }
 

@@ -247,12 +247,7 @@ pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Respons
         .iter()
         .map(|b| {
             let t = b.total();
-            total.requests += t.requests;
-            total.input_bytes += t.input_bytes;
-            total.output_bytes += t.output_bytes;
-            total.input_pixels += t.input_pixels;
-            total.output_pixels += t.output_pixels;
-            total.cpu_us += t.cpu_us;
+            total.add(&t);
             let mut bucket = totals_json(&t);
             bucket["start"] = crate::time::rfc3339_ms(b.start_ms).into();
             bucket["by_status"] = b

@@ -49,24 +49,12 @@ fn the_readme_curl_example_works_as_written() -> Result {
     Ok(())
 }
 
-/// Format and size from the JPEG/PNG/WebP header, via the same probe the service uses.
+/// Format and size, read by the probe the service itself uses.
 fn imaging_probe(bytes: &[u8]) -> (String, u32, u32) {
-    // The binary crate does not export imaging; read the dimensions from the response headers in
-    // the other tests, and here parse the few header bytes directly.
-    if bytes.starts_with(&[0xFF, 0xD8]) {
-        let mut i = 2;
-        while i + 9 < bytes.len() {
-            let marker = bytes[i + 1];
-            let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
-            if (0xC0..=0xC2).contains(&marker) {
-                let h = u32::from(u16::from_be_bytes([bytes[i + 5], bytes[i + 6]]));
-                let w = u32::from(u16::from_be_bytes([bytes[i + 7], bytes[i + 8]]));
-                return ("jpeg".into(), w, h);
-            }
-            i += 2 + len;
-        }
+    match imaging::probe(bytes) {
+        Ok(p) => (p.format.as_str().to_owned(), p.width, p.height),
+        Err(e) => (format!("not an image: {e}"), 0, 0),
     }
-    ("unknown".into(), 0, 0)
 }
 
 #[test]
@@ -111,7 +99,7 @@ fn authentication_statuses_and_revocation_on_the_next_request() -> Result {
     let r = server.resize("width=10", Some(&foreign_key), &image, &[]);
     assert_eq!((r.status, r.problem_type().as_str()), (401, "unknown-key"));
 
-    let (tenant, key) = server.tenant_with_key("acme", json!({}));
+    let (_, key) = server.tenant_with_key("acme", json!({}));
     assert_eq!(server.resize("width=10", Some(&key), &image, &[]).status, 200);
     let key_id = &key[4..16];
     let revoked = server.admin("POST", &format!("/v1/keys/{key_id}/revoke"), None);
@@ -130,7 +118,6 @@ fn authentication_statuses_and_revocation_on_the_next_request() -> Result {
 
     assert_eq!(server.metric(r#"resizer_auth_failures_total{reason="revoked"}"#), 1.0);
     assert_eq!(server.metric(r#"resizer_auth_failures_total{reason="missing"}"#), 1.0);
-    let _ = tenant;
     Ok(())
 }
 
@@ -340,15 +327,7 @@ fn admin_api_refuses_without_the_token_and_reports_conflicts() -> Result {
 #[test]
 fn admin_cli_and_restart_keep_the_demo_key() -> Result {
     let server = DevServer::start(&[])?;
-    let cli = |args: &[&str]| {
-        std::process::Command::new(common::BIN)
-            .arg("admin")
-            .arg("--data-dir")
-            .arg(server.data_dir())
-            .args(args)
-            .output()
-            .expect("run resizer admin")
-    };
+    let cli = |args: &[&str]| server.admin_cli(args);
     let out = cli(&["tenants", "create", "cli-made", "--rate", "5", "--burst", "10"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tenant: serde_json::Value = serde_json::from_slice(&out.stdout)?;

@@ -230,15 +230,7 @@ fn admin_cli_shows_usage_and_audit_as_tables_and_json() -> Result {
     let server = DevServer::start(&["usage.batch_max_age_ms=100"])?;
     let r = server.resize("width=16", Some(&server.demo_key), &png(40, 30), &[("x-request-id", "cli-check-1")]);
     assert_eq!(r.status, 200);
-    let cli = |args: &[&str]| {
-        std::process::Command::new(common::BIN)
-            .arg("admin")
-            .arg("--data-dir")
-            .arg(server.data_dir())
-            .args(args)
-            .output()
-            .expect("run resizer admin")
-    };
+    let cli = |args: &[&str]| server.admin_cli(args);
     let audit = wait_for(|| {
         let out = cli(&["audit", "demo", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;

@@ -47,7 +47,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, other: &Totals) {
+    pub fn add(&mut self, other: &Totals) {
         self.requests += other.requests;
         self.input_bytes += other.input_bytes;
         self.output_bytes += other.output_bytes;

@@ -156,6 +156,17 @@ impl DevServer {
         into_response(request.call())
     }
 
+    /// `resizer admin ARGS` against this server (it finds the URL and token in dev.json).
+    pub fn admin_cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .output()
+            .expect("run resizer admin")
+    }
+
     /// SIGKILL: no drain, no flush — what a crash looks like.
     pub fn kill9(&mut self) -> anyhow::Result<()> {
         let mut child = self.child.take().context("already stopped")?;
