@@ -1,0 +1,61 @@
+//! Finding `nats-server` and `haproxy`, with an error that says which Debian package to install.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{LabError, MissingBinary, Result};
+
+/// The NATS server program and its Debian package (Debian 12 ships 2.9.x).
+pub const NATS_SERVER: MissingBinary = MissingBinary { program: "nats-server", package: "nats-server" };
+/// The HAProxy program and its Debian package (installed into /usr/sbin, often not on a user's PATH).
+pub const HAPROXY: MissingBinary = MissingBinary { program: "haproxy", package: "haproxy" };
+
+/// Where to look after `$PATH`: the sbin directories are not on every user's PATH.
+const EXTRA_DIRS: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// The full path of `program`: `$PATH` first, then the usual system directories.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let from_path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
+    from_path
+        .into_iter()
+        .chain(EXTRA_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// `explicit` if given (and executable), else the program found by [`find_program`].
+pub fn resolve(binary: MissingBinary, explicit: Option<&Path>) -> Result<PathBuf> {
+    match explicit {
+        Some(path) if is_executable(path) => Ok(path.to_path_buf()),
+        Some(path) => Err(LabError::Invalid(format!(
+            "{} is not an executable file (given for `{}`, Debian package `{}`)",
+            path.display(),
+            binary.program,
+            binary.package
+        ))),
+        None => find_program(binary.program).ok_or_else(|| LabError::MissingBinaries(vec![binary])),
+    }
+}
+
+/// Both programs the lab needs; one error naming every missing one.
+pub fn check_binaries() -> Result<(PathBuf, PathBuf)> {
+    let nats = find_program(NATS_SERVER.program);
+    let haproxy = find_program(HAPROXY.program);
+    match (nats, haproxy) {
+        (Some(n), Some(h)) => Ok((n, h)),
+        (n, h) => {
+            let mut missing = Vec::new();
+            if n.is_none() {
+                missing.push(NATS_SERVER);
+            }
+            if h.is_none() {
+                missing.push(HAPROXY);
+            }
+            Err(LabError::MissingBinaries(missing))
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! HAProxy in front of the api nodes: config generation, start, reload, stop, server states.
+//!
+//! Runs Debian's haproxy (2.6 on Debian 12) in master-worker mode (`-W`) in the foreground: the
+//! master's pid stays the component's pid across reloads (SIGUSR2 to the master re-reads the
+//! config; the new worker takes over the listening sockets). Health checks are `GET /readyz`
+//! every `check_interval`; a server is out after `fall` failed checks and back after `rise`
+//! good ones. A second frontend on its own port serves `/stats` (`/stats;csv` for machines) and
+//! `/metrics` (HAProxy's Prometheus exporter); it never carries api traffic.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::binaries::{self, HAPROXY};
+use crate::error::{LabError, Result};
+use crate::net::{self, LOOPBACK};
+use crate::process::{self, Component, ProcessSpec, ProcessState, Signal};
+
+/// The role recorded in HAProxy's [`Component`].
+pub const HAPROXY_ROLE: &str = "haproxy";
+/// The backend (HAProxy's name for a server pool) the api nodes are in.
+pub const BACKEND_NAME: &str = "api_nodes";
+
+/// One server behind HAProxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// HAProxy's server name (letters, digits, `-`, `_`, `.`, `:`): use the component name.
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+impl Backend {
+    pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
+        Backend { name: name.into(), addr }
+    }
+}
+
+/// How HAProxy balances and checks.
+#[derive(Debug, Clone)]
+pub struct HaproxyOptions {
+    /// Component and log name.
+    pub name: String,
+    /// Time between health checks of a server (also the check's timeout).
+    pub check_interval: Duration,
+    /// Failed checks in a row before a server is taken out.
+    pub fall: u32,
+    /// Good checks in a row before it is put back.
+    pub rise: u32,
+    /// The health-check path (200 = ready).
+    pub check_path: String,
+    /// Serve `/stats` and `/metrics` on a separate port.
+    pub stats: bool,
+    pub timeout_connect: Duration,
+    /// Idle client and server timeouts: longer than the slowest resize.
+    pub timeout_client: Duration,
+    pub timeout_server: Duration,
+    /// `haproxy` to run; found on PATH or in /usr/sbin when `None`.
+    pub binary: Option<PathBuf>,
+    pub die_with_parent: bool,
+}
+
+impl Default for HaproxyOptions {
+    fn default() -> Self {
+        HaproxyOptions {
+            name: "haproxy".into(),
+            check_interval: Duration::from_millis(500),
+            fall: 2,
+            rise: 1,
+            check_path: "/readyz".into(),
+            stats: true,
+            timeout_connect: Duration::from_secs(1),
+            timeout_client: Duration::from_secs(60),
+            timeout_server: Duration::from_secs(60),
+            binary: None,
+            die_with_parent: false,
+        }
+    }
+}
+
+/// A running HAProxy. Dropping it stops it unless [`detach`](Haproxy::detach)ed.
+#[derive(Debug)]
+pub struct Haproxy {
+    pub frontend_port: u16,
+    pub stats_port: Option<u16>,
+    /// DIR/<name>/haproxy.cfg
+    pub config: PathBuf,
+    backends: Vec<Backend>,
+    opts: HaproxyOptions,
+    binary: PathBuf,
+    component: Component,
+    detached: bool,
+}
+
+/// The state of one server as HAProxy's stats report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerState {
+    pub name: String,
+    /// `UP`, `DOWN`, `UP 1/2` (going down), `DOWN 1/1` (coming up), `MAINT`, `no check`...
+    pub status: String,
+}
+
+impl ServerState {
+    /// Fully up (not merely transitioning).
+    pub fn is_up(&self) -> bool {
+        self.status == "UP"
+    }
+
+    /// Receiving requests: up, or up but failing checks (`UP 1/2`: not yet `fall` failures), or
+    /// not checked at all.
+    pub fn in_rotation(&self) -> bool {
+        self.status.starts_with("UP") || self.status == "no check"
+    }
+}
+
+impl Haproxy {
+    /// Write the config to DIR/<name>/haproxy.cfg, have `haproxy -c` check it, start HAProxy on a
+    /// free port and wait until its frontend (and stats port) accept connections. Servers start
+    /// DOWN until their first good check: see [`wait_servers`](Haproxy::wait_servers).
+    pub fn start(dir: &Path, backends: &[Backend], opts: &HaproxyOptions) -> Result<Haproxy> {
+        let binary = binaries::resolve(HAPROXY, opts.binary.as_deref())?;
+        validate(backends, opts)?;
+        let ports = net::free_ports(if opts.stats { 2 } else { 1 })?;
+        let frontend_port = ports[0];
+        let stats_port = ports.get(1).copied();
+        let own_dir = dir.join(&opts.name);
+        std::fs::create_dir_all(&own_dir).map_err(|e| LabError::io("create", &own_dir, e))?;
+        let config = own_dir.join("haproxy.cfg");
+        write_checked(&binary, &config, &render_config(frontend_port, stats_port, backends, opts))?;
+
+        let url = format!("http://{LOOPBACK}:{frontend_port}");
+        let mut spec = ProcessSpec::new(HAPROXY_ROLE, &opts.name, &binary)
+            .args(["-W".to_string(), "-f".to_string(), config.display().to_string()])
+            .cwd(&own_dir)
+            .url("http", &url)
+            .extra("frontend_port", frontend_port)
+            .extra("config", config.display().to_string())
+            .extra("backends", backends.iter().map(|b| format!("{}={}", b.name, b.addr)).collect::<Vec<_>>())
+            .die_with_parent(opts.die_with_parent);
+        if let Some(port) = stats_port {
+            let stats = format!("http://{LOOPBACK}:{port}");
+            spec = spec
+                .url("stats", format!("{stats}/stats"))
+                .url("metrics", format!("{stats}/metrics"))
+                .health(format!("{stats}/stats;csv"))
+                .extra("stats_port", port);
+        }
+        let component = process::start_process(dir, &spec)?;
+        let haproxy = Haproxy {
+            frontend_port,
+            stats_port,
+            config,
+            backends: backends.to_vec(),
+            opts: opts.clone(),
+            binary,
+            component,
+            detached: false,
+        };
+        // One worker binds both; probing the stats port keeps a `<BADREQ>` line out of the log.
+        haproxy.wait_port(stats_port.unwrap_or(frontend_port), Duration::from_secs(10))?;
+        Ok(haproxy)
+    }
+
+    /// `http://127.0.0.1:<frontend port>`: where clients send requests.
+    pub fn url(&self) -> String {
+        format!("http://{LOOPBACK}:{}", self.frontend_port)
+    }
+
+    pub fn frontend_addr(&self) -> SocketAddr {
+        SocketAddr::from((LOOPBACK, self.frontend_port))
+    }
+
+    /// `http://127.0.0.1:<stats port>/stats` (add `;csv` for machines).
+    pub fn stats_url(&self) -> Option<String> {
+        self.stats_port.map(|p| format!("http://{LOOPBACK}:{p}/stats"))
+    }
+
+    /// `http://127.0.0.1:<stats port>/metrics`: Prometheus text.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.stats_port.map(|p| format!("http://{LOOPBACK}:{p}/metrics"))
+    }
+
+    pub fn component(&self) -> &Component {
+        &self.component
+    }
+
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// Leave HAProxy running when this handle is dropped.
+    pub fn detach(&mut self) {
+        self.detached = true;
+    }
+
+    /// Replace the backends: rewrite the config (checked with `haproxy -c` first; a refused one
+    /// leaves the running HAProxy untouched), SIGUSR2 to the master, and wait until the stats
+    /// list exactly the new servers. Ports stay the same.
+    pub fn reload(&mut self, backends: &[Backend]) -> Result<()> {
+        validate(backends, &self.opts)?;
+        let text = render_config(self.frontend_port, self.stats_port, backends, &self.opts);
+        write_checked(&self.binary, &self.config, &text)?;
+        self.backends = backends.to_vec();
+        self.component.extra.insert(
+            "backends".into(),
+            backends.iter().map(|b| format!("{}={}", b.name, b.addr)).collect::<Vec<_>>().into(),
+        );
+        if !process::signal_leader(&self.component, Signal::Usr2)? {
+            return Err(exited(&self.component));
+        }
+        if self.stats_port.is_none() {
+            return Ok(());
+        }
+        let mut want: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
+        want.sort();
+        net::poll_until(
+            "HAProxy to serve the reloaded configuration",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                let mut have: Vec<String> =
+                    self.server_states().map_err(|e| e.to_string())?.into_iter().map(|s| s.name).collect();
+                have.sort();
+                if have == want {
+                    Ok(())
+                } else {
+                    Err(format!("stats list {have:?}, want {want:?}"))
+                }
+            },
+        )
+    }
+
+    /// Each server's state from `/stats;csv`. Needs `stats` on.
+    pub fn server_states(&self) -> Result<Vec<ServerState>> {
+        let url =
+            format!("{};csv", self.stats_url().ok_or_else(|| LabError::Invalid("HAProxy runs without stats".into()))?);
+        let answer = net::http_get(&url, Duration::from_secs(1))?;
+        if answer.status != 200 {
+            return Err(LabError::BadAnswer { url, message: format!("status {}", answer.status) });
+        }
+        parse_stats_csv(&answer.body)
+            .ok_or(LabError::BadAnswer { url, message: "no pxname/svname/status columns".into() })
+    }
+
+    /// Wait until the servers named in `up` are fully UP and every other server is out of
+    /// rotation (DOWN, MAINT...: not even `UP 1/2`).
+    pub fn wait_servers(&self, up: &[&str], timeout: Duration) -> Result<()> {
+        net::poll_until(&format!("HAProxy to see exactly {up:?} up"), timeout, Duration::from_millis(50), || {
+            let states = self.server_states().map_err(|e| e.to_string())?;
+            let ok = states.iter().all(|s| if up.contains(&s.name.as_str()) { s.is_up() } else { !s.in_rotation() });
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{states:?}"))
+            }
+        })
+    }
+
+    /// SIGTERM (then SIGKILL) HAProxy's process group: master and workers.
+    pub fn stop(&mut self) -> Result<()> {
+        process::stop_components(std::slice::from_ref(&self.component), Duration::from_secs(3))?;
+        Ok(())
+    }
+
+    fn wait_port(&self, port: u16, timeout: Duration) -> Result<()> {
+        let addr = SocketAddr::from((LOOPBACK, port));
+        let start = Instant::now();
+        while !net::tcp_accepts(addr, Duration::from_millis(200)) {
+            if self.component.state() == ProcessState::Gone {
+                return Err(exited(&self.component));
+            }
+            if start.elapsed() >= timeout {
+                return Err(LabError::Timeout {
+                    what: format!("HAProxy to listen on {addr}"),
+                    waited: start.elapsed(),
+                    detail: self.component.log_tail(15),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        if let Err(e) = self.stop() {
+            eprintln!("lab: stopping HAProxy: {e}");
+        }
+    }
+}
+
+fn exited(c: &Component) -> LabError {
+    LabError::Exited { name: c.name.clone(), log: c.log.clone(), tail: c.log_tail(15) }
+}
+
+fn validate(backends: &[Backend], opts: &HaproxyOptions) -> Result<()> {
+    let good_name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    for b in backends {
+        if !good_name(&b.name) {
+            return Err(LabError::Invalid(format!("HAProxy server name {:?}: use letters, digits, - _ . :", b.name)));
+        }
+    }
+    let mut names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(LabError::Invalid("two HAProxy servers with the same name".into()));
+    }
+    if !opts.check_path.starts_with('/') || opts.check_path.contains(char::is_whitespace) {
+        return Err(LabError::Invalid(format!("health-check path {:?}", opts.check_path)));
+    }
+    if opts.check_interval.is_zero() || opts.fall == 0 || opts.rise == 0 {
+        return Err(LabError::Invalid("check interval, fall and rise must be positive".into()));
+    }
+    Ok(())
+}
+
+/// Write `text` to a temporary file, have `haproxy -c` accept it, then rename it over `path`.
+fn write_checked(binary: &Path, path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("cfg.new");
+    std::fs::write(&tmp, text).map_err(|e| LabError::io("write", &tmp, e))?;
+    let output = Command::new(binary)
+        .args(["-c", "-q", "-f"])
+        .arg(&tmp)
+        .output()
+        .map_err(|source| LabError::Spawn { name: "haproxy -c".into(), program: binary.to_path_buf(), source })?;
+    if !output.status.success() {
+        let mut out = String::from_utf8_lossy(&output.stdout).into_owned();
+        out.push_str(&String::from_utf8_lossy(&output.stderr));
+        return Err(LabError::HaproxyConfig { path: tmp, output: out });
+    }
+    std::fs::rename(&tmp, path).map_err(|e| LabError::io("rename into place", path, e))
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+/// The configuration: one HTTP frontend on loopback, one round-robin backend with `/readyz`
+/// checks, and (with `stats_port`) a stats/metrics frontend. Only abnormal requests and server
+/// state changes are logged (to stdout: the component's log), so logging costs nothing under load.
+pub fn render_config(
+    frontend_port: u16,
+    stats_port: Option<u16>,
+    backends: &[Backend],
+    opts: &HaproxyOptions,
+) -> String {
+    let inter = ms(opts.check_interval);
+    let servers: String = backends
+        .iter()
+        .map(|b| {
+            let addr = match b.addr {
+                SocketAddr::V4(a) => a.to_string(),
+                SocketAddr::V6(a) => format!("ipv6@{}:{}", a.ip(), a.port()),
+            };
+            format!("    server {} {addr} check\n", b.name)
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    let stats = match stats_port {
+        Some(port) => format!(
+            "\nfrontend stats\n    \
+             bind {LOOPBACK}:{port}\n    \
+             no log\n    \
+             http-request use-service prometheus-exporter if {{ path /metrics }}\n    \
+             stats enable\n    \
+             stats uri /stats\n    \
+             stats refresh 2s\n"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "# The lab's load balancer, written by the lab crate (regenerated on reload).\n\
+         global\n    \
+         log stdout format raw local0 info\n    \
+         # old workers finish in-flight requests after a reload, for at most this long\n    \
+         hard-stop-after 30s\n\
+         \n\
+         defaults\n    \
+         mode http\n    \
+         log global\n    \
+         option httplog\n    \
+         option dontlog-normal\n    \
+         # a connection refused by a dead node is retried on another one\n    \
+         option redispatch 1\n    \
+         retries 2\n    \
+         timeout connect {connect}ms\n    \
+         timeout client {client}ms\n    \
+         timeout server {server}ms\n    \
+         timeout check {inter}ms\n\
+         \n\
+         frontend api\n    \
+         bind {LOOPBACK}:{frontend_port}\n    \
+         default_backend {BACKEND_NAME}\n\
+         \n\
+         backend {BACKEND_NAME}\n    \
+         balance roundrobin\n    \
+         option httpchk GET {path}\n    \
+         http-check expect status 200\n    \
+         default-server inter {inter}ms fastinter {inter}ms downinter {inter}ms fall {fall} rise {rise}\n\
+         {servers}{stats}",
+        connect = ms(opts.timeout_connect),
+        client = ms(opts.timeout_client),
+        server = ms(opts.timeout_server),
+        path = opts.check_path,
+        fall = opts.fall,
+        rise = opts.rise,
+    )
+}
+
+/// The `api_nodes` servers of a `/stats;csv` document.
+fn parse_stats_csv(csv: &str) -> Option<Vec<ServerState>> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next()?.trim_start_matches('#').trim().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (px, sv, st) = (col("pxname")?, col("svname")?, col("status")?);
+    Some(
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.get(px) == Some(&BACKEND_NAME) && !matches!(f.get(sv), Some(&"FRONTEND" | &"BACKEND") | None))
+            .map(|f| ServerState { name: f[sv].to_string(), status: f.get(st).unwrap_or(&"").to_string() })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_csv_servers() {
+        let csv = "# pxname,svname,qcur,status,\napi,FRONTEND,,OPEN,\napi_nodes,api-0,0,UP,\napi_nodes,api-1,0,DOWN 1/2,\napi_nodes,BACKEND,0,UP,\n";
+        let states = parse_stats_csv(csv).expect("parses");
+        assert_eq!(
+            states,
+            vec![
+                ServerState { name: "api-0".into(), status: "UP".into() },
+                ServerState { name: "api-1".into(), status: "DOWN 1/2".into() }
+            ]
+        );
+    }
+
+    #[test]
+    fn config_has_checks_and_servers() {
+        let b = [Backend::new("api-0", "127.0.0.1:9000".parse().expect("addr"))];
+        let text = render_config(8080, Some(8081), &b, &HaproxyOptions::default());
+        assert!(text.contains("option httpchk GET /readyz"));
+        assert!(text.contains("inter 500ms fastinter 500ms downinter 500ms fall 2 rise 1"));
+        assert!(text.contains("server api-0 127.0.0.1:9000 check"));
+        assert!(text.contains("bind 127.0.0.1:8081"));
+    }
+}

@@ -1,0 +1,210 @@
+//! `lab up` in steps: [`up_infrastructure`] (NATS), then [`Infrastructure::start_process`] for
+//! each api node and worker, [`Infrastructure::add_haproxy`] over the api nodes, and
+//! [`Infrastructure::finish`] to write the complete cluster.json and leave everything running.
+//! An `Infrastructure` dropped before `finish` (an error, a panicking test) stops all it started.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::binaries::{self, HAPROXY, NATS_SERVER};
+use crate::cluster::ClusterFile;
+use crate::error::{LabError, Result};
+use crate::haproxy::{Backend, Haproxy, HaproxyOptions};
+use crate::nats::{NatsCluster, NatsOptions, NATS_ROLE};
+use crate::process::{self, Component, ProcessGuard, ProcessSpec, Signal};
+
+/// Options of every piece `lab up` starts.
+#[derive(Debug, Clone, Default)]
+pub struct InfraOptions {
+    pub nats: NatsOptions,
+    pub haproxy: HaproxyOptions,
+    /// Every process dies with the thread that started it (tests): overrides the sub-options
+    /// and each [`ProcessSpec`].
+    pub die_with_parent: bool,
+}
+
+impl InfraOptions {
+    /// Defaults, with every process tied to the test's thread ([`InfraOptions::die_with_parent`]).
+    pub fn for_tests() -> Self {
+        InfraOptions { die_with_parent: true, ..Default::default() }
+    }
+}
+
+/// A lab cluster being assembled, and after [`finish`](Infrastructure::finish) the record of it.
+#[derive(Debug)]
+pub struct Infrastructure {
+    dir: PathBuf,
+    opts: InfraOptions,
+    file: ClusterFile,
+    // Fields drop in this order: the load balancer, then api nodes and workers, then NATS.
+    haproxy: Option<Haproxy>,
+    processes: ProcessGuard,
+    nats: NatsCluster,
+}
+
+/// Start the shared infrastructure in DIR (created if needed): check that nats-server and
+/// haproxy are installed, refuse a DIR whose cluster.json still has live processes, start the
+/// NATS JetStream cluster and wait for its meta leader, and write a first (incomplete)
+/// cluster.json so that `down` can clean up even if the caller dies halfway.
+pub fn up_infrastructure(dir: &Path, opts: &InfraOptions) -> Result<Infrastructure> {
+    // Both programs up front: fail before starting anything, naming every missing package.
+    match (&opts.nats.binary, &opts.haproxy.binary) {
+        (None, None) => binaries::check_binaries().map(drop)?,
+        (n, h) => {
+            binaries::resolve(NATS_SERVER, n.as_deref())?;
+            binaries::resolve(HAPROXY, h.as_deref())?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| LabError::io("create", dir, e))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| LabError::io("resolve", dir, e))?;
+    match ClusterFile::read(&dir) {
+        Ok(old) => {
+            let live = old.live();
+            if !live.is_empty() {
+                return Err(LabError::AlreadyRunning { dir, live });
+            }
+        }
+        Err(LabError::NoCluster(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let mut opts = opts.clone();
+    opts.nats.die_with_parent |= opts.die_with_parent;
+    opts.haproxy.die_with_parent |= opts.die_with_parent;
+
+    let nats = NatsCluster::start(&dir, &opts.nats)?;
+    let mut file = ClusterFile::new(&dir);
+    for c in nats.components() {
+        file.upsert(c);
+    }
+    file.fields.insert("nats_urls".into(), nats.client_urls().into());
+    let infra = Infrastructure { dir, opts, file, haproxy: None, processes: ProcessGuard::new(), nats };
+    infra.file.write()?;
+    Ok(infra)
+}
+
+impl Infrastructure {
+    /// DIR, absolute.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn nats(&self) -> &NatsCluster {
+        &self.nats
+    }
+
+    /// The NATS client URLs (also in cluster.json's `nats_urls` field).
+    pub fn nats_urls(&self) -> Vec<String> {
+        self.nats.client_urls()
+    }
+
+    pub fn haproxy(&self) -> Option<&Haproxy> {
+        self.haproxy.as_ref()
+    }
+
+    /// Start a process of ours (an api node, a worker) with its log in DIR/logs, record it in
+    /// cluster.json, and stop it with the rest. Readiness is the caller's: e.g.
+    /// [`crate::wait_for_http_ok`] on its `/readyz`.
+    pub fn start_process(&mut self, mut spec: ProcessSpec) -> Result<Component> {
+        if self.file.component(&spec.name).is_some() {
+            return Err(LabError::Invalid(format!("a component named {} already exists", spec.name)));
+        }
+        spec.die_with_parent |= self.opts.die_with_parent;
+        let component = process::start_process(&self.dir, &spec)?;
+        self.processes.push(component.clone());
+        self.file.upsert(component.clone());
+        self.file.write()?;
+        Ok(component)
+    }
+
+    /// Start HAProxy over `backends` (usually the api nodes' public addresses), record it, and
+    /// wait until every backend passed its health check. A second call reloads it with the new
+    /// backends instead.
+    pub fn add_haproxy(&mut self, backends: &[Backend]) -> Result<&Haproxy> {
+        let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        let haproxy = match self.haproxy.take() {
+            Some(mut h) => {
+                // Put it back before `?` so that it is stopped with the rest on failure.
+                let reloaded = h.reload(backends);
+                self.haproxy = Some(h);
+                reloaded?;
+                self.haproxy.as_mut()
+            }
+            None => {
+                let h = Haproxy::start(&self.dir, backends, &self.opts.haproxy)?;
+                self.haproxy = Some(h);
+                self.haproxy.as_mut()
+            }
+        }
+        .ok_or_else(|| LabError::Invalid("HAProxy is not running".into()))?;
+        self.file.upsert(haproxy.component().clone());
+        self.file.fields.insert("url".into(), haproxy.url().into());
+        self.file.write()?;
+        if haproxy.stats_port.is_some() {
+            haproxy.wait_servers(&names, Duration::from_secs(30))?;
+        }
+        Ok(haproxy)
+    }
+
+    /// Every component started so far, in start order.
+    pub fn components(&self) -> &[Component] {
+        &self.file.components
+    }
+
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.file.component(name)
+    }
+
+    /// Set a free-form field of cluster.json (admin URL and token, demo key...).
+    pub fn set_field(&mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) {
+        self.file.fields.insert(key.into(), value.into());
+    }
+
+    /// The cluster.json document as it stands.
+    pub fn cluster_file(&self) -> &ClusterFile {
+        &self.file
+    }
+
+    /// Send `signal` to component `name` (any role).
+    pub fn signal(&self, name: &str, signal: Signal) -> Result<bool> {
+        let c = self.file.component(name).ok_or_else(|| LabError::UnknownComponent(name.to_string()))?;
+        process::send_signal(c, signal)
+    }
+
+    /// Restart component `name` identically (a NATS node keeps its config and store) and record
+    /// its new pid. Readiness is the caller's to check.
+    pub fn restart(&mut self, name: &str) -> Result<Component> {
+        let c = self.file.component(name).cloned().ok_or_else(|| LabError::UnknownComponent(name.to_string()))?;
+        let new = if c.role == NATS_ROLE {
+            let i = self.nats.index_of(name).ok_or_else(|| LabError::UnknownComponent(name.to_string()))?;
+            self.nats.restart(i)?
+        } else if self.haproxy.as_ref().is_some_and(|h| h.component().name == name) {
+            return Err(LabError::Invalid("restart HAProxy with add_haproxy (reload)".into()));
+        } else {
+            let new = process::respawn(&c, self.opts.die_with_parent)?;
+            self.processes.push(new.clone());
+            new
+        };
+        self.file.upsert(new.clone());
+        self.file.write()?;
+        Ok(new)
+    }
+
+    /// Write the complete cluster.json (with `fields` added) and leave every process running:
+    /// from here `down(DIR)` stops them. Returns the document.
+    pub fn finish(mut self, fields: serde_json::Map<String, serde_json::Value>) -> Result<ClusterFile> {
+        self.file.fields.extend(fields);
+        self.file.complete = true;
+        self.file.write()?;
+        self.detach();
+        Ok(self.file.clone())
+    }
+
+    /// Leave every process running when this is dropped (without writing anything).
+    pub fn detach(&mut self) {
+        self.nats.detach();
+        if let Some(h) = &mut self.haproxy {
+            h.detach();
+        }
+        drop(std::mem::take(&mut self.processes).disarm());
+    }
+}

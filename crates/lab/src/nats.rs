@@ -1,0 +1,623 @@
+//! A NATS JetStream cluster of N `nats-server` processes on loopback, for the lab and fault tests.
+//!
+//! Written against nats-server 2.9 (Debian 12 ships 2.9.10) and its monitoring endpoints:
+//! - `/healthz` answers 200 only once JetStream has contact with a meta leader and the node's
+//!   streams and consumers are current (503 with "JetStream has not established contact with a
+//!   meta leader" before). `/healthz?js-enabled-only=true` answers 200 as soon as JetStream is on,
+//!   long before a leader exists: useless for readiness.
+//! - `/jsz` → `meta_cluster.leader` (the field is absent until a leader is elected); on the leader,
+//!   `meta_cluster.replicas` lists the other peers with `current` and `offline`.
+//! - `/jsz?accounts=true&streams=true` → `account_details[].stream_detail[].cluster.leader`: the
+//!   leader of each replicated stream, as seen by each node hosting a replica.
+//! - `/jsz?leader-only=true` answers 400 on every node but the meta leader.
+//! - `/routez` → the node's routes; `remote_id` is the peer's server id (2.9 has no peer name).
+//!
+//! After a leader dies, the survivors keep naming it in `/jsz` until one of them campaigns: the
+//! Raft election timeout of nats-server is a random 4–9 s after the last heartbeat (constants in
+//! `server/raft.go`, not configurable), so a new leader is seen 4–10 s after a `kill -9`. Hence
+//! [`LEADER_ELECTION_BOUND`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::binaries::{self, NATS_SERVER};
+use crate::error::{LabError, Result};
+use crate::net::{self, LOOPBACK};
+use crate::process::{self, Component, ProcessSpec, ProcessState, Signal};
+
+/// How long a new leader (meta or stream) can take after the old one is killed with nats-server
+/// 2.9's fixed Raft timings: up to 1 s since the last heartbeat + a 4–9 s election timeout + a
+/// campaign of up to 0.8 s.
+pub const LEADER_ELECTION_BOUND: Duration = Duration::from_millis(10_800);
+
+/// The role recorded in each node's [`Component`].
+pub const NATS_ROLE: &str = "nats";
+
+/// Per-request timeout of the monitoring calls: a stopped node must not stall a check.
+const MONITOR_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// How to build the cluster.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Number of nodes (3 for the lab: Raft survives the loss of one).
+    pub nodes: usize,
+    pub cluster_name: String,
+    /// JetStream's memory and file storage limits per node, in bytes.
+    pub max_memory_store: u64,
+    pub max_file_store: u64,
+    /// `nats-server` to run; found on PATH or in the system directories when `None`.
+    pub binary: Option<PathBuf>,
+    /// See [`ProcessSpec::die_with_parent`]: on in tests, off for `lab up`.
+    pub die_with_parent: bool,
+    /// How long [`NatsCluster::start`] waits for every node to be healthy with a meta leader.
+    pub ready_timeout: Duration,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            nodes: 3,
+            cluster_name: "resizer-lab".into(),
+            max_memory_store: 256 << 20,
+            max_file_store: 2 << 30,
+            binary: None,
+            die_with_parent: false,
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One node: its ports, files and process.
+#[derive(Debug, Clone)]
+pub struct NatsNode {
+    pub index: usize,
+    /// `server_name` in the config; also the component's name (`nats-0`...).
+    pub server_name: String,
+    pub client_port: u16,
+    pub cluster_port: u16,
+    pub monitor_port: u16,
+    /// DIR/nats-<i>: config file and JetStream store.
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub component: Component,
+}
+
+impl NatsNode {
+    /// `nats://127.0.0.1:<client port>`: what clients connect to.
+    pub fn client_url(&self) -> String {
+        format!("nats://{LOOPBACK}:{}", self.client_port)
+    }
+    /// `http://127.0.0.1:<monitor port>`.
+    pub fn monitor_url(&self) -> String {
+        format!("http://{LOOPBACK}:{}", self.monitor_port)
+    }
+    pub fn monitor_addr(&self) -> SocketAddr {
+        SocketAddr::from((LOOPBACK, self.monitor_port))
+    }
+    pub fn state(&self) -> ProcessState {
+        self.component.state()
+    }
+    /// `GET /jsz` (with `query`, e.g. `accounts=true&streams=true`).
+    pub fn jsz(&self, query: &str) -> Result<Jsz> {
+        let url = if query.is_empty() {
+            format!("{}/jsz", self.monitor_url())
+        } else {
+            format!("{}/jsz?{query}", self.monitor_url())
+        };
+        net::http_get_json(&url, MONITOR_TIMEOUT)
+    }
+    /// `GET /routez`.
+    pub fn routez(&self) -> Result<Routez> {
+        net::http_get_json(&format!("{}/routez", self.monitor_url()), MONITOR_TIMEOUT)
+    }
+    /// `GET /healthz`: Ok(()) on 200, Err(the answer or the failure) otherwise.
+    pub fn healthz(&self) -> std::result::Result<(), String> {
+        match net::http_get(&format!("{}/healthz", self.monitor_url()), MONITOR_TIMEOUT) {
+            Ok(a) if a.status == 200 => Ok(()),
+            Ok(a) => Err(format!("healthz {}: {}", a.status, a.body.trim())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    /// The meta leader this node believes in (`None`: no leader known to it).
+    pub fn meta_leader_seen(&self) -> Result<Option<String>> {
+        Ok(self.jsz("")?.meta_cluster.and_then(|m| m.leader))
+    }
+}
+
+/// The part of `/jsz` the lab reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Jsz {
+    #[serde(default)]
+    pub server_id: String,
+    pub meta_cluster: Option<MetaCluster>,
+    #[serde(default)]
+    pub account_details: Vec<AccountDetail>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetaCluster {
+    pub name: Option<String>,
+    /// Absent until a leader is elected.
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub cluster_size: usize,
+    /// Only on the leader: the other peers.
+    #[serde(default)]
+    pub replicas: Vec<PeerInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    #[serde(default)]
+    pub current: bool,
+    #[serde(default)]
+    pub offline: bool,
+    /// Nanoseconds since the peer was last heard from.
+    #[serde(default)]
+    pub active: i64,
+    #[serde(default)]
+    pub lag: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccountDetail {
+    pub name: String,
+    #[serde(default)]
+    pub stream_detail: Vec<StreamDetail>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamDetail {
+    pub name: String,
+    pub cluster: Option<StreamCluster>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamCluster {
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub replicas: Vec<PeerInfo>,
+}
+
+/// The part of `/routez` the lab reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Routez {
+    #[serde(default)]
+    pub num_routes: usize,
+    #[serde(default)]
+    pub routes: Vec<RouteInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteInfo {
+    #[serde(default)]
+    pub remote_id: String,
+}
+
+impl Routez {
+    /// Distinct peers this node has a route to (2.9 may briefly hold two routes to one peer).
+    pub fn peers(&self) -> usize {
+        let mut ids: Vec<&str> = self.routes.iter().map(|r| r.remote_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+}
+
+/// A running cluster. Dropping it stops its processes unless [`detach`](NatsCluster::detach)ed
+/// (or it was rebuilt from `cluster.json` by [`from_components`](NatsCluster::from_components)).
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub cluster_name: String,
+    nodes: Vec<NatsNode>,
+    die_with_parent: bool,
+    detached: bool,
+}
+
+impl NatsCluster {
+    /// Write the configs (DIR/nats-<i>/nats.conf), start every node, and wait until each is
+    /// healthy and all agree on a meta leader. On failure, everything started is stopped.
+    pub fn start(dir: &Path, opts: &NatsOptions) -> Result<NatsCluster> {
+        let cluster = NatsCluster::launch(dir, opts)?;
+        cluster.wait_healthy(opts.ready_timeout)?;
+        Ok(cluster)
+    }
+
+    /// Like [`start`](NatsCluster::start) without waiting: the processes are started and their
+    /// monitoring ports accept connections.
+    pub fn launch(dir: &Path, opts: &NatsOptions) -> Result<NatsCluster> {
+        if opts.nodes == 0 {
+            return Err(LabError::Invalid("a NATS cluster needs at least one node".into()));
+        }
+        let binary = binaries::resolve(NATS_SERVER, opts.binary.as_deref())?;
+        let ports = net::free_ports(3 * opts.nodes)?;
+        let n = opts.nodes;
+        let (client, rest) = ports.split_at(n);
+        let (cluster_ports, monitor) = rest.split_at(n);
+        let mut cluster = NatsCluster {
+            cluster_name: opts.cluster_name.clone(),
+            nodes: Vec::new(),
+            die_with_parent: opts.die_with_parent,
+            detached: false,
+        };
+        for i in 0..n {
+            let server_name = format!("nats-{i}");
+            let node_dir = dir.join(&server_name);
+            std::fs::create_dir_all(&node_dir).map_err(|e| LabError::io("create", &node_dir, e))?;
+            let routes: Vec<u16> = (0..n).filter(|&j| j != i).map(|j| cluster_ports[j]).collect();
+            let config = node_dir.join("nats.conf");
+            let text = render_config(&server_name, &node_dir, client[i], cluster_ports[i], monitor[i], &routes, opts);
+            std::fs::write(&config, text).map_err(|e| LabError::io("write", &config, e))?;
+            let monitor_url = format!("http://{LOOPBACK}:{}", monitor[i]);
+            let spec = ProcessSpec::new(NATS_ROLE, &server_name, &binary)
+                .args(["-c".to_string(), config.display().to_string()])
+                .cwd(&node_dir)
+                .url("client", format!("nats://{LOOPBACK}:{}", client[i]))
+                .url("cluster", format!("nats-route://{LOOPBACK}:{}", cluster_ports[i]))
+                .url("monitor", &monitor_url)
+                .health(format!("{monitor_url}/healthz"))
+                .extra("index", i)
+                .extra("server_name", server_name.as_str())
+                .extra("client_port", client[i])
+                .extra("cluster_port", cluster_ports[i])
+                .extra("monitor_port", monitor[i])
+                .extra("cluster_name", opts.cluster_name.as_str())
+                .extra("config", config.display().to_string())
+                .die_with_parent(opts.die_with_parent);
+            // On `?`, `cluster` is dropped and stops the nodes started so far.
+            let component = process::start_process(dir, &spec)?;
+            cluster.nodes.push(NatsNode {
+                index: i,
+                server_name,
+                client_port: client[i],
+                cluster_port: cluster_ports[i],
+                monitor_port: monitor[i],
+                dir: node_dir,
+                config,
+                component,
+            });
+        }
+        for i in 0..n {
+            cluster.wait_monitor_port(i, Duration::from_secs(10))?;
+        }
+        Ok(cluster)
+    }
+
+    /// Rebuild the handle from the `nats` components of a `cluster.json`. The result is detached:
+    /// dropping it stops nothing.
+    pub fn from_components(components: &[Component]) -> Result<NatsCluster> {
+        let mut nodes = Vec::new();
+        let mut cluster_name = String::new();
+        for c in components.iter().filter(|c| c.role == NATS_ROLE) {
+            let num = |key: &str| -> Result<u64> {
+                c.extra
+                    .get(key)
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or_else(|| LabError::Invalid(format!("component {}: no numeric `{key}` in extra", c.name)))
+            };
+            let port = |key: &str| -> Result<u16> {
+                u16::try_from(num(key)?)
+                    .map_err(|_| LabError::Invalid(format!("component {}: `{key}` is no port", c.name)))
+            };
+            let config = c
+                .extra
+                .get("config")
+                .and_then(serde_json::Value::as_str)
+                .map(PathBuf::from)
+                .ok_or_else(|| LabError::Invalid(format!("component {}: no `config` in extra", c.name)))?;
+            if let Some(name) = c.extra.get("cluster_name").and_then(serde_json::Value::as_str) {
+                cluster_name = name.to_string();
+            }
+            nodes.push(NatsNode {
+                index: usize::try_from(num("index")?).map_err(|_| LabError::Invalid("node index".into()))?,
+                server_name: c
+                    .extra
+                    .get("server_name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(&c.name)
+                    .to_string(),
+                client_port: port("client_port")?,
+                cluster_port: port("cluster_port")?,
+                monitor_port: port("monitor_port")?,
+                dir: config.parent().map(Path::to_path_buf).unwrap_or_default(),
+                config,
+                component: c.clone(),
+            });
+        }
+        if nodes.is_empty() {
+            return Err(LabError::UnknownComponent("any component of role nats".into()));
+        }
+        nodes.sort_by_key(|n| n.index);
+        Ok(NatsCluster { cluster_name, nodes, die_with_parent: false, detached: true })
+    }
+
+    pub fn nodes(&self) -> &[NatsNode] {
+        &self.nodes
+    }
+
+    pub fn node(&self, index: usize) -> Result<&NatsNode> {
+        self.nodes.get(index).ok_or_else(|| LabError::UnknownComponent(format!("nats node {index}")))
+    }
+
+    /// The index of the node whose `server_name` is `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.server_name == name)
+    }
+
+    /// Every node's client URL, for a client's server list.
+    pub fn client_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsNode::client_url).collect()
+    }
+
+    /// The nodes' components (current pids), for cluster.json.
+    pub fn components(&self) -> Vec<Component> {
+        self.nodes.iter().map(|n| n.component.clone()).collect()
+    }
+
+    /// Leave the processes running when this handle is dropped.
+    pub fn detach(&mut self) {
+        self.detached = true;
+    }
+
+    /// The meta leader, if the nodes that answer (a majority of the cluster) all name the same
+    /// one and it is a running node of ours. `None` while there is no leader, while survivors
+    /// still name a dead one, or while they disagree.
+    pub fn meta_leader(&self) -> Result<Option<String>> {
+        let single = (self.nodes.len() == 1).then(|| self.nodes[0].server_name.clone());
+        // A single node runs JetStream standalone: no meta cluster, it is its own leader.
+        let opinions: Vec<Option<String>> = self
+            .live_nodes()
+            .filter_map(|n| n.jsz("").ok())
+            .map(|j| j.meta_cluster.map_or_else(|| single.clone(), |m| m.leader))
+            .collect();
+        if opinions.len() < self.nodes.len() / 2 + 1 {
+            return Ok(None);
+        }
+        Ok(self.agreed(opinions))
+    }
+
+    /// The leader of stream `stream` (in the default account `$G` or any account), agreed by the
+    /// running nodes that host a replica of it, and itself running. `None` as for
+    /// [`meta_leader`](NatsCluster::meta_leader), or if no node hosts such a stream.
+    pub fn stream_leader(&self, stream: &str) -> Result<Option<String>> {
+        let opinions: Vec<Option<String>> = self
+            .live_nodes()
+            .filter_map(|n| n.jsz("accounts=true&streams=true").ok())
+            .filter_map(|j| {
+                j.account_details
+                    .into_iter()
+                    .flat_map(|a| a.stream_detail)
+                    .find(|s| s.name == stream)
+                    .map(|s| s.cluster.and_then(|c| c.leader))
+            })
+            .collect();
+        Ok(self.agreed(opinions))
+    }
+
+    fn agreed(&self, opinions: Vec<Option<String>>) -> Option<String> {
+        let first = opinions.first()?.clone()?;
+        if opinions.iter().any(|o| o.as_deref() != Some(first.as_str())) {
+            return None;
+        }
+        let node = self.nodes.iter().find(|n| n.server_name == first)?;
+        (node.state() == ProcessState::Running).then_some(first)
+    }
+
+    fn live_nodes(&self) -> impl Iterator<Item = &NatsNode> {
+        self.nodes.iter().filter(|n| n.state() == ProcessState::Running)
+    }
+
+    /// Wait until [`meta_leader`](NatsCluster::meta_leader) names a node other than `old`;
+    /// returns it and the time waited.
+    pub fn wait_new_meta_leader(&self, old: &str, timeout: Duration) -> Result<(String, Duration)> {
+        let start = Instant::now();
+        let leader =
+            net::poll_until(&format!("a meta leader other than {old}"), timeout, Duration::from_millis(50), || {
+                match self.meta_leader() {
+                    Ok(Some(l)) if l != old => Ok(l),
+                    Ok(other) => Err(format!("agreed leader: {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            })?;
+        Ok((leader, start.elapsed()))
+    }
+
+    /// Wait until [`stream_leader`](NatsCluster::stream_leader) names a node other than `old`.
+    pub fn wait_new_stream_leader(&self, stream: &str, old: &str, timeout: Duration) -> Result<(String, Duration)> {
+        let start = Instant::now();
+        let leader = net::poll_until(
+            &format!("a leader of stream {stream} other than {old}"),
+            timeout,
+            Duration::from_millis(50),
+            || match self.stream_leader(stream) {
+                Ok(Some(l)) if l != old => Ok(l),
+                Ok(other) => Err(format!("agreed leader: {other:?}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )?;
+        Ok((leader, start.elapsed()))
+    }
+
+    /// Wait until the whole cluster is healthy: every node running and answering `/healthz` 200,
+    /// routes to every other node, one agreed meta leader which sees every peer current. Returns
+    /// the leader. Use after start and after a restart (the node has rejoined). Fails at once,
+    /// with its log, if a node's process is gone.
+    pub fn wait_healthy(&self, timeout: Duration) -> Result<String> {
+        let start = Instant::now();
+        loop {
+            if let Some(dead) = self.nodes.iter().find(|n| n.state() == ProcessState::Gone) {
+                return Err(exited(&dead.component));
+            }
+            let why = match self.health_problem() {
+                Ok(leader) => return Ok(leader),
+                Err(why) => why,
+            };
+            if start.elapsed() >= timeout {
+                let tails: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| format!("--- {}:\n{}", n.component.log.display(), n.component.log_tail(5)))
+                    .collect();
+                return Err(LabError::Timeout {
+                    what: "the NATS cluster to be healthy".into(),
+                    waited: start.elapsed(),
+                    detail: format!("{why}\n{}", tails.join("\n")),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `Ok(leader)` if the cluster is healthy (see [`wait_healthy`](NatsCluster::wait_healthy)),
+    /// else what is not.
+    pub fn health_problem(&self) -> std::result::Result<String, String> {
+        let n = self.nodes.len();
+        for node in &self.nodes {
+            if node.state() != ProcessState::Running {
+                return Err(format!("{} is {:?}", node.server_name, node.state()));
+            }
+            node.healthz().map_err(|e| format!("{}: {e}", node.server_name))?;
+            if n > 1 {
+                let peers = node.routez().map_err(|e| format!("{}: {e}", node.server_name))?.peers();
+                if peers != n - 1 {
+                    return Err(format!("{} has routes to {peers} of {} peers", node.server_name, n - 1));
+                }
+            }
+        }
+        let leader = self.meta_leader().map_err(|e| e.to_string())?.ok_or("no agreed meta leader")?;
+        if n > 1 {
+            let leader_node = self.nodes.iter().find(|x| x.server_name == leader).ok_or("leader is not ours")?;
+            let meta = leader_node
+                .jsz("")
+                .map_err(|e| e.to_string())?
+                .meta_cluster
+                .ok_or_else(|| format!("{leader}: no meta_cluster in /jsz"))?;
+            for node in self.nodes.iter().filter(|x| x.server_name != leader) {
+                match meta.replicas.iter().find(|p| p.name == node.server_name) {
+                    Some(p) if p.current && !p.offline => {}
+                    Some(p) => {
+                        return Err(format!("leader {leader} sees {} not current (offline: {})", p.name, p.offline))
+                    }
+                    None => return Err(format!("leader {leader} does not list {}", node.server_name)),
+                }
+            }
+        }
+        Ok(leader)
+    }
+
+    /// `kill -9` node `index` (its process group) and wait until it is gone.
+    pub fn kill(&self, index: usize) -> Result<()> {
+        let node = self.node(index)?;
+        process::send_signal(&node.component, Signal::Kill)?;
+        process::wait_gone(std::slice::from_ref(&node.component), Duration::from_secs(5))
+    }
+
+    /// SIGSTOP node `index`: it keeps its sockets but answers nothing.
+    pub fn stop(&self, index: usize) -> Result<()> {
+        process::send_signal(&self.node(index)?.component, Signal::Stop).map(drop)
+    }
+
+    /// SIGCONT node `index`.
+    pub fn cont(&self, index: usize) -> Result<()> {
+        process::send_signal(&self.node(index)?.component, Signal::Cont).map(drop)
+    }
+
+    /// Start node `index` again with the same config and store (killing it first if it still
+    /// runs), and wait until its monitoring port accepts. Wait for [`wait_healthy`] to see it
+    /// rejoined. Returns its new component (new pid) for cluster.json.
+    ///
+    /// [`wait_healthy`]: NatsCluster::wait_healthy
+    pub fn restart(&mut self, index: usize) -> Result<Component> {
+        let old = self.node(index)?.component.clone();
+        let new = process::respawn(&old, self.die_with_parent)?;
+        self.nodes[index].component = new.clone();
+        self.wait_monitor_port(index, Duration::from_secs(10))?;
+        Ok(new)
+    }
+
+    fn wait_monitor_port(&self, index: usize, timeout: Duration) -> Result<()> {
+        let node = self.node(index)?;
+        let start = Instant::now();
+        while !net::tcp_accepts(node.monitor_addr(), Duration::from_millis(200)) {
+            if node.state() == ProcessState::Gone {
+                return Err(exited(&node.component));
+            }
+            if start.elapsed() >= timeout {
+                return Err(LabError::Timeout {
+                    what: format!("{} to listen on {}", node.server_name, node.monitor_addr()),
+                    waited: start.elapsed(),
+                    detail: format!(
+                        "process {:?}; end of {}:\n{}",
+                        node.state(),
+                        node.component.log.display(),
+                        node.component.log_tail(15)
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        if self.detached || self.nodes.is_empty() {
+            return;
+        }
+        if let Err(e) = process::stop_components(&self.components(), Duration::from_secs(3)) {
+            eprintln!("lab: stopping the NATS cluster: {e}");
+        }
+    }
+}
+
+fn exited(c: &Component) -> LabError {
+    LabError::Exited { name: c.name.clone(), log: c.log.clone(), tail: c.log_tail(15) }
+}
+
+/// The config of one node. Store limits are explicit so that a lab never reserves the machine's
+/// whole memory and disk; everything listens on loopback only.
+pub fn render_config(
+    server_name: &str,
+    node_dir: &Path,
+    client_port: u16,
+    cluster_port: u16,
+    monitor_port: u16,
+    route_ports: &[u16],
+    opts: &NatsOptions,
+) -> String {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let routes: String =
+        route_ports.iter().map(|p| format!("    \"nats-route://{LOOPBACK}:{p}\"\n")).collect::<Vec<_>>().concat();
+    // One node: standalone JetStream (a cluster block without routes would wait for peers).
+    let cluster = if route_ports.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\ncluster {{\n  name: {}\n  listen: \"{LOOPBACK}:{cluster_port}\"\n  routes: [\n{routes}  ]\n}}\n",
+            quote(&opts.cluster_name)
+        )
+    };
+    format!(
+        "# {server_name} of the lab's NATS cluster, written by the lab crate; a restart reuses it unchanged.\n\
+         server_name: {name}\n\
+         listen: \"{LOOPBACK}:{client_port}\"\n\
+         http: \"{LOOPBACK}:{monitor_port}\"\n\
+         logtime: true\n\
+         \n\
+         jetstream {{\n  \
+           # nats-server stores under <store_dir>/jetstream\n  \
+           store_dir: {store}\n  \
+           max_memory_store: {mem}\n  \
+           max_file_store: {file}\n\
+         }}\n{cluster}",
+        name = quote(server_name),
+        store = quote(&node_dir.display().to_string()),
+        mem = opts.max_memory_store,
+        file = opts.max_file_store,
+    )
+}
