@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the suite needs: nasm builds libjpeg-turbo's SIMD kernels (without it the build
 # still works, only slower); the lab cluster's tests (crates/lab) run nats-server (JetStream, 2.9 on
-# Debian 12) and haproxy, which installs into /usr/sbin (not on every user's PATH).
+# Debian 12) and haproxy; Debian installs both into /usr/sbin, which is not on every user's PATH.
 need_packages=()
 command -v nasm >/dev/null || need_packages+=(nasm)
 command -v cc >/dev/null || need_packages+=(build-essential)
-command -v nats-server >/dev/null || need_packages+=(nats-server)
+command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || need_packages+=(nats-server)
 command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need_packages+=(haproxy)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
