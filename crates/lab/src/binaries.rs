@@ -59,3 +59,23 @@ pub fn check_binaries() -> Result<(PathBuf, PathBuf)> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_names_its_package_and_the_install_command() {
+        let text = LabError::MissingBinaries(vec![HAPROXY]).to_string();
+        assert!(text.contains("`haproxy` (Debian package `haproxy`)"), "{text}");
+        assert!(text.contains("apt-get install -y nats-server haproxy"), "{text}");
+        let bad = resolve(NATS_SERVER, Some(Path::new("/nonexistent/nats-server"))).expect_err("not executable");
+        assert!(bad.to_string().contains("nats-server"), "{bad}");
+    }
+
+    #[test]
+    fn finds_programs_outside_path_in_sbin() {
+        assert!(find_program("sh").is_some());
+        assert!(find_program("surely-no-such-program-here").is_none());
+    }
+}

@@ -83,7 +83,7 @@ impl Default for HaproxyOptions {
 pub struct Haproxy {
     pub frontend_port: u16,
     pub stats_port: Option<u16>,
-    /// DIR/<name>/haproxy.cfg
+    /// `DIR/<name>/haproxy.cfg`
     pub config: PathBuf,
     backends: Vec<Backend>,
     opts: HaproxyOptions,
@@ -114,7 +114,7 @@ impl ServerState {
 }
 
 impl Haproxy {
-    /// Write the config to DIR/<name>/haproxy.cfg, have `haproxy -c` check it, start HAProxy on a
+    /// Write the config to `DIR/<name>/haproxy.cfg`, have `haproxy -c` check it, start HAProxy on a
     /// free port and wait until its frontend (and stats port) accept connections. Servers start
     /// DOWN until their first good check: see [`wait_servers`](Haproxy::wait_servers).
     pub fn start(dir: &Path, backends: &[Backend], opts: &HaproxyOptions) -> Result<Haproxy> {

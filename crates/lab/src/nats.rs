@@ -79,7 +79,7 @@ pub struct NatsNode {
     pub client_port: u16,
     pub cluster_port: u16,
     pub monitor_port: u16,
-    /// DIR/nats-<i>: config file and JetStream store.
+    /// `DIR/nats-<i>`: config file and JetStream store.
     pub dir: PathBuf,
     pub config: PathBuf,
     pub component: Component,
@@ -219,7 +219,7 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    /// Write the configs (DIR/nats-<i>/nats.conf), start every node, and wait until each is
+    /// Write the configs (`DIR/nats-<i>/nats.conf`), start every node, and wait until each is
     /// healthy and all agree on a meta leader. On failure, everything started is stopped.
     pub fn start(dir: &Path, opts: &NatsOptions) -> Result<NatsCluster> {
         let cluster = NatsCluster::launch(dir, opts)?;
