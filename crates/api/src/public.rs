@@ -198,7 +198,7 @@ fn record_usage(
         wall_us: conversion.map_or(0, |c| micros(c.wall)),
         cpu_us: conversion.map_or(0, |c| micros(c.cpu)),
     };
-    match metering.spool.append(&record) {
+    match metering.spool.append(record) {
         Ok(()) => response,
         Err(e) => outcome.fail(ApiError::MeteringUnavailable(e.to_string()), rid),
     }

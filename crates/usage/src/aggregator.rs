@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::archive::{Archive, ArchiveError};
 use crate::record::UsageRecord;
 use crate::rollup::{RollupError, Rollups};
-use crate::spool::{read_batch, Spool, SpoolError};
+use crate::spool::{Spool, SpoolError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AggregateError {
@@ -55,7 +55,8 @@ impl Aggregator {
         if blocking(move || rollups.is_applied(&id)).await?? {
             return Ok(false);
         }
-        self.archive.write_batch(batch_id, &records).await?;
+        let records: Arc<[UsageRecord]> = records.into();
+        self.archive.write_batch(batch_id, records.clone()).await?;
         let rollups = self.rollups.clone();
         let id = batch_id.to_owned();
         let applied = blocking(move || rollups.apply(&id, &records, now_ms())).await??;
@@ -89,8 +90,8 @@ pub async fn drain_spool(spool: &Arc<Spool>, aggregator: &Aggregator) -> Result<
     let batches = blocking(move || source.sealed()).await??;
     let mut applied = 0;
     for batch in batches {
-        let path = batch.clone();
-        let records = blocking(move || read_batch(&path)).await??;
+        let (source, sealed) = (spool.clone(), batch.clone());
+        let records = blocking(move || source.take(&sealed)).await??;
         let count = records.len();
         if aggregator.apply_batch(&batch.id, records).await? {
             applied += count;

@@ -15,7 +15,8 @@
 //! # Schema
 //!
 //! One row per record, sorted by (`time_ms`, `request_id`) within a file; no column is nullable.
-//! Compression ZSTD (level 3), dictionary encoding on (tenant, key, node and format repeat).
+//! Compression ZSTD (level 3), dictionary encoding on (tenant, key, node and format repeat) except
+//! for `request_id`; min/max statistics on `time_ms` only (per column chunk).
 //!
 //! | column          | Parquet / Arrow type                  | meaning                                              |
 //! |-----------------|---------------------------------------|------------------------------------------------------|
@@ -71,7 +72,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sha2::{Digest, Sha256};
 
 use crate::record::UsageRecord;
@@ -114,6 +115,19 @@ pub struct Archive {
 struct Row {
     batch_id: String,
     record: UsageRecord,
+}
+
+/// A row to encode, borrowed: a batch's records are encoded without being copied.
+#[derive(Clone, Copy)]
+struct RowRef<'a> {
+    batch_id: &'a str,
+    record: &'a UsageRecord,
+}
+
+impl Row {
+    fn as_ref(&self) -> RowRef<'_> {
+        RowRef { batch_id: &self.batch_id, record: &self.record }
+    }
 }
 
 /// How many objects are fetched at once: small files, so latency (S3) dominates, not bandwidth.
@@ -165,24 +179,33 @@ impl Archive {
     /// Writes one batch's records: grouped by (tenant, UTC date of `time_ms`), one Parquet file
     /// per group at `tenant=<id>/date=<YYYY-MM-DD>/batch-<batch_id>.parquet`. Idempotent: the
     /// same batch writes the same paths with the same bytes (rows are sorted, not in input order).
-    pub async fn write_batch(&self, batch_id: &str, records: &[UsageRecord]) -> Result<(), ArchiveError> {
+    pub async fn write_batch(
+        &self,
+        batch_id: &str,
+        records: impl Into<Arc<[UsageRecord]>>,
+    ) -> Result<(), ArchiveError> {
         check_batch_id(batch_id)?;
-        let rows: Vec<Row> =
-            records.iter().map(|record| Row { batch_id: batch_id.to_owned(), record: record.clone() }).collect();
-        let file = format!("batch-{batch_id}.parquet");
+        let records = records.into();
+        let (id, file) = (batch_id.to_owned(), format!("batch-{batch_id}.parquet"));
         let files = blocking(move || {
-            let mut groups: BTreeMap<(u64, String), Vec<Row>> = BTreeMap::new();
-            for row in rows {
-                let date = date_of(row.record.time_ms).ok_or_else(|| ArchiveError::TimeOutOfRange {
-                    request_id: row.record.request_id.clone(),
-                    time_ms: row.record.time_ms,
-                })?;
-                groups.entry((row.record.tenant, date)).or_default().push(row);
+            // Grouped by day number; the date string is made once per group, not per record.
+            let mut groups: BTreeMap<(u64, i64), Vec<RowRef<'_>>> = BTreeMap::new();
+            for record in records.iter() {
+                if !(MIN_MS..END_MS).contains(&record.time_ms) {
+                    return Err(ArchiveError::TimeOutOfRange {
+                        request_id: record.request_id.clone(),
+                        time_ms: record.time_ms,
+                    });
+                }
+                let day = record.time_ms.div_euclid(DAY_MS);
+                groups.entry((record.tenant, day)).or_default().push(RowRef { batch_id: &id, record });
             }
             groups
                 .into_iter()
-                .map(|((tenant, date), mut rows)| {
-                    Ok((partition(tenant, &date).join(file.as_str()), encode(&mut rows)?))
+                .map(|((tenant, day), mut rows)| {
+                    let date = date_of(day * DAY_MS).unwrap_or_default();
+                    sort_rows(&mut rows);
+                    Ok((partition(tenant, &date).join(file.as_str()), encode(&rows)?))
                 })
                 .collect::<Result<Vec<_>, ArchiveError>>()
         })
@@ -260,7 +283,8 @@ impl Archive {
             sort_dedup(&mut rows);
             let ids: BTreeSet<&str> = rows.iter().map(|row| row.batch_id.as_str()).collect();
             let name = format!("compact-{}.parquet", batch_set_hash(ids));
-            Ok((name, encode(&mut rows)?))
+            let refs: Vec<RowRef<'_>> = rows.iter().map(Row::as_ref).collect();
+            Ok((name, encode(&refs)?))
         })
         .await?;
         let output = dir.clone().join(name.as_str());
@@ -414,16 +438,18 @@ fn batch_set_hash<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
 /// Sorted by (time_ms, request_id, batch_id); exact copies of a row (same batch, request and
 /// time: what a compaction interrupted before its deletes leaves behind) are kept once.
 fn sort_dedup(rows: &mut Vec<Row>) {
-    rows.sort_by(|a, b| {
-        (a.record.time_ms, &a.record.request_id, &a.batch_id).cmp(&(
-            b.record.time_ms,
-            &b.record.request_id,
-            &b.batch_id,
-        ))
-    });
-    rows.dedup_by(|a, b| {
-        a.record.time_ms == b.record.time_ms && a.record.request_id == b.record.request_id && a.batch_id == b.batch_id
-    });
+    rows.sort_by(|a, b| row_order(a.as_ref(), b.as_ref()));
+    rows.dedup_by(|a, b| row_order(a.as_ref(), b.as_ref()).is_eq());
+}
+
+/// The order of rows within a file: (time_ms, request_id, batch_id). A batch's records arrive
+/// almost in time order, which the stable sort finds in one pass.
+fn sort_rows(rows: &mut [RowRef<'_>]) {
+    rows.sort_by(|a, b| row_order(*a, *b));
+}
+
+fn row_order(a: RowRef<'_>, b: RowRef<'_>) -> std::cmp::Ordering {
+    (a.record.time_ms, &a.record.request_id, a.batch_id).cmp(&(b.record.time_ms, &b.record.request_id, b.batch_id))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -463,16 +489,9 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-/// Sorts `rows` and encodes them as one Parquet file. Deterministic: same rows, same bytes.
-fn encode(rows: &mut [Row]) -> Result<Bytes, ArchiveError> {
-    rows.sort_by(|a, b| {
-        (a.record.time_ms, &a.record.request_id, &a.batch_id).cmp(&(
-            b.record.time_ms,
-            &b.record.request_id,
-            &b.batch_id,
-        ))
-    });
-    let r = || rows.iter().map(|row| &row.record);
+/// Encodes rows (already in file order) as one Parquet file. Deterministic: same rows, same bytes.
+fn encode(rows: &[RowRef<'_>]) -> Result<Bytes, ArchiveError> {
+    let r = || rows.iter().map(|row| row.record);
     let utf8 = |f: fn(&UsageRecord) -> &str| Arc::new(StringArray::from_iter_values(r().map(f))) as ArrayRef;
     let u64 = |f: fn(&UsageRecord) -> u64| Arc::new(UInt64Array::from_iter_values(r().map(f))) as ArrayRef;
     let u32 = |f: fn(&UsageRecord) -> u32| Arc::new(UInt32Array::from_iter_values(r().map(f))) as ArrayRef;
@@ -497,12 +516,20 @@ fn encode(rows: &mut [Row]) -> Result<Bytes, ArchiveError> {
         u64(|r| r.queue_wait_us),
         u64(|r| r.wall_us),
         u64(|r| r.cpu_us),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.batch_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.batch_id))),
     ];
     let schema = schema();
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ArchiveError::Encode(e.into()))?;
     let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(ArchiveError::Encode)?;
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        // Min/max statistics cost string comparisons on every value; readers prune by time (and
+        // the path already says tenant and date), so only `time_ms` keeps them.
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_column_statistics_enabled("time_ms".into(), EnabledStatistics::Chunk)
+        // Request ids never repeat: a dictionary would only be built to be thrown away.
+        .set_column_dictionary_enabled("request_id".into(), false)
+        .build();
     let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(ArchiveError::Encode)?;
     writer.write(&batch).map_err(ArchiveError::Encode)?;
     Ok(Bytes::from(writer.into_inner().map_err(ArchiveError::Encode)?))
@@ -756,7 +783,7 @@ mod tests {
             record("x1", 2, EVENING),
             record("x2", 2, MIDNIGHT + 1),
         ];
-        archive.write_batch("b1", &records).await.expect("write");
+        archive.write_batch("b1", records.as_slice()).await.expect("write");
         for (tenant, date) in [(1, "2024-03-09"), (1, "2024-03-10"), (2, "2024-03-09"), (2, "2024-03-10")] {
             let dir = tmp.0.join(format!("tenant={tenant}/date={date}"));
             assert_eq!(files_in(&dir), ["batch-b1.parquet"], "{dir:?}");
@@ -783,12 +810,12 @@ mod tests {
         let tmp = TempDir::new("twice");
         let archive = Archive::local(&tmp.0).expect("open");
         let records = vec![record("a", 7, EVENING), record("b", 7, EVENING + 1)];
-        archive.write_batch("b1", &records).await.expect("write");
+        archive.write_batch("b1", records.as_slice()).await.expect("write");
         let path = tmp.0.join("tenant=7/date=2024-03-09/batch-b1.parquet");
         let first = std::fs::read(&path).expect("file");
         // A replay may deliver the records in another order: same bytes all the same.
         let replay: Vec<_> = records.iter().rev().cloned().collect();
-        archive.write_batch("b1", &replay).await.expect("write again");
+        archive.write_batch("b1", replay.as_slice()).await.expect("write again");
         assert_eq!(std::fs::read(&path).expect("file"), first);
         assert_eq!(files_in(path.parent().expect("dir")), ["batch-b1.parquet"]);
         assert_eq!(archive.read(7, 0, i64::MAX).await.expect("read"), records);
@@ -805,7 +832,7 @@ mod tests {
             ("b3", vec![record("d", 5, EVENING - 10), record("e", 5, EVENING)]),
         ];
         for (id, records) in &batches {
-            archive.write_batch(id, records).await.expect("write");
+            archive.write_batch(id, records.as_slice()).await.expect("write");
         }
         let everything = sorted(batches.iter().flat_map(|(_, r)| r.clone()).collect());
         assert_eq!(archive.partitions_to_compact(2).await.expect("scan"), [(5, "2024-03-09".to_owned())]);
@@ -832,7 +859,7 @@ mod tests {
         // merged one (here: written again). Reads return each record once, and the next
         // compaction converges on the same file.
         for (id, records) in &batches {
-            archive.write_batch(id, records).await.expect("write");
+            archive.write_batch(id, records.as_slice()).await.expect("write");
         }
         assert_eq!(archive.read(5, 0, i64::MAX).await.expect("read"), everything);
         assert_eq!(archive.compact_day(5, "2024-03-09", &all_applied).await.expect("compact"), 4);
@@ -856,9 +883,9 @@ mod tests {
     async fn bad_inputs_are_typed_errors() {
         let tmp = TempDir::new("errors");
         let archive = Archive::local(&tmp.0).expect("open");
-        let err = archive.write_batch("../x", &[record("a", 1, EVENING)]).await;
+        let err = archive.write_batch("../x", vec![record("a", 1, EVENING)]).await;
         assert!(matches!(err, Err(ArchiveError::InvalidBatchId(_))), "{err:?}");
-        let err = archive.write_batch("b", &[record("a", 1, END_MS)]).await;
+        let err = archive.write_batch("b", vec![record("a", 1, END_MS)]).await;
         assert!(matches!(err, Err(ArchiveError::TimeOutOfRange { .. })), "{err:?}");
         let err = archive.compact_day(1, "2024-02-30", &|_| true).await;
         assert!(matches!(err, Err(ArchiveError::InvalidDate(_))), "{err:?}");
@@ -880,7 +907,7 @@ mod tests {
         let dir = tmp.0.join("nested/archive");
         let url = format!("file://{}", dir.display());
         let archive = Archive::from_url(&url, &[]).expect("file url");
-        archive.write_batch("b1", &[record("a", 1, EVENING)]).await.expect("write");
+        archive.write_batch("b1", vec![record("a", 1, EVENING)]).await.expect("write");
         assert!(dir.join("tenant=1/date=2024-03-09/batch-b1.parquet").is_file());
 
         let option = [("region".to_owned(), "x".to_owned())];
@@ -897,7 +924,7 @@ mod tests {
         let archive = Archive::local(&tmp.0).expect("open");
         send_sync_clone(&archive);
         // Futures are lazy: built here only to prove `tokio::spawn` would accept them.
-        send(&archive.write_batch("b", &[]));
+        send(&archive.write_batch("b", vec![]));
         send(&archive.read(1, 0, 1));
         send(&archive.compact_day(1, "2024-03-09", &|_| true));
         send(&archive.partitions_to_compact(1));
@@ -937,8 +964,8 @@ mod tests {
         let tmp = TempDir::new("sample");
         let dir = kept.clone().unwrap_or_else(|| tmp.0.clone());
         let archive = Archive::local(&dir).expect("open");
-        archive.write_batch("s1", &[record("a", 1, EVENING), record("b", 2, MIDNIGHT)]).await.expect("write");
-        archive.write_batch("s2", &[record("c", 1, EVENING + 1)]).await.expect("write");
+        archive.write_batch("s1", vec![record("a", 1, EVENING), record("b", 2, MIDNIGHT)]).await.expect("write");
+        archive.write_batch("s2", vec![record("c", 1, EVENING + 1)]).await.expect("write");
         assert_eq!(archive.compact_day(1, "2024-03-09", &|_| true).await.expect("compact"), 2);
         assert_eq!(archive.read(1, 0, i64::MAX).await.expect("read").len(), 2);
     }

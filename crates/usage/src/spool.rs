@@ -15,9 +15,14 @@
 //! is `<crc32 hex> <json>`: a line torn by a crash fails its checksum and is dropped on recovery,
 //! and it can only be the last line of an `open-` file.
 //!
+//! The records of the last few sealed batches are also kept in memory, so the aggregator of the
+//! same process takes them ([`Spool::take`]) without reading and parsing the file again; the file
+//! is what a restart recovers from.
+//!
 //! It must not interpret records (that is the aggregator's) and never deletes a batch that has
 //! not been handed over (`remove` is called by whoever applied it).
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -69,18 +74,29 @@ pub struct Spool {
     dir: PathBuf,
     config: SpoolConfig,
     active: Mutex<Active>,
+    /// The records of the most recently sealed batches, oldest first (at most
+    /// [`HELD_BATCHES`]): a copy of what their files hold, for [`Spool::take`].
+    held: Mutex<VecDeque<(String, Vec<UsageRecord>)>>,
 }
+
+/// Sealed batches whose records stay in memory. The aggregator normally takes each within one
+/// interval; while it cannot (archive down), older batches are read back from their files.
+const HELD_BATCHES: usize = 4;
 
 struct Active {
     id: String,
     path: PathBuf,
     file: File,
-    records: usize,
+    /// Every record written to `file`, in order.
+    records: Vec<UsageRecord>,
     bytes: u64,
     /// When the first record of this batch was written (None while empty).
     first_at: Option<Instant>,
     /// Written since the last fsync.
     dirty: bool,
+    /// A write failed part-way: the file may end in a torn line, so nothing more is appended to
+    /// it (the next append cuts the batch first).
+    damaged: bool,
 }
 
 impl Spool {
@@ -95,26 +111,34 @@ impl Spool {
             seal_file(dir, &path, &id)?;
         }
         let active = Active::create(dir)?;
-        Ok(Spool { dir: dir.to_owned(), config, active: Mutex::new(active) })
+        Ok(Spool { dir: dir.to_owned(), config, active: Mutex::new(active), held: Mutex::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, Active> {
         self.active.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn held(&self) -> MutexGuard<'_, VecDeque<(String, Vec<UsageRecord>)>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Appends one record (see the module docs for what is durable when this returns), cutting
     /// the batch first if it is full.
-    pub fn append(&self, record: &UsageRecord) -> Result<(), SpoolError> {
-        let json = serde_json::to_string(record)?;
-        let line = format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
+    pub fn append(&self, record: UsageRecord) -> Result<(), SpoolError> {
+        let line = encode_line(&record)?;
         let mut active = self.lock();
-        if active.records >= self.config.max_batch_records
-            || active.bytes + line.len() as u64 > self.config.max_batch_bytes && active.records > 0
+        let count = active.records.len();
+        if count >= self.config.max_batch_records
+            || active.bytes + line.len() as u64 > self.config.max_batch_bytes && count > 0
+            || active.damaged
         {
             self.cut(&mut active)?;
         }
-        active.file.write_all(line.as_bytes()).map_err(io(&active.path))?;
-        active.records += 1;
+        if let Err(e) = active.file.write_all(&line) {
+            active.damaged = true;
+            return Err(io(&active.path)(e));
+        }
+        active.records.push(record);
         active.bytes += line.len() as u64;
         active.first_at.get_or_insert_with(Instant::now);
         active.dirty = true;
@@ -143,7 +167,7 @@ impl Spool {
     /// Seals the active batch if it holds anything (at shutdown, so the aggregator can take it).
     pub fn flush(&self) -> Result<(), SpoolError> {
         let mut active = self.lock();
-        if active.records > 0 {
+        if !active.records.is_empty() {
             self.cut(&mut active)?;
         }
         Ok(())
@@ -154,7 +178,28 @@ impl Spool {
         let done = std::mem::replace(active, next);
         done.file.sync_data().map_err(io(&done.path))?;
         drop(done.file);
-        seal_file(&self.dir, &done.path, &done.id)
+        seal_file(&self.dir, &done.path, &done.id)?;
+        if !done.records.is_empty() {
+            let mut held = self.held();
+            held.push_back((done.id, done.records));
+            while held.len() > HELD_BATCHES {
+                held.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// The records of a sealed batch: from memory when this process sealed it recently, else
+    /// read from its file (after a restart, or when the aggregator fell behind). Blocking.
+    pub fn take(&self, batch: &SealedBatch) -> Result<Vec<UsageRecord>, SpoolError> {
+        let mut held = self.held();
+        if let Some(i) = held.iter().position(|(id, _)| *id == batch.id) {
+            if let Some((_, records)) = held.remove(i) {
+                return Ok(records);
+            }
+        }
+        drop(held);
+        read_batch(batch)
     }
 
     /// Sealed batches, oldest first.
@@ -172,6 +217,7 @@ impl Spool {
 
     /// Deletes a batch once it has been applied.
     pub fn remove(&self, batch: &SealedBatch) -> Result<(), SpoolError> {
+        self.held().retain(|(id, _)| *id != batch.id);
         match std::fs::remove_file(&batch.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&batch.path)(e)),
             _ => Ok(()),
@@ -195,6 +241,20 @@ pub fn read_batch(batch: &SealedBatch) -> Result<Vec<UsageRecord>, SpoolError> {
     Ok(records)
 }
 
+/// `<crc32 of the JSON, 8 hex digits> <JSON>\n`, built in one buffer.
+fn encode_line(record: &UsageRecord) -> Result<Vec<u8>, SpoolError> {
+    const PREFIX: usize = 9;
+    let mut line = Vec::with_capacity(512);
+    line.extend_from_slice(b"00000000 ");
+    serde_json::to_writer(&mut line, record)?;
+    let crc = crc32fast::hash(&line[PREFIX..]);
+    for (i, digit) in line[..8].iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(crc >> (28 - 4 * i)) as usize & 0xf];
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
 fn parse_line(line: &str) -> Option<UsageRecord> {
     let (crc, json) = line.split_once(' ')?;
     let crc = u32::from_str_radix(crc, 16).ok()?;
@@ -206,7 +266,7 @@ impl Active {
         let id = new_batch_id();
         let path = dir.join(format!("open-{id}.log"));
         let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io(&path))?;
-        Ok(Active { id, path, file, records: 0, bytes: 0, first_at: None, dirty: false })
+        Ok(Active { id, path, file, records: Vec::new(), bytes: 0, first_at: None, dirty: false, damaged: false })
     }
 }
 
@@ -300,13 +360,33 @@ pub(crate) mod tests {
         let dir = temp_dir("count");
         let spool = Spool::open(&dir, SpoolConfig { max_batch_records: 4, ..SpoolConfig::default() }).unwrap();
         for n in 0..10 {
-            spool.append(&record(n)).unwrap();
+            spool.append(record(n)).unwrap();
         }
         spool.flush().unwrap();
         let batches = spool.sealed().unwrap();
         assert_eq!(batches.len(), 3);
         let all: Vec<UsageRecord> = batches.iter().flat_map(|b| read_batch(b).unwrap()).collect();
         assert_eq!(all, (0..10).map(record).collect::<Vec<_>>());
+        // What `take` hands over from memory is what the files hold.
+        let taken: Vec<UsageRecord> = batches.iter().flat_map(|b| spool.take(b).unwrap()).collect();
+        assert_eq!(taken, all);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn only_recent_batches_are_held_in_memory_and_the_rest_come_from_files() {
+        let dir = temp_dir("held");
+        let spool = Spool::open(&dir, SpoolConfig { max_batch_records: 1, ..SpoolConfig::default() }).unwrap();
+        let n = HELD_BATCHES as u64 + 3;
+        for i in 0..n {
+            spool.append(record(i)).unwrap();
+        }
+        spool.flush().unwrap();
+        assert_eq!(spool.held().len(), HELD_BATCHES);
+        let batches = spool.sealed().unwrap();
+        let taken: Vec<UsageRecord> = batches.iter().flat_map(|b| spool.take(b).unwrap()).collect();
+        assert_eq!(taken, (0..n).map(record).collect::<Vec<_>>());
+        assert!(spool.held().is_empty(), "take hands each held batch over once");
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -316,7 +396,7 @@ pub(crate) mod tests {
         let spool = Spool::open(&dir, SpoolConfig { max_batch_age: Duration::ZERO, ..SpoolConfig::default() }).unwrap();
         spool.tick().unwrap();
         assert!(spool.sealed().unwrap().is_empty(), "an empty batch is never cut");
-        spool.append(&record(1)).unwrap();
+        spool.append(record(1)).unwrap();
         spool.tick().unwrap();
         assert_eq!(spool.sealed().unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).ok();
@@ -327,8 +407,8 @@ pub(crate) mod tests {
         let dir = temp_dir("torn");
         {
             let spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
-            spool.append(&record(1)).unwrap();
-            spool.append(&record(2)).unwrap();
+            spool.append(record(1)).unwrap();
+            spool.append(record(2)).unwrap();
             // The process dies mid-write: half a line at the end of the open file.
             let open = std::fs::read_dir(&dir)
                 .unwrap()
