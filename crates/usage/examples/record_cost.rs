@@ -1,15 +1,16 @@
 //! CPU cost per usage record on each step of its path (one thread, no load around it):
 //! spool append, batch read, Parquet archive write, rollup apply.
-//! Run: `cargo run --release -p usage --example record_cost`.
+//! Run: `cargo run --release -p usage --example record_cost` (`TENANTS=n` spreads the batch over
+//! n tenants, default 10: each tenant is one Parquet file per batch).
 
 use std::time::Instant;
 
 use usage::{Archive, Rollups, Spool, SpoolConfig, UsageRecord};
 
-fn record(n: u64) -> UsageRecord {
+fn record(n: u64, tenants: u64) -> UsageRecord {
     UsageRecord {
         request_id: format!("{n:016x}"),
-        tenant: 1 + n % std::env::var("TENANTS").ok().and_then(|t| t.parse().ok()).unwrap_or(10),
+        tenant: 1 + n % tenants,
         key_id: "AbCdEfGhIjKl".into(),
         time_ms: 1_795_628_767_000 + n as i64,
         node: "dev".into(),
@@ -36,7 +37,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     const N: u64 = 20_000;
     let dir = std::env::temp_dir().join(format!("record-cost-{}", std::process::id()));
     let spool = Spool::open(&dir.join("spool"), SpoolConfig::default())?;
-    let records: Vec<UsageRecord> = (0..N).map(record).collect();
+    let tenants = std::env::var("TENANTS").ok().and_then(|t| t.parse().ok()).filter(|&t| t > 0).unwrap_or(10);
+    let records: Vec<UsageRecord> = (0..N).map(|n| record(n, tenants)).collect();
     let per = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / N as f64;
 
     let t = Instant::now();
