@@ -4,17 +4,21 @@
 //! OpenAPI) and the admin API (tenants, keys, limits, suspension). It owns admission — the
 //! request id, authentication from the credential cache, per-tenant token buckets, the body cap,
 //! the header probe that stops bombs before decoding — and the one mapping of every error to
-//! `application/problem+json`. It hands conversions to a [`dispatch::Dispatcher`] and awaits
-//! them, so a client that goes away cancels its queued job.
+//! `application/problem+json`. It hands conversions to [`Conversions`] — the in-process
+//! dispatcher (`resizer dev`) or, in the cluster, the JetStream queue with the source bytes
+//! staged here for the worker (`conversions.rs`, `internal.rs`: the internal port workers
+//! fetch from and return to) — and awaits them, so a client that goes away cancels its job.
 //!
 //! It must not decode or encode pixels (that is `imaging`, run on the dispatcher's threads, never
 //! on the async runtime), must not decide credentials by itself (that is `identity`'s cache), and
 //! must not block the runtime: the SQLite store is only touched from `spawn_blocking`.
 //!
-//! Files: `server.rs` wiring and shutdown, `public.rs` and `admin.rs` the handlers, `problem.rs`
+//! Files: `server.rs` wiring and shutdown, `conversions.rs`, `internal.rs`, `public.rs` and `admin.rs` the handlers, `problem.rs`
 //! errors → problem+json, `ratelimit.rs`, `metrics.rs`, `openapi.rs`, `request_id.rs`, `time.rs`.
 
 mod admin;
+mod conversions;
+mod internal;
 mod metrics;
 mod openapi;
 mod problem;
@@ -28,9 +32,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatch::Dispatcher;
 use identity::{CredentialCache, EffectiveLimits, IdentityStore};
 
+pub use conversions::{Conversions, QueueBackend};
 pub use problem::ApiError;
 pub use server::{serve, Listeners};
 
@@ -78,7 +82,7 @@ pub struct App {
     config: ApiConfig,
     store: Arc<IdentityStore>,
     cache: Arc<CredentialCache>,
-    dispatcher: Dispatcher,
+    conversions: Conversions,
     limiter: ratelimit::RateLimiter,
     /// Usage reads: 10/s, bursts of 20 per tenant, apart from the resize bucket.
     read_limiter: ratelimit::RateLimiter,
@@ -93,14 +97,14 @@ impl App {
         config: ApiConfig,
         store: Arc<IdentityStore>,
         cache: Arc<CredentialCache>,
-        dispatcher: Dispatcher,
+        conversions: Conversions,
         metering: Option<Metering>,
     ) -> Arc<App> {
         Arc::new(App {
             config,
             store,
             cache,
-            dispatcher,
+            conversions,
             limiter: ratelimit::RateLimiter::default(),
             read_limiter: ratelimit::RateLimiter::default(),
             metrics: metrics::Metrics::default(),

@@ -9,10 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use dispatch::{DispatchStats, Lane};
-
-/// Latency buckets in seconds: from a cache-hot tiny image to the 10 s default deadline.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+use promtext::{counter, gauge, Family};
 
 #[derive(Default)]
 pub struct Metrics {
@@ -20,71 +17,21 @@ pub struct Metrics {
     queue_wait: Family,
     conversion_wall: Family,
     conversion_cpu: Family,
+    publish: Family,
+    publish_outcomes: promtext::Counters,
+    remote_turnaround: Family,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     usage: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-/// Histograms keyed by their label values.
-#[derive(Default)]
-struct Family {
-    series: Mutex<BTreeMap<Vec<String>, Histogram>>,
-}
-
-#[derive(Clone)]
-struct Histogram {
-    /// Per bucket (not cumulative); the last slot is +Inf.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn new() -> Histogram {
-        Histogram { counts: vec![0; LATENCY_BUCKETS.len() + 1], sum: 0.0, count: 0 }
-    }
-
-    fn observe(&mut self, seconds: f64) {
-        let slot = LATENCY_BUCKETS.iter().position(|&le| seconds <= le).unwrap_or(LATENCY_BUCKETS.len());
-        self.counts[slot] += 1;
-        self.sum += seconds;
-        self.count += 1;
-    }
-}
-
-impl Family {
-    fn observe(&self, labels: &[&str], value: Duration) {
-        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        // Labels are few and fixed (routes, statuses, lanes), so the map stays small.
-        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-        series.entry(key).or_insert_with(Histogram::new).observe(value.as_secs_f64());
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str, label_names: &[&str]) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        for (values, h) in series {
-            let labels: String =
-                label_names.iter().zip(&values).map(|(n, v)| format!("{n}=\"{}\",", escape(v))).collect();
-            let mut cumulative = 0;
-            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-                cumulative += h.counts[i];
-                let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
-            }
-            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count);
-            let trimmed = labels.trim_end_matches(',');
-            let _ = writeln!(out, "{name}_sum{{{trimmed}}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{{trimmed}}} {}", h.count);
-        }
-    }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 /// Values read at scrape time from the components that own them.
 pub struct Gauges {
-    pub dispatch: DispatchStats,
+    /// The embedded pool's figures (`None` in cluster mode).
+    pub dispatch: Option<DispatchStats>,
+    /// Cluster mode: (jobs, bytes) staged for workers now.
+    pub staged: Option<(usize, u64)>,
+    /// Cluster mode: the NATS connection.
+    pub queue_connected: Option<bool>,
     pub cache_keys: usize,
     pub cache_version: u64,
     pub ready: bool,
@@ -99,6 +46,23 @@ impl Metrics {
         self.queue_wait.observe(&[lane.as_str()], queue_wait);
         self.conversion_wall.observe(&[lane.as_str()], wall);
         self.conversion_cpu.observe(&[lane.as_str()], cpu);
+    }
+
+    /// A job published to the JetStream queue (cluster mode), or refused.
+    pub fn publish(&self, lane: Lane, took: Duration, error: Option<&queue::QueueError>) {
+        self.publish.observe(&[lane.as_str()], took);
+        let outcome = match error {
+            None => "stored",
+            Some(queue::QueueError::Full) => "full",
+            Some(queue::QueueError::StagingFull) => "staging_full",
+            Some(queue::QueueError::Unavailable(_)) => "unavailable",
+        };
+        self.publish_outcomes.add(&[lane.as_str(), outcome], 1);
+    }
+
+    /// From publishing a job to its result (or failure) arriving back from a worker.
+    pub fn remote_turnaround(&self, lane: Lane, took: Duration) {
+        self.remote_turnaround.observe(&[lane.as_str()], took);
     }
 
     pub fn auth_failure(&self, reason: &'static str) {
@@ -145,6 +109,24 @@ impl Metrics {
             &["lane"],
         );
 
+        self.publish.render(
+            &mut out,
+            "resizer_queue_publish_seconds",
+            "Publishing a job to JetStream until it is stored on a quorum (cluster mode), by lane.",
+            &["lane"],
+        );
+        self.publish_outcomes.render(
+            &mut out,
+            "resizer_queue_publish_total",
+            "Jobs offered to the JetStream queue, by lane and outcome (stored, full, staging_full, unavailable).",
+            &["lane", "outcome"],
+        );
+        self.remote_turnaround.render(
+            &mut out,
+            "resizer_remote_turnaround_seconds",
+            "From publishing a job to its result arriving from a worker (cluster mode), by lane.",
+            &["lane"],
+        );
         let _ = writeln!(out, "# HELP resizer_auth_failures_total Requests refused by authentication, by reason.");
         let _ = writeln!(out, "# TYPE resizer_auth_failures_total counter");
         for reason in ["missing", "malformed", "unknown", "revoked", "suspended"] {
@@ -157,32 +139,47 @@ impl Metrics {
             let _ = writeln!(out, "resizer_usage_total{{quantity=\"{name}\"}} {v}");
         }
 
-        let d = &gauges.dispatch;
-        gauge_per_lane(&mut out, "resizer_queue_depth", "Jobs waiting in each lane.", |l| d.lanes.get(l).queued as f64);
-        gauge_per_lane(&mut out, "resizer_queue_capacity", "Most jobs each lane may hold waiting.", |l| {
-            d.lanes.get(l).capacity as f64
-        });
-        gauge_per_lane(
-            &mut out,
-            "resizer_queue_mean_service_seconds",
-            "Moving mean service time per lane (the basis of Retry-After).",
-            |l| d.lanes.get(l).mean_service_time.as_secs_f64(),
-        );
-        gauge(&mut out, "resizer_workers", "Worker threads of the pool.", d.workers as f64);
-        gauge(&mut out, "resizer_workers_busy", "Workers running a conversion now.", d.busy_workers as f64);
-        counter(&mut out, "resizer_jobs_completed_total", "Jobs a worker ran to the end.", d.completed);
-        counter(
-            &mut out,
-            "resizer_jobs_expired_total",
-            "Jobs dropped unprocessed because their deadline passed.",
-            d.dropped_expired,
-        );
-        counter(
-            &mut out,
-            "resizer_jobs_cancelled_total",
-            "Jobs dropped unprocessed because the client went away.",
-            d.cancelled,
-        );
+        if let Some(d) = &gauges.dispatch {
+            gauge_per_lane(&mut out, "resizer_queue_depth", "Jobs waiting in each lane.", |l| {
+                d.lanes.get(l).queued as f64
+            });
+            gauge_per_lane(&mut out, "resizer_queue_capacity", "Most jobs each lane may hold waiting.", |l| {
+                d.lanes.get(l).capacity as f64
+            });
+            gauge_per_lane(
+                &mut out,
+                "resizer_queue_mean_service_seconds",
+                "Moving mean service time per lane (the basis of Retry-After).",
+                |l| d.lanes.get(l).mean_service_time.as_secs_f64(),
+            );
+            gauge(&mut out, "resizer_workers", "Worker threads of the pool.", d.workers as f64);
+            gauge(&mut out, "resizer_workers_busy", "Workers running a conversion now.", d.busy_workers as f64);
+            counter(&mut out, "resizer_jobs_completed_total", "Jobs a worker ran to the end.", d.completed);
+            counter(
+                &mut out,
+                "resizer_jobs_expired_total",
+                "Jobs dropped unprocessed because their deadline passed.",
+                d.dropped_expired,
+            );
+            counter(
+                &mut out,
+                "resizer_jobs_cancelled_total",
+                "Jobs dropped unprocessed because the client went away.",
+                d.cancelled,
+            );
+        }
+        if let Some((jobs, bytes)) = gauges.staged {
+            gauge(&mut out, "resizer_staged_jobs", "Jobs whose source bytes wait here for a worker.", jobs as f64);
+            gauge(&mut out, "resizer_staged_bytes", "Source bytes staged here for workers.", bytes as f64);
+        }
+        if let Some(connected) = gauges.queue_connected {
+            gauge(
+                &mut out,
+                "resizer_queue_connected",
+                "1 while connected to the NATS job queue.",
+                f64::from(u8::from(connected)),
+            );
+        }
         gauge(&mut out, "resizer_credential_cache_keys", "API keys in the credential cache.", gauges.cache_keys as f64);
         gauge(
             &mut out,
@@ -193,14 +190,6 @@ impl Metrics {
         gauge(&mut out, "resizer_ready", "1 while the node accepts work.", if gauges.ready { 1.0 } else { 0.0 });
         out
     }
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-}
-
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
 }
 
 fn gauge_per_lane(out: &mut String, name: &str, help: &str, value: impl Fn(Lane) -> f64) {
@@ -247,7 +236,14 @@ mod tests {
         m.http_request("resize", 200, Duration::from_millis(30));
         m.http_request("resize", 429, Duration::from_micros(100));
         let stats = dispatch::Dispatcher::start(dispatch::DispatchConfig::with_workers(1)).stats();
-        let text = m.render(&Gauges { dispatch: stats, cache_keys: 2, cache_version: 5, ready: true });
+        let text = m.render(&Gauges {
+            dispatch: Some(stats),
+            staged: None,
+            queue_connected: None,
+            cache_keys: 2,
+            cache_version: 5,
+            ready: true,
+        });
         assert!(
             text.contains(r#"resizer_http_request_duration_seconds_bucket{route="resize",status="200",le="0.005"} 1"#)
         );

@@ -44,6 +44,14 @@ pub enum ApiError {
     /// it could not be billed or audited.
     #[error("usage metering is unavailable; the request was not completed")]
     MeteringUnavailable(String),
+    /// The cluster's job queue refused or could not take the job (no NATS, no stream leader,
+    /// too many staged bytes).
+    #[error("{0}")]
+    Queue(queue::QueueError),
+    /// The job was handed to `max_attempts` workers and none finished it (each died or froze):
+    /// the image is not tried again.
+    #[error("{0}")]
+    PoisonJob(String),
     /// A failure of ours that no client input explains (a worker panic, the database gone).
     #[error("internal error")]
     Internal(String),
@@ -93,6 +101,11 @@ impl ApiError {
             ApiError::ShuttingDown => k(503, "shutting-down", "Shutting down"),
             ApiError::NotReady(_) => k(503, "not-ready", "Not ready"),
             ApiError::MeteringUnavailable(_) => k(503, "metering-unavailable", "Metering unavailable"),
+            ApiError::Queue(queue::QueueError::Full | queue::QueueError::StagingFull) => {
+                k(503, "overloaded", "Overloaded")
+            }
+            ApiError::Queue(queue::QueueError::Unavailable(_)) => k(503, "queue-unavailable", "Job queue unavailable"),
+            ApiError::PoisonJob(_) => k(422, "poison-job", "Image failed every attempt"),
             ApiError::Internal(_) => k(500, "internal", "Internal error"),
         }
     }
@@ -112,7 +125,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after } => Some(*retry_after),
             ApiError::Dispatch(DispatchError::Overloaded { retry_after, .. }) => Some(*retry_after),
             ApiError::Dispatch(DispatchError::ShuttingDown) | ApiError::ShuttingDown => Some(Duration::from_secs(1)),
-            ApiError::MeteringUnavailable(_) => Some(Duration::from_secs(1)),
+            ApiError::MeteringUnavailable(_) | ApiError::Queue(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

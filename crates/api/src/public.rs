@@ -11,11 +11,11 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use dispatch::Job;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use identity::Authenticated;
 use imaging::{ImagingError, LimitExceeded, Limits, OutputFormat, ResizeSpec};
 
+use crate::conversions::ConversionRequest;
 use crate::problem::ApiError;
 use crate::request_id::RequestId;
 use crate::server::{Arrival, Conversion, Outcome, Route};
@@ -28,7 +28,7 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let parts_query = parts.uri.query().map(str::to_owned);
     let mut body = Some(body);
-    let response = match resize_inner(&app, parts, &mut body, arrival, &mut outcome).await {
+    let response = match resize_inner(&app, &rid, parts, &mut body, arrival, &mut outcome).await {
         Ok(response) => response,
         Err(e) => outcome.fail(e, &rid),
     };
@@ -55,6 +55,7 @@ async fn drain(body: Body, limit: usize) -> bool {
 
 async fn resize_inner(
     app: &App,
+    rid: &RequestId,
     parts: Parts,
     body: &mut Option<Body>,
     arrival: Instant,
@@ -101,16 +102,18 @@ async fn resize_inner(
         max_input_pixels: limits.max_input_pixels,
         ..Limits::default()
     };
-    let job = Job {
-        input: Vec::from(body),
+    let conversion = ConversionRequest {
+        input: body,
         spec,
+        params: query.to_owned(),
         limits: imaging_limits,
         pixels,
         deadline: arrival + app.config.request_timeout,
+        request_id: rid.as_str().to_owned(),
     };
-    let done = app.dispatcher.submit(job).await?;
+    let done = app.conversions.convert(conversion, &app.metrics).await?;
 
-    let report = &done.output.report;
+    let report = &done.report;
     app.metrics.conversion(done.lane, done.queue_wait, report.wall_time, report.cpu_time);
     app.metrics.usage(
         report.input_bytes,
@@ -119,6 +122,7 @@ async fn resize_inner(
         u64::from(report.width) * u64::from(report.height),
     );
     outcome.lane = Some(done.lane.as_str());
+    outcome.worker = done.worker.clone();
     outcome.conversion = Some(Conversion {
         format: report.format.as_str(),
         width: report.width,
@@ -157,7 +161,7 @@ async fn resize_inner(
     if negotiated {
         headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
-    *response.body_mut() = Body::from(done.output.bytes);
+    *response.body_mut() = Body::from(done.image);
     Ok(response)
 }
 
@@ -182,7 +186,11 @@ fn record_usage(
         key_id: outcome.key.clone().unwrap_or_default(),
         time_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
         node: metering.node.clone(),
-        worker: if conversion.is_some() { metering.node.clone() } else { String::new() },
+        worker: match (&outcome.worker, conversion) {
+            (Some(worker), _) => worker.clone(),
+            (None, Some(_)) => metering.node.clone(),
+            (None, None) => String::new(),
+        },
         status: response.status().as_u16(),
         error: outcome.error_slug.to_owned(),
         params: query.unwrap_or("").to_owned(),
@@ -392,7 +400,7 @@ pub async fn readyz(State(app): State<Arc<App>>, request: Request) -> Response {
     } else if !app.cache.is_primed() {
         Some("the credential cache has not been loaded yet")
     } else {
-        None
+        app.conversions.ready().err()
     };
     let mut response = match not_ready {
         Some(reason) => ApiError::NotReady(reason).into_response(&rid),
@@ -404,10 +412,12 @@ pub async fn readyz(State(app): State<Arc<App>>, request: Request) -> Response {
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let gauges = metrics::Gauges {
-        dispatch: app.dispatcher.stats(),
+        dispatch: app.conversions.stats(),
+        staged: app.conversions.queue().map(|q| q.staging.load()),
+        queue_connected: app.conversions.queue().map(|q| q.queue.connected()),
         cache_keys: app.cache.len(),
         cache_version: app.cache.version(),
-        ready: !app.shutting_down.load(Ordering::Relaxed) && app.cache.is_primed(),
+        ready: !app.shutting_down.load(Ordering::Relaxed) && app.cache.is_primed() && app.conversions.ready().is_ok(),
     };
     let mut response = Response::new(Body::from(app.metrics.render(&gauges)));
     response

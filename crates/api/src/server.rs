@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::problem::ApiError;
 use crate::request_id::{self, RequestId};
-use crate::{admin, public, App};
+use crate::{admin, internal, public, App};
 
 /// When the request arrived (set by the tracking layer; deadlines count from here).
 #[derive(Clone, Copy)]
@@ -42,6 +42,8 @@ pub struct Outcome {
     pub input: Option<(&'static str, u32, u32)>,
     pub conversion: Option<Conversion>,
     pub lane: Option<&'static str>,
+    /// The remote worker that converted the image (cluster mode).
+    pub worker: Option<String>,
     pub detail: Option<String>,
     pub error: Option<String>,
     pub auth_failure: Option<&'static str>,
@@ -73,6 +75,9 @@ impl Outcome {
 pub struct Listeners {
     pub public: TcpListener,
     pub admin: TcpListener,
+    /// Cluster mode: where workers fetch staged bytes and return results. It outlives the
+    /// public listener at shutdown, so the requests being drained still get their results.
+    pub internal: Option<TcpListener>,
 }
 
 /// Serves both APIs until `shutdown` resolves, then drains: `/readyz` turns 503, the listeners
@@ -93,6 +98,13 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
         .with_graceful_shutdown(until_stopped(stopped))
         .into_future();
     let servers = tokio::spawn(async move { tokio::try_join!(public, admin) });
+    let (stop_internal, internal_stopped) = watch::channel(false);
+    let internal = listeners.internal.map(|listener| {
+        let serve = axum::serve(listener, internal::router(app.clone()))
+            .with_graceful_shutdown(until_stopped(internal_stopped))
+            .into_future();
+        tokio::spawn(serve)
+    });
 
     shutdown.await;
     app.shutting_down.store(true, Ordering::Relaxed);
@@ -111,10 +123,11 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
             Ok(())
         }
     };
-    app.dispatcher.shutdown();
-    if tokio::time::timeout(grace, app.dispatcher.drained()).await.is_err() {
-        tracing::warn!("worker pool still busy after the grace period");
+    let _ = stop_internal.send(true);
+    if let Some(internal) = internal {
+        let _ = tokio::time::timeout(grace, internal).await;
     }
+    app.conversions.drain(grace).await;
     feeder.abort();
     tracing::info!("shut down");
     result

@@ -39,6 +39,9 @@ pub enum LimitExceeded {
     DecoderMemory { actual: u64, limit: u64 },
     #[error("output would be {width}x{height} = {actual} pixels; the limit is {limit} pixels")]
     OutputPixels { width: u32, height: u32, actual: u64, limit: u64 },
+    /// One of the above, found by a remote worker and reported as its message.
+    #[error("{0}")]
+    Reported(String),
 }
 
 impl From<ProbeError> for ImagingError {

@@ -22,7 +22,41 @@ pub struct Config {
     pub dispatch: DispatchSection,
     pub identity: IdentitySection,
     pub usage: UsageSection,
+    pub queue: QueueSection,
+    pub worker: WorkerSection,
     pub log: LogSection,
+}
+
+/// The cluster's job queue (roles `api` and `worker`): NATS JetStream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSection {
+    /// NATS servers, comma-separated (`nats://host:port,...`); any one will do.
+    pub nats_urls: String,
+    /// The job stream (created with the settings below if missing).
+    pub stream: String,
+    /// Copies of each job across the NATS cluster.
+    pub replicas: usize,
+    /// Most jobs queued; past it the api answers 503 at once.
+    pub max_jobs: i64,
+    /// A delivered job not acknowledged or marked in progress for this long goes to another worker.
+    pub ack_wait_ms: u64,
+    /// Deliveries that may run a job before it is failed as poison (422).
+    pub max_attempts: u32,
+}
+
+/// The `worker` role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// Health, readiness and metrics (no jobs come in here).
+    pub listen: String,
+    /// Jobs run at once; 0 means one per core.
+    pub slots: usize,
+    /// This worker's id in logs, metrics and usage records; empty means `worker-<pid>`.
+    pub node_id: String,
+    /// How long one pull for a job waits before it is renewed.
+    pub pull_expires_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +91,13 @@ pub struct ApiSection {
     pub shutdown_grace_ms: u64,
     /// The admin API's bearer token. Empty in dev: one is generated and kept in dev.json.
     pub admin_token: String,
+    /// Role `api`: where workers fetch staged images and return results. Keep it off the
+    /// load balancer.
+    pub internal_listen: String,
+    /// Role `api`: the internal URL workers are told to use; empty means `http://<internal_listen>`.
+    pub internal_url: String,
+    /// Role `api`: most source bytes staged for workers at once (503 past it).
+    pub max_staged_bytes: u64,
 }
 
 /// Defaults for tenants without their own limits.
@@ -110,6 +151,9 @@ impl Default for Config {
                 request_timeout_ms: 10_000,
                 shutdown_grace_ms: 10_000,
                 admin_token: String::new(),
+                internal_listen: "127.0.0.1:8082".into(),
+                internal_url: String::new(),
+                max_staged_bytes: 1 << 30,
             },
             limits: LimitsSection {
                 rate_per_sec: limits.rate_per_sec,
@@ -126,6 +170,20 @@ impl Default for Config {
                 archive_options: String::new(),
                 fsync_interval_ms: 50,
                 batch_max_age_ms: 1000,
+            },
+            queue: QueueSection {
+                nats_urls: "nats://127.0.0.1:4222".into(),
+                stream: "JOBS".into(),
+                replicas: 3,
+                max_jobs: 4096,
+                ack_wait_ms: 2000,
+                max_attempts: 3,
+            },
+            worker: WorkerSection {
+                listen: "127.0.0.1:8090".into(),
+                slots: 0,
+                node_id: String::new(),
+                pull_expires_ms: 1000,
             },
             log: LogSection { level: "info".into(), format: "json".into() },
         }
@@ -155,6 +213,16 @@ impl Default for IdentitySection {
 impl Default for UsageSection {
     fn default() -> Self {
         Config::default().usage
+    }
+}
+impl Default for QueueSection {
+    fn default() -> Self {
+        Config::default().queue
+    }
+}
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Config::default().worker
     }
 }
 impl Default for LogSection {
@@ -222,6 +290,12 @@ impl Config {
         if self.api.request_timeout_ms == 0 {
             bail!("api.request_timeout_ms must be at least 1");
         }
+        if self.queue.ack_wait_ms <= queue::ACK_PROGRESS_EVERY.as_millis() as u64 {
+            bail!(
+                "queue.ack_wait_ms must be above {} ms (workers report progress that often)",
+                queue::ACK_PROGRESS_EVERY.as_millis()
+            );
+        }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             bail!("log.format must be json or text");
         }
@@ -248,6 +322,23 @@ impl Config {
             admin_token,
             shutdown_grace: Duration::from_millis(self.api.shutdown_grace_ms),
             identity_refresh: Duration::from_millis(self.identity.refresh_ms.max(1)),
+        }
+    }
+
+    pub fn nats_urls(&self) -> Vec<String> {
+        self.queue.nats_urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// The job queue's settings; jobs live no longer than a request may wait.
+    pub fn queue_config(&self) -> queue::QueueConfig {
+        queue::QueueConfig {
+            stream: self.queue.stream.clone(),
+            replicas: self.queue.replicas.max(1),
+            max_jobs: self.queue.max_jobs.max(1),
+            max_age: Duration::from_millis(self.api.request_timeout_ms),
+            ack_wait: Duration::from_millis(self.queue.ack_wait_ms.max(100)),
+            max_attempts: self.queue.max_attempts.max(1),
+            ..queue::QueueConfig::default()
         }
     }
 

@@ -19,6 +19,12 @@ struct Cli {
 enum Command {
     /// The whole service in one process with embedded defaults: the API, identity, queue and workers.
     Dev(cmd::dev::DevArgs),
+    /// One api node of the cluster: the HTTP edge, with conversions sent through the NATS JetStream queue.
+    Api(cmd::api::ApiArgs),
+    /// One image worker of the cluster: pulls jobs from the NATS JetStream queue and converts them.
+    Worker(cmd::worker::WorkerArgs),
+    /// The cluster on this machine: NATS JetStream, api nodes behind HAProxy, workers (up, down, status).
+    Lab(cmd::lab::LabArgs),
     /// Tenants, keys and limits through the admin API.
     Admin(cmd::admin::AdminArgs),
     /// Resize local files with the same parameters as the HTTP API (one file, or a folder with --batch).
@@ -31,6 +37,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => cmd::dev::run(args),
+        Command::Api(args) => cmd::api::run(args),
+        Command::Worker(args) => cmd::worker::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
         Command::Admin(args) => cmd::admin::run(args),
         Command::Resize(args) => cmd::resize::run(args),
         Command::Loadtest(args) => cmd::loadtest::run(args),

@@ -107,7 +107,25 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             "resizer dev started"
         );
         let dispatcher = dispatch::Dispatcher::start(dispatch_config);
-        let (metering, usage_loop) = match open_metering(&config)? {
+        let conversions = api::Conversions::Embedded(dispatcher);
+        serve_node(&config, admin_token, store, cache, conversions, api::Listeners { public, admin, internal: None })
+            .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves an api node (dev's or the cluster's) until SIGTERM/SIGINT, with metering: records are
+/// spooled before each answer, and the embedded aggregator applies the batches.
+pub(crate) async fn serve_node(
+    config: &Config,
+    admin_token: String,
+    store: Arc<IdentityStore>,
+    cache: Arc<CredentialCache>,
+    conversions: api::Conversions,
+    listeners: api::Listeners,
+) -> anyhow::Result<()> {
+    {
+        let (metering, usage_loop) = match open_metering(config)? {
             Some((metering, aggregator)) => {
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let task = tokio::spawn(usage::run_embedded(
@@ -124,17 +142,16 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             }
             None => (None, None),
         };
-        let app = api::App::new(config.api_config(admin_token), store, cache, dispatcher, metering);
-        let served = api::serve(app, api::Listeners { public, admin }, crate::signals::shutdown()).await;
+        let app = api::App::new(config.api_config(admin_token), store, cache, conversions, metering);
+        let served = api::serve(app, listeners, crate::signals::shutdown()).await;
         // After the last answer: seal the open batch and apply everything, so the audit is complete.
         if let Some((stop, task)) = usage_loop {
             let _ = stop.send(());
             let _ = task.await;
         }
         served?;
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        Ok(())
+    }
 }
 
 /// The spool, rollups and archive under the data directory (or the configured archive URL).
@@ -171,7 +188,7 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
     Ok(Some((metering, aggregator)))
 }
 
-async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} (is another resizer running there? choose another address with {setting})")
     })
@@ -183,7 +200,11 @@ fn read_dev_file(path: &Path) -> Option<DevFile> {
 }
 
 /// The demo tenant and a key for it: the key from the last run if it still works, else a new one.
-fn ensure_demo_key(store: &IdentityStore, cache: &CredentialCache, previous: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn ensure_demo_key(
+    store: &IdentityStore,
+    cache: &CredentialCache,
+    previous: Option<&str>,
+) -> anyhow::Result<String> {
     let tenant = match store.tenant_by_name(DEMO_TENANT) {
         Ok(tenant) => tenant,
         Err(StoreError::NotFound(_)) => store.create_tenant(DEMO_TENANT, TenantLimits::default())?,
@@ -200,7 +221,7 @@ fn ensure_demo_key(store: &IdentityStore, cache: &CredentialCache, previous: Opt
     Ok(key)
 }
 
-fn generate_admin_token() -> anyhow::Result<String> {
+pub(crate) fn generate_admin_token() -> anyhow::Result<String> {
     const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut bytes = [0u8; 40];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy for the admin token: {e}"))?;

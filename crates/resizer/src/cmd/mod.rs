@@ -1,4 +1,7 @@
 pub mod admin;
+pub mod api;
 pub mod dev;
+pub mod lab;
 pub mod loadtest;
 pub mod resize;
+pub mod worker;

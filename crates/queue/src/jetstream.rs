@@ -1,0 +1,156 @@
+//! Talking to JetStream: connecting (with the reconnect policy a queue needs), creating the
+//! stream and the consumer if they are missing, and publishing a job with the answers the api
+//! maps to statuses.
+
+use std::error::Error as _;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::{Client, ConnectOptions};
+use bytes::Bytes;
+use dispatch::Lane;
+
+use crate::config::QueueConfig;
+use crate::error::QueueError;
+use crate::wire::JobMessage;
+
+/// Connects to any of `urls`, retrying in the background if none answers yet (the caller's
+/// readiness reflects [`Client::connection_state`]); reconnects quickly after a node is lost,
+/// since requests wait on it.
+pub async fn connect(urls: &[String], name: &str) -> Result<Client, QueueError> {
+    ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(1))
+        .ping_interval(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)))
+        .connect(urls)
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("connecting to NATS at {}: {e}", urls.join(","))))
+}
+
+/// The job stream: work-queue retention (a job leaves when acked), one subject per lane, a
+/// bounded size with discard-new, jobs dropped past the request deadline, `replicas` copies.
+/// Creates it if missing; an existing stream is kept as it is.
+pub async fn ensure_stream(js: &jetstream::Context, config: &QueueConfig) -> Result<stream::Stream, QueueError> {
+    let subjects = Lane::ALL.iter().map(|&lane| config.subject(lane)).collect();
+    js.get_or_create_stream(stream::Config {
+        name: config.stream.clone(),
+        subjects,
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::New,
+        max_messages: config.max_jobs,
+        max_age: config.max_age,
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        // Retried publishes of one job within this window are stored once.
+        duplicate_window: config.max_age,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| QueueError::Unavailable(format!("creating the {} stream: {e}", config.stream)))
+}
+
+/// The durable pull consumer every worker shares: explicit acks, redelivery after `ack_wait`,
+/// at most `max_deliver` deliveries.
+pub async fn ensure_consumer(
+    stream: &stream::Stream,
+    config: &QueueConfig,
+) -> Result<consumer::Consumer<consumer::pull::Config>, QueueError> {
+    stream
+        .get_or_create_consumer(
+            &config.consumer,
+            consumer::pull::Config {
+                durable_name: Some(config.consumer.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: config.max_deliver(),
+                // Every worker's waiting pulls; far above any cluster we run.
+                max_waiting: 4096,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("creating the {} consumer: {e}", config.consumer)))
+}
+
+/// The api node's handle on the queue.
+#[derive(Clone)]
+pub struct JobQueue {
+    client: Client,
+    js: jetstream::Context,
+    config: QueueConfig,
+}
+
+/// Longest wait for one publish acknowledgement before trying again under the same message id:
+/// short, so that a publish lost with a leader is re-sent soon after a new one is elected.
+const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+impl JobQueue {
+    pub fn new(client: Client, config: QueueConfig) -> JobQueue {
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(PUBLISH_ATTEMPT_TIMEOUT);
+        JobQueue { client, js, config }
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Publishes `job` to its lane's subject and waits for JetStream to have stored it (on a
+    /// quorum of its replicas). A full stream answers [`QueueError::Full`] at once. Without an
+    /// answer (a lost connection, a stream leader being elected) it sends again under the same
+    /// message id — JetStream stores a job once however often it arrives — until `give_up`.
+    pub async fn publish(&self, lane: Lane, job: &JobMessage, give_up: Instant) -> Result<(), QueueError> {
+        let payload = Bytes::from(serde_json::to_vec(job).map_err(|e| QueueError::Unavailable(e.to_string()))?);
+        let subject = self.config.subject(lane);
+        let mut last_error;
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, job.job_id.as_str());
+            let attempt = async {
+                let ack = self.js.publish_with_headers(subject.clone(), headers, payload.clone()).await?;
+                ack.await
+            };
+            match tokio::time::timeout_at(give_up.into(), attempt).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) if is_full(&e) => return Err(QueueError::Full),
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => return Err(QueueError::Unavailable("no acknowledgement before the deadline".into())),
+            }
+            // Pause a little so a queue without a leader is not hammered, then retry while the
+            // request may still be answered in time.
+            let pause = Duration::from_millis(100);
+            if Instant::now() + pause + Duration::from_millis(50) >= give_up {
+                return Err(QueueError::Unavailable(last_error));
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// JetStream refused the message because the stream is at `max_msgs` with discard-new
+/// (nats-server: "maximum messages exceeded", error code 10077).
+fn is_full(e: &async_nats::jetstream::context::PublishError) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(js) = s.downcast_ref::<async_nats::jetstream::Error>() {
+            return js.error_code().0 == 10077 || js.to_string().contains("maximum messages");
+        }
+        source = s.source();
+    }
+    e.to_string().contains("maximum messages")
+}

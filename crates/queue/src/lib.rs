@@ -1,0 +1,28 @@
+//! # queue
+//!
+//! The cluster's job queue on NATS JetStream (../shared/BLUEPRINT.md §2–3), shared by the api
+//! nodes that publish jobs and the workers that run them: the stream and consumer setup
+//! ([`QueueConfig`], [`ensure_stream`]), the wire formats of a job and of its result
+//! ([`JobMessage`], [`ResultMeta`]), publishing with the answers a full or leaderless queue
+//! gives ([`JobQueue::publish`]), and the api node's [`Staging`]: the source bytes stay on the
+//! api node, the job carries only the node's internal address and a single-use, expiring
+//! capability token for them.
+//!
+//! It must not run conversions (the worker crate does, through `dispatch`), must not know HTTP
+//! routes or statuses (the api maps [`QueueError`] and [`Failure`]), and never implements
+//! replication itself: durability and leader election are JetStream's.
+
+mod config;
+mod error;
+mod jetstream;
+mod staging;
+mod wire;
+
+pub use config::{QueueConfig, ACK_PROGRESS_EVERY};
+pub use error::QueueError;
+pub use jetstream::{connect, ensure_consumer, ensure_stream, JobQueue};
+pub use staging::{StagedJob, Staging, StagingError};
+pub use wire::output_format;
+pub use wire::{
+    unix_micros, unix_millis, Failure, FailureKind, JobMessage, RemoteDone, ResultMeta, WireReport, RESULT_HEADER,
+};

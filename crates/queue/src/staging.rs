@@ -1,0 +1,189 @@
+//! The api node's side of "bytes off the queue": each job's source bytes wait here, in memory,
+//! under a random capability token, until a worker fetches them and hands the result back.
+//!
+//! The token belongs to one job and dies with it: when its result is accepted, when the request
+//! gives up (deadline, client gone) or when the node restarts. Before that it may fetch the
+//! source more than once — a redelivered job (its first worker died) needs the bytes again — but
+//! it completes the job exactly once: a second result, say from a worker that was frozen and
+//! woke up after the job went elsewhere, is refused, so no result is ever delivered twice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::error::QueueError;
+use crate::wire::{Failure, RemoteDone};
+
+/// The answer a worker delivers for one job.
+pub type Delivery = Result<RemoteDone, Failure>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StagingError {
+    /// No such job here: it completed, gave up, or never was (HTTP 410: a worker stops trying).
+    #[error("no job {0} is staged on this node (done, expired or unknown)")]
+    Gone(String),
+    /// The job exists but the token is not its token (HTTP 403).
+    #[error("the token does not open job {0}")]
+    WrongToken(String),
+}
+
+/// Staged jobs, shared by the resize handlers (stage and await) and the internal routes (fetch
+/// and deliver).
+pub struct Staging {
+    jobs: Mutex<HashMap<String, Staged>>,
+    staged_bytes: AtomicU64,
+    max_bytes: u64,
+}
+
+struct Staged {
+    token: String,
+    input: Bytes,
+    reply: Option<oneshot::Sender<Delivery>>,
+}
+
+/// One staged job, held by the request that waits for it. Dropping it (answered, deadline, the
+/// client went away) takes the job and its token out of the staging: the capability ends.
+pub struct StagedJob {
+    staging: Arc<Staging>,
+    pub id: String,
+    pub token: String,
+    pub reply: oneshot::Receiver<Delivery>,
+    len: u64,
+}
+
+impl Drop for StagedJob {
+    fn drop(&mut self) {
+        self.staging.lock().remove(&self.id);
+        self.staging.staged_bytes.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+impl Staging {
+    /// `max_bytes` bounds the source bytes held at once (503 past it).
+    pub fn new(max_bytes: u64) -> Arc<Staging> {
+        Arc::new(Staging { jobs: Mutex::new(HashMap::new()), staged_bytes: AtomicU64::new(0), max_bytes })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Staged>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stages `input` under a fresh job id and token.
+    pub fn stage(self: &Arc<Self>, input: Bytes) -> Result<StagedJob, QueueError> {
+        let len = input.len() as u64;
+        let before = self.staged_bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > self.max_bytes {
+            self.staged_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(QueueError::StagingFull);
+        }
+        let (Some(id), Some(token)) = (random_hex(12), random_hex(32)) else {
+            self.staged_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(QueueError::Unavailable("the operating system gave no random bytes for a token".into()));
+        };
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id.clone(), Staged { token: token.clone(), input, reply: Some(tx) });
+        Ok(StagedJob { staging: self.clone(), id, token, reply: rx, len })
+    }
+
+    /// The source bytes of job `id`, for the holder of its token.
+    pub fn source(&self, id: &str, token: &str) -> Result<Bytes, StagingError> {
+        let jobs = self.lock();
+        let staged = jobs.get(id).ok_or_else(|| StagingError::Gone(id.to_owned()))?;
+        check_token(id, &staged.token, token)?;
+        Ok(staged.input.clone())
+    }
+
+    /// Hands job `id` its answer. Only the first delivery is taken; the token then opens nothing.
+    pub fn deliver(&self, id: &str, token: &str, delivery: Delivery) -> Result<(), StagingError> {
+        let reply = {
+            let mut jobs = self.lock();
+            let staged = jobs.get_mut(id).ok_or_else(|| StagingError::Gone(id.to_owned()))?;
+            check_token(id, &staged.token, token)?;
+            let reply = staged.reply.take().ok_or_else(|| StagingError::Gone(id.to_owned()))?;
+            // The bytes are not needed any more, and no one may fetch them with this token.
+            jobs.remove(id);
+            reply
+        };
+        // The waiting request may have just given up; then nobody wants the answer.
+        let _ = reply.send(delivery);
+        Ok(())
+    }
+
+    /// (jobs, bytes) staged now.
+    pub fn load(&self) -> (usize, u64) {
+        (self.lock().len(), self.staged_bytes.load(Ordering::Relaxed))
+    }
+}
+
+/// Compares in time independent of where the strings differ.
+fn check_token(id: &str, expected: &str, given: &str) -> Result<(), StagingError> {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    let differs = a.len() != b.len() || a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) != 0;
+    if differs {
+        return Err(StagingError::WrongToken(id.to_owned()));
+    }
+    Ok(())
+}
+
+/// `None` without entropy: a guessable capability is no capability.
+fn random_hex(bytes: usize) -> Option<String> {
+    let mut raw = vec![0u8; bytes];
+    getrandom::fill(&mut raw).ok()?;
+    Some(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::FailureKind;
+
+    #[tokio::test]
+    async fn a_token_opens_one_job_and_completes_it_once() {
+        let staging = Staging::new(1 << 20);
+        let a = staging.stage(Bytes::from_static(b"aaaa")).unwrap();
+        let b = staging.stage(Bytes::from_static(b"bbbb")).unwrap();
+        assert_ne!(a.token, b.token);
+        assert_eq!(staging.source(&a.id, &a.token).unwrap(), Bytes::from_static(b"aaaa"));
+        // A redelivered job fetches again.
+        assert!(staging.source(&a.id, &a.token).is_ok());
+        assert_eq!(staging.source(&a.id, &b.token), Err(StagingError::WrongToken(a.id.clone())));
+        assert!(matches!(staging.source("nope", &a.token), Err(StagingError::Gone(_))));
+
+        let failure = || Err(Failure::new(FailureKind::Corrupt, "x"));
+        staging.deliver(&a.id, &a.token, failure()).unwrap();
+        assert_eq!(staging.deliver(&a.id, &a.token, failure()), Err(StagingError::Gone(a.id.clone())), "only once");
+        assert!(matches!(staging.source(&a.id, &a.token), Err(StagingError::Gone(_))), "the token is dead");
+        let mut a = a;
+        assert!(matches!((&mut a.reply).await, Ok(Err(_))));
+        assert_eq!(staging.load().0, 1);
+        drop(b);
+        assert_eq!(staging.load(), (0, 4));
+        drop(a);
+        assert_eq!(staging.load(), (0, 0));
+    }
+
+    #[test]
+    fn staged_bytes_are_bounded() {
+        let staging = Staging::new(10);
+        let a = staging.stage(Bytes::from(vec![0; 6])).unwrap();
+        assert!(matches!(staging.stage(Bytes::from(vec![0; 6])), Err(QueueError::StagingFull)));
+        drop(a);
+        assert!(staging.stage(Bytes::from(vec![0; 6])).is_ok());
+    }
+
+    #[test]
+    fn a_dropped_job_takes_its_token_with_it() {
+        let staging = Staging::new(100);
+        let a = staging.stage(Bytes::from_static(b"x")).unwrap();
+        let (id, token) = (a.id.clone(), a.token.clone());
+        drop(a);
+        assert!(matches!(staging.source(&id, &token), Err(StagingError::Gone(_))));
+        assert!(matches!(
+            staging.deliver(&id, &token, Err(Failure::new(FailureKind::Corrupt, "x"))),
+            Err(StagingError::Gone(_))
+        ));
+    }
+}

@@ -1,0 +1,97 @@
+//! `resizer api`: one api node of the cluster. The same HTTP edge as `resizer dev` (admission,
+//! metering, admin API), but conversions go through the NATS JetStream job queue to `resizer
+//! worker` processes: the source bytes stay staged here and workers fetch them, and hand back
+//! results, on the internal listener.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use identity::{CredentialCache, IdentityStore};
+
+use crate::cmd::dev::{bind, serve_node};
+use crate::config::{Config, ConfigArgs};
+use crate::logging;
+
+#[derive(clap::Args, Debug)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config, &[])?;
+    logging::init(&config.log)?;
+    if config.api.admin_token.len() < 16 {
+        bail!("the api role needs an admin token of at least 16 characters: set api.admin_token (RESIZER_API_ADMIN_TOKEN)");
+    }
+    let nats_urls = config.nats_urls();
+    if nats_urls.is_empty() {
+        bail!("the api role needs the job queue: set queue.nats_urls");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let database = config.database_path();
+    let store = Arc::new(
+        IdentityStore::open(&database).with_context(|| format!("opening the identity store {}", database.display()))?,
+    );
+    let cache = Arc::new(CredentialCache::new());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let public = bind(&config.api.listen, "api.listen").await?;
+        let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
+        let internal = bind(&config.api.internal_listen, "api.internal_listen").await?;
+        let origin = if config.api.internal_url.is_empty() {
+            format!("http://{}", internal.local_addr()?)
+        } else {
+            config.api.internal_url.clone()
+        };
+        let client = queue::connect(&nats_urls, &config.usage.node_id).await?;
+        let queue = queue::JobQueue::new(client, config.queue_config());
+        let stream_ready = Arc::new(AtomicBool::new(false));
+        tokio::spawn(ensure_stream(queue.clone(), stream_ready.clone()));
+        let backend = api::QueueBackend {
+            queue,
+            staging: queue::Staging::new(config.api.max_staged_bytes),
+            origin: origin.clone(),
+            lanes: config.dispatch_config(),
+            stream_ready,
+        };
+        tracing::info!(
+            api_url = %public.local_addr()?,
+            admin_url = %admin.local_addr()?,
+            internal_url = origin,
+            nats = config.queue.nats_urls,
+            node = config.usage.node_id,
+            "resizer api started"
+        );
+        let listeners = api::Listeners { public, admin, internal: Some(internal) };
+        serve_node(&config, config.api.admin_token.clone(), store, cache, api::Conversions::Queue(Box::new(backend)), listeners)
+            .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the job stream if missing, retrying until JetStream answers; readiness waits for it.
+async fn ensure_stream(queue: queue::JobQueue, ready: Arc<AtomicBool>) {
+    let mut logged = false;
+    loop {
+        match queue::ensure_stream(queue.context(), queue.config()).await {
+            Ok(_) => {
+                ready.store(true, Ordering::Relaxed);
+                tracing::info!(stream = queue.config().stream, "job stream ready");
+                return;
+            }
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(error = %e, "job stream not ready yet; retrying");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `resizer lab up|down|status --dir DIR`: the whole cluster on this machine, on free loopback
+//! ports — a 3-node NATS JetStream cluster, api nodes behind HAProxy (checked on `/readyz`) and
+//! workers — for tests, benchmarks and trying the cluster out. Everything it starts is listed
+//! with role, URLs and PID in `DIR/cluster.json` (mode 0600: it holds the admin token and a demo
+//! key); `down` stops all of it and checks that nothing is left.
+//!
+//! Until the identity service exists (PostgreSQL, its own issue), the api nodes share one SQLite
+//! identity database in DIR, each polling it for changes; each api node meters into its own data
+//! directory.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use identity::{CredentialCache, IdentityStore};
+use lab::{Backend, InfraOptions, ProcessSpec, LOOPBACK};
+
+use crate::cmd::dev::{ensure_demo_key, generate_admin_token};
+
+#[derive(clap::Args, Debug)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// Start the cluster in DIR and write DIR/cluster.json; the processes keep running.
+    Up(UpArgs),
+    /// Stop every process of the cluster in DIR.
+    Down(DirArgs),
+    /// Show each process of the cluster in DIR: state, health, URLs.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DirArgs {
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// cluster.json's content with each component's live state, as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Api nodes behind HAProxy.
+    #[arg(long, default_value_t = 2)]
+    pub api_nodes: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Jobs each worker runs at once [default: one per core].
+    #[arg(long)]
+    pub worker_slots: Option<usize>,
+    /// Extra `--set KEY=VALUE` for every api node and worker (repeatable), e.g. `api.request_timeout_ms=5000`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        LabCommand::Up(up_args) => up(&up_args),
+        LabCommand::Down(dir) => {
+            let report = lab::down(&dir.dir, Duration::from_secs(10))?;
+            println!("stopped: {}", if report.stopped.is_empty() { "-".into() } else { report.stopped.join(", ") });
+            if !report.already_gone.is_empty() {
+                println!("already gone: {}", report.already_gone.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Status(status_args) => {
+            let statuses = lab::status(&status_args.dir)?;
+            if status_args.json {
+                let file = lab::ClusterFile::read(&status_args.dir)?;
+                let live: Vec<serde_json::Value> = statuses
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({ "name": s.name, "role": s.role, "pid": s.pid,
+                            "state": format!("{:?}", s.state).to_lowercase(), "healthy": s.healthy, "urls": s.urls })
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({ "cluster": file, "status": live }));
+            } else {
+                print!("{}", lab::format_status(&statuses));
+            }
+            let all_well = statuses.iter().all(|s| s.state == lab::ProcessState::Running && s.healthy != Some(false));
+            Ok(if all_well { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    let program = std::env::current_exe().context("finding this program's path")?;
+    let mut infra = lab::up_infrastructure(&args.dir, &InfraOptions::default())?;
+    let dir = infra.dir().to_path_buf();
+    let nats_urls = infra.nats_urls().join(",");
+    println!("NATS JetStream cluster up: {nats_urls}");
+
+    // The identity every api node reads: one SQLite database in DIR (until the identity service).
+    let database = dir.join("identity.sqlite");
+    let store = Arc::new(IdentityStore::open(&database).with_context(|| format!("opening {}", database.display()))?);
+    let demo_key = ensure_demo_key(&store, &CredentialCache::new(), None)?;
+    drop(store);
+    let admin_token = generate_admin_token()?;
+
+    let common = |spec: ProcessSpec| -> ProcessSpec {
+        let mut spec = spec.env("RESIZER_QUEUE_NATS_URLS", &nats_urls).env("RESIZER_LOG_FORMAT", "json");
+        for kv in &args.set {
+            spec = spec.args(["--set".to_owned(), kv.clone()]);
+        }
+        spec
+    };
+    let mut backends = Vec::new();
+    let mut health = Vec::new();
+    let mut admin_url = String::new();
+    for i in 0..args.api_nodes.max(1) {
+        let name = format!("api-{i}");
+        let ports = lab::free_ports(3)?;
+        let (public, admin, internal) = (ports[0], ports[1], ports[2]);
+        let url = |port: u16| format!("http://{LOOPBACK}:{port}");
+        let spec = ProcessSpec::new("api", &name, &program)
+            .arg("api")
+            .env("RESIZER_API_LISTEN", format!("{LOOPBACK}:{public}"))
+            .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{admin}"))
+            .env("RESIZER_API_INTERNAL_LISTEN", format!("{LOOPBACK}:{internal}"))
+            .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
+            .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
+            .env("RESIZER_IDENTITY_DATABASE", database.display().to_string())
+            .env("RESIZER_USAGE_NODE_ID", &name)
+            .url("http", url(public))
+            .url("admin", url(admin))
+            .url("internal", url(internal))
+            .url("metrics", format!("{}/metrics", url(public)))
+            .health(format!("{}/readyz", url(public)));
+        let component = infra.start_process(common(spec))?;
+        health.push((component, format!("{}/readyz", url(public))));
+        if admin_url.is_empty() {
+            admin_url = url(admin);
+        }
+        backends.push(Backend::new(&name, ([127, 0, 0, 1], public).into()));
+    }
+    for i in 0..args.workers {
+        let name = format!("worker-{i}");
+        let port = lab::free_port()?;
+        let url = format!("http://{LOOPBACK}:{port}");
+        let mut spec = ProcessSpec::new("worker", &name, &program)
+            .arg("worker")
+            .env("RESIZER_WORKER_LISTEN", format!("{LOOPBACK}:{port}"))
+            .env("RESIZER_WORKER_NODE_ID", &name)
+            .url("metrics", format!("{url}/metrics"))
+            .health(format!("{url}/readyz"));
+        if let Some(slots) = args.worker_slots {
+            spec = spec.env("RESIZER_WORKER_SLOTS", slots.to_string());
+        }
+        let component = infra.start_process(common(spec))?;
+        health.push((component, format!("{url}/readyz")));
+    }
+    for (component, ready) in &health {
+        lab::wait_for_http_ok(ready, Duration::from_secs(30)).map_err(|e| {
+            anyhow::anyhow!("{} did not become ready: {e}\n--- its log ---\n{}", component.name, component.log_tail(30))
+        })?;
+    }
+    infra.add_haproxy(&backends)?;
+    let url = infra.haproxy().map(|h| h.url().to_owned()).unwrap_or_default();
+
+    let mut fields = serde_json::Map::new();
+    fields.insert("admin_url".into(), admin_url.clone().into());
+    fields.insert("admin_token".into(), admin_token.into());
+    fields.insert("demo_api_key".into(), demo_key.clone().into());
+    fields.insert("identity_database".into(), database.display().to_string().into());
+    let file = infra.finish(fields)?;
+    print_summary(&dir, &url, &admin_url, &demo_key, file.components.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(dir: &Path, url: &str, admin_url: &str, demo_key: &str, components: usize) {
+    println!("lab cluster up: {components} processes (see {})", dir.join(lab::CLUSTER_FILE).display());
+    println!("  public API (HAProxy): {url}");
+    println!("  admin API:            {admin_url}   (admin token in cluster.json)");
+    println!("  demo API key:         {demo_key}");
+    println!("try it:");
+    println!("  curl -sS -H 'Authorization: Bearer {demo_key}' --data-binary @photo.jpg '{url}/v1/resize?width=300' -o thumb.jpg");
+    println!("stop it:  resizer lab down --dir {}", dir.display());
+}

@@ -1,0 +1,65 @@
+//! `resizer worker`: one image worker of the cluster. It pulls jobs from the NATS JetStream
+//! queue, fetches each source from the api node that staged it, converts it and hands the result
+//! back (the `worker` crate); it listens only for health, readiness and metrics.
+
+use std::future::IntoFuture;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::cmd::dev::bind;
+use crate::config::{Config, ConfigArgs};
+use crate::logging;
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config, &[])?;
+    logging::init(&config.log)?;
+    let nats_urls = config.nats_urls();
+    if nats_urls.is_empty() {
+        bail!("the worker role needs the job queue: set queue.nats_urls");
+    }
+    let slots = if config.worker.slots == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        config.worker.slots
+    };
+    let node_id = if config.worker.node_id.is_empty() {
+        format!("worker-{}", std::process::id())
+    } else {
+        config.worker.node_id.clone()
+    };
+    let worker_config = worker::WorkerConfig {
+        nats_urls,
+        node_id: node_id.clone(),
+        slots,
+        queue: config.queue_config(),
+        pull_expires: Duration::from_millis(config.worker.pull_expires_ms.max(100)),
+        shutdown_grace: Duration::from_millis(config.api.shutdown_grace_ms),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = bind(&config.worker.listen, "worker.listen").await?;
+        tracing::info!(node = node_id, slots, listen = %listener.local_addr()?, nats = config.queue.nats_urls, "resizer worker started");
+        let status = worker::Status::new(slots);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = axum::serve(listener, worker::router(status.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future();
+        let http = tokio::spawn(http);
+        let result = worker::run(worker_config, status, crate::signals::shutdown()).await;
+        let _ = stop.send(());
+        let _ = http.await;
+        result.map_err(anyhow::Error::from)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
