@@ -1,12 +1,13 @@
 //! `resizer loadtest`: the project's own HTTP load generator. It sends one request (method, headers,
 //! bodies taken in turn) to one plain-HTTP URL, over keep-alive HTTP/1.1 connections, for a fixed
-//! time, and prints throughput, status counts and the latency distribution.
+//! time, and prints throughput, status counts and the latency distribution; `--json` prints the
+//! same as one object, `--report` writes it as a self-contained HTML page with charts.
 //!
 //! Why our own: the benchmarks need a generator that runs on the server's machine without taking
 //! its cores (one tokio thread by default), that knows our bodies are images read from a folder,
 //! and whose open-loop latencies are corrected for coordinated omission.
 //!
-//! Two pacings:
+//! Three pacings:
 //! - closed loop (default): each of `--concurrency` connections sends its next request as soon as
 //!   the previous one is answered; latency runs from sending to the last body byte.
 //! - open loop (`--rate`): requests are due on a fixed schedule, one every 1/rate s. A connection
@@ -15,9 +16,19 @@
 //!   sent (coordinated-omission correction: a slow server is not excused by the generator having
 //!   waited for it). Nothing is dropped; requests still waiting when the run ends are reported as
 //!   `unsent`, which says the schedule was more than the connections could carry.
+//! - ramp (`--ramp FROM:TO:STEP`): open-loop runs at rising rates, each with its own warm-up and
+//!   statistics, up to the first rate whose p99 goes over the SLO (or that fails requests). The
+//!   tipping point is the highest rate that held: what capacity planning divides by.
 //!
 //! Everything is bounded: at most `--concurrency` requests in flight, no queue (the schedule is a
-//! counter), and latencies go into a fixed-size histogram, whatever the duration.
+//! counter), latencies go into a fixed-size histogram and per-second windows into at most
+//! `series::MAX_WINDOWS` small ones, whatever the duration.
+
+mod histogram;
+mod report;
+mod series;
+mod summary;
+mod svg;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,7 +37,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -43,15 +54,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use histogram::LatencyHistogram;
+use series::{Event, TimeSeries};
+use summary::{Objective, RampSummary, StepSummary, Summary, Totals};
+
 #[derive(Args, Debug)]
 pub struct LoadtestArgs {
-    /// Target: plain http://host[:port]/path?query (no TLS).
+    /// Target: plain http://host[:port]/path?query (no TLS). `{file}` in it is replaced, request
+    /// by request, by the file name of the body taken (URL-encoded): for servers that read the
+    /// image from their own disk by name, with `--method GET`.
     #[arg(long)]
     url: String,
     /// API key, sent as `Authorization: Bearer KEY`.
     #[arg(long)]
     key: Option<String>,
-    /// HTTP method.
+    /// HTTP method. GET and HEAD requests carry no body.
     #[arg(long, default_value = "POST")]
     method: String,
     /// Extra request header (repeatable).
@@ -59,21 +76,34 @@ pub struct LoadtestArgs {
     headers: Vec<String>,
     /// Request body: a file, or a folder whose files (sorted by name, not recursive) are all used.
     /// Repeatable; requests take the bodies in turn. Sent as application/octet-stream.
-    #[arg(long = "body", value_name = "FILE_OR_DIR")]
+    #[arg(long = "body", visible_alias = "images", value_name = "FILE_OR_DIR")]
     bodies: Vec<PathBuf>,
-    /// Connections. In open loop (--rate) also the most requests in flight.
+    /// Connections. In open loop (--rate, --ramp) also the most requests in flight: give it at
+    /// least rate × the latency you accept (e.g. 256 for 500 req/s at 500 ms).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Open loop: requests per second on a fixed schedule. Without it: closed loop.
-    #[arg(long)]
+    /// Open loop: requests per second on a fixed schedule. Without it (and without --ramp): closed loop.
+    #[arg(long, conflicts_with = "ramp")]
     rate: Option<f64>,
-    /// Measured seconds, after the warm-up.
-    #[arg(long, default_value_t = 10.0)]
+    /// Open-loop ramp: rates FROM, FROM+STEP, ... up to TO requests/s, each run for --duration after
+    /// its own --warmup with its own statistics. Stops after the first rate that does not hold
+    /// (p99 over --slo, more than --max-failed-percent failed, or due requests left unsent).
+    #[arg(long, value_name = "FROM:TO:STEP")]
+    ramp: Option<String>,
+    /// Measured time, after the warm-up (per step in a ramp): seconds, or 500ms, 10s, 2m.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
     duration: f64,
-    /// Seconds of load before measuring (connections opened, caches and pools warmed).
-    #[arg(long, default_value_t = 1.0)]
+    /// Load before measuring (connections opened, caches and pools warmed): seconds, or 500ms, 2s.
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
     warmup: f64,
-    /// Stop after this many measured responses (the run still ends at --duration).
+    /// The latency objective: a ramp step holds while its p99 is at most this (500ms, 1s, ...).
+    #[arg(long, default_value = "500ms", value_parser = parse_seconds)]
+    slo: f64,
+    /// Failed requests (non-2xx answers or no answer) a ramp step may have and still hold, in
+    /// percent of its requests.
+    #[arg(long, default_value_t = 1.0)]
+    max_failed_percent: f64,
+    /// Stop after this many measured responses (the run still ends at --duration; per step in a ramp).
     #[arg(long)]
     requests: Option<u64>,
     /// Tokio worker threads of the generator; few, so it leaves the cores to a server on the same machine.
@@ -82,6 +112,10 @@ pub struct LoadtestArgs {
     /// Print the result as one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write the result as one self-contained HTML file (inline SVG charts, no scripts, no
+    /// network needed to view it).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// What to send, where, and for how long: everything the load loop needs, built from the command
@@ -94,15 +128,38 @@ pub struct LoadConfig {
     /// name replaces. Includes `Authorization` when a key was given.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Taken in turn, one per request; empty means requests without a body.
-    pub bodies: Vec<Bytes>,
+    pub bodies: Vec<Body>,
     pub concurrency: usize,
     pub pacing: Pacing,
     pub warmup: Duration,
     pub duration: Duration,
     pub max_requests: Option<u64>,
-    /// Show the once-a-second progress line on stderr.
-    pub progress: bool,
+    pub progress: Progress,
 }
+
+/// One body file: its name fills `{file}` in the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    pub name: String,
+    pub bytes: Bytes,
+}
+
+/// How the run shows itself on stderr while it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Off,
+    /// A terminal: one bar with a live summary, rewritten every second.
+    Bar {
+        label: String,
+    },
+    /// A pipe or a file: a plain line every few seconds.
+    Lines {
+        label: String,
+    },
+}
+
+/// Between two plain progress lines.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
 
 /// A plain-HTTP target, split into what the connection and the request line need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +169,18 @@ pub struct Target {
     pub port: u16,
     /// `host[:port]` as written in the URL: the Host header.
     pub authority: String,
-    /// Origin-form request target, e.g. `/v1/resize?width=64`.
+    /// Origin-form request target, e.g. `/v1/resize?width=64`; `{file}` stays as `FILE_SLOT`.
     pub path_and_query: String,
+}
+
+/// `{file}` as it stands in a parsed URL: braces are not URL characters, so it is kept encoded.
+const FILE_SLOT: &str = "%7Bfile%7D";
+
+impl Target {
+    /// The URL as given (with `{file}`).
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.authority, self.path_and_query.replace(FILE_SLOT, "{file}"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,10 +197,12 @@ pub struct LoadReport {
     pub counts: Tally,
     /// Open loop only: requests due in the measured window that no connection was free to send.
     pub unsent: Option<u64>,
+    /// The same requests, in windows of time.
+    pub series: TimeSeries,
 }
 
 /// Counts of one worker, merged into the run's at the end; only measured requests are counted.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Tally {
     pub status: BTreeMap<u16, u64>,
     pub connect_errors: u64,
@@ -154,41 +223,109 @@ impl Tally {
         self.connect_errors + self.request_errors
     }
 
-    fn merge(&mut self, other: Tally) {
-        for (code, count) in other.status {
+    fn merge(&mut self, other: &Tally) {
+        for (&code, &count) in &other.status {
             *self.status.entry(code).or_default() += count;
         }
         self.connect_errors += other.connect_errors;
         self.request_errors += other.request_errors;
         if self.first_error.is_none() {
-            self.first_error = other.first_error;
+            self.first_error.clone_from(&other.first_error);
         }
         self.latency.merge(&other.latency);
         self.bytes_received += other.bytes_received;
     }
 }
 
+/// The most steps a ramp may plan: each keeps its counts (30 KiB) and its windows' numbers.
+const MAX_RAMP_STEPS: usize = 100;
+
 pub fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
-    let config = config_from_args(&args)?;
+    let mut config = config_from_args(&args)?;
+    let objective = Objective { slo_ms: args.slo * 1000.0, max_failed_ratio: args.max_failed_percent / 100.0 };
+    // parse_seconds gives no negative or NaN.
+    if objective.slo_ms == 0.0 {
+        bail!("--slo must be more than 0");
+    }
+    if !(0.0..=100.0).contains(&args.max_failed_percent) {
+        bail!("--max-failed-percent must be between 0 and 100, not {}", args.max_failed_percent);
+    }
+    let ramp = args.ramp.as_deref().map(parse_ramp).transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let interrupt = async {
-        // Without a Ctrl-C handler the run simply cannot be cut short: wait for the time instead
-        // of taking the error as an interrupt.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+    let (interrupt_sender, interrupted) = watch::channel(false);
+    runtime.spawn(async move {
+        // Without a Ctrl-C handler the run simply cannot be cut short: keep the sender (and so the
+        // runs) waiting for their time instead of taking the error as an interrupt.
+        if tokio::signal::ctrl_c().await.is_ok() {
+            interrupt_sender.send_replace(true);
+        }
+        std::future::pending::<()>().await;
+    });
+    let interrupt = || {
+        let mut interrupted = interrupted.clone();
+        async move {
+            let _ = interrupted.wait_for(|interrupted| *interrupted).await;
         }
     };
-    let report = runtime.block_on(run_load(&config, interrupt))?;
+
+    let summary = match ramp {
+        None => {
+            let report = runtime.block_on(run_load(&config, interrupt()))?;
+            Summary::single(&config, &report, objective.slo_ms)
+        }
+        Some((plan, step)) => {
+            let label = config.progress.clone();
+            let mut steps = Vec::new();
+            let mut all = Tally::default();
+            let mut windows = Vec::new();
+            for (index, &rate) in plan.iter().enumerate() {
+                config.pacing = Pacing::OpenLoop { requests_per_sec: rate };
+                let step_label = format!("step {}/{} {rate} req/s", index + 1, plan.len());
+                config.progress = match &label {
+                    Progress::Off => Progress::Off,
+                    Progress::Bar { .. } => Progress::Bar { label: step_label },
+                    Progress::Lines { .. } => Progress::Lines { label: step_label },
+                };
+                let report = runtime.block_on(run_load(&config, interrupt()))?;
+                let offset: f64 = steps.iter().map(|s: &StepSummary| s.totals.seconds).sum();
+                windows.extend(summary::windows_of(&report.series, report.seconds, offset, Some(index)));
+                all.merge(&report.counts);
+                let step =
+                    StepSummary::judge(rate, Totals::of(&report.counts, report.seconds, report.unsent), objective);
+                if label != Progress::Off {
+                    let p99 = step.totals.latency_ms.p99.map_or("-".to_string(), |ms| format!("{ms:.1}"));
+                    eprintln!(
+                        "step {}/{}: {rate} req/s offered, {:.1} answered/s, p99 {p99} ms, {} failed: {}",
+                        index + 1,
+                        plan.len(),
+                        step.totals.requests_per_sec,
+                        step.totals.failed,
+                        step.verdict
+                    );
+                }
+                let held = step.held;
+                steps.push(step);
+                if !held || *interrupted.borrow() {
+                    break;
+                }
+            }
+            Summary::ramp(&config, &all, windows, RampSummary::new(&plan, step, objective, steps))
+        }
+    };
     // Connection tasks of requests cut off at the end are not worth waiting for.
     runtime.shutdown_background();
+    if let Some(path) = &args.report {
+        std::fs::write(path, report::html(&summary))
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
     if args.json {
-        println!("{}", report_json(&config, &report));
+        println!("{}", serde_json::to_string(&summary).context("cannot encode the summary")?);
     } else {
-        print!("{}", report_text(&config, &report));
+        print!("{}", summary.text());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -228,6 +365,11 @@ pub fn config_from_args(args: &LoadtestArgs) -> anyhow::Result<LoadConfig> {
     if duration.is_zero() {
         bail!("--duration must be more than 0 seconds");
     }
+    let progress = if std::io::stderr().is_terminal() {
+        Progress::Bar { label: String::new() }
+    } else {
+        Progress::Lines { label: String::new() }
+    };
     Ok(LoadConfig {
         target,
         method,
@@ -238,7 +380,7 @@ pub fn config_from_args(args: &LoadtestArgs) -> anyhow::Result<LoadConfig> {
         warmup: seconds_arg("--warmup", args.warmup)?,
         duration,
         max_requests: args.requests,
-        progress: std::io::stderr().is_terminal(),
+        progress,
     })
 }
 
@@ -251,10 +393,55 @@ fn seconds_arg(name: &str, seconds: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A time as seconds: a plain number is seconds (as the flags always took), or a number with
+/// `ms`, `s`, `m` or `h`.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value * scale),
+        _ => Err(format!("{text:?} is not a time (e.g. 10, 10s, 500ms, 2m)")),
+    }
+}
+
+/// `FROM:TO:STEP` in requests per second: the rates FROM, FROM + STEP, ... not beyond TO. Returns
+/// the plan and the step.
+pub fn parse_ramp(text: &str) -> anyhow::Result<(Vec<f64>, f64)> {
+    let numbers: Vec<f64> = text
+        .split(':')
+        .map(|part| part.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow!("--ramp {text:?}: expected FROM:TO:STEP in requests per second, e.g. 50:300:25"))?;
+    let &[from, to, step] = numbers.as_slice() else {
+        bail!("--ramp {text:?}: expected FROM:TO:STEP in requests per second, e.g. 50:300:25");
+    };
+    if !(from.is_finite() && to.is_finite() && step.is_finite() && from > 0.0 && step > 0.0 && to >= from) {
+        bail!("--ramp {text:?}: FROM and STEP must be positive and TO at least FROM");
+    }
+    // A tolerance so that 0.1:0.3:0.1 includes 0.3 despite binary fractions.
+    let count = ((to - from) / step + 1e-9).floor() + 1.0;
+    if count > MAX_RAMP_STEPS as f64 {
+        bail!("--ramp {text:?}: {count} steps, at most {MAX_RAMP_STEPS}");
+    }
+    // Rounded to a millionth, so that 0.1 + 2 × 0.1 shows as 0.3.
+    let plan = (0..count as usize).map(|i| ((from + step * i as f64) * 1e6).round() / 1e6).collect();
+    Ok((plan, step))
+}
+
 /// Splits `http://host[:port]/path?query`. Only plain HTTP: the generator speaks to our servers
 /// directly, without TLS in between.
 pub fn parse_url(url: &str) -> anyhow::Result<Target> {
-    let uri: Uri = url.parse().map_err(|e| anyhow!("invalid --url {url:?}: {e}"))?;
+    let uri: Uri = url.replace("{file}", FILE_SLOT).parse().map_err(|e| anyhow!("invalid --url {url:?}: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => bail!("invalid --url {url:?}: https is not supported, only plain http://"),
@@ -298,31 +485,46 @@ pub fn parse_header(line: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
 }
 
 /// A file is one body; a folder gives every regular file in it, sorted by name (not recursive).
-pub fn load_bodies(path: &Path) -> anyhow::Result<Vec<Bytes>> {
+pub fn load_bodies(path: &Path) -> anyhow::Result<Vec<Body>> {
     let metadata = std::fs::metadata(path).with_context(|| format!("cannot read --body {}", path.display()))?;
-    if !metadata.is_dir() {
-        let body = std::fs::read(path).with_context(|| format!("cannot read --body {}", path.display()))?;
-        return Ok(vec![Bytes::from(body)]);
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).with_context(|| format!("cannot list --body {}", path.display()))? {
-        let file = entry.with_context(|| format!("cannot list --body {}", path.display()))?.path();
-        // `metadata` follows symbolic links, so a link to a file counts as a file.
-        if std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
-            files.push(file);
+    let files = if metadata.is_dir() {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(path).with_context(|| format!("cannot list --body {}", path.display()))? {
+            let file = entry.with_context(|| format!("cannot list --body {}", path.display()))?.path();
+            // `metadata` follows symbolic links, so a link to a file counts as a file.
+            if std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+                files.push(file);
+            }
         }
-    }
-    files.sort();
-    if files.is_empty() {
-        bail!("--body {}: the folder holds no files", path.display());
-    }
+        files.sort();
+        if files.is_empty() {
+            bail!("--body {}: the folder holds no files", path.display());
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
     files
         .iter()
         .map(|file| {
-            let body = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            Ok(Bytes::from(body))
+            let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let name = file.file_name().map_or(String::new(), |name| name.to_string_lossy().into_owned());
+            Ok(Body { name, bytes: Bytes::from(bytes) })
         })
         .collect()
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters: a file name as one path segment.
+fn encode_path_segment(name: &str) -> String {
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded += &format!("%{byte:02X}");
+        }
+    }
+    encoded
 }
 
 /// How long to wait for a TCP connection and the first HTTP/1.1 exchange to be possible.
@@ -365,6 +567,7 @@ pub async fn run_load(config: &LoadConfig, interrupt: impl Future<Output = ()>) 
         counted: AtomicU64::new(0),
         responses: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        series: Mutex::new(TimeSeries::default()),
         stop_sender,
         stopped_at: OnceLock::new(),
     });
@@ -372,7 +575,11 @@ pub async fn run_load(config: &LoadConfig, interrupt: impl Future<Output = ()>) 
     let mut first_connection = Some(first_connection);
     let workers: Vec<JoinHandle<Tally>> =
         (0..config.concurrency).map(|_| tokio::spawn(worker(run.clone(), first_connection.take()))).collect();
-    let progress = config.progress.then(|| tokio::spawn(show_progress(run.clone())));
+    let progress = match &config.progress {
+        Progress::Off => None,
+        Progress::Bar { label } => Some(tokio::spawn(show_progress(run.clone(), label.clone(), true))),
+        Progress::Lines { label } => Some(tokio::spawn(show_progress(run.clone(), label.clone(), false))),
+    };
 
     tokio::select! {
         _ = tokio::time::sleep_until(run.end) => run.stop(run.end),
@@ -382,11 +589,13 @@ pub async fn run_load(config: &LoadConfig, interrupt: impl Future<Output = ()>) 
     }
     let mut counts = Tally::default();
     for worker in workers {
-        counts.merge(worker.await.context("a load worker failed")?);
+        counts.merge(&worker.await.context("a load worker failed")?);
     }
     if let Some(progress) = progress {
         progress.abort();
-        eprint!("\r\x1b[2K");
+        if matches!(config.progress, Progress::Bar { .. }) {
+            eprint!("\r\x1b[2K");
+        }
     }
 
     let stopped_at = run.stopped_at.get().copied().unwrap_or(run.end);
@@ -401,7 +610,8 @@ pub async fn run_load(config: &LoadConfig, interrupt: impl Future<Output = ()>) 
             Some(due.saturating_sub(run.sent_measured.load(Ordering::Relaxed)))
         }
     };
-    Ok(LoadReport { seconds: window.as_secs_f64(), counts, unsent })
+    let series = std::mem::take(&mut *lock(&run.series));
+    Ok(LoadReport { seconds: window.as_secs_f64(), counts, unsent, series })
 }
 
 /// What the workers share: the request to send, the clock of the run, and a few counters.
@@ -424,6 +634,9 @@ struct RunState {
     /// Responses and errors since the start, warm-up included: the progress line.
     responses: AtomicU64,
     errors: AtomicU64,
+    /// Measured requests by the window they finished in. One lock per answer: uncontended with the
+    /// generator's one thread, and cheap next to an HTTP exchange with more.
+    series: Mutex<TimeSeries>,
     stop_sender: watch::Sender<bool>,
     /// When the run ended; what completes after is not counted.
     stopped_at: OnceLock<Instant>,
@@ -439,18 +652,21 @@ impl RunState {
 /// The parts of the request that do not change, so each request is a few cheap clones.
 struct RequestTemplate {
     method: Method,
-    uri: Uri,
+    /// One per body when the URL names the file (`{file}`), else one for all.
+    uris: Vec<Uri>,
     headers: HeaderMap,
+    /// Empty for GET and HEAD, which carry none.
     bodies: Vec<Bytes>,
 }
 
 impl RequestTemplate {
     fn new(config: &LoadConfig) -> anyhow::Result<RequestTemplate> {
+        let sends_body = ![Method::GET, Method::HEAD].contains(&config.method);
         let mut headers = HeaderMap::new();
         let host =
             HeaderValue::from_str(&config.target.authority).context("the URL's host is not a valid Host header")?;
         headers.insert(HOST, host);
-        if !config.bodies.is_empty() {
+        if sends_body && !config.bodies.is_empty() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         }
         // A header given on the command line replaces our default of that name; repeated ones all go.
@@ -460,8 +676,25 @@ impl RequestTemplate {
         for (name, value) in &config.headers {
             headers.append(name.clone(), value.clone());
         }
-        let uri = config.target.path_and_query.parse().context("the URL's path is not a valid request target")?;
-        Ok(RequestTemplate { method: config.method.clone(), uri, headers, bodies: config.bodies.clone() })
+        let path = &config.target.path_and_query;
+        let uris = if path.contains(FILE_SLOT) {
+            if config.bodies.is_empty() {
+                bail!("the URL names {{file}} but no --images (--body) folder gives file names");
+            }
+            config
+                .bodies
+                .iter()
+                .map(|body| {
+                    let named = path.replace(FILE_SLOT, &encode_path_segment(&body.name));
+                    named.parse().with_context(|| format!("{named:?} is not a valid request target"))
+                })
+                .collect::<anyhow::Result<_>>()?
+        } else {
+            vec![path.parse().context("the URL's path is not a valid request target")?]
+        };
+        let bodies =
+            if sends_body { config.bodies.iter().map(|body| body.bytes.clone()).collect() } else { Vec::new() };
+        Ok(RequestTemplate { method: config.method.clone(), uris, headers, bodies })
     }
 
     fn build(&self, body_index: usize) -> Request<Full<Bytes>> {
@@ -471,7 +704,8 @@ impl RequestTemplate {
         };
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
+        // `uris` is never empty: one for all, or one per body.
+        *request.uri_mut() = self.uris[body_index % self.uris.len()].clone();
         *request.headers_mut() = self.headers.clone();
         request
     }
@@ -621,10 +855,12 @@ async fn exchange(run: &RunState, connection: &mut Option<Connection>, scheduled
 fn record(run: &RunState, tally: &mut Tally, outcome: Outcome, finished: Instant) {
     let counter = if matches!(outcome, Outcome::Answered { .. }) { &run.responses } else { &run.errors };
     counter.fetch_add(1, Ordering::Relaxed);
-    let after_the_end = run.stopped_at.get().is_some_and(|&stopped_at| finished > stopped_at);
+    // Past `end` too: the timer that stops the run may not have fired yet.
+    let after_the_end = finished > run.end || run.stopped_at.get().is_some_and(|&stopped_at| finished > stopped_at);
     if finished < run.measure_start || after_the_end {
         return;
     }
+    let offset = finished.duration_since(run.measure_start);
     match outcome {
         Outcome::Answered { status, body_bytes, latency } => {
             if let Some(max) = run.max_requests {
@@ -636,272 +872,86 @@ fn record(run: &RunState, tally: &mut Tally, outcome: Outcome, finished: Instant
                     run.stop(finished);
                 }
             }
+            let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
             *tally.status.entry(status).or_default() += 1;
             tally.bytes_received += body_bytes;
-            tally.latency.record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+            tally.latency.record(latency_us);
+            lock(&run.series).record(offset, Event::Answered { status, latency_us });
         }
         Outcome::ConnectFailed(error) => {
+            lock(&run.series).record(offset, Event::Failed);
             tally.connect_errors += 1;
             tally.first_error.get_or_insert_with(|| format!("connect: {error}"));
         }
         Outcome::RequestFailed(error) => {
+            lock(&run.series).record(offset, Event::Failed);
             tally.request_errors += 1;
             tally.first_error.get_or_insert(error);
         }
     }
 }
 
-/// Once a second on stderr, rewriting one line: elapsed time, responses, the last second's rate, errors.
-async fn show_progress(run: Arc<RunState>) {
-    let mut ticks = tokio::time::interval_at(run.start + Duration::from_secs(1), Duration::from_secs(1));
-    let mut last_responses = 0;
+/// A panic while counting cannot leave the series half-written in a way that matters more than
+/// losing the run: take it as it is.
+fn lock(series: &Mutex<TimeSeries>) -> std::sync::MutexGuard<'_, TimeSeries> {
+    series.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// On stderr while the run goes: on a terminal a bar rewritten every second with the last full
+/// second's rate and latencies; otherwise a plain line every few seconds.
+async fn show_progress(run: Arc<RunState>, label: String, bar: bool) {
+    let every = if bar { Duration::from_secs(1) } else { PROGRESS_LINE_EVERY };
+    let mut ticks = tokio::time::interval_at(run.start + every, every);
+    let total = run.end.duration_since(run.start).as_secs_f64();
+    let label = if label.is_empty() { label } else { format!("{label}  ") };
     loop {
         let now = ticks.tick().await;
-        let responses = run.responses.load(Ordering::Relaxed);
-        let phase = if now < run.measure_start { "  (warm-up)" } else { "" };
-        eprint!(
-            "\r\x1b[2K{:6.1} s  {responses} requests  {} req/s  {} errors{phase}",
-            now.duration_since(run.start).as_secs_f64(),
-            responses - last_responses,
-            run.errors.load(Ordering::Relaxed),
-        );
-        last_responses = responses;
-    }
-}
-
-/// Latencies in microseconds, in log-linear buckets: exact below 128 µs, then 64 buckets per
-/// power of two, so a reported percentile is within 0.8 % of the true sample. Fixed size whatever
-/// the number of samples; max and mean are exact.
-#[derive(Debug, Clone)]
-pub struct LatencyHistogram {
-    counts: Vec<u64>,
-    samples: u64,
-    sum_us: u64,
-    max_us: u64,
-}
-
-/// Values below this have a bucket each; above, buckets are 1/64 of their power of two wide.
-const EXACT_BELOW: u64 = 128;
-const BUCKETS_PER_OCTAVE_LOG2: u32 = 6;
-/// Enough buckets for every u64: the last octave (2^63..) ends at index 57 * 64 + 127.
-const BUCKETS: usize = 57 * 64 + 128;
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        LatencyHistogram { counts: vec![0; BUCKETS], samples: 0, sum_us: 0, max_us: 0 }
-    }
-}
-
-impl LatencyHistogram {
-    pub fn record(&mut self, us: u64) {
-        self.counts[bucket_of(us)] += 1;
-        self.samples += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
-        self.max_us = self.max_us.max(us);
-    }
-
-    fn merge(&mut self, other: &LatencyHistogram) {
-        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-            *mine += theirs;
-        }
-        self.samples += other.samples;
-        self.sum_us = self.sum_us.saturating_add(other.sum_us);
-        self.max_us = self.max_us.max(other.max_us);
-    }
-
-    /// The nearest-rank percentile `p` (0-100) in microseconds; None without samples.
-    pub fn percentile(&self, p: f64) -> Option<u64> {
-        if self.samples == 0 {
-            return None;
-        }
-        let rank = ((p / 100.0 * self.samples as f64).ceil() as u64).clamp(1, self.samples);
-        let mut seen = 0;
-        for (index, &count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                // A bucket's middle may lie above the largest sample in it.
-                return Some(bucket_value(index).min(self.max_us));
+        let elapsed = now.duration_since(run.start).as_secs_f64();
+        let live = if now < run.measure_start {
+            "warm-up".to_string()
+        } else {
+            let series = lock(&run.series);
+            let current = series.index_of(now.duration_since(run.measure_start));
+            // The last window that is complete.
+            match current.checked_sub(1).and_then(|index| series.windows().get(index)) {
+                Some(window) => {
+                    let seconds = series.width().as_secs_f64();
+                    let p = |p: f64| {
+                        window.latency.percentile(p).map_or("-".to_string(), |us| format!("{:.1}", us as f64 / 1000.0))
+                    };
+                    format!(
+                        "{:.1} req/s  p50 {} ms  p99 {} ms  {} non-2xx",
+                        window.responses() as f64 / seconds,
+                        p(50.0),
+                        p(99.0),
+                        window
+                            .status
+                            .iter()
+                            .filter(|(code, _)| !(200..300).contains(*code))
+                            .map(|(_, n)| n)
+                            .sum::<u64>()
+                    )
+                }
+                None => "measuring".to_string(),
             }
+        };
+        let responses = run.responses.load(Ordering::Relaxed);
+        let errors = run.errors.load(Ordering::Relaxed);
+        let status = format!("{label}{elapsed:.0}/{total:.0} s  {responses} answers  {errors} errors  {live}");
+        if bar {
+            const WIDTH: usize = 24;
+            let filled = ((elapsed / total).clamp(0.0, 1.0) * WIDTH as f64) as usize;
+            eprint!("\r\x1b[2K[{}{}] {status}", "#".repeat(filled), ".".repeat(WIDTH - filled));
+        } else {
+            eprintln!("{status}");
         }
-        Some(self.max_us)
-    }
-
-    pub fn max_us(&self) -> Option<u64> {
-        (self.samples > 0).then_some(self.max_us)
-    }
-
-    pub fn mean_us(&self) -> Option<f64> {
-        (self.samples > 0).then(|| self.sum_us as f64 / self.samples as f64)
     }
 }
-
-fn bucket_of(us: u64) -> usize {
-    if us < EXACT_BELOW {
-        return us as usize;
-    }
-    let octave = 63 - us.leading_zeros(); // 7.. for us >= 128
-    let shift = octave - BUCKETS_PER_OCTAVE_LOG2;
-    let mantissa = us >> shift; // 64..128
-    ((shift as u64) * 64 + mantissa) as usize
-}
-
-/// The middle of the bucket's range.
-fn bucket_value(index: usize) -> u64 {
-    let index = index as u64;
-    if index < EXACT_BELOW {
-        return index;
-    }
-    let shift = index / 64 - 1;
-    let mantissa = index % 64 + 64;
-    let lowest = mantissa << shift;
-    lowest + ((1u64 << shift) - 1) / 2
-}
-
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
-}
-
-fn requests_per_sec(report: &LoadReport) -> f64 {
-    if report.seconds > 0.0 {
-        report.counts.requests() as f64 / report.seconds
-    } else {
-        0.0
-    }
-}
-
-fn report_json(config: &LoadConfig, report: &LoadReport) -> serde_json::Value {
-    let latency = &report.counts.latency;
-    let percentile = |p: f64| latency.percentile(p).map(ms);
-    serde_json::json!({
-        "requests": report.counts.requests(),
-        "seconds": report.seconds,
-        "requests_per_sec": requests_per_sec(report),
-        "status": report.counts.status,
-        "errors": report.counts.errors(),
-        "latency_ms": {
-            "p50": percentile(50.0),
-            "p90": percentile(90.0),
-            "p99": percentile(99.0),
-            "p999": percentile(99.9),
-            "max": latency.max_us().map(ms),
-            "mean": latency.mean_us().map(|us| us / 1000.0),
-        },
-        "bytes_received": report.counts.bytes_received,
-        "concurrency": config.concurrency,
-        "rate": match config.pacing {
-            Pacing::ClosedLoop => None,
-            Pacing::OpenLoop { requests_per_sec } => Some(requests_per_sec),
-        },
-        "unsent": report.unsent,
-    })
-}
-
-fn report_text(config: &LoadConfig, report: &LoadReport) -> String {
-    let counts = &report.counts;
-    let target = &config.target;
-    let mode = match config.pacing {
-        Pacing::ClosedLoop => format!("closed loop, {} connections", config.concurrency),
-        Pacing::OpenLoop { requests_per_sec } => {
-            format!("open loop, {requests_per_sec} req/s, up to {} in flight", config.concurrency)
-        }
-    };
-    let mut text = format!("{} http://{}{}\n", config.method, target.authority, target.path_and_query);
-    text += &format!("mode        {mode}, {:.1} s warm-up\n", config.warmup.as_secs_f64());
-    text += &format!(
-        "requests    {} in {:.2} s = {:.1} req/s\n",
-        counts.requests(),
-        report.seconds,
-        requests_per_sec(report)
-    );
-    let status: Vec<String> = counts.status.iter().map(|(code, count)| format!("{code}: {count}")).collect();
-    text += &format!("status      {}\n", if status.is_empty() { "-".to_string() } else { status.join(", ") });
-    text += &format!(
-        "errors      {} (connect {}, request {})\n",
-        counts.errors(),
-        counts.connect_errors,
-        counts.request_errors
-    );
-    if let Some(error) = &counts.first_error {
-        text += &format!("first error {error}\n");
-    }
-    let latency = &counts.latency;
-    let show = |us: Option<u64>| us.map_or("-".to_string(), |us| format!("{:.3}", ms(us)));
-    text += &format!(
-        "latency ms  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}\n",
-        show(latency.percentile(50.0)),
-        show(latency.percentile(90.0)),
-        show(latency.percentile(99.0)),
-        show(latency.percentile(99.9)),
-        show(latency.max_us()),
-        latency.mean_us().map_or("-".to_string(), |us| format!("{:.3}", us / 1000.0)),
-    );
-    let mib = counts.bytes_received as f64 / (1024.0 * 1024.0);
-    text += &format!("received    {} body bytes ({mib:.1} MiB)\n", counts.bytes_received);
-    if let Some(unsent) = report.unsent.filter(|&unsent| unsent > 0) {
-        text += &format!("unsent      {unsent} due requests found no free connection: raise --concurrency\n");
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
-
-    #[test]
-    fn percentiles_are_nearest_rank_and_exact_for_small_values() {
-        let mut histogram = LatencyHistogram::default();
-        assert_eq!(histogram.percentile(50.0), None);
-        for us in [4, 1, 3, 2] {
-            histogram.record(us);
-        }
-        assert_eq!(histogram.percentile(50.0), Some(2));
-        assert_eq!(histogram.percentile(75.0), Some(3));
-        assert_eq!(histogram.percentile(99.9), Some(4));
-        assert_eq!(histogram.percentile(0.0), Some(1));
-        assert_eq!(histogram.max_us(), Some(4));
-        assert_eq!(histogram.mean_us(), Some(2.5));
-    }
-
-    #[test]
-    fn percentiles_of_large_values_are_within_one_percent() {
-        let mut histogram = LatencyHistogram::default();
-        for us in 1..=100_000 {
-            histogram.record(us * 10);
-        }
-        for (p, expected) in [(50.0, 500_000.0), (90.0, 900_000.0), (99.0, 990_000.0), (99.9, 999_000.0)] {
-            let got = histogram.percentile(p).unwrap() as f64;
-            assert!((got - expected).abs() / expected < 0.01, "p{p}: {got} vs {expected}");
-        }
-        assert_eq!(histogram.max_us(), Some(1_000_000));
-        assert_eq!(histogram.mean_us(), Some(500_005.0));
-    }
-
-    #[test]
-    fn every_bucket_value_is_within_one_percent_of_its_samples() {
-        let mut us = 1u64;
-        while us < u64::MAX / 2 {
-            for sample in [us, us + us / 3, us * 2 - 1] {
-                let value = bucket_value(bucket_of(sample)) as f64;
-                assert!((value - sample as f64).abs() / sample as f64 <= 0.008, "{sample} -> {value}");
-            }
-            us *= 2;
-        }
-        assert!(bucket_of(u64::MAX) < BUCKETS);
-    }
-
-    #[test]
-    fn merged_histograms_count_both() {
-        let mut a = LatencyHistogram::default();
-        let mut b = LatencyHistogram::default();
-        a.record(10);
-        b.record(1_000);
-        b.record(2_000);
-        a.merge(&b);
-        assert_eq!(a.percentile(50.0), Some(bucket_value(bucket_of(1_000))));
-        assert_eq!(a.max_us(), Some(2_000));
-    }
 
     #[test]
     fn url_is_split_into_host_port_and_path() {
@@ -954,6 +1004,73 @@ mod tests {
     }
 
     #[test]
+    fn a_url_naming_the_file_gets_each_body_name_encoded_and_get_sends_no_body() {
+        let mut config =
+            test_config(parse_url("http://127.0.0.1:1/unsafe/fit-in/{file}?q=1").unwrap(), Pacing::ClosedLoop);
+        assert_eq!(config.target.url(), "http://127.0.0.1:1/unsafe/fit-in/{file}?q=1");
+        config.method = Method::GET;
+        let template = RequestTemplate::new(&config).unwrap();
+        let first = template.build(0);
+        assert_eq!(first.uri(), "/unsafe/fit-in/a%20b.jpg?q=1");
+        assert_eq!(template.build(1).uri(), "/unsafe/fit-in/c.jpg?q=1");
+        assert_eq!(template.build(2).uri(), "/unsafe/fit-in/a%20b.jpg?q=1");
+        assert!(first.headers().get(CONTENT_TYPE).is_none());
+        assert_eq!(hyper::body::Body::size_hint(first.body()).exact(), Some(0));
+        config.bodies.clear();
+        assert!(RequestTemplate::new(&config).is_err());
+    }
+
+    #[test]
+    fn times_are_seconds_or_carry_a_unit() {
+        assert_eq!(parse_seconds("10"), Ok(10.0));
+        assert_eq!(parse_seconds("2.5"), Ok(2.5));
+        assert_eq!(parse_seconds("500ms"), Ok(0.5));
+        assert_eq!(parse_seconds("3s"), Ok(3.0));
+        assert_eq!(parse_seconds("2m"), Ok(120.0));
+        for text in ["", "-1", "10x", "ms", "NaN", "1 h 2"] {
+            assert!(parse_seconds(text).is_err(), "{text:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_ramp_is_from_to_step() {
+        assert_eq!(parse_ramp("50:200:50").unwrap(), (vec![50.0, 100.0, 150.0, 200.0], 50.0));
+        assert_eq!(parse_ramp("10:25:10").unwrap().0, vec![10.0, 20.0]);
+        assert_eq!(parse_ramp("0.1:0.3:0.1").unwrap().0, vec![0.1, 0.2, 0.3]);
+        assert_eq!(parse_ramp("5:5:1").unwrap().0, vec![5.0]);
+        for text in ["", "1:2", "1:2:3:4", "0:10:1", "10:5:1", "1:10:0", "a:b:c", "1:1000:1"] {
+            assert!(parse_ramp(text).is_err(), "{text:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_tipping_point_is_the_last_step_of_the_held_prefix() {
+        let objective = Objective { slo_ms: 500.0, max_failed_ratio: 0.01 };
+        let step = |rate: f64, p99_us: u64, status: u16| {
+            let mut counts = Tally::default();
+            for _ in 0..100 {
+                counts.latency.record(p99_us);
+                *counts.status.entry(status).or_default() += 1;
+            }
+            StepSummary::judge(rate, Totals::of(&counts, 1.0, Some(0)), objective)
+        };
+        let steps = vec![step(10.0, 1_000, 200), step(20.0, 400_000, 200), step(30.0, 600_000, 200)];
+        assert_eq!(steps.iter().map(|s| s.held).collect::<Vec<_>>(), [true, true, false]);
+        assert_eq!(steps[2].verdict, "p99 600.000 ms over the 500 ms SLO");
+        let held_p99 = steps[1].totals.latency_ms.p99;
+        assert!(held_p99.is_some_and(|p99| (p99 - 400.0).abs() < 4.0), "{held_p99:?}");
+        let ramp = RampSummary::new(&[10.0, 20.0, 30.0, 40.0], 10.0, objective, steps);
+        let tip = ramp.tipping_point.as_ref().unwrap();
+        assert_eq!((tip.step, tip.rate, tip.p99_ms), (1, 20.0, held_p99));
+        assert_eq!(ramp.not_run, [40.0]);
+        // Fast refusals do not hold: they are failures, not capacity.
+        let refused = step(10.0, 100, 503);
+        assert!(!refused.held);
+        assert_eq!(refused.verdict, "100.00 % failed");
+        assert!(RampSummary::new(&[10.0], 10.0, objective, vec![refused]).tipping_point.is_none());
+    }
+
+    #[test]
     fn a_body_folder_gives_its_files_sorted_by_name() {
         let dir = std::env::temp_dir().join(format!("resizer-loadtest-bodies-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("nested")).unwrap();
@@ -963,8 +1080,9 @@ mod tests {
         let bodies = load_bodies(&dir);
         let single = load_bodies(&dir.join("b.jpg"));
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(bodies.unwrap(), vec![Bytes::from("first"), Bytes::from("second")]);
-        assert_eq!(single.unwrap(), vec![Bytes::from("second")]);
+        let body = |name: &str, bytes: &'static str| Body { name: name.into(), bytes: Bytes::from(bytes) };
+        assert_eq!(bodies.unwrap(), vec![body("a.jpg", "first"), body("b.jpg", "second")]);
+        assert_eq!(single.unwrap(), vec![body("b.jpg", "second")]);
     }
 
     fn test_config(target: Target, pacing: Pacing) -> LoadConfig {
@@ -972,13 +1090,16 @@ mod tests {
             target,
             method: Method::POST,
             headers: Vec::new(),
-            bodies: vec![Bytes::from_static(b"hello"), Bytes::from_static(b"image bytes")],
+            bodies: vec![
+                Body { name: "a b.jpg".into(), bytes: Bytes::from_static(b"hello") },
+                Body { name: "c.jpg".into(), bytes: Bytes::from_static(b"image bytes") },
+            ],
             concurrency: 2,
             pacing,
             warmup: Duration::from_millis(100),
             duration: Duration::from_millis(500),
             max_requests: None,
-            progress: false,
+            progress: Progress::Off,
         }
     }
 
@@ -1033,10 +1154,15 @@ mod tests {
         assert_eq!(report.counts.bytes_received, 2 * requests);
         assert!((0.45..0.6).contains(&report.seconds), "{}", report.seconds);
         assert_eq!(report.unsent, None);
-        let json = report_json(&config, &report);
+        let json = serde_json::to_value(Summary::single(&config, &report, 500.0)).unwrap();
         assert_eq!(json["requests"], requests);
         assert_eq!(json["status"]["200"], requests);
         assert!(json["rate"].is_null());
+        assert_eq!(json["mode"], "closed");
+        // Every measured answer is in exactly one window.
+        let windows = json["windows"].as_array().unwrap();
+        assert!(!windows.is_empty());
+        assert_eq!(windows.iter().map(|w| w["requests"].as_u64().unwrap()).sum::<u64>(), requests);
     }
 
     #[tokio::test]
@@ -1048,6 +1174,19 @@ mod tests {
         assert!(requests > 0 && requests <= 102, "{requests}");
         assert_eq!(report.counts.errors(), 0);
         assert!(report.unsent.is_some());
+    }
+
+    #[tokio::test]
+    async fn measured_windows_hold_exactly_the_measured_answers() {
+        let mut config = test_config(spawn_ok_server().await, Pacing::OpenLoop { requests_per_sec: 100.0 });
+        config.duration = Duration::from_millis(2_500);
+        let report = run_load(&config, std::future::pending()).await.unwrap();
+        let windows = report.series.windows();
+        assert_eq!(windows.len(), 3, "{} s", report.seconds);
+        assert_eq!(windows.iter().map(|w| w.responses()).sum::<u64>(), report.counts.requests());
+        let summary = Summary::single(&config, &report, 500.0);
+        // The half second at the end is a window of its own length.
+        assert!((summary.windows[2].seconds - 0.5).abs() < 0.05, "{:?}", summary.windows[2]);
     }
 
     #[tokio::test]
