@@ -38,6 +38,15 @@ fn token(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
+/// A refused result, counted by why.
+fn refused_result(app: &App, e: &StagingError) -> Response {
+    app.metrics.result(match e {
+        StagingError::Gone(_) => "gone",
+        StagingError::WrongToken(_) => "wrong_token",
+    });
+    refusal(e)
+}
+
 fn refusal(e: &StagingError) -> Response {
     let status = match e {
         StagingError::Gone(_) => StatusCode::GONE,
@@ -60,7 +69,7 @@ async fn result(State(app): State<Arc<App>>, Path(job): Path<String>, request: R
     let token = token(&parts.headers).to_owned();
     // Refuse a wrong or dead token before reading the body.
     if let Err(e) = staging.source(&job, &token) {
-        return refusal(&e);
+        return refused_result(&app, &e);
     }
     let body: Bytes = match Limited::new(body, MAX_RESULT_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -89,7 +98,10 @@ async fn result(State(app): State<Arc<App>>, Path(job): Path<String>, request: R
         (None, None) => Err(Failure::new(FailureKind::Internal, "the worker sent neither a result nor a failure")),
     };
     match staging.deliver(&job, &token, delivery) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => refusal(&e),
+        Ok(()) => {
+            app.metrics.result("accepted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => refused_result(&app, &e),
     }
 }

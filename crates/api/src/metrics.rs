@@ -20,6 +20,7 @@ pub struct Metrics {
     publish: Family,
     publish_outcomes: promtext::Counters,
     remote_turnaround: Family,
+    results: promtext::Counters,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     usage: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -63,6 +64,12 @@ impl Metrics {
     /// From publishing a job to its result (or failure) arriving back from a worker.
     pub fn remote_turnaround(&self, lane: Lane, took: Duration) {
         self.remote_turnaround.observe(&[lane.as_str()], took);
+    }
+
+    /// A result a worker handed back on the internal port: `accepted`, `gone` (answered or
+    /// given up already: a duplicate or a late one) or `wrong_token`.
+    pub fn result(&self, outcome: &'static str) {
+        self.results.add(&[outcome], 1);
     }
 
     pub fn auth_failure(&self, reason: &'static str) {
@@ -126,6 +133,12 @@ impl Metrics {
             "resizer_remote_turnaround_seconds",
             "From publishing a job to its result arriving from a worker (cluster mode), by lane.",
             &["lane"],
+        );
+        self.results.render(
+            &mut out,
+            "resizer_internal_results_total",
+            "Results workers handed back, by outcome (accepted; gone: duplicate or too late; wrong_token).",
+            &["outcome"],
         );
         let _ = writeln!(out, "# HELP resizer_auth_failures_total Requests refused by authentication, by reason.");
         let _ = writeln!(out, "# TYPE resizer_auth_failures_total counter");

@@ -17,6 +17,9 @@ use crate::metrics::WorkerMetrics;
 use crate::transfer;
 use crate::{WorkerConfig, WorkerError};
 
+/// How long past its `expires` a pull may go unanswered before it is taken as lost.
+const PULL_GRACE: Duration = Duration::from_millis(500);
+
 /// What the health and metrics routes read.
 pub struct Status {
     pub metrics: WorkerMetrics,
@@ -129,13 +132,24 @@ async fn slot(
                 continue;
             }
         };
-        while let Some(delivery) = batch.next().await {
-            match delivery {
-                Ok(message) => job::handle(&context, message).await,
-                Err(e) => {
+        // JetStream answers a pull with a job or, at `expires`, a timeout. A pull that reaches a
+        // consumer without a leader (at start-up, during an election) is dropped silently, and
+        // the client would wait `expires` + 5 s for it: give up soon after `expires` instead.
+        // A job sent to the abandoned pull afterwards is not lost: dropping the batch
+        // unsubscribes its inbox, and the server skips pulls nobody listens to any more.
+        let give_up = tokio::time::Instant::now() + context.config.pull_expires + PULL_GRACE;
+        loop {
+            match tokio::time::timeout_at(give_up, batch.next()).await {
+                Ok(Some(Ok(message))) => job::handle(&context, message).await,
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
                     tracing::debug!(error = %e, "pull ended");
                     // A consumer leader change ends pulls with an error; don't spin on it.
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
+                Err(_unanswered) => {
+                    tracing::debug!("pull unanswered past its expiry; renewing it");
                     break;
                 }
             }

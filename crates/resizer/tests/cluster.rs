@@ -1,0 +1,455 @@
+//! The cluster, for real: `resizer lab up` starts 3 nats-server nodes (JetStream), 2 api nodes
+//! behind HAProxy and workers on free loopback ports; these tests drive load at it from this
+//! process over HTTP and hurt it the ways the cluster must survive — kill -9 of a worker, of an
+//! api node, of the JetStream leader of the job stream, SIGSTOP of a worker, a job that keeps
+//! killing its workers. `down` runs when each test ends, whatever happened.
+//!
+//! nats-server and haproxy come from Debian's packages (`scripts/test.sh` installs them); a
+//! missing one fails the test with the package to install.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+use serde_json::Value;
+
+/// A lab cluster of this test; stopped (`lab down`) when dropped.
+struct Lab {
+    file: Value,
+    dir: PathBuf,
+    _guard: lab::LabGuard,
+    _tmp: TempDir,
+    agent: ureq::Agent,
+}
+
+impl Lab {
+    fn up(args: &[&str]) -> Lab {
+        let tmp = TempDir::new();
+        let dir = tmp.0.join("lab");
+        let guard = lab::LabGuard::new(&dir);
+        let out = Command::new(env!("CARGO_BIN_EXE_resizer"))
+            .args(["lab", "up", "--dir"])
+            .arg(&dir)
+            .args(args)
+            // The load here is the cluster's, not one tenant's quota.
+            .args(["--set", "limits.rate_per_sec=1000000", "--set", "limits.burst=1000000"])
+            .output()
+            .expect("run resizer lab up");
+        assert!(
+            out.status.success(),
+            "resizer lab up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file: Value = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
+            .expect("cluster.json is JSON");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Lab { file, dir, _guard: guard, _tmp: tmp, agent }
+    }
+
+    fn field(&self, name: &str) -> String {
+        self.file["fields"][name].as_str().unwrap_or_else(|| panic!("cluster.json has no field {name}")).to_owned()
+    }
+
+    fn component(&self, name: &str) -> Value {
+        let components = self.file["components"].as_array().expect("components");
+        components.iter().find(|c| c["name"] == name).cloned().unwrap_or_else(|| panic!("no component {name}"))
+    }
+
+    fn url_of(&self, name: &str, key: &str) -> String {
+        self.component(name)["urls"][key].as_str().unwrap_or_else(|| panic!("{name} has no {key} URL")).to_owned()
+    }
+
+    fn resize(&self, query: &str, body: &[u8]) -> (u16, Vec<u8>, Value) {
+        let url = format!("{}/v1/resize?{query}", self.field("url"));
+        resize_at(&self.agent, &url, &self.field("demo_api_key"), body)
+    }
+
+    /// Sum of every sample of `series` (any labels) in a component's /metrics.
+    fn metric_sum(&self, component: &str, series: &str) -> f64 {
+        metric_sum(&self.agent, &self.url_of(component, "metrics"), series)
+    }
+
+    fn signal(&self, name: &str, signal: lab::Signal) {
+        lab::signal_component(&self.dir, name, signal).unwrap_or_else(|e| panic!("signal {name}: {e}"));
+    }
+
+    fn nats(&self) -> lab::NatsCluster {
+        let file = lab::ClusterFile::read(&self.dir).expect("cluster.json");
+        let nats: Vec<lab::Component> = file.with_role(lab::NATS_ROLE).cloned().collect();
+        lab::NatsCluster::from_components(&nats).expect("the NATS nodes")
+    }
+
+    fn log_tails(&self) -> String {
+        let file = lab::ClusterFile::read(&self.dir).expect("cluster.json");
+        file.components.iter().map(|c| format!("--- {} ---\n{}\n", c.name, c.log_tail(15))).collect()
+    }
+}
+
+fn resize_at(agent: &ureq::Agent, url: &str, key: &str, body: &[u8]) -> (u16, Vec<u8>, Value) {
+    match agent.post(url).header("authorization", format!("Bearer {key}")).send(body) {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let bytes = response.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap_or_default();
+            let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (status, bytes, json)
+        }
+        // A connection the server side dropped: what a client of a killed node sees.
+        Err(_) => (0, Vec::new(), Value::Null),
+    }
+}
+
+fn metric_sum(agent: &ureq::Agent, url: &str, series: &str) -> f64 {
+    let Ok(mut response) = agent.get(url).call() else { return f64::NAN };
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            // `name` matches every label set; `name{a="b"` those that start so.
+            l.starts_with(series)
+                && (series.contains('{') || matches!(l.as_bytes().get(series.len()), Some(b'{' | b' ')))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// One request of a load: when it was sent (from the load's start), how long it took, status.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    sent: Duration,
+    latency: Duration,
+    status: u16,
+}
+
+/// A closed-loop load of `clients` threads sending `body` until stopped, each pausing `pause`
+/// between requests (a steady, modest rate that leaves the 2 cores room for the cluster).
+struct Load {
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(lab: &Lab, query: &str, body: Vec<u8>, clients: usize, pause: Duration) -> Load {
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let body = Arc::new(body);
+        let url = format!("{}/v1/resize?{query}", lab.field("url"));
+        let key = lab.field("demo_api_key");
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, samples, body, url, key) =
+                    (stop.clone(), samples.clone(), body.clone(), url.clone(), key.clone());
+                thread::spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(30)))
+                        .build()
+                        .into();
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = started.elapsed();
+                        let t = Instant::now();
+                        let (status, _, _) = resize_at(&agent, &url, &key, &body);
+                        samples.lock().unwrap().push(Sample { sent, latency: t.elapsed(), status });
+                        thread::sleep(pause);
+                    }
+                })
+            })
+            .collect();
+        Load { started, stop, samples, threads }
+    }
+
+    fn since_start(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        let mut samples = self.samples.lock().unwrap().clone();
+        samples.sort_by_key(|s| s.sent);
+        samples
+    }
+}
+
+fn statuses(samples: &[Sample]) -> BTreeMap<u16, usize> {
+    let mut counts = BTreeMap::new();
+    for s in samples {
+        *counts.entry(s.status).or_default() += 1;
+    }
+    counts
+}
+
+fn success_ratio(samples: &[Sample]) -> f64 {
+    samples.iter().filter(|s| s.status == 200).count() as f64 / samples.len().max(1) as f64
+}
+
+fn percentile(mut latencies: Vec<Duration>, p: f64) -> Duration {
+    latencies.sort();
+    let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1));
+    latencies.get(rank - 1).copied().unwrap_or_default()
+}
+
+fn sample_jpeg() -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample.jpg")).expect("examples/sample.jpg")
+}
+
+fn pid_alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Polls a worker's busy gauge until it runs a job, so that a kill lands mid-job.
+fn wait_until_busy(lab: &Lab, worker: &str, timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if lab.metric_sum(worker, "resizer_worker_busy") >= 1.0 {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
+    let lab = Lab::up(&["--workers", "2", "--worker-slots", "1"]);
+    let jpeg = sample_jpeg();
+    let (status, body, _) = lab.resize("width=100", &jpeg);
+    assert_eq!(status, 200, "{}", lab.log_tails());
+    assert_eq!(imaging::probe(&body).expect("an image").width, 100);
+
+    // Failures come back from the worker typed, answered as `resizer dev` answers them.
+    let (status, _, problem) = lab.resize("width=100", &jpeg[..jpeg.len() / 2]);
+    assert_eq!((status, problem["type"].as_str()), (422, Some("urn:resizer:problem:corrupt-image")));
+    let (status, _, problem) = lab.resize("width=100&fit=bogus", &jpeg);
+    assert_eq!((status, problem["type"].as_str()), (400, Some("urn:resizer:problem:bad-parameter")));
+    let (status, _, problem) = lab.resize("format=webp&width=50", &common::png(300, 200));
+    assert_eq!(status, 200, "{problem}");
+
+    // The internal port is not behind the load balancer, and it opens nothing without a token.
+    let through_lb = format!("{}/internal/v1/jobs/0123/source", lab.field("url"));
+    assert_eq!(lab.agent.get(&through_lb).call().expect("answer").status().as_u16(), 404);
+    let internal = format!("{}/internal/v1/jobs/0123/source", lab.url_of("api-0", "internal"));
+    let answer = lab.agent.get(&internal).header("authorization", "Bearer guess").call().expect("answer");
+    assert_eq!(answer.status().as_u16(), 410, "an unknown job is gone whatever the token");
+
+    // Every api node and worker counted its part; the results were accepted once each.
+    let accepted = lab.metric_sum("api-0", "resizer_internal_results_total")
+        + lab.metric_sum("api-1", "resizer_internal_results_total");
+    // The bad parameter was refused by the api node itself; three jobs reached a worker.
+    assert_eq!(accepted, 3.0, "three results handed back");
+    let worker_jobs = lab.metric_sum("worker-0", "resizer_worker_jobs_total")
+        + lab.metric_sum("worker-1", "resizer_worker_jobs_total");
+    assert_eq!(worker_jobs, 3.0);
+
+    let status = Command::new(env!("CARGO_BIN_EXE_resizer"))
+        .args(["lab", "status", "--dir"])
+        .arg(&lab.dir)
+        .output()
+        .expect("status");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stdout));
+    let listing = String::from_utf8_lossy(&status.stdout);
+    for name in ["nats-0", "nats-1", "nats-2", "api-0", "api-1", "worker-0", "worker-1", "haproxy"] {
+        assert!(listing.contains(name), "{name} missing from status:\n{listing}");
+    }
+
+    let pids: Vec<u64> = lab.file["components"].as_array().unwrap().iter().filter_map(|c| c["pid"].as_u64()).collect();
+    assert_eq!(pids.len(), 8);
+    let down = Command::new(env!("CARGO_BIN_EXE_resizer"))
+        .args(["lab", "down", "--dir"])
+        .arg(&lab.dir)
+        .output()
+        .expect("down");
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let left: Vec<u64> = pids.into_iter().filter(|&p| pid_alive(p)).collect();
+    assert!(left.is_empty(), "processes left after down: {left:?}");
+}
+
+#[test]
+fn killing_a_worker_mid_job_redelivers_its_jobs() {
+    let lab = Lab::up(&["--workers", "2", "--worker-slots", "1"]);
+    let image = common::png(1600, 1200);
+    let load = Load::start(&lab, "width=400", image, 4, Duration::from_millis(5));
+    thread::sleep(Duration::from_secs(2));
+    assert!(wait_until_busy(&lab, "worker-0", Duration::from_secs(5)), "worker-0 never ran a job");
+    lab.signal("worker-0", lab::Signal::Kill);
+    thread::sleep(Duration::from_secs(6));
+    let samples = load.finish();
+
+    let ratio = success_ratio(&samples);
+    eprintln!("kill -9 worker: {} requests, {:?}, success {:.2} %", samples.len(), statuses(&samples), ratio * 100.0);
+    assert!(ratio >= 0.99, "success {:.2} % < 99 %: {:?}\n{}", ratio * 100.0, statuses(&samples), lab.log_tails());
+    let redelivered = lab.metric_sum("worker-1", "resizer_worker_redeliveries_total");
+    assert!(redelivered >= 1.0, "the killed worker's job was not redelivered to worker-1\n{}", lab.log_tails());
+}
+
+#[test]
+fn killing_an_api_node_is_routed_around() {
+    let lab = Lab::up(&["--workers", "2"]);
+    let load = Load::start(&lab, "width=100", sample_jpeg(), 4, Duration::from_millis(5));
+    thread::sleep(Duration::from_secs(2));
+    let killed_at = load.since_start();
+    lab.signal("api-0", lab::Signal::Kill);
+    thread::sleep(Duration::from_secs(5));
+    let samples = load.finish();
+
+    let ratio = success_ratio(&samples);
+    let failed_late: Vec<&Sample> =
+        samples.iter().filter(|s| s.status != 200 && s.sent > killed_at + Duration::from_secs(1)).collect();
+    eprintln!("kill -9 api node: {} requests, {:?}, success {:.2} %", samples.len(), statuses(&samples), ratio * 100.0);
+    assert!(ratio >= 0.99, "success {:.2} % < 99 %: {:?}", ratio * 100.0, statuses(&samples));
+    // HAProxy checks every 500 ms and takes a node out after 2 failures: past 1 s every request
+    // goes to the live node.
+    assert!(failed_late.is_empty(), "requests failed after HAProxy's check interval: {failed_late:?}");
+}
+
+#[test]
+fn killing_the_job_stream_leader_elects_a_new_one_and_publishing_resumes() {
+    let lab = Lab::up(&["--workers", "2"]);
+    let nats = lab.nats();
+    let leader = lab::poll_until("a JOBS stream leader", Duration::from_secs(10), Duration::from_millis(100), || {
+        nats.stream_leader("JOBS").ok().flatten().ok_or_else(|| "none agreed yet".to_owned())
+    })
+    .expect("the JOBS stream has a leader");
+    let index = nats.nodes().iter().position(|n| n.server_name == leader).expect("the leader is a lab node");
+    let load = Load::start(&lab, "width=100", sample_jpeg(), 4, Duration::from_millis(10));
+    thread::sleep(Duration::from_secs(2));
+    let killed_at = load.since_start();
+    nats.kill(index).expect("kill -9 the stream leader");
+    let (new_leader, took) =
+        nats.wait_new_stream_leader("JOBS", &leader, Duration::from_secs(20)).expect("a new leader");
+    thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+
+    // Publishing resumed: the first request sent after the kill that succeeded, answered when.
+    let resumed = samples
+        .iter()
+        .filter(|s| s.sent > killed_at && s.status == 200)
+        .map(|s| s.sent + s.latency - killed_at)
+        .min()
+        .expect("requests succeeded after the kill");
+    let ratio = success_ratio(&samples);
+    let slowest = samples.iter().map(|s| s.latency).max().unwrap_or_default();
+    eprintln!(
+        "kill -9 JOBS leader {leader}: new leader {new_leader} after {took:?}; first success after {resumed:?}; {} requests {:?}, success {:.2} %, slowest {slowest:?}",
+        samples.len(),
+        statuses(&samples),
+        ratio * 100.0
+    );
+    assert!(took <= lab::LEADER_ELECTION_BOUND, "new leader after {took:?}");
+    assert!(
+        resumed <= lab::LEADER_ELECTION_BOUND + Duration::from_secs(1),
+        "publishing resumed only after {resumed:?}"
+    );
+    assert!(slowest <= Duration::from_secs(11), "a request hung past its 10 s deadline: {slowest:?}");
+    assert!(ratio >= 0.95, "success {:.2} % < 95 %: {:?}\n{}", ratio * 100.0, statuses(&samples), lab.log_tails());
+
+    // The node comes back and rejoins as a current replica of the stream.
+    let name = nats.nodes()[index].component.name.clone();
+    lab::restart_component(&lab.dir, &name).expect("restart the node");
+    lab::poll_until("the restarted node to rejoin", Duration::from_secs(30), Duration::from_millis(250), || {
+        let streams = nats.nodes()[(index + 1) % 3].jsz("accounts=true&streams=true").map_err(|e| e.to_string())?;
+        let cluster = streams
+            .account_details
+            .iter()
+            .flat_map(|a| &a.stream_detail)
+            .find(|s| s.name == "JOBS")
+            .and_then(|s| s.cluster.clone())
+            .ok_or_else(|| "no JOBS stream".to_owned())?;
+        let current = cluster.replicas.iter().filter(|r| r.current).count();
+        if current == 2 {
+            Ok(())
+        } else {
+            Err(format!("{current} current followers"))
+        }
+    })
+    .expect("the restarted node rejoined the stream");
+}
+
+#[test]
+fn a_frozen_worker_delays_only_the_jobs_it_holds_and_none_is_delivered_twice() {
+    let lab = Lab::up(&["--workers", "2", "--worker-slots", "1"]);
+    let load = Load::start(&lab, "width=100", sample_jpeg(), 3, Duration::from_millis(20));
+    thread::sleep(Duration::from_secs(2));
+    let stopped_at = load.since_start();
+    lab.signal("worker-0", lab::Signal::Stop);
+    thread::sleep(Duration::from_secs(10));
+    let continued_at = load.since_start();
+    lab.signal("worker-0", lab::Signal::Cont);
+    thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+
+    // A frozen worker holds at most one job per slot (it pulls one at a time): those wait for
+    // `ack_wait` and go elsewhere. Every other request keeps its latency.
+    let slots = 1;
+    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+    latencies.sort();
+    let held = latencies.iter().filter(|&&l| l > Duration::from_millis(500)).count();
+    let slow: Vec<&Sample> = samples.iter().filter(|s| s.latency > Duration::from_millis(500)).collect();
+    eprintln!("stopped at {stopped_at:?}, continued at {continued_at:?}; slow requests: {slow:?}");
+    let others: Vec<Duration> = latencies[..latencies.len() - held.min(slots)].to_vec();
+    let p99 = percentile(others, 0.99);
+    eprintln!(
+        "SIGSTOP worker 10 s: {} requests {:?}, {held} over 500 ms, p99 of the others {p99:?}",
+        samples.len(),
+        statuses(&samples)
+    );
+    assert!(samples.iter().all(|s| s.status == 200), "{:?}", statuses(&samples));
+    assert!(held <= slots, "{held} requests over 500 ms; the frozen worker could hold only {slots}");
+    assert!(p99 < Duration::from_millis(500), "p99 of the other requests {p99:?}");
+
+    // The woken worker's late result was refused: every request got exactly one result.
+    thread::sleep(Duration::from_secs(1));
+    let accepted = lab.metric_sum("api-0", "resizer_internal_results_total{outcome=\"accepted\"")
+        + lab.metric_sum("api-1", "resizer_internal_results_total{outcome=\"accepted\"");
+    assert_eq!(accepted as usize, samples.len(), "results accepted vs requests answered");
+}
+
+#[test]
+fn a_job_that_keeps_killing_its_workers_fails_with_422() {
+    // One run allowed: the second delivery of a job whose worker died is poison.
+    let lab = Lab::up(&["--workers", "2", "--worker-slots", "1", "--set", "queue.max_attempts=1"]);
+    let body = common::png(3000, 2400);
+    let (url, key) = (format!("{}/v1/resize?width=2000", lab.field("url")), lab.field("demo_api_key"));
+    let request = thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        resize_at(&agent, &url, &key, &body)
+    });
+    let victim = {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < until, "no worker took the job");
+            if let Some(w) =
+                ["worker-0", "worker-1"].into_iter().find(|w| lab.metric_sum(w, "resizer_worker_busy") >= 1.0)
+            {
+                break w;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    lab.signal(victim, lab::Signal::Kill);
+    let (status, _, problem) = request.join().expect("request thread");
+    assert_eq!(status, 422, "{problem}\n{}", lab.log_tails());
+    assert_eq!(problem["type"], "urn:resizer:problem:poison-job");
+    let survivor = if victim == "worker-0" { "worker-1" } else { "worker-0" };
+    assert_eq!(lab.metric_sum(survivor, "resizer_worker_jobs_total{lane=\"medium\",outcome=\"poison\"}"), 1.0);
+}
