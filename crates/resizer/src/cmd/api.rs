@@ -69,8 +69,15 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             "resizer api started"
         );
         let listeners = api::Listeners { public, admin, internal: Some(internal) };
-        serve_node(&config, config.api.admin_token.clone(), store, cache, api::Conversions::Queue(Box::new(backend)), listeners)
-            .await
+        serve_node(
+            &config,
+            config.api.admin_token.clone(),
+            store,
+            cache,
+            api::Conversions::Queue(Box::new(backend)),
+            listeners,
+        )
+        .await
     })?;
     Ok(ExitCode::SUCCESS)
 }
