@@ -195,14 +195,14 @@ pub fn public_document() -> Value {
         ("403", "The key was revoked, or its tenant is suspended."),
         ("413", "The body or the image's declared pixel count is over the tenant's limit, or the output would be over 50 megapixels."),
         ("415", "The body is not a JPEG, PNG, WebP or GIF."),
-        ("422", "The image is corrupt or cannot be decoded."),
+        ("422", "The image is corrupt or cannot be decoded, or (cluster) it failed every attempt: `poison-job`."),
         ("504", "The deadline passed before the image was ready."),
         ("500", "A failure of the server (never caused by the input alone)."),
     ] {
         responses.insert(status.into(), problem(description));
     }
     responses.insert("429".into(), retry_problem("The tenant's rate limit was reached."));
-    responses.insert("503".into(), retry_problem("Overloaded or shutting down: the queue is over its budget."));
+    responses.insert("503".into(), retry_problem("Overloaded or shutting down: the queue is over its budget (`overloaded`), or (cluster) the job queue cannot be reached (`queue-unavailable`)."));
 
     json!({
         "openapi": "3.1.0",

@@ -453,3 +453,37 @@ fn a_job_that_keeps_killing_its_workers_fails_with_422() {
     let survivor = if victim == "worker-0" { "worker-1" } else { "worker-0" };
     assert_eq!(lab.metric_sum(survivor, "resizer_worker_jobs_total{lane=\"medium\",outcome=\"poison\"}"), 1.0);
 }
+
+#[test]
+fn a_full_queue_is_answered_503_at_once() {
+    // No workers: jobs stay queued until their deadline; the stream holds two.
+    let lab = Lab::up(&["--workers", "0", "--set", "queue.max_jobs=2", "--set", "api.request_timeout_ms=4000"]);
+    let jpeg = sample_jpeg();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, key, body) =
+                (format!("{}/v1/resize?width=100", lab.field("url")), lab.field("demo_api_key"), jpeg.clone());
+            thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                resize_at(&agent, &url, &key, &body).0
+            })
+        })
+        .collect();
+    // Both queued (published) before the third comes.
+    let published = || {
+        lab.metric_sum("api-0", "resizer_queue_publish_total") + lab.metric_sum("api-1", "resizer_queue_publish_total")
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while published() < 2.0 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let (status, _, problem) = lab.resize("width=100", &jpeg);
+    let took = started.elapsed();
+    assert_eq!((status, problem["type"].as_str()), (503, Some("urn:resizer:problem:overloaded")), "{problem}");
+    assert!(took < Duration::from_millis(500), "a full queue answered after {took:?}");
+    // The queued ones are never run (no worker) and time out at their deadline.
+    for w in waiting {
+        assert_eq!(w.join().expect("request thread"), 504);
+    }
+}
