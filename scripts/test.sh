@@ -13,6 +13,8 @@ command -v nasm >/dev/null || need_packages+=(nasm)
 command -v cc >/dev/null || need_packages+=(build-essential)
 command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || need_packages+=(nats-server)
 command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need_packages+=(haproxy)
+# PostgreSQL for the lab and the identity store's tests; Debian puts initdb in /usr/lib/postgresql/<v>/bin.
+command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_packages+=(postgresql)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "installing: ${need_packages[*]}"

@@ -1,4 +1,5 @@
-//! Finding `nats-server` and `haproxy`, with an error that says which Debian package to install.
+//! Finding `nats-server`, `haproxy` and PostgreSQL's programs, with an error that says which Debian
+//! package to install.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,16 @@ use crate::error::{LabError, MissingBinary, Result};
 pub const NATS_SERVER: MissingBinary = MissingBinary { program: "nats-server", package: "nats-server" };
 /// The HAProxy program and its Debian package (installed into /usr/sbin, often not on a user's PATH).
 pub const HAPROXY: MissingBinary = MissingBinary { program: "haproxy", package: "haproxy" };
+
+/// PostgreSQL's server (Debian puts it in /usr/lib/postgresql/<version>/bin, off every PATH).
+pub const POSTGRES: MissingBinary = MissingBinary { program: "postgres", package: "postgresql" };
+/// PostgreSQL's `initdb`, from the same package and directory as `postgres`.
+pub const INITDB: MissingBinary = MissingBinary { program: "initdb", package: "postgresql" };
+/// Runs PostgreSQL as an unprivileged user when the lab is root.
+pub const SETPRIV: MissingBinary = MissingBinary { program: "setpriv", package: "util-linux" };
+
+/// Debian's PostgreSQL installations: one `<version>/bin` directory per major version.
+const POSTGRES_LIB: &str = "/usr/lib/postgresql";
 
 /// Where to look after `$PATH`: the sbin directories are not on every user's PATH.
 const EXTRA_DIRS: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
@@ -23,7 +34,26 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+/// A PostgreSQL program (`postgres`, `initdb`): like [`find_program`], then in
+/// `/usr/lib/postgresql/<version>/bin`, highest version first.
+pub fn find_postgres_program(program: &str) -> Option<PathBuf> {
+    find_program(program).or_else(|| {
+        let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(POSTGRES_LIB)
+            .ok()?
+            .filter_map(|e| {
+                let e = e.ok()?;
+                // "15", or "9.6" before PostgreSQL 10; anything else is not a version directory.
+                let version: Vec<u32> =
+                    e.file_name().to_str()?.split('.').map(str::parse).collect::<Result<_, _>>().ok()?;
+                Some((version, e.path().join("bin").join(program)))
+            })
+            .collect();
+        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        versions.into_iter().map(|(_, path)| path).find(|p| is_executable(p))
+    })
+}
+
+pub(crate) fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
@@ -71,6 +101,13 @@ mod tests {
         assert!(text.contains("apt-get install -y nats-server haproxy"), "{text}");
         let bad = resolve(NATS_SERVER, Some(Path::new("/nonexistent/nats-server"))).expect_err("not executable");
         assert!(bad.to_string().contains("nats-server"), "{bad}");
+    }
+
+    #[test]
+    fn postgres_programs_name_their_package() {
+        let text = LabError::MissingBinaries(vec![INITDB]).to_string();
+        assert!(text.contains("`initdb` (Debian package `postgresql`)"), "{text}");
+        assert!(find_postgres_program("surely-no-such-program-here").is_none());
     }
 
     #[test]

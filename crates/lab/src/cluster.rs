@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{LabError, Result};
 use crate::nats::NATS_ROLE;
 use crate::net;
+use crate::postgres::POSTGRES_ROLE;
 use crate::process::{self, Component, ProcessState, Signal};
 
 /// The file's name inside DIR.
@@ -126,8 +127,9 @@ pub struct DownReport {
     pub already_gone: Vec<String>,
 }
 
-/// Stop every component of the cluster in DIR: first everything but NATS (load balancer, api
-/// nodes, workers can drain while the queue is still up), then the NATS nodes. Each group gets
+/// Stop every component of the cluster in DIR: first everything but NATS and PostgreSQL (load
+/// balancer, api nodes, workers can drain while the queue and the database are still up), then
+/// PostgreSQL, then the NATS nodes. Each group gets
 /// SIGTERM (with SIGCONT, so that a SIGSTOPped process acts on it) and `grace` to exit, then
 /// SIGKILL; then no process of any component may remain ([`LabError::Survivors`] otherwise).
 /// cluster.json stays (with dead pids) for the record.
@@ -140,10 +142,24 @@ pub fn down(dir: &Path, grace: Duration) -> Result<DownReport> {
     };
     let (nats, others): (Vec<Component>, Vec<Component>) =
         file.components.iter().filter(|c| live.contains(&c.name)).cloned().partition(|c| c.role == NATS_ROLE);
+    let (postgres, others): (Vec<Component>, Vec<Component>) =
+        others.into_iter().partition(|c| c.role == POSTGRES_ROLE);
     // Stop in reverse start order within each phase.
-    for phase in [others, nats] {
+    for (role, phase) in [("", others), (POSTGRES_ROLE, postgres), (NATS_ROLE, nats)] {
         let phase: Vec<Component> = phase.into_iter().rev().collect();
-        report.stopped.extend(process::stop_components(&phase, grace)?);
+        let mut asked = Vec::new();
+        if role == POSTGRES_ROLE {
+            // SIGTERM is PostgreSQL's smart shutdown, which waits for every client: ask for a fast one.
+            for c in &phase {
+                if crate::postgres::request_fast_shutdown(c)? {
+                    asked.push(c.name.clone());
+                }
+            }
+        }
+        let mut stopped = process::stop_components(&phase, grace)?;
+        asked.retain(|name| !stopped.contains(name));
+        stopped.extend(asked);
+        report.stopped.extend(stopped);
     }
     let left = file.live();
     if !left.is_empty() {
@@ -159,7 +175,8 @@ pub struct ComponentStatus {
     pub name: String,
     pub pid: u32,
     pub state: ProcessState,
-    /// The health URL's answer: `Some(true)` on 200; `None` without a health URL or process.
+    /// The health URL's answer: `Some(true)` on 200 (for a `tcp://host:port` health, when the
+    /// port accepts a connection); `None` without a health URL or process.
     pub healthy: Option<bool>,
     pub urls: std::collections::BTreeMap<String, String>,
     pub log: PathBuf,
@@ -174,9 +191,13 @@ pub fn status(dir: &Path) -> Result<Vec<ComponentStatus>> {
         .map(|c| {
             let state = c.state();
             let healthy = match (&c.health, state) {
-                (Some(url), ProcessState::Running) => {
-                    Some(net::http_get(url, Duration::from_millis(700)).is_ok_and(|a| a.status == 200))
-                }
+                (Some(url), ProcessState::Running) => Some(match url.strip_prefix("tcp://") {
+                    // A server that speaks no HTTP (PostgreSQL): its port accepting is the check.
+                    Some(addr) => addr
+                        .parse::<std::net::SocketAddr>()
+                        .is_ok_and(|addr| net::tcp_accepts(addr, Duration::from_millis(700))),
+                    None => net::http_get(url, Duration::from_millis(700)).is_ok_and(|a| a.status == 200),
+                }),
                 (Some(_), _) => Some(false),
                 (None, _) => None,
             };

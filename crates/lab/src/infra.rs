@@ -11,6 +11,7 @@ use crate::cluster::ClusterFile;
 use crate::error::{LabError, Result};
 use crate::haproxy::{Backend, Haproxy, HaproxyOptions};
 use crate::nats::{NatsCluster, NatsOptions, NATS_ROLE};
+use crate::postgres::{Postgres, PostgresOptions};
 use crate::process::{self, Component, ProcessGuard, ProcessSpec, Signal};
 
 /// Options of every piece `lab up` starts.
@@ -36,9 +37,11 @@ pub struct Infrastructure {
     dir: PathBuf,
     opts: InfraOptions,
     file: ClusterFile,
-    // Fields drop in this order: the load balancer, then api nodes and workers, then NATS.
+    // Fields drop in this order: the load balancer, then api nodes and workers, then PostgreSQL,
+    // then NATS.
     haproxy: Option<Haproxy>,
     processes: ProcessGuard,
+    postgres: Option<Postgres>,
     nats: NatsCluster,
 }
 
@@ -77,7 +80,7 @@ pub fn up_infrastructure(dir: &Path, opts: &InfraOptions) -> Result<Infrastructu
         file.upsert(c);
     }
     file.fields.insert("nats_urls".into(), nats.client_urls().into());
-    let infra = Infrastructure { dir, opts, file, haproxy: None, processes: ProcessGuard::new(), nats };
+    let infra = Infrastructure { dir, opts, file, haproxy: None, processes: ProcessGuard::new(), postgres: None, nats };
     infra.file.write()?;
     Ok(infra)
 }
@@ -145,6 +148,29 @@ impl Infrastructure {
         Ok(haproxy)
     }
 
+    pub fn postgres(&self) -> Option<&Postgres> {
+        self.postgres.as_ref()
+    }
+
+    /// Start a private PostgreSQL server ([`Postgres`], default options) with its data in
+    /// `DIR/postgres`, record it in cluster.json (component `postgres`, field `postgres_url`) and
+    /// wait until it accepts connections. A second call returns the running one.
+    pub fn add_postgres(&mut self) -> Result<&Postgres> {
+        if self.postgres.is_none() {
+            let opts = PostgresOptions { die_with_parent: self.opts.die_with_parent, ..PostgresOptions::default() };
+            if self.file.component(&opts.name).is_some() {
+                return Err(LabError::Invalid(format!("a component named {} already exists", opts.name)));
+            }
+            let postgres = Postgres::start(&self.dir, &opts)?;
+            self.file.upsert(postgres.component().clone());
+            self.file.fields.insert("postgres_url".into(), postgres.url().into());
+            // Held before writing, so that a failed write still stops it with the rest.
+            self.postgres = Some(postgres);
+            self.file.write()?;
+        }
+        self.postgres.as_ref().ok_or_else(|| LabError::Invalid("PostgreSQL is not running".into()))
+    }
+
     /// Every component started so far, in start order.
     pub fn components(&self) -> &[Component] {
         &self.file.components
@@ -171,12 +197,14 @@ impl Infrastructure {
     }
 
     /// Restart component `name` identically (a NATS node keeps its config and store) and record
-    /// its new pid. Readiness is the caller's to check.
+    /// its new pid. Readiness is the caller's to check (PostgreSQL's is waited for here).
     pub fn restart(&mut self, name: &str) -> Result<Component> {
         let c = self.file.component(name).cloned().ok_or_else(|| LabError::UnknownComponent(name.to_string()))?;
         let new = if c.role == NATS_ROLE {
             let i = self.nats.index_of(name).ok_or_else(|| LabError::UnknownComponent(name.to_string()))?;
             self.nats.restart(i)?
+        } else if let Some(pg) = self.postgres.as_mut().filter(|p| p.component().name == name) {
+            pg.restart()?.clone()
         } else if self.haproxy.as_ref().is_some_and(|h| h.component().name == name) {
             return Err(LabError::Invalid("restart HAProxy with add_haproxy (reload)".into()));
         } else {
@@ -204,6 +232,9 @@ impl Infrastructure {
         self.nats.detach();
         if let Some(h) = &mut self.haproxy {
             h.detach();
+        }
+        if let Some(p) = &mut self.postgres {
+            p.detach();
         }
         drop(std::mem::take(&mut self.processes).disarm());
     }

@@ -3,7 +3,8 @@
 //! The cluster on one machine (`resizer lab up --dir DIR`, `down`, `status`): the processes of
 //! the distributed deployment started on free loopback ports for tests, benchmarks and users.
 //! It owns process orchestration only — a NATS JetStream cluster of N `nats-server` processes
-//! ([`NatsCluster`]), HAProxy in front of the api nodes ([`Haproxy`]), any other process through
+//! ([`NatsCluster`]), HAProxy in front of the api nodes ([`Haproxy`]), a private PostgreSQL
+//! server with its own `initdb` in DIR ([`Postgres`]), any other process through
 //! [`start_process`], the record of all of them in `DIR/cluster.json` ([`ClusterFile`]), and
 //! stopping ([`down`]), inspecting ([`status`]) and hurting them (kill -9, SIGSTOP, restart) for
 //! fault tests.
@@ -11,8 +12,8 @@
 //! It must not know what an api node or a worker does (they are command lines with a `/readyz`
 //! URL to it), must not speak the NATS protocol (only nats-server's HTTP monitoring endpoints),
 //! and must not outlive its promise: every process it starts is in its own process group, is
-//! recorded before it matters, and `down` verifies none is left. nats-server and HAProxy come
-//! from Debian's packages; their absence is an error naming the packages to install.
+//! recorded before it matters, and `down` verifies none is left. nats-server, HAProxy and
+//! PostgreSQL come from Debian's packages; their absence is an error naming the packages to install.
 //!
 //! `lab up` in four steps:
 //!
@@ -44,7 +45,7 @@
 //! ```
 //!
 //! Files: `process.rs` spawning, signals and `/proc`; `net.rs` ports and waiting; `nats.rs` the
-//! NATS cluster; `haproxy.rs` the load balancer; `cluster.rs` cluster.json, down, status;
+//! NATS cluster; `haproxy.rs` the load balancer; `postgres.rs` PostgreSQL; `cluster.rs` cluster.json, down, status;
 //! `infra.rs` the `lab up` steps; `binaries.rs` finding the programs.
 
 mod binaries;
@@ -54,9 +55,12 @@ mod haproxy;
 mod infra;
 mod nats;
 mod net;
+mod postgres;
 mod process;
 
-pub use binaries::{check_binaries, find_program, HAPROXY, NATS_SERVER};
+pub use binaries::{
+    check_binaries, find_postgres_program, find_program, HAPROXY, INITDB, NATS_SERVER, POSTGRES, SETPRIV,
+};
 pub use cluster::{
     down, format_status, restart_component, signal_component, status, write_atomic, ClusterFile, ComponentStatus,
     DownReport, LabGuard, CLUSTER_FILE,
@@ -72,6 +76,7 @@ pub use net::{
     free_port, free_ports, http_get, http_get_json, poll_until, tcp_accepts, wait_for_http_ok, wait_for_tcp,
     HttpAnswer, LOOPBACK,
 };
+pub use postgres::{Postgres, PostgresOptions, POSTGRES_DATABASE, POSTGRES_ROLE, POSTGRES_USER};
 pub use process::{
     group_members, log_tail, logs_dir, process_state, respawn, send_signal, signal_leader, start_process,
     stop_components, wait_gone, Component, ProcessGuard, ProcessSpec, ProcessState, Signal,

@@ -1,0 +1,557 @@
+//! A private PostgreSQL server for the lab and for tests: its own `initdb` in `DIR/postgres/data`,
+//! listening only on 127.0.0.1 at a free port, its Unix socket in `DIR/postgres/run` (never
+//! /var/run), trust authentication, superuser and database both named `resizer`
+//! ([`Postgres::url`]). The server is one [`Component`] started by [`crate::start_process`]:
+//! its log is `DIR/logs/postgres.log`, it can be killed (-9), stopped (SIGSTOP) and restarted
+//! ([`crate::respawn`]) like any other, and `down` stops it after every process that may use it.
+//!
+//! Programs: Debian's package `postgresql` (server 15 on Debian 12). `postgres` is looked for on
+//! `$PATH`, in the system directories (/usr/local/bin...), then in `/usr/lib/postgresql/<v>/bin`,
+//! highest version first, where Debian puts it; `initdb` is taken from the same directory as
+//! `postgres` (a data directory only works with its own major version).
+//!
+//! Running as root: PostgreSQL refuses to run as root. When the lab runs as root, `initdb` and
+//! `postgres` run as an unprivileged system user (`postgres`, created by the Debian package; see
+//! [`PostgresOptions::system_user`]) through `setpriv --reuid --regid --init-groups` (util-linux),
+//! which execs the program in place: the component's pid is the postmaster's. `DIR/postgres` is
+//! chowned to that user and DIR gets the search bit for others (`o+x`, no read bit) so that the
+//! user can reach it; the log is opened by the lab, so it stays the lab user's. Changing uid clears
+//! the parent-death signal, so `setpriv --pdeathsig keep` puts it back for tests. When not root,
+//! everything runs as the current user.
+//!
+//! Signals: the postmaster puts each of its children (backends, checkpointer...) in a session of
+//! its own, so the component's process group is the postmaster alone; its children exit when it
+//! dies. SIGTERM is PostgreSQL's *smart* shutdown, which waits for every client to disconnect, so
+//! [`down`](crate::down) and [`Postgres::stop_gracefully`] first send SIGINT (fast shutdown:
+//! sessions are ended, a shutdown checkpoint written). [`Postgres::kill`] kills the postmaster and
+//! its children, as a crash of the database host would, and [`Postgres::restart`] waits until no
+//! old process holds the shared memory (else the new postmaster refuses to start).
+//!
+//! Readiness is read from `postmaster.pid` (line 8 says `ready` once the server accepts
+//! connections, after crash recovery) and a TCP connect: the lab does not speak the PostgreSQL
+//! protocol. The database `resizer` is created once, right after `initdb`, in single-user mode
+//! (`postgres --single`), for the same reason.
+
+use std::ffi::CString;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::binaries::{self, INITDB, POSTGRES, SETPRIV};
+use crate::error::{LabError, Result};
+use crate::net::{self, LOOPBACK};
+use crate::process::{self, Component, ProcessSpec, ProcessState, Signal};
+
+/// The role recorded in the server's [`Component`].
+pub const POSTGRES_ROLE: &str = "postgres";
+/// The superuser `initdb` creates; the lab's URL connects as it (trust authentication).
+pub const POSTGRES_USER: &str = "resizer";
+/// The database created for resizer.
+pub const POSTGRES_DATABASE: &str = "resizer";
+
+/// How to start the server.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Component name, log name (`DIR/logs/<name>.log`) and directory (`DIR/<name>`).
+    pub name: String,
+    /// The directory holding `postgres` and `initdb`; searched for when `None`.
+    pub bin_dir: Option<PathBuf>,
+    /// The unprivileged user the server runs as when the lab runs as root. Ignored otherwise.
+    pub system_user: String,
+    /// `shared_buffers`: small, the lab's data is tiny and the machine is shared.
+    pub shared_buffers: String,
+    pub max_connections: u32,
+    /// See [`ProcessSpec::die_with_parent`]: on in tests, off for `lab up`.
+    pub die_with_parent: bool,
+    /// How long start and restart wait for the server to accept connections (crash recovery
+    /// included).
+    pub ready_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            name: "postgres".into(),
+            bin_dir: None,
+            system_user: "postgres".into(),
+            shared_buffers: "16MB".into(),
+            max_connections: 100,
+            die_with_parent: false,
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running PostgreSQL server. Dropping it stops it (fast shutdown) unless
+/// [`detach`](Postgres::detach)ed or rebuilt with [`from_component`](Postgres::from_component).
+#[derive(Debug)]
+pub struct Postgres {
+    pub port: u16,
+    /// `DIR/<name>/data`
+    pub data_dir: PathBuf,
+    component: Component,
+    die_with_parent: bool,
+    ready_timeout: Duration,
+    detached: bool,
+}
+
+impl Postgres {
+    /// Find the programs, `initdb` into `DIR/<name>/data` unless it already holds a cluster (a
+    /// reused DIR keeps its data), create the `resizer` database, start the server on a free
+    /// loopback port and wait until it accepts connections. On failure nothing is left running.
+    pub fn start(dir: &Path, opts: &PostgresOptions) -> Result<Postgres> {
+        let programs = Programs::find(opts)?;
+        std::fs::create_dir_all(dir).map_err(|e| LabError::io("create", dir, e))?;
+        let dir = std::fs::canonicalize(dir).map_err(|e| LabError::io("resolve", dir, e))?;
+        let own_dir = dir.join(&opts.name);
+        let data_dir = own_dir.join("data");
+        let run_dir = own_dir.join("run");
+        let log = process::logs_dir(&dir).join(format!("{}.log", opts.name));
+        std::fs::create_dir_all(process::logs_dir(&dir))
+            .map_err(|e| LabError::io("create", process::logs_dir(&dir), e))?;
+        for d in [&own_dir, &data_dir, &run_dir] {
+            std::fs::create_dir_all(d).map_err(|e| LabError::io("create", d, e))?;
+        }
+        if let Some(user) = &programs.run_as {
+            allow_search(&dir)?;
+            for d in [&own_dir, &data_dir, &run_dir] {
+                std::os::unix::fs::chown(d, Some(user.uid), Some(user.gid)).map_err(|e| LabError::io("chown", d, e))?;
+            }
+        }
+        if !data_dir.join("PG_VERSION").exists() {
+            programs.initdb(&data_dir, &log)?;
+        }
+
+        let port = net::free_port()?;
+        // A Unix socket path longer than sun_path (108 bytes) is refused at start; the lab's URL
+        // is TCP, so a deep DIR just goes without the socket.
+        let socket_dir = if run_dir.join(format!(".s.PGSQL.{port}.lock")).as_os_str().len() < 100 {
+            run_dir.display().to_string()
+        } else {
+            String::new()
+        };
+        let mut server_args = vec![
+            "-D".to_string(),
+            data_dir.display().to_string(),
+            "-h".into(),
+            LOOPBACK.to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-k".into(),
+            socket_dir,
+        ];
+        for setting in [
+            format!("shared_buffers={}", opts.shared_buffers),
+            format!("max_connections={}", opts.max_connections),
+            "unix_socket_permissions=0700".into(),
+            "log_line_prefix=%m [%p] ".into(),
+            // Log to stderr, i.e. the component's log; never to files inside the data directory.
+            "logging_collector=off".into(),
+            "fsync=on".into(),
+        ] {
+            server_args.push("-c".into());
+            server_args.push(setting);
+        }
+        let (program, args) = programs.command(&programs.postgres, server_args);
+        let url = url_for(port);
+        let spec = ProcessSpec::new(POSTGRES_ROLE, &opts.name, program)
+            .args(args)
+            .cwd(&own_dir)
+            .url("postgres", &url)
+            .health(format!("tcp://{LOOPBACK}:{port}"))
+            .extra("port", port)
+            .extra("data_dir", data_dir.display().to_string())
+            .extra("run_as", programs.run_as.as_ref().map(|u| u.name.clone()))
+            .die_with_parent(opts.die_with_parent);
+        let component = process::start_process(&dir, &spec)?;
+        let postgres = Postgres {
+            port,
+            data_dir,
+            component,
+            die_with_parent: opts.die_with_parent,
+            ready_timeout: opts.ready_timeout,
+            detached: false,
+        };
+        // On `?`, `postgres` is dropped and stops the server.
+        postgres.wait_ready(opts.ready_timeout)?;
+        Ok(postgres)
+    }
+
+    /// Rebuild the handle from the `postgres` component of a `cluster.json`. The result is
+    /// detached: dropping it stops nothing.
+    pub fn from_component(component: &Component) -> Result<Postgres> {
+        let port = component
+            .extra
+            .get("port")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| LabError::Invalid(format!("component {}: no `port` in extra", component.name)))?;
+        let data_dir = component
+            .extra
+            .get("data_dir")
+            .and_then(serde_json::Value::as_str)
+            .map(PathBuf::from)
+            .ok_or_else(|| LabError::Invalid(format!("component {}: no `data_dir` in extra", component.name)))?;
+        Ok(Postgres {
+            port,
+            data_dir,
+            component: component.clone(),
+            die_with_parent: false,
+            ready_timeout: PostgresOptions::default().ready_timeout,
+            detached: true,
+        })
+    }
+
+    /// `postgres://resizer@127.0.0.1:<port>/resizer`: trust authentication, no password.
+    pub fn url(&self) -> String {
+        url_for(self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((LOOPBACK, self.port))
+    }
+
+    /// The server's component (current pid), for cluster.json.
+    pub fn component(&self) -> &Component {
+        &self.component
+    }
+
+    pub fn state(&self) -> ProcessState {
+        self.component.state()
+    }
+
+    /// Leave the server running when this handle is dropped.
+    pub fn detach(&mut self) {
+        self.detached = true;
+    }
+
+    /// kill -9 the postmaster and all its children (backends, checkpointer...) and wait until
+    /// they are gone. The next start runs crash recovery.
+    pub fn kill(&self) -> Result<()> {
+        let components = std::slice::from_ref(&self.component);
+        // Stopped, the postmaster forks no child between the listing and the kill.
+        if !process::send_signal(&self.component, Signal::Stop)? {
+            return Ok(());
+        }
+        let children = children_of(self.component.pid);
+        process::send_signal(&self.component, Signal::Kill)?;
+        for &child in &children {
+            if let Ok(pid) = libc::pid_t::try_from(child) {
+                // SAFETY: kill(2) on a child of our postmaster listed while it could not reap
+                // (stopped): the pid cannot have been reused since.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        process::wait_gone(components, Duration::from_secs(5))?;
+        net::poll_until("PostgreSQL's processes to exit", Duration::from_secs(5), Duration::from_millis(10), || {
+            let left: Vec<u32> = children.iter().copied().filter(|&pid| alive(pid)).collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("pids {left:?}"))
+            }
+        })
+    }
+
+    /// Fast shutdown (SIGINT to the postmaster: sessions are ended, a shutdown checkpoint is
+    /// written) and wait for it to exit; after 15 s, SIGTERM then SIGKILL.
+    pub fn stop_gracefully(&self) -> Result<()> {
+        let components = std::slice::from_ref(&self.component);
+        request_fast_shutdown(&self.component)?;
+        if process::wait_gone(components, Duration::from_secs(15)).is_ok() {
+            return Ok(());
+        }
+        process::stop_components(components, Duration::from_secs(2)).map(drop)
+    }
+
+    /// Start the server again exactly as before (killing what is left of it first), on the same
+    /// port and data, and wait until it accepts connections. Returns the new component, for
+    /// cluster.json.
+    pub fn restart(&mut self) -> Result<&Component> {
+        if !process::group_members(&self.component).is_empty() {
+            self.kill()?;
+        }
+        self.wait_shared_memory_released(Duration::from_secs(10));
+        self.component = process::respawn(&self.component, self.die_with_parent)?;
+        self.wait_ready(self.ready_timeout)?;
+        Ok(&self.component)
+    }
+
+    /// Wait until this server process says `ready` in `postmaster.pid` and its port accepts
+    /// connections. Fails at once, with the log's end, if the process is gone.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self.component.state() == ProcessState::Gone {
+                return Err(LabError::Exited {
+                    name: self.component.name.clone(),
+                    log: self.component.log.clone(),
+                    tail: self.component.log_tail(15),
+                });
+            }
+            let why = match self.readiness() {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
+            };
+            if start.elapsed() >= timeout {
+                return Err(LabError::Timeout {
+                    what: format!("PostgreSQL to accept connections on {}", self.addr()),
+                    waited: start.elapsed(),
+                    detail: format!("{why}\n{}", self.component.log_tail(15)),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Wait (up to `timeout`, then go on: the new postmaster will say what holds it) until no
+    /// process is attached to the old server's System V shared memory segment, named in line 7
+    /// of `postmaster.pid`: a backend that outlived a killed postmaster would make the next
+    /// start refuse with "pre-existing shared memory block is still in use".
+    fn wait_shared_memory_released(&self, timeout: Duration) {
+        let Ok(text) = std::fs::read_to_string(self.data_dir.join("postmaster.pid")) else { return };
+        let Some(shmid) = text.lines().nth(6).and_then(|l| l.split_whitespace().nth(1)).map(str::to_string) else {
+            return;
+        };
+        let attached =
+            || -> Option<u64> {
+                let table = std::fs::read_to_string("/proc/sysvipc/shm").ok()?;
+                // Columns: key shmid perms size cpid lpid nattch ...
+                table.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()).find_map(|cols| {
+                    (cols.get(1) == Some(&shmid.as_str())).then(|| cols.get(6)?.parse().ok()).flatten()
+                })
+            };
+        let _ = net::poll_until(
+            "the old server's shared memory to be released",
+            timeout,
+            Duration::from_millis(10),
+            || match attached() {
+                Some(n) if n > 0 => Err(format!("{n} processes attached")),
+                _ => Ok(()),
+            },
+        );
+    }
+
+    fn readiness(&self) -> std::result::Result<(), String> {
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).map_err(|e| format!("{}: {e}", pid_file.display()))?;
+        let lines: Vec<&str> = text.lines().collect();
+        // A file left by a killed server names its pid, not ours.
+        if lines.first().map(|l| l.trim()) != Some(self.component.pid.to_string().as_str()) {
+            return Err(format!("{} is not our server's yet", pid_file.display()));
+        }
+        match lines.get(7).map(|l| l.trim()) {
+            Some("ready") => {}
+            other => return Err(format!("server status {other:?}")),
+        }
+        if !net::tcp_accepts(self.addr(), Duration::from_millis(250)) {
+            return Err(format!("{} refuses connections", self.addr()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        if let Err(e) = self.stop_gracefully() {
+            eprintln!("lab: stopping PostgreSQL: {e}");
+        }
+    }
+}
+
+/// Ask the postmaster of `component` for a fast shutdown (SIGINT, and SIGCONT so that a stopped
+/// one acts on it) without waiting. `Ok(false)`: it was already gone. SIGTERM, which `down` sends
+/// every component, is PostgreSQL's smart shutdown: it would wait for every client to leave.
+pub(crate) fn request_fast_shutdown(component: &Component) -> Result<bool> {
+    if component.state() == ProcessState::Gone {
+        return Ok(false);
+    }
+    let pid = libc::pid_t::try_from(component.pid)
+        .map_err(|_| LabError::Invalid(format!("pid {} of {} out of range", component.pid, component.name)))?;
+    // SAFETY: kill(2) on the pid whose start time `state` just matched to our component.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    process::send_signal(component, Signal::Cont)
+}
+
+/// Live processes whose parent is `pid` (`/proc/<pid>/stat` field 4).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| stat_fields(child).is_some_and(|(state, ppid)| ppid == pid && state != 'Z'))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+}
+
+/// State and parent pid from `/proc/<pid>/stat`.
+fn stat_fields(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may itself contain spaces and ')'.
+    let mut rest = text[text.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.next()?.parse().ok()?))
+}
+
+fn url_for(port: u16) -> String {
+    format!("postgres://{POSTGRES_USER}@{LOOPBACK}:{port}/{POSTGRES_DATABASE}")
+}
+
+/// The unprivileged account the server runs as when we are root.
+#[derive(Debug, Clone)]
+struct SystemUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+/// The programs to run and how: directly, or through `setpriv` as [`SystemUser`] when root.
+#[derive(Debug)]
+struct Programs {
+    postgres: PathBuf,
+    initdb: PathBuf,
+    setpriv: Option<PathBuf>,
+    run_as: Option<SystemUser>,
+}
+
+impl Programs {
+    fn find(opts: &PostgresOptions) -> Result<Programs> {
+        let postgres = match &opts.bin_dir {
+            Some(d) => binaries::resolve(POSTGRES, Some(&d.join(POSTGRES.program)))?,
+            None => binaries::find_postgres_program(POSTGRES.program)
+                .ok_or_else(|| LabError::MissingBinaries(vec![POSTGRES]))?,
+        };
+        // `initdb` next to the real `postgres` (through the /usr/local/bin symlinks), so that both
+        // are of one major version.
+        let beside = std::fs::canonicalize(&postgres)
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join(INITDB.program)))
+            .filter(|p| binaries::is_executable(p));
+        let initdb = match beside {
+            Some(p) => p,
+            None => binaries::find_postgres_program(INITDB.program)
+                .ok_or_else(|| LabError::MissingBinaries(vec![INITDB]))?,
+        };
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            return Ok(Programs { postgres, initdb, setpriv: None, run_as: None });
+        }
+        let setpriv = binaries::resolve(SETPRIV, None)?;
+        let run_as = lookup_user(&opts.system_user)?;
+        Ok(Programs { postgres, initdb, setpriv: Some(setpriv), run_as: Some(run_as) })
+    }
+
+    /// The program and arguments that run `program args` as the right user.
+    fn command(&self, program: &Path, args: Vec<String>) -> (PathBuf, Vec<String>) {
+        match (&self.setpriv, &self.run_as) {
+            (Some(setpriv), Some(user)) => {
+                let mut all = vec![
+                    format!("--reuid={}", user.uid),
+                    format!("--regid={}", user.gid),
+                    "--init-groups".into(),
+                    // Restores the parent-death signal the uid change clears (tests' processes
+                    // must die with the test).
+                    "--pdeathsig=keep".into(),
+                    "--".into(),
+                    program.display().to_string(),
+                ];
+                all.extend(args);
+                (setpriv.clone(), all)
+            }
+            _ => (program.to_path_buf(), args),
+        }
+    }
+
+    /// `initdb` (trust authentication, superuser `resizer`, UTF-8, C collation), then the
+    /// `resizer` database in single-user mode. Output is appended to the server's log.
+    fn initdb(&self, data_dir: &Path, log: &Path) -> Result<()> {
+        let data = data_dir.display().to_string();
+        let args = ["-D", &data, "-U", POSTGRES_USER, "-E", "UTF8", "--locale=C", "--auth=trust", "--no-sync"];
+        self.run_to_log("initdb", &self.initdb, args.iter().map(|s| s.to_string()).collect(), None, log)?;
+        let single = ["--single", "-D", &data, "-c", "exit_on_error=on", "template1"];
+        self.run_to_log(
+            "postgres --single",
+            &self.postgres,
+            single.iter().map(|s| s.to_string()).collect(),
+            Some(format!("CREATE DATABASE {POSTGRES_DATABASE};\n")),
+            log,
+        )
+    }
+
+    fn run_to_log(
+        &self,
+        what: &str,
+        program: &Path,
+        args: Vec<String>,
+        stdin: Option<String>,
+        log: &Path,
+    ) -> Result<()> {
+        let open = || {
+            std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| LabError::io("open", log, e))
+        };
+        let (program, args) = self.command(program, args);
+        let mut child = Command::new(&program)
+            .args(&args)
+            // initdb picks the messages' language from the environment; the data's locale is set.
+            .env("LC_ALL", "C")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(open()?)
+            .stderr(open()?)
+            .spawn()
+            .map_err(|source| LabError::Spawn { name: what.to_string(), program: program.clone(), source })?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(text.as_bytes()).map_err(|e| LabError::io("write the input of", &program, e))?;
+        }
+        let status = child.wait().map_err(|e| LabError::io("wait for", &program, e))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(LabError::Exited { name: what.to_string(), log: log.to_path_buf(), tail: process::log_tail(log, 15) })
+        }
+    }
+}
+
+/// Add the search bit for others to `dir` (when root, so that the server's user can reach its
+/// data inside DIR; it still cannot list DIR).
+fn allow_search(dir: &Path) -> Result<()> {
+    let mode = std::fs::metadata(dir).map_err(|e| LabError::io("stat", dir, e))?.permissions().mode();
+    if mode & 0o001 == 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o001))
+            .map_err(|e| LabError::io("chmod o+x", dir, e))?;
+    }
+    Ok(())
+}
+
+/// The uid and gid of `name` from the system's user database.
+fn lookup_user(name: &str) -> Result<SystemUser> {
+    let missing = || {
+        LabError::Invalid(format!(
+            "no system user `{name}` to run PostgreSQL as (it refuses to run as root); the Debian package \
+             `postgresql` creates it"
+        ))
+    };
+    let c_name = CString::new(name).map_err(|_| missing())?;
+    // SAFETY: a zeroed passwd is a valid out-parameter; getpwnam_r writes only into it and `buf`,
+    // whose true length it is given, and `result` points at `pwd` or is null.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwnam_r(c_name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        return Err(missing());
+    }
+    Ok(SystemUser { name: name.to_string(), uid: pwd.pw_uid, gid: pwd.pw_gid })
+}
