@@ -1,7 +1,8 @@
 //! # identity
 //!
 //! Who may call resizer, and within which limits. It owns the management plane's data — tenants,
-//! their limits and their API keys — in the embedded store (SQLite, [`IdentityStore`]), and the
+//! their limits and their API keys — in the embedded store (SQLite, [`IdentityStore`]) or the
+//! cluster's (PostgreSQL, [`PgIdentityStore`], the same methods and meanings), and the
 //! data plane's [`CredentialCache`], from which every api node decides every request in
 //! microseconds without a network hop. It also owns the API key format ([`parse_key`]).
 //!
@@ -15,13 +16,15 @@
 //! in the value [`IdentityStore::create_key`] returns), and must not reach into other crates.
 //!
 //! Files: `key.rs` the key format, `model.rs` the types, `store.rs` the SQLite store,
-//! `migrations.rs` its schema, `cache.rs` the credential cache, `feed.rs` store → cache.
+//! `migrations.rs` its schema, `pg.rs` the PostgreSQL store with its schema, `cache.rs` the
+//! credential cache, `feed.rs` store → cache.
 
 mod cache;
 mod feed;
 mod key;
 mod migrations;
 mod model;
+mod pg;
 mod store;
 
 pub use cache::{AuthError, Authenticated, CacheError, CredentialCache};
@@ -31,4 +34,5 @@ pub use model::{
     ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidKeyId, InvalidLimits, InvalidStatus, KeyId,
     Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
 };
+pub use pg::{PgIdentityStore, POOL_SIZE};
 pub use store::{IdentityStore, Missing, StorageError, StoreError};

@@ -65,6 +65,7 @@ pub struct StorageError(Inner);
 #[derive(Debug)]
 enum Inner {
     Sqlite(rusqlite::Error),
+    Postgres(postgres::Error),
     SchemaTooNew { found: u32 },
     Entropy(getrandom::Error),
 }
@@ -73,6 +74,15 @@ impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             Inner::Sqlite(e) => write!(f, "sqlite: {e}"),
+            Inner::Postgres(e) => {
+                write!(f, "postgres: {e}")?;
+                // The client's message names only the kind of failure; the server's words or
+                // the I/O error are its source.
+                match std::error::Error::source(e) {
+                    Some(cause) => write!(f, ": {cause}"),
+                    None => Ok(()),
+                }
+            }
             Inner::SchemaTooNew { found } => write!(
                 f,
                 "the database has schema version {found}, this build knows up to {}: it was written by a newer resizer",
@@ -87,6 +97,7 @@ impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0 {
             Inner::Sqlite(e) => Some(e),
+            Inner::Postgres(e) => Some(e),
             // getrandom's error implements `std::error::Error` only with its `std` feature; the
             // message above carries it.
             Inner::SchemaTooNew { .. } | Inner::Entropy(_) => None,
@@ -97,6 +108,19 @@ impl std::error::Error for StorageError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Storage(StorageError(Inner::Sqlite(e)))
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Storage(StorageError(Inner::Postgres(e)))
+    }
+}
+
+impl StorageError {
+    /// For the PostgreSQL store, which draws its keys from the same generator.
+    pub(crate) fn entropy(e: getrandom::Error) -> StoreError {
+        StoreError::Storage(StorageError(Inner::Entropy(e)))
     }
 }
 

@@ -1,0 +1,786 @@
+//! The authoritative store of the cluster: tenants, keys and the outbox of changes in PostgreSQL,
+//! with exactly the methods and meanings of the SQLite [`IdentityStore`](crate::IdentityStore).
+//! Consistent before available: every write is one transaction that first takes a
+//! database-wide advisory lock, so writers — threads of one process or several identity
+//! processes — are serialised as SQLite's `BEGIN IMMEDIATE` serialises them. That makes the
+//! outbox's `MAX(version) + 1` gap-free (a sequence would leave holes on rollback) and commits
+//! versions in order (the lock is released only after the commit is visible), and each change
+//! row the exact state its transaction left.
+//!
+//! Connections: a pool of up to [`POOL_SIZE`], opened on demand; each call takes one for one
+//! transaction. Connecting gives up after 2 s and every statement after 5 s (PostgreSQL's
+//! `statement_timeout`, which also bounds waiting for the write lock), so a database that is
+//! down or refuses comes back as [`StoreError::Storage`] promptly: the admin API answers 503
+//! and nobody hangs. A pooled connection the server closed meanwhile (a restart) is replaced
+//! once, transparently, when its transaction cannot begin; nothing needs to be recreated after
+//! PostgreSQL comes back. A server that is frozen (SIGSTOP) but whose kernel still accepts data
+//! is not detected: the blocking client has no per-call deadline.
+//!
+//! The API is synchronous and blocking (the `postgres` crate drives its own small runtime per
+//! connection): call it from a blocking thread, never from async code. Dropping the store closes
+//! its connections on a thread of its own, so that also works from async code.
+//!
+//! Schema: `PG_MIGRATIONS` mirrors the SQLite schema table for table; `schema_version` records
+//! the migrations that ran, each in its own transaction under an advisory lock, so processes
+//! starting together against a new database migrate it once.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postgres::error::SqlState;
+use postgres::types::{FromSql, Type};
+use postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
+
+use crate::key;
+use crate::model::{
+    ApiKey, Change, ChangeKind, Credential, KeyId, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
+};
+use crate::store::{Missing, StorageError, StoreError};
+
+/// Most connections one store holds open; a call beyond waits for one to be returned.
+pub const POOL_SIZE: usize = 8;
+/// How long opening a connection may take before the call fails with `Storage`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `statement_timeout` of every connection, in milliseconds: bounds each statement, waiting for
+/// the write lock included.
+const STATEMENT_TIMEOUT_MS: u32 = 5_000;
+/// A transaction left open by a vanished caller is ended by the server after this long.
+const IDLE_IN_TRANSACTION_TIMEOUT_MS: u32 = 30_000;
+/// Advisory lock keys (per database): "rsz_migr" and "rsz_writ" as big-endian ASCII.
+const MIGRATION_LOCK: i64 = 0x7273_7a5f_6d69_6772;
+const WRITE_LOCK: i64 = 0x7273_7a5f_7772_6974;
+/// Attempts at a fresh random key id when one collides (at 71 bits, the second never runs).
+const KEY_ID_ATTEMPTS: usize = 3;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`. Never edit one that has shipped.
+const PG_MIGRATIONS: &[&str] = &[
+    // 1: tenants, keys, and the outbox of changes (the SQLite schema's migration 1).
+    r#"
+    CREATE TABLE tenants (
+        id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, -- never reused
+        name             TEXT    NOT NULL,
+        status           TEXT    NOT NULL CHECK (status IN ('active', 'suspended')),
+        -- Limit overrides; NULL = the deployment's default.
+        rate_per_sec     DOUBLE PRECISION CHECK (rate_per_sec > 0),
+        burst            BIGINT  CHECK (burst BETWEEN 1 AND 4294967295),
+        max_input_bytes  BIGINT  CHECK (max_input_bytes >= 1),
+        max_input_pixels BIGINT  CHECK (max_input_pixels >= 1),
+        created_at       BIGINT  NOT NULL -- Unix milliseconds
+    );
+    -- Names are ASCII (the store checks); under the C collation lower() folds exactly A-Z, as
+    -- SQLite's NOCASE does, whatever the database's locale.
+    CREATE UNIQUE INDEX tenants_name_nocase ON tenants (lower(name COLLATE "C"));
+
+    CREATE TABLE api_keys (
+        id            TEXT COLLATE "C" PRIMARY KEY CHECK (id ~ '^[0-9A-Za-z]{12}$'), -- the id inside the key
+        seq           BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE, -- insertion order (SQLite's rowid)
+        tenant_id     BIGINT NOT NULL REFERENCES tenants (id),
+        label         TEXT   NOT NULL,
+        secret_sha256 BYTEA  NOT NULL CHECK (length(secret_sha256) = 32), -- never the secret itself
+        created_at    BIGINT NOT NULL,
+        revoked_at    BIGINT
+    );
+    CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, seq);
+
+    -- The outbox: one row per committed mutation, written in the mutation's transaction, under
+    -- the write lock: `version` is MAX + 1, gap-free and committed in order.
+    CREATE TABLE changes (
+        version          BIGINT PRIMARY KEY CHECK (version >= 1),
+        at               BIGINT NOT NULL, -- Unix milliseconds
+        kind             TEXT   NOT NULL CHECK (kind IN ('tenant', 'key')),
+        tenant_id        BIGINT NOT NULL,
+        status           TEXT   NOT NULL CHECK (status IN ('active', 'suspended')),
+        rate_per_sec     DOUBLE PRECISION,
+        burst            BIGINT,
+        max_input_bytes  BIGINT,
+        max_input_pixels BIGINT,
+        key_id           TEXT COLLATE "C" CHECK (key_id ~ '^[0-9A-Za-z]{12}$'),
+        secret_sha256    BYTEA CHECK (length(secret_sha256) = 32),
+        revoked          BOOLEAN,
+        CHECK ((kind = 'key') = (key_id IS NOT NULL AND secret_sha256 IS NOT NULL AND revoked IS NOT NULL))
+    );
+    "#,
+];
+
+/// The schema version this build reads and writes.
+const PG_SCHEMA_VERSION: usize = PG_MIGRATIONS.len();
+
+/// The identity store on PostgreSQL. `Send + Sync`: share it (an `Arc`) between threads.
+pub struct PgIdentityStore {
+    config: Config,
+    pool: Mutex<Pool>,
+    /// Signalled whenever a connection or a slot for one is given back.
+    returned: Condvar,
+}
+
+struct Pool {
+    idle: Vec<Client>,
+    /// Connections in existence (idle or in use) plus those being opened.
+    open: usize,
+}
+
+/// How a transaction reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Each statement sees what committed before it (READ COMMITTED).
+    Read,
+    /// One consistent view of the whole transaction (REPEATABLE READ, read only).
+    Consistent,
+    /// Serialised with every other writer by the write lock.
+    Write,
+}
+
+impl PgIdentityStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`), brings its schema up
+    /// to date and keeps that connection as the pool's first.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut config: Config = url.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("resizer-identity");
+        }
+        let store =
+            PgIdentityStore { config, pool: Mutex::new(Pool { idle: Vec::new(), open: 0 }), returned: Condvar::new() };
+        let mut first = store.open_connection()?;
+        migrate(&mut first)?;
+        let mut pool = store.lock();
+        pool.idle.push(first);
+        pool.open += 1;
+        drop(pool);
+        Ok(store)
+    }
+
+    pub fn create_tenant(&self, name: &str, limits: TenantLimits) -> Result<Tenant, StoreError> {
+        validate_tenant_name(name)?;
+        limits.validate()?;
+        self.run(Access::Write, |tx| {
+            let created_at = now_ms();
+            let l = SqlLimits::from(&limits);
+            let inserted = tx.query_opt(
+                "INSERT INTO tenants (name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+                &[&name, &TenantStatus::Active.as_str(), &l.rate, &l.burst, &l.bytes, &l.pixels, &created_at],
+            )?;
+            // The only unique key a new row can collide with is the name's.
+            let Some(row) = inserted else { return Err(StoreError::Conflict(name.to_string())) };
+            let tenant = Tenant {
+                id: TenantId::new(row.try_get::<_, Unsigned>(0)?.0),
+                name: name.to_string(),
+                status: TenantStatus::Active,
+                limits,
+                created_at: from_ms(created_at),
+            };
+            append_change(tx, created_at, &ChangeKind::Tenant(tenant_state(&tenant)))?;
+            Ok(tenant)
+        })
+    }
+
+    pub fn get_tenant(&self, id: TenantId) -> Result<Tenant, StoreError> {
+        self.run(Access::Read, |tx| tenant_by_id(tx, id))
+    }
+
+    /// The tenant whose name equals `name` case-insensitively.
+    pub fn tenant_by_name(&self, name: &str) -> Result<Tenant, StoreError> {
+        self.run(Access::Read, |tx| {
+            let row = tx.query_opt(
+                &format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE lower(name COLLATE \"C\") = lower($1 COLLATE \"C\")"
+                ),
+                &[&name],
+            )?;
+            match row {
+                Some(row) => Ok(tenant_from_row(&row)?),
+                None => Err(StoreError::NotFound(Missing::TenantNamed(name.to_string()))),
+            }
+        })
+    }
+
+    /// Every tenant, oldest first.
+    pub fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.run(Access::Read, |tx| {
+            let rows = tx.query(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"), &[])?;
+            Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Replaces the tenant's overrides as a whole (a `None` field returns to the default).
+    /// Setting the limits it already has writes no change.
+    pub fn update_limits(&self, id: TenantId, limits: TenantLimits) -> Result<Tenant, StoreError> {
+        limits.validate()?;
+        self.run(Access::Write, |tx| {
+            let mut tenant = tenant_by_id(tx, id)?;
+            if tenant.limits == limits {
+                return Ok(tenant);
+            }
+            let l = SqlLimits::from(&limits);
+            tx.execute(
+                "UPDATE tenants SET rate_per_sec = $2, burst = $3, max_input_bytes = $4, max_input_pixels = $5
+                 WHERE id = $1",
+                &[&sql_tenant(id), &l.rate, &l.burst, &l.bytes, &l.pixels],
+            )?;
+            tenant.limits = limits;
+            append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
+            Ok(tenant)
+        })
+    }
+
+    /// Suspends or reactivates a tenant. Setting the status it already has writes no change.
+    pub fn set_status(&self, id: TenantId, status: TenantStatus) -> Result<Tenant, StoreError> {
+        self.run(Access::Write, |tx| {
+            let mut tenant = tenant_by_id(tx, id)?;
+            if tenant.status == status {
+                return Ok(tenant);
+            }
+            tx.execute("UPDATE tenants SET status = $2 WHERE id = $1", &[&sql_tenant(id), &status.as_str()])?;
+            tenant.status = status;
+            append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
+            Ok(tenant)
+        })
+    }
+
+    /// Issues a key. The returned string is the whole key (`rsz_…`), the only time its secret
+    /// exists outside the caller: the store keeps its SHA-256. A suspended tenant may be given
+    /// keys; they are refused like its others until it is reactivated.
+    pub fn create_key(&self, tenant: TenantId, label: &str) -> Result<(ApiKey, String), StoreError> {
+        validate_label(label)?;
+        self.run(Access::Write, |tx| {
+            let owner = tenant_by_id(tx, tenant)?;
+            let created_at = now_ms();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let new = key::generate().map_err(StorageError::entropy)?;
+                // A colliding id is skipped (a failed statement would end the transaction); from
+                // the last attempt on the insert is plain, so that a collision is the database's
+                // error and the loop ends.
+                let on_conflict = if attempt < KEY_ID_ATTEMPTS { "ON CONFLICT (id) DO NOTHING" } else { "" };
+                let inserted = tx.execute(
+                    &format!(
+                        "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at)
+                         VALUES ($1, $2, $3, $4, $5) {on_conflict}"
+                    ),
+                    &[&new.id.as_str(), &sql_tenant(tenant), &label, &&new.secret_hash[..], &created_at],
+                )?;
+                if inserted == 0 {
+                    continue;
+                }
+                let credential = Credential {
+                    key: new.id,
+                    secret_hash: new.secret_hash,
+                    revoked: false,
+                    tenant: tenant_state(&owner),
+                };
+                append_change(tx, created_at, &ChangeKind::Credential(credential))?;
+                let api_key = ApiKey {
+                    id: new.id,
+                    tenant,
+                    label: label.to_string(),
+                    created_at: from_ms(created_at),
+                    revoked_at: None,
+                };
+                return Ok((api_key, new.token));
+            }
+        })
+    }
+
+    pub fn get_key(&self, id: KeyId) -> Result<ApiKey, StoreError> {
+        self.run(Access::Read, |tx| {
+            match tx.query_opt(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"), &[&id.as_str()])? {
+                Some(row) => Ok(key_from_row(&row)?),
+                None => Err(StoreError::NotFound(Missing::Key(id))),
+            }
+        })
+    }
+
+    /// The tenant's keys, revoked ones included, oldest first.
+    pub fn list_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>, StoreError> {
+        // One consistent view, so that the tenant cannot vanish between the check and the list.
+        self.run(Access::Consistent, |tx| {
+            tenant_by_id(tx, tenant)?;
+            let rows = tx.query(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY seq"),
+                &[&sql_tenant(tenant)],
+            )?;
+            Ok(rows.iter().map(key_from_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Revokes a key for good. Revoking a revoked key changes nothing and returns it as it is.
+    pub fn revoke_key(&self, id: KeyId) -> Result<ApiKey, StoreError> {
+        self.run(Access::Write, |tx| {
+            let row = tx
+                .query_opt(
+                    &format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = $1"),
+                    &[&id.as_str()],
+                )?
+                .ok_or(StoreError::NotFound(Missing::Key(id)))?;
+            let mut api_key = key_from_row(&row)?;
+            let secret_hash = row.try_get::<_, Hash>(5)?.0;
+            if api_key.revoked_at.is_some() {
+                return Ok(api_key);
+            }
+            let revoked_at = now_ms();
+            tx.execute("UPDATE api_keys SET revoked_at = $2 WHERE id = $1", &[&id.as_str(), &revoked_at])?;
+            api_key.revoked_at = Some(from_ms(revoked_at));
+            let owner = tenant_by_id(tx, api_key.tenant)?;
+            let credential = Credential { key: id, secret_hash, revoked: true, tenant: tenant_state(&owner) };
+            append_change(tx, revoked_at, &ChangeKind::Credential(credential))?;
+            Ok(api_key)
+        })
+    }
+
+    /// The version of the last change; 0 if nothing was ever written.
+    pub fn version(&self) -> Result<u64, StoreError> {
+        self.run(Access::Read, |tx| Ok(head_version(tx)?))
+    }
+
+    /// Every credential, and the version they are current at, read in one consistent view.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.run(Access::Consistent, |tx| {
+            let version = head_version(tx)?;
+            let rows = tx.query(
+                "SELECT k.id, k.secret_sha256, k.revoked_at IS NOT NULL,
+                        t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels
+                 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+                 ORDER BY k.id",
+                &[],
+            )?;
+            let credentials = rows
+                .iter()
+                .map(|row| {
+                    Ok(Credential {
+                        key: row.try_get::<_, Key>(0)?.0,
+                        secret_hash: row.try_get::<_, Hash>(1)?.0,
+                        revoked: row.try_get(2)?,
+                        tenant: TenantState {
+                            id: TenantId::new(row.try_get::<_, Unsigned>(3)?.0),
+                            status: row.try_get::<_, Status>(4)?.0,
+                            limits: limits_from_row(row, 5)?,
+                        },
+                    })
+                })
+                .collect::<Result<_, postgres::Error>>()?;
+            Ok(Snapshot { version, credentials })
+        })
+    }
+
+    /// Every change with a version above `version`, in order.
+    pub fn changes_since(&self, version: u64) -> Result<Vec<Change>, StoreError> {
+        self.run(Access::Read, |tx| {
+            let rows = tx.query(
+                "SELECT version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes, max_input_pixels,
+                        key_id, secret_sha256, revoked
+                 FROM changes WHERE version > $1 ORDER BY version",
+                &[&i64::try_from(version).unwrap_or(i64::MAX)],
+            )?;
+            Ok(rows.iter().map(change_from_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Runs `f` in one transaction on a pooled connection: committed if it returns `Ok`, rolled
+    /// back otherwise. A write transaction first takes the write lock.
+    fn run<T>(
+        &self,
+        access: Access,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.checkout()?;
+        let result = match transact(conn.client(), access, &mut f) {
+            // A pooled connection the server has closed since it was last used (a restart, an
+            // administrator): nothing ran on it, so a fresh one may take its place, once.
+            Err(Attempt::NotStarted(e)) if connection_lost(&e) => {
+                conn.discard();
+                conn = self.checkout()?;
+                transact(conn.client(), access, &mut f)
+            }
+            other => other,
+        };
+        conn.discard_if_closed();
+        result.map_err(|attempt| match attempt {
+            Attempt::NotStarted(e) => e.into(),
+            Attempt::Failed(e) => e,
+        })
+    }
+
+    /// An idle connection, or a new one while fewer than [`POOL_SIZE`] exist, or the next one
+    /// given back.
+    fn checkout(&self) -> Result<Pooled<'_>, StoreError> {
+        let mut pool = self.lock();
+        loop {
+            if let Some(client) = pool.idle.pop() {
+                return Ok(Pooled { store: self, client: Some(client) });
+            }
+            if pool.open < POOL_SIZE {
+                pool.open += 1;
+                break;
+            }
+            pool = self.returned.wait(pool).unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(pool);
+        match self.open_connection() {
+            Ok(client) => Ok(Pooled { store: self, client: Some(client) }),
+            Err(e) => {
+                self.lock().open -= 1;
+                self.returned.notify_one();
+                Err(e)
+            }
+        }
+    }
+
+    fn open_connection(&self) -> Result<Client, StoreError> {
+        let mut client = self.config.connect(NoTls)?;
+        client.batch_execute(&format!(
+            "SET statement_timeout = {STATEMENT_TIMEOUT_MS};
+             SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS};"
+        ))?;
+        Ok(client)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pool> {
+        // The pool's bookkeeping is updated in single statements: a panic elsewhere cannot leave
+        // it half-changed.
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for PgIdentityStore {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.pool.get_mut().unwrap_or_else(PoisonError::into_inner).idle);
+        if idle.is_empty() {
+            return;
+        }
+        // Closing a connection runs its runtime, which panics on a thread that is inside an async
+        // runtime: close them on a thread of our own.
+        if let Ok(closer) = std::thread::Builder::new().name("identity-pg-close".into()).spawn(move || drop(idle)) {
+            let _ = closer.join();
+        }
+    }
+}
+
+/// A connection taken from the pool; given back (or, if broken, its slot freed) when dropped.
+struct Pooled<'a> {
+    store: &'a PgIdentityStore,
+    client: Option<Client>,
+}
+
+impl Pooled<'_> {
+    fn client(&mut self) -> &mut Client {
+        // Invariant: `client` is `Some` until `discard` or drop.
+        self.client.as_mut().expect("a pooled connection is held until dropped")
+    }
+
+    /// Close this connection and free its slot.
+    fn discard(&mut self) {
+        if self.client.take().is_some() {
+            self.store.lock().open -= 1;
+            self.store.returned.notify_one();
+        }
+    }
+
+    fn discard_if_closed(&mut self) {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.discard();
+        }
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.store.lock().idle.push(client);
+            self.store.returned.notify_one();
+        }
+    }
+}
+
+/// Why a transaction did not commit.
+enum Attempt {
+    /// It could not even begin: nothing ran.
+    NotStarted(postgres::Error),
+    Failed(StoreError),
+}
+
+/// One transaction of `access` on `client` around `f`.
+fn transact<T>(
+    client: &mut Client,
+    access: Access,
+    f: &mut impl FnMut(&mut Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, Attempt> {
+    let mut builder = client.build_transaction();
+    if access == Access::Consistent {
+        builder = builder.isolation_level(IsolationLevel::RepeatableRead).read_only(true);
+    }
+    let mut tx = builder.start().map_err(Attempt::NotStarted)?;
+    let mut body = || {
+        if access == Access::Write {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+        }
+        f(&mut tx)
+    };
+    let out = body().map_err(Attempt::Failed)?;
+    tx.commit().map_err(|e| Attempt::Failed(e.into()))?;
+    Ok(out)
+}
+
+/// The error says the connection is gone (closed, reset, the server shutting down) rather than
+/// that a statement failed.
+fn connection_lost(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        return *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || code.code().starts_with("08");
+    }
+    // No SQLSTATE: the failure is the client's own (I/O), not a statement's.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// Brings the schema up to date, one migration per transaction, each under the migration lock
+/// so that processes starting together run each migration once.
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    loop {
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                 version    INTEGER PRIMARY KEY,
+                 applied_at BIGINT  NOT NULL -- Unix milliseconds
+             )",
+        )?;
+        // A newer build's database is refused rather than misread; the server words the error,
+        // so that it is a `Storage` error like every other failure here.
+        tx.batch_execute(&format!(
+            "DO $$ DECLARE found INTEGER := (SELECT MAX(version) FROM schema_version); BEGIN
+                 IF found > {PG_SCHEMA_VERSION} THEN
+                     RAISE EXCEPTION 'the database has schema version %, this build knows up to {PG_SCHEMA_VERSION}: it was written by a newer resizer', found;
+                 END IF;
+             END $$"
+        ))?;
+        let version: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?.try_get(0)?;
+        let Some(migration) = usize::try_from(version).ok().and_then(|v| PG_MIGRATIONS.get(v)) else {
+            return Ok(tx.commit()?);
+        };
+        tx.batch_execute(migration)?;
+        tx.execute("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)", &[&(version + 1), &now_ms()])?;
+        tx.commit()?;
+    }
+}
+
+/// Appends one change with the next version. Callers hold the write lock, so the MAX + 1 cannot
+/// race and the version sequence has no holes.
+fn append_change(tx: &mut Transaction<'_>, at: i64, kind: &ChangeKind) -> Result<u64, StoreError> {
+    let version = head_version(tx)? + 1;
+    let (tenant, key) = match kind {
+        ChangeKind::Tenant(tenant) => (tenant, None),
+        ChangeKind::Credential(c) => (&c.tenant, Some(c)),
+    };
+    let l = SqlLimits::from(&tenant.limits);
+    tx.execute(
+        "INSERT INTO changes (version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes,
+                              max_input_pixels, key_id, secret_sha256, revoked)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &i64::try_from(version).unwrap_or(i64::MAX),
+            &at,
+            &if key.is_some() { "key" } else { "tenant" },
+            &sql_tenant(tenant.id),
+            &tenant.status.as_str(),
+            &l.rate,
+            &l.burst,
+            &l.bytes,
+            &l.pixels,
+            &key.map(|c| c.key.as_str()),
+            &key.map(|c| &c.secret_hash[..]),
+            &key.map(|c| c.revoked),
+        ],
+    )?;
+    Ok(version)
+}
+
+fn head_version(tx: &mut Transaction<'_>) -> Result<u64, postgres::Error> {
+    Ok(tx.query_one("SELECT COALESCE(MAX(version), 0) FROM changes", &[])?.try_get::<_, Unsigned>(0)?.0)
+}
+
+const TENANT_COLUMNS: &str = "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at";
+const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at";
+
+fn tenant_by_id(tx: &mut Transaction<'_>, id: TenantId) -> Result<Tenant, StoreError> {
+    match tx.query_opt(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"), &[&sql_tenant(id)])? {
+        Some(row) => Ok(tenant_from_row(&row)?),
+        None => Err(StoreError::NotFound(Missing::Tenant(id))),
+    }
+}
+
+fn tenant_from_row(row: &Row) -> Result<Tenant, postgres::Error> {
+    Ok(Tenant {
+        id: TenantId::new(row.try_get::<_, Unsigned>(0)?.0),
+        name: row.try_get(1)?,
+        status: row.try_get::<_, Status>(2)?.0,
+        limits: limits_from_row(row, 3)?,
+        created_at: from_ms(row.try_get(7)?),
+    })
+}
+
+fn key_from_row(row: &Row) -> Result<ApiKey, postgres::Error> {
+    Ok(ApiKey {
+        id: row.try_get::<_, Key>(0)?.0,
+        tenant: TenantId::new(row.try_get::<_, Unsigned>(1)?.0),
+        label: row.try_get(2)?,
+        created_at: from_ms(row.try_get(3)?),
+        revoked_at: row.try_get::<_, Option<i64>>(4)?.map(from_ms),
+    })
+}
+
+fn change_from_row(row: &Row) -> Result<Change, postgres::Error> {
+    let tenant = TenantState {
+        id: TenantId::new(row.try_get::<_, Unsigned>(3)?.0),
+        status: row.try_get::<_, Status>(4)?.0,
+        limits: limits_from_row(row, 5)?,
+    };
+    let kind = match row.try_get::<_, &str>(2)? {
+        "tenant" => ChangeKind::Tenant(tenant),
+        _ => ChangeKind::Credential(Credential {
+            key: row.try_get::<_, Key>(9)?.0,
+            secret_hash: row.try_get::<_, Hash>(10)?.0,
+            revoked: row.try_get(11)?,
+            tenant,
+        }),
+    };
+    Ok(Change { version: row.try_get::<_, Unsigned>(0)?.0, at: from_ms(row.try_get(1)?), kind })
+}
+
+/// The four limit columns, in model order, starting at `first`.
+fn limits_from_row(row: &Row, first: usize) -> Result<TenantLimits, postgres::Error> {
+    Ok(TenantLimits {
+        rate_per_sec: row.try_get(first)?,
+        burst: row.try_get::<_, Option<Unsigned<u32>>>(first + 1)?.map(|v| v.0),
+        max_input_bytes: row.try_get::<_, Option<Unsigned>>(first + 2)?.map(|v| v.0),
+        max_input_pixels: row.try_get::<_, Option<Unsigned>>(first + 3)?.map(|v| v.0),
+    })
+}
+
+/// Limits as PostgreSQL binds them (it has no unsigned integers). `validate` has kept every value
+/// within `i64` and `burst` within `u32`.
+struct SqlLimits {
+    rate: Option<f64>,
+    burst: Option<i64>,
+    bytes: Option<i64>,
+    pixels: Option<i64>,
+}
+
+impl From<&TenantLimits> for SqlLimits {
+    fn from(l: &TenantLimits) -> Self {
+        let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        SqlLimits {
+            rate: l.rate_per_sec,
+            burst: l.burst.map(i64::from),
+            bytes: l.max_input_bytes.map(signed),
+            pixels: l.max_input_pixels.map(signed),
+        }
+    }
+}
+
+// Column decoders: a value the model refuses is the client library's conversion error (so a
+// `Storage` error), never a panic. The schema's CHECKs keep such values out in the first place.
+
+/// A non-negative BIGINT as `u64` (or a narrower unsigned type).
+struct Unsigned<T = u64>(T);
+/// A `tenants.status` / `changes.status` value.
+struct Status(TenantStatus);
+/// An API key id.
+struct Key(KeyId);
+/// A SHA-256 digest.
+struct Hash([u8; 32]);
+
+type DecodeError = Box<dyn std::error::Error + Sync + Send>;
+
+impl<'a, T> FromSql<'a> for Unsigned<T>
+where
+    T: TryFrom<i64>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(Unsigned(T::try_from(i64::from_sql(ty, raw)?)?))
+    }
+    fn accepts(ty: &Type) -> bool {
+        <i64 as FromSql>::accepts(ty)
+    }
+}
+
+impl<'a> FromSql<'a> for Status {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(Status(<&str>::from_sql(ty, raw)?.parse()?))
+    }
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl<'a> FromSql<'a> for Key {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(Key(<&str>::from_sql(ty, raw)?.parse()?))
+    }
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl<'a> FromSql<'a> for Hash {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(Hash(<&[u8]>::from_sql(ty, raw)?.try_into()?))
+    }
+    fn accepts(ty: &Type) -> bool {
+        <&[u8] as FromSql>::accepts(ty)
+    }
+}
+
+// The rules below are the SQLite store's (store.rs), word for word: both stores must accept and
+// refuse the same input. tests/pg.rs runs the SQLite store's input cases against this one.
+
+fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
+    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    // A name must not read as a tenant id (admin URLs take either) nor as a path segment of its own.
+    let ambiguous = name.bytes().all(|b| b.is_ascii_digit()) || name == "." || name == "..";
+    if ok && !ambiguous {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "a tenant name is 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-', not all digits, not '.' or '..'",
+        ))
+    }
+}
+
+fn validate_label(label: &str) -> Result<(), StoreError> {
+    let ok = (1..=100).contains(&label.chars().count()) && !label.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid("a key label is 1 to 100 characters, none of them control characters"))
+    }
+}
+
+fn tenant_state(tenant: &Tenant) -> TenantState {
+    TenantState { id: tenant.id, status: tenant.status, limits: tenant.limits }
+}
+
+/// A tenant id as PostgreSQL binds it. Ids above 2^63 - 1 cannot exist (BIGINT), so they become
+/// -1, which matches no row: a caller's absurd id is "not found", never a panic.
+fn sql_tenant(id: TenantId) -> i64 {
+    i64::try_from(id.get()).unwrap_or(-1)
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
