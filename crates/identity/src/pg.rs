@@ -391,9 +391,11 @@ impl PgIdentityStore {
         let mut conn = self.checkout()?;
         let result = match transact(conn.client(), access, &mut f) {
             // A pooled connection the server has closed since it was last used (a restart, an
-            // administrator): nothing ran on it, so a fresh one may take its place, once.
+            // administrator): nothing ran on it, so a fresh one may take its place, once. The
+            // other idle ones date from before too: they go as well.
             Err(Attempt::NotStarted(e)) if connection_lost(&e) => {
                 conn.discard();
+                self.discard_idle();
                 conn = self.checkout()?;
                 transact(conn.client(), access, &mut f)
             }
@@ -429,6 +431,20 @@ impl PgIdentityStore {
                 Err(e)
             }
         }
+    }
+
+    /// Close every idle connection (after one of them turned out dead).
+    fn discard_idle(&self) {
+        let stale = {
+            let mut pool = self.lock();
+            let stale = std::mem::take(&mut pool.idle);
+            pool.open -= stale.len();
+            stale
+        };
+        if !stale.is_empty() {
+            self.returned.notify_all();
+        }
+        drop(stale);
     }
 
     fn open_connection(&self) -> Result<Client, StoreError> {

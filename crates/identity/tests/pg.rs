@@ -332,19 +332,41 @@ fn a_database_that_goes_away_fails_fast_and_the_store_recovers_when_it_is_back()
     assert!(matches!(PgIdentityStore::connect(&server.url()), Err(StoreError::Storage(_))));
     assert!(t.elapsed() < Duration::from_secs(5), "failures took {:?}", t.elapsed());
 
-    // Back: the same store works again, versions carry on.
+    // Back: the same store works again at once, versions carry on.
     server.pg.restart().expect("restart PostgreSQL");
     assert_eq!(store.list_tenants().unwrap(), vec![acme.clone()]);
+    assert_eq!(store.version().unwrap(), 2);
     store.create_tenant("globex", TenantLimits::default()).unwrap();
     assert_eq!(versions(&store), [1, 2, 3]);
 
-    // kill -9 while connections are pooled: the same, and nothing committed is lost.
+    // kill -9 while several connections are pooled: the same, and nothing committed is lost.
+    let store = Arc::new(store);
+    let mut monitor = server.client();
+    let pooled = |monitor: &mut postgres::Client| -> i64 {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'resizer-identity'";
+        monitor.query_one(sql, &[]).unwrap().get(0)
+    };
+    for _ in 0..20 {
+        let readers: Vec<_> = (0..6)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || (0..20).for_each(|_| drop(store.snapshot().unwrap())))
+            })
+            .collect();
+        readers.into_iter().for_each(|r| r.join().expect("reader"));
+        if pooled(&mut monitor) >= 3 {
+            break;
+        }
+    }
+    assert!(pooled(&mut monitor) >= 3, "the pool did not grow");
+    drop(monitor);
     server.pg.kill().expect("kill -9");
     let t = Instant::now();
     assert!(matches!(store.set_status(acme.id, TenantStatus::Suspended), Err(StoreError::Storage(_))));
     assert!(matches!(store.snapshot(), Err(StoreError::Storage(_))));
     assert!(t.elapsed() < Duration::from_secs(5), "failures took {:?}", t.elapsed());
     server.pg.restart().expect("restart after kill -9");
+    // Every pooled connection is dead; the first call after the restart still succeeds.
     store.set_status(acme.id, TenantStatus::Suspended).unwrap();
     assert_eq!(versions(&store), [1, 2, 3, 4]);
     assert_outbox_matches_tables(&store);
