@@ -159,7 +159,12 @@ impl Failure {
             ImagingError::BadParameter(_) => FailureKind::BadParameter,
             ImagingError::Internal(_) => FailureKind::Internal,
         };
-        Failure::new(kind, e.to_string())
+        let message = match e {
+            // Its Display adds a prefix that the rebuilt error adds again.
+            ImagingError::Internal(m) => m.clone(),
+            other => other.to_string(),
+        };
+        Failure::new(kind, message)
     }
 
     pub fn from_dispatch(e: &DispatchError) -> Failure {
