@@ -10,7 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Extension;
-use identity::{ApiKey, IdentityStore, KeyId, StoreError, Tenant, TenantId, TenantLimits, TenantStatus};
+use identity::{ApiKey, KeyId, Store, StoreError, Tenant, TenantId, TenantLimits, TenantStatus};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -18,6 +18,13 @@ use crate::problem::ApiError;
 use crate::public::json_response;
 use crate::request_id::RequestId;
 use crate::server::{refresh_credentials, Outcome, Route};
+
+/// After an admin write: this node's cache takes it before the answer, and the relay (if any)
+/// is woken.
+async fn written(app: &Arc<App>) {
+    refresh_credentials(app).await;
+    app.identity_written.notify_one();
+}
 use crate::{openapi, time, App};
 
 /// Runs an admin handler body: the token check first, then `handle`; errors become problem+json.
@@ -64,13 +71,25 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 async fn with_store<T, F>(app: &Arc<App>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&IdentityStore) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 {
-    let store = app.store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
+    let store = app
+        .store()
+        .cloned()
+        .ok_or(ApiError::NotReady("tenants and keys are administered at the identity service, not on an api node"))?;
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
         .await
         .map_err(|e| ApiError::Internal(format!("identity store task failed: {e}")))?
         .map_err(ApiError::Store)
+}
+
+/// The tenant id a usage or audit read names: a numeric id is taken as it is where the store is
+/// not in this process (a cluster api node reads usage; the identity service knows names).
+async fn resolve_tenant_id(app: &Arc<App>, reference: String) -> Result<TenantId, ApiError> {
+    match (app.store(), reference.parse::<TenantId>()) {
+        (None, Ok(id)) => Ok(id),
+        _ => Ok(resolve_tenant(app, reference).await?.id),
+    }
 }
 
 /// A tenant named in a path: its numeric id, or its name.
@@ -204,7 +223,7 @@ pub async fn create_tenant(
             None => TenantLimits::default(),
         };
         let tenant = with_store(&app, move |store| store.create_tenant(&name, limits)).await?;
-        refresh_credentials(&app).await;
+        written(&app).await;
         Ok(json_response(StatusCode::CREATED, &tenant_json(&app, &tenant)))
     })
     .await
@@ -251,7 +270,7 @@ pub async fn update_tenant(
             let id = tenant.id;
             tenant = with_store(&app, move |store| store.set_status(id, status)).await?;
         }
-        refresh_credentials(&app).await;
+        written(&app).await;
         Ok(json_response(StatusCode::OK, &tenant_json(&app, &tenant)))
     })
     .await
@@ -288,7 +307,7 @@ pub async fn create_key(
         };
         let tenant = resolve_tenant(&app, tenant).await?;
         let (key, secret) = with_store(&app, move |store| store.create_key(tenant.id, &label)).await?;
-        refresh_credentials(&app).await;
+        written(&app).await;
         let mut body = key_json(&key);
         // The only time the full key exists outside the client: it is not stored, only its hash.
         body["key"] = Value::String(secret);
@@ -306,7 +325,7 @@ pub async fn revoke_key(
     admin(&app, &headers, rid, || async {
         let id: KeyId = key.parse().map_err(|_| ApiError::NotFound(format!("API key {key}")))?;
         let key = with_store(&app, move |store| store.revoke_key(id)).await?;
-        refresh_credentials(&app).await;
+        written(&app).await;
         Ok(json_response(StatusCode::OK, &key_json(&key)))
     })
     .await
@@ -320,8 +339,8 @@ pub async fn tenant_usage(
     RawQuery(query): RawQuery,
 ) -> Response {
     admin(&app, &headers, rid, || async {
-        let tenant = resolve_tenant(&app, tenant).await?;
-        crate::public::usage_report(&app, tenant.id.get(), query.as_deref().unwrap_or("")).await
+        let tenant = resolve_tenant_id(&app, tenant).await?;
+        crate::public::usage_report(&app, tenant.get(), query.as_deref().unwrap_or("")).await
     })
     .await
 }
@@ -338,18 +357,15 @@ pub async fn tenant_audit(
     admin(&app, &headers, rid, || async {
         let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage metering is off on this node"))?;
         let range = crate::public::UsageQuery::parse(query.as_deref().unwrap_or(""), false)?;
-        let tenant = resolve_tenant(&app, tenant).await?;
+        let tenant = resolve_tenant_id(&app, tenant).await?;
         let records = metering
             .archive
-            .read(tenant.id.get(), range.from_ms, range.to_ms)
+            .read(tenant.get(), range.from_ms, range.to_ms)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let truncated = records.len() > range.limit;
         let list: Vec<Value> = records.iter().take(range.limit).map(record_json).collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "tenant": tenant.id.get(), "records": list, "truncated": truncated }),
-        ))
+        Ok(json_response(StatusCode::OK, &json!({ "tenant": tenant.get(), "records": list, "truncated": truncated })))
     })
     .await
 }

@@ -19,6 +19,8 @@ use crate::problem::ApiError;
 pub enum Conversions {
     Embedded(Dispatcher),
     Queue(Box<QueueBackend>),
+    /// This process converts nothing (the identity service serves only the admin API).
+    None,
 }
 
 /// The cluster side of an api node.
@@ -77,6 +79,7 @@ impl Conversions {
                 })
             }
             Conversions::Queue(backend) => backend.convert(c, metrics).await,
+            Conversions::None => Err(ApiError::NotReady("this process converts no images")),
         }
     }
 
@@ -85,7 +88,7 @@ impl Conversions {
     pub fn stats(&self) -> Option<DispatchStats> {
         match self {
             Conversions::Embedded(d) => Some(d.stats()),
-            Conversions::Queue(_) => None,
+            Conversions::Queue(_) | Conversions::None => None,
         }
     }
 
@@ -97,7 +100,7 @@ impl Conversions {
             Conversions::Queue(b) if !b.stream_ready.load(std::sync::atomic::Ordering::Relaxed) => {
                 Err("the job stream is not set up yet")
             }
-            Conversions::Queue(_) => Ok(()),
+            Conversions::Queue(_) | Conversions::None => Ok(()),
         }
     }
 
@@ -114,7 +117,7 @@ impl Conversions {
     pub fn queue(&self) -> Option<&QueueBackend> {
         match self {
             Conversions::Queue(b) => Some(b),
-            Conversions::Embedded(_) => None,
+            Conversions::Embedded(_) | Conversions::None => None,
         }
     }
 }

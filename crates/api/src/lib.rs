@@ -32,9 +32,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use identity::{CredentialCache, EffectiveLimits, IdentityStore};
+use identity::{CredentialCache, EffectiveLimits};
+use tokio::sync::Notify;
 
 pub use conversions::{Conversions, QueueBackend};
+pub use identity_kv::ReplicaStatus;
 pub use problem::ApiError;
 pub use server::{serve, Listeners};
 
@@ -77,10 +79,22 @@ pub struct Metering {
     pub node: String,
 }
 
+/// Where this node's credentials come from.
+pub enum Credentials {
+    /// The identity store is in this process (`resizer dev`, the identity service): admin writes
+    /// go to it, and the cache is fed from it after each write and on an interval.
+    Store(Arc<dyn identity::Store>),
+    /// A cluster api node: the cache is fed by the JetStream KV watch (started by the binary);
+    /// tenants and keys are administered at the identity service.
+    Replicated(Arc<identity_kv::ReplicaStatus>),
+}
+
 /// Everything the handlers share. Built once per process by the binary.
 pub struct App {
     config: ApiConfig,
-    store: Arc<IdentityStore>,
+    credentials: Credentials,
+    /// Notified after each admin write to the store (the identity service's relay waits on it).
+    identity_written: Arc<Notify>,
     cache: Arc<CredentialCache>,
     conversions: Conversions,
     limiter: ratelimit::RateLimiter,
@@ -95,14 +109,15 @@ pub struct App {
 impl App {
     pub fn new(
         config: ApiConfig,
-        store: Arc<IdentityStore>,
+        credentials: Credentials,
         cache: Arc<CredentialCache>,
         conversions: Conversions,
         metering: Option<Metering>,
     ) -> Arc<App> {
         Arc::new(App {
             config,
-            store,
+            credentials,
+            identity_written: Arc::new(Notify::new()),
             cache,
             conversions,
             limiter: ratelimit::RateLimiter::default(),
@@ -117,7 +132,24 @@ impl App {
         &self.cache
     }
 
-    pub fn store(&self) -> &Arc<IdentityStore> {
-        &self.store
+    /// The store, where it is in this process.
+    pub fn store(&self) -> Option<&Arc<dyn identity::Store>> {
+        match &self.credentials {
+            Credentials::Store(store) => Some(store),
+            Credentials::Replicated(_) => None,
+        }
+    }
+
+    /// How the credentials keep up with the identity service (cluster api nodes).
+    pub fn replica(&self) -> Option<&identity_kv::ReplicaStatus> {
+        match &self.credentials {
+            Credentials::Replicated(status) => Some(status),
+            Credentials::Store(_) => None,
+        }
+    }
+
+    /// Notified after each admin write committed to the store.
+    pub fn identity_written(&self) -> Arc<Notify> {
+        self.identity_written.clone()
     }
 }

@@ -33,6 +33,8 @@ pub struct Gauges {
     pub staged: Option<(usize, u64)>,
     /// Cluster mode: the NATS connection.
     pub queue_connected: Option<bool>,
+    /// Cluster api node: (watch live, replication lag, since the watch last heard from NATS).
+    pub replica: Option<(bool, Duration, Option<Duration>)>,
     pub cache_keys: usize,
     pub cache_version: u64,
     pub ready: bool,
@@ -185,6 +187,26 @@ impl Metrics {
             gauge(&mut out, "resizer_staged_jobs", "Jobs whose source bytes wait here for a worker.", jobs as f64);
             gauge(&mut out, "resizer_staged_bytes", "Source bytes staged here for workers.", bytes as f64);
         }
+        if let Some((live, lag, since_contact)) = gauges.replica {
+            gauge(
+                &mut out,
+                "resizer_identity_watch_live",
+                "1 while the identity watch is live; 0: serving the last known credentials.",
+                f64::from(u8::from(live)),
+            );
+            gauge(
+                &mut out,
+                "resizer_identity_replication_lag_seconds",
+                "From an identity change's commit to its application here, for the last change.",
+                lag.as_secs_f64(),
+            );
+            gauge(
+                &mut out,
+                "resizer_identity_since_contact_seconds",
+                "Since the identity watch last heard from NATS.",
+                since_contact.map_or(f64::NAN, |d| d.as_secs_f64()),
+            );
+        }
         if let Some(connected) = gauges.queue_connected {
             gauge(
                 &mut out,
@@ -253,6 +275,7 @@ mod tests {
             dispatch: Some(stats),
             staged: None,
             queue_connected: None,
+            replica: None,
             cache_keys: 2,
             cache_version: 5,
             ready: true,

@@ -94,7 +94,9 @@ impl ApiError {
                 StoreError::NotFound(_) => k(404, "not-found", "Not found"),
                 StoreError::Conflict(_) => k(409, "conflict", "Conflict"),
                 StoreError::Invalid(_) => k(400, "bad-request", "Bad request"),
-                StoreError::Storage(_) => k(500, "internal", "Internal error"),
+                // The database is down or unusable: consistency first, so the write is refused
+                // whole, and the client may retry once it is back.
+                StoreError::Storage(_) => k(503, "identity-store-unavailable", "Identity store unavailable"),
             },
             ApiError::NotFound(_) => k(404, "not-found", "Not found"),
             ApiError::MethodNotAllowed => k(405, "method-not-allowed", "Method not allowed"),
@@ -125,7 +127,9 @@ impl ApiError {
             ApiError::RateLimited { retry_after } => Some(*retry_after),
             ApiError::Dispatch(DispatchError::Overloaded { retry_after, .. }) => Some(*retry_after),
             ApiError::Dispatch(DispatchError::ShuttingDown) | ApiError::ShuttingDown => Some(Duration::from_secs(1)),
-            ApiError::MeteringUnavailable(_) | ApiError::Queue(_) => Some(Duration::from_secs(1)),
+            ApiError::MeteringUnavailable(_) | ApiError::Queue(_) | ApiError::Store(StoreError::Storage(_)) => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }
@@ -146,10 +150,11 @@ impl ApiError {
     /// log with the request id); everything else says exactly what was wrong.
     fn detail(&self) -> String {
         match self {
-            ApiError::Internal(_)
-            | ApiError::Dispatch(DispatchError::WorkerPanicked { .. })
-            | ApiError::Store(StoreError::Storage(_)) => {
+            ApiError::Internal(_) | ApiError::Dispatch(DispatchError::WorkerPanicked { .. }) => {
                 "the server failed to handle this request; report the request id if it persists".into()
+            }
+            ApiError::Store(StoreError::Storage(_)) => {
+                "the identity store is unavailable; nothing was changed, retry later".into()
             }
             ApiError::Imaging(ImagingError::Internal(_))
             | ApiError::Dispatch(DispatchError::Imaging(ImagingError::Internal(_))) => {

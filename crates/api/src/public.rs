@@ -404,7 +404,20 @@ pub async fn readyz(State(app): State<Arc<App>>, request: Request) -> Response {
     };
     let mut response = match not_ready {
         Some(reason) => ApiError::NotReady(reason).into_response(&rid),
-        None => json_response(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+        None => {
+            let mut body = serde_json::json!({ "status": "ready" });
+            if let Some(replica) = app.replica() {
+                // Still ready when the watch is down: requests are decided on the last known
+                // credentials (availability over consistency for the data plane); say how stale.
+                body["identity"] = serde_json::json!({
+                    "replication": if replica.watching() { "live" } else { "stale: serving the last known credentials" },
+                    "version": app.cache.version(),
+                    "lag_ms": replica.lag().as_millis() as u64,
+                    "since_contact_ms": replica.since_contact().map(|d| d.as_millis() as u64),
+                });
+            }
+            json_response(StatusCode::OK, &body)
+        }
     };
     response.extensions_mut().insert(Route("readyz"));
     response
@@ -415,6 +428,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         dispatch: app.conversions.stats(),
         staged: app.conversions.queue().map(|q| q.staging.load()),
         queue_connected: app.conversions.queue().map(|q| q.queue.connected()),
+        replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),
         cache_keys: app.cache.len(),
         cache_version: app.cache.version(),
         ready: !app.shutting_down.load(Ordering::Relaxed) && app.cache.is_primed() && app.conversions.ready().is_ok(),

@@ -73,7 +73,8 @@ impl Outcome {
 
 /// The public and admin listeners, bound by the caller (so it knows the ports before serving).
 pub struct Listeners {
-    pub public: TcpListener,
+    /// `None` for the identity service, which serves only the admin API.
+    pub public: Option<TcpListener>,
     pub admin: TcpListener,
     /// Cluster mode: where workers fetch staged bytes and return results. It outlives the
     /// public listener at shutdown, so the requests being drained still get their results.
@@ -85,15 +86,23 @@ pub struct Listeners {
 /// queue, and this returns.
 pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     refresh_credentials(&app).await;
-    let feeder = tokio::spawn(feed_credentials(app.clone()));
+    let feeder = app.store().is_some().then(|| tokio::spawn(feed_credentials(app.clone())));
 
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&stop| stop).await;
     };
-    let public = axum::serve(listeners.public, public_router(app.clone()))
-        .with_graceful_shutdown(until_stopped(stopped.clone()))
-        .into_future();
+    let public = {
+        let (app, stopped) = (app.clone(), stopped.clone());
+        async move {
+            match listeners.public {
+                Some(listener) => {
+                    axum::serve(listener, public_router(app)).with_graceful_shutdown(until_stopped(stopped)).await
+                }
+                None => Ok(()),
+            }
+        }
+    };
     let admin = axum::serve(listeners.admin, admin_router(app.clone()))
         .with_graceful_shutdown(until_stopped(stopped))
         .into_future();
@@ -128,7 +137,9 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
         let _ = tokio::time::timeout(grace, internal).await;
     }
     app.conversions.drain(grace).await;
-    feeder.abort();
+    if let Some(feeder) = feeder {
+        feeder.abort();
+    }
     tracing::info!("shut down");
     result
 }
@@ -247,8 +258,9 @@ async fn feed_credentials(app: Arc<App>) {
 /// was: requests keep being decided on the last known state, which is the availability side
 /// the blueprint chooses for the data plane.
 pub async fn refresh_credentials(app: &Arc<App>) {
-    let task_app = app.clone();
-    match tokio::task::spawn_blocking(move || identity::feed(&task_app.store, &task_app.cache)).await {
+    let Some(store) = app.store().cloned() else { return };
+    let cache = app.cache.clone();
+    match tokio::task::spawn_blocking(move || identity::feed(store.as_ref(), &cache)).await {
         Ok(Ok(identity::Fed::UpToDate { .. })) => {}
         Ok(Ok(fed)) => tracing::debug!(?fed, "credential cache updated"),
         Ok(Err(e)) => tracing::warn!(error = %e, "credential cache not updated: identity store failed"),

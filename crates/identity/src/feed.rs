@@ -1,4 +1,4 @@
-//! Embedded mode's feeder: brings a [`CredentialCache`] up to date from the [`IdentityStore`] in
+//! Embedded mode's feeder: brings a [`CredentialCache`] up to date from the store ([`Store`]) in
 //! the same process, along the same path the cluster's feeder takes from JetStream KV — a
 //! snapshot once, then the changes after the cache's version, in order, with a fresh snapshot
 //! whenever a change is missing.
@@ -6,8 +6,9 @@
 //! The api calls [`feed`] after each admin write (so its own writes are visible at once) and on
 //! a short interval (so writes by another process sharing the database are visible soon).
 
+use crate::backend::Store;
 use crate::cache::{CacheError, CredentialCache};
-use crate::store::{IdentityStore, StoreError};
+use crate::store::StoreError;
 
 /// What a call to [`feed`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub enum Fed {
 
 /// One round of feeding. Blocking (it reads SQLite): call it off the async runtime. Safe to call
 /// from several threads at once; the cache serialises its updates and ignores what it has.
-pub fn feed(store: &IdentityStore, cache: &CredentialCache) -> Result<Fed, StoreError> {
+pub fn feed(store: &dyn Store, cache: &CredentialCache) -> Result<Fed, StoreError> {
     if !cache.is_primed() {
         return resnapshot(store, cache);
     }
@@ -38,7 +39,7 @@ pub fn feed(store: &IdentityStore, cache: &CredentialCache) -> Result<Fed, Store
     }
 }
 
-fn resnapshot(store: &IdentityStore, cache: &CredentialCache) -> Result<Fed, StoreError> {
+fn resnapshot(store: &dyn Store, cache: &CredentialCache) -> Result<Fed, StoreError> {
     let snapshot = store.snapshot()?;
     let version = snapshot.version;
     // Not applied only if another thread already fed the cache past it: that is just as good.

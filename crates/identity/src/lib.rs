@@ -19,6 +19,7 @@
 //! `migrations.rs` its schema, `pg.rs` the PostgreSQL store with its schema, `cache.rs` the
 //! credential cache, `feed.rs` store → cache.
 
+mod backend;
 mod cache;
 mod feed;
 mod key;
@@ -27,6 +28,7 @@ mod model;
 mod pg;
 mod store;
 
+pub use backend::Store;
 pub use cache::{AuthError, Authenticated, CacheError, CredentialCache};
 pub use feed::{feed, Fed};
 pub use key::{parse_key, KeyFormatError, ParsedKey, KEY_LEN, KEY_PREFIX};

@@ -269,7 +269,12 @@ pub fn signal_component(dir: &Path, name: &str, signal: Signal) -> Result<bool> 
 pub fn restart_component(dir: &Path, name: &str) -> Result<Component> {
     let mut file = ClusterFile::read(dir)?;
     let c = file.component(name).ok_or_else(|| LabError::UnknownComponent(name.to_string()))?;
-    let new = process::respawn(c, false)?;
+    // PostgreSQL needs its old backends gone (they hold its shared memory) and answers late.
+    let new = if c.role == crate::postgres::POSTGRES_ROLE {
+        crate::postgres::Postgres::from_component(c)?.restart()?.clone()
+    } else {
+        process::respawn(c, false)?
+    };
     file.upsert(new.clone());
     file.write()?;
     Ok(new)

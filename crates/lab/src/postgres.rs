@@ -276,6 +276,20 @@ impl Postgres {
             self.kill()?;
         }
         self.wait_shared_memory_released(Duration::from_secs(10));
+        // A killed postmaster whose parent has gone is reaped by whoever adopted it, which may
+        // take its time: PostgreSQL sees the zombie's pid in postmaster.pid and refuses to start.
+        // Ours is known gone (dead or a zombie), so its lock file is stale.
+        if process::process_state(&self.component) == ProcessState::Gone {
+            let _ = std::fs::remove_file(self.data_dir.join("postmaster.pid"));
+            // The same for the socket's lock file, which names the zombie too.
+            if let Some(run) = self.data_dir.parent().map(|p| p.join("run")) {
+                for entry in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+                    if entry.file_name().to_string_lossy().starts_with(".s.PGSQL.") {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
         self.component = process::respawn(&self.component, self.die_with_parent)?;
         self.wait_ready(self.ready_timeout)?;
         Ok(&self.component)

@@ -6,7 +6,8 @@
 //! ([`JobMessage`], [`ResultMeta`]), publishing with the answers a full or leaderless queue
 //! gives ([`JobQueue::publish`]), and the api node's [`Staging`]: the source bytes stay on the
 //! api node, the job carries only the node's internal address and a single-use, expiring
-//! capability token for them.
+//! capability token for them. It also carries the usage stream (`usage_stream.rs`): api nodes
+//! ship spool batches to it under their batch ids, the usage aggregators consume it.
 //!
 //! It must not run conversions (the worker crate does, through `dispatch`), must not know HTTP
 //! routes or statuses (the api maps [`QueueError`] and [`Failure`]), and never implements
@@ -16,12 +17,16 @@ mod config;
 mod error;
 mod jetstream;
 mod staging;
+mod usage_stream;
 mod wire;
 
 pub use config::{QueueConfig, ACK_PROGRESS_EVERY};
 pub use error::QueueError;
 pub use jetstream::{connect, ensure_consumer, ensure_stream, JobQueue};
 pub use staging::{StagedJob, Staging, StagingError};
+pub use usage_stream::{
+    ensure_usage_consumer, ensure_usage_stream, ship_batch, USAGE_CONSUMER, USAGE_STREAM, USAGE_SUBJECT,
+};
 pub use wire::output_format;
 pub use wire::{
     unix_micros, unix_millis, Failure, FailureKind, JobMessage, RemoteDone, ResultMeta, WireReport, RESULT_HEADER,

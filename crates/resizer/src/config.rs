@@ -76,6 +76,12 @@ pub struct UsageSection {
     pub fsync_interval_ms: u64,
     /// A spool batch is cut at this age (or 20,000 records, or 8 MiB).
     pub batch_max_age_ms: u64,
+    /// `embedded`: this process applies its own batches (`resizer dev`); `ship`: a cluster api
+    /// node ships them to the usage stream for the `resizer usage` aggregators.
+    pub mode: String,
+    /// The hourly rollups: empty means `<data_dir>/usage.sqlite`; a `postgres://` URL in the
+    /// cluster (shared by the aggregators that write and the api nodes that read).
+    pub rollups_database: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,10 +131,16 @@ pub struct DispatchSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentitySection {
-    /// SQLite database; empty means `<data_dir>/identity.sqlite`.
+    /// The store: a SQLite file (empty means `<data_dir>/identity.sqlite`) or a PostgreSQL URL
+    /// (`postgres://user@host:port/db`: the cluster's identity service).
     pub database: String,
-    /// How often the credential cache takes changes made by other processes.
+    /// How often the credential cache takes changes made by other processes (store source).
     pub refresh_ms: u64,
+    /// Where an api node's credentials come from: `store` (the database above, in this
+    /// process) or `replicated` (the identity service's JetStream KV bucket, via `queue.nats_urls`).
+    pub source: String,
+    /// Role `identity`: how often the relay looks for changes it was not woken for.
+    pub relay_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,7 +174,12 @@ impl Default for Config {
                 max_input_pixels: limits.max_input_pixels,
             },
             dispatch: DispatchSection { workers: 0, small_queue: 0, medium_queue: 0, large_queue: 0 },
-            identity: IdentitySection { database: String::new(), refresh_ms: 250 },
+            identity: IdentitySection {
+                database: String::new(),
+                refresh_ms: 250,
+                source: "store".into(),
+                relay_interval_ms: 250,
+            },
             usage: UsageSection {
                 enabled: true,
                 node_id: "dev".into(),
@@ -170,6 +187,8 @@ impl Default for Config {
                 archive_options: String::new(),
                 fsync_interval_ms: 50,
                 batch_max_age_ms: 1000,
+                mode: "embedded".into(),
+                rollups_database: String::new(),
             },
             queue: QueueSection {
                 nats_urls: "nats://127.0.0.1:4222".into(),
@@ -296,10 +315,30 @@ impl Config {
                 queue::ACK_PROGRESS_EVERY.as_millis()
             );
         }
+        if !matches!(self.usage.mode.as_str(), "embedded" | "ship") {
+            bail!("usage.mode must be embedded or ship");
+        }
+        if !matches!(self.identity.source.as_str(), "store" | "replicated") {
+            bail!("identity.source must be store or replicated");
+        }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             bail!("log.format must be json or text");
         }
         Ok(())
+    }
+
+    /// The identity store this configuration names: SQLite, or PostgreSQL for a `postgres://` URL.
+    pub fn open_identity_store(&self) -> anyhow::Result<std::sync::Arc<dyn identity::Store>> {
+        let database = &self.identity.database;
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            let store = identity::PgIdentityStore::connect(database)
+                .with_context(|| format!("connecting to the identity database {}", redact(database)))?;
+            return Ok(std::sync::Arc::new(store));
+        }
+        let path = self.database_path();
+        let store = identity::IdentityStore::open(&path)
+            .with_context(|| format!("opening the identity store {}", path.display()))?;
+        Ok(std::sync::Arc::new(store))
     }
 
     pub fn database_path(&self) -> PathBuf {
@@ -358,6 +397,18 @@ impl Config {
             }
         }
         config
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split_once(':').map_or(user, |(name, _)| name);
+            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 

@@ -23,6 +23,10 @@ enum Command {
     Api(cmd::api::ApiArgs),
     /// One image worker of the cluster: pulls jobs from the NATS JetStream queue and converts them.
     Worker(cmd::worker::WorkerArgs),
+    /// The cluster's identity service: the admin API over PostgreSQL, relaying changes to every api node.
+    Identity(cmd::identity::IdentityArgs),
+    /// A usage aggregator of the cluster: applies the shipped usage batches exactly once (Parquet, PostgreSQL rollups).
+    Usage(cmd::usage::UsageArgs),
     /// The cluster on this machine: NATS JetStream, api nodes behind HAProxy, workers (up, down, status).
     Lab(cmd::lab::LabArgs),
     /// Tenants, keys and limits through the admin API.
@@ -39,6 +43,8 @@ fn main() -> std::process::ExitCode {
         Command::Dev(args) => cmd::dev::run(args),
         Command::Api(args) => cmd::api::run(args),
         Command::Worker(args) => cmd::worker::run(args),
+        Command::Identity(args) => cmd::identity::run(args),
+        Command::Usage(args) => cmd::usage::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Admin(args) => cmd::admin::run(args),
         Command::Resize(args) => cmd::resize::run(args),

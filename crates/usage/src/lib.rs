@@ -4,22 +4,26 @@
 //! [`UsageRecord`], recorded once and counted once. It owns the record, the api node's
 //! [`Spool`] (append-only, written before the response, cut into batches with unique ids), the
 //! [`Aggregator`] that applies each batch exactly once to the raw-record [`Archive`] (Parquet
-//! through `object_store`) and to the hourly [`Rollups`] (SQLite), and the reads of both.
+//! through `object_store`) and to the hourly [`Rollups`] (SQLite embedded, PostgreSQL in the
+//! cluster), and the reads of both. In the cluster an api node ships its sealed batches
+//! ([`run_shipping`]) to the usage stream and aggregators elsewhere apply them.
 //!
 //! It must not know about HTTP (the api builds records and serves the reads) nor about tenants
 //! beyond their ids, and it never decides what a request costs: the rollups keep quantities per
 //! status, billing rules price them (docs/usage.md).
 //!
-//! Files: `record.rs`, `spool.rs`, `aggregator.rs`, `rollup.rs`, `archive.rs`.
+//! Files: `record.rs`, `spool.rs`, `ship.rs`, `aggregator.rs`, `rollup.rs`, `archive.rs`.
 
 mod aggregator;
 mod archive;
 mod record;
 mod rollup;
+mod ship;
 mod spool;
 
 pub use aggregator::{drain_spool, run_embedded, AggregateError, Aggregator};
 pub use archive::{Archive, ArchiveError};
 pub use record::UsageRecord;
 pub use rollup::{Bucket, Granularity, RollupError, Rollups, Totals};
+pub use ship::{run_shipping, ship_spool, ShipError};
 pub use spool::{read_batch, SealedBatch, Spool, SpoolConfig, SpoolError};

@@ -1,5 +1,8 @@
-//! Hourly rollups per tenant in the embedded database, applied exactly once per batch: a batch's
-//! id is recorded in the same transaction as its sums, so a replayed batch changes nothing.
+//! Hourly rollups per tenant, applied exactly once per batch: a batch's id is recorded in the
+//! same transaction as its sums, so a replayed batch changes nothing. Two stores: the embedded
+//! database (SQLite, `resizer dev`) and PostgreSQL (the cluster, where several aggregators
+//! apply batches at once: the second to insert a batch id waits for the first's transaction and
+//! then finds it applied).
 //!
 //! Buckets are UTC hours; a day is 24 of them (`granularity=day` sums them at read time, so there
 //! is one source of truth). Counts are kept per status, which is what billing rules and the
@@ -17,8 +20,12 @@ const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
 #[derive(Debug, thiserror::Error)]
-#[error("usage rollups: {0}")]
-pub struct RollupError(#[from] rusqlite::Error);
+pub enum RollupError {
+    #[error("usage rollups: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("usage rollups (PostgreSQL): {0}")]
+    Postgres(#[from] postgres::Error),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {
@@ -84,8 +91,37 @@ impl Bucket {
 }
 
 pub struct Rollups {
-    conn: Mutex<Connection>,
+    store: Store,
 }
+
+enum Store {
+    Sqlite(Mutex<Connection>),
+    /// One connection (the aggregator applies one batch at a time), reopened after a failure.
+    Postgres {
+        url: String,
+        client: Box<Mutex<Option<postgres::Client>>>,
+    },
+}
+
+/// The PostgreSQL schema; `IF NOT EXISTS` makes it safe for several processes to run it.
+const PG_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS usage_applied_batches (
+        batch_id   TEXT PRIMARY KEY,
+        records    BIGINT NOT NULL,
+        applied_ms BIGINT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS usage_hourly (
+        tenant        BIGINT  NOT NULL,
+        hour_ms       BIGINT  NOT NULL,
+        status        INTEGER NOT NULL,
+        requests      BIGINT  NOT NULL,
+        input_bytes   BIGINT  NOT NULL,
+        output_bytes  BIGINT  NOT NULL,
+        input_pixels  BIGINT  NOT NULL,
+        output_pixels BIGINT  NOT NULL,
+        cpu_us        BIGINT  NOT NULL,
+        PRIMARY KEY (tenant, hour_ms, status)
+    );";
 
 impl Rollups {
     pub fn open(path: &Path) -> Result<Rollups, RollupError> {
@@ -119,14 +155,72 @@ impl Rollups {
                  PRIMARY KEY (tenant, hour_ms, status)
              ) WITHOUT ROWID;",
         )?;
-        Ok(Rollups { conn: Mutex::new(conn) })
+        Ok(Rollups { store: Store::Sqlite(Mutex::new(conn)) })
+    }
+
+    /// The rollups in PostgreSQL at `url` (tables created if missing). Blocking.
+    pub fn connect_postgres(url: &str) -> Result<Rollups, RollupError> {
+        let rollups = Rollups { store: Store::Postgres { url: url.to_owned(), client: Box::new(Mutex::new(None)) } };
+        // Several processes start at once (api nodes, aggregators): `IF NOT EXISTS` alone races
+        // in PostgreSQL's catalog, so the schema is made under a transaction-scoped lock.
+        rollups.with_pg(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock(7262001)", &[])?;
+            tx.batch_execute(PG_SCHEMA)?;
+            tx.commit()
+        })?;
+        Ok(rollups)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        match &self.store {
+            Store::Sqlite(conn) => conn.lock().unwrap_or_else(PoisonError::into_inner),
+            Store::Postgres { .. } => unreachable!("SQLite paths are taken only for the SQLite store"),
+        }
+    }
+
+    /// Runs `f` on the PostgreSQL connection, opening it first if needed; a failed call drops
+    /// the connection so the next call opens a fresh one (the database may have restarted).
+    fn with_pg<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, RollupError> {
+        let Store::Postgres { url, client } = &self.store else {
+            unreachable!("PostgreSQL paths are taken only for the PostgreSQL store")
+        };
+        let mut slot = client.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            let mut config: postgres::Config = url.parse()?;
+            config.connect_timeout(std::time::Duration::from_secs(2));
+            let connect = || config.connect(postgres::NoTls);
+            *slot = Some(match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(connect)?
+                }
+                _ => connect()?,
+            });
+        }
+        let Some(conn) = slot.as_mut() else { unreachable!("opened above") };
+        // The blocking client runs its own small runtime: on a worker thread of ours (the
+        // compaction predicate is called from async code), step off the runtime first.
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| f(conn))
+            }
+            _ => f(conn),
+        };
+        if result.is_err() {
+            *slot = None;
+        }
+        Ok(result?)
     }
 
     pub fn is_applied(&self, batch_id: &str) -> Result<bool, RollupError> {
+        if let Store::Postgres { .. } = self.store {
+            return self.with_pg(|c| {
+                Ok(c.query_opt("SELECT 1 FROM usage_applied_batches WHERE batch_id = $1", &[&batch_id])?.is_some())
+            });
+        }
         let conn = self.lock();
         let found: Option<i64> = conn
             .query_row("SELECT 1 FROM applied_batches WHERE batch_id = ?1", [batch_id], |row| row.get(0))
@@ -141,6 +235,9 @@ impl Rollups {
         for r in records {
             let hour = r.time_ms.div_euclid(HOUR_MS) * HOUR_MS;
             sums.entry((r.tenant, hour, r.status)).or_default().add(&Totals::of(r));
+        }
+        if let Store::Postgres { .. } = self.store {
+            return self.with_pg(|c| apply_pg(c, batch_id, records.len(), &sums, now_ms));
         }
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -191,13 +288,39 @@ impl Rollups {
         to_ms: i64,
         granularity: Granularity,
     ) -> Result<Vec<Bucket>, RollupError> {
+        // Whole hours only: a bucket is counted if its hour starts in the range.
+        let from_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let step = granularity.millis();
+        let mut buckets: BTreeMap<i64, BTreeMap<u16, Totals>> = BTreeMap::new();
+        if let Store::Postgres { .. } = self.store {
+            let rows = self.with_pg(|c| {
+                c.query(
+                    "SELECT hour_ms, status, requests, input_bytes, output_bytes, input_pixels, output_pixels, cpu_us
+                     FROM usage_hourly WHERE tenant = $1 AND hour_ms >= $2 AND hour_ms < $3 ORDER BY hour_ms",
+                    &[&(tenant as i64), &from_hour, &to_ms],
+                )
+            })?;
+            for row in rows {
+                let hour: i64 = row.get(0);
+                let status = u16::try_from(row.get::<_, i32>(1)).unwrap_or(0);
+                let n = |i: usize| row.get::<_, i64>(i) as u64;
+                let totals = Totals {
+                    requests: n(2),
+                    input_bytes: n(3),
+                    output_bytes: n(4),
+                    input_pixels: n(5),
+                    output_pixels: n(6),
+                    cpu_us: n(7),
+                };
+                buckets.entry(hour.div_euclid(step) * step).or_default().entry(status).or_default().add(&totals);
+            }
+            return Ok(buckets.into_iter().map(|(start_ms, by_status)| Bucket { start_ms, by_status }).collect());
+        }
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT hour_ms, status, requests, input_bytes, output_bytes, input_pixels, output_pixels, cpu_us
              FROM hourly WHERE tenant = ?1 AND hour_ms >= ?2 AND hour_ms < ?3 ORDER BY hour_ms",
         )?;
-        // Whole hours only: a bucket is counted if its hour starts in the range.
-        let from_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let rows = stmt.query_map(params![tenant as i64, from_hour, to_ms], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
@@ -212,8 +335,6 @@ impl Rollups {
                 },
             ))
         })?;
-        let step = granularity.millis();
-        let mut buckets: BTreeMap<i64, BTreeMap<u16, Totals>> = BTreeMap::new();
         for row in rows {
             let (hour, status, totals) = row?;
             let start = hour.div_euclid(step) * step;
@@ -221,6 +342,68 @@ impl Rollups {
         }
         Ok(buckets.into_iter().map(|(start_ms, by_status)| Bucket { start_ms, by_status }).collect())
     }
+}
+
+impl Drop for Rollups {
+    /// The blocking client closes its connection on drop by running its own runtime, which
+    /// cannot start on a thread that drives ours: close it on a thread of its own.
+    fn drop(&mut self) {
+        if let Store::Postgres { client, .. } = &mut self.store {
+            if let Some(client) = client.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+                let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(client));
+            }
+        }
+    }
+}
+
+/// One batch in one PostgreSQL transaction: the batch id first (a concurrent aggregator with the
+/// same batch waits here for this transaction, then finds the id and does nothing), then the sums.
+fn apply_pg(
+    c: &mut postgres::Client,
+    batch_id: &str,
+    records: usize,
+    sums: &BTreeMap<(u64, i64, u16), Totals>,
+    now_ms: i64,
+) -> Result<bool, postgres::Error> {
+    let mut tx = c.transaction()?;
+    let inserted = tx.execute(
+        "INSERT INTO usage_applied_batches (batch_id, records, applied_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (batch_id) DO NOTHING",
+        &[&batch_id, &(records as i64), &now_ms],
+    )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let upsert = tx.prepare(
+        "INSERT INTO usage_hourly (tenant, hour_ms, status, requests, input_bytes, output_bytes, input_pixels,
+                                   output_pixels, cpu_us)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (tenant, hour_ms, status) DO UPDATE SET
+             requests = usage_hourly.requests + EXCLUDED.requests,
+             input_bytes = usage_hourly.input_bytes + EXCLUDED.input_bytes,
+             output_bytes = usage_hourly.output_bytes + EXCLUDED.output_bytes,
+             input_pixels = usage_hourly.input_pixels + EXCLUDED.input_pixels,
+             output_pixels = usage_hourly.output_pixels + EXCLUDED.output_pixels,
+             cpu_us = usage_hourly.cpu_us + EXCLUDED.cpu_us",
+    )?;
+    for ((tenant, hour, status), t) in sums {
+        tx.execute(
+            &upsert,
+            &[
+                &(*tenant as i64),
+                hour,
+                &i32::from(*status),
+                &(t.requests as i64),
+                &(t.input_bytes as i64),
+                &(t.output_bytes as i64),
+                &(t.input_pixels as i64),
+                &(t.output_pixels as i64),
+                &(t.cpu_us as i64),
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use identity::{CredentialCache, IdentityStore};
+use identity::CredentialCache;
 
 use crate::cmd::dev::{bind, serve_node};
 use crate::config::{Config, ConfigArgs};
@@ -33,10 +33,8 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let database = config.database_path();
-    let store = Arc::new(
-        IdentityStore::open(&database).with_context(|| format!("opening the identity store {}", database.display()))?,
-    );
+    let replicated = config.identity.source == "replicated";
+    let store = if replicated { None } else { Some(config.open_identity_store()?) };
     let cache = Arc::new(CredentialCache::new());
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
@@ -50,7 +48,16 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             config.api.internal_url.clone()
         };
         let client = queue::connect(&nats_urls, &config.usage.node_id).await?;
-        let queue = queue::JobQueue::new(client, config.queue_config());
+        let credentials = match store {
+            Some(store) => api::Credentials::Store(store),
+            None => {
+                let status = Arc::new(api::ReplicaStatus::default());
+                let js = async_nats::jetstream::new(client.clone());
+                tokio::spawn(identity_kv::watch(js, cache.clone(), status.clone()));
+                api::Credentials::Replicated(status)
+            }
+        };
+        let queue = queue::JobQueue::new(client.clone(), config.queue_config());
         let stream_ready = Arc::new(AtomicBool::new(false));
         tokio::spawn(ensure_stream(queue.clone(), stream_ready.clone()));
         let backend = api::QueueBackend {
@@ -68,16 +75,11 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             node = config.usage.node_id,
             "resizer api started"
         );
-        let listeners = api::Listeners { public, admin, internal: Some(internal) };
-        serve_node(
-            &config,
-            config.api.admin_token.clone(),
-            store,
-            cache,
-            api::Conversions::Queue(Box::new(backend)),
-            listeners,
-        )
-        .await
+        let listeners = api::Listeners { public: Some(public), admin, internal: Some(internal) };
+        let conversions = api::Conversions::Queue(Box::new(backend));
+        let usage_stream = (config.usage.mode == "ship").then(|| async_nats::jetstream::new(client.clone()));
+        serve_node(&config, config.api.admin_token.clone(), credentials, cache, conversions, listeners, usage_stream)
+            .await
     })?;
     Ok(ExitCode::SUCCESS)
 }

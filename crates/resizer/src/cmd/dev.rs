@@ -68,7 +68,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let previous = read_dev_file(&dev_json);
 
     let database = config.database_path();
-    let store = Arc::new(
+    let store: Arc<dyn identity::Store> = Arc::new(
         IdentityStore::open(&database).with_context(|| format!("opening the identity store {}", database.display()))?,
     );
     let cache = Arc::new(CredentialCache::new());
@@ -79,7 +79,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     } else {
         generate_admin_token()?
     };
-    let demo_api_key = ensure_demo_key(&store, &cache, previous.as_ref().map(|p| p.demo_api_key.as_str()))?;
+    let demo_api_key = ensure_demo_key(store.as_ref(), &cache, previous.as_ref().map(|p| p.demo_api_key.as_str()))?;
     let sample = data_dir.join("sample.jpg");
     if !sample.exists() {
         std::fs::write(&sample, SAMPLE_JPEG).with_context(|| format!("writing {}", sample.display()))?;
@@ -108,41 +108,58 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         );
         let dispatcher = dispatch::Dispatcher::start(dispatch_config);
         let conversions = api::Conversions::Embedded(dispatcher);
-        serve_node(&config, admin_token, store, cache, conversions, api::Listeners { public, admin, internal: None })
-            .await
+        let listeners = api::Listeners { public: Some(public), admin, internal: None };
+        serve_node(&config, admin_token, api::Credentials::Store(store), cache, conversions, listeners, None).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Serves an api node (dev's or the cluster's) until SIGTERM/SIGINT, with metering: records are
-/// spooled before each answer, and the embedded aggregator applies the batches.
+/// spooled before each answer; the embedded aggregator applies the batches, or, given the usage
+/// stream (`usage_stream`, cluster api nodes with `usage.mode = ship`), they are shipped to it.
 pub(crate) async fn serve_node(
     config: &Config,
     admin_token: String,
-    store: Arc<IdentityStore>,
+    credentials: api::Credentials,
     cache: Arc<CredentialCache>,
     conversions: api::Conversions,
     listeners: api::Listeners,
+    usage_stream: Option<async_nats::jetstream::Context>,
 ) -> anyhow::Result<()> {
     {
-        let (metering, usage_loop) = match open_metering(config)? {
+        let fsync = Duration::from_millis(config.usage.fsync_interval_ms.max(1));
+        // Off the runtime: opening PostgreSQL rollups blocks (and runs the client's own runtime).
+        let opened = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || open_metering(&config)).await?
+        };
+        let (metering, usage_loop) = match opened? {
             Some((metering, aggregator)) => {
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(usage::run_embedded(
-                    metering.spool.clone(),
-                    aggregator,
-                    Duration::from_millis(config.usage.fsync_interval_ms.max(1)),
-                    4,
-                    Duration::from_secs(60),
-                    async move {
-                        let _ = stopped.await;
-                    },
-                ));
+                let stopped = async move {
+                    let _ = stopped.await;
+                };
+                let spool = metering.spool.clone();
+                let task = match usage_stream {
+                    Some(js) => {
+                        let replicas = config.queue.replicas.max(1);
+                        tokio::spawn(usage::run_shipping(
+                            spool,
+                            move |id, records| ship(js.clone(), replicas, id, records),
+                            fsync,
+                            4,
+                            stopped,
+                        ))
+                    }
+                    None => {
+                        tokio::spawn(usage::run_embedded(spool, aggregator, fsync, 4, Duration::from_secs(60), stopped))
+                    }
+                };
                 (Some(metering), Some((stop, task)))
             }
             None => (None, None),
         };
-        let app = api::App::new(config.api_config(admin_token), store, cache, conversions, metering);
+        let app = api::App::new(config.api_config(admin_token), credentials, cache, conversions, metering);
         let served = api::serve(app, listeners, crate::signals::shutdown()).await;
         // After the last answer: seal the open batch and apply everything, so the audit is complete.
         if let Some((stop, task)) = usage_loop {
@@ -152,6 +169,55 @@ pub(crate) async fn serve_node(
         served?;
         Ok(())
     }
+}
+
+/// One sealed batch to the usage stream (created if missing), under its batch id.
+async fn ship(
+    js: async_nats::jetstream::Context,
+    replicas: usize,
+    batch_id: String,
+    records: Vec<usage::UsageRecord>,
+) -> Result<(), String> {
+    let payload = serde_json::to_vec(&records).map_err(|e| e.to_string())?;
+    match queue::ship_batch(&js, &batch_id, payload.clone().into()).await {
+        Ok(()) => Ok(()),
+        Err(first) => {
+            // The stream may not exist yet (a fresh cluster): create it and try once more.
+            queue::ensure_usage_stream(&js, replicas).await.map_err(|e| format!("{first}; {e}"))?;
+            queue::ship_batch(&js, &batch_id, payload.into()).await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The usage archive the configuration names: `<data_dir>/archive` or `usage.archive_url`.
+pub(crate) fn open_archive(config: &Config) -> anyhow::Result<usage::Archive> {
+    if config.usage.archive_url.is_empty() {
+        return usage::Archive::local(&config.data_dir.join("archive")).context("opening the usage archive");
+    }
+    let options: Vec<(String, String)> = config
+        .usage
+        .archive_options
+        .split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            None => anyhow::bail!("usage.archive_options: `{kv}` is not key=value"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    usage::Archive::from_url(&config.usage.archive_url, &options).context("opening the usage archive")
+}
+
+/// The rollups the configuration names: `<data_dir>/usage.sqlite`, or PostgreSQL for a
+/// `postgres://` `usage.rollups_database`.
+pub(crate) fn open_rollups(config: &Config) -> anyhow::Result<Arc<usage::Rollups>> {
+    let database = &config.usage.rollups_database;
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        return Ok(Arc::new(
+            usage::Rollups::connect_postgres(database).context("connecting to the usage rollups database")?,
+        ));
+    }
+    let path = if database.is_empty() { config.data_dir.join("usage.sqlite") } else { database.into() };
+    Ok(Arc::new(usage::Rollups::open(&path).context("opening the usage rollups")?))
 }
 
 /// The spool, rollups and archive under the data directory (or the configured archive URL).
@@ -166,23 +232,8 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
         ..usage::SpoolConfig::default()
     };
     let spool = Arc::new(usage::Spool::open(&data.join("spool"), spool_config).context("opening the usage spool")?);
-    let rollups = Arc::new(usage::Rollups::open(&data.join("usage.sqlite")).context("opening the usage rollups")?);
-    let archive = if config.usage.archive_url.is_empty() {
-        usage::Archive::local(&data.join("archive"))
-    } else {
-        let options: Vec<(String, String)> = config
-            .usage
-            .archive_options
-            .split(',')
-            .filter(|kv| !kv.trim().is_empty())
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
-                None => anyhow::bail!("usage.archive_options: `{kv}` is not key=value"),
-            })
-            .collect::<anyhow::Result<_>>()?;
-        usage::Archive::from_url(&config.usage.archive_url, &options)
-    }
-    .context("opening the usage archive")?;
+    let rollups = open_rollups(config)?;
+    let archive = open_archive(config)?;
     let aggregator = Arc::new(usage::Aggregator::new(rollups.clone(), archive.clone()));
     let metering = api::Metering { spool, rollups, archive, node: config.usage.node_id.clone() };
     Ok(Some((metering, aggregator)))
@@ -201,7 +252,7 @@ fn read_dev_file(path: &Path) -> Option<DevFile> {
 
 /// The demo tenant and a key for it: the key from the last run if it still works, else a new one.
 pub(crate) fn ensure_demo_key(
-    store: &IdentityStore,
+    store: &dyn identity::Store,
     cache: &CredentialCache,
     previous: Option<&str>,
 ) -> anyhow::Result<String> {

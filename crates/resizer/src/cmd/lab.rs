@@ -1,24 +1,24 @@
 //! `resizer lab up|down|status --dir DIR`: the whole cluster on this machine, on free loopback
-//! ports — a 3-node NATS JetStream cluster, api nodes behind HAProxy (checked on `/readyz`) and
+//! ports — a 3-node NATS JetStream cluster, PostgreSQL and the identity service, api nodes behind
+//! HAProxy (checked on `/readyz`) and
 //! workers — for tests, benchmarks and trying the cluster out. Everything it starts is listed
 //! with role, URLs and PID in `DIR/cluster.json` (mode 0600: it holds the admin token and a demo
 //! key); `down` stops all of it and checks that nothing is left.
 //!
-//! Until the identity service exists (PostgreSQL, its own issue), the api nodes share one SQLite
-//! identity database in DIR, each polling it for changes; each api node meters into its own data
-//! directory.
+//! Identity: a PostgreSQL server of its own (initdb in DIR) under the identity service, which
+//! relays every change to a JetStream KV bucket that each api node watches. Usage: api nodes ship
+//! their spool batches to the usage stream; a `resizer usage` aggregator applies them (Parquet in
+//! DIR/archive, rollups in the same PostgreSQL), where every api node reads usage and audit.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use identity::{CredentialCache, IdentityStore};
 use lab::{Backend, InfraOptions, ProcessSpec, LOOPBACK};
 
-use crate::cmd::dev::{ensure_demo_key, generate_admin_token};
+use crate::cmd::dev::generate_admin_token;
 
 #[derive(clap::Args, Debug)]
 pub struct LabArgs {
@@ -108,11 +108,8 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let nats_urls = infra.nats_urls().join(",");
     println!("NATS JetStream cluster up: {nats_urls}");
 
-    // The identity every api node reads: one SQLite database in DIR (until the identity service).
-    let database = dir.join("identity.sqlite");
-    let store = Arc::new(IdentityStore::open(&database).with_context(|| format!("opening {}", database.display()))?);
-    let demo_key = ensure_demo_key(&store, &CredentialCache::new(), None)?;
-    drop(store);
+    let postgres_url = infra.add_postgres()?.url();
+    println!("PostgreSQL up: {postgres_url}");
     let admin_token = generate_admin_token()?;
 
     let common = |spec: ProcessSpec| -> ProcessSpec {
@@ -122,9 +119,36 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         }
         spec
     };
+
+    // The identity service: the admin API over PostgreSQL, relaying changes to the api nodes.
+    let port = lab::free_port()?;
+    let admin_url = format!("http://{LOOPBACK}:{port}");
+    let spec = ProcessSpec::new("identity", "identity", &program)
+        .arg("identity")
+        .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{port}"))
+        .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
+        .env("RESIZER_IDENTITY_DATABASE", &postgres_url)
+        .url("admin", &admin_url)
+        .health(format!("{admin_url}/healthz"));
+    let identity = infra.start_process(common(spec))?;
+    lab::wait_for_http_ok(&format!("{admin_url}/healthz"), Duration::from_secs(30)).map_err(|e| {
+        anyhow::anyhow!("the identity service did not start: {e}\n--- its log ---\n{}", identity.log_tail(30))
+    })?;
+    let demo_key = demo_key(&admin_url, &admin_token)?;
+
+    // Usage: api nodes ship their spool batches to the usage stream; the aggregator applies them
+    // (Parquet into DIR/archive, rollups in PostgreSQL), and api nodes read usage from there.
+    let archive_url = format!("file://{}", dir.join("archive").display());
+    let usage_env = |spec: ProcessSpec| -> ProcessSpec {
+        spec.env("RESIZER_USAGE_ROLLUPS_DATABASE", &postgres_url).env("RESIZER_USAGE_ARCHIVE_URL", &archive_url)
+    };
+    std::fs::create_dir_all(dir.join("archive")).context("creating DIR/archive")?;
+    let spec = ProcessSpec::new("usage", "usage-0", &program)
+        .arg("usage")
+        .env("RESIZER_DATA_DIR", dir.join("usage-0").display().to_string());
+    infra.start_process(usage_env(common(spec)))?;
     let mut backends = Vec::new();
     let mut health = Vec::new();
-    let mut admin_url = String::new();
     for i in 0..args.api_nodes.max(1) {
         let name = format!("api-{i}");
         let ports = lab::free_ports(3)?;
@@ -137,18 +161,16 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .env("RESIZER_API_INTERNAL_LISTEN", format!("{LOOPBACK}:{internal}"))
             .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
             .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
-            .env("RESIZER_IDENTITY_DATABASE", database.display().to_string())
+            .env("RESIZER_IDENTITY_SOURCE", "replicated")
+            .env("RESIZER_USAGE_MODE", "ship")
             .env("RESIZER_USAGE_NODE_ID", &name)
             .url("http", url(public))
             .url("admin", url(admin))
             .url("internal", url(internal))
             .url("metrics", format!("{}/metrics", url(public)))
             .health(format!("{}/readyz", url(public)));
-        let component = infra.start_process(common(spec))?;
+        let component = infra.start_process(usage_env(common(spec)))?;
         health.push((component, format!("{}/readyz", url(public))));
-        if admin_url.is_empty() {
-            admin_url = url(admin);
-        }
         backends.push(Backend::new(&name, ([127, 0, 0, 1], public).into()));
     }
     for i in 0..args.workers {
@@ -179,10 +201,37 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     fields.insert("admin_url".into(), admin_url.clone().into());
     fields.insert("admin_token".into(), admin_token.into());
     fields.insert("demo_api_key".into(), demo_key.clone().into());
-    fields.insert("identity_database".into(), database.display().to_string().into());
+    fields.insert("postgres_url".into(), postgres_url.into());
     let file = infra.finish(fields)?;
     print_summary(&dir, &url, &admin_url, &demo_key, file.components.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo tenant and a key for it, made through the identity service's admin API as any
+/// operator would.
+fn demo_key(admin_url: &str, admin_token: &str) -> anyhow::Result<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let post = |path: &str, body: serde_json::Value| -> anyhow::Result<serde_json::Value> {
+        let mut response = agent
+            .post(format!("{admin_url}{path}"))
+            .header("authorization", format!("Bearer {admin_token}"))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .with_context(|| format!("POST {admin_url}{path}"))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        if !(200..300).contains(&status) {
+            anyhow::bail!("POST {admin_url}{path}: {status} {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    };
+    post("/v1/tenants", serde_json::json!({ "name": "demo" }))?;
+    let key = post("/v1/tenants/demo/keys", serde_json::json!({ "label": "demo" }))?;
+    key["key"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("the admin API returned no key: {key}"))
 }
 
 fn print_summary(dir: &Path, url: &str, admin_url: &str, demo_key: &str, components: usize) {

@@ -1,7 +1,9 @@
 pub mod admin;
 pub mod api;
 pub mod dev;
+pub mod identity;
 pub mod lab;
 pub mod loadtest;
 pub mod resize;
+pub mod usage;
 pub mod worker;

@@ -1,0 +1,188 @@
+//! An api node's side: the bucket → the credential cache. The bucket's current values (one per
+//! tenant and key) make a snapshot; each later put is the next change.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use identity::{CacheError, Change, ChangeKind, Credential, CredentialCache, Snapshot, TenantId, TenantState};
+
+use crate::codec::{age_ms, decode};
+use crate::relay::{BUCKET, RELAYED_KEY};
+
+/// How the node's credentials keep up, for `/readyz` details and metrics.
+#[derive(Debug, Default)]
+pub struct ReplicaStatus {
+    watching: AtomicBool,
+    /// Unix ms when the watch last started or delivered.
+    last_contact_ms: AtomicU64,
+    /// Age of the last change when it was applied: the replication lag.
+    lag_ms: AtomicU64,
+}
+
+impl ReplicaStatus {
+    /// Whether the watch is live (caught up and receiving).
+    pub fn watching(&self) -> bool {
+        self.watching.load(Ordering::Relaxed)
+    }
+
+    /// From a change's commit in the store to its application here, for the last change.
+    pub fn lag(&self) -> Duration {
+        Duration::from_millis(self.lag_ms.load(Ordering::Relaxed))
+    }
+
+    /// Since the watch last heard from NATS; `None` before it ever did.
+    pub fn since_contact(&self) -> Option<Duration> {
+        match self.last_contact_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(now_ms().saturating_sub(ms))),
+        }
+    }
+
+    fn contact(&self) {
+        self.last_contact_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs forever, feeding `cache` from the bucket; reconnects after any failure, while the cache
+/// keeps serving what it has.
+pub async fn watch(js: jetstream::Context, cache: Arc<CredentialCache>, status: Arc<ReplicaStatus>) {
+    let mut complained = false;
+    loop {
+        let error = watch_once(&js, &cache, &status).await;
+        status.watching.store(false, Ordering::Relaxed);
+        if !complained {
+            tracing::warn!(error, "identity watch interrupted; serving the last known credentials");
+            complained = true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if status.watching() {
+            complained = false;
+        }
+    }
+}
+
+/// One watch, until it fails; the reason is returned.
+async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &ReplicaStatus) -> String {
+    let bucket: kv::Store = match js.get_key_value(BUCKET).await {
+        Ok(bucket) => bucket,
+        Err(e) => return format!("no {BUCKET} bucket yet: {e}"),
+    };
+    let mut watch = match bucket.watch_with_history(">").await {
+        Ok(watch) => watch,
+        Err(e) => return format!("watching the {BUCKET} bucket: {e}"),
+    };
+    // The current values, up to the last one (`delta` 0); the relay's marker guarantees there
+    // is at least one once the identity service has run.
+    let mut current = Vec::new();
+    loop {
+        let entry = match watch.next().await {
+            Some(Ok(entry)) => entry,
+            Some(Err(e)) => return format!("reading the {BUCKET} bucket: {e}"),
+            None => return "the watch ended".into(),
+        };
+        if entry.key != RELAYED_KEY && entry.operation == kv::Operation::Put {
+            match decode(&entry.value) {
+                Ok(change) => current.push(change),
+                Err(e) => return e.to_string(),
+            }
+        }
+        if entry.delta == 0 {
+            break;
+        }
+    }
+    let snapshot = compacted_snapshot(current);
+    let version = snapshot.version;
+    cache.apply_snapshot(snapshot);
+    status.watching.store(true, Ordering::Relaxed);
+    status.contact();
+    tracing::info!(version, keys = cache.len(), "credential cache loaded from the identity bucket");
+
+    while let Some(entry) = watch.next().await {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => return format!("reading the {BUCKET} bucket: {e}"),
+        };
+        status.contact();
+        if entry.key == RELAYED_KEY || entry.operation != kv::Operation::Put {
+            continue;
+        }
+        let change = match decode(&entry.value) {
+            Ok(change) => change,
+            Err(e) => return e.to_string(),
+        };
+        status.lag_ms.store(age_ms(change.at), Ordering::Relaxed);
+        if let Err(CacheError::Gap { have, got }) = cache.apply_change(change) {
+            // A put was missed (compacted away before this watch saw it): start from the
+            // bucket's current values again.
+            return format!("change {got} arrived after {have}; reloading");
+        }
+    }
+    "the watch ended".into()
+}
+
+/// The state at the newest version among `changes`, which hold the latest change per tenant and
+/// per key: each key's own latest credential, under its tenant's latest state.
+fn compacted_snapshot(changes: Vec<Change>) -> Snapshot {
+    let version = changes.iter().map(|c| c.version).max().unwrap_or(0);
+    let mut tenants: HashMap<TenantId, (u64, TenantState)> = HashMap::new();
+    let mut newer_tenant = |v: u64, t: &TenantState| {
+        let slot = tenants.entry(t.id).or_insert_with(|| (v, *t));
+        if v >= slot.0 {
+            *slot = (v, *t);
+        }
+    };
+    for change in &changes {
+        match &change.kind {
+            ChangeKind::Tenant(t) => newer_tenant(change.version, t),
+            ChangeKind::Credential(c) => newer_tenant(change.version, &c.tenant),
+        }
+    }
+    let mut credentials: Vec<Credential> = changes
+        .into_iter()
+        .filter_map(|change| match change.kind {
+            ChangeKind::Credential(mut c) => {
+                if let Some((_, t)) = tenants.get(&c.tenant.id) {
+                    c.tenant = *t;
+                }
+                Some(c)
+            }
+            ChangeKind::Tenant(_) => None,
+        })
+        .collect();
+    credentials.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+    Snapshot { version, credentials }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use identity::{IdentityStore, Store, TenantLimits, TenantStatus};
+
+    /// The compacted log (latest change per thing) gives the store's own snapshot.
+    #[test]
+    fn a_compacted_log_gives_the_stores_snapshot() {
+        let store = IdentityStore::open_in_memory().unwrap();
+        let a = store.create_tenant("a", TenantLimits::default()).unwrap();
+        let b = store.create_tenant("b", TenantLimits::default()).unwrap();
+        let (k1, _) = store.create_key(a.id, "one").unwrap();
+        let (_k2, _) = store.create_key(a.id, "two").unwrap();
+        let (_k3, _) = store.create_key(b.id, "three").unwrap();
+        store.revoke_key(k1.id).unwrap();
+        store.set_status(a.id, TenantStatus::Suspended).unwrap();
+        store.update_limits(b.id, TenantLimits { burst: Some(3), ..Default::default() }).unwrap();
+        let mut latest: HashMap<String, Change> = HashMap::new();
+        for change in Store::changes_since(&store, 0).unwrap() {
+            latest.insert(crate::key_of(&change), change);
+        }
+        let compacted = compacted_snapshot(latest.into_values().collect());
+        assert_eq!(compacted, store.snapshot().unwrap());
+    }
+}

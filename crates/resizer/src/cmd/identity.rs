@@ -1,0 +1,63 @@
+//! `resizer identity`: the cluster's identity service. It serves the admin API (tenants, limits,
+//! keys) over the authoritative store — PostgreSQL in the cluster (`identity.database =
+//! postgres://...`) — and relays every committed change, in order, to the JetStream KV bucket
+//! that feeds each api node's credential cache. Consistent before available: while PostgreSQL
+//! is down, admin writes fail with 503 and nothing is half-done; resizes go on at the api nodes
+//! with the credentials they have.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use identity::CredentialCache;
+
+use crate::cmd::dev::bind;
+use crate::config::{Config, ConfigArgs};
+use crate::logging;
+
+#[derive(clap::Args, Debug)]
+pub struct IdentityArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config, &[])?;
+    logging::init(&config.log)?;
+    if config.api.admin_token.len() < 16 {
+        bail!("the identity service needs an admin token of at least 16 characters: set api.admin_token");
+    }
+    let nats_urls = config.nats_urls();
+    if nats_urls.is_empty() {
+        bail!("the identity service relays changes through NATS: set queue.nats_urls");
+    }
+    let store = config.open_identity_store()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
+        tracing::info!(admin_url = %admin.local_addr()?, nats = config.queue.nats_urls, "resizer identity started");
+        let client = queue::connect(&nats_urls, "identity").await?;
+        let cache = Arc::new(CredentialCache::new());
+        let app = api::App::new(
+            config.api_config(config.api.admin_token.clone()),
+            api::Credentials::Store(store.clone()),
+            cache,
+            api::Conversions::None,
+            None,
+        );
+        let relay = tokio::spawn(identity_kv::relay(
+            store,
+            async_nats::jetstream::new(client),
+            config.queue.replicas.max(1),
+            app.identity_written(),
+            Duration::from_millis(config.identity.relay_interval_ms.max(10)),
+        ));
+        let listeners = api::Listeners { public: None, admin, internal: None };
+        let served = api::serve(app, listeners, crate::signals::shutdown()).await;
+        relay.abort();
+        served.map_err(anyhow::Error::from)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
