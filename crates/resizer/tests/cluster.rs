@@ -706,11 +706,21 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
         })
         .collect();
 
-    // One at a time: kill -9, a moment of load without it, restart.
+    // One at a time, at a random moment: kill -9, a while of load without it, restart.
+    let mut seed = u64::from(std::process::id())
+        ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64);
+    let mut random_ms = |range: std::ops::Range<u64>| {
+        // xorshift: enough to spread the kills over the request cycle.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        Duration::from_millis(range.start + seed % (range.end - range.start))
+    };
     for victim in ["api-0", "usage-0", "identity", "nats-1"] {
-        thread::sleep(Duration::from_millis(1500));
+        thread::sleep(random_ms(500..2500));
+        eprintln!("kill -9 {victim}");
         lab.signal(victim, lab::Signal::Kill);
-        thread::sleep(Duration::from_millis(1500));
+        thread::sleep(random_ms(500..2500));
         lab.restart(victim);
         if victim == "api-0" {
             let ready = format!("{}/readyz", lab.url_of("api-0", "http"));
