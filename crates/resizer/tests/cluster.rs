@@ -652,7 +652,8 @@ struct Billed {
 
 #[test]
 fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
-    let lab = Lab::up(&["--workers", "2"]);
+    // Two aggregators share the usage stream: batches are applied once between them too.
+    let lab = Lab::up(&["--workers", "2", "--aggregators", "2"]);
     // Three tenants, each with its own key, made at the identity service.
     let tenants: Vec<(u64, String)> = (0..3)
         .map(|i| {

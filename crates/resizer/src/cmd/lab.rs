@@ -61,6 +61,9 @@ pub struct UpArgs {
     /// Worker processes.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Usage aggregators (`resizer usage`); several apply batches at once without double counting.
+    #[arg(long, default_value_t = 1)]
+    pub aggregators: usize,
     /// Jobs each worker runs at once [default: one per core].
     #[arg(long)]
     pub worker_slots: Option<usize>,
@@ -143,10 +146,13 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         spec.env("RESIZER_USAGE_ROLLUPS_DATABASE", &postgres_url).env("RESIZER_USAGE_ARCHIVE_URL", &archive_url)
     };
     std::fs::create_dir_all(dir.join("archive")).context("creating DIR/archive")?;
-    let spec = ProcessSpec::new("usage", "usage-0", &program)
-        .arg("usage")
-        .env("RESIZER_DATA_DIR", dir.join("usage-0").display().to_string());
-    infra.start_process(usage_env(common(spec)))?;
+    for i in 0..args.aggregators.max(1) {
+        let name = format!("usage-{i}");
+        let spec = ProcessSpec::new("usage", &name, &program)
+            .arg("usage")
+            .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string());
+        infra.start_process(usage_env(common(spec)))?;
+    }
     let mut backends = Vec::new();
     let mut health = Vec::new();
     for i in 0..args.api_nodes.max(1) {
