@@ -37,6 +37,6 @@ else
 fi
 # The HTTP contract: schemathesis against both /openapi.json documents of a real `resizer dev`.
 cargo build -p resizer --locked
-RESIZER_BIN=target/debug/resizer scripts/schemathesis.sh
+RESIZER_BIN="${CARGO_TARGET_DIR:-target}/debug/resizer" scripts/schemathesis.sh
 # The usage archive's Parquet files, read by pyarrow.
 scripts/parquet_check.sh
