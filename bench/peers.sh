@@ -225,9 +225,9 @@ measure() {
     echo "$peer $(wait_quiet)" >>"$results/quiet.txt"
     "start_$peer"
     group=${groups[-1]}
-    # One line per second in which other processes (not this server, not the generator, not this
-    # script) used more than a fifth of a core, while this server is measured.
-    python3 bench/peers/others-busy.py --group "$group" --group "$(ps -o pgid= $$ | tr -d ' ')" --name resizer \
+    # One line per second in which other processes (not this server's group, not this script's,
+    # which holds the generator) used more than a fifth of a core, while this server is measured.
+    python3 bench/peers/others-busy.py --group "$group" --group "$(ps -o pgid= $$ | tr -d ' ')" \
         >"$results/$peer-others.txt" &
     watcher=$!
     "${sample_cmd[@]}" >"$results/$peer-sample.jpg"
