@@ -26,6 +26,7 @@ work=$(mktemp -d)
 # The lab's PostgreSQL runs as the postgres user when we are root: it must reach DIR.
 chmod o+x "$work"
 source bench/lib.sh
+require_simd
 lab_dir=$work/lab
 trap 'stop_dev; "$bin" lab down --dir "$lab_dir" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 mkdir -p "$results"

@@ -31,3 +31,14 @@ stop_dev() {
     if [[ -n ${server_pid:-} ]]; then kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || true; fi
     server_pid=
 }
+
+# Refuses to benchmark a release build whose libjpeg-turbo has no SIMD kernels. mozjpeg-sys's
+# build script looks for nasm once; a build made before nasm was installed is kept by cargo
+# afterwards (it happened: 2026-11-25 18:09 to 2026-11-26 03:19, see docs/benchmarks.md).
+require_simd() {
+    if grep -qs "NASM not installed" target/release/build/mozjpeg-sys-*/output; then
+        echo "error: the release build's libjpeg-turbo was built without nasm (no SIMD)." >&2
+        echo "       run: cargo clean --release -p mozjpeg-sys && cargo build --release -p resizer" >&2
+        exit 1
+    fi
+}

@@ -12,6 +12,7 @@ bin=target/release/resizer
 work=$(mktemp -d)
 server_log=$work/server.log
 source bench/lib.sh
+require_simd
 trap 'stop_dev; rm -rf "$work"' EXIT
 "$bin" resize examples/sample.jpg -o "$work/tiny.jpg" --width 64 --quality 80 >/dev/null
 ticks=$(getconf CLK_TCK)

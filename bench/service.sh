@@ -19,6 +19,7 @@ cargo build --release -p resizer >&2
 bin=target/release/resizer
 work=$(mktemp -d)
 source bench/lib.sh
+require_simd
 trap 'stop_dev; rm -rf "$work"' EXIT
 mkdir -p "$results" "$work/out"
 prepare_inputs "$photos" "$work/photos"
