@@ -20,6 +20,8 @@ pub(crate) struct JobContext {
     pub dispatcher: Dispatcher,
     pub agent: ureq::Agent,
     pub status: Arc<Status>,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
 }
 
 pub(crate) async fn handle(context: &Arc<JobContext>, message: jetstream::Message) {

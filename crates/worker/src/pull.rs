@@ -70,6 +70,8 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         agent: transfer::agent(),
         status: status.clone(),
+        client: client.clone(),
+        js: js.clone(),
     });
     status.ready.store(true, Ordering::Relaxed);
     tracing::info!(node = config.node_id, slots, "worker pulling jobs");
@@ -117,39 +119,71 @@ async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> consumer::Con
 /// One slot: pull a job, run it to its acknowledgement, pull the next. A pull that is waiting
 /// when shutdown begins is left to expire (at most `pull_expires`) rather than dropped, so a job
 /// JetStream hands to it in that moment is still run, not stranded until `ack_wait`.
+///
+/// The slot subscribes once, to `<inbox>.*`, and sends pull `n` with the reply subject
+/// `<inbox>.<n>`: no subscription is made and dropped per job (each would be propagated to every
+/// NATS server). A job delivered to an older pull (one this slot gave up on) is still run; an
+/// older pull's expiry notice is told apart by its subject and ignored.
 async fn slot(
     consumer: consumer::Consumer<consumer::pull::Config>,
     context: Arc<JobContext>,
     stopped: watch::Receiver<bool>,
 ) {
+    let inbox = context.client.new_inbox();
+    let mut pulls: u64 = 0;
+    let mut subscription: Option<async_nats::Subscriber> = None;
     while !*stopped.borrow() {
-        let pulled = consumer.batch().max_messages(1).expires(context.config.pull_expires).messages().await;
-        let mut batch = match pulled {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::debug!(error = %e, "pull failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
+        let deliveries = match subscription.as_mut() {
+            Some(deliveries) => deliveries,
+            None => match context.client.subscribe(format!("{inbox}.*")).await {
+                Ok(deliveries) => subscription.insert(deliveries),
+                Err(e) => {
+                    tracing::debug!(error = %e, "subscribing for pulls failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
         };
-        // JetStream answers a pull with a job or, at `expires`, a timeout. A pull that reaches a
-        // consumer without a leader (at start-up, during an election) is dropped silently, and
-        // the client would wait `expires` + 5 s for it: give up soon after `expires` instead.
-        // A job sent to the abandoned pull afterwards is not lost: dropping the batch
-        // unsubscribes its inbox, and the server skips pulls nobody listens to any more.
+        pulls += 1;
+        let reply = format!("{inbox}.{pulls}");
+        let request =
+            consumer::pull::BatchConfig { batch: 1, expires: Some(context.config.pull_expires), ..Default::default() };
+        if let Err(e) = consumer.request_batch(request, reply.clone().into()).await {
+            tracing::debug!(error = %e, "pull failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        // JetStream answers a pull with a job or, at `expires`, a timeout notice. A pull that
+        // reaches a consumer without a leader (at start-up, during an election) is dropped
+        // silently: give up on it soon after `expires` and send another.
         let give_up = tokio::time::Instant::now() + context.config.pull_expires + PULL_GRACE;
         loop {
-            match tokio::time::timeout_at(give_up, batch.next()).await {
-                Ok(Some(Ok(message))) => job::handle(&context, message).await,
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    tracing::debug!(error = %e, "pull ended");
-                    // A consumer leader change ends pulls with an error; don't spin on it.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            let message = match tokio::time::timeout_at(give_up, deliveries.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => {
+                    subscription = None;
                     break;
                 }
                 Err(_unanswered) => {
                     tracing::debug!("pull unanswered past its expiry; renewing it");
+                    break;
+                }
+            };
+            match message.status {
+                None | Some(async_nats::StatusCode::OK) => {
+                    let job = jetstream::Message { message, context: context.js.clone() };
+                    job::handle(&context, job).await;
+                    break;
+                }
+                // An older pull's end: this one still stands.
+                Some(_) if message.subject.as_str() != reply => continue,
+                Some(async_nats::StatusCode::IDLE_HEARTBEAT) => continue,
+                // Expired with nothing to deliver, or no job now: pull again.
+                Some(async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND) => break,
+                Some(status) => {
+                    // 409 and the like (a consumer leader change): don't spin on it.
+                    tracing::debug!(%status, "pull ended");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     break;
                 }
             }
