@@ -532,11 +532,24 @@ impl NatsCluster {
     ///
     /// [`wait_healthy`]: NatsCluster::wait_healthy
     pub fn restart(&mut self, index: usize) -> Result<Component> {
-        let old = self.node(index)?.component.clone();
-        let new = process::respawn(&old, self.die_with_parent)?;
-        self.nodes[index].component = new.clone();
-        self.wait_monitor_port(index, Duration::from_secs(10))?;
-        Ok(new)
+        // The node comes back on its own ports (the others' routes name them). While it was
+        // down, another socket on this machine may have been given one of them for a moment
+        // (an outgoing connection's local port): the node then exits at once with "address
+        // already in use". Try again a few times before calling it a failure.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let old = self.node(index)?.component.clone();
+            let new = process::respawn(&old, self.die_with_parent)?;
+            self.nodes[index].component = new.clone();
+            match self.wait_monitor_port(index, Duration::from_secs(10)) {
+                Ok(()) => return Ok(new),
+                Err(_) if attempts < 5 && new.log_tail(5).contains("address already in use") => {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn wait_monitor_port(&self, index: usize, timeout: Duration) -> Result<()> {
