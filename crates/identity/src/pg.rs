@@ -25,7 +25,7 @@
 //! starting together against a new database migrate it once.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::types::{FromSql, Type};
@@ -35,7 +35,11 @@ use crate::key;
 use crate::model::{
     ApiKey, Change, ChangeKind, Credential, KeyId, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
 };
-use crate::store::{Missing, StorageError, StoreError};
+// The rules and conversions are the SQLite store's, shared: both stores accept and refuse the
+// same input.
+use crate::store::{
+    from_ms, now_ms, sql_tenant, tenant_state, validate_label, validate_tenant_name, Missing, StorageError, StoreError,
+};
 
 /// Most connections one store holds open; a call beyond waits for one to be returned.
 pub const POOL_SIZE: usize = 8;
@@ -755,48 +759,4 @@ impl<'a> FromSql<'a> for Hash {
     fn accepts(ty: &Type) -> bool {
         <&[u8] as FromSql>::accepts(ty)
     }
-}
-
-// The rules below are the SQLite store's (store.rs), word for word: both stores must accept and
-// refuse the same input. tests/pg.rs runs the SQLite store's input cases against this one.
-
-fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
-    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    // A name must not read as a tenant id (admin URLs take either) nor as a path segment of its own.
-    let ambiguous = name.bytes().all(|b| b.is_ascii_digit()) || name == "." || name == "..";
-    if ok && !ambiguous {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(
-            "a tenant name is 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-', not all digits, not '.' or '..'",
-        ))
-    }
-}
-
-fn validate_label(label: &str) -> Result<(), StoreError> {
-    let ok = (1..=100).contains(&label.chars().count()) && !label.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid("a key label is 1 to 100 characters, none of them control characters"))
-    }
-}
-
-fn tenant_state(tenant: &Tenant) -> TenantState {
-    TenantState { id: tenant.id, status: tenant.status, limits: tenant.limits }
-}
-
-/// A tenant id as PostgreSQL binds it. Ids above 2^63 - 1 cannot exist (BIGINT), so they become
-/// -1, which matches no row: a caller's absurd id is "not found", never a panic.
-fn sql_tenant(id: TenantId) -> i64 {
-    i64::try_from(id.get()).unwrap_or(-1)
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn from_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }

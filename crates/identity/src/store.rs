@@ -512,7 +512,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
             && matches!(f.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
 }
 
-fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
+pub(crate) fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
     let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     // A name must not read as a tenant id (admin URLs take either) nor as a path segment of its own.
     let ambiguous = name.bytes().all(|b| b.is_ascii_digit()) || name == "." || name == "..";
@@ -525,7 +525,7 @@ fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
     }
 }
 
-fn validate_label(label: &str) -> Result<(), StoreError> {
+pub(crate) fn validate_label(label: &str) -> Result<(), StoreError> {
     let ok = (1..=100).contains(&label.chars().count()) && !label.chars().any(char::is_control);
     if ok {
         Ok(())
@@ -534,22 +534,23 @@ fn validate_label(label: &str) -> Result<(), StoreError> {
     }
 }
 
-fn tenant_state(tenant: &Tenant) -> TenantState {
+pub(crate) fn tenant_state(tenant: &Tenant) -> TenantState {
     TenantState { id: tenant.id, status: tenant.status, limits: tenant.limits }
 }
 
-/// A tenant id as SQLite binds it. Ids above 2^63 - 1 cannot exist (rowids are signed), so they
+/// A tenant id as SQLite and PostgreSQL bind it. Ids above 2^63 - 1 cannot exist (rowids and
+/// BIGINT are signed), so they
 /// become -1, which matches no row: a caller's absurd id is "not found", never a panic.
-fn sql_tenant(id: TenantId) -> i64 {
+pub(crate) fn sql_tenant(id: TenantId) -> i64 {
     i64::try_from(id.get()).unwrap_or(-1)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn from_ms(ms: i64) -> SystemTime {
+pub(crate) fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
