@@ -51,8 +51,12 @@ pub struct QueueSection {
 pub struct WorkerSection {
     /// Health, readiness and metrics (no jobs come in here).
     pub listen: String,
-    /// Jobs run at once; 0 means one per core.
+    /// Jobs converted at once (the CPU pool's threads); 0 means one per core.
     pub slots: usize,
+    /// Jobs taken beyond `slots`: their sources are fetched while the slots convert, so a thread
+    /// never waits for the network between two jobs. Each is one more job a frozen worker holds
+    /// until `queue.ack_wait_ms` hands it elsewhere.
+    pub prefetch: usize,
     /// This worker's id in logs, metrics and usage records; empty means `worker-<pid>`.
     pub node_id: String,
     /// How long one pull for a job waits before it is renewed.
@@ -201,6 +205,7 @@ impl Default for Config {
             worker: WorkerSection {
                 listen: "127.0.0.1:8090".into(),
                 slots: 0,
+                prefetch: 1,
                 node_id: String::new(),
                 pull_expires_ms: 1000,
             },

@@ -1,7 +1,8 @@
 //! # worker
 //!
 //! The cluster's image worker (../shared/BLUEPRINT.md §3 step 3): it pulls jobs from the JetStream
-//! consumer — one pull per free slot, so a worker never takes more than it can start — fetches
+//! consumer — one pull per job it may hold (its conversion slots plus a small prefetch whose
+//! sources are fetched while the slots convert), so a worker never takes more than that — fetches
 //! each job's source bytes from the api node that staged them (with the job's capability
 //! token), converts them on its own CPU pool (`dispatch`, which runs `imaging` off the async
 //! runtime and survives a panicking decoder), hands the result or the typed failure back to that
@@ -34,8 +35,10 @@ pub struct WorkerConfig {
     pub nats_urls: Vec<String>,
     /// This worker's id in logs, metrics and usage records.
     pub node_id: String,
-    /// Jobs run at once: the CPU pool's size (one per core by default).
+    /// Jobs converted at once: the CPU pool's size (one per core by default).
     pub slots: usize,
+    /// Jobs held beyond `slots`, fetched while the pool is busy and converted as a thread frees.
+    pub prefetch: usize,
     pub queue: queue::QueueConfig,
     /// How long one pull waits for a job before it is renewed. Short, so that a frozen worker's
     /// idle slots stop receiving jobs soon after it stops renewing them.

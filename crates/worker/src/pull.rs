@@ -64,7 +64,14 @@ pub async fn run(
         consumer = set_up(&js, &config) => consumer,
     };
     let slots = config.slots.max(1);
-    let dispatcher = Dispatcher::start(DispatchConfig::with_workers(slots));
+    // One pull per job held: the pool's threads plus the prefetched jobs waiting for them, which
+    // every lane must be able to queue.
+    let held = slots + config.prefetch;
+    let mut pool = DispatchConfig::with_workers(slots);
+    pool.capacity.small = pool.capacity.small.max(held);
+    pool.capacity.medium = pool.capacity.medium.max(held);
+    pool.capacity.large = pool.capacity.large.max(held);
+    let dispatcher = Dispatcher::start(pool);
     let context = Arc::new(JobContext {
         config: config.clone(),
         dispatcher: dispatcher.clone(),
@@ -74,11 +81,11 @@ pub async fn run(
         js: js.clone(),
     });
     status.ready.store(true, Ordering::Relaxed);
-    tracing::info!(node = config.node_id, slots, "worker pulling jobs");
+    tracing::info!(node = config.node_id, slots, prefetch = config.prefetch, "worker pulling jobs");
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..slots {
+    for _ in 0..held {
         tasks.spawn(slot(consumer.clone(), context.clone(), stopped.clone()));
     }
     shutdown.await;

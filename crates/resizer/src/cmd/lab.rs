@@ -64,7 +64,8 @@ pub struct UpArgs {
     /// Usage aggregators (`resizer usage`); several apply batches at once without double counting.
     #[arg(long, default_value_t = 1)]
     pub aggregators: usize,
-    /// Jobs each worker runs at once [default: one per core].
+    /// Jobs each worker converts at once [default: the machine's cores shared out among the
+    /// workers, at least 1: on one machine, workers with a core count each would oversubscribe it].
     #[arg(long)]
     pub worker_slots: Option<usize>,
     /// Extra `--set KEY=VALUE` for every api node and worker (repeatable), e.g. `api.request_timeout_ms=5000`.
@@ -179,6 +180,8 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         health.push((component, format!("{}/readyz", url(public))));
         backends.push(Backend::new(&name, ([127, 0, 0, 1], public).into()));
     }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let worker_slots = args.worker_slots.unwrap_or((cores / args.workers.max(1)).max(1));
     for i in 0..args.workers {
         let name = format!("worker-{i}");
         let port = lab::free_port()?;
@@ -189,9 +192,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .env("RESIZER_WORKER_NODE_ID", &name)
             .url("metrics", format!("{url}/metrics"))
             .health(format!("{url}/readyz"));
-        if let Some(slots) = args.worker_slots {
-            spec = spec.env("RESIZER_WORKER_SLOTS", slots.to_string());
-        }
+        spec = spec.env("RESIZER_WORKER_SLOTS", worker_slots.to_string());
         let component = infra.start_process(common(spec))?;
         health.push((component, format!("{url}/readyz")));
     }

@@ -39,6 +39,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         nats_urls,
         node_id: node_id.clone(),
         slots,
+        prefetch: config.worker.prefetch,
         queue: config.queue_config(),
         pull_expires: Duration::from_millis(config.worker.pull_expires_ms.max(100)),
         shutdown_grace: Duration::from_millis(config.api.shutdown_grace_ms),
