@@ -27,6 +27,17 @@ if ((${#need_packages[@]})); then
     fi
 fi
 
+# moto's S3 server (PyPI) is the S3-compatible endpoint of the usage archive's S3 test
+# (crates/resizer/tests/s3.rs); it lives in a venv under target/ (gitignored).
+MOTO_VERSION=5.1.22
+if ! target/s3-venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+    python3 -m venv target/s3-venv || {
+        echo "error: python3 -m venv failed; install python3-venv (apt-get install -y python3-venv)" >&2
+        exit 1
+    }
+    target/s3-venv/bin/pip install --quiet "moto[server]==$MOTO_VERSION"
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-nextest >/dev/null; then

@@ -71,7 +71,8 @@ pub struct UsageSection {
     /// This node's id in usage records.
     pub node_id: String,
     /// Where raw records go as Parquet: empty means `<data_dir>/archive`; else `file:///path`
-    /// or `s3://bucket/prefix` (a build with the `s3` feature).
+    /// or `s3://bucket/prefix` (any S3-compatible endpoint, see `archive_options`; the `s3`
+    /// feature, on by default).
     pub archive_url: String,
     /// `key=value,key=value` options for the archive (S3: endpoint, region, access_key_id,
     /// secret_access_key, allow_http).

@@ -84,7 +84,7 @@ pub enum ArchiveError {
     /// Names the key only: values may be secrets.
     #[error("archive option `{key}`: {reason}")]
     InvalidOption { key: String, reason: String },
-    #[error("s3:// archives need the usage crate's `s3` feature (this build has only local directories)")]
+    #[error("s3:// archives need the `s3` feature (this build was made without it: local directories only)")]
     S3NotEnabled,
     #[error("creating the archive directory {path}: {source}")]
     CreateDir { path: PathBuf, source: std::io::Error },
