@@ -8,7 +8,8 @@
 #      not saturate the cluster (tiny images, RATE req/s, one at a time per connection).
 # Usage: bench/cluster.sh [PHOTOS_DIR] [RESULTS_DIR]
 #   defaults: ../shared/corpus/photos and bench/results/cluster-<date>. Env: DURATION (s, 15),
-#   ROUNDS (2), RATE (100), HOPS (2000), LAB_ARGS (extra `lab up` flags, e.g. `--worker-slots 1`).
+#   ROUNDS (2), RATE (100), HOPS (2000), LAB_ARGS (extra `lab up` flags, e.g. `--worker-slots 1`),
+#   LAB_ENV (environment for the lab's processes only, e.g. `GOMAXPROCS=1 TOKIO_WORKER_THREADS=1`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +37,7 @@ query='width=512&format=jpeg&quality=80'
 
 lab_up() {
     rm -rf "$lab_dir"
-    "$bin" lab up --dir "$lab_dir" ${LAB_ARGS:-} --set limits.rate_per_sec=1000000000 --set limits.burst=1000000000 \
+    env ${LAB_ENV:-} "$bin" lab up --dir "$lab_dir" ${LAB_ARGS:-} --set limits.rate_per_sec=1000000000 --set limits.burst=1000000000 \
         --set log.level=warn >"$results/lab-up.txt"
     url=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["fields"]["url"])' "$lab_dir/cluster.json")
     key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["fields"]["demo_api_key"])' "$lab_dir/cluster.json")
