@@ -21,6 +21,9 @@
 # go to the results folder, a table to stdout, and a headless-Chromium screenshot of our ramp
 # report to resizer-ramp.png.
 #
+# `lab` is the lab cluster (`resizer lab up`) on this same machine, through its HAProxy, with the
+# same request as `resizer`.
+#
 # `resizer_deepq` is `resizer dev` again with deeper lane queues (dispatch.small_queue=256,
 # medium_queue=64): the default lanes answer 503 at once when 4 jobs per worker wait, which a
 # ramp counts as failures; this shows how much of the tipping point is that policy.
@@ -33,7 +36,7 @@
 #
 # Usage: bench/peers.sh [PHOTOS_DIR] [RESULTS_DIR]
 #   defaults: ../shared/corpus/photos and bench/results/peers-<date>
-# Env: PEERS="resizer resizer_deepq thumbor sharp nginx", STEP_SECONDS=5, CAPACITY_SECONDS=8,
+# Env: PEERS="resizer lab resizer_deepq thumbor sharp nginx", STEP_SECONDS=5, CAPACITY_SECONDS=8,
 #      WAIT_IDLE=600 (seconds to wait for a quiet machine before each server), RETRIES=3 (attempts
 #      per server while a compiler disturbs it), RESIZER_BENCH_CACHE.
 set -euo pipefail
@@ -41,7 +44,7 @@ cd "$(dirname "$0")/.."
 
 photos=${1:-../shared/corpus/photos}
 results=${2:-bench/results/peers-$(date +%Y%m%d-%H%M%S)}
-peers=${PEERS:-resizer resizer_deepq thumbor sharp nginx}
+peers=${PEERS:-resizer lab resizer_deepq thumbor sharp nginx}
 step_seconds=${STEP_SECONDS:-5}
 capacity_seconds=${CAPACITY_SECONDS:-8}
 wait_idle=${WAIT_IDLE:-600}
@@ -71,6 +74,7 @@ watcher=
 cleanup() {
     if [[ -n $watcher ]]; then kill "$watcher" 2>/dev/null || true; fi
     for group in "${groups[@]}"; do stop_group "$group"; done
+    if [[ -f $work/lab/cluster.json ]]; then "$bin" lab down --dir "$work/lab" >/dev/null 2>&1 || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -130,6 +134,23 @@ start_resizer() { # [--set KEY=VALUE ...]
     local base key
     base=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_url"])' "$work/data/dev.json")
     key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["demo_api_key"])' "$work/data/dev.json")
+    target_url="$base/v1/resize?width=512&height=512&fit=inside&format=jpeg&quality=80"
+    target_args=(--key "$key")
+    sample_cmd=(curl -sS --fail -H "Authorization: Bearer $key" --data-binary "@$work/photos/$sample" "$target_url")
+}
+
+# The lab cluster (`resizer lab up`: 3 nats-server, PostgreSQL, identity service, usage aggregator,
+# 2 api nodes behind HAProxy, 2 workers) on the same machine, through HAProxy. Its processes are
+# in several process groups, all of them the server's for the disturbance count.
+start_lab() {
+    rm -rf "$work/lab"
+    "$bin" lab up --dir "$work/lab" --set limits.rate_per_sec=1000000000 --set limits.burst=1000000000 \
+        --set log.level=warn >"$results/lab-up.txt"
+    local base key
+    base=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["fields"]["url"])' "$work/lab/cluster.json")
+    key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["fields"]["demo_api_key"])' "$work/lab/cluster.json")
+    server_groups=($(python3 -c 'import json,os,sys
+print(" ".join(sorted({str(os.getpgid(c["pid"])) for c in json.load(open(sys.argv[1]))["components"]})))' "$work/lab/cluster.json"))
     target_url="$base/v1/resize?width=512&height=512&fit=inside&format=jpeg&quality=80"
     target_args=(--key "$key")
     sample_cmd=(curl -sS --fail -H "Authorization: Bearer $key" --data-binary "@$work/photos/$sample" "$target_url")
@@ -221,14 +242,16 @@ echo "== $count JPEGs under 1 MB from $photos; sample image $sample; results in 
 # One measurement of server $1: sample answer, closed loop, ramp; the seconds in which something
 # else used the CPU meanwhile in $results/$1-others.txt.
 measure() {
-    local peer=$1 group capacity step
+    local peer=$1 capacity step group
     echo "$peer $(wait_quiet)" >>"$results/quiet.txt"
+    server_groups=()
     "start_$peer"
-    group=${groups[-1]}
-    # One line per second in which other processes (not this server's group, not this script's,
+    ((${#server_groups[@]})) || server_groups=("${groups[-1]}")
+    # One line per second in which other processes (not this server's groups, not this script's,
     # which holds the generator) used more than a fifth of a core, while this server is measured.
-    python3 bench/peers/others-busy.py --group "$group" --group "$(ps -o pgid= $$ | tr -d ' ')" \
-        >"$results/$peer-others.txt" &
+    local exclude=()
+    for group in "${server_groups[@]}" "$(ps -o pgid= $$ | tr -d ' ')"; do exclude+=(--group "$group"); done
+    python3 bench/peers/others-busy.py "${exclude[@]}" >"$results/$peer-others.txt" &
     watcher=$!
     "${sample_cmd[@]}" >"$results/$peer-sample.jpg"
     "$bin" loadtest --url "$target_url" "${target_args[@]}" --images "$work/photos" \
@@ -243,7 +266,11 @@ measure() {
     kill "$watcher" 2>/dev/null || true
     wait "$watcher" 2>/dev/null || true
     watcher=
-    stop_group "$group"
+    if [[ $peer == lab ]]; then
+        "$bin" lab down --dir "$work/lab" >/dev/null
+    else
+        stop_group "${server_groups[0]}"
+    fi
 }
 
 for peer in $peers; do

@@ -106,10 +106,18 @@ pub struct MissingBinary {
 fn missing_message(missing: &[MissingBinary]) -> String {
     let what: Vec<String> =
         missing.iter().map(|m| format!("`{}` (Debian package `{}`)", m.program, m.package)).collect();
+    // The install command names exactly the packages that are missing, each once.
+    let mut packages: Vec<&str> = Vec::new();
+    for m in missing {
+        if !packages.contains(&m.package) {
+            packages.push(m.package);
+        }
+    }
     format!(
-        "not installed: {}. The lab cluster runs nats-server and haproxy from Debian's packages; \
-         as root run: apt-get install -y nats-server haproxy",
-        what.join(", ")
+        "not installed: {}. The lab cluster runs these from Debian's packages; as root run: \
+         apt-get install -y {}",
+        what.join(", "),
+        packages.join(" ")
     )
 }
 
