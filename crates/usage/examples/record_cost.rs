@@ -56,9 +56,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("batch take:   {:.2} µs/record (from memory, the normal path)", per(t));
     assert_eq!(taken, read);
     let archive = Archive::local(&dir.join("archive"))?;
+    // REPEAT=n writes the batch n times (for a profiler); the figure is per record and write.
+    let repeat = std::env::var("REPEAT").ok().and_then(|r| r.parse().ok()).filter(|&r: &u32| r > 0).unwrap_or(1);
     let t = Instant::now();
-    archive.write_batch(&batch.id, read.as_slice()).await?;
-    println!("archive:      {:.2} µs/record", per(t));
+    for _ in 0..repeat {
+        archive.write_batch(&batch.id, read.as_slice()).await?;
+    }
+    println!("archive:      {:.2} µs/record", per(t) / f64::from(repeat));
     let rollups = Rollups::open(&dir.join("usage.sqlite"))?;
     let t = Instant::now();
     rollups.apply(&batch.id, &read, 0)?;
