@@ -137,7 +137,18 @@ fn a_dead_node_is_reported_with_its_log() {
     assert_eq!(cluster.meta_leader().expect("jsz").as_deref(), Some("nats-0"));
     let busy = cluster.nodes()[0].client_port;
     cluster.kill(0).expect("kill");
-    let _holder = std::net::TcpListener::bind(("127.0.0.1", busy)).expect("hold the port");
+    // The killed server's socket can outlive the kill by a moment (seen once in CI): retry.
+    let started = std::time::Instant::now();
+    let _holder = loop {
+        match std::net::TcpListener::bind(("127.0.0.1", busy)) {
+            Ok(listener) => break listener,
+            Err(e) if started.elapsed() < Duration::from_secs(5) => {
+                eprintln!("port {busy} not free yet ({e}); retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("hold the port {busy}: {e}"),
+        }
+    };
     let err = cluster.restart(0).and_then(|_| cluster.wait_healthy(Duration::from_secs(20))).expect_err("cannot bind");
     let text = err.to_string();
     assert!(text.contains("nats-0") && text.contains("exited"), "{text}");
