@@ -4,9 +4,11 @@
 # q80) for DURATION seconds; each lab process's utime+stime (its children's included: HAProxy's
 # worker, PostgreSQL's backends) from /proc before and after, divided by the requests answered.
 # Then the same load on `resizer dev`. Prints a table by tier with the capacity per core it implies
-# (1 ÷ CPU per request): the per-tier figures of docs/capacity.md.
+# (1 ÷ CPU per request): the per-tier figures of docs/capacity.md. Also the messages the NATS
+# servers received per request (their /varz `in_msgs`, summed).
 # Usage: bench/lab-cpu.sh [PHOTOS_DIR]   (default ../shared/corpus/photos)
-# Env: DURATION (15), SKIP_BUILD, LAB_ARGS (extra `lab up` flags).
+# Env: DURATION (15), SKIP_BUILD, LAB_ARGS (extra `lab up` flags), LAB_ENV (environment for the
+#      lab's processes only, e.g. `GOMAXPROCS=1`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,18 @@ require_simd
 trap 'stop_dev; "$bin" lab down --dir "$work/lab" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 prepare_inputs "$photos" "$work/photos"
 query='width=512&height=512&fit=inside&format=jpeg&quality=80'
+
+# NATS messages received, all servers together.
+nats_in_msgs() {
+    python3 - "$1" <<'PY'
+import json, sys, urllib.request
+total = 0
+for c in json.load(open(sys.argv[1]))["components"]:
+    if c["role"] == "nats":
+        total += json.load(urllib.request.urlopen(c["urls"]["monitor"] + "/varz"))["in_msgs"]
+print(total)
+PY
+}
 
 # {component name: CPU ticks of its process and every descendant}
 snapshot() {
@@ -44,16 +58,18 @@ print(json.dumps({c["name"]: tree(c["pid"]) for c in json.load(open(sys.argv[1])
 PY
 }
 
-"$bin" lab up --dir "$work/lab" ${LAB_ARGS:-} --set limits.rate_per_sec=1000000000 --set limits.burst=1000000000 \
+env ${LAB_ENV:-} "$bin" lab up --dir "$work/lab" ${LAB_ARGS:-} --set limits.rate_per_sec=1000000000 --set limits.burst=1000000000 \
     --set log.level=warn >/dev/null
 url=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["fields"]["url"])' "$work/lab/cluster.json")
 key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["fields"]["demo_api_key"])' "$work/lab/cluster.json")
 "$bin" loadtest --url "$url/v1/resize?$query" --key "$key" --body "$work/photos" --concurrency 8 --duration 3 \
     --warmup 0 --json >/dev/null
 before=$(snapshot "$work/lab/cluster.json")
+msgs_before=$(nats_in_msgs "$work/lab/cluster.json")
 "$bin" loadtest --url "$url/v1/resize?$query" --key "$key" --body "$work/photos" --concurrency 8 \
     --duration "$duration" --warmup 0 --json >"$work/lab.json"
 after=$(snapshot "$work/lab/cluster.json")
+msgs_after=$(nats_in_msgs "$work/lab/cluster.json")
 "$bin" lab down --dir "$work/lab" >/dev/null
 
 start_dev
@@ -63,7 +79,8 @@ dev_before=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
 dev_after=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
 stop_dev
 
-python3 - "$before" "$after" "$work/lab.json" "$dev_before" "$dev_after" "$work/dev.json" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$before" "$after" "$work/lab.json" "$dev_before" "$dev_after" "$work/dev.json" "$(getconf CLK_TCK)" \
+    "$((msgs_after - msgs_before))" <<'PY'
 import json, re, sys
 before, after = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 lab, dev = json.load(open(sys.argv[3])), json.load(open(sys.argv[6]))
@@ -85,4 +102,5 @@ for tier, ticks in sorted(tiers.items(), key=lambda t: -t[1]):
 print(f"| lab, all processes | {total:.2f} ms | {1000 / total:,.0f} req/s |")
 dev_ms = ms(float(sys.argv[5]) - float(sys.argv[4]), dev["requests"])
 print(f"| resizer dev (one process) | {dev_ms:.2f} ms | {1000 / dev_ms:,.0f} req/s |")
+print(f"NATS messages received per request, all servers: {int(sys.argv[8]) / max(lab['requests'], 1):.1f}")
 PY
