@@ -35,6 +35,8 @@ pub struct Gauges {
     pub queue_connected: Option<bool>,
     /// Cluster api node: (watch live, replication lag, since the watch last heard from NATS).
     pub replica: Option<(bool, Duration, Option<Duration>)>,
+    /// The usage spool's figures (`None` with metering off).
+    pub spool: Option<usage::SpoolStats>,
     pub cache_keys: usize,
     pub cache_version: u64,
     pub ready: bool,
@@ -183,6 +185,20 @@ impl Metrics {
                 d.cancelled,
             );
         }
+        if let Some(spool) = gauges.spool {
+            counter(
+                &mut out,
+                "resizer_usage_spool_records_total",
+                "Usage records written to the spool.",
+                spool.records,
+            );
+            counter(
+                &mut out,
+                "resizer_usage_spool_writes_total",
+                "write(2) calls that carried them: records answered together share one.",
+                spool.writes,
+            );
+        }
         if let Some((jobs, bytes)) = gauges.staged {
             gauge(&mut out, "resizer_staged_jobs", "Jobs whose source bytes wait here for a worker.", jobs as f64);
             gauge(&mut out, "resizer_staged_bytes", "Source bytes staged here for workers.", bytes as f64);
@@ -276,6 +292,7 @@ mod tests {
             staged: None,
             queue_connected: None,
             replica: None,
+            spool: Some(usage::SpoolStats { records: 7, writes: 3 }),
             cache_keys: 2,
             cache_version: 5,
             ready: true,
@@ -289,6 +306,7 @@ mod tests {
         assert!(text.contains(r#"resizer_http_request_duration_seconds_count{route="resize",status="200"} 2"#));
         assert!(text.contains(r#"resizer_http_request_duration_seconds_count{route="resize",status="429"} 1"#));
         assert!(text.contains("resizer_credential_cache_version 5"));
+        assert!(text.contains("resizer_usage_spool_writes_total 3"));
         assert!(text.contains(r#"resizer_queue_capacity{lane="small"} 32"#));
     }
 }

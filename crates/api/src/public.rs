@@ -32,7 +32,7 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(response) => response,
         Err(e) => outcome.fail(e, &rid),
     };
-    let mut response = record_usage(&app, &rid, parts_query.as_deref(), &mut outcome, response);
+    let mut response = record_usage(&app, &rid, parts_query.as_deref(), &mut outcome, response).await;
     if let Some(unread) = body {
         // Refused before its body was read (key, rate, parameters). A client still sending it
         // would see a reset instead of the answer if the connection closed now: read a small
@@ -109,7 +109,7 @@ async fn resize_inner(
         limits: imaging_limits,
         pixels,
         deadline: arrival + app.config.request_timeout,
-        request_id: rid.as_str().to_owned(),
+        request_id: rid.as_str().into(),
     };
     let done = app.conversions.convert(conversion, &app.metrics).await?;
 
@@ -169,7 +169,7 @@ async fn resize_inner(
 /// that guarantees). Only requests of an authenticated tenant are recorded: a request refused
 /// for its key has no tenant to bill or to show the record to (the access log keeps it). If the
 /// record cannot be written, the request is not answered as a success.
-fn record_usage(
+async fn record_usage(
     app: &App,
     rid: &RequestId,
     query: Option<&str>,
@@ -181,24 +181,24 @@ fn record_usage(
     let conversion = outcome.conversion;
     let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     let record = usage::UsageRecord {
-        request_id: rid.as_str().to_owned(),
+        request_id: rid.as_str().into(),
         tenant: tenant.get(),
-        key_id: outcome.key.clone().unwrap_or_default(),
+        key_id: outcome.key.as_deref().unwrap_or_default().into(),
         time_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
-        node: metering.node.clone(),
+        node: metering.node.as_str().into(),
         worker: match (&outcome.worker, conversion) {
-            (Some(worker), _) => worker.clone(),
-            (None, Some(_)) => metering.node.clone(),
-            (None, None) => String::new(),
+            (Some(worker), _) => worker.as_str().into(),
+            (None, Some(_)) => metering.node.as_str().into(),
+            (None, None) => usage::Text::default(),
         },
         status: response.status().as_u16(),
-        error: outcome.error_slug.to_owned(),
-        params: query.unwrap_or("").to_owned(),
-        input_format: input.0.to_owned(),
+        error: outcome.error_slug.into(),
+        params: query.unwrap_or("").into(),
+        input_format: input.0.into(),
         input_bytes: outcome.input_bytes,
         input_width: input.1,
         input_height: input.2,
-        output_format: conversion.map_or("", |c| c.format).to_owned(),
+        output_format: conversion.map_or("", |c| c.format).into(),
         output_bytes: conversion.map_or(0, |c| c.bytes),
         output_width: conversion.map_or(0, |c| c.width),
         output_height: conversion.map_or(0, |c| c.height),
@@ -206,7 +206,7 @@ fn record_usage(
         wall_us: conversion.map_or(0, |c| micros(c.wall)),
         cpu_us: conversion.map_or(0, |c| micros(c.cpu)),
     };
-    match metering.spool.append(record) {
+    match metering.spool.append_grouped(record).await {
         Ok(()) => response,
         Err(e) => outcome.fail(ApiError::MeteringUnavailable(e.to_string()), rid),
     }
@@ -429,6 +429,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         staged: app.conversions.queue().map(|q| q.staging.load()),
         queue_connected: app.conversions.queue().map(|q| q.queue.connected()),
         replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),
+        spool: app.metering.as_ref().map(|m| m.spool.stats()),
         cache_keys: app.cache.len(),
         cache_version: app.cache.version(),
         ready: !app.shutting_down.load(Ordering::Relaxed) && app.cache.is_primed() && app.conversions.ready().is_ok(),

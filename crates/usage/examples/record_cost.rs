@@ -9,14 +9,14 @@ use usage::{Archive, Rollups, Spool, SpoolConfig, UsageRecord};
 
 fn record(n: u64, tenants: u64) -> UsageRecord {
     UsageRecord {
-        request_id: format!("{n:016x}"),
+        request_id: format!("{n:016x}").into(),
         tenant: 1 + n % tenants,
         key_id: "AbCdEfGhIjKl".into(),
         time_ms: 1_795_628_767_000 + n as i64,
         node: "dev".into(),
         worker: "dev".into(),
         status: 200,
-        error: String::new(),
+        error: Default::default(),
         params: "width=32".into(),
         input_format: "jpeg".into(),
         input_bytes: 1204,

@@ -11,15 +11,15 @@ const HOUR_MS: i64 = 3_600_000;
 
 fn record(tenant: u64, time_ms: i64, status: u16) -> UsageRecord {
     UsageRecord {
-        request_id: String::new(),
+        request_id: Default::default(),
         tenant,
-        key_id: String::new(),
+        key_id: Default::default(),
         time_ms,
-        node: String::new(),
-        worker: String::new(),
+        node: Default::default(),
+        worker: Default::default(),
         status,
-        error: String::new(),
-        params: String::new(),
+        error: Default::default(),
+        params: Default::default(),
         input_format: "jpeg".into(),
         input_bytes: 200_000,
         input_width: 1200,

@@ -60,6 +60,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arrow_array::builder::{StringBuilder, TimestampMillisecondBuilder, UInt16Builder, UInt32Builder, UInt64Builder};
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_array::{UInt16Array, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -193,7 +194,7 @@ impl Archive {
             for record in records.iter() {
                 if !(MIN_MS..END_MS).contains(&record.time_ms) {
                     return Err(ArchiveError::TimeOutOfRange {
-                        request_id: record.request_id.clone(),
+                        request_id: record.request_id.to_string(),
                         time_ms: record.time_ms,
                     });
                 }
@@ -491,32 +492,68 @@ fn schema() -> SchemaRef {
 
 /// Encodes rows (already in file order) as one Parquet file. Deterministic: same rows, same bytes.
 fn encode(rows: &[RowRef<'_>]) -> Result<Bytes, ArchiveError> {
-    let r = || rows.iter().map(|row| row.record);
-    let utf8 = |f: fn(&UsageRecord) -> &str| Arc::new(StringArray::from_iter_values(r().map(f))) as ArrayRef;
-    let u64 = |f: fn(&UsageRecord) -> u64| Arc::new(UInt64Array::from_iter_values(r().map(f))) as ArrayRef;
-    let u32 = |f: fn(&UsageRecord) -> u32| Arc::new(UInt32Array::from_iter_values(r().map(f))) as ArrayRef;
+    // One pass over the rows fills every column: a batch's records are cold by now (written a
+    // second ago on other threads), and a pass per column would stream them from memory 21 times.
+    let n = rows.len();
+    let text = || StringBuilder::with_capacity(n, n * 8);
+    let (mut request_id, mut key_id, mut node, mut worker) = (text(), text(), text(), text());
+    let (mut error, mut params, mut input_format, mut output_format, mut batch_id) =
+        (text(), text(), text(), text(), text());
+    let mut tenant = UInt64Builder::with_capacity(n);
+    let mut time_ms = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut status = UInt16Builder::with_capacity(n);
+    let (mut input_bytes, mut output_bytes) = (UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n));
+    let (mut input_width, mut input_height) = (UInt32Builder::with_capacity(n), UInt32Builder::with_capacity(n));
+    let (mut output_width, mut output_height) = (UInt32Builder::with_capacity(n), UInt32Builder::with_capacity(n));
+    let (mut queue_wait_us, mut wall_us, mut cpu_us) =
+        (UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n));
+    for row in rows {
+        let r = row.record;
+        request_id.append_value(&r.request_id);
+        tenant.append_value(r.tenant);
+        key_id.append_value(&r.key_id);
+        time_ms.append_value(r.time_ms);
+        node.append_value(&r.node);
+        worker.append_value(&r.worker);
+        status.append_value(r.status);
+        error.append_value(&r.error);
+        params.append_value(&r.params);
+        input_format.append_value(&r.input_format);
+        input_bytes.append_value(r.input_bytes);
+        input_width.append_value(r.input_width);
+        input_height.append_value(r.input_height);
+        output_format.append_value(&r.output_format);
+        output_bytes.append_value(r.output_bytes);
+        output_width.append_value(r.output_width);
+        output_height.append_value(r.output_height);
+        queue_wait_us.append_value(r.queue_wait_us);
+        wall_us.append_value(r.wall_us);
+        cpu_us.append_value(r.cpu_us);
+        batch_id.append_value(row.batch_id);
+    }
+    // In schema order.
     let columns: Vec<ArrayRef> = vec![
-        utf8(|r| &r.request_id),
-        u64(|r| r.tenant),
-        utf8(|r| &r.key_id),
-        Arc::new(TimestampMillisecondArray::from_iter_values(r().map(|r| r.time_ms)).with_timezone("UTC")),
-        utf8(|r| &r.node),
-        utf8(|r| &r.worker),
-        Arc::new(UInt16Array::from_iter_values(r().map(|r| r.status))),
-        utf8(|r| &r.error),
-        utf8(|r| &r.params),
-        utf8(|r| &r.input_format),
-        u64(|r| r.input_bytes),
-        u32(|r| r.input_width),
-        u32(|r| r.input_height),
-        utf8(|r| &r.output_format),
-        u64(|r| r.output_bytes),
-        u32(|r| r.output_width),
-        u32(|r| r.output_height),
-        u64(|r| r.queue_wait_us),
-        u64(|r| r.wall_us),
-        u64(|r| r.cpu_us),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.batch_id))),
+        Arc::new(request_id.finish()),
+        Arc::new(tenant.finish()),
+        Arc::new(key_id.finish()),
+        Arc::new(time_ms.finish()),
+        Arc::new(node.finish()),
+        Arc::new(worker.finish()),
+        Arc::new(status.finish()),
+        Arc::new(error.finish()),
+        Arc::new(params.finish()),
+        Arc::new(input_format.finish()),
+        Arc::new(input_bytes.finish()),
+        Arc::new(input_width.finish()),
+        Arc::new(input_height.finish()),
+        Arc::new(output_format.finish()),
+        Arc::new(output_bytes.finish()),
+        Arc::new(output_width.finish()),
+        Arc::new(output_height.finish()),
+        Arc::new(queue_wait_us.finish()),
+        Arc::new(wall_us.finish()),
+        Arc::new(cpu_us.finish()),
+        Arc::new(batch_id.finish()),
     ];
     let schema = schema();
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ArchiveError::Encode(e.into()))?;
@@ -576,20 +613,20 @@ fn decode(path: &Path, bytes: Bytes) -> Result<Vec<Row>, ArchiveError> {
         // Every column of a RecordBatch has the batch's length, so indexes below are in bounds.
         for i in 0..batch.num_rows() {
             let record = UsageRecord {
-                request_id: request_id.value(i).to_owned(),
+                request_id: request_id.value(i).into(),
                 tenant: tenant.value(i),
-                key_id: key_id.value(i).to_owned(),
+                key_id: key_id.value(i).into(),
                 time_ms: time_ms.value(i),
-                node: node.value(i).to_owned(),
-                worker: worker.value(i).to_owned(),
+                node: node.value(i).into(),
+                worker: worker.value(i).into(),
                 status: status.value(i),
-                error: error.value(i).to_owned(),
-                params: params.value(i).to_owned(),
-                input_format: input_format.value(i).to_owned(),
+                error: error.value(i).into(),
+                params: params.value(i).into(),
+                input_format: input_format.value(i).into(),
                 input_bytes: input_bytes.value(i),
                 input_width: input_width.value(i),
                 input_height: input_height.value(i),
-                output_format: output_format.value(i).to_owned(),
+                output_format: output_format.value(i).into(),
                 output_bytes: output_bytes.value(i),
                 output_width: output_width.value(i),
                 output_height: output_height.value(i),
@@ -597,7 +634,7 @@ fn decode(path: &Path, bytes: Bytes) -> Result<Vec<Row>, ArchiveError> {
                 wall_us: wall_us.value(i),
                 cpu_us: cpu_us.value(i),
             };
-            rows.push(Row { batch_id: batch_id.value(i).to_owned(), record });
+            rows.push(Row { batch_id: batch_id.value(i).into(), record });
         }
     }
     Ok(rows)
@@ -706,13 +743,13 @@ mod tests {
         UsageRecord {
             request_id: request_id.into(),
             tenant,
-            key_id: format!("key{tenant}"),
+            key_id: format!("key{tenant}").into(),
             time_ms,
             node: "api-1".into(),
             worker: "w-2".into(),
             status: 200 + (n % 7) as u16,
-            error: if n.is_multiple_of(2) { String::new() } else { "corrupt-image".into() },
-            params: format!("w={n}&fit=cover"),
+            error: if n.is_multiple_of(2) { Default::default() } else { "corrupt-image".into() },
+            params: format!("w={n}&fit=cover").into(),
             input_format: "jpeg".into(),
             input_bytes: 1_000_000 + n,
             input_width: 4000 + n as u32,

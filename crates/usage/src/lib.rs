@@ -23,7 +23,7 @@ mod spool;
 
 pub use aggregator::{drain_spool, run_embedded, AggregateError, Aggregator};
 pub use archive::{Archive, ArchiveError};
-pub use record::UsageRecord;
+pub use record::{Text, UsageRecord};
 pub use rollup::{Bucket, Granularity, RollupError, Rollups, Totals};
 pub use ship::{run_shipping, ship_spool, ShipError};
-pub use spool::{read_batch, SealedBatch, Spool, SpoolConfig, SpoolError};
+pub use spool::{read_batch, SealedBatch, Spool, SpoolConfig, SpoolError, SpoolStats};

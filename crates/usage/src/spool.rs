@@ -55,6 +55,8 @@ impl Default for SpoolConfig {
 pub enum SpoolError {
     #[error("usage spool {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("usage spool {path}: the record was not written: {message}")]
+    WriteFailed { path: PathBuf, message: String },
     #[error("usage record could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -94,9 +96,67 @@ struct Active {
     first_at: Option<Instant>,
     /// Written since the last fsync.
     dirty: bool,
-    /// A write failed part-way: the file may end in a torn line, so nothing more is appended to
-    /// it (the next append cuts the batch first).
+    /// A write failed: nothing more is appended to this file (the next write cuts the batch
+    /// first).
     damaged: bool,
+    /// Records waiting for their write(2); carried over when the batch is cut.
+    queue: Queue,
+}
+
+/// What the spool has written since it opened: records, and the write(2) calls that carried
+/// them (their ratio is how well group writes work).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    pub records: u64,
+    pub writes: u64,
+}
+
+/// Group write: records are queued, and whoever writes next writes every queued line in one
+/// write(2). Each record has a sequence number; its appender returns once the queue has been
+/// written through it, with that write's outcome.
+#[derive(Default)]
+struct Queue {
+    lines: Vec<u8>,
+    records: Vec<UsageRecord>,
+    /// The sequence number of the last record queued...
+    queued: u64,
+    /// ...and of the last one whose write has been attempted.
+    resolved: u64,
+    stats: SpoolStats,
+    /// Sequence ranges whose write failed (the most recent [`FAILURES_KEPT`]), with the error.
+    failures: VecDeque<(std::ops::RangeInclusive<u64>, String)>,
+}
+
+/// An appender looks its outcome up right after the write (a task yield later), so a short
+/// history of failures is enough.
+const FAILURES_KEPT: usize = 1024;
+
+impl Queue {
+    /// The outcome of the write that took record `seq`.
+    fn outcome(&self, seq: u64, path: &Path) -> Result<(), SpoolError> {
+        let failed = |message: &str| SpoolError::WriteFailed { path: path.to_owned(), message: message.to_owned() };
+        if seq > self.resolved {
+            return Err(failed("not written"));
+        }
+        match self.failures.iter().rev().find(|(range, _)| range.contains(&seq)) {
+            Some((_, message)) => Err(failed(message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops every queued record as failed: none of them may be billed, their requests are
+    /// answered with an error.
+    fn fail_all(&mut self, message: String) {
+        if self.queued > self.resolved {
+            self.failures.push_back((self.resolved + 1..=self.queued, message));
+            if self.failures.len() > FAILURES_KEPT {
+                self.failures.pop_front();
+            }
+        }
+        self.lines.clear();
+        self.records.clear();
+        self.resolved = self.queued;
+    }
 }
 
 impl Spool {
@@ -110,7 +170,7 @@ impl Spool {
             recover_torn_tail(&path)?;
             seal_file(dir, &path, &id)?;
         }
-        let active = Active::create(dir)?;
+        let active = Active::create(dir, 0)?;
         Ok(Spool { dir: dir.to_owned(), config, active: Mutex::new(active), held: Mutex::default() })
     }
 
@@ -125,21 +185,82 @@ impl Spool {
     /// Appends one record (see the module docs for what is durable when this returns), cutting
     /// the batch first if it is full.
     pub fn append(&self, record: UsageRecord) -> Result<(), SpoolError> {
-        let line = encode_line(&record)?;
-        let mut active = self.lock();
-        let count = active.records.len();
-        if count >= self.config.max_batch_records
-            || active.bytes + line.len() as u64 > self.config.max_batch_bytes && count > 0
-            || active.damaged
-        {
-            self.cut(&mut active)?;
+        let seq = self.enqueue(record)?;
+        self.write_through(seq)
+    }
+
+    /// [`Spool::append`] for a request handler: it yields to the runtime once between queueing
+    /// the record and writing, so that the records of the requests answered meanwhile on the same
+    /// thread share one write(2). A busy node writes several records per system call; an idle one
+    /// pays one task switch. Same guarantee when it returns.
+    pub async fn append_grouped(&self, record: UsageRecord) -> Result<(), SpoolError> {
+        let seq = self.enqueue(record)?;
+        tokio::task::yield_now().await;
+        self.write_through(seq)
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        self.lock().queue.stats
+    }
+
+    fn enqueue(&self, record: UsageRecord) -> Result<u64, SpoolError> {
+        thread_local! {
+            // Encoded outside the lock, into a buffer each thread keeps: no allocation per record.
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        if let Err(e) = active.file.write_all(&line) {
+        LINE.with_borrow_mut(|line| {
+            encode_line(&record, line)?;
+            let mut active = self.lock();
+            let queue = &mut active.queue;
+            queue.lines.extend_from_slice(line);
+            queue.records.push(record);
+            queue.queued += 1;
+            Ok(queue.queued)
+        })
+    }
+
+    /// Returns once record `seq` has been written, by this call or an earlier one.
+    fn write_through(&self, seq: u64) -> Result<(), SpoolError> {
+        let mut active = self.lock();
+        if active.queue.resolved < seq {
+            // Its outcome is looked up below, like that of the records written by another caller.
+            let _ = self.write_queued(&mut active);
+        }
+        active.queue.outcome(seq, &active.path)
+    }
+
+    /// Writes every queued record in one write(2), cutting the batch first if it is full. On
+    /// failure the queued records are dropped (reported to their appenders) and whatever part of
+    /// them reached the file is cut off again.
+    fn write_queued(&self, active: &mut Active) -> Result<(), SpoolError> {
+        if active.queue.records.is_empty() {
+            return Ok(());
+        }
+        let count = active.records.len();
+        let full = count >= self.config.max_batch_records
+            || active.bytes + active.queue.lines.len() as u64 > self.config.max_batch_bytes && count > 0;
+        if full || active.damaged {
+            if let Err(e) = self.cut(active) {
+                active.queue.fail_all(e.to_string());
+                return Err(e);
+            }
+        }
+        if let Err(e) = active.file.write_all(&active.queue.lines) {
+            // A part of the lines may be in the file: those requests are answered with an error,
+            // so their records must not be billed. If cutting them off fails too, the file is
+            // damaged; recovery then keeps its intact lines (docs/usage.md, failure modes).
+            let _ = active.file.set_len(active.bytes);
             active.damaged = true;
+            active.queue.fail_all(e.to_string());
             return Err(io(&active.path)(e));
         }
-        active.records.push(record);
-        active.bytes += line.len() as u64;
+        active.bytes += active.queue.lines.len() as u64;
+        let queue = &mut active.queue;
+        queue.stats.records += queue.records.len() as u64;
+        queue.stats.writes += 1;
+        active.records.append(&mut queue.records);
+        queue.lines.clear();
+        queue.resolved = queue.queued;
         active.first_at.get_or_insert_with(Instant::now);
         active.dirty = true;
         Ok(())
@@ -151,6 +272,9 @@ impl Spool {
     pub fn tick(&self) -> Result<(), SpoolError> {
         let (to_sync, path) = {
             let mut active = self.lock();
+            // Normally empty: an appender writes its own record. One whose task was dropped
+            // between queueing and writing leaves it here.
+            let _ = self.write_queued(&mut active);
             if active.first_at.is_some_and(|t| t.elapsed() >= self.config.max_batch_age) {
                 return self.cut(&mut active);
             }
@@ -167,6 +291,7 @@ impl Spool {
     /// Seals the active batch if it holds anything (at shutdown, so the aggregator can take it).
     pub fn flush(&self) -> Result<(), SpoolError> {
         let mut active = self.lock();
+        let _ = self.write_queued(&mut active);
         if !active.records.is_empty() {
             self.cut(&mut active)?;
         }
@@ -174,8 +299,12 @@ impl Spool {
     }
 
     fn cut(&self, active: &mut Active) -> Result<(), SpoolError> {
-        let next = Active::create(&self.dir)?;
-        let done = std::mem::replace(active, next);
+        // Sized like the batch before it: a busy node's batch grows to ~10^4 records a second, and
+        // growing the vector by doubling would copy each record about once more.
+        let expected = active.records.len() + active.records.len() / 8;
+        let next = Active::create(&self.dir, expected.min(self.config.max_batch_records))?;
+        let mut done = std::mem::replace(active, next);
+        active.queue = std::mem::take(&mut done.queue);
         done.file.sync_data().map_err(io(&done.path))?;
         drop(done.file);
         seal_file(&self.dir, &done.path, &done.id)?;
@@ -241,18 +370,18 @@ pub fn read_batch(batch: &SealedBatch) -> Result<Vec<UsageRecord>, SpoolError> {
     Ok(records)
 }
 
-/// `<crc32 of the JSON, 8 hex digits> <JSON>\n`, built in one buffer.
-fn encode_line(record: &UsageRecord) -> Result<Vec<u8>, SpoolError> {
+/// `<crc32 of the JSON, 8 hex digits> <JSON>\n`, built in `line` (cleared first).
+fn encode_line(record: &UsageRecord, line: &mut Vec<u8>) -> Result<(), SpoolError> {
     const PREFIX: usize = 9;
-    let mut line = Vec::with_capacity(512);
+    line.clear();
     line.extend_from_slice(b"00000000 ");
-    serde_json::to_writer(&mut line, record)?;
+    serde_json::to_writer(&mut *line, record)?;
     let crc = crc32fast::hash(&line[PREFIX..]);
     for (i, digit) in line[..8].iter_mut().enumerate() {
         *digit = b"0123456789abcdef"[(crc >> (28 - 4 * i)) as usize & 0xf];
     }
     line.push(b'\n');
-    Ok(line)
+    Ok(())
 }
 
 fn parse_line(line: &str) -> Option<UsageRecord> {
@@ -262,11 +391,21 @@ fn parse_line(line: &str) -> Option<UsageRecord> {
 }
 
 impl Active {
-    fn create(dir: &Path) -> Result<Active, SpoolError> {
+    fn create(dir: &Path, capacity: usize) -> Result<Active, SpoolError> {
         let id = new_batch_id();
         let path = dir.join(format!("open-{id}.log"));
         let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io(&path))?;
-        Ok(Active { id, path, file, records: Vec::new(), bytes: 0, first_at: None, dirty: false, damaged: false })
+        Ok(Active {
+            id,
+            path,
+            file,
+            records: Vec::with_capacity(capacity),
+            bytes: 0,
+            first_at: None,
+            dirty: false,
+            damaged: false,
+            queue: Queue::default(),
+        })
     }
 }
 
@@ -326,14 +465,14 @@ pub(crate) mod tests {
 
     pub(crate) fn record(n: u64) -> UsageRecord {
         UsageRecord {
-            request_id: format!("req-{n}"),
+            request_id: format!("req-{n}").into(),
             tenant: 1 + n % 3,
             key_id: "KEY000000000".into(),
             time_ms: 1_795_628_767_000 + n as i64,
             node: "node-a".into(),
             worker: "node-a".into(),
             status: 200,
-            error: String::new(),
+            error: Default::default(),
             params: "width=10".into(),
             input_format: "png".into(),
             input_bytes: 100 + n,
@@ -388,6 +527,64 @@ pub(crate) mod tests {
         assert_eq!(taken, (0..n).map(record).collect::<Vec<_>>());
         assert!(spool.held().is_empty(), "take hands each held batch over once");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn records_answered_together_share_one_write() {
+        let dir = temp_dir("grouped");
+        let spool = std::sync::Arc::new(Spool::open(&dir, SpoolConfig::default()).unwrap());
+        // On one thread, the first appender's yield lets the other seven queue theirs first.
+        let appenders: Vec<_> = (0..8)
+            .map(|n| {
+                let spool = spool.clone();
+                tokio::spawn(async move { spool.append_grouped(record(n)).await })
+            })
+            .collect();
+        for appender in appenders {
+            appender.await.unwrap().unwrap();
+        }
+        assert_eq!(spool.stats(), SpoolStats { records: 8, writes: 1 });
+        spool.append_grouped(record(8)).await.unwrap();
+        assert_eq!(spool.stats(), SpoolStats { records: 9, writes: 2 }, "alone, a record has a write of its own");
+        spool.flush().unwrap();
+        let batches = spool.sealed().unwrap();
+        assert_eq!(read_batch(&batches[0]).unwrap(), (0..9).map(record).collect::<Vec<_>>());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_record_whose_appender_went_away_is_written_by_the_next_tick() {
+        let dir = temp_dir("dropped");
+        let spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
+        // Polled once (queued, then parked at the yield) and dropped: a client that hung up.
+        let dropped = futures_util::FutureExt::now_or_never(spool.append_grouped(record(1)));
+        assert!(dropped.is_none());
+        assert_eq!(spool.stats().records, 0);
+        spool.tick().unwrap();
+        assert_eq!(spool.stats().records, 1);
+        spool.flush().unwrap();
+        assert_eq!(read_batch(&spool.sealed().unwrap()[0]).unwrap(), vec![record(1)]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_failed_write_fails_exactly_the_records_it_carried() {
+        let path = Path::new("spool");
+        let mut queue = Queue { queued: 3, ..Queue::default() };
+        queue.fail_all("No space left on device".into());
+        queue.queued = 5;
+        queue.resolved = 5; // the next write, of records 4 and 5, succeeded
+        for seq in 1..=3 {
+            let err = queue.outcome(seq, path).unwrap_err().to_string();
+            assert!(err.contains("No space left"), "{err}");
+        }
+        assert!(queue.outcome(4, path).is_ok() && queue.outcome(5, path).is_ok());
+        assert!(queue.outcome(6, path).is_err(), "a record not yet written is not reported written");
+        for _ in 0..FAILURES_KEPT + 5 {
+            queue.queued += 1;
+            queue.fail_all("again".into());
+        }
+        assert_eq!(queue.failures.len(), FAILURES_KEPT);
     }
 
     #[test]
