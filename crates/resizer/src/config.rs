@@ -81,6 +81,10 @@ pub struct UsageSection {
     pub fsync_interval_ms: u64,
     /// A spool batch is cut at this age (or 20,000 records, or 8 MiB).
     pub batch_max_age_ms: u64,
+    /// A tmpfs directory for the open spool batch: a record is then copied into shared memory,
+    /// which outlives the process, and the disk file gets it at the next group fsync. Empty:
+    /// every record is written to the disk file with write(2) (slower per record).
+    pub spool_memory_dir: String,
     /// `embedded`: this process applies its own batches (`resizer dev`); `ship`: a cluster api
     /// node ships them to the usage stream for the `resizer usage` aggregators.
     pub mode: String,
@@ -192,6 +196,7 @@ impl Default for Config {
                 archive_options: String::new(),
                 fsync_interval_ms: 50,
                 batch_max_age_ms: 1000,
+                spool_memory_dir: "/dev/shm".into(),
                 mode: "embedded".into(),
                 rollups_database: String::new(),
             },

@@ -121,11 +121,22 @@ fn rollups_and_audit_match_what_each_tenant_saw_and_stay_private() -> Result {
 }
 
 /// kill -9 at random moments under load, five times, then a clean start: every 200 a client saw
-/// has exactly one audit record, and the rollups count each record once.
+/// has exactly one audit record, and the rollups count each record once. The open batch in shared
+/// memory (`/dev/shm`, the default).
 #[test]
 fn every_answered_request_survives_kill_9_exactly_once() -> Result {
-    let mut server =
-        DevServer::start(&["limits.rate_per_sec=100000", "limits.burst=100000", "usage.batch_max_age_ms=150"])?;
+    kill_9_five_times_under_load("usage.spool_memory_dir=/dev/shm")
+}
+
+/// The same with every record written to the spool file by write(2) (no memory dir).
+#[test]
+fn every_answered_request_survives_kill_9_exactly_once_without_shared_memory() -> Result {
+    kill_9_five_times_under_load("usage.spool_memory_dir=")
+}
+
+fn kill_9_five_times_under_load(spool_memory: &str) -> Result {
+    let sets = ["limits.rate_per_sec=100000", "limits.burst=100000", "usage.batch_max_age_ms=150", spool_memory];
+    let mut server = DevServer::start(&sets)?;
     let key = server.demo_key.clone();
     let ok_ids: Arc<Mutex<Vec<String>>> = Arc::default();
     let image = Arc::new(png(64, 48));
@@ -177,10 +188,7 @@ fn every_answered_request_survives_kill_9_exactly_once() -> Result {
             c.join().expect("client thread");
         }
         let dir = std::mem::replace(&mut server.dir, common::TempDir::new());
-        server = DevServer::start_in(
-            dir,
-            &["limits.rate_per_sec=100000", "limits.burst=100000", "usage.batch_max_age_ms=150"],
-        )?;
+        server = DevServer::start_in(dir, &sets)?;
     }
     let ok_ids = ok_ids.lock().expect("lock").clone();
     assert!(ok_ids.len() > 50, "the load produced only {} answers", ok_ids.len());

@@ -41,13 +41,22 @@ pub struct SpoolConfig {
     /// ...or when its first record is this old (default 1 s): the bound on how stale usage and
     /// audit reads are, beyond the aggregator's own interval.
     pub max_batch_age: Duration,
+    /// A tmpfs directory (`/dev/shm`) for the active batch's bytes: an append is then a copy into
+    /// shared memory, which outlives the process, and the tick copies it to the disk file. None:
+    /// each append (or group of appends) is a write(2) to the disk file.
+    pub memory_dir: Option<PathBuf>,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
         // Large enough that a busy node cuts on age (about one batch, and one Parquet file per
         // tenant, per second), small enough that the aggregator reads a batch in one go.
-        SpoolConfig { max_batch_records: 20_000, max_batch_bytes: 8 << 20, max_batch_age: Duration::from_secs(1) }
+        SpoolConfig {
+            max_batch_records: 20_000,
+            max_batch_bytes: 8 << 20,
+            max_batch_age: Duration::from_secs(1),
+            memory_dir: None,
+        }
     }
 }
 
@@ -57,6 +66,8 @@ pub enum SpoolError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("usage spool {path}: the record was not written: {message}")]
     WriteFailed { path: PathBuf, message: String },
+    #[error("usage record of {bytes} bytes does not fit a batch of {max} bytes")]
+    TooLarge { bytes: usize, max: usize },
     #[error("usage record could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -75,6 +86,8 @@ pub struct SealedBatch {
 pub struct Spool {
     dir: PathBuf,
     config: SpoolConfig,
+    /// `<memory dir>/<prefix>...` are this spool's shared-memory files.
+    memory_prefix: String,
     active: Mutex<Active>,
     /// The records of the most recently sealed batches, oldest first (at most
     /// [`HELD_BATCHES`]): a copy of what their files hold, for [`Spool::take`].
@@ -101,6 +114,82 @@ struct Active {
     damaged: bool,
     /// Records waiting for their write(2); carried over when the batch is cut.
     queue: Queue,
+    /// The batch's bytes in shared memory (with [`SpoolConfig::memory_dir`]).
+    memory: Option<Memory>,
+}
+
+/// The active batch's bytes in a shared-memory (tmpfs) file: an append is a copy, no system call,
+/// and a killed process leaves them behind for the next start. The disk file gets them on each
+/// tick. One file serves batch after batch, so its pages are allocated once: it starts with a
+/// header naming the batch its lines belong to, then the lines, then zeros.
+struct Memory {
+    path: PathBuf,
+    map: memmap2::MmapMut,
+    /// Bytes of lines after the header...
+    len: usize,
+    /// ...of which the disk file has the first `synced`.
+    synced: usize,
+}
+
+/// `resizer-spool <batch id>\n`, zero-padded.
+const MEMORY_HEADER: usize = 64;
+
+impl Memory {
+    fn create(path: &Path, line_bytes: u64, batch_id: &str) -> Result<Memory, SpoolError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Owner only: /dev/shm is shared by every user of the machine, and records name tenants.
+        let file =
+            OpenOptions::new().create_new(true).read(true).write(true).mode(0o600).open(path).map_err(io(path))?;
+        file.set_len(MEMORY_HEADER as u64 + line_bytes).map_err(io(path))?;
+        // SAFETY: the file was created just now under a name only this spool uses, and it is
+        // never truncated while mapped, so the mapping cannot lose its pages under us.
+        let map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(io(path))?;
+        let mut memory = Memory { path: path.to_owned(), map, len: 0, synced: 0 };
+        memory.start(batch_id);
+        Ok(memory)
+    }
+
+    /// Hands the file to a new batch (the last one's lines are on disk, sealed): its lines are
+    /// zeroed, then the header names the new batch. Killed half-way, the header names a sealed
+    /// batch or none, and the next start ignores the file.
+    fn start(&mut self, batch_id: &str) {
+        self.map[..MEMORY_HEADER + self.len].fill(0);
+        let header = format!("resizer-spool {batch_id}\n");
+        let n = header.len().min(MEMORY_HEADER);
+        self.map[..n].copy_from_slice(&header.as_bytes()[..n]);
+        self.len = 0;
+        self.synced = 0;
+    }
+
+    fn lines_mut(&mut self) -> &mut [u8] {
+        &mut self.map[MEMORY_HEADER..]
+    }
+
+    /// Copies what the disk file lacks to it (at its offset, so a retry after a failed copy
+    /// rewrites the same range). Returns whether there was anything to copy.
+    fn copy_to(&mut self, file: &File, path: &Path) -> Result<bool, SpoolError> {
+        use std::os::unix::fs::FileExt;
+        if self.synced == self.len {
+            return Ok(false);
+        }
+        let lines = &self.map[MEMORY_HEADER + self.synced..MEMORY_HEADER + self.len];
+        file.write_all_at(lines, self.synced as u64).map_err(io(path))?;
+        self.synced = self.len;
+        Ok(true)
+    }
+}
+
+/// The batch a memory file's header names, and its lines.
+fn memory_contents(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let header = bytes.get(..MEMORY_HEADER)?;
+    let line = header.split(|&b| b == b'\n').next()?;
+    let id = std::str::from_utf8(line).ok()?.strip_prefix("resizer-spool ")?;
+    Some((id, &bytes[MEMORY_HEADER..]))
+}
+
+thread_local! {
+    // Records are encoded outside the lock, into a buffer each thread keeps.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What the spool has written since it opened: records, and the write(2) calls that carried
@@ -164,14 +253,23 @@ impl Spool {
     /// line, if any, dropped), and starts a fresh batch.
     pub fn open(dir: &Path, config: SpoolConfig) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let path = entry.map_err(io(dir))?.path();
+        let dir = dir.canonicalize().map_err(io(dir))?;
+        let memory_prefix = memory_prefix(&dir);
+        if let Some(memory_dir) = &config.memory_dir {
+            recover_from_memory(memory_dir, &memory_prefix, &dir)?;
+        }
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
             let Some(id) = file_batch_id(&path, "open-") else { continue };
             recover_torn_tail(&path)?;
-            seal_file(dir, &path, &id)?;
+            seal_file(&dir, &path, &id)?;
         }
-        let active = Active::create(dir, 0)?;
-        Ok(Spool { dir: dir.to_owned(), config, active: Mutex::new(active), held: Mutex::default() })
+        let mut active = Active::create(&dir, 0, config.memory_dir.is_some())?;
+        if let Some(memory_dir) = &config.memory_dir {
+            let path = memory_dir.join(format!("{memory_prefix}{}.log", active.id));
+            active.memory = Some(Memory::create(&path, config.max_batch_bytes, &active.id)?);
+        }
+        Ok(Spool { dir, config, memory_prefix, active: Mutex::new(active), held: Mutex::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, Active> {
@@ -185,6 +283,9 @@ impl Spool {
     /// Appends one record (see the module docs for what is durable when this returns), cutting
     /// the batch first if it is full.
     pub fn append(&self, record: UsageRecord) -> Result<(), SpoolError> {
+        if self.config.memory_dir.is_some() {
+            return self.append_to_memory(record);
+        }
         let seq = self.enqueue(record)?;
         self.write_through(seq)
     }
@@ -194,6 +295,10 @@ impl Spool {
     /// thread share one write(2). A busy node writes several records per system call; an idle one
     /// pays one task switch. Same guarantee when it returns.
     pub async fn append_grouped(&self, record: UsageRecord) -> Result<(), SpoolError> {
+        if self.config.memory_dir.is_some() {
+            // No system call per record: nothing to group.
+            return self.append_to_memory(record);
+        }
         let seq = self.enqueue(record)?;
         tokio::task::yield_now().await;
         self.write_through(seq)
@@ -203,11 +308,39 @@ impl Spool {
         self.lock().queue.stats
     }
 
+    fn append_to_memory(&self, record: UsageRecord) -> Result<(), SpoolError> {
+        LINE.with_borrow_mut(|line| {
+            encode_line(&record, line)?;
+            let mut guard = self.lock();
+            let count = guard.records.len();
+            if count >= self.config.max_batch_records
+                || guard.bytes + line.len() as u64 > self.config.max_batch_bytes && count > 0
+                || guard.damaged
+            {
+                self.cut(&mut guard)?;
+            }
+            let active = &mut *guard;
+            let Some(memory) = active.memory.as_mut() else {
+                return Err(SpoolError::WriteFailed { path: active.path.clone(), message: "no memory file".into() });
+            };
+            let start = memory.len;
+            let lines = memory.lines_mut();
+            let max = lines.len();
+            let Some(free) = lines.get_mut(start..start + line.len()) else {
+                return Err(SpoolError::TooLarge { bytes: line.len(), max });
+            };
+            free.copy_from_slice(line);
+            memory.len += line.len();
+            active.records.push(record);
+            active.bytes += line.len() as u64;
+            active.first_at.get_or_insert_with(Instant::now);
+            active.dirty = true;
+            active.queue.stats.records += 1;
+            Ok(())
+        })
+    }
+
     fn enqueue(&self, record: UsageRecord) -> Result<u64, SpoolError> {
-        thread_local! {
-            // Encoded outside the lock, into a buffer each thread keeps: no allocation per record.
-            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
         LINE.with_borrow_mut(|line| {
             encode_line(&record, line)?;
             let mut active = self.lock();
@@ -281,6 +414,13 @@ impl Spool {
             if !active.dirty {
                 return Ok(());
             }
+            let active = &mut *active;
+            if let Some(memory) = active.memory.as_mut() {
+                // Under the lock: a cut copies the rest, and the disk file is written in order.
+                if memory.copy_to(&active.file, &active.path)? {
+                    active.queue.stats.writes += 1;
+                }
+            }
             active.dirty = false;
             (active.file.try_clone().map_err(io(&active.path))?, active.path.clone())
         };
@@ -302,12 +442,34 @@ impl Spool {
         // Sized like the batch before it: a busy node's batch grows to ~10^4 records a second, and
         // growing the vector by doubling would copy each record about once more.
         let expected = active.records.len() + active.records.len() / 8;
-        let next = Active::create(&self.dir, expected.min(self.config.max_batch_records))?;
+        let next =
+            Active::create(&self.dir, expected.min(self.config.max_batch_records), self.config.memory_dir.is_some())?;
         let mut done = std::mem::replace(active, next);
         active.queue = std::mem::take(&mut done.queue);
+        // If any step fails, the memory file stays: the next start recovers the batch from it.
+        if let Some(memory) = done.memory.as_mut() {
+            if memory.copy_to(&done.file, &done.path)? {
+                active.queue.stats.writes += 1;
+            }
+        }
         done.file.sync_data().map_err(io(&done.path))?;
         drop(done.file);
         seal_file(&self.dir, &done.path, &done.id)?;
+        // The memory file goes on with the next batch. Lost only if a step above failed: then it
+        // keeps the batch for the next start, and the next batch gets a file of its own.
+        active.memory = match done.memory.take() {
+            Some(mut memory) => {
+                memory.start(&active.id);
+                Some(memory)
+            }
+            None => match &self.config.memory_dir {
+                Some(memory_dir) => {
+                    let path = memory_dir.join(format!("{}{}.log", self.memory_prefix, active.id));
+                    Some(Memory::create(&path, self.config.max_batch_bytes, &active.id)?)
+                }
+                None => None,
+            },
+        };
         if !done.records.is_empty() {
             let mut held = self.held();
             held.push_back((done.id, done.records));
@@ -391,10 +553,12 @@ fn parse_line(line: &str) -> Option<UsageRecord> {
 }
 
 impl Active {
-    fn create(dir: &Path, capacity: usize) -> Result<Active, SpoolError> {
+    /// A new batch's disk file (its memory, if any, is set by the caller).
+    fn create(dir: &Path, capacity: usize, in_memory: bool) -> Result<Active, SpoolError> {
         let id = new_batch_id();
         let path = dir.join(format!("open-{id}.log"));
-        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io(&path))?;
+        // Written at offsets from the memory file, appended to otherwise.
+        let file = OpenOptions::new().create_new(true).write(true).append(!in_memory).open(&path).map_err(io(&path))?;
         Ok(Active {
             id,
             path,
@@ -405,6 +569,7 @@ impl Active {
             dirty: false,
             damaged: false,
             queue: Queue::default(),
+            memory: None,
         })
     }
 }
@@ -431,6 +596,79 @@ fn file_batch_id(path: &Path, prefix: &str) -> Option<String> {
 /// Cuts an `open-` file after its last intact line (a crash can tear only the last one).
 fn recover_torn_tail(path: &Path) -> Result<(), SpoolError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
+    let keep = intact_prefix(&bytes);
+    if keep < bytes.len() {
+        tracing::warn!(path = %path.display(), dropped_bytes = bytes.len() - keep, "usage spool: torn tail dropped");
+        let file = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+        file.set_len(keep as u64).map_err(io(path))?;
+        file.sync_all().map_err(io(path))?;
+    }
+    Ok(())
+}
+
+impl Drop for Spool {
+    /// A clean stop without [`Spool::flush`] (a test, an error path): the disk file gets the
+    /// memory file's bytes and the memory file goes, as a tick would do. After a crash the next
+    /// start does the same from the memory file.
+    fn drop(&mut self) {
+        let active = &mut *self.lock();
+        if let Some(memory) = active.memory.as_mut() {
+            let copied = memory.copy_to(&active.file, &active.path).and_then(|_| {
+                active.file.sync_data().map_err(io(&active.path))?;
+                remove_if_present(&memory.path)
+            });
+            if let Err(e) = copied {
+                tracing::warn!(error = %e, "usage spool: the memory file stays for the next start");
+            }
+        }
+    }
+}
+
+/// The memory files of the spool in `dir`: `resizer-spool-<hash of the dir's path>-`, so that
+/// two spools sharing a memory dir never take each other's.
+fn memory_prefix(dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("resizer-spool-{hex}-")
+}
+
+/// A crashed process's memory file holds its open batch whole; the disk file holds what the last
+/// tick copied, a prefix of it. The memory file's intact lines replace the disk file's. A memory
+/// file whose batch has no `open-` file any more (sealed by a process that died before the file
+/// was handed on) or no header is left over; every file of this spool is removed afterwards.
+fn recover_from_memory(memory_dir: &Path, prefix: &str, dir: &Path) -> Result<(), SpoolError> {
+    for entry in std::fs::read_dir(memory_dir).map_err(io(memory_dir))? {
+        let memory = entry.map_err(io(memory_dir))?.path();
+        if !memory.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)) {
+            continue;
+        }
+        let bytes = std::fs::read(&memory).map_err(io(&memory))?;
+        if let Some((id, lines)) = memory_contents(&bytes) {
+            let disk = dir.join(format!("open-{id}.log"));
+            if disk.exists() {
+                let keep = intact_prefix(lines);
+                let mut file = OpenOptions::new().write(true).truncate(true).open(&disk).map_err(io(&disk))?;
+                file.write_all(&lines[..keep]).map_err(io(&disk))?;
+                file.sync_all().map_err(io(&disk))?;
+                tracing::info!(batch = id, bytes = keep, "usage spool: open batch recovered from shared memory");
+            }
+        }
+        remove_if_present(&memory)?;
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<(), SpoolError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The length of the intact lines at the start of `bytes`: a line is intact if it ends in `\n`
+/// and its checksum matches. A torn line (or a memory file's unwritten zeros) ends them.
+fn intact_prefix(bytes: &[u8]) -> usize {
     let mut keep = 0;
     for line in bytes.split_inclusive(|&b| b == b'\n') {
         let intact =
@@ -440,13 +678,7 @@ fn recover_torn_tail(path: &Path) -> Result<(), SpoolError> {
         }
         keep += line.len();
     }
-    if keep < bytes.len() {
-        tracing::warn!(path = %path.display(), dropped_bytes = bytes.len() - keep, "usage spool: torn tail dropped");
-        let file = OpenOptions::new().write(true).open(path).map_err(io(path))?;
-        file.set_len(keep as u64).map_err(io(path))?;
-        file.sync_all().map_err(io(path))?;
-    }
-    Ok(())
+    keep
 }
 
 /// `open-<id>.log` → `batch-<id>.log`, durable (or removed, if empty).
@@ -527,6 +759,100 @@ pub(crate) mod tests {
         assert_eq!(taken, (0..n).map(record).collect::<Vec<_>>());
         assert!(spool.held().is_empty(), "take hands each held batch over once");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn with_memory(name: &str, config: SpoolConfig) -> (PathBuf, SpoolConfig) {
+        let memory = temp_dir(&format!("{name}-memory"));
+        std::fs::create_dir_all(&memory).unwrap();
+        (memory.clone(), SpoolConfig { memory_dir: Some(memory), ..config })
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn in_memory_batches_are_cut_copied_to_disk_and_read_back() {
+        let dir = temp_dir("memory-count");
+        let (memory, config) = with_memory("count", SpoolConfig { max_batch_records: 4, ..SpoolConfig::default() });
+        let spool = Spool::open(&dir, config).unwrap();
+        for n in 0..10 {
+            spool.append(record(n)).unwrap();
+        }
+        assert_eq!(files(&memory).len(), 1, "the active batch has a memory file");
+        spool.tick().unwrap();
+        let open = files(&dir).into_iter().find(|n| n.starts_with("open-")).unwrap();
+        let on_disk = read_batch(&SealedBatch { id: String::new(), path: dir.join(open) }).unwrap();
+        assert_eq!(on_disk, (8..10).map(record).collect::<Vec<_>>(), "the tick copied the open batch to disk");
+        spool.flush().unwrap();
+        assert_eq!(files(&memory).len(), 1, "sealed batches' memory files are removed, the new batch has one");
+        let batches = spool.sealed().unwrap();
+        assert_eq!(batches.len(), 3);
+        let all: Vec<UsageRecord> = batches.iter().flat_map(|b| read_batch(b).unwrap()).collect();
+        assert_eq!(all, (0..10).map(record).collect::<Vec<_>>());
+        let taken: Vec<UsageRecord> = batches.iter().flat_map(|b| spool.take(b).unwrap()).collect();
+        assert_eq!(taken, all);
+        // Two cuts and the tick copied; the flush found nothing left to copy.
+        assert_eq!(spool.stats(), SpoolStats { records: 10, writes: 3 });
+        drop(spool);
+        assert!(files(&memory).is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::remove_dir_all(&memory).ok();
+    }
+
+    #[test]
+    fn a_killed_process_leaves_its_records_in_memory_for_the_next_start() {
+        let dir = temp_dir("memory-killed");
+        let (memory, config) = with_memory("killed", SpoolConfig::default());
+        {
+            let spool = Spool::open(&dir, config.clone()).unwrap();
+            spool.append(record(1)).unwrap();
+            spool.tick().unwrap();
+            spool.append(record(2)).unwrap();
+            spool.append(record(3)).unwrap();
+            // Killed mid-copy of a fourth record, before any tick copied the last two to disk.
+            let name = files(&memory).remove(0);
+            let mut bytes = std::fs::read(memory.join(&name)).unwrap();
+            let end = MEMORY_HEADER + bytes[MEMORY_HEADER..].iter().position(|&b| b == 0).unwrap();
+            bytes[end..end + 20].copy_from_slice(b"0badc0de {\"request_i");
+            std::fs::write(memory.join(&name), &bytes).unwrap();
+            std::mem::forget(spool);
+        }
+        // Memory files left by processes that died after sealing their batch, or while starting one.
+        let prefix = memory_prefix(&dir.canonicalize().unwrap());
+        let mut sealed = b"resizer-spool 0000000000000-000000-0\n".to_vec();
+        sealed.resize(MEMORY_HEADER, 0);
+        let mut line = Vec::new();
+        encode_line(&record(9), &mut line).unwrap();
+        sealed.extend_from_slice(&line);
+        std::fs::write(memory.join(format!("{prefix}a.log")), sealed).unwrap();
+        std::fs::write(memory.join(format!("{prefix}b.log")), [0u8; 100]).unwrap();
+        let spool = Spool::open(&dir, config).unwrap();
+        let batches = spool.sealed().unwrap();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(read_batch(&batches[0]).unwrap(), vec![record(1), record(2), record(3)]);
+        assert_eq!(files(&memory).len(), 1, "only the new active batch's memory file is left");
+        drop(spool);
+        assert!(files(&memory).is_empty(), "dropping the spool copies and removes its memory file");
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::remove_dir_all(&memory).ok();
+    }
+
+    #[test]
+    fn a_record_larger_than_a_batch_is_refused() {
+        let dir = temp_dir("memory-large");
+        let (memory, config) = with_memory("large", SpoolConfig { max_batch_bytes: 500, ..SpoolConfig::default() });
+        let spool = Spool::open(&dir, config).unwrap();
+        let mut large = record(1);
+        large.params = "w=1&".repeat(150).into();
+        assert!(matches!(spool.append(large), Err(SpoolError::TooLarge { .. })));
+        spool.append(record(2)).unwrap();
+        drop(spool);
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::remove_dir_all(&memory).ok();
     }
 
     #[tokio::test(flavor = "current_thread")]

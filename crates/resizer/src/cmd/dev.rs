@@ -227,8 +227,17 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
         return Ok(None);
     }
     let data = &config.data_dir;
+    let memory_dir = match config.usage.spool_memory_dir.as_str() {
+        "" => None,
+        dir if std::path::Path::new(dir).is_dir() => Some(std::path::PathBuf::from(dir)),
+        dir => {
+            tracing::warn!(dir, "usage.spool_memory_dir is not a directory: each record is written with write(2)");
+            None
+        }
+    };
     let spool_config = usage::SpoolConfig {
         max_batch_age: Duration::from_millis(config.usage.batch_max_age_ms.max(1)),
+        memory_dir,
         ..usage::SpoolConfig::default()
     };
     let spool = Arc::new(usage::Spool::open(&data.join("spool"), spool_config).context("opening the usage spool")?);
