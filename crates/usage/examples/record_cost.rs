@@ -58,9 +58,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let archive = Archive::local(&dir.join("archive"))?;
     // REPEAT=n writes the batch n times (for a profiler); the figure is per record and write.
     let repeat = std::env::var("REPEAT").ok().and_then(|r| r.parse().ok()).filter(|&r: &u32| r > 0).unwrap_or(1);
+    let shared = std::sync::Arc::new(read.clone());
     let t = Instant::now();
     for _ in 0..repeat {
-        archive.write_batch(&batch.id, read.as_slice()).await?;
+        archive.write_batch(&batch.id, shared.clone()).await?;
     }
     println!("archive:      {:.2} µs/record", per(t) / f64::from(repeat));
     let rollups = Rollups::open(&dir.join("usage.sqlite"))?;

@@ -49,13 +49,12 @@ impl Aggregator {
     }
 
     /// Applies one batch (see the module docs). Returns whether it was new.
-    pub async fn apply_batch(&self, batch_id: &str, records: Vec<UsageRecord>) -> Result<bool, AggregateError> {
+    pub async fn apply_batch(&self, batch_id: &str, records: Arc<Vec<UsageRecord>>) -> Result<bool, AggregateError> {
         let rollups = self.rollups.clone();
         let id = batch_id.to_owned();
         if blocking(move || rollups.is_applied(&id)).await?? {
             return Ok(false);
         }
-        let records: Arc<[UsageRecord]> = records.into();
         self.archive.write_batch(batch_id, records.clone()).await?;
         let rollups = self.rollups.clone();
         let id = batch_id.to_owned();
@@ -91,12 +90,15 @@ pub async fn drain_spool(spool: &Arc<Spool>, aggregator: &Aggregator) -> Result<
     let mut applied = 0;
     for batch in batches {
         let (source, sealed) = (spool.clone(), batch.clone());
-        let records = blocking(move || source.take(&sealed)).await??;
+        let records = Arc::new(blocking(move || source.take(&sealed)).await??);
         let count = records.len();
-        if aggregator.apply_batch(&batch.id, records).await? {
+        if aggregator.apply_batch(&batch.id, records.clone()).await? {
             applied += count;
         }
         spool.remove(&batch)?;
+        if let Ok(records) = Arc::try_unwrap(records) {
+            spool.recycle(records);
+        }
     }
     Ok(applied)
 }

@@ -183,7 +183,7 @@ impl Archive {
     pub async fn write_batch(
         &self,
         batch_id: &str,
-        records: impl Into<Arc<[UsageRecord]>>,
+        records: impl Into<Arc<Vec<UsageRecord>>>,
     ) -> Result<(), ArchiveError> {
         check_batch_id(batch_id)?;
         let records = records.into();
@@ -820,7 +820,7 @@ mod tests {
             record("x1", 2, EVENING),
             record("x2", 2, MIDNIGHT + 1),
         ];
-        archive.write_batch("b1", records.as_slice()).await.expect("write");
+        archive.write_batch("b1", records.clone()).await.expect("write");
         for (tenant, date) in [(1, "2024-03-09"), (1, "2024-03-10"), (2, "2024-03-09"), (2, "2024-03-10")] {
             let dir = tmp.0.join(format!("tenant={tenant}/date={date}"));
             assert_eq!(files_in(&dir), ["batch-b1.parquet"], "{dir:?}");
@@ -847,12 +847,12 @@ mod tests {
         let tmp = TempDir::new("twice");
         let archive = Archive::local(&tmp.0).expect("open");
         let records = vec![record("a", 7, EVENING), record("b", 7, EVENING + 1)];
-        archive.write_batch("b1", records.as_slice()).await.expect("write");
+        archive.write_batch("b1", records.clone()).await.expect("write");
         let path = tmp.0.join("tenant=7/date=2024-03-09/batch-b1.parquet");
         let first = std::fs::read(&path).expect("file");
         // A replay may deliver the records in another order: same bytes all the same.
         let replay: Vec<_> = records.iter().rev().cloned().collect();
-        archive.write_batch("b1", replay.as_slice()).await.expect("write again");
+        archive.write_batch("b1", replay.clone()).await.expect("write again");
         assert_eq!(std::fs::read(&path).expect("file"), first);
         assert_eq!(files_in(path.parent().expect("dir")), ["batch-b1.parquet"]);
         assert_eq!(archive.read(7, 0, i64::MAX).await.expect("read"), records);
@@ -869,7 +869,7 @@ mod tests {
             ("b3", vec![record("d", 5, EVENING - 10), record("e", 5, EVENING)]),
         ];
         for (id, records) in &batches {
-            archive.write_batch(id, records.as_slice()).await.expect("write");
+            archive.write_batch(id, records.clone()).await.expect("write");
         }
         let everything = sorted(batches.iter().flat_map(|(_, r)| r.clone()).collect());
         assert_eq!(archive.partitions_to_compact(2).await.expect("scan"), [(5, "2024-03-09".to_owned())]);
@@ -896,7 +896,7 @@ mod tests {
         // merged one (here: written again). Reads return each record once, and the next
         // compaction converges on the same file.
         for (id, records) in &batches {
-            archive.write_batch(id, records.as_slice()).await.expect("write");
+            archive.write_batch(id, records.clone()).await.expect("write");
         }
         assert_eq!(archive.read(5, 0, i64::MAX).await.expect("read"), everything);
         assert_eq!(archive.compact_day(5, "2024-03-09", &all_applied).await.expect("compact"), 4);
@@ -909,8 +909,8 @@ mod tests {
         let tmp = TempDir::new("two-batches");
         let archive = Archive::local(&tmp.0).expect("open");
         let r = record("dup", 9, EVENING);
-        archive.write_batch("b1", std::slice::from_ref(&r)).await.expect("write");
-        archive.write_batch("b2", std::slice::from_ref(&r)).await.expect("write");
+        archive.write_batch("b1", vec![r.clone()]).await.expect("write");
+        archive.write_batch("b2", vec![r.clone()]).await.expect("write");
         assert_eq!(archive.read(9, 0, i64::MAX).await.expect("read"), [r.clone(), r.clone()]);
         assert_eq!(archive.compact_day(9, "2024-03-09", &|_| true).await.expect("compact"), 2);
         assert_eq!(archive.read(9, 0, i64::MAX).await.expect("read"), [r.clone(), r]);

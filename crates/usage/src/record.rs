@@ -50,3 +50,163 @@ impl UsageRecord {
         u64::from(self.output_width) * u64::from(self.output_height)
     }
 }
+
+/// The spool's encoding of a record: a frame
+/// `<payload length: u32 LE> <CRC-32 of the payload: u32 LE> <payload>`, the payload being
+/// a version byte (1) and then every field in declaration order (integers little-endian at their
+/// width, text as a u32 LE length and UTF-8 bytes). A frame torn by a crash, or the zeros after
+/// the last frame of a memory file, fail the length or checksum test. Binary rather than JSON: it
+/// is encoded on every request, in a fifth of the time, at about half the size.
+pub(crate) mod frame {
+    use super::{Text, UsageRecord};
+
+    const HEADER: usize = 8;
+    const FRAME_VERSION: u8 = 1;
+
+    /// Encodes `record` into `out` (cleared first).
+    pub(crate) fn encode(record: &UsageRecord, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&[0; HEADER]);
+        out.push(FRAME_VERSION);
+        let text = |out: &mut Vec<u8>, s: &Text| {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        };
+        text(out, &record.request_id);
+        out.extend_from_slice(&record.tenant.to_le_bytes());
+        text(out, &record.key_id);
+        out.extend_from_slice(&record.time_ms.to_le_bytes());
+        text(out, &record.node);
+        text(out, &record.worker);
+        out.extend_from_slice(&record.status.to_le_bytes());
+        text(out, &record.error);
+        text(out, &record.params);
+        text(out, &record.input_format);
+        out.extend_from_slice(&record.input_bytes.to_le_bytes());
+        out.extend_from_slice(&record.input_width.to_le_bytes());
+        out.extend_from_slice(&record.input_height.to_le_bytes());
+        text(out, &record.output_format);
+        out.extend_from_slice(&record.output_bytes.to_le_bytes());
+        out.extend_from_slice(&record.output_width.to_le_bytes());
+        out.extend_from_slice(&record.output_height.to_le_bytes());
+        out.extend_from_slice(&record.queue_wait_us.to_le_bytes());
+        out.extend_from_slice(&record.wall_us.to_le_bytes());
+        out.extend_from_slice(&record.cpu_us.to_le_bytes());
+        let len = (out.len() - HEADER) as u32;
+        let crc = crc32fast::hash(&out[HEADER..]);
+        out[..4].copy_from_slice(&len.to_le_bytes());
+        out[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// The length of the intact frame at the start of `bytes`, if there is one.
+    pub(crate) fn intact_len(bytes: &[u8]) -> Option<usize> {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(bytes.get(4..HEADER)?.try_into().ok()?);
+        let payload = bytes.get(HEADER..HEADER.checked_add(len)?)?;
+        (len > 0 && crc32fast::hash(payload) == crc).then_some(HEADER + len)
+    }
+
+    /// Decodes the intact frame at the start of `bytes`: the record and the frame's length.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<(UsageRecord, usize)> {
+        let len = intact_len(bytes)?;
+        let mut r = Reader(&bytes[HEADER..len]);
+        if r.take(1)? != [FRAME_VERSION] {
+            return None;
+        }
+        let record = UsageRecord {
+            request_id: r.text()?,
+            tenant: r.u64()?,
+            key_id: r.text()?,
+            time_ms: r.u64()? as i64,
+            node: r.text()?,
+            worker: r.text()?,
+            status: u16::from_le_bytes(r.take(2)?.try_into().ok()?),
+            error: r.text()?,
+            params: r.text()?,
+            input_format: r.text()?,
+            input_bytes: r.u64()?,
+            input_width: r.u32()?,
+            input_height: r.u32()?,
+            output_format: r.text()?,
+            output_bytes: r.u64()?,
+            output_width: r.u32()?,
+            output_height: r.u32()?,
+            queue_wait_us: r.u64()?,
+            wall_us: r.u64()?,
+            cpu_us: r.u64()?,
+        };
+        r.0.is_empty().then_some((record, len))
+    }
+
+    struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = self.0.split_at_checked(n)?;
+            self.0 = rest;
+            Some(head)
+        }
+
+        fn u32(&mut self) -> Option<u32> {
+            Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+        }
+
+        fn u64(&mut self) -> Option<u64> {
+            Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        }
+
+        fn text(&mut self) -> Option<Text> {
+            let len = self.u32()? as usize;
+            std::str::from_utf8(self.take(len)?).ok().map(Text::from)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn sample() -> UsageRecord {
+            UsageRecord {
+                request_id: "0123456789abcdef".into(),
+                tenant: u64::MAX,
+                key_id: "KEY000000000".into(),
+                time_ms: -1,
+                node: "api-1".into(),
+                worker: "a worker name longer than twenty-four bytes".into(),
+                status: 422,
+                error: "corrupt-image".into(),
+                params: "width=10&format=webp".into(),
+                input_format: "jpeg".into(),
+                input_bytes: 1 << 40,
+                input_width: 4000,
+                input_height: 3000,
+                output_format: "".into(),
+                output_bytes: 0,
+                output_width: u32::MAX,
+                output_height: 1,
+                queue_wait_us: 3,
+                wall_us: 100,
+                cpu_us: 90,
+            }
+        }
+
+        #[test]
+        fn round_trips_and_refuses_every_torn_or_damaged_frame() {
+            let mut frame = Vec::new();
+            encode(&sample(), &mut frame);
+            assert_eq!(decode(&frame), Some((sample(), frame.len())));
+            let mut longer = frame.clone();
+            longer.extend_from_slice(&[0; 32]);
+            assert_eq!(decode(&longer), Some((sample(), frame.len())), "what follows a frame is not read");
+            for cut in 0..frame.len() {
+                assert_eq!(decode(&frame[..cut]), None, "torn at {cut}");
+            }
+            for i in 0..frame.len() {
+                let mut damaged = frame.clone();
+                damaged[i] ^= 0x20;
+                assert_eq!(decode(&damaged), None, "byte {i} flipped");
+            }
+            assert_eq!(decode(&[0; 64]), None, "zeros are no frame");
+        }
+    }
+}

@@ -11,9 +11,9 @@
 //!   before its rename, and the rename is fsynced with the directory.
 //!
 //! Files: `open-<batch>.log` is the batch being written (one per node), `batch-<batch>.log` a
-//! sealed one. Batch ids start with the cut time in milliseconds, so names sort by age. Each line
-//! is `<crc32 hex> <json>`: a line torn by a crash fails its checksum and is dropped on recovery,
-//! and it can only be the last line of an `open-` file.
+//! sealed one. Batch ids start with the cut time in milliseconds, so names sort by age. A file is a
+//! sequence of frames, one record each, with a length and a checksum (`record::frame`): a frame torn
+//! by a crash fails them and is dropped on recovery, and it can only be the last of an `open-` file.
 //!
 //! The records of the last few sealed batches are also kept in memory, so the aggregator of the
 //! same process takes them ([`Spool::take`]) without reading and parsing the file again; the file
@@ -24,13 +24,13 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::record::UsageRecord;
+use crate::record::{frame, UsageRecord};
 
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
@@ -68,8 +68,6 @@ pub enum SpoolError {
     WriteFailed { path: PathBuf, message: String },
     #[error("usage record of {bytes} bytes does not fit a batch of {max} bytes")]
     TooLarge { bytes: usize, max: usize },
-    #[error("usage record could not be encoded: {0}")]
-    Encode(#[from] serde_json::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -92,6 +90,9 @@ pub struct Spool {
     /// The records of the most recently sealed batches, oldest first (at most
     /// [`HELD_BATCHES`]): a copy of what their files hold, for [`Spool::take`].
     held: Mutex<VecDeque<(String, Vec<UsageRecord>)>>,
+    /// An applied batch's emptied vector, for the next batch to fill: its memory is resident
+    /// already, where a fresh one of the same size would fault in every page again.
+    spare: Mutex<Vec<UsageRecord>>,
 }
 
 /// Sealed batches whose records stay in memory. The aggregator normally takes each within one
@@ -189,7 +190,7 @@ fn memory_contents(bytes: &[u8]) -> Option<(&str, &[u8])> {
 
 thread_local! {
     // Records are encoded outside the lock, into a buffer each thread keeps.
-    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What the spool has written since it opened: records, and the write(2) calls that carried
@@ -264,12 +265,19 @@ impl Spool {
             recover_torn_tail(&path)?;
             seal_file(&dir, &path, &id)?;
         }
-        let mut active = Active::create(&dir, 0, config.memory_dir.is_some())?;
+        let mut active = Active::create(&dir, config.memory_dir.is_some())?;
         if let Some(memory_dir) = &config.memory_dir {
             let path = memory_dir.join(format!("{memory_prefix}{}.log", active.id));
             active.memory = Some(Memory::create(&path, config.max_batch_bytes, &active.id)?);
         }
-        Ok(Spool { dir, config, memory_prefix, active: Mutex::new(active), held: Mutex::default() })
+        Ok(Spool {
+            dir,
+            config,
+            memory_prefix,
+            active: Mutex::new(active),
+            held: Mutex::default(),
+            spare: Mutex::default(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Active> {
@@ -309,8 +317,8 @@ impl Spool {
     }
 
     fn append_to_memory(&self, record: UsageRecord) -> Result<(), SpoolError> {
-        LINE.with_borrow_mut(|line| {
-            encode_line(&record, line)?;
+        FRAME.with_borrow_mut(|line| {
+            frame::encode(&record, line);
             let mut guard = self.lock();
             let count = guard.records.len();
             if count >= self.config.max_batch_records
@@ -341,8 +349,8 @@ impl Spool {
     }
 
     fn enqueue(&self, record: UsageRecord) -> Result<u64, SpoolError> {
-        LINE.with_borrow_mut(|line| {
-            encode_line(&record, line)?;
+        FRAME.with_borrow_mut(|line| {
+            frame::encode(&record, line);
             let mut active = self.lock();
             let queue = &mut active.queue;
             queue.lines.extend_from_slice(line);
@@ -439,11 +447,12 @@ impl Spool {
     }
 
     fn cut(&self, active: &mut Active) -> Result<(), SpoolError> {
+        let mut next = Active::create(&self.dir, self.config.memory_dir.is_some())?;
         // Sized like the batch before it: a busy node's batch grows to ~10^4 records a second, and
         // growing the vector by doubling would copy each record about once more.
         let expected = active.records.len() + active.records.len() / 8;
-        let next =
-            Active::create(&self.dir, expected.min(self.config.max_batch_records), self.config.memory_dir.is_some())?;
+        next.records = std::mem::take(&mut *self.spare.lock().unwrap_or_else(PoisonError::into_inner));
+        next.records.reserve(expected.min(self.config.max_batch_records));
         let mut done = std::mem::replace(active, next);
         active.queue = std::mem::take(&mut done.queue);
         // If any step fails, the memory file stays: the next start recovers the batch from it.
@@ -506,6 +515,15 @@ impl Spool {
         Ok(batches)
     }
 
+    /// Takes back an applied batch's records vector, to be reused (emptied) by a later batch.
+    pub fn recycle(&self, mut records: Vec<UsageRecord>) {
+        records.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        if records.capacity() > spare.capacity() {
+            *spare = records;
+        }
+    }
+
     /// Deletes a batch once it has been applied.
     pub fn remove(&self, batch: &SealedBatch) -> Result<(), SpoolError> {
         self.held().retain(|(id, _)| *id != batch.id);
@@ -516,45 +534,25 @@ impl Spool {
     }
 }
 
-/// The records of a sealed batch. A line that fails its checksum is skipped: only an `open-`
-/// file's last line can be torn, and recovery removed that before sealing.
+/// The records of a sealed batch. Its frames are intact (recovery cut off a torn tail before
+/// sealing); should one be damaged anyway, the records before it are returned and the rest skipped.
 pub fn read_batch(batch: &SealedBatch) -> Result<Vec<UsageRecord>, SpoolError> {
-    let file = File::open(&batch.path).map_err(io(&batch.path))?;
+    let bytes = std::fs::read(&batch.path).map_err(io(&batch.path))?;
     let mut records = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(io(&batch.path))?;
-        if let Some(record) = parse_line(&line) {
-            records.push(record);
-        } else {
-            tracing::warn!(batch = batch.id, "usage spool: skipped a damaged line");
-        }
+    let mut at = 0;
+    while let Some((record, len)) = frame::decode(&bytes[at..]) {
+        records.push(record);
+        at += len;
+    }
+    if at < bytes.len() {
+        tracing::warn!(batch = batch.id, skipped_bytes = bytes.len() - at, "usage spool: skipped a damaged tail");
     }
     Ok(records)
 }
 
-/// `<crc32 of the JSON, 8 hex digits> <JSON>\n`, built in `line` (cleared first).
-fn encode_line(record: &UsageRecord, line: &mut Vec<u8>) -> Result<(), SpoolError> {
-    const PREFIX: usize = 9;
-    line.clear();
-    line.extend_from_slice(b"00000000 ");
-    serde_json::to_writer(&mut *line, record)?;
-    let crc = crc32fast::hash(&line[PREFIX..]);
-    for (i, digit) in line[..8].iter_mut().enumerate() {
-        *digit = b"0123456789abcdef"[(crc >> (28 - 4 * i)) as usize & 0xf];
-    }
-    line.push(b'\n');
-    Ok(())
-}
-
-fn parse_line(line: &str) -> Option<UsageRecord> {
-    let (crc, json) = line.split_once(' ')?;
-    let crc = u32::from_str_radix(crc, 16).ok()?;
-    (crc32fast::hash(json.as_bytes()) == crc).then(|| serde_json::from_str(json).ok()).flatten()
-}
-
 impl Active {
     /// A new batch's disk file (its memory, if any, is set by the caller).
-    fn create(dir: &Path, capacity: usize, in_memory: bool) -> Result<Active, SpoolError> {
+    fn create(dir: &Path, in_memory: bool) -> Result<Active, SpoolError> {
         let id = new_batch_id();
         let path = dir.join(format!("open-{id}.log"));
         // Written at offsets from the memory file, appended to otherwise.
@@ -563,7 +561,7 @@ impl Active {
             id,
             path,
             file,
-            records: Vec::with_capacity(capacity),
+            records: Vec::new(),
             bytes: 0,
             first_at: None,
             dirty: false,
@@ -666,17 +664,12 @@ fn remove_if_present(path: &Path) -> Result<(), SpoolError> {
     }
 }
 
-/// The length of the intact lines at the start of `bytes`: a line is intact if it ends in `\n`
-/// and its checksum matches. A torn line (or a memory file's unwritten zeros) ends them.
+/// The length of the intact frames at the start of `bytes`: a torn frame (or a memory file's
+/// unwritten zeros) ends them.
 fn intact_prefix(bytes: &[u8]) -> usize {
     let mut keep = 0;
-    for line in bytes.split_inclusive(|&b| b == b'\n') {
-        let intact =
-            line.ends_with(b"\n") && std::str::from_utf8(&line[..line.len() - 1]).ok().and_then(parse_line).is_some();
-        if !intact {
-            break;
-        }
-        keep += line.len();
+    while let Some(len) = frame::intact_len(&bytes[keep..]) {
+        keep += len;
     }
     keep
 }
@@ -816,8 +809,10 @@ pub(crate) mod tests {
             // Killed mid-copy of a fourth record, before any tick copied the last two to disk.
             let name = files(&memory).remove(0);
             let mut bytes = std::fs::read(memory.join(&name)).unwrap();
-            let end = MEMORY_HEADER + bytes[MEMORY_HEADER..].iter().position(|&b| b == 0).unwrap();
-            bytes[end..end + 20].copy_from_slice(b"0badc0de {\"request_i");
+            let end = MEMORY_HEADER + intact_prefix(&bytes[MEMORY_HEADER..]);
+            let mut torn = Vec::new();
+            frame::encode(&record(4), &mut torn);
+            bytes[end..end + 20].copy_from_slice(&torn[..20]);
             std::fs::write(memory.join(&name), &bytes).unwrap();
             std::mem::forget(spool);
         }
@@ -826,7 +821,7 @@ pub(crate) mod tests {
         let mut sealed = b"resizer-spool 0000000000000-000000-0\n".to_vec();
         sealed.resize(MEMORY_HEADER, 0);
         let mut line = Vec::new();
-        encode_line(&record(9), &mut line).unwrap();
+        frame::encode(&record(9), &mut line);
         sealed.extend_from_slice(&line);
         std::fs::write(memory.join(format!("{prefix}a.log")), sealed).unwrap();
         std::fs::write(memory.join(format!("{prefix}b.log")), [0u8; 100]).unwrap();
@@ -914,6 +909,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_applied_batchs_vector_is_filled_again_by_a_later_batch() {
+        let dir = temp_dir("recycle");
+        let spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
+        for n in 0..3 {
+            spool.append(record(n)).unwrap();
+        }
+        spool.flush().unwrap();
+        let batch = spool.sealed().unwrap().remove(0);
+        let records = spool.take(&batch).unwrap();
+        let capacity = records.capacity();
+        spool.remove(&batch).unwrap();
+        spool.recycle(records);
+        spool.append(record(3)).unwrap();
+        spool.flush().unwrap();
+        let active = spool.lock();
+        assert!(active.records.is_empty() && active.records.capacity() >= capacity);
+        drop(active);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn age_cuts_a_batch_on_tick() {
         let dir = temp_dir("age");
         let spool = Spool::open(&dir, SpoolConfig { max_batch_age: Duration::ZERO, ..SpoolConfig::default() }).unwrap();
@@ -938,7 +954,9 @@ pub(crate) mod tests {
                 .map(|e| e.unwrap().path())
                 .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("open-")));
             let mut f = OpenOptions::new().append(true).open(open.unwrap()).unwrap();
-            f.write_all(b"0badc0de {\"request_id\":\"req-3\",\"ten").unwrap();
+            let mut torn = Vec::new();
+            frame::encode(&record(3), &mut torn);
+            f.write_all(&torn[..torn.len() / 2]).unwrap();
             std::mem::forget(spool);
         }
         let spool = Spool::open(&dir, SpoolConfig::default()).unwrap();

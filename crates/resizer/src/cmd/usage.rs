@@ -121,7 +121,7 @@ async fn apply(aggregator: &usage::Aggregator, message: jetstream::Message) {
         }
     };
     let count = records.len();
-    match aggregator.apply_batch(&batch_id, records).await {
+    match aggregator.apply_batch(&batch_id, std::sync::Arc::new(records)).await {
         Ok(new) => {
             tracing::debug!(batch = batch_id, records = count, new, "usage batch applied");
             // Acknowledged and confirmed: a lost ack would only bring a redelivery, which the
