@@ -5,7 +5,8 @@ Usage: read_parquet.py DIR
 
 Opens every *.parquet file under DIR (an archive root: tenant=<id>/date=<YYYY-MM-DD>/...), prints
 its schema and row count, and checks the column names and types against the table in
-crates/usage/src/archive.rs, the codec (ZSTD), that no column is nullable, and that the `tenant`
+crates/usage/src/archive.rs, the codecs (ZSTD on request_id and params in a batch's file, on every
+column in a compacted one), that no column is nullable, and that the `tenant`
 column and the file's date agree with its path. Exits 1 on any mismatch, 2 when DIR has no files.
 """
 
@@ -59,11 +60,14 @@ def check(path: pathlib.Path, root: pathlib.Path) -> list[str]:
         if len(got) > len(EXPECTED):
             problems.append(f"extra columns: {got[len(EXPECTED):]}")
     problems += [f"column {f.name} is nullable" for f in schema if f.nullable]
+    compacted = pathlib.PurePath(rel).name.startswith("compact-")
     for rg in range(pf.metadata.num_row_groups):
         for c in range(pf.metadata.num_columns):
             codec = pf.metadata.row_group(rg).column(c).compression
-            if codec != "ZSTD":
-                problems.append(f"row group {rg} column {c}: compression {codec}, expected ZSTD")
+            name = schema.field(c).name
+            want = "ZSTD" if compacted or name in ("request_id", "params") else "UNCOMPRESSED"
+            if codec != want:
+                problems.append(f"row group {rg} column {name}: compression {codec}, expected {want}")
     m = PATH.search(rel)
     if not m:
         problems.append("path is not tenant=<id>/date=<YYYY-MM-DD>/(batch-<id>|compact-<hash>).parquet")
