@@ -54,6 +54,21 @@ pub struct NatsOptions {
     pub die_with_parent: bool,
     /// How long [`NatsCluster::start`] waits for every node to be healthy with a meta leader.
     pub ready_timeout: Duration,
+    /// `GOMAXPROCS` for each server: the nodes share one machine, so by default each of the 3
+    /// gets its share of the cores (at least one) instead of all of them. None: Go's default, or the
+    /// environment's `GOMAXPROCS` if it has one.
+    pub gomaxprocs: Option<usize>,
+}
+
+/// Each of `nodes` servers' share of this machine's cores, unless the environment says otherwise.
+/// On 2 cores, 1 per server made the lab ~5 % faster than Go's default of all cores each
+/// (docs/cluster.md, `LAB_ENV` runs of bench/cluster.sh).
+pub fn share_of_cores(nodes: usize) -> Option<usize> {
+    if std::env::var_os("GOMAXPROCS").is_some() {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    Some((cores / nodes.max(1)).max(1))
 }
 
 impl Default for NatsOptions {
@@ -66,6 +81,7 @@ impl Default for NatsOptions {
             binary: None,
             die_with_parent: false,
             ready_timeout: Duration::from_secs(30),
+            gomaxprocs: share_of_cores(3),
         }
     }
 }
@@ -253,7 +269,7 @@ impl NatsCluster {
             let text = render_config(&server_name, &node_dir, client[i], cluster_ports[i], monitor[i], &routes, opts);
             std::fs::write(&config, text).map_err(|e| LabError::io("write", &config, e))?;
             let monitor_url = format!("http://{LOOPBACK}:{}", monitor[i]);
-            let spec = ProcessSpec::new(NATS_ROLE, &server_name, &binary)
+            let mut spec = ProcessSpec::new(NATS_ROLE, &server_name, &binary)
                 .args(["-c".to_string(), config.display().to_string()])
                 .cwd(&node_dir)
                 .url("client", format!("nats://{LOOPBACK}:{}", client[i]))
@@ -268,6 +284,9 @@ impl NatsCluster {
                 .extra("cluster_name", opts.cluster_name.as_str())
                 .extra("config", config.display().to_string())
                 .die_with_parent(opts.die_with_parent);
+            if let Some(procs) = opts.gomaxprocs {
+                spec = spec.env("GOMAXPROCS", procs.to_string());
+            }
             // On `?`, `cluster` is dropped and stops the nodes started so far.
             let component = process::start_process(dir, &spec)?;
             cluster.nodes.push(NatsNode {
