@@ -29,7 +29,24 @@ struct Lab {
     agent: ureq::Agent,
 }
 
+impl Drop for Lab {
+    /// `lab down` removes the lab's shared-memory directory; a test that ends without it (the
+    /// guard kills the processes) removes it here.
+    fn drop(&mut self) {
+        if let Some(memory) = self.spool_memory_dir() {
+            let _ = std::fs::remove_dir_all(memory);
+        }
+    }
+}
+
 impl Lab {
+    /// The directory in /dev/shm the api nodes keep their open spool batches in.
+    fn spool_memory_dir(&self) -> Option<PathBuf> {
+        let components = self.file["components"].as_array()?;
+        let api = components.iter().find(|c| c["role"] == "api")?;
+        api["env"]["RESIZER_USAGE_SPOOL_MEMORY_DIR"].as_str().map(PathBuf::from)
+    }
+
     fn up(args: &[&str]) -> Lab {
         let tmp = TempDir::new();
         let dir = tmp.0.join("lab");
@@ -282,6 +299,12 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
 
     let pids: Vec<u64> = lab.file["components"].as_array().unwrap().iter().filter_map(|c| c["pid"].as_u64()).collect();
     assert_eq!(pids.len(), 11);
+    let memory = lab.spool_memory_dir();
+    if Path::new("/dev/shm").is_dir() {
+        let memory = memory.as_ref().expect("the api nodes' spools are in /dev/shm");
+        let files = std::fs::read_dir(memory).expect("the lab's /dev/shm directory").count();
+        assert_eq!(files, 2, "one open-batch file per api node in {}", memory.display());
+    }
     let down = Command::new(env!("CARGO_BIN_EXE_resizer"))
         .args(["lab", "down", "--dir"])
         .arg(&lab.dir)
@@ -290,6 +313,9 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     let left: Vec<u64> = pids.into_iter().filter(|&p| pid_alive(p)).collect();
     assert!(left.is_empty(), "processes left after down: {left:?}");
+    if let Some(memory) = memory {
+        assert!(!memory.exists(), "{} left after down", memory.display());
+    }
 }
 
 #[test]

@@ -78,6 +78,12 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabCommand::Up(up_args) => up(&up_args),
         LabCommand::Down(dir) => {
             let report = lab::down(&dir.dir, Duration::from_secs(10))?;
+            // What a killed api node left in shared memory (a stopped one removed its own).
+            if let Some(memory) = spool_memory_dir(&dir.dir) {
+                if memory.exists() {
+                    std::fs::remove_dir_all(&memory).with_context(|| format!("removing {}", memory.display()))?;
+                }
+            }
             println!("stopped: {}", if report.stopped.is_empty() { "-".into() } else { report.stopped.join(", ") });
             if !report.already_gone.is_empty() {
                 println!("already gone: {}", report.already_gone.join(", "));
@@ -143,8 +149,17 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // Usage: api nodes ship their spool batches to the usage stream; the aggregator applies them
     // (Parquet into DIR/archive, rollups in PostgreSQL), and api nodes read usage from there.
     let archive_url = format!("file://{}", dir.join("archive").display());
+    let memory = spool_memory_dir(&dir);
+    if let Some(memory) = &memory {
+        std::fs::create_dir_all(memory).with_context(|| format!("creating {}", memory.display()))?;
+    }
     let usage_env = |spec: ProcessSpec| -> ProcessSpec {
-        spec.env("RESIZER_USAGE_ROLLUPS_DATABASE", &postgres_url).env("RESIZER_USAGE_ARCHIVE_URL", &archive_url)
+        let spec =
+            spec.env("RESIZER_USAGE_ROLLUPS_DATABASE", &postgres_url).env("RESIZER_USAGE_ARCHIVE_URL", &archive_url);
+        match &memory {
+            Some(memory) => spec.env("RESIZER_USAGE_SPOOL_MEMORY_DIR", memory.display().to_string()),
+            None => spec,
+        }
     };
     std::fs::create_dir_all(dir.join("archive")).context("creating DIR/archive")?;
     for i in 0..args.aggregators.max(1) {
@@ -212,6 +227,21 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let file = infra.finish(fields)?;
     print_summary(&dir, &url, &admin_url, &demo_key, file.components.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The lab's own directory in `/dev/shm` for its api nodes' open spool batches, named by DIR so
+/// that `down` (and a restarted node) finds it, and removes it with whatever a killed node left.
+/// None without `/dev/shm`: the nodes then write their spools with write(2).
+fn spool_memory_dir(dir: &Path) -> Option<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return None;
+    }
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let hash = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Some(shm.join(format!("resizer-lab-{hex}")))
 }
 
 /// The demo tenant and a key for it, made through the identity service's admin API as any
