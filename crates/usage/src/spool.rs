@@ -2,12 +2,15 @@
 //! is sent, cut into batches with unique ids that the aggregator applies exactly once.
 //!
 //! Durability, precisely:
-//! - `append` returns after write(2): the record is in the kernel's page cache, so it survives
-//!   the process being killed (`kill -9`, a panic, an OOM kill) at any moment after the client
-//!   could have seen the answer.
-//! - `tick` fsyncs the active batch on a short interval (group commit: one fsync for every record
-//!   of the interval), so a power loss or kernel crash can cost the records of the last interval
-//!   (default 50 ms) — those requests were answered but go unbilled. A sealed batch is fsynced
+//! - `append` returns once the record is in kernel memory that outlives the process: copied into
+//!   the open batch's shared-memory file (with [`SpoolConfig::memory_dir`], `/dev/shm`), or
+//!   written to its disk file with write(2) (page cache). Either survives the process being
+//!   killed (`kill -9`, a panic, an OOM kill) at any moment after the client could have seen the
+//!   answer; the next [`Spool::open`] recovers the shared-memory file's frames.
+//! - `tick` copies the shared-memory file's new frames to the disk file and fsyncs it on a short
+//!   interval (group commit: one fsync for every record of the interval), so a power loss or
+//!   kernel crash can cost the records of the last interval (default 50 ms) — those requests were
+//!   answered but go unbilled. A sealed batch is fsynced
 //!   before its rename, and the rename is fsynced with the directory.
 //!
 //! Files: `open-<batch>.log` is the batch being written (one per node), `batch-<batch>.log` a
@@ -122,11 +125,11 @@ struct Active {
 /// The active batch's bytes in a shared-memory (tmpfs) file: an append is a copy, no system call,
 /// and a killed process leaves them behind for the next start. The disk file gets them on each
 /// tick. One file serves batch after batch, so its pages are allocated once: it starts with a
-/// header naming the batch its lines belong to, then the lines, then zeros.
+/// header naming the batch its frames belong to, then the frames, then zeros.
 struct Memory {
     path: PathBuf,
     map: memmap2::MmapMut,
-    /// Bytes of lines after the header...
+    /// Bytes of frames after the header...
     len: usize,
     /// ...of which the disk file has the first `synced`.
     synced: usize,
@@ -150,7 +153,7 @@ impl Memory {
         Ok(memory)
     }
 
-    /// Hands the file to a new batch (the last one's lines are on disk, sealed): its lines are
+    /// Hands the file to a new batch (the last one's frames are on disk, sealed): its frames are
     /// zeroed, then the header names the new batch. Killed half-way, the header names a sealed
     /// batch or none, and the next start ignores the file.
     fn start(&mut self, batch_id: &str) {
@@ -180,7 +183,7 @@ impl Memory {
     }
 }
 
-/// The batch a memory file's header names, and its lines.
+/// The batch a memory file's header names, and its frames.
 fn memory_contents(bytes: &[u8]) -> Option<(&str, &[u8])> {
     let header = bytes.get(..MEMORY_HEADER)?;
     let line = header.split(|&b| b == b'\n').next()?;
@@ -201,7 +204,7 @@ pub struct SpoolStats {
     pub writes: u64,
 }
 
-/// Group write: records are queued, and whoever writes next writes every queued line in one
+/// Group write: records are queued, and whoever writes next writes every queued frame in one
 /// write(2). Each record has a sequence number; its appender returns once the queue has been
 /// written through it, with that write's outcome.
 #[derive(Default)]
@@ -251,7 +254,7 @@ impl Queue {
 
 impl Spool {
     /// Opens the spool in `dir`, sealing whatever a previous process left open (its torn last
-    /// line, if any, dropped), and starts a fresh batch.
+    /// frame, if any, dropped), and starts a fresh batch.
     pub fn open(dir: &Path, config: SpoolConfig) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let dir = dir.canonicalize().map_err(io(dir))?;
@@ -387,9 +390,10 @@ impl Spool {
             }
         }
         if let Err(e) = active.file.write_all(&active.queue.lines) {
-            // A part of the lines may be in the file: those requests are answered with an error,
-            // so their records must not be billed. If cutting them off fails too, the file is
-            // damaged; recovery then keeps its intact lines (docs/usage.md, failure modes).
+            // A part of the frames may be in the file: those requests are answered with an error,
+            // so their records must not be billed. If cutting them off fails too, their frames
+            // stay in the file, and only a restart that reads this batch back from it would
+            // bill them (the batch in memory never holds them).
             let _ = active.file.set_len(active.bytes);
             active.damaged = true;
             active.queue.fail_all(e.to_string());
@@ -591,7 +595,7 @@ fn file_batch_id(path: &Path, prefix: &str) -> Option<String> {
     name.strip_prefix(prefix)?.strip_suffix(".log").map(str::to_owned)
 }
 
-/// Cuts an `open-` file after its last intact line (a crash can tear only the last one).
+/// Cuts an `open-` file after its last intact frame (a crash can tear only the last one).
 fn recover_torn_tail(path: &Path) -> Result<(), SpoolError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     let keep = intact_prefix(&bytes);
@@ -632,7 +636,7 @@ fn memory_prefix(dir: &Path) -> String {
 }
 
 /// A crashed process's memory file holds its open batch whole; the disk file holds what the last
-/// tick copied, a prefix of it. The memory file's intact lines replace the disk file's. A memory
+/// tick copied, a prefix of it. The memory file's intact frames replace the disk file's. A memory
 /// file whose batch has no `open-` file any more (sealed by a process that died before the file
 /// was handed on) or no header is left over; every file of this spool is removed afterwards.
 fn recover_from_memory(memory_dir: &Path, prefix: &str, dir: &Path) -> Result<(), SpoolError> {
@@ -948,7 +952,7 @@ pub(crate) mod tests {
             let spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
             spool.append(record(1)).unwrap();
             spool.append(record(2)).unwrap();
-            // The process dies mid-write: half a line at the end of the open file.
+            // The process dies mid-write: half a frame at the end of the open file.
             let open = std::fs::read_dir(&dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
