@@ -150,6 +150,9 @@ impl Postgres {
             // Log to stderr, i.e. the component's log; never to files inside the data directory.
             "logging_collector=off".into(),
             "fsync=on".into(),
+            // Parallel-query segments in the data directory instead of /dev/shm: a server killed
+            // by a fault test leaves nothing behind outside DIR.
+            "dynamic_shared_memory_type=mmap".into(),
         ] {
             server_args.push("-c".into());
             server_args.push(setting);
