@@ -56,7 +56,8 @@ impl UsageRecord {
 /// a version byte (1) and then every field in declaration order (integers little-endian at their
 /// width, text as a u32 LE length and UTF-8 bytes). A frame torn by a crash, or the zeros after
 /// the last frame of a memory file, fail the length or checksum test. Binary rather than JSON: it
-/// is encoded on every request, in a fifth of the time, at about half the size.
+/// is encoded on every request, in about a quarter of the time (0.13 against 0.48 µs in the server
+/// under load), at under half the size (a tiny request's record: 165 bytes against 375).
 pub(crate) mod frame {
     use super::{Text, UsageRecord};
 
