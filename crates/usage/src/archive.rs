@@ -493,7 +493,7 @@ fn schema() -> SchemaRef {
 
 /// Encodes rows (already in file order) as one Parquet file. Deterministic: same rows, same bytes.
 /// Which columns a file compresses with zstd. Each compressed column costs a zstd context per file,
-/// ~65 µs on this VM (zstd runs `cpuid` for each, a trap to the hypervisor): a batch with 100
+/// 30–70 µs on this VM (zstd runs `cpuid` for each, a trap to the hypervisor): a batch with 100
 /// tenants makes 100 small files, and compressing all 21 columns of each took 4.8 µs per record
 /// against 2.2 µs for the two text columns alone (`TENANTS=100 cargo run --release -p usage
 /// --example record_cost`). So a batch's files compress only the columns that are neither

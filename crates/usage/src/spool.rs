@@ -327,6 +327,8 @@ impl Spool {
             if count >= self.config.max_batch_records
                 || guard.bytes + line.len() as u64 > self.config.max_batch_bytes && count > 0
                 || guard.damaged
+                // A cut that could not make the next batch its memory file: the next cut retries.
+                || guard.memory.is_none()
             {
                 self.cut(&mut guard)?;
             }
@@ -723,6 +725,17 @@ pub(crate) mod tests {
         dir
     }
 
+    /// The sealed batches hold `expected` in order, read from their files and taken from memory.
+    fn assert_sealed_hold(spool: &Spool, batches: usize, expected: impl Iterator<Item = u64>) {
+        let sealed = spool.sealed().unwrap();
+        assert_eq!(sealed.len(), batches);
+        let all: Vec<UsageRecord> = sealed.iter().flat_map(|b| read_batch(b).unwrap()).collect();
+        assert_eq!(all, expected.map(record).collect::<Vec<_>>());
+        // What `take` hands over from memory is what the files hold.
+        let taken: Vec<UsageRecord> = sealed.iter().flat_map(|b| spool.take(b).unwrap()).collect();
+        assert_eq!(taken, all);
+    }
+
     #[test]
     fn batches_are_cut_by_count_and_read_back() {
         let dir = temp_dir("count");
@@ -731,13 +744,7 @@ pub(crate) mod tests {
             spool.append(record(n)).unwrap();
         }
         spool.flush().unwrap();
-        let batches = spool.sealed().unwrap();
-        assert_eq!(batches.len(), 3);
-        let all: Vec<UsageRecord> = batches.iter().flat_map(|b| read_batch(b).unwrap()).collect();
-        assert_eq!(all, (0..10).map(record).collect::<Vec<_>>());
-        // What `take` hands over from memory is what the files hold.
-        let taken: Vec<UsageRecord> = batches.iter().flat_map(|b| spool.take(b).unwrap()).collect();
-        assert_eq!(taken, all);
+        assert_sealed_hold(&spool, 3, 0..10);
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -786,12 +793,7 @@ pub(crate) mod tests {
         assert_eq!(on_disk, (8..10).map(record).collect::<Vec<_>>(), "the tick copied the open batch to disk");
         spool.flush().unwrap();
         assert_eq!(files(&memory).len(), 1, "sealed batches' memory files are removed, the new batch has one");
-        let batches = spool.sealed().unwrap();
-        assert_eq!(batches.len(), 3);
-        let all: Vec<UsageRecord> = batches.iter().flat_map(|b| read_batch(b).unwrap()).collect();
-        assert_eq!(all, (0..10).map(record).collect::<Vec<_>>());
-        let taken: Vec<UsageRecord> = batches.iter().flat_map(|b| spool.take(b).unwrap()).collect();
-        assert_eq!(taken, all);
+        assert_sealed_hold(&spool, 3, 0..10);
         // Two cuts and the tick copied; the flush found nothing left to copy.
         assert_eq!(spool.stats(), SpoolStats { records: 10, writes: 3 });
         drop(spool);
