@@ -9,7 +9,8 @@
 # Usage: bench/cluster.sh [PHOTOS_DIR] [RESULTS_DIR]
 #   defaults: ../shared/corpus/photos and bench/results/cluster-<date>. Env: DURATION (s, 15),
 #   ROUNDS (2), RATE (100), HOPS (2000), LAB_ARGS (extra `lab up` flags, e.g. `--worker-slots 1`),
-#   LAB_ENV (environment for the lab's processes only, e.g. `GOMAXPROCS=1 TOKIO_WORKER_THREADS=1`).
+#   LAB_ENV (environment for the lab's processes only, e.g. `GOMAXPROCS=1 TOKIO_WORKER_THREADS=1`),
+#   BIN (a resizer binary to measure instead of building one: A/B runs of two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +22,8 @@ rate=${RATE:-100}
 hops=${HOPS:-2000}
 [[ -d $photos ]] || { echo "error: no photos folder at $photos" >&2; exit 1; }
 
-[[ -n ${SKIP_BUILD:-} ]] || cargo build --release -p resizer >&2
-bin=$PWD/target/release/resizer
+[[ -n ${SKIP_BUILD:-}${BIN:-} ]] || cargo build --release -p resizer >&2
+bin=${BIN:-$PWD/target/release/resizer}
 work=$(mktemp -d)
 # The lab's PostgreSQL runs as the postgres user when we are root: it must reach DIR.
 chmod o+x "$work"

@@ -18,7 +18,7 @@ use crate::WorkerConfig;
 pub(crate) struct JobContext {
     pub config: WorkerConfig,
     pub dispatcher: Dispatcher,
-    pub agent: ureq::Agent,
+    pub transfer: transfer::Client,
     pub status: Arc<Status>,
     pub client: async_nats::Client,
     pub js: jetstream::Context,
@@ -99,18 +99,14 @@ async fn run(
 ) -> &'static str {
     let metrics = &context.status.metrics;
     let started = Instant::now();
-    let fetched = {
-        let (agent, job, timeout) = (context.agent.clone(), job.clone(), deadline.saturating_duration_since(started));
-        tokio::task::spawn_blocking(move || transfer::fetch(&agent, &job, timeout)).await
-    };
+    let fetched = context.transfer.fetch(job, deadline.saturating_duration_since(started)).await;
     let input = match fetched {
-        Ok(Ok(input)) => input,
-        Ok(Err(TransferError::Gone)) => return "gone",
-        Ok(Err(e)) => {
+        Ok(input) => input,
+        Err(TransferError::Gone) => return "gone",
+        Err(e) => {
             tracing::info!(error = %e, job = job.job_id, "source not fetched; the job is dropped");
             return "undeliverable";
         }
-        Err(_) => return "undeliverable",
     };
     metrics.fetched(lane, started.elapsed());
     meta.fetch_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -156,18 +152,15 @@ async fn give_back(
     timeout: Duration,
 ) -> Result<&'static str, &'static str> {
     let started = Instant::now();
-    let (agent, job) = (context.agent.clone(), job.clone());
-    let job_id = job.job_id.clone();
-    let sent = tokio::task::spawn_blocking(move || transfer::give_back(&agent, &job, &meta, &image, timeout)).await;
+    let sent = context.transfer.give_back(job, &meta, image, timeout).await;
     context.status.metrics.returned(lane, started.elapsed());
     match sent {
-        Ok(Ok(())) => Ok("ok"),
-        Ok(Err(TransferError::Gone)) => Err("gone"),
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, job = job_id, "result not delivered");
+        Ok(()) => Ok("ok"),
+        Err(TransferError::Gone) => Err("gone"),
+        Err(e) => {
+            tracing::info!(error = %e, job = job.job_id, "result not delivered");
             Err("undeliverable")
         }
-        Err(_) => Err("undeliverable"),
     }
 }
 

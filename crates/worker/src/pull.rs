@@ -75,7 +75,7 @@ pub async fn run(
     let context = Arc::new(JobContext {
         config: config.clone(),
         dispatcher: dispatcher.clone(),
-        agent: transfer::agent(),
+        transfer: transfer::Client::default(),
         status: status.clone(),
         client: client.clone(),
         js: js.clone(),

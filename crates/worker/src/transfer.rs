@@ -1,20 +1,27 @@
 //! The worker's two HTTP calls to the api node that staged a job: fetch its source bytes, and
-//! hand back its result. Both present the job's capability token and run on a blocking thread
-//! (ureq), like the conversion between them.
+//! hand back its result. Both present the job's capability token. They run on the async runtime
+//! (hyper's HTTP/1 client over a small keep-alive pool per api node): a blocking client would
+//! hand every call to another thread and back, twice per job, on machines where the conversion
+//! threads already keep every core busy.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
 use queue::{JobMessage, ResultMeta, RESULT_HEADER};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
-pub(crate) fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(1)))
-        .max_idle_connections(256)
-        .max_idle_connections_per_host(64)
-        .build()
-        .into()
-}
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Idle connections kept per api node: one per job a worker holds is plenty.
+const IDLE_PER_NODE: usize = 64;
+/// Longest error body kept for the log.
+const ERROR_BODY_LIMIT: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TransferError {
@@ -28,60 +35,307 @@ pub(crate) enum TransferError {
     Unreachable(String),
 }
 
-fn url(job: &JobMessage, what: &str) -> String {
-    format!("{}/internal/v1/jobs/{}/{what}", job.origin.trim_end_matches('/'), job.job_id)
+/// Keep-alive HTTP/1.1 connections to the api nodes, by `host:port`.
+#[derive(Default)]
+pub(crate) struct Client {
+    idle: Mutex<HashMap<String, Vec<Connection>>>,
 }
 
-/// The job's source bytes (at most `max_input_bytes`, which the api already enforced).
-pub(crate) fn fetch(agent: &ureq::Agent, job: &JobMessage, timeout: Duration) -> Result<Vec<u8>, TransferError> {
-    let response = agent
-        .get(url(job, "source"))
-        .header("authorization", format!("Bearer {}", job.token))
-        .config()
-        .timeout_global(Some(timeout))
-        .build()
-        .call()
-        .map_err(|e| TransferError::Unreachable(e.to_string()))?;
-    let limit = job.max_input_bytes.saturating_add(1);
-    read(response, limit)
+/// One connection; its driver task ends with it.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    driver: JoinHandle<()>,
 }
 
-/// Hands back the image (`report` set in `meta`) or the failure (`failure` set, empty image).
-pub(crate) fn give_back(
-    agent: &ureq::Agent,
-    job: &JobMessage,
-    meta: &ResultMeta,
-    image: &[u8],
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Client {
+    /// The job's source bytes (at most `max_input_bytes`, which the api already enforced).
+    pub(crate) async fn fetch(&self, job: &JobMessage, timeout: Duration) -> Result<Vec<u8>, TransferError> {
+        let request = self.request(job, Method::GET, "source").body(Full::default());
+        let limit = job.max_input_bytes.saturating_add(1);
+        within(timeout, self.send(job, request, limit)).await
+    }
+
+    /// Hands back the image (`report` set in `meta`) or the failure (`failure` set, empty image).
+    pub(crate) async fn give_back(
+        &self,
+        job: &JobMessage,
+        meta: &ResultMeta,
+        image: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), TransferError> {
+        let unencodable = |e: serde_json::Error| TransferError::Unreachable(e.to_string());
+        let request = self.request(job, Method::POST, "result");
+        // The description rides in a header next to the image; a failure (whose message may hold
+        // any character a client sent) is the JSON body instead.
+        let request = if meta.failure.is_some() {
+            let body = serde_json::to_vec(meta).map_err(unencodable)?;
+            request.header("content-type", "application/json").body(Full::new(Bytes::from(body)))
+        } else {
+            let header = serde_json::to_string(meta).map_err(unencodable)?;
+            request
+                .header(RESULT_HEADER, header)
+                .header("content-type", "application/octet-stream")
+                .body(Full::new(Bytes::from(image)))
+        };
+        within(timeout, self.send(job, request, ERROR_BODY_LIMIT)).await.map(drop)
+    }
+
+    fn request(&self, job: &JobMessage, method: Method, what: &str) -> hyper::http::request::Builder {
+        let origin = job.origin.trim_end_matches('/');
+        Request::builder()
+            .method(method)
+            .uri(format!("{origin}/internal/v1/jobs/{}/{what}", job.job_id))
+            .header("authorization", format!("Bearer {}", job.token))
+    }
+
+    async fn send(
+        &self,
+        job: &JobMessage,
+        request: Result<Request<Full<Bytes>>, hyper::http::Error>,
+        limit: u64,
+    ) -> Result<Vec<u8>, TransferError> {
+        let bad_origin = |what: &dyn std::fmt::Display| TransferError::Unreachable(format!("{}: {what}", job.origin));
+        let mut request = request.map_err(|e| bad_origin(&e))?;
+        let node = match request.uri().authority() {
+            Some(authority) if request.uri().scheme_str() == Some("http") => authority.to_string(),
+            _ => return Err(bad_origin(&"not an http://host:port address")),
+        };
+        let host = hyper::header::HeaderValue::from_str(&node).map_err(|e| bad_origin(&e))?;
+        request.headers_mut().insert(hyper::header::HOST, host);
+        // On a connection of its own, the request line names the path only.
+        if let Some(path) = request.uri().path_and_query() {
+            *request.uri_mut() = hyper::Uri::from(path.clone());
+        }
+        let mut connection = match self.idle_connection(&node) {
+            Some(connection) => connection,
+            None => connect(&node).await?,
+        };
+        let response =
+            connection.sender.send_request(request).await.map_err(|e| TransferError::Unreachable(error_chain(&e)))?;
+        let (status, body) = read(response, limit).await;
+        // Only a connection whose answer was read to its end can carry the next request.
+        if body.is_ok() {
+            self.keep(node, connection);
+        }
+        match status {
+            200..=299 => body,
+            410 => Err(TransferError::Gone),
+            _ => Err(TransferError::Refused {
+                status,
+                body: String::from_utf8_lossy(&body.unwrap_or_default()).chars().take(300).collect(),
+            }),
+        }
+    }
+
+    fn idle_connection(&self, node: &str) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let connections = idle.get_mut(node)?;
+        // A connection the api node closed (it restarted, or dropped it) is discarded here.
+        while let Some(connection) = connections.pop() {
+            if connection.sender.is_ready() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn keep(&self, node: String, connection: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Api nodes come and go (each restart may get a new port): forget closed connections.
+        idle.retain(|_, connections| {
+            connections.retain(|c| !c.sender.is_closed());
+            !connections.is_empty()
+        });
+        let connections = idle.entry(node).or_default();
+        if connections.len() < IDLE_PER_NODE {
+            connections.push(connection);
+        }
+    }
+}
+
+async fn within<T>(
     timeout: Duration,
-) -> Result<(), TransferError> {
-    let request = agent
-        .post(url(job, "result"))
-        .header("authorization", format!("Bearer {}", job.token))
-        .config()
-        .timeout_global(Some(timeout))
-        .build();
-    // The description rides in a header next to the image; a failure (whose message may hold
-    // any character a client sent) is the JSON body instead.
-    let sent = if meta.failure.is_some() {
-        let body = serde_json::to_vec(meta).map_err(|e| TransferError::Unreachable(e.to_string()))?;
-        request.header("content-type", "application/json").send(&body[..])
-    } else {
-        let header = serde_json::to_string(meta).map_err(|e| TransferError::Unreachable(e.to_string()))?;
-        request.header(RESULT_HEADER, header).header("content-type", "application/octet-stream").send(image)
-    };
-    let response = sent.map_err(|e| TransferError::Unreachable(e.to_string()))?;
-    read(response, 64 << 10).map(drop)
+    call: impl std::future::Future<Output = Result<T, TransferError>>,
+) -> Result<T, TransferError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(TransferError::Unreachable(format!("no answer within {} ms", timeout.as_millis()))))
 }
 
-fn read(mut response: ureq::http::Response<ureq::Body>, limit: u64) -> Result<Vec<u8>, TransferError> {
+async fn connect(node: &str) -> Result<Connection, TransferError> {
+    let unreachable = |what: String| TransferError::Unreachable(format!("{node}: {what}"));
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(node))
+        .await
+        .map_err(|_| unreachable(format!("no connection within {} ms", CONNECT_TIMEOUT.as_millis())))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    // Small requests answered at once: Nagle's delay would only add latency.
+    stream.set_nodelay(true).map_err(|e| unreachable(e.to_string()))?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(error_chain(&e)))?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(Connection { sender, driver })
+}
+
+/// The status and the body read to its end (at most `limit` bytes; the body's own failure is
+/// kept apart so that a refusal with a broken body still says its status).
+async fn read(response: Response<hyper::body::Incoming>, limit: u64) -> (u16, Result<Vec<u8>, TransferError>) {
     let status = response.status().as_u16();
-    let body = response.body_mut().with_config().limit(limit).read_to_vec();
-    match status {
-        200..=299 => body.map_err(|e| TransferError::Unreachable(e.to_string())),
-        410 => Err(TransferError::Gone),
-        _ => Err(TransferError::Refused {
-            status,
-            body: String::from_utf8_lossy(&body.unwrap_or_default()).chars().take(300).collect(),
-        }),
+    let announced = response
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_long = || TransferError::Unreachable(format!("an answer over {limit} bytes"));
+    if announced.is_some_and(|length| length > limit) {
+        return (status, Err(too_long()));
+    }
+    let mut body = response.into_body();
+    let mut bytes = Vec::with_capacity(usize::try_from(announced.unwrap_or(0)).unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => return (status, Err(TransferError::Unreachable(error_chain(&e)))),
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() as u64 + data.len() as u64 > limit {
+                return (status, Err(too_long()));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    (status, Ok(bytes))
+}
+
+/// hyper's own message is terse ("connection error"); the causes say what happened.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::Path;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// An api node's internal routes: job `big` has a source over the limit, `gone` is answered 410,
+    /// anything else has the source `source of <job>`; a result is answered with its length.
+    async fn api_node(connections: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new()
+            .route(
+                "/internal/v1/jobs/{job}/source",
+                get(|Path(job): Path<String>, headers: HeaderMap| async move {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer token-1") {
+                        return (StatusCode::UNAUTHORIZED, Vec::new());
+                    }
+                    match job.as_str() {
+                        "big" => (StatusCode::OK, vec![7; 2000]),
+                        "gone" => (StatusCode::GONE, Vec::new()),
+                        _ => (StatusCode::OK, format!("source of {job}").into_bytes()),
+                    }
+                }),
+            )
+            .route(
+                "/internal/v1/jobs/{job}/result",
+                post(|headers: HeaderMap, body: Bytes| async move {
+                    match headers.get(RESULT_HEADER) {
+                        Some(_) if body.len() == 5 => (StatusCode::NO_CONTENT, String::new()),
+                        _ => (StatusCode::BAD_REQUEST, format!("{} bytes", body.len())),
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let address = listener.local_addr().expect("its address");
+        // Count the connections accepted, to see them reused.
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            connections.fetch_add(1, Ordering::Relaxed);
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}/")
+    }
+
+    fn job(origin: &str, id: &str) -> JobMessage {
+        JobMessage {
+            job_id: id.into(),
+            request_id: "r".into(),
+            origin: origin.into(),
+            token: "token-1".into(),
+            params: String::new(),
+            format: None,
+            max_input_bytes: 1000,
+            max_input_pixels: 1000,
+            pixels: 1,
+            input_bytes: 1,
+            deadline_unix_ms: 0,
+            published_unix_us: 0,
+        }
+    }
+
+    fn meta() -> ResultMeta {
+        ResultMeta { worker: "w".into(), attempt: 1, queue_wait_us: 0, fetch_us: 0, report: None, failure: None }
+    }
+
+    #[tokio::test]
+    async fn fetches_and_gives_back_over_one_kept_connection() {
+        let connections = Arc::new(AtomicUsize::new(0));
+        let origin = api_node(connections.clone()).await;
+        let client = Client::default();
+        let second = Duration::from_secs(1);
+        for id in ["a", "b", "c"] {
+            let source = client.fetch(&job(&origin, id), second).await.expect("the source");
+            assert_eq!(source, format!("source of {id}").into_bytes());
+        }
+        client.give_back(&job(&origin, "a"), &meta(), b"image".to_vec(), second).await.expect("taken");
+        assert_eq!(connections.load(Ordering::Relaxed), 1, "one keep-alive connection for all four calls");
+    }
+
+    #[tokio::test]
+    async fn a_gone_job_an_oversized_source_and_a_refusal_are_told_apart() {
+        let origin = api_node(Arc::default()).await;
+        let client = Client::default();
+        let second = Duration::from_secs(1);
+        assert!(matches!(client.fetch(&job(&origin, "gone"), second).await, Err(TransferError::Gone)));
+        let oversized = client.fetch(&job(&origin, "big"), second).await;
+        assert!(
+            matches!(oversized, Err(TransferError::Unreachable(ref e)) if e.contains("over 1001 bytes")),
+            "{oversized:?}"
+        );
+        let mut stranger = job(&origin, "a");
+        stranger.token = "token-2".into();
+        assert!(matches!(client.fetch(&stranger, second).await, Err(TransferError::Refused { status: 401, .. })));
+        let refused = client.give_back(&job(&origin, "a"), &meta(), b"too long".to_vec(), second).await;
+        assert!(
+            matches!(refused, Err(TransferError::Refused { status: 400, ref body }) if body == "8 bytes"),
+            "{refused:?}"
+        );
+        // After all that, a good fetch still works.
+        assert!(client.fetch(&job(&origin, "a"), second).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_api_node_that_is_down_is_unreachable_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let origin = format!("http://{}", listener.local_addr().expect("its address"));
+        drop(listener);
+        let fetched = Client::default().fetch(&job(&origin, "a"), Duration::from_secs(5)).await;
+        assert!(matches!(fetched, Err(TransferError::Unreachable(_))), "{fetched:?}");
+        let not_http = Client::default().fetch(&job("ftp://127.0.0.1:1", "a"), Duration::from_secs(5)).await;
+        assert!(matches!(not_http, Err(TransferError::Unreachable(ref e)) if e.contains("http://")), "{not_http:?}");
     }
 }
