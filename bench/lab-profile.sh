@@ -7,7 +7,7 @@
 # converted to µs per request (samples ÷ frequency ÷ requests answered in those 8 s).
 # Needs `perf` (Debian: linux-perf).
 # Usage: bench/lab-profile.sh [PHOTOS_DIR]   (default ../shared/corpus/photos)
-# Env: ROLE (worker), SKIP_BUILD, LAB_ARGS (extra `lab up` flags), LAB_ENV (environment for the lab's processes).
+# Env: ROLE (worker), KEEP_STACKS (a directory to keep `perf script`'s stacks in), SKIP_BUILD, LAB_ARGS (extra `lab up` flags), LAB_ENV (environment for the lab's processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { echo "error: perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
@@ -43,6 +43,7 @@ profile() {
         --warmup 0 --json >"$work/load.json"
     wait "$perf_pid"
     perf script -i "$work/perf.data" 2>/dev/null >"$work/stacks.txt"
+    [[ -z ${KEEP_STACKS:-} ]] || { mkdir -p "$KEEP_STACKS"; cp "$work/stacks.txt" "$KEEP_STACKS/${1//[^a-z]/-}.txt"; }
     report "$1"
 }
 
@@ -61,23 +62,27 @@ for line in open(sys.argv[1]):
     m = re.match(r"\s+[0-9a-f]+\s+(.*?)\s+\(", line)
     if m: cur.append(m.group(1))
 if cur: stacks.append(cur)
-# First match wins, so the more specific buckets come first.
+# First match wins, so the more specific buckets come first. A key matches a frame that starts
+# with it or names it inside generics (`<usage::…`), not a path that merely contains it
+# (hyper's `h1::dispatch::Dispatcher` is not our `dispatch`).
 buckets = [
     ("imaging (conversion; api: probe)", ("imaging::", "dispatch::", "tj3", "jpeg_", "jsimd", "fast_image_resize")),
-    ("usage metering", ("usage::", "record_usage")),
+    ("usage metering", ("usage::", "api::conversions::record_usage")),
     ("worker fetch and return", ("worker::transfer::", "ureq::")),
-    ("NATS client", ("async_nats",)),
-    ("identity and rate limit", ("identity", "ratelimit")),
-    ("JSON", ("serde_json",)),
-    ("HTTP server and client (hyper)", ("hyper::", "axum::")),
-    ("kernel scheduling", ("schedule", "finish_task_switch", "__switch_to", "futex")),
+    ("NATS client", ("async_nats::",)),
+    ("identity and rate limit", ("identity::", "identity_kv::", "api::ratelimit::")),
+    ("JSON", ("serde_json::",)),
+    ("page faults", ("exc_page_fault", "clear_page")),
+    ("socket copies (kernel)", ("_copy_to_iter", "_copy_from_iter", "skb_copy", "copy_user")),
+    ("HTTP server and client (hyper)", ("hyper::", "axum::", "hyper_util::")),
+    ("kernel scheduling", ("schedule", "finish_task_switch", "__switch_to", "futex_")),
     ("tokio and threads", ("tokio::", "std::thread", "parking_lot")),
 ]
+patterns = [(name, re.compile("|".join(r"(?:^|[<\s&(])" + re.escape(k) for k in keys))) for name, keys in buckets]
 counts = collections.Counter()
 for s in stacks:
-    j = " | ".join(s)
-    for name, keys in buckets:
-        if any(k in j for k in keys):
+    for name, pattern in patterns:
+        if any(pattern.search(frame) for frame in s):
             counts[name] += 1
             break
     else:
