@@ -10,7 +10,8 @@
 #   defaults: ../shared/corpus/photos and bench/results/cluster-<date>. Env: DURATION (s, 15),
 #   ROUNDS (2), RATE (100), HOPS (2000), LAB_ARGS (extra `lab up` flags, e.g. `--worker-slots 1`),
 #   LAB_ENV (environment for the lab's processes only, e.g. `GOMAXPROCS=1 TOKIO_WORKER_THREADS=1`),
-#   BIN (a resizer binary to measure instead of building one: A/B runs of two builds).
+#   BIN (a resizer binary to measure instead of building one: A/B runs of two builds),
+#   MAX_INPUT_BYTES (1000000: the photos under 1 MB; 1000000000 for the whole folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,13 +89,13 @@ EOF_HOP
     "$bin" lab down --dir "$lab_dir" >/dev/null
 done
 
-python3 - "$results" "$rounds" "$count" <<'EOF'
+python3 - "$results" "$rounds" "$count" "${MAX_INPUT_BYTES:-1000000}" <<'EOF'
 import json, sys
-d, rounds, count = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+d, rounds, count, bound = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 load = lambda n: json.load(open(f"{d}/{n}.json"))
 for r in range(1, rounds + 1):
     dev, lab = load(f"dev-{r}"), load(f"lab-{r}")
-    print(f"round {r}: photos ({count} files < 1 MB), 8 connections: dev {dev['requests_per_sec']:.1f} req/s "
+    print(f"round {r}: photos ({count} files < {bound / 1e6:g} MB), 8 connections: dev {dev['requests_per_sec']:.1f} req/s "
           f"(p99 {dev['latency_ms']['p99']:.0f} ms, {dev['status']}), lab {lab['requests_per_sec']:.1f} req/s "
           f"(p99 {lab['latency_ms']['p99']:.0f} ms, {lab['status']}): lab/dev = {lab['requests_per_sec'] / dev['requests_per_sec']:.3f}")
 hop = load("hop")

@@ -1,12 +1,13 @@
 # Shared by the service benchmarks (source it): the inputs and a `resizer dev` to load.
 # Expects $bin (the release binary) and $work (a scratch directory) to be set.
 
-# The photos under 1 MB of $1 into $2 (the blueprint's latency target is stated for them), and
-# a 64-px tiny JPEG at $work/tiny.jpg.
+# The photos under 1 MB of $1 into $2 (the blueprint's latency target is stated for them; env
+# MAX_INPUT_BYTES moves the bound, e.g. 1000000000 for the whole folder), and a 64-px tiny JPEG
+# at $work/tiny.jpg.
 prepare_inputs() {
     mkdir -p "$2"
     for f in "$1"/*; do
-        [[ -f $f && $(stat -c %s "$f") -lt 1000000 ]] && cp "$f" "$2/"
+        [[ -f $f && $(stat -c %s "$f") -lt ${MAX_INPUT_BYTES:-1000000} ]] && cp "$f" "$2/"
     done
     "$bin" resize examples/sample.jpg -o "$work/tiny.jpg" --width 64 --quality 80 >/dev/null
 }
