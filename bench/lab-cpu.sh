@@ -8,15 +8,16 @@
 # servers received per request (their /varz `in_msgs`, summed).
 # Usage: bench/lab-cpu.sh [PHOTOS_DIR]   (default ../shared/corpus/photos)
 # Env: DURATION (15), SKIP_BUILD, LAB_ARGS (extra `lab up` flags), LAB_ENV (environment for the
-#      lab's processes only, e.g. `GOMAXPROCS=1`).
+#      lab's processes only, e.g. `GOMAXPROCS=1`), BIN (a resizer binary to measure instead of
+#      building one: A/B runs of two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 photos=${1:-../shared/corpus/photos}
 duration=${DURATION:-15}
 [[ -d $photos ]] || { echo "error: no photos folder at $photos" >&2; exit 1; }
-[[ -n ${SKIP_BUILD:-} ]] || cargo build --release -p resizer >&2
-bin=$PWD/target/release/resizer
+[[ -n ${SKIP_BUILD:-}${BIN:-} ]] || cargo build --release -p resizer >&2
+bin=${BIN:-$PWD/target/release/resizer}
 work=$(mktemp -d)
 chmod o+x "$work" # PostgreSQL runs as its own user and must reach its data directory
 server_log=$work/dev.log

@@ -58,6 +58,10 @@ pub struct HaproxyOptions {
     /// `haproxy` to run; found on PATH or in /usr/sbin when `None`.
     pub binary: Option<PathBuf>,
     pub die_with_parent: bool,
+    /// `nbthread`: HAProxy's own default is one thread per core, but in the lab it shares the
+    /// machine with every other process, and one thread carries far more than the lab's api
+    /// nodes answer.
+    pub threads: usize,
 }
 
 impl Default for HaproxyOptions {
@@ -74,6 +78,7 @@ impl Default for HaproxyOptions {
             timeout_server: Duration::from_secs(60),
             binary: None,
             die_with_parent: false,
+            threads: 1,
         }
     }
 }
@@ -377,7 +382,8 @@ pub fn render_config(
          global\n    \
          log stdout format raw local0 info\n    \
          # old workers finish in-flight requests after a reload, for at most this long\n    \
-         hard-stop-after 30s\n\
+         hard-stop-after 30s\n    \
+         nbthread {threads}\n\
          \n\
          defaults\n    \
          mode http\n    \
@@ -408,6 +414,7 @@ pub fn render_config(
         path = opts.check_path,
         fall = opts.fall,
         rise = opts.rise,
+        threads = opts.threads.max(1),
     )
 }
 
@@ -448,6 +455,7 @@ mod tests {
         let b = [Backend::new("api-0", "127.0.0.1:9000".parse().expect("addr"))];
         let text = render_config(8080, Some(8081), &b, &HaproxyOptions::default());
         assert!(text.contains("option httpchk GET /readyz"));
+        assert!(text.contains("nbthread 1"), "one thread unless told otherwise");
         assert!(text.contains("inter 500ms fastinter 500ms downinter 500ms fall 2 rise 1"));
         assert!(text.contains("server api-0 127.0.0.1:9000 check"));
         assert!(text.contains("bind 127.0.0.1:8081"));
