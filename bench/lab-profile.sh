@@ -50,18 +50,12 @@ profile() {
 report() {
 python3 - "$work/stacks.txt" "$work/load.json" "$freq" "$1" <<'PY'
 import collections, json, re, sys
+sys.path.insert(0, "bench")
+import perf_stacks
 load = json.load(open(sys.argv[2]))
 requests = load["requests_per_sec"] * 8
 us_per_sample = 1e6 / float(sys.argv[3])
-stacks, cur = [], []
-for line in open(sys.argv[1]):
-    if not line.strip():
-        if cur: stacks.append(cur)
-        cur = []
-        continue
-    m = re.match(r"\s+[0-9a-f]+\s+(.*?)\s+\(", line)
-    if m: cur.append(m.group(1))
-if cur: stacks.append(cur)
+stacks = perf_stacks.read(sys.argv[1])
 # First match wins, so the more specific buckets come first. A key matches a frame that starts
 # with it or names it inside generics (`<usage::…`), not a path that merely contains it
 # (hyper's `h1::dispatch::Dispatcher` is not our `dispatch`).

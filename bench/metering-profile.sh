@@ -27,19 +27,13 @@ curl -s "$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_u
     | grep -E '^resizer_usage_spool_(records|writes)_total' >"$work/spool.txt" || true
 perf script -i "$work/perf.data" 2>/dev/null >"$work/stacks.txt"
 python3 - "$work/stacks.txt" "$work/load.json" "$freq" "$work/spool.txt" <<'PY'
-import collections, json, re, sys
+import collections, json, sys
+sys.path.insert(0, "bench")
+import perf_stacks
 rps = json.load(open(sys.argv[2]))["requests_per_sec"]
 requests = rps * 8
 us_per_sample = 1e6 / float(sys.argv[3])
-stacks, cur = [], []
-for line in open(sys.argv[1]):
-    if not line.strip():
-        if cur: stacks.append(cur)
-        cur = []
-        continue
-    m = re.match(r"\s+[0-9a-f]+\s+(.*?)\s+\(", line)
-    if m: cur.append(m.group(1))
-if cur: stacks.append(cur)
+stacks = perf_stacks.read(sys.argv[1])
 steps = collections.Counter()
 for s in stacks:
     j = " | ".join(s)

@@ -56,7 +56,7 @@ impl Drop for Connection {
 impl Client {
     /// The job's source bytes (at most `max_input_bytes`, which the api already enforced).
     pub(crate) async fn fetch(&self, job: &JobMessage, timeout: Duration) -> Result<Vec<u8>, TransferError> {
-        let request = self.request(job, Method::GET, "source").body(Full::default());
+        let request = request(job, Method::GET, "source").body(Full::default());
         let limit = job.max_input_bytes.saturating_add(1);
         within(timeout, self.send(job, request, limit)).await
     }
@@ -70,7 +70,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<(), TransferError> {
         let unencodable = |e: serde_json::Error| TransferError::Unreachable(e.to_string());
-        let request = self.request(job, Method::POST, "result");
+        let request = request(job, Method::POST, "result");
         // The description rides in a header next to the image; a failure (whose message may hold
         // any character a client sent) is the JSON body instead.
         let request = if meta.failure.is_some() {
@@ -84,14 +84,6 @@ impl Client {
                 .body(Full::new(Bytes::from(image)))
         };
         within(timeout, self.send(job, request, ERROR_BODY_LIMIT)).await.map(drop)
-    }
-
-    fn request(&self, job: &JobMessage, method: Method, what: &str) -> hyper::http::request::Builder {
-        let origin = job.origin.trim_end_matches('/');
-        Request::builder()
-            .method(method)
-            .uri(format!("{origin}/internal/v1/jobs/{}/{what}", job.job_id))
-            .header("authorization", format!("Bearer {}", job.token))
     }
 
     async fn send(
@@ -157,6 +149,15 @@ impl Client {
             connections.push(connection);
         }
     }
+}
+
+/// A request to the job's api node, with its capability token.
+fn request(job: &JobMessage, method: Method, what: &str) -> hyper::http::request::Builder {
+    let origin = job.origin.trim_end_matches('/');
+    Request::builder()
+        .method(method)
+        .uri(format!("{origin}/internal/v1/jobs/{}/{what}", job.job_id))
+        .header("authorization", format!("Bearer {}", job.token))
 }
 
 async fn within<T>(
