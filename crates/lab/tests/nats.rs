@@ -66,6 +66,15 @@ fn three_nodes_elect_a_new_leader_after_kill_9_and_the_killed_node_rejoins() {
         assert_eq!(config.matches("nats-route://").count(), 2, "{config}");
         assert!(node.component.log.starts_with(dir.path().join("logs")));
         assert_eq!(node.routez().expect("routez").peers(), 2);
+        // The lab's Go settings reach each server (unless this test's environment sets its own).
+        let environ = std::fs::read(format!("/proc/{}/environ", node.component.pid)).expect("environ");
+        let environ: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        if std::env::var_os("GOGC").is_none() {
+            assert!(environ.contains(&&b"GOGC=400"[..]), "no GOGC=400 in {}'s environment", node.server_name);
+        }
+        if std::env::var_os("GOMAXPROCS").is_none() {
+            assert!(environ.iter().any(|v| v.starts_with(b"GOMAXPROCS=")), "{}", node.server_name);
+        }
     }
     let leader = cluster.meta_leader().expect("jsz").expect("an agreed meta leader");
     let leader_index = cluster.index_of(&leader).expect("the leader is one of ours");
