@@ -60,7 +60,7 @@ impl Metrics {
             None => "stored",
             Some(queue::QueueError::Full) => "full",
             Some(queue::QueueError::StagingFull) => "staging_full",
-            Some(queue::QueueError::Unavailable(_)) => "unavailable",
+            Some(queue::QueueError::Unavailable(_) | queue::QueueError::Config(_)) => "unavailable",
         };
         self.publish_outcomes.add(&[lane.as_str(), outcome], 1);
     }

@@ -106,7 +106,9 @@ impl ApiError {
             ApiError::Queue(queue::QueueError::Full | queue::QueueError::StagingFull) => {
                 k(503, "overloaded", "Overloaded")
             }
-            ApiError::Queue(queue::QueueError::Unavailable(_)) => k(503, "queue-unavailable", "Job queue unavailable"),
+            ApiError::Queue(queue::QueueError::Unavailable(_) | queue::QueueError::Config(_)) => {
+                k(503, "queue-unavailable", "Job queue unavailable")
+            }
             ApiError::PoisonJob(_) => k(422, "poison-job", "Image failed every attempt"),
             ApiError::Internal(_) => k(500, "internal", "Internal error"),
         }

@@ -63,6 +63,23 @@ pub struct NatsOptions {
     /// server's live heap is a few MiB here, and its collector's work is CPU the lab's other
     /// processes wait for (docs/benchmarks.md: 0.15 ms less per request).
     pub gogc: Option<u32>,
+    /// The one user every client must log in as (`authorization` in each server's config);
+    /// None: no authentication. [`NatsCluster::client_urls`] then carry the credentials.
+    pub auth: Option<NatsAuth>,
+}
+
+/// A NATS user and password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsAuth {
+    pub user: String,
+    pub password: String,
+}
+
+// By hand: the password stays out of `{:?}`.
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NatsAuth {{ user: {:?}, .. }}", self.user)
+    }
 }
 
 /// The lab's `GOGC` for its servers, unless the environment sets one.
@@ -96,6 +113,7 @@ impl Default for NatsOptions {
             ready_timeout: Duration::from_secs(30),
             gomaxprocs: share_of_cores(3),
             gogc: lab_gogc(),
+            auth: None,
         }
     }
 }
@@ -244,6 +262,8 @@ impl Routez {
 pub struct NatsCluster {
     pub cluster_name: String,
     nodes: Vec<NatsNode>,
+    /// None in a handle rebuilt from cluster.json (whose `nats_urls` field has the credentials).
+    auth: Option<NatsAuth>,
     die_with_parent: bool,
     detached: bool,
 }
@@ -271,6 +291,7 @@ impl NatsCluster {
         let mut cluster = NatsCluster {
             cluster_name: opts.cluster_name.clone(),
             nodes: Vec::new(),
+            auth: opts.auth.clone(),
             die_with_parent: opts.die_with_parent,
             detached: false,
         };
@@ -282,6 +303,9 @@ impl NatsCluster {
             let config = node_dir.join("nats.conf");
             let text = render_config(&server_name, &node_dir, client[i], cluster_ports[i], monitor[i], &routes, opts);
             std::fs::write(&config, text).map_err(|e| LabError::io("write", &config, e))?;
+            // It may hold the clients' password.
+            std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| LabError::io("chmod", &config, e))?;
             let monitor_url = format!("http://{LOOPBACK}:{}", monitor[i]);
             let mut spec = ProcessSpec::new(NATS_ROLE, &server_name, &binary)
                 .args(["-c".to_string(), config.display().to_string()])
@@ -368,7 +392,7 @@ impl NatsCluster {
             return Err(LabError::UnknownComponent("any component of role nats".into()));
         }
         nodes.sort_by_key(|n| n.index);
-        Ok(NatsCluster { cluster_name, nodes, die_with_parent: false, detached: true })
+        Ok(NatsCluster { cluster_name, nodes, auth: None, die_with_parent: false, detached: true })
     }
 
     pub fn nodes(&self) -> &[NatsNode] {
@@ -384,9 +408,14 @@ impl NatsCluster {
         self.nodes.iter().position(|n| n.server_name == name)
     }
 
-    /// Every node's client URL, for a client's server list.
+    /// Every node's client URL, for a client's server list, with the credentials if the cluster
+    /// has them (`nats://user:password@127.0.0.1:port`).
     pub fn client_urls(&self) -> Vec<String> {
-        self.nodes.iter().map(NatsNode::client_url).collect()
+        let login = match &self.auth {
+            Some(auth) => format!("{}:{}@", percent_encode(&auth.user), percent_encode(&auth.password)),
+            None => String::new(),
+        };
+        self.nodes.iter().map(|node| format!("nats://{login}{LOOPBACK}:{}", node.client_port)).collect()
     }
 
     /// The nodes' components (current pids), for cluster.json.
@@ -658,6 +687,7 @@ pub fn render_config(
          http: \"{LOOPBACK}:{monitor_port}\"\n\
          logtime: true\n\
          \n\
+         {authorization}\
          jetstream {{\n  \
            # nats-server stores under <store_dir>/jetstream\n  \
            store_dir: {store}\n  \
@@ -665,8 +695,26 @@ pub fn render_config(
            max_file_store: {file}\n\
          }}\n{cluster}",
         name = quote(server_name),
+        authorization = match &opts.auth {
+            Some(auth) => format!(
+                "authorization {{\n  users: [ {{ user: {}, password: {} }} ]\n}}\n\n",
+                quote(&auth.user),
+                quote(&auth.password)
+            ),
+            None => String::new(),
+        },
         store = quote(&node_dir.display().to_string()),
         mem = opts.max_memory_store,
         file = opts.max_file_store,
     )
+}
+
+/// A URL's user or password, percent-encoded where a URL needs it.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

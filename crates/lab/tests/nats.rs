@@ -6,10 +6,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::TestDir;
-use lab::{NatsCluster, NatsOptions, ProcessState, LEADER_ELECTION_BOUND};
+use lab::{NatsAuth, NatsCluster, NatsOptions, ProcessState, LEADER_ELECTION_BOUND};
 
 fn options() -> NatsOptions {
     NatsOptions { die_with_parent: true, ..NatsOptions::default() }
@@ -18,6 +19,11 @@ fn options() -> NatsOptions {
 /// Create a 3-replica work-queue stream with the bare NATS protocol (JetStream API request
 /// `$JS.API.STREAM.CREATE.<name>`): the lab itself speaks only HTTP to nats-server.
 fn create_stream(client_port: u16, name: &str) -> Result<String, String> {
+    create_stream_as(client_port, name, None)
+}
+
+/// [`create_stream`], logging in with `login` = (user, password) if given.
+fn create_stream_as(client_port: u16, name: &str, login: Option<(&str, &str)>) -> Result<String, String> {
     let stream = TcpStream::connect(("127.0.0.1", client_port)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
@@ -29,8 +35,13 @@ fn create_stream(client_port: u16, name: &str) -> Result<String, String> {
         "num_replicas": 3, "retention": "workqueue", "storage": "file",
     })
     .to_string();
+    let mut connect = serde_json::json!({"verbose": false, "pedantic": false});
+    if let Some((user, pass)) = login {
+        connect["user"] = user.into();
+        connect["pass"] = pass.into();
+    }
     let request = format!(
-        "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nSUB _INBOX.lab 1\r\nPUB $JS.API.STREAM.CREATE.{name} _INBOX.lab {}\r\n{config}\r\n",
+        "CONNECT {connect}\r\nSUB _INBOX.lab 1\r\nPUB $JS.API.STREAM.CREATE.{name} _INBOX.lab {}\r\n{config}\r\n",
         config.len()
     );
     writer.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
@@ -135,6 +146,28 @@ fn three_nodes_elect_a_new_leader_after_kill_9_and_the_killed_node_rejoins() {
     assert_eq!(cluster.node(follower).expect("node").state(), ProcessState::Running);
     cluster.wait_healthy(Duration::from_secs(30)).expect("healthy after SIGCONT");
     eprintln!("whole test {:?}", started.elapsed());
+}
+
+#[test]
+fn with_auth_a_client_must_log_in_and_the_urls_carry_the_login() {
+    let dir = TestDir::new("nats-auth");
+    let auth = NatsAuth { user: "resizer".into(), password: "p@ss word".into() };
+    let opts = NatsOptions { auth: Some(auth), ..options() };
+    let cluster = NatsCluster::start(dir.path(), &opts).expect("three nodes with auth");
+    let port = cluster.nodes()[0].client_port;
+    assert_eq!(cluster.client_urls()[0], format!("nats://resizer:p%40ss%20word@127.0.0.1:{port}"));
+    let refused = create_stream_as(port, "NOLOGIN", None).expect_err("no login");
+    assert!(refused.to_lowercase().contains("authorization violation"), "{refused}");
+    let refused = create_stream_as(port, "BADLOGIN", Some(("resizer", "wrong"))).expect_err("wrong password");
+    assert!(refused.to_lowercase().contains("authorization violation"), "{refused}");
+    let created =
+        lab::poll_until("stream created with the login", Duration::from_secs(10), Duration::from_millis(200), || {
+            create_stream_as(port, "LOGIN", Some(("resizer", "p@ss word")))
+        })
+        .expect("created");
+    assert!(created.contains("\"name\":\"LOGIN\""), "{created}");
+    let mode = std::fs::metadata(&cluster.nodes()[0].config).expect("config").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the config holds the password");
 }
 
 #[test]

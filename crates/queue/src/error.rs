@@ -12,4 +12,7 @@ pub enum QueueError {
     /// Source bytes staged on this node would exceed their memory bound.
     #[error("this node holds too many staged images")]
     StagingFull,
+    /// The queue's settings cannot work (found when connecting, before any job).
+    #[error("the job queue's configuration is invalid: {0}")]
+    Config(String),
 }

@@ -11,20 +11,27 @@ use bytes::Bytes;
 use dispatch::Lane;
 
 use crate::config::QueueConfig;
+use crate::credentials::{split_credentials, Credentials};
 use crate::error::QueueError;
 use crate::wire::JobMessage;
 
-/// Connects to any of `urls`, retrying in the background if none answers yet (the caller's
+/// Connects to any of `urls` (with the credentials they carry, see `credentials.rs`), retrying in the background if none answers yet (the caller's
 /// readiness reflects [`Client::connection_state`]); reconnects quickly after a node is lost,
 /// since requests wait on it.
 pub async fn connect(urls: &[String], name: &str) -> Result<Client, QueueError> {
-    ConnectOptions::new()
+    let (urls, credentials) = split_credentials(urls)?;
+    let options = match credentials {
+        Some(Credentials::UserPassword { user, password }) => ConnectOptions::with_user_and_password(user, password),
+        Some(Credentials::Token(token)) => ConnectOptions::with_token(token),
+        None => ConnectOptions::new(),
+    };
+    options
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(1))
         .ping_interval(Duration::from_secs(5))
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)))
-        .connect(urls)
+        .connect(&urls[..])
         .await
         .map_err(|e| QueueError::Unavailable(format!("connecting to NATS at {}: {e}", urls.join(","))))
 }

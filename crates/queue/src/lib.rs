@@ -14,6 +14,7 @@
 //! replication itself: durability and leader election are JetStream's.
 
 mod config;
+mod credentials;
 mod error;
 mod jetstream;
 mod staging;
@@ -21,6 +22,7 @@ mod usage_stream;
 mod wire;
 
 pub use config::{QueueConfig, ACK_PROGRESS_EVERY};
+pub use credentials::redact_urls;
 pub use error::QueueError;
 pub use jetstream::{connect, ensure_consumer, ensure_stream, JobQueue};
 pub use staging::{StagedJob, Staging, StagingError};

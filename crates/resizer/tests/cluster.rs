@@ -10,6 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -295,6 +296,29 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
         "haproxy",
     ] {
         assert!(listing.contains(name), "{name} missing from status:\n{listing}");
+    }
+
+    // NATS takes a login: every role got it in its URLs, a client without it is refused, and no
+    // log holds the password.
+    let urls = lab.file["fields"]["nats_urls"].as_array().expect("nats_urls");
+    let first = urls[0].as_str().expect("a URL");
+    let password = first
+        .strip_prefix("nats://resizer:")
+        .and_then(|rest| rest.split_once('@'))
+        .map(|(password, _)| password.to_owned())
+        .unwrap_or_else(|| panic!("no login in {first}"));
+    assert!(password.len() >= 32, "{first}");
+    let address = first.rsplit_once('@').expect("host").1;
+    let mut nats = std::net::TcpStream::connect(address).expect("NATS client port");
+    nats.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    nats.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").expect("CONNECT");
+    let mut answer = String::new();
+    let _ = nats.read_to_string(&mut answer); // the server closes the connection after its -ERR
+    assert!(answer.to_lowercase().contains("authorization violation"), "{answer}");
+    for entry in std::fs::read_dir(lab.dir.join("logs")).expect("DIR/logs") {
+        let path = entry.expect("log").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(!text.contains(&password), "{} holds the NATS password", path.display());
     }
 
     let pids: Vec<u64> = lab.file["components"].as_array().unwrap().iter().filter_map(|c| c["pid"].as_u64()).collect();

@@ -37,7 +37,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
-        tracing::info!(admin_url = %admin.local_addr()?, nats = config.queue.nats_urls, "resizer identity started");
+        tracing::info!(admin_url = %admin.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer identity started");
         let client = queue::connect(&nats_urls, "identity").await?;
         let cache = Arc::new(CredentialCache::new());
         let app = api::App::new(

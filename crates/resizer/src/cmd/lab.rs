@@ -113,10 +113,13 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
 
 fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let program = std::env::current_exe().context("finding this program's path")?;
-    let mut infra = lab::up_infrastructure(&args.dir, &InfraOptions::default())?;
+    // NATS takes a login, as it must wherever it runs: every role gets it in its URLs.
+    let mut options = InfraOptions::default();
+    options.nats.auth = Some(lab::NatsAuth { user: "resizer".into(), password: generate_admin_token()? });
+    let mut infra = lab::up_infrastructure(&args.dir, &options)?;
     let dir = infra.dir().to_path_buf();
     let nats_urls = infra.nats_urls().join(",");
-    println!("NATS JetStream cluster up: {nats_urls}");
+    println!("NATS JetStream cluster up: {}", queue::redact_urls(&nats_urls));
 
     let postgres_url = infra.add_postgres()?.url();
     println!("PostgreSQL up: {postgres_url}");

@@ -48,7 +48,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let listener = bind(&config.worker.listen, "worker.listen").await?;
-        tracing::info!(node = node_id, slots, listen = %listener.local_addr()?, nats = config.queue.nats_urls, "resizer worker started");
+        tracing::info!(node = node_id, slots, listen = %listener.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer worker started");
         let status = worker::Status::new(slots);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let http = axum::serve(listener, worker::router(status.clone()))
