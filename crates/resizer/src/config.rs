@@ -375,6 +375,23 @@ impl Config {
         }
     }
 
+    /// The URL workers reach this api node's internal port at: `api.internal_url`, or the
+    /// address the port is bound to. A wildcard address (`0.0.0.0`, `::`) names no host a worker
+    /// could reach, so it needs `api.internal_url`.
+    pub fn internal_origin(&self, bound: std::net::SocketAddr) -> anyhow::Result<String> {
+        if !self.api.internal_url.is_empty() {
+            return Ok(self.api.internal_url.trim_end_matches('/').to_owned());
+        }
+        if bound.ip().is_unspecified() {
+            bail!(
+                "api.internal_listen is {bound}, which workers cannot connect to: set api.internal_url to this \
+                 node's internal URL as workers reach it (e.g. http://10.0.1.11:{})",
+                bound.port()
+            );
+        }
+        Ok(format!("http://{bound}"))
+    }
+
     pub fn nats_urls(&self) -> Vec<String> {
         self.queue.nats_urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
     }
@@ -506,6 +523,43 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.api.admin_listen, "127.0.0.1:8081", "default kept");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Every file in deploy/config loads: no unknown key, every value valid.
+    #[test]
+    fn the_shipped_role_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        let load = |role: &str| {
+            let args = ConfigArgs { config: Some(dir.join(format!("{role}.toml"))), set: Vec::new() };
+            Config::load_from(&args, &[], &[]).unwrap_or_else(|e| panic!("deploy/config/{role}.toml: {e:#}"))
+        };
+        let api = load("api");
+        assert_eq!((api.identity.source.as_str(), api.usage.mode.as_str()), ("replicated", "ship"));
+        let bound: std::net::SocketAddr = api.api.internal_listen.parse().expect("an address");
+        assert_eq!(api.internal_origin(bound).expect("origin"), api.api.internal_url);
+        let worker = load("worker");
+        assert_eq!(worker.queue_config().max_age, api.queue_config().max_age, "jobs live as long as requests");
+        assert_eq!(worker.queue.ack_wait_ms, api.queue.ack_wait_ms);
+        for role in ["identity", "usage"] {
+            assert_eq!(load(role).queue.replicas, 3, "{role}");
+        }
+    }
+
+    #[test]
+    fn a_wildcard_internal_address_needs_an_internal_url() {
+        let mut config = Config::default();
+        let err = config.internal_origin("0.0.0.0:8082".parse().expect("addr")).expect_err("no host").to_string();
+        assert!(err.contains("api.internal_url"), "{err}");
+        assert!(config.internal_origin("[::]:8082".parse().expect("addr")).is_err());
+        assert_eq!(
+            config.internal_origin("10.0.1.11:8082".parse().expect("addr")).expect("bound host"),
+            "http://10.0.1.11:8082"
+        );
+        config.api.internal_url = "http://api-1.internal:8082/".into();
+        assert_eq!(
+            config.internal_origin("0.0.0.0:8082".parse().expect("addr")).expect("given"),
+            "http://api-1.internal:8082"
+        );
     }
 
     #[test]

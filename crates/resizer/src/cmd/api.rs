@@ -42,11 +42,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let public = bind(&config.api.listen, "api.listen").await?;
         let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
         let internal = bind(&config.api.internal_listen, "api.internal_listen").await?;
-        let origin = if config.api.internal_url.is_empty() {
-            format!("http://{}", internal.local_addr()?)
-        } else {
-            config.api.internal_url.clone()
-        };
+        let origin = config.internal_origin(internal.local_addr()?)?;
         let client = queue::connect(&nats_urls, &config.usage.node_id).await?;
         let credentials = match store {
             Some(store) => api::Credentials::Store(store),
@@ -71,7 +67,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             api_url = %public.local_addr()?,
             admin_url = %admin.local_addr()?,
             internal_url = origin,
-            nats = config.queue.nats_urls,
+            nats = queue::redact_urls(&config.queue.nats_urls),
             node = config.usage.node_id,
             "resizer api started"
         );
