@@ -54,13 +54,15 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Saturating: a record's pixels come from a header the client wrote (a refused 2³¹ × 2³¹
+    /// image is recorded as such), and a sum must never wrap or fail a batch.
     pub fn add(&mut self, other: &Totals) {
-        self.requests += other.requests;
-        self.input_bytes += other.input_bytes;
-        self.output_bytes += other.output_bytes;
-        self.input_pixels += other.input_pixels;
-        self.output_pixels += other.output_pixels;
-        self.cpu_us += other.cpu_us;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.input_bytes = self.input_bytes.saturating_add(other.input_bytes);
+        self.output_bytes = self.output_bytes.saturating_add(other.output_bytes);
+        self.input_pixels = self.input_pixels.saturating_add(other.input_pixels);
+        self.output_pixels = self.output_pixels.saturating_add(other.output_pixels);
+        self.cpu_us = self.cpu_us.saturating_add(other.cpu_us);
     }
 
     fn of(record: &UsageRecord) -> Totals {
@@ -249,29 +251,24 @@ impl Rollups {
             return Ok(false);
         }
         {
-            let mut upsert = tx.prepare_cached(
+            let mut upsert = tx.prepare_cached(&format!(
                 "INSERT INTO hourly (tenant, hour_ms, status, requests, input_bytes, output_bytes, input_pixels,
                                      output_pixels, cpu_us)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (tenant, hour_ms, status) DO UPDATE SET
-                     requests = requests + excluded.requests,
-                     input_bytes = input_bytes + excluded.input_bytes,
-                     output_bytes = output_bytes + excluded.output_bytes,
-                     input_pixels = input_pixels + excluded.input_pixels,
-                     output_pixels = output_pixels + excluded.output_pixels,
-                     cpu_us = cpu_us + excluded.cpu_us",
-            )?;
+                 ON CONFLICT (tenant, hour_ms, status) DO UPDATE SET {}",
+                saturating_sums("hourly", "excluded")
+            ))?;
             for ((tenant, hour, status), t) in &sums {
                 upsert.execute(params![
                     *tenant as i64,
                     hour,
                     status,
-                    t.requests as i64,
-                    t.input_bytes as i64,
-                    t.output_bytes as i64,
-                    t.input_pixels as i64,
-                    t.output_pixels as i64,
-                    t.cpu_us as i64,
+                    db_int(t.requests),
+                    db_int(t.input_bytes),
+                    db_int(t.output_bytes),
+                    db_int(t.input_pixels),
+                    db_int(t.output_pixels),
+                    db_int(t.cpu_us),
                 ])?;
             }
         }
@@ -374,18 +371,13 @@ fn apply_pg(
     if inserted == 0 {
         return Ok(false);
     }
-    let upsert = tx.prepare(
+    let upsert = tx.prepare(&format!(
         "INSERT INTO usage_hourly (tenant, hour_ms, status, requests, input_bytes, output_bytes, input_pixels,
                                    output_pixels, cpu_us)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (tenant, hour_ms, status) DO UPDATE SET
-             requests = usage_hourly.requests + EXCLUDED.requests,
-             input_bytes = usage_hourly.input_bytes + EXCLUDED.input_bytes,
-             output_bytes = usage_hourly.output_bytes + EXCLUDED.output_bytes,
-             input_pixels = usage_hourly.input_pixels + EXCLUDED.input_pixels,
-             output_pixels = usage_hourly.output_pixels + EXCLUDED.output_pixels,
-             cpu_us = usage_hourly.cpu_us + EXCLUDED.cpu_us",
-    )?;
+         ON CONFLICT (tenant, hour_ms, status) DO UPDATE SET {}",
+        saturating_sums("usage_hourly", "EXCLUDED")
+    ))?;
     for ((tenant, hour, status), t) in sums {
         tx.execute(
             &upsert,
@@ -393,17 +385,36 @@ fn apply_pg(
                 &(*tenant as i64),
                 hour,
                 &i32::from(*status),
-                &(t.requests as i64),
-                &(t.input_bytes as i64),
-                &(t.output_bytes as i64),
-                &(t.input_pixels as i64),
-                &(t.output_pixels as i64),
-                &(t.cpu_us as i64),
+                &db_int(t.requests),
+                &db_int(t.input_bytes),
+                &db_int(t.output_bytes),
+                &db_int(t.input_pixels),
+                &db_int(t.output_pixels),
+                &db_int(t.cpu_us),
             ],
         )?;
     }
     tx.commit()?;
     Ok(true)
+}
+
+/// The rollup columns' update on a conflict: each sum saturates at `i64::MAX`, the largest a
+/// column holds, instead of failing the batch (PostgreSQL: "bigint out of range") or turning
+/// into a REAL (SQLite). Both values are ≥ 0, so the subtraction cannot overflow.
+fn saturating_sums(table: &str, excluded: &str) -> String {
+    ["requests", "input_bytes", "output_bytes", "input_pixels", "output_pixels", "cpu_us"]
+        .map(|c| {
+            format!(
+                "{c} = CASE WHEN {table}.{c} > 9223372036854775807 - {excluded}.{c} THEN 9223372036854775807 \
+                 ELSE {table}.{c} + {excluded}.{c} END"
+            )
+        })
+        .join(", ")
+}
+
+/// A sum as the database's signed 64-bit integer, saturated.
+fn db_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -426,6 +437,29 @@ mod tests {
         assert_eq!(totals.requests, 3);
         assert_eq!(totals.input_bytes, 100 + 103 + 106);
         assert_eq!(totals.input_pixels, 3 * 200);
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_failing_a_batch() {
+        let rollups = Rollups::open_in_memory().unwrap();
+        // A refused 2147483647 × 2147483647 header, three times in one hour: each record is
+        // 4.6e18 pixels, their sum over i64::MAX.
+        let mut huge = record(0);
+        (huge.input_width, huge.input_height, huge.status) = (i32::MAX as u32, i32::MAX as u32, 413);
+        let t0 = huge.time_ms;
+        for batch in ["h1", "h2", "h3"] {
+            assert!(rollups.apply(batch, &[huge.clone(), huge.clone()], 0).unwrap(), "{batch} applied");
+        }
+        let normal = record(3);
+        assert!(rollups.apply("n1", std::slice::from_ref(&normal), 0).unwrap(), "the next batch still applies");
+        for granularity in [Granularity::Hour, Granularity::Day] {
+            let buckets = rollups.query(1, t0 - HOUR_MS, t0 + HOUR_MS, granularity).unwrap();
+            let refused = buckets.iter().map(|b| b.by_status[&413]).next().expect("the 413 bucket");
+            assert_eq!(refused.requests, 6);
+            assert_eq!(refused.input_pixels, i64::MAX as u64, "saturated, not wrapped");
+            let total = buckets[0].total();
+            assert_eq!(total.input_pixels, i64::MAX as u64 + normal.input_pixels());
+        }
     }
 
     #[test]
