@@ -17,6 +17,7 @@
 //! errors → problem+json, `ratelimit.rs`, `metrics.rs`, `openapi.rs`, `request_id.rs`, `time.rs`.
 
 mod admin;
+mod connections;
 mod conversions;
 mod internal;
 mod metrics;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use identity::{CredentialCache, EffectiveLimits};
 use tokio::sync::Notify;
 
+pub use connections::ConnectionLimits;
 pub use conversions::{Conversions, QueueBackend};
 pub use identity_kv::ReplicaStatus;
 pub use problem::ApiError;
@@ -55,6 +57,27 @@ pub struct ApiConfig {
     /// How often the credential cache takes the identity store's changes (writes through this
     /// node's admin API are applied at once; this bounds the lag for writes made elsewhere).
     pub identity_refresh: Duration,
+    /// A request's head must arrive within this; also how long a kept-alive connection may idle.
+    pub header_timeout: Duration,
+    /// Open connections at most on the public, internal and admin listeners.
+    pub max_connections: MaxConnections,
+}
+
+/// Open connections at most, per listener.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxConnections {
+    pub public: usize,
+    pub internal: usize,
+    pub admin: usize,
+}
+
+impl MaxConnections {
+    /// `budget` file descriptors shared out: half to the public listener, a quarter to the
+    /// internal one (workers), an eighth to the admin API; the rest stays for files, the
+    /// spool, NATS and the database.
+    pub fn from_budget(budget: usize) -> MaxConnections {
+        MaxConnections { public: (budget / 2).max(16), internal: (budget / 4).max(16), admin: (budget / 8).max(8) }
+    }
 }
 
 impl Default for ApiConfig {
@@ -65,6 +88,8 @@ impl Default for ApiConfig {
             admin_token: String::new(),
             shutdown_grace: Duration::from_secs(10),
             identity_refresh: Duration::from_millis(250),
+            header_timeout: Duration::from_secs(10),
+            max_connections: MaxConnections::from_budget(1024),
         }
     }
 }

@@ -194,6 +194,7 @@ pub fn public_document() -> Value {
         ("401", "No API key, or an unknown or malformed one."),
         ("403", "The key was revoked, or its tenant is suspended."),
         ("413", "The body or the image's declared pixel count is over the tenant's limit, or the output would be over 50 megapixels."),
+        ("408", "The body had not arrived by the request's deadline (`api.request_timeout_ms` from its arrival)."),
         ("415", "The body is not a JPEG, PNG, WebP or GIF."),
         ("422", "The image is corrupt or cannot be decoded, or (cluster) it failed every attempt: `poison-job`."),
         ("504", "The deadline passed before the image was ready."),
@@ -381,7 +382,7 @@ mod tests {
             assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
         }
         let resize = &public_document()["paths"]["/v1/resize"]["post"]["responses"];
-        for status in ["200", "400", "401", "403", "413", "415", "422", "429", "503", "504"] {
+        for status in ["200", "400", "401", "403", "408", "413", "415", "422", "429", "503", "504"] {
             assert!(resize.get(status).is_some(), "status {status} undocumented");
         }
     }

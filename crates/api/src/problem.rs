@@ -26,6 +26,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// The body had not arrived by the request's deadline (a slow or stalled upload).
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     #[error(transparent)]
     Imaging(#[from] ImagingError),
     #[error(transparent)]
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => k(429, "rate-limited", "Rate limit reached"),
             ApiError::BadRequest(_) => k(400, "bad-request", "Bad request"),
             ApiError::BodyTooLarge { .. } => k(413, "too-large", "Input too large"),
+            ApiError::BodyTimeout(_) => k(408, "body-timeout", "Request body too slow"),
             ApiError::Imaging(e) => imaging_kind(e),
             ApiError::Dispatch(e) => match e {
                 DispatchError::Overloaded { .. } => k(503, "overloaded", "Overloaded"),
@@ -228,6 +232,7 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "bad-request",
     "bad-parameter",
     "too-large",
+    "body-timeout",
     "unsupported-image",
     "corrupt-image",
     "overloaded",
@@ -255,6 +260,7 @@ mod tests {
             (ApiError::RateLimited { retry_after: Duration::from_millis(5) }, 429),
             (ApiError::Imaging(ImagingError::BadParameter("x".into())), 400),
             (ApiError::BodyTooLarge { limit: 1 }, 413),
+            (ApiError::BodyTimeout(Duration::from_secs(1)), 408),
             (ApiError::Imaging(ImagingError::Unsupported("x".into())), 415),
             (ApiError::Imaging(ImagingError::Corrupt("x".into())), 422),
             (

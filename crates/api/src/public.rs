@@ -37,7 +37,7 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
         // Refused before its body was read (key, rate, parameters). A client still sending it
         // would see a reset instead of the answer if the connection closed now: read a small
         // body to the end and keep the connection; close after a large one.
-        if !drain(unread, DRAIN_LIMIT).await {
+        if !drain(unread, DRAIN_LIMIT, body_deadline(&app, arrival)).await {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
     }
@@ -46,11 +46,34 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
     response
 }
 
+/// Most bytes of a request's query kept in its usage record: every real resize fits, and a
+/// client cannot make records (the spool, the usage stream, the archive) as large as it likes.
+const MAX_RECORDED_PARAMS: usize = 2048;
+
+/// The query as recorded: cut at [`MAX_RECORDED_PARAMS`] bytes (on a character boundary), with
+/// `…` saying so.
+fn recorded_params(query: &str) -> std::borrow::Cow<'_, str> {
+    if query.len() <= MAX_RECORDED_PARAMS {
+        return query.into();
+    }
+    let mut end = MAX_RECORDED_PARAMS;
+    while !query.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &query[..end]).into()
+}
+
 /// Most bytes of a refused request's body read only to keep its connection open.
 const DRAIN_LIMIT: usize = 1 << 20;
 
-async fn drain(body: Body, limit: usize) -> bool {
-    Limited::new(body, limit).collect().await.is_ok()
+async fn drain(body: Body, limit: usize, deadline: tokio::time::Instant) -> bool {
+    matches!(tokio::time::timeout_at(deadline, Limited::new(body, limit).collect()).await, Ok(Ok(_)))
+}
+
+/// A body must have arrived by the request's deadline: a stalled upload holds a connection
+/// and its bytes, and is answered 408 then.
+fn body_deadline(app: &App, arrival: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(arrival + app.config.request_timeout)
 }
 
 async fn resize_inner(
@@ -74,7 +97,7 @@ async fn resize_inner(
     let mut spec = ResizeSpec::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
 
     let body = match body.take() {
-        Some(body) => read_body(&parts.headers, body, limits.max_input_bytes).await?,
+        Some(body) => read_body(&parts.headers, body, limits.max_input_bytes, body_deadline(app, arrival)).await?,
         None => Bytes::new(),
     };
     outcome.input_bytes = body.len() as u64;
@@ -193,7 +216,7 @@ async fn record_usage(
         },
         status: response.status().as_u16(),
         error: outcome.error_slug.into(),
-        params: query.unwrap_or("").into(),
+        params: recorded_params(query.unwrap_or("")).into(),
         input_format: input.0.into(),
         input_bytes: outcome.input_bytes,
         input_width: input.1,
@@ -355,14 +378,23 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<Authenticated, ApiErro
 
 /// The body, refusing it as soon as it is known to be over `limit` bytes: from Content-Length
 /// before reading anything, otherwise while it streams in.
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, ApiError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::BodyTooLarge { limit });
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
+    let waited = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let collected = tokio::time::timeout_at(deadline, Limited::new(body, limit_usize).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout(waited))?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::BodyTooLarge { limit }),
         Err(e) => Err(ApiError::BadRequest(format!("could not read the request body: {e}"))),
@@ -458,6 +490,15 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_params_are_bounded_on_a_character_boundary() {
+        assert_eq!(recorded_params("width=100&format=webp"), "width=100&format=webp");
+        let long = format!("width=1&x={}", "é".repeat(3000));
+        let kept = recorded_params(&long);
+        assert!(kept.len() <= MAX_RECORDED_PARAMS + '…'.len_utf8(), "{}", kept.len());
+        assert!(kept.starts_with("width=1&x=é") && kept.ends_with('…'));
+    }
 
     fn accept(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

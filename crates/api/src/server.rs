@@ -2,7 +2,7 @@
 //! log, problem+json for the framework's own refusals), the credential-cache feeder, and the
 //! graceful shutdown.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +17,7 @@ use identity::TenantId;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::connections::{self, ConnectionLimits};
 use crate::problem::ApiError;
 use crate::request_id::{self, RequestId};
 use crate::{admin, internal, public, App};
@@ -92,27 +93,27 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&stop| stop).await;
     };
+    let header_timeout = app.config.header_timeout;
+    let limits = move |max_connections| ConnectionLimits { header_timeout, max_connections };
+    let max = app.config.max_connections;
     let public = {
         let (app, stopped) = (app.clone(), stopped.clone());
         async move {
             match listeners.public {
                 Some(listener) => {
-                    axum::serve(listener, public_router(app)).with_graceful_shutdown(until_stopped(stopped)).await
+                    connections::serve(listener, public_router(app), limits(max.public), until_stopped(stopped)).await
                 }
                 None => Ok(()),
             }
         }
     };
-    let admin = axum::serve(listeners.admin, admin_router(app.clone()))
-        .with_graceful_shutdown(until_stopped(stopped))
-        .into_future();
+    let admin =
+        connections::serve(listeners.admin, admin_router(app.clone()), limits(max.admin), until_stopped(stopped));
     let servers = tokio::spawn(async move { tokio::try_join!(public, admin) });
     let (stop_internal, internal_stopped) = watch::channel(false);
     let internal = listeners.internal.map(|listener| {
-        let serve = axum::serve(listener, internal::router(app.clone()))
-            .with_graceful_shutdown(until_stopped(internal_stopped))
-            .into_future();
-        tokio::spawn(serve)
+        let router = internal::router(app.clone());
+        tokio::spawn(connections::serve(listener, router, limits(max.internal), until_stopped(internal_stopped)))
     });
 
     shutdown.await;

@@ -104,6 +104,12 @@ pub struct ApiSection {
     pub request_timeout_ms: u64,
     /// After SIGTERM/SIGINT, how long in-flight requests may take before the process exits.
     pub shutdown_grace_ms: u64,
+    /// A request's head must arrive within this after the connection opens or goes idle; an
+    /// idle kept-alive connection is closed after it.
+    pub header_timeout_ms: u64,
+    /// Open connections at most on the public listener; 0: half of what the open-files limit
+    /// allows (the limit is raised to its hard value at start).
+    pub max_connections: usize,
     /// The admin API's bearer token. Empty in dev: one is generated and kept in dev.json.
     pub admin_token: String,
     /// Role `api`: where workers fetch staged images and return results. Keep it off the
@@ -171,6 +177,8 @@ impl Default for Config {
                 admin_listen: "127.0.0.1:8081".into(),
                 request_timeout_ms: 10_000,
                 shutdown_grace_ms: 10_000,
+                header_timeout_ms: 10_000,
+                max_connections: 0,
                 admin_token: String::new(),
                 internal_listen: "127.0.0.1:8082".into(),
                 internal_url: String::new(),
@@ -372,6 +380,14 @@ impl Config {
             admin_token,
             shutdown_grace: Duration::from_millis(self.api.shutdown_grace_ms),
             identity_refresh: Duration::from_millis(self.identity.refresh_ms.max(1)),
+            header_timeout: Duration::from_millis(self.api.header_timeout_ms.max(1)),
+            max_connections: {
+                let mut max = api::MaxConnections::from_budget(crate::process_limits::connection_budget());
+                if self.api.max_connections > 0 {
+                    max.public = self.api.max_connections;
+                }
+                max
+            },
         }
     }
 

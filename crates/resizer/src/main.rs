@@ -4,6 +4,7 @@
 mod cmd;
 mod config;
 mod logging;
+mod process_limits;
 mod signals;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Lab(_) | Command::Admin(_) | Command::Resize(_) | Command::Loadtest(_)) {
+        process_limits::die_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Dev(args) => cmd::dev::run(args),
         Command::Api(args) => cmd::api::run(args),

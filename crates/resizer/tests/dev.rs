@@ -372,3 +372,47 @@ fn write_request(stream: &mut TcpStream, api_url: &str, key: &str, query: &str, 
     )?;
     stream.write_all(body)
 }
+
+#[test]
+fn idle_and_stalled_clients_are_cut_off_and_cannot_hold_every_connection() -> Result {
+    let server =
+        DevServer::start(&["api.header_timeout_ms=500", "api.request_timeout_ms=1500", "api.max_connections=40"])?;
+    let addr = server.api_url.trim_start_matches("http://").to_owned();
+
+    // A connection that sends nothing is closed after the header timeout.
+    let mut idle = TcpStream::connect(&addr)?;
+    idle.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let _ = idle.read_to_end(&mut sink);
+    assert!(started.elapsed() < Duration::from_secs(3), "an idle connection was held {:?}", started.elapsed());
+
+    // A body that stalls is answered 408 at the request's deadline, as problem+json.
+    let mut stalled = TcpStream::connect(&addr)?;
+    stalled.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stalled,
+        "POST /v1/resize?width=10 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n",
+        server.demo_key
+    )?;
+    stalled.write_all(&[0u8; 10])?;
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stalled.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json") && answer.contains("body-timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+
+    // More idle connections than the cap: the admin API answers at once, and a real request gets
+    // through once the idle ones are cut (metering works: its files still open).
+    let hogs = (0..60).map(|_| TcpStream::connect(&addr)).collect::<std::io::Result<Vec<_>>>()?;
+    assert_eq!(server.admin("GET", "/healthz", None).status, 200);
+    let started = Instant::now();
+    let resized = server.resize("width=10", Some(&server.demo_key), &png(40, 30), &[]);
+    assert_eq!(resized.status, 200, "{}", resized.json());
+    assert!(started.elapsed() < Duration::from_secs(8), "waited {:?} behind idle connections", started.elapsed());
+    drop(hogs);
+    assert!(server.stderr().lines().all(|l| !l.contains("Too many open files")));
+    Ok(())
+}

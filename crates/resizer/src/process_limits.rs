@@ -1,0 +1,31 @@
+//! Process-wide settings a command makes for itself at start: the open-files limit of a server,
+//! and SIGPIPE for the command-line tools.
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime does for every
+/// program: the soft default of 1,024 is meant for shells, not servers), and returns how many
+/// descriptors connections may take: the limit less a reserve for the spool, the archive,
+/// NATS and the database.
+pub fn connection_budget() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    let open = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX).min(1 << 20);
+    open.saturating_sub((open / 4).min(512))
+}
+
+/// A tool whose output goes to a closed pipe (`resizer admin ... | head -1`) ends quietly, as
+/// Unix tools do, instead of panicking on the failed write: Rust ignores SIGPIPE by default.
+/// Servers keep ignoring it, so a client that goes away is an error on its socket only.
+pub fn die_on_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
