@@ -27,7 +27,8 @@ pub use error::QueueError;
 pub use jetstream::{connect, ensure_consumer, ensure_stream, JobQueue};
 pub use staging::{StagedJob, Staging, StagingError};
 pub use usage_stream::{
-    ensure_usage_consumer, ensure_usage_stream, ship_batch, USAGE_CONSUMER, USAGE_STREAM, USAGE_SUBJECT,
+    ensure_usage_consumer, ensure_usage_stream, ship_batch, usage_messages, USAGE_CONSUMER, USAGE_PART_BYTES,
+    USAGE_STREAM, USAGE_SUBJECT,
 };
 pub use wire::output_format;
 pub use wire::{

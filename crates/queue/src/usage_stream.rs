@@ -54,6 +54,42 @@ pub async fn ensure_usage_consumer(
         .map_err(|e| QueueError::Unavailable(format!("creating the {USAGE_CONSUMER} consumer: {e}")))
 }
 
+/// The most JSON one usage message carries: half of NATS's default `max_payload` (1 MiB), so a
+/// busy node's batch (up to 20,000 records) never makes a message a server refuses.
+pub const USAGE_PART_BYTES: usize = 512 << 10;
+
+/// A batch as the messages that carry it, each a JSON array of records: one message under the
+/// batch id when the batch fits in [`USAGE_PART_BYTES`] (as every batch was shipped before parts
+/// existed), else parts under `<batch id>_p<n>`, each applied once by its own id downstream. The
+/// split depends only on the records, so a batch shipped again after a crash gets the same ids.
+pub fn usage_messages<T: serde::Serialize>(
+    batch_id: &str,
+    records: &[T],
+) -> Result<Vec<(String, Vec<u8>)>, serde_json::Error> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut part = Vec::with_capacity(USAGE_PART_BYTES.min(64 << 10));
+    for record in records {
+        let encoded = serde_json::to_vec(record)?;
+        // 2: the brackets; 1: the comma before this record.
+        if !part.is_empty() && part.len() + 1 + encoded.len() + 2 > USAGE_PART_BYTES {
+            parts.push(std::mem::take(&mut part));
+        }
+        part.push(if part.is_empty() { b'[' } else { b',' });
+        part.extend_from_slice(&encoded);
+    }
+    if part.is_empty() {
+        part.push(b'[');
+    }
+    parts.push(part);
+    for part in &mut parts {
+        part.push(b']');
+    }
+    if parts.len() == 1 {
+        return Ok(vec![(batch_id.to_owned(), parts.remove(0))]);
+    }
+    Ok(parts.into_iter().enumerate().map(|(i, part)| (format!("{batch_id}_p{i:03}"), part)).collect())
+}
+
 /// Publishes one batch and waits until JetStream has stored it (or knew it already).
 pub async fn ship_batch(js: &jetstream::Context, batch_id: &str, payload: Bytes) -> Result<(), QueueError> {
     let mut headers = async_nats::HeaderMap::new();
@@ -64,4 +100,43 @@ pub async fn ship_batch(js: &jetstream::Context, batch_id: &str, payload: Bytes)
         .map_err(|e| QueueError::Unavailable(format!("shipping usage batch {batch_id}: {e}")))?;
     ack.await.map_err(|e| QueueError::Unavailable(format!("shipping usage batch {batch_id}: {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+    struct Row {
+        id: u32,
+        params: String,
+    }
+
+    #[test]
+    fn a_small_batch_is_one_message_under_its_own_id() {
+        let rows: Vec<Row> = (0..3).map(|id| Row { id, params: "width=10".into() }).collect();
+        let messages = usage_messages("b-1", &rows).expect("encoded");
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].0, "b-1");
+        assert_eq!(serde_json::from_slice::<Vec<Row>>(&messages[0].1).expect("JSON"), rows);
+        let empty = usage_messages::<Row>("b-2", &[]).expect("encoded");
+        assert_eq!(empty, [("b-2".to_owned(), b"[]".to_vec())]);
+    }
+
+    #[test]
+    fn a_large_batch_is_split_into_parts_under_the_bound_the_same_way_every_time() {
+        // 20,000 records with 200-byte queries: about 4.5 MB of JSON.
+        let rows: Vec<Row> = (0..20_000).map(|id| Row { id, params: "q".repeat(200) }).collect();
+        let messages = usage_messages("1764170000000-000001-00ff", &rows).expect("encoded");
+        assert!(messages.len() >= 9, "{} parts", messages.len());
+        let mut decoded = Vec::new();
+        for (i, (id, payload)) in messages.iter().enumerate() {
+            assert_eq!(id, &format!("1764170000000-000001-00ff_p{i:03}"));
+            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{id}");
+            assert!(payload.len() <= USAGE_PART_BYTES, "part {i}: {} bytes", payload.len());
+            decoded.extend(serde_json::from_slice::<Vec<Row>>(payload).expect("each part is JSON"));
+        }
+        assert_eq!(decoded, rows, "every record once, in order");
+        assert_eq!(usage_messages("1764170000000-000001-00ff", &rows).expect("again"), messages, "deterministic");
+    }
 }

@@ -171,22 +171,24 @@ pub(crate) async fn serve_node(
     }
 }
 
-/// One sealed batch to the usage stream (created if missing), under its batch id.
+/// One sealed batch to the usage stream (created if missing): one message under its batch id,
+/// or parts under their own ids when it is larger than a message may be.
 async fn ship(
     js: async_nats::jetstream::Context,
     replicas: usize,
     batch_id: String,
     records: Vec<usage::UsageRecord>,
 ) -> Result<(), String> {
-    let payload = serde_json::to_vec(&records).map_err(|e| e.to_string())?;
-    match queue::ship_batch(&js, &batch_id, payload.clone().into()).await {
-        Ok(()) => Ok(()),
-        Err(first) => {
+    let messages = queue::usage_messages(&batch_id, &records).map_err(|e| e.to_string())?;
+    for (id, payload) in messages {
+        let payload = bytes::Bytes::from(payload);
+        if let Err(first) = queue::ship_batch(&js, &id, payload.clone()).await {
             // The stream may not exist yet (a fresh cluster): create it and try once more.
             queue::ensure_usage_stream(&js, replicas).await.map_err(|e| format!("{first}; {e}"))?;
-            queue::ship_batch(&js, &batch_id, payload.into()).await.map_err(|e| e.to_string())
+            queue::ship_batch(&js, &id, payload).await.map_err(|e| e.to_string())?;
         }
     }
+    Ok(())
 }
 
 /// The usage archive the configuration names: `<data_dir>/archive` or `usage.archive_url`.
