@@ -82,6 +82,7 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
     // The current values, up to the last one (`delta` 0); the relay's marker guarantees there
     // is at least one once the identity service has run.
     let mut current = Vec::new();
+    let mut unreadable = Vec::new();
     loop {
         let entry = match watch.next().await {
             Some(Ok(entry)) => entry,
@@ -91,14 +92,17 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
         if entry.key != RELAYED_KEY && entry.operation == kv::Operation::Put {
             match decode(&entry.value) {
                 Ok(change) => current.push(change),
-                Err(e) => return e.to_string(),
+                Err(e) => {
+                    tracing::error!(key = entry.key, error = %e, "an unreadable identity entry: its credentials are refused");
+                    unreadable.push(entry.key.clone());
+                }
             }
         }
         if entry.delta == 0 {
             break;
         }
     }
-    let snapshot = compacted_snapshot(current);
+    let snapshot = refuse_unreadable(compacted_snapshot(current), &unreadable);
     let version = snapshot.version;
     cache.apply_snapshot(snapshot);
     status.watching.store(true, Ordering::Relaxed);
@@ -116,7 +120,9 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
         }
         let change = match decode(&entry.value) {
             Ok(change) => change,
-            Err(e) => return e.to_string(),
+            // Reloading takes the snapshot path, which refuses what this entry stood for and
+            // goes on with everything else.
+            Err(e) => return format!("an unreadable identity entry {}: {e}; reloading", entry.key),
         };
         status.lag_ms.store(age_ms(change.at), Ordering::Relaxed);
         if let Err(CacheError::Gap { have, got }) = cache.apply_change(change) {
@@ -126,6 +132,17 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
         }
     }
     "the watch ended".into()
+}
+
+/// A snapshot without what an unreadable entry stood for: an entry written by a newer identity
+/// service, or damaged, may be a revocation or a suspension, so its key (`k.<id>`: left out of
+/// `changes` already) or every key of its tenant (`t.<id>`) is refused — never served stale,
+/// and never a reason to stop taking every other change.
+fn refuse_unreadable(mut snapshot: Snapshot, unreadable: &[String]) -> Snapshot {
+    let tenants: Vec<u64> =
+        unreadable.iter().filter_map(|key| key.strip_prefix("t.").and_then(|id| id.parse().ok())).collect();
+    snapshot.credentials.retain(|c| !tenants.contains(&c.tenant.id.get()));
+    snapshot
 }
 
 /// The state at the newest version among `changes`, which hold the latest change per tenant and
@@ -165,6 +182,21 @@ fn compacted_snapshot(changes: Vec<Change>) -> Snapshot {
 mod tests {
     use super::*;
     use identity::{IdentityStore, Store, TenantLimits, TenantStatus};
+
+    #[test]
+    fn an_unreadable_tenant_entry_refuses_that_tenants_keys_only() {
+        let store = IdentityStore::open_in_memory().unwrap();
+        let a = store.create_tenant("a", TenantLimits::default()).unwrap();
+        let b = store.create_tenant("b", TenantLimits::default()).unwrap();
+        store.create_key(a.id, "one").unwrap();
+        let (kb, _) = store.create_key(b.id, "two").unwrap();
+        let snapshot = store.snapshot().unwrap();
+        let unreadable = [format!("t.{}", a.id.get()), "k.whatever".to_owned(), "t.not-a-number".to_owned()];
+        let kept = refuse_unreadable(snapshot.clone(), &unreadable);
+        assert_eq!(kept.version, snapshot.version);
+        let keys: Vec<&str> = kept.credentials.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, [kb.id.as_str()]);
+    }
 
     /// The compacted log (latest change per thing) gives the store's own snapshot.
     #[test]

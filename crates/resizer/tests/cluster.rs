@@ -849,3 +849,59 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
         );
     }
 }
+
+#[test]
+fn an_unreadable_identity_entry_refuses_its_tenant_and_nothing_else() {
+    let lab = Lab::up(&["--workers", "1", "--worker-slots", "1"]);
+    let nodes = ["api-0", "api-1"];
+    let (status, other) = lab.admin("POST", "/v1/tenants", Some(serde_json::json!({ "name": "other" })));
+    assert_eq!(status, 201, "{other}");
+    let new_key = |label: &str| {
+        let (status, key) = lab.admin("POST", "/v1/tenants/other/keys", Some(serde_json::json!({ "label": label })));
+        assert_eq!(status, 201, "{key}");
+        key["key"].as_str().expect("key").to_owned()
+    };
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < until, "{what}\n{}", lab.log_tails());
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let other_key = new_key("first");
+    wait_until("the other tenant's key reaches both nodes", &|| {
+        nodes.iter().all(|n| accepted(lab.auth_status(n, &other_key)))
+    });
+    let (_, demo) = lab.admin("GET", "/v1/tenants/demo", None);
+    let demo_id = demo["id"].as_u64().expect("the demo tenant's id");
+    let demo_key = lab.field("demo_api_key");
+    assert!(nodes.iter().all(|n| accepted(lab.auth_status(n, &demo_key))));
+
+    // What a newer identity service might write for the demo tenant (a status this one does not
+    // know), put straight into the bucket.
+    let urls: Vec<String> = lab.file["fields"]["nats_urls"]
+        .as_array()
+        .expect("nats_urls")
+        .iter()
+        .map(|u| u.as_str().expect("URL").to_owned())
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let client = queue::connect(&urls, "test").await.expect("NATS");
+        let bucket = async_nats::jetstream::new(client).get_key_value("identity").await.expect("the identity bucket");
+        let value = serde_json::json!({ "version": 1_000_000, "tenant": { "id": demo_id, "status": "archived" } });
+        bucket.put(format!("t.{demo_id}"), value.to_string().into()).await.expect("put");
+    });
+
+    // Its keys are refused on every node; the rest goes on, and so does replication.
+    wait_until("the demo key refused on both nodes", &|| nodes.iter().all(|n| lab.auth_status(n, &demo_key) == 401));
+    for node in nodes {
+        assert!(accepted(lab.auth_status(node, &other_key)), "{node} refused the other tenant");
+        let ready = lab.agent.get(format!("{}/readyz", lab.url_of(node, "http"))).call().expect("readyz");
+        assert_eq!(ready.status().as_u16(), 200, "{node} not ready");
+    }
+    let second = new_key("second");
+    wait_until("a key made afterwards reaches both nodes", &|| {
+        nodes.iter().all(|n| accepted(lab.auth_status(n, &second)))
+    });
+}
