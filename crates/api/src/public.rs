@@ -290,10 +290,19 @@ pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Respons
             bucket
         })
         .collect();
+    // Rollups are whole hours: say which range the answer covers (an hour that starts before
+    // `to` is counted whole), so that adjacent windows show their overlap instead of hiding it.
+    const HOUR_MS: i64 = 3_600_000;
+    let covered_from = range.from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let covered_to = range
+        .to_ms
+        .div_euclid(HOUR_MS)
+        .saturating_add(i64::from(range.to_ms.rem_euclid(HOUR_MS) != 0))
+        .saturating_mul(HOUR_MS);
     let body = serde_json::json!({
         "tenant": tenant,
-        "from": crate::time::rfc3339_ms(range.from_ms),
-        "to": crate::time::rfc3339_ms(range.to_ms),
+        "from": crate::time::rfc3339_ms(covered_from),
+        "to": crate::time::rfc3339_ms(covered_to),
         "granularity": if granularity == usage::Granularity::Hour { "hour" } else { "day" },
         "total": totals_json(&total),
         "buckets": list,
@@ -328,7 +337,12 @@ impl UsageQuery {
         let mut q =
             UsageQuery { from_ms: now - 86_400_000, to_ms: now, granularity: usage::Granularity::Hour, limit: 1000 };
         let mut from = None;
+        let mut seen = Vec::new();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            if seen.contains(&k) {
+                return Err(ApiError::BadRequest(format!("parameter '{k}' is given more than once")));
+            }
+            seen.push(k.clone());
             let time = || {
                 crate::time::parse_ms(&v).ok_or_else(|| {
                     ApiError::BadRequest(format!("{k} must be an RFC 3339 time or YYYY-MM-DD, got '{v}'"))

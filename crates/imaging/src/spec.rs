@@ -197,7 +197,20 @@ impl ResizeSpec {
         let mut width = None;
         let mut height = None;
         let mut rest: Vec<(&str, &str)> = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
         for (k, v) in pairs {
+            // `width=100&width=200` is a client's mistake, not a choice for us to make.
+            let name = match k {
+                "w" => "width",
+                "h" => "height",
+                "q" => "quality",
+                "bg" => "background",
+                other => other,
+            };
+            if seen.contains(&name) {
+                return Err(ImagingError::BadParameter(format!("parameter '{name}' is given more than once")));
+            }
+            seen.push(name);
             match k {
                 "width" | "w" => width = Some(parse_u32("width", v)?),
                 "height" | "h" => height = Some(parse_u32("height", v)?),

@@ -164,13 +164,33 @@ fn bad_input_gets_a_clear_4xx() -> Result {
     let r = server.resize("width=10", Some(&key), &corrupt, &[]);
     assert_eq!((r.status, r.problem_type().as_str()), (422, "corrupt-image"), "{}", r.json());
 
-    for query in ["", "width=0", "width=abc", "width=10&fit=squash", "width=10&widht=3", "width=99999"] {
+    for query in [
+        "",
+        "width=0",
+        "width=abc",
+        "width=10&fit=squash",
+        "width=10&widht=3",
+        "width=99999",
+        "width=10&width=20",
+        "w=10&width=20",
+        "width=10&format=png&format=jpeg",
+    ] {
         let r = server.resize(query, Some(&key), &png(20, 20), &[]);
         assert_eq!(r.status, 400, "{query}: {}", r.json());
         assert_eq!(r.problem_type(), "bad-parameter", "{query}");
     }
     let r = server.resize("width=10", Some(&key), b"", &[]);
     assert_eq!((r.status, r.problem_type().as_str()), (400, "bad-request"));
+    let r = server.get_with_key("/v1/usage?granularity=hour&granularity=day", &key);
+    assert_eq!((r.status, r.problem_type().as_str()), (400, "bad-request"), "{}", r.json());
+    // Rollups are whole hours: the answer says which range it covers.
+    let r = server.get_with_key("/v1/usage?from=2026-01-02T03:04:05Z&to=2026-01-02T05:00:00Z", &key);
+    assert_eq!(r.status, 200, "{}", r.json());
+    let (from, to) =
+        (r.json()["from"].as_str().unwrap_or("").to_owned(), r.json()["to"].as_str().unwrap_or("").to_owned());
+    assert!(from.starts_with("2026-01-02T03:00:00") && to.starts_with("2026-01-02T05:00:00"), "{from} {to}");
+    let r = server.get_with_key("/v1/usage?from=2026-01-02T03:00:00Z&to=2026-01-02T04:30:00Z", &key);
+    assert!(r.json()["to"].as_str().is_some_and(|to| to.starts_with("2026-01-02T05:00:00")), "{}", r.json());
 
     let r = server.get("/v1/resize");
     assert_eq!((r.status, r.problem_type().as_str()), (405, "method-not-allowed"));
