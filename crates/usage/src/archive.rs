@@ -253,24 +253,58 @@ impl Archive {
     /// `compact-<hash of the merged batch ids>.parquet`; then deletes the merged files. Returns
     /// how many files were merged (0 when there were fewer than two to merge). Batches that are
     /// not applied are left alone: a replay may still rewrite them.
+    ///
+    /// One run reads at most [`COMPACT_INPUT_BYTES`] of files, so its memory is bounded however
+    /// busy the tenant's day was: a compact file that has grown to that size is left as it is,
+    /// and a busy day ends as several compact files.
     pub async fn compact_day(
         &self,
         tenant: u64,
         date: &str,
         is_applied: &(dyn Fn(&str) -> bool + Send + Sync),
     ) -> Result<usize, ArchiveError> {
+        self.compact_day_within(tenant, date, is_applied, COMPACT_INPUT_BYTES).await
+    }
+
+    async fn compact_day_within(
+        &self,
+        tenant: u64,
+        date: &str,
+        is_applied: &(dyn Fn(&str) -> bool + Send + Sync),
+        max_input_bytes: u64,
+    ) -> Result<usize, ArchiveError> {
         parse_date(date).ok_or_else(|| ArchiveError::InvalidDate(date.to_owned()))?;
         let dir = partition(tenant, date);
-        let inputs: Vec<Path> = self
-            .list_files(&dir)
-            .await?
-            .into_iter()
-            .filter(|(_, kind)| match kind {
-                FileKind::Batch(id) => is_applied(id),
-                FileKind::Compact => true,
-            })
-            .map(|(path, _)| path)
-            .collect();
+        let mut batches: Vec<(String, Path, u64)> = Vec::new();
+        let mut compacts: Vec<(u64, Path)> = Vec::new();
+        for (path, kind, size) in self.list_files(&dir).await? {
+            match kind {
+                FileKind::Batch(id) if is_applied(&id) => batches.push((id, path, size)),
+                FileKind::Batch(_) => {}
+                FileKind::Compact if size < max_input_bytes => compacts.push((size, path)),
+                FileKind::Compact => {}
+            }
+        }
+        // Batches oldest first (their ids start with the time they were cut), as many as fit;
+        // then whichever unfilled compact files still fit, the smallest first. A compact file
+        // that cannot take more is left as it is.
+        batches.sort();
+        compacts.sort();
+        let mut inputs: Vec<Path> = Vec::new();
+        let mut total = 0u64;
+        for (_, path, size) in batches {
+            if !inputs.is_empty() && total.saturating_add(size) > max_input_bytes {
+                break;
+            }
+            total = total.saturating_add(size);
+            inputs.push(path);
+        }
+        for (size, path) in compacts {
+            if total.saturating_add(size) <= max_input_bytes {
+                total = total.saturating_add(size);
+                inputs.push(path);
+            }
+        }
         if inputs.len() < 2 {
             return Ok(0);
         }
@@ -319,14 +353,14 @@ impl Archive {
 
     /// The archive files directly under one partition directory (anything else is ignored:
     /// object_store's staging files, a reader's stray outputs).
-    async fn list_files(&self, dir: &Path) -> Result<Vec<(Path, FileKind)>, ArchiveError> {
+    async fn list_files(&self, dir: &Path) -> Result<Vec<(Path, FileKind, u64)>, ArchiveError> {
         let listing = self.store.list_with_delimiter(Some(dir)).await?;
         Ok(listing
             .objects
             .into_iter()
             .filter_map(|meta| {
                 let kind = file_kind(meta.location.filename()?)?;
-                Some((meta.location, kind))
+                Some((meta.location, kind, meta.size))
             })
             .collect())
     }
@@ -345,7 +379,7 @@ impl Archive {
     async fn read_partition(&self, dir: &Path) -> Result<Vec<Row>, ArchiveError> {
         let mut attempt = 1;
         loop {
-            let paths = self.list_files(dir).await?.into_iter().map(|(path, _)| path).collect();
+            let paths = self.list_files(dir).await?.into_iter().map(|(path, ..)| path).collect();
             match self.fetch_all(paths).await {
                 Ok(fetched) => {
                     return blocking(move || {
@@ -425,6 +459,10 @@ fn check_batch_id(id: &str) -> Result<(), ArchiveError> {
         Err(ArchiveError::InvalidBatchId(id.to_owned()))
     }
 }
+
+/// Most bytes of Parquet one compaction reads (its rows decoded in memory are several times
+/// this).
+pub const COMPACT_INPUT_BYTES: u64 = 16 << 20;
 
 /// 128 bits of SHA-256 over the sorted ids: collisions are out of the question at one file per
 /// tenant-day, and the name stays short.
@@ -922,6 +960,52 @@ mod tests {
         assert_eq!(archive.read(5, 0, i64::MAX).await.expect("read"), everything);
         assert_eq!(archive.compact_day(5, "2024-03-09", &all_applied).await.expect("compact"), 4);
         assert_eq!(files_in(&day), [final_name]);
+        assert_eq!(archive.read(5, 0, i64::MAX).await.expect("read"), everything);
+    }
+
+    #[tokio::test]
+    async fn one_compaction_reads_a_bounded_amount_and_a_busy_day_ends_in_several_files() {
+        let tmp = TempDir::new("compact-bounded");
+        let archive = Archive::local(&tmp.0).expect("open");
+        let day = tmp.0.join("tenant=5/date=2024-03-09");
+        let mut everything = Vec::new();
+        let mut seed = 7u64;
+        for b in 0..12 {
+            // Queries of random hex: merged files are about as large as their inputs together.
+            let records: Vec<_> = (0..40)
+                .map(|i| {
+                    let mut r = record(&format!("r{b}-{i}"), 5, EVENING - 1000 + b * 50 + i);
+                    r.params = (0..40)
+                        .map(|_| {
+                            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                            format!("{:x}", seed >> 60)
+                        })
+                        .collect::<String>()
+                        .into();
+                    r
+                })
+                .collect();
+            everything.extend(records.clone());
+            archive.write_batch(&format!("b{b:02}"), records).await.expect("write");
+        }
+        let everything = sorted(everything);
+        let one_file = std::fs::metadata(day.join("batch-b00.parquet")).expect("a batch file").len();
+        // Room for about three batch files per run.
+        let bound = one_file * 3 + one_file / 2;
+        let mut runs = 0;
+        while archive.compact_day_within(5, "2024-03-09", &|_| true, bound).await.expect("compact") > 0 {
+            runs += 1;
+            assert!(runs < 50, "compaction does not converge");
+            assert_eq!(archive.read(5, 0, i64::MAX).await.expect("read"), everything, "after run {runs}");
+        }
+        let files = files_in(&day);
+        let batches_left = files.iter().filter(|f| f.starts_with("batch-")).count();
+        assert!(batches_left <= 1, "at most one batch too large for any file left: {files:?}");
+        assert!((2..=6).contains(&files.len()), "a day over the bound ends in several files: {files:?}");
+        for file in &files {
+            let size = std::fs::metadata(day.join(file)).expect("file").len();
+            assert!(size <= bound, "{file}: {size} bytes, bound {bound}");
+        }
         assert_eq!(archive.read(5, 0, i64::MAX).await.expect("read"), everything);
     }
 
