@@ -263,14 +263,22 @@ pub async fn usage(State(app): State<Arc<App>>, request: Request) -> Response {
     response
 }
 
+/// How long a usage read waits for the rollups.
+const USAGE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A tenant's rollups as JSON (shared by the public and the admin usage routes).
 pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Response, ApiError> {
     let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage metering is off on this node"))?;
     let range = UsageQuery::parse(query, true)?;
     let rollups = metering.rollups.clone();
     let (from, to, granularity) = (range.from_ms, range.to_ms, range.granularity);
-    let buckets = tokio::task::spawn_blocking(move || rollups.query(tenant, from, to, granularity))
+    let query = tokio::task::spawn_blocking(move || rollups.query(tenant, from, to, granularity));
+    // A database that stopped answering gets the client a 503, not a request that never ends.
+    let buckets = tokio::time::timeout(USAGE_READ_TIMEOUT, query)
         .await
+        .map_err(|_| {
+            ApiError::MeteringUnavailable(format!("the usage rollups did not answer within {USAGE_READ_TIMEOUT:?}"))
+        })?
         .map_err(|e| ApiError::Internal(format!("usage query task failed: {e}")))?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut total = usage::Totals::default();

@@ -193,7 +193,17 @@ impl Rollups {
         let mut slot = client.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
             let mut config: postgres::Config = url.parse()?;
-            config.connect_timeout(std::time::Duration::from_secs(2));
+            // Every call is bounded: a statement by the server (statement_timeout), a database
+            // that stops answering by the socket (unacknowledged data, then keepalives). A
+            // stalled database then fails a usage read or a batch, which is retried, instead of
+            // holding a thread of the blocking pool for good.
+            config
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .options("-c statement_timeout=10000")
+                .tcp_user_timeout(std::time::Duration::from_secs(10))
+                .keepalives_idle(std::time::Duration::from_secs(10))
+                .keepalives_interval(std::time::Duration::from_secs(2))
+                .keepalives_retries(3);
             let connect = || config.connect(postgres::NoTls);
             *slot = Some(match tokio::runtime::Handle::try_current() {
                 Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
