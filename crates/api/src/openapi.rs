@@ -51,7 +51,7 @@ const RESIZE_PARAMS: &[Param] = &[
     Param {
         name: "format",
         schema: || json!({ "type": "string", "enum": ["jpeg", "png", "webp", "auto"], "default": "auto" }),
-        description: "Output format; `auto` picks WebP when `Accept` lists image/webp, else follows the input.",
+        description: "Output format; `auto` negotiates from `Accept` and its q-values (at equal q: a type named outright, WebP first, then the input's format), else follows the input.",
         example: "webp",
     },
     Param {

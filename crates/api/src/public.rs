@@ -423,22 +423,58 @@ async fn read_body(
     }
 }
 
-/// `format=auto`: WebP when the client says it accepts it (smaller at the same quality),
-/// otherwise the format that follows the input's.
+/// `format=auto`, negotiated from `Accept` with its q-values: the output format with the highest
+/// q; at equal q a type named outright beats one matched by `image/*` or `*/*`, then WebP (the
+/// smallest at equal quality) if named outright, then the format that follows the input's, then
+/// JPEG.
+/// Without `Accept`, or when it takes none of ours, the format that follows the input's.
 fn format_for(headers: &HeaderMap, following: OutputFormat) -> OutputFormat {
-    let accepts_webp = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
-        accept.split(',').any(|item| {
+    // (type, q) of every item of every Accept header.
+    let items: Vec<(String, f32)> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|accept| accept.split(','))
+        .map(|item| {
             let mut params = item.split(';');
-            let mime = params.next().unwrap_or("").trim();
-            let refused = params.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
-            mime.eq_ignore_ascii_case("image/webp") && !refused
+            let mime = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = params
+                .filter_map(|p| {
+                    p.trim().to_ascii_lowercase().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok())
+                })
+                .next()
+                .filter(|q| q.is_finite())
+                .map_or(1.0, |q| q.clamp(0.0, 1.0));
+            (mime, q)
         })
-    });
-    if accepts_webp {
-        OutputFormat::Webp
-    } else {
-        following
-    }
+        .collect();
+    // A format's q comes from its most specific matching item: 2 its type, 1 image/*, 0 */*.
+    let rank = |format: OutputFormat| {
+        let exact = format!("image/{}", format.as_str());
+        let matched = items
+            .iter()
+            .filter_map(|(mime, q)| match mime.as_str() {
+                m if m == exact => Some((2u8, *q)),
+                "image/*" => Some((1, *q)),
+                "*/*" => Some((0, *q)),
+                _ => None,
+            })
+            .max_by(|a, b| a.0.cmp(&b.0));
+        let (specificity, q) = matched?;
+        let preference = match format {
+            OutputFormat::Webp if specificity == 2 => 3u8,
+            _ if format == following => 2,
+            // Every client decodes JPEG.
+            OutputFormat::Jpeg => 1,
+            _ => 0,
+        };
+        (q > 0.0).then_some(((q * 1000.0) as u32, specificity == 2, preference))
+    };
+    [OutputFormat::Webp, OutputFormat::Jpeg, OutputFormat::Png]
+        .into_iter()
+        .filter_map(|format| rank(format).map(|r| (r, format)))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map_or(following, |(_, format)| format)
 }
 
 pub async fn healthz() -> Response {
@@ -535,5 +571,20 @@ mod tests {
         assert_eq!(format_for(&accept("image/*"), OutputFormat::Png), OutputFormat::Png);
         assert_eq!(format_for(&accept("image/webp;q=0"), OutputFormat::Jpeg), OutputFormat::Jpeg);
         assert_eq!(format_for(&HeaderMap::new(), OutputFormat::Jpeg), OutputFormat::Jpeg);
+        assert_eq!(format_for(&accept("*/*"), OutputFormat::Jpeg), OutputFormat::Jpeg, "curl's Accept");
+    }
+
+    #[test]
+    fn auto_format_follows_q_values_and_named_types() {
+        let jpeg_preferred = accept("image/webp;q=0.5, image/jpeg;q=1");
+        assert_eq!(format_for(&jpeg_preferred, OutputFormat::Png), OutputFormat::Jpeg);
+        assert_eq!(format_for(&accept("image/png"), OutputFormat::Jpeg), OutputFormat::Png);
+        assert_eq!(format_for(&accept("image/jpeg"), OutputFormat::Png), OutputFormat::Jpeg);
+        assert_eq!(format_for(&accept("image/webp, image/jpeg"), OutputFormat::Jpeg), OutputFormat::Webp);
+        assert_eq!(format_for(&accept("image/png, image/*;q=0.9"), OutputFormat::Jpeg), OutputFormat::Png);
+        assert_eq!(format_for(&accept("image/*, image/png;q=0"), OutputFormat::Png), OutputFormat::Jpeg, "png refused");
+        assert_eq!(format_for(&accept("text/html"), OutputFormat::Png), OutputFormat::Png, "none of ours");
+        assert_eq!(format_for(&accept("IMAGE/WEBP;Q=0.8, image/jpeg;q=0.7"), OutputFormat::Png), OutputFormat::Webp);
+        assert_eq!(format_for(&accept("image/webp;q=0.5, */*"), OutputFormat::Png), OutputFormat::Png, "*/* at q=1");
     }
 }
