@@ -108,6 +108,13 @@ pub fn run(args: ResizeArgs) -> anyhow::Result<ExitCode> {
     };
     if spec.format.is_none() {
         spec.format = format_from_extension(output);
+        if let (None, Some(extension)) = (spec.format, output.extension()) {
+            // Writing JPEG bytes into `x.gif` would be a surprise found much later.
+            bail!(
+                "cannot write the format `.{}` names: name the output .jpg, .png or .webp, or give --format",
+                extension.to_string_lossy()
+            );
+        }
     }
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     match imaging::process(&bytes, &spec, &limits) {
