@@ -40,8 +40,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Lab(_) | Command::Admin(_) | Command::Resize(_) | Command::Loadtest(_)) {
-        process_limits::die_on_closed_pipe();
+    match cli.command {
+        Command::Lab(_) | Command::Admin(_) | Command::Resize(_) | Command::Loadtest(_) => {
+            process_limits::die_on_closed_pipe()
+        }
+        Command::Dev(_) | Command::Api(_) | Command::Worker(_) | Command::Identity(_) | Command::Usage(_) => {
+            process_limits::private_files()
+        }
     }
     let result = match cli.command {
         Command::Dev(args) => cmd::dev::run(args),

@@ -1,5 +1,5 @@
-//! Process-wide settings a command makes for itself at start: the open-files limit of a server,
-//! and SIGPIPE for the command-line tools.
+//! Process-wide settings a command makes for itself at start: the open-files limit and the file
+//! mode of a server, and SIGPIPE for the command-line tools.
 
 /// Raises the soft limit on open files to the hard one (as Go's runtime does for every
 /// program: the soft default of 1,024 is meant for shells, not servers), and returns how many
@@ -27,5 +27,14 @@ pub fn die_on_closed_pipe() {
     // SAFETY: restores the default disposition of one signal before any thread is started.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// A server's files are its own: the identity store holds key hashes, the spool and the archive
+/// every tenant's records. Nothing it creates is readable by other local users.
+pub fn private_files() {
+    // SAFETY: sets this process's file mode creation mask; no memory is involved.
+    unsafe {
+        libc::umask(0o077);
     }
 }

@@ -285,6 +285,28 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() -> Result {
 }
 
 #[test]
+fn the_data_directory_is_private() -> Result {
+    use std::os::unix::fs::PermissionsExt;
+    let server = DevServer::start(&[])?;
+    assert_eq!(server.resize("width=10", Some(&server.demo_key), &png(20, 20), &[]).status, 200);
+    let mut checked = 0;
+    let mut dirs = vec![server.data_dir()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let mode = std::fs::metadata(&path)?.permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is open to other users ({mode:o})", path.display());
+            checked += 1;
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    assert!(checked >= 3, "{checked} entries");
+    Ok(())
+}
+
+#[test]
 fn operations_endpoints_and_logs() -> Result {
     let server = DevServer::start(&[])?;
     assert_eq!(server.get("/healthz").status, 200);
