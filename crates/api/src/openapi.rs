@@ -294,7 +294,8 @@ pub fn admin_document() -> Value {
     let ok = |description: &str, schema: Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
     let errors = |extra: &[(&str, &str)]| {
         let mut m = Map::new();
-        m.insert("401".into(), problem("Missing or wrong admin token."));
+        m.insert("401".into(), problem("Missing or wrong admin token (checked before the body is read)."));
+        m.insert("413".into(), problem("The request body is over 64 KiB."));
         for (status, description) in extra {
             m.insert((*status).into(), problem(description));
         }

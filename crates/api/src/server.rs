@@ -166,6 +166,8 @@ fn admin_router(app: Arc<App>) -> Router {
         .route("/v1/keys/{key}/revoke", post(admin::revoke_key))
         .route("/v1/tenants/{tenant}/usage", get(admin::tenant_usage))
         .route("/v1/tenants/{tenant}/audit", get(admin::tenant_audit))
+        .route_layer(middleware::from_fn_with_state(app.clone(), admin::token_first))
+        .layer(axum::extract::DefaultBodyLimit::max(admin::BODY_LIMIT))
         .route("/healthz", get(public::healthz))
         .route("/openapi.json", get(admin::openapi_json))
         .fallback(not_found)
@@ -232,7 +234,8 @@ async fn framework_refusal(response: Response, rid: &RequestId) -> Response {
     };
     let error = match parts.status {
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BadRequest(format!("request body too large: {text}")),
+        // Only the admin API's JSON bodies are read by the framework (with its limit).
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge { limit: admin::BODY_LIMIT as u64 },
         StatusCode::NOT_FOUND => ApiError::NotFound(text),
         _ if text.is_empty() => ApiError::BadRequest(parts.status.to_string()),
         _ => ApiError::BadRequest(text),

@@ -356,6 +356,12 @@ fn admin_api_refuses_without_the_token_and_reports_conflicts() -> Result {
     let r = server.admin("POST", "/v1/tenants", Some(json!({ "name": "x", "limits": { "burst": 0 } })));
     assert_eq!(r.status, 400);
     assert_eq!(server.admin("POST", "/v1/tenants", Some(json!({ "nme": "x" }))).status, 400);
+    // A large body: without the token, 401 before it is read; with it, 413.
+    let large = json!({ "name": "big", "padding": "x".repeat(200_000) });
+    let r = server.admin_with_token("POST", "/v1/tenants", Some(large.clone()), "wrong");
+    assert_eq!((r.status, r.problem_type().as_str()), (401, "admin-unauthorized"));
+    let r = server.admin("POST", "/v1/tenants", Some(large));
+    assert_eq!((r.status, r.problem_type().as_str()), (413, "too-large"), "{}", r.json());
 
     let created = server.admin("POST", "/v1/tenants/demo/keys", Some(json!({ "label": "second" })));
     assert_eq!(created.status, 201);
