@@ -257,8 +257,8 @@ pub fn admin_document() -> Value {
         "properties": {
             "rate_per_sec": { "type": ["number", "null"], "exclusiveMinimum": 0 },
             "burst": { "type": ["integer", "null"], "minimum": 1, "maximum": 4_294_967_295u64 },
-            "max_input_bytes": { "type": ["integer", "null"], "minimum": 1, "maximum": i64::MAX },
-            "max_input_pixels": { "type": ["integer", "null"], "minimum": 1, "maximum": i64::MAX },
+            "max_input_bytes": { "type": ["integer", "null"], "minimum": 1, "maximum": identity::MAX_INPUT_BYTES_CEILING },
+            "max_input_pixels": { "type": ["integer", "null"], "minimum": 1, "maximum": identity::MAX_INPUT_PIXELS_CEILING },
         },
     });
     let effective = json!({

@@ -34,7 +34,8 @@ pub use feed::{feed, Fed};
 pub use key::{parse_key, KeyFormatError, ParsedKey, KEY_LEN, KEY_PREFIX};
 pub use model::{
     ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidKeyId, InvalidLimits, InvalidStatus, KeyId,
-    Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
+    Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus, MAX_INPUT_BYTES_CEILING,
+    MAX_INPUT_PIXELS_CEILING,
 };
 pub use pg::{PgIdentityStore, POOL_SIZE};
 pub use store::{IdentityStore, Missing, StorageError, StoreError};

@@ -146,12 +146,14 @@ impl TenantLimits {
         EffectiveLimits {
             rate_per_sec: self.rate_per_sec.unwrap_or(defaults.rate_per_sec),
             burst: self.burst.unwrap_or(defaults.burst),
-            max_input_bytes: self.max_input_bytes.unwrap_or(defaults.max_input_bytes),
-            max_input_pixels: self.max_input_pixels.unwrap_or(defaults.max_input_pixels),
+            // Clamped also here: a value stored before the ceilings existed must not apply.
+            max_input_bytes: self.max_input_bytes.unwrap_or(defaults.max_input_bytes).min(MAX_INPUT_BYTES_CEILING),
+            max_input_pixels: self.max_input_pixels.unwrap_or(defaults.max_input_pixels).min(MAX_INPUT_PIXELS_CEILING),
         }
     }
 
-    /// Refuses values no limiter can use. The upper bounds come from the stores: SQLite and
+    /// Refuses values no limiter can use, and input limits over the ceilings
+    /// ([`MAX_INPUT_BYTES_CEILING`], [`MAX_INPUT_PIXELS_CEILING`]). The other bounds come from the stores: SQLite and
     /// PostgreSQL integers are signed 64-bit.
     pub fn validate(&self) -> Result<(), InvalidLimits> {
         if let Some(rate) = self.rate_per_sec {
@@ -162,16 +164,22 @@ impl TenantLimits {
         if self.burst == Some(0) {
             return Err(InvalidLimits("burst must be at least 1"));
         }
-        let in_range = |v: Option<u64>| v.is_none_or(|v| v >= 1 && i64::try_from(v).is_ok());
-        if !in_range(self.max_input_bytes) {
-            return Err(InvalidLimits("max_input_bytes must be between 1 and 2^63-1"));
+        let in_range = |v: Option<u64>, ceiling: u64| v.is_none_or(|v| (1..=ceiling).contains(&v));
+        if !in_range(self.max_input_bytes, MAX_INPUT_BYTES_CEILING) {
+            return Err(InvalidLimits("max_input_bytes must be between 1 and 1073741824 (1 GiB)"));
         }
-        if !in_range(self.max_input_pixels) {
-            return Err(InvalidLimits("max_input_pixels must be between 1 and 2^63-1"));
+        if !in_range(self.max_input_pixels, MAX_INPUT_PIXELS_CEILING) {
+            return Err(InvalidLimits("max_input_pixels must be between 1 and 4294967296"));
         }
         Ok(())
     }
 }
+
+/// The most any tenant may send in one body: an api node holds the body in memory while it
+/// works on it, so no limit may let one request take more (1 GiB).
+pub const MAX_INPUT_BYTES_CEILING: u64 = 1 << 30;
+/// The most pixels any tenant's input may declare (65,536 × 65,536, JPEG's own ceiling).
+pub const MAX_INPUT_PIXELS_CEILING: u64 = 1 << 32;
 
 /// Why a [`TenantLimits`] was refused; the message is fit for an admin client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

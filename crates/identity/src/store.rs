@@ -599,12 +599,29 @@ mod tests {
     }
 
     #[test]
+    fn input_limits_over_the_ceilings_are_refused() {
+        let store = IdentityStore::open_in_memory().unwrap();
+        let over = |bytes: u64, pixels: u64| TenantLimits {
+            max_input_bytes: Some(bytes),
+            max_input_pixels: Some(pixels),
+            ..TenantLimits::default()
+        };
+        let huge = store.create_tenant("huge", over(99_999_999_999, 1));
+        assert!(matches!(huge, Err(StoreError::Invalid(_))), "{huge:?}");
+        let huge = store.create_tenant("huge", over(1, crate::MAX_INPUT_PIXELS_CEILING + 1));
+        assert!(matches!(huge, Err(StoreError::Invalid(_))), "{huge:?}");
+        // A value from before the ceilings is clamped when it is used.
+        let resolved = over(u64::MAX, u64::MAX).resolve(&crate::EffectiveLimits::default());
+        assert_eq!(resolved.max_input_bytes, crate::MAX_INPUT_BYTES_CEILING);
+    }
+
+    #[test]
     fn limits_round_trip_through_the_database() {
         let store = IdentityStore::open_in_memory().unwrap();
         let limits = TenantLimits {
             rate_per_sec: Some(0.5),
             burst: Some(u32::MAX),
-            max_input_bytes: Some(i64::MAX as u64),
+            max_input_bytes: Some(crate::MAX_INPUT_BYTES_CEILING),
             max_input_pixels: Some(1),
         };
         let tenant = store.create_tenant("big", limits).unwrap();

@@ -115,7 +115,7 @@ fn tenants_are_created_read_listed_and_updated() {
     let big = TenantLimits {
         rate_per_sec: Some(0.5),
         burst: Some(u32::MAX),
-        max_input_bytes: Some(i64::MAX as u64),
+        max_input_bytes: Some(identity::MAX_INPUT_BYTES_CEILING),
         max_input_pixels: Some(1),
     };
     let initech = store.create_tenant("initech", big).unwrap();

@@ -330,6 +330,15 @@ impl Config {
         if self.limits.burst == 0 || self.limits.max_input_bytes == 0 || self.limits.max_input_pixels == 0 {
             bail!("limits.burst, limits.max_input_bytes and limits.max_input_pixels must be at least 1");
         }
+        if self.limits.max_input_bytes > identity::MAX_INPUT_BYTES_CEILING
+            || self.limits.max_input_pixels > identity::MAX_INPUT_PIXELS_CEILING
+        {
+            bail!(
+                "limits.max_input_bytes is at most {} and limits.max_input_pixels at most {}",
+                identity::MAX_INPUT_BYTES_CEILING,
+                identity::MAX_INPUT_PIXELS_CEILING
+            );
+        }
         if self.api.request_timeout_ms == 0 {
             bail!("api.request_timeout_ms must be at least 1");
         }
