@@ -829,13 +829,22 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
             unseen.iter().all(|id| dropped.contains(**id)),
             "tenant {tenant}: 200 records of requests the client saw otherwise: {unseen:?}"
         );
-        // The rollups count each audit record once.
-        let (status, usage) = lab.admin_get("api-0", &format!("/v1/tenants/{tenant}/usage?granularity=day"));
-        assert_eq!(status, 200, "{usage}");
-        let rolled: u64 = usage["buckets"]
-            .as_array()
-            .map(|b| b.iter().map(|b| b["by_status"]["200"]["requests"].as_u64().unwrap_or(0)).sum())
-            .unwrap_or(0);
+        // The rollups count each audit record once. An aggregator writes a batch's Parquet
+        // (the audit) before it commits the batch's rollups, so the audit may be a batch ahead
+        // for a moment: wait for them to agree, and fail only if they never do.
+        let until = Instant::now() + Duration::from_secs(30);
+        let rolled = loop {
+            let (status, usage) = lab.admin_get("api-0", &format!("/v1/tenants/{tenant}/usage?granularity=day"));
+            assert_eq!(status, 200, "{usage}");
+            let rolled: u64 = usage["buckets"]
+                .as_array()
+                .map(|b| b.iter().map(|b| b["by_status"]["200"]["requests"].as_u64().unwrap_or(0)).sum())
+                .unwrap_or(0);
+            if rolled as usize >= recorded_ok.len() || Instant::now() > until {
+                break rolled;
+            }
+            thread::sleep(Duration::from_millis(250));
+        };
         eprintln!(
             "tenant {tenant}: client saw {} × 200, {} dropped, {} other; audit {} records ({} × 200, {} of them unseen); rollups {} × 200",
             seen(t, 200), dropped.len(), billed.iter().filter(|b| b.tenant == t && !matches!(b.status, 0 | 200)).count(),
