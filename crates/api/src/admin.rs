@@ -28,20 +28,38 @@ async fn written(app: &Arc<App>) {
 }
 use crate::{openapi, time, App};
 
-/// Refuses a request without the admin token before its body is read (a route layer on every
-/// admin route but health and the OpenAPI document): an unauthenticated client gets 401, not the
-/// body's parse error, and uploads nothing first.
+/// Refuses a request without the admin token, or with a declared body over [`BODY_LIMIT`],
+/// before its body is parsed (a route layer on every admin route but health and the OpenAPI
+/// document): an unauthenticated client gets 401, not the body's parse error.
 pub(crate) async fn token_first(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    if let Err(e) = check_token(&app, request.headers()) {
-        let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
-        let mut outcome = Outcome::default();
-        let mut response = outcome.fail(e, &rid);
-        response.extensions_mut().insert(Route("admin"));
-        response.extensions_mut().insert(outcome);
-        return response;
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let refusal = match check_token(&app, request.headers()) {
+        Err(e) => e,
+        Ok(()) if declared.is_some_and(|len| len > BODY_LIMIT as u64) => {
+            ApiError::BodyTooLarge { limit: BODY_LIMIT as u64 }
+        }
+        Ok(()) => return next.run(request).await,
+    };
+    let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
+    let mut outcome = Outcome::default();
+    let mut response = outcome.fail(refusal, &rid);
+    // As on the public API: a client still sending its body would see a reset instead of the
+    // answer if the connection closed now, so a body up to 1 MiB is read and dropped first.
+    let (parts, body) = request.into_parts();
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    if crate::public::awaits_continue(&parts.headers)
+        || !crate::public::drain(body, crate::public::DRAIN_LIMIT, deadline).await
+    {
+        response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
     }
-    next.run(request).await
+    response.extensions_mut().insert(Route("admin"));
+    response.extensions_mut().insert(outcome);
+    response
 }
+
+/// How long a refused admin request's body is read before the connection is closed instead.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Largest admin request body: tenants, limits and labels are a few hundred bytes.
 pub(crate) const BODY_LIMIT: usize = 64 << 10;

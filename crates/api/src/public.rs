@@ -27,6 +27,9 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
     let mut outcome = Outcome::default();
     let (parts, body) = request.into_parts();
     let parts_query = parts.uri.query().map(str::to_owned);
+    // A client that asked `Expect: 100-continue` has sent no body yet: reading it to drain it
+    // would make hyper invite the upload the answer refuses.
+    let awaits_continue = awaits_continue(&parts.headers);
     let mut body = Some(body);
     let response = match resize_inner(&app, &rid, parts, &mut body, arrival, &mut outcome).await {
         Ok(response) => response,
@@ -37,7 +40,7 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
         // Refused before its body was read (key, rate, parameters). A client still sending it
         // would see a reset instead of the answer if the connection closed now: read a small
         // body to the end and keep the connection; close after a large one.
-        if !drain(unread, DRAIN_LIMIT, body_deadline(&app, arrival)).await {
+        if awaits_continue || !drain(unread, DRAIN_LIMIT, body_deadline(&app, arrival)).await {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
     }
@@ -64,9 +67,17 @@ fn recorded_params(query: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Most bytes of a refused request's body read only to keep its connection open.
-const DRAIN_LIMIT: usize = 1 << 20;
+pub(crate) const DRAIN_LIMIT: usize = 1 << 20;
 
-async fn drain(body: Body, limit: usize, deadline: tokio::time::Instant) -> bool {
+/// Whether the client waits for `100 Continue` before it sends its body.
+pub(crate) fn awaits_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+pub(crate) async fn drain(body: Body, limit: usize, deadline: tokio::time::Instant) -> bool {
     matches!(tokio::time::timeout_at(deadline, Limited::new(body, limit).collect()).await, Ok(Ok(_)))
 }
 

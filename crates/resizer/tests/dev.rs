@@ -464,3 +464,21 @@ fn idle_and_stalled_clients_are_cut_off_and_cannot_hold_every_connection() -> Re
     assert!(server.stderr().lines().all(|l| !l.contains("Too many open files")));
     Ok(())
 }
+
+#[test]
+fn a_refused_upload_that_awaits_100_continue_is_not_invited() -> Result {
+    let server = DevServer::start(&[])?;
+    let mut stream = TcpStream::connect(server.api_url.trim_start_matches("http://"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(
+        b"POST /v1/resize?width=10 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\
+          Expect: 100-continue\r\nContent-Length: 5000000\r\n\r\n",
+    )?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer); // the server closes after its answer
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "the first thing sent is the refusal:\n{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    Ok(())
+}
