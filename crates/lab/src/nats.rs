@@ -17,6 +17,7 @@
 //! `server/raft.go`, not configurable), so a new leader is seen 4–10 s after a `kill -9`. Hence
 //! [`LEADER_ELECTION_BOUND`].
 
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -412,7 +413,10 @@ impl NatsCluster {
     /// has them (`nats://user:password@127.0.0.1:port`).
     pub fn client_urls(&self) -> Vec<String> {
         let login = match &self.auth {
-            Some(auth) => format!("{}:{}@", percent_encode(&auth.user), percent_encode(&auth.password)),
+            Some(auth) => {
+                let encode = |text: &str| utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
+                format!("{}:{}@", encode(&auth.user), encode(&auth.password))
+            }
             None => String::new(),
         };
         self.nodes.iter().map(|node| format!("nats://{login}{LOOPBACK}:{}", node.client_port)).collect()
@@ -707,14 +711,4 @@ pub fn render_config(
         mem = opts.max_memory_store,
         file = opts.max_file_store,
     )
-}
-
-/// A URL's user or password, percent-encoded where a URL needs it.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -284,10 +284,11 @@ impl Config {
     /// Defaults ← file ← `RESIZER_*` environment ← `--set` flags ← `extra` (the role's own flags).
     pub fn load(args: &ConfigArgs, extra: &[(&str, String)]) -> anyhow::Result<Config> {
         let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("RESIZER_")).collect();
-        for name in unknown_env(&env)? {
+        let known = known_env()?;
+        for name in unknown_env(&env, &known) {
             // A warning, not an error: other tools share the prefix (the admin CLI's
             // RESIZER_ADMIN_URL, a deployment's own variables), but a typo must not pass unseen.
-            eprintln!("warning: {name} is not a configuration key and is ignored; known keys: {}", known_env()?);
+            eprintln!("warning: {name} is not a configuration key and is ignored; known keys: {}", known.join(", "));
         }
         Self::load_from(args, &env, extra)
     }
@@ -463,22 +464,21 @@ fn env_name(path: &str) -> String {
     format!("RESIZER_{}", path.replace('.', "_").to_ascii_uppercase())
 }
 
-/// `RESIZER_*` variables that name no configuration key and none of the other tools' variables.
-fn unknown_env(env: &[(String, String)]) -> anyhow::Result<Vec<String>> {
-    const OTHERS: &[&str] = &["RESIZER_ADMIN_URL", "RESIZER_ADMIN_TOKEN", "RESIZER_NATS_PASSWORD"];
+/// Every key's environment variable.
+fn known_env() -> anyhow::Result<Vec<String>> {
     let defaults = toml::Table::try_from(Config::default()).context("serialising the default configuration")?;
-    let known: Vec<String> = leaves(&defaults).into_iter().map(|(path, _)| env_name(&path)).collect();
-    Ok(env
-        .iter()
+    Ok(leaves(&defaults).into_iter().map(|(path, _)| env_name(&path)).collect())
+}
+
+/// `RESIZER_*` variables among `env` that name no configuration key and none of the other
+/// tools' variables.
+fn unknown_env(env: &[(String, String)], known: &[String]) -> Vec<String> {
+    const OTHERS: &[&str] = &["RESIZER_ADMIN_URL", "RESIZER_ADMIN_TOKEN", "RESIZER_NATS_PASSWORD"];
+    env.iter()
         .map(|(name, _)| name)
         .filter(|name| !known.contains(name) && !OTHERS.contains(&name.as_str()))
         .cloned()
-        .collect())
-}
-
-fn known_env() -> anyhow::Result<String> {
-    let defaults = toml::Table::try_from(Config::default()).context("serialising the default configuration")?;
-    Ok(leaves(&defaults).into_iter().map(|(path, _)| env_name(&path)).collect::<Vec<_>>().join(", "))
+        .collect()
 }
 
 /// A database URL without its password, for messages.
@@ -618,9 +618,11 @@ mod tests {
     #[test]
     fn unknown_environment_names_are_reported() {
         let env = |names: &[&str]| names.iter().map(|n| ((*n).to_owned(), "1".to_owned())).collect::<Vec<_>>();
-        let found = unknown_env(&env(&["RESIZER_LIMITS_RATE", "RESIZER_LIMITS_RATE_PER_SEC", "RESIZER_ADMIN_URL"]));
-        assert_eq!(found.expect("defaults"), ["RESIZER_LIMITS_RATE"]);
-        assert!(known_env().expect("defaults").contains("RESIZER_API_HEADER_TIMEOUT_MS"));
+        let known = known_env().expect("defaults");
+        assert!(known.iter().any(|k| k == "RESIZER_API_HEADER_TIMEOUT_MS"));
+        let found =
+            unknown_env(&env(&["RESIZER_LIMITS_RATE", "RESIZER_LIMITS_RATE_PER_SEC", "RESIZER_ADMIN_URL"]), &known);
+        assert_eq!(found, ["RESIZER_LIMITS_RATE"]);
     }
 
     #[test]

@@ -45,7 +45,8 @@ fn main() -> std::process::ExitCode {
             process_limits::die_on_closed_pipe()
         }
         Command::Dev(_) | Command::Api(_) | Command::Worker(_) | Command::Identity(_) | Command::Usage(_) => {
-            process_limits::private_files()
+            process_limits::private_files();
+            process_limits::raise_open_files();
         }
     }
     let result = match cli.command {

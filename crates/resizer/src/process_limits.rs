@@ -1,20 +1,26 @@
 //! Process-wide settings a command makes for itself at start: the open-files limit and the file
 //! mode of a server, and SIGPIPE for the command-line tools.
 
-/// Raises the soft limit on open files to the hard one (as Go's runtime does for every
-/// program: the soft default of 1,024 is meant for shells, not servers), and returns how many
-/// descriptors connections may take: the limit less a reserve for the spool, the archive,
-/// NATS and the database.
-pub fn connection_budget() -> usize {
-    let mut limit = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+/// Raises the soft limit on open files to the hard one, as Go's runtime does for every program:
+/// the soft default of 1,024 is meant for shells, not servers. Called once, at a server's start.
+pub fn raise_open_files() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
             let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit.rlim_cur = limit.rlim_max;
-            }
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
         }
+    }
+}
+
+/// How many descriptors connections may take: the open-files limit less a reserve for the
+/// spool, the archive, NATS and the database.
+pub fn connection_budget() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+    // SAFETY: getrlimit only writes the struct passed to it.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
     let open = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX).min(1 << 20);
     open.saturating_sub((open / 4).min(512))

@@ -460,8 +460,7 @@ fn check_batch_id(id: &str) -> Result<(), ArchiveError> {
     }
 }
 
-/// Most bytes of Parquet one compaction reads (its rows decoded in memory are several times
-/// this).
+/// Most bytes of Parquet one compaction reads: the bound on what it holds decoded in memory.
 pub const COMPACT_INPUT_BYTES: u64 = 16 << 20;
 
 /// 128 bits of SHA-256 over the sorted ids: collisions are out of the question at one file per
