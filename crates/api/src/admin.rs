@@ -383,7 +383,8 @@ pub async fn tenant_usage(
 }
 
 /// The raw records of one tenant over a time range, from the archive (oldest first, at most
-/// `limit`). Records reach the archive within about a second of their request.
+/// `limit`, then the next page from `after=<next>`). Records reach the archive within about a
+/// second of their request.
 pub async fn tenant_audit(
     State(app): State<Arc<App>>,
     Extension(rid): Extension<RequestId>,
@@ -395,14 +396,17 @@ pub async fn tenant_audit(
         let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage metering is off on this node"))?;
         let range = crate::public::UsageQuery::parse(query.as_deref().unwrap_or(""), false)?;
         let tenant = resolve_tenant_id(&app, tenant).await?;
-        let records = metering
+        let page = metering
             .archive
-            .read(tenant.get(), range.from_ms, range.to_ms)
+            .read_page(tenant.get(), range.from_ms, range.to_ms, range.after.as_ref(), range.limit)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let truncated = records.len() > range.limit;
-        let list: Vec<Value> = records.iter().take(range.limit).map(record_json).collect();
-        Ok(json_response(StatusCode::OK, &json!({ "tenant": tenant.get(), "records": list, "truncated": truncated })))
+        let list: Vec<Value> = page.records.iter().map(record_json).collect();
+        let mut body = json!({ "tenant": tenant.get(), "records": list, "truncated": page.next.is_some() });
+        if let Some(next) = &page.next {
+            body["next"] = Value::String(next.encode());
+        }
+        Ok(json_response(StatusCode::OK, &body))
     })
     .await
 }

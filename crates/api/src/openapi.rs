@@ -148,6 +148,9 @@ fn range_params(rollups: bool) -> Vec<Value> {
     } else {
         params.push(json!({ "name": "limit", "in": "query", "required": false,
             "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 } }));
+        params.push(json!({ "name": "after", "in": "query", "required": false,
+            "description": "The `next` of the previous page, unchanged: this page starts after it.",
+            "schema": { "type": "string", "pattern": "^([0-9a-f]{2}){13,1024}$" } }));
     }
     params
 }
@@ -158,13 +161,19 @@ fn usage_schema() -> Value {
         "properties": { "requests": { "type": "integer" }, "input_bytes": { "type": "integer" },
             "output_bytes": { "type": "integer" }, "input_megapixels": { "type": "number" },
             "output_megapixels": { "type": "number" }, "cpu_ms": { "type": "number" } } });
+    let mut billable = totals.clone();
+    billable["description"] = json!("What the billing rules bill: the requests answered 200.");
     let mut bucket = totals.clone();
     bucket["properties"]["start"] = json!({ "type": "string", "format": "date-time" });
+    bucket["properties"]["billable"] = billable.clone();
     bucket["properties"]["by_status"] = json!({ "type": "object", "additionalProperties": totals });
-    json!({ "type": "object", "required": ["tenant", "from", "to", "granularity", "total", "buckets"],
+    let mut total = totals.clone();
+    total["description"] =
+        json!("Every request, whatever its status; a refused image's pixels are the ones its header declared.");
+    json!({ "type": "object", "required": ["tenant", "from", "to", "granularity", "total", "billable", "buckets"],
         "properties": { "tenant": { "type": "integer" }, "from": { "type": "string" }, "to": { "type": "string" },
-            "granularity": { "type": "string", "enum": ["hour", "day"] }, "total": totals,
-            "buckets": { "type": "array", "items": bucket } } })
+            "granularity": { "type": "string", "enum": ["hour", "day"] }, "total": total,
+            "billable": billable, "buckets": { "type": "array", "items": bucket } } })
 }
 
 pub fn public_document() -> Value {
@@ -342,9 +351,10 @@ pub fn admin_document() -> Value {
             "/v1/tenants/{tenant}/audit": {
                 "parameters": tenant_param,
                 "get": { "operationId": "tenantAudit", "parameters": range_params(false),
-                    "responses": with(errors(&[("400", "Bad range or limit."), ("404", "No such tenant."), ("503", "Metering is off.")]), "200",
+                    "responses": with(errors(&[("400", "Bad range, limit or cursor."), ("404", "No such tenant."), ("503", "Metering is off.")]), "200",
                         ok("The tenant's usage records, oldest first.", json!({ "type": "object", "required": ["tenant", "records", "truncated"],
-                            "properties": { "tenant": { "type": "integer" }, "truncated": { "type": "boolean" },
+                            "properties": { "tenant": { "type": "integer" }, "truncated": { "type": "boolean", "description": "More records in the range: ask again with `after` = `next`." },
+                                "next": { "type": "string", "description": "Present when `truncated`: the `after` of the next page." },
                                 "records": { "type": "array", "items": { "type": "object", "required": ["request_id", "tenant", "time", "status"] } } } }))) },
             },
             "/v1/keys/{key}/revoke": {

@@ -292,14 +292,16 @@ pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Respons
         })?
         .map_err(|e| ApiError::Internal(format!("usage query task failed: {e}")))?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut total = usage::Totals::default();
+    let (mut total, mut billable) = (usage::Totals::default(), usage::Totals::default());
     let list: Vec<serde_json::Value> = buckets
         .iter()
         .map(|b| {
             let t = b.total();
             total.add(&t);
+            billable.add(&b.billable());
             let mut bucket = totals_json(&t);
             bucket["start"] = crate::time::rfc3339_ms(b.start_ms).into();
+            bucket["billable"] = totals_json(&b.billable());
             bucket["by_status"] = b
                 .by_status
                 .iter()
@@ -324,6 +326,7 @@ pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Respons
         "to": crate::time::rfc3339_ms(covered_to),
         "granularity": if granularity == usage::Granularity::Hour { "hour" } else { "day" },
         "total": totals_json(&total),
+        "billable": totals_json(&billable),
         "buckets": list,
     });
     Ok(json_response(StatusCode::OK, &body))
@@ -341,20 +344,27 @@ fn totals_json(t: &usage::Totals) -> serde_json::Value {
 }
 
 /// `from`, `to` (RFC 3339 or YYYY-MM-DD; default: the last 24 hours) and, for rollups,
-/// `granularity` (hour, default, or day); `limit` for audit reads.
+/// `granularity` (hour, default, or day); `limit` and `after` (a previous page's `next`) for
+/// audit reads.
 pub struct UsageQuery {
     pub from_ms: i64,
     pub to_ms: i64,
     pub granularity: usage::Granularity,
     pub limit: usize,
+    pub after: Option<usage::AuditCursor>,
 }
 
 impl UsageQuery {
     pub fn parse(query: &str, rollups: bool) -> Result<UsageQuery, ApiError> {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let mut q =
-            UsageQuery { from_ms: now - 86_400_000, to_ms: now, granularity: usage::Granularity::Hour, limit: 1000 };
+        let mut q = UsageQuery {
+            from_ms: now - 86_400_000,
+            to_ms: now,
+            granularity: usage::Granularity::Hour,
+            limit: 1000,
+            after: None,
+        };
         let mut from = None;
         let mut seen = Vec::new();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -383,6 +393,11 @@ impl UsageQuery {
                         .ok()
                         .filter(|n| (1..=10_000).contains(n))
                         .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to 10000, got '{v}'")))?
+                }
+                "after" if !rollups => {
+                    q.after = Some(usage::AuditCursor::parse(&v).ok_or_else(|| {
+                        ApiError::BadRequest("after must be the `next` of a previous page, unchanged".into())
+                    })?)
                 }
                 other => return Err(ApiError::BadRequest(format!("unknown parameter '{other}'"))),
             }

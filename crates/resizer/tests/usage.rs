@@ -34,6 +34,9 @@ fn rollups_and_audit_match_what_each_tenant_saw_and_stay_private() -> Result {
     let len = corrupt.len();
     corrupt[len / 2..len - 12].iter_mut().for_each(|x| *x = 0x5a);
     let padding = vec![0u8; 5000];
+    // A header that declares 40000 x 40000 pixels and nothing after it: refused 413, its record
+    // keeps the declared pixels, which must not be billed.
+    let forged = png_header_only(40_000, 40_000);
     let cases: Vec<(&str, &[u8])> = vec![
         ("width=10", &padding),
         ("width=40", &image),
@@ -43,6 +46,7 @@ fn rollups_and_audit_match_what_each_tenant_saw_and_stay_private() -> Result {
         ("width=10", &corrupt),
         ("width=0", &image),
         ("width=10&bogus=1", &image),
+        ("width=10", &forged),
     ];
     let mut seen: HashMap<u64, Seen> = HashMap::new();
     for (tenant, key) in [(a, &key_a), (b, &key_b), (c, &key_c)] {
@@ -67,7 +71,7 @@ fn rollups_and_audit_match_what_each_tenant_saw_and_stay_private() -> Result {
     // The three limits were really hit, so every kind of answer is in the data.
     assert!(seen[&b].by_status.contains_key(&413), "{:?}", seen[&b]);
     assert!(seen[&c].by_status.contains_key(&429), "{:?}", seen[&c]);
-    for status in [200, 400, 415, 422] {
+    for status in [200, 400, 413, 415, 422] {
         assert!(seen[&a].by_status.contains_key(&status), "{:?}", seen[&a]);
     }
 
@@ -91,6 +95,15 @@ fn rollups_and_audit_match_what_each_tenant_saw_and_stay_private() -> Result {
         if want.by_status.contains_key(&200) {
             assert_eq!(ok["output_bytes"].as_u64(), Some(want.output_bytes_200), "tenant {tenant}: bytes sent back");
             assert_eq!(ok["input_bytes"].as_u64(), Some(want.input_bytes_200), "tenant {tenant}: bytes received");
+            // Billed: the 200s and nothing else, in the bucket and in the range's sum.
+            assert_eq!(usage["buckets"][0]["billable"], ok, "tenant {tenant}: billable bucket");
+            assert_eq!(usage["billable"], ok, "tenant {tenant}: billable");
+        }
+        let megapixels = |v: &serde_json::Value| v["input_megapixels"].as_f64().unwrap_or(f64::NAN);
+        if tenant != c {
+            // Three forged headers of 1,600 MP each: in the total, as declared, never billed.
+            assert!(megapixels(&usage["total"]) >= 4800.0, "tenant {tenant}: {}", usage["total"]);
+            assert!(megapixels(&usage["billable"]) < 1.0, "tenant {tenant}: {}", usage["billable"]);
         }
 
         // The audit, one record per request id, and nothing of another tenant.
@@ -118,6 +131,16 @@ fn rollups_and_audit_match_what_each_tenant_saw_and_stay_private() -> Result {
     let r = server.get("/v1/usage");
     assert_eq!(r.status, 401);
     Ok(())
+}
+
+/// A PNG signature and header chunk declaring `width` x `height`, with no image data.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    drop(encoder.write_header().expect("png header"));
+    out
 }
 
 /// kill -9 at random moments under load, five times, then a clean start: every 200 a client saw
@@ -238,19 +261,50 @@ fn admin_cli_shows_usage_and_audit_as_tables_and_json() -> Result {
     let server = DevServer::start(&["usage.batch_max_age_ms=100"])?;
     let r = server.resize("width=16", Some(&server.demo_key), &png(40, 30), &[("x-request-id", "cli-check-1")]);
     assert_eq!(r.status, 200);
+    // A client that reuses its request id: both requests are in the audit.
+    for _ in 0..2 {
+        let r = server.resize("width=8", Some(&server.demo_key), &png(40, 30), &[("x-request-id", "cli-check-2")]);
+        assert_eq!(r.status, 200);
+    }
     let cli = |args: &[&str]| server.admin_cli(args);
     let audit = wait_for(|| {
         let out = cli(&["audit", "demo", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        (v["records"].as_array()?.len() == 1).then_some(v)
+        (v["records"].as_array()?.len() == 3).then_some(v)
     })?;
     assert_eq!(audit["records"][0]["request_id"], "cli-check-1");
     assert_eq!(audit["records"][0]["output_width"], 16);
+    assert_eq!(audit["truncated"], false);
+    assert!(audit.get("next").is_none());
     let table = String::from_utf8(cli(&["audit", "demo"]).stdout)?;
     assert!(table.lines().any(|l| l.contains("cli-check-1") && l.contains("png 16x12")), "{table}");
+
+    // One record per page: the table says where the next page starts, and following the
+    // cursors gives the three records in order, then stops.
+    let table = String::from_utf8(cli(&["audit", "demo", "--limit", "1"]).stdout)?;
+    assert!(table.contains("cli-check-1") && table.contains("--after "), "{table}");
+    let (mut ids, mut after) = (Vec::new(), None::<String>);
+    for _ in 0..4 {
+        let mut args = vec!["audit", "demo", "--json", "--limit", "1"];
+        if let Some(after) = &after {
+            args.extend(["--after", after]);
+        }
+        let page: serde_json::Value = serde_json::from_slice(&cli(&args).stdout)?;
+        ids.extend(page["records"].as_array().expect("records").iter().map(|r| r["request_id"].to_string()));
+        after = page["next"].as_str().map(str::to_owned);
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(ids, ["\"cli-check-1\"", "\"cli-check-2\"", "\"cli-check-2\""]);
+    assert_eq!(after, None, "the last page has no next");
+    let out = cli(&["audit", "demo", "--after", "not-a-cursor"]);
+    assert_eq!(out.status.code(), Some(1), "a made-up cursor is refused");
+
     let usage = String::from_utf8(cli(&["usage", "demo", "--granularity", "day"]).stdout)?;
-    assert!(usage.lines().any(|l| l.starts_with("2") && l.contains(" 1 ") && l.contains("200:1")), "{usage}");
+    assert!(usage.lines().any(|l| l.starts_with("2") && l.contains(" 3 ") && l.contains("200:3")), "{usage}");
     assert!(usage.lines().any(|l| l.starts_with("total")), "{usage}");
+    assert!(usage.lines().any(|l| l.starts_with("billable (200)") && l.contains(" 3 ")), "{usage}");
     let out = cli(&["usage", "demo", "--granularity", "week"]);
     assert_eq!(out.status.code(), Some(1), "a bad granularity is refused");
     Ok(())

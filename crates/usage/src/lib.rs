@@ -22,7 +22,7 @@ mod ship;
 mod spool;
 
 pub use aggregator::{drain_spool, run_embedded, AggregateError, Aggregator};
-pub use archive::{Archive, ArchiveError};
+pub use archive::{Archive, ArchiveError, AuditCursor, AuditPage};
 pub use record::{Text, UsageRecord};
 pub use rollup::{Bucket, Granularity, RollupError, Rollups, Totals};
 pub use ship::{run_shipping, ship_spool, ShipError};

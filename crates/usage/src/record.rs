@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 /// common case. Records are made on every request and freed a second later on another thread.
 pub type Text = compact_str::CompactString;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Ord` compares every field: the archive uses it to number records that share a request id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct UsageRecord {
-    /// The request id (`X-Request-Id`): unique per request, the audit join key.
+    /// The request id (`X-Request-Id`), the audit join key: made by the api node, or the one the
+    /// client sent, which the client may reuse.
     pub request_id: Text,
     pub tenant: u64,
     /// The API key's public id (never its secret).

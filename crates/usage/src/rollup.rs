@@ -85,10 +85,17 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// Every request of the bucket, whatever its status. A refused image's pixels are the ones
+    /// its header declared.
     pub fn total(&self) -> Totals {
         let mut total = Totals::default();
         self.by_status.values().for_each(|t| total.add(t));
         total
+    }
+
+    /// What the billing rules bill (docs/usage.md): the requests answered 200.
+    pub fn billable(&self) -> Totals {
+        self.by_status.get(&200).copied().unwrap_or_default()
     }
 }
 

@@ -41,6 +41,7 @@ EXPECTED = [
     ("wall_us", U64),
     ("cpu_us", U64),
     ("batch_id", UTF8),
+    ("batch_seq", U32),
 ]
 PATH = re.compile(r"tenant=(\d+)/date=(\d{4}-\d{2}-\d{2})/(batch-[A-Za-z0-9_-]+|compact-[0-9a-f]+)\.parquet$")
 

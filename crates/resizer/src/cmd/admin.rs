@@ -55,6 +55,9 @@ enum AdminCommand {
         /// Most records to show (1-10000).
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+        /// Start after this cursor: the `next` a previous page printed.
+        #[arg(long)]
+        after: Option<String>,
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -225,9 +228,12 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             }
             (status, body)
         }
-        AdminCommand::Audit { tenant, range, limit, json } => {
+        AdminCommand::Audit { tenant, range, limit, after, json } => {
             let mut query = range.query();
             query.push_str(&format!("{}limit={limit}", if query.is_empty() { "" } else { "&" }));
+            if let Some(after) = after {
+                query.push_str(&format!("&after={}", seg(after)));
+            }
             let (status, body) = client.call("GET", &format!("/v1/tenants/{}/audit?{query}", seg(tenant)), None)?;
             if (200..300).contains(&status) && !json {
                 print_audit_table(&body);
@@ -252,7 +258,9 @@ fn print_usage_table(body: &Value) {
         "start", "requests", "by status", "in bytes", "out bytes", "in MP", "out MP", "cpu ms"
     );
     let rows = body["buckets"].as_array().cloned().unwrap_or_default();
-    for b in rows.iter().chain(std::iter::once(&body["total"])) {
+    let mut billable = body["billable"].clone();
+    billable["start"] = "billable (200)".into();
+    for b in rows.iter().chain([&body["total"], &billable]) {
         let statuses: Vec<String> = b["by_status"]
             .as_object()
             .map(|m| m.iter().map(|(s, t)| format!("{s}:{}", t["requests"])).collect())
@@ -295,8 +303,8 @@ fn print_audit_table(body: &Value) {
             r["cpu_us"].as_f64().unwrap_or(0.0) / 1e3,
         );
     }
-    if body["truncated"].as_bool() == Some(true) {
-        println!("(more records in the range: raise --limit or narrow --from/--to)");
+    if let Some(next) = body["next"].as_str() {
+        println!("(more records in the range: the next page is --after {next})");
     }
 }
 
