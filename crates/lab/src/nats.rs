@@ -64,9 +64,21 @@ pub struct NatsOptions {
     /// server's live heap is a few MiB here, and its collector's work is CPU the lab's other
     /// processes wait for (docs/benchmarks.md: 0.15 ms less per request).
     pub gogc: Option<u32>,
-    /// The one user every client must log in as (`authorization` in each server's config);
-    /// None: no authentication. [`NatsCluster::client_urls`] then carry the credentials.
+    /// The user with every permission (`authorization` in each server's config): operators,
+    /// tools and tests; None: no authentication. [`NatsCluster::client_urls`] then carry its
+    /// credentials.
     pub auth: Option<NatsAuth>,
+    /// More users, each allowed only the subjects it lists (with `auth` set); their URLs come
+    /// from [`NatsCluster::client_urls_as`].
+    pub users: Vec<NatsUser>,
+}
+
+/// A user limited to allow-lists of subjects (NATS wildcards); everything else is denied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsUser {
+    pub login: NatsAuth,
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
 }
 
 /// A NATS user and password.
@@ -115,6 +127,7 @@ impl Default for NatsOptions {
             gomaxprocs: share_of_cores(3),
             gogc: lab_gogc(),
             auth: None,
+            users: Vec::new(),
         }
     }
 }
@@ -265,6 +278,8 @@ pub struct NatsCluster {
     nodes: Vec<NatsNode>,
     /// None in a handle rebuilt from cluster.json (whose `nats_urls` field has the credentials).
     auth: Option<NatsAuth>,
+    /// Empty in a handle rebuilt from cluster.json.
+    users: Vec<NatsUser>,
     die_with_parent: bool,
     detached: bool,
 }
@@ -284,6 +299,9 @@ impl NatsCluster {
         if opts.nodes == 0 {
             return Err(LabError::Invalid("a NATS cluster needs at least one node".into()));
         }
+        if opts.auth.is_none() && !opts.users.is_empty() {
+            return Err(LabError::Invalid("NATS users with permissions need `auth` (the operator) as well".into()));
+        }
         let binary = binaries::resolve(NATS_SERVER, opts.binary.as_deref())?;
         let ports = net::free_ports(3 * opts.nodes)?;
         let n = opts.nodes;
@@ -293,6 +311,7 @@ impl NatsCluster {
             cluster_name: opts.cluster_name.clone(),
             nodes: Vec::new(),
             auth: opts.auth.clone(),
+            users: opts.users.clone(),
             die_with_parent: opts.die_with_parent,
             detached: false,
         };
@@ -393,7 +412,7 @@ impl NatsCluster {
             return Err(LabError::UnknownComponent("any component of role nats".into()));
         }
         nodes.sort_by_key(|n| n.index);
-        Ok(NatsCluster { cluster_name, nodes, auth: None, die_with_parent: false, detached: true })
+        Ok(NatsCluster { cluster_name, nodes, auth: None, users: Vec::new(), die_with_parent: false, detached: true })
     }
 
     pub fn nodes(&self) -> &[NatsNode] {
@@ -412,7 +431,18 @@ impl NatsCluster {
     /// Every node's client URL, for a client's server list, with the credentials if the cluster
     /// has them (`nats://user:password@127.0.0.1:port`).
     pub fn client_urls(&self) -> Vec<String> {
-        let login = match &self.auth {
+        self.urls_with(self.auth.as_ref())
+    }
+
+    /// Every node's client URL with the login of `user`, one of [`NatsOptions::users`].
+    pub fn client_urls_as(&self, user: &str) -> Result<Vec<String>> {
+        let found = self.users.iter().find(|u| u.login.user == user);
+        let login = found.ok_or_else(|| LabError::Invalid(format!("no NATS user {user} in this cluster")))?;
+        Ok(self.urls_with(Some(&login.login)))
+    }
+
+    fn urls_with(&self, auth: Option<&NatsAuth>) -> Vec<String> {
+        let login = match auth {
             Some(auth) => {
                 let encode = |text: &str| utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
                 format!("{}:{}@", encode(&auth.user), encode(&auth.password))
@@ -661,6 +691,44 @@ fn exited(c: &Component) -> LabError {
     LabError::Exited { name: c.name.clone(), log: c.log.clone(), tail: c.log_tail(15) }
 }
 
+/// JSON string quoting, which NATS's config format reads.
+fn quote(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// How [`render_authorization`] writes a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passwords {
+    /// As a quoted string (the lab's generated passwords).
+    Literal,
+    /// As a `$NAME` reference, the password field holding NAME: nats-server reads it from its
+    /// environment (the files in `deploy/nats/`).
+    FromEnvironment,
+}
+
+/// The `authorization` block: `operator` with every permission, then each of `users` allowed
+/// only its lists.
+pub fn render_authorization(operator: &NatsAuth, users: &[NatsUser], passwords: Passwords) -> String {
+    let list = |subjects: &[String]| subjects.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ");
+    let password = |p: &str| match passwords {
+        Passwords::Literal => quote(p),
+        Passwords::FromEnvironment => format!("${p}"),
+    };
+    let mut out = String::from("authorization {\n  users: [\n");
+    out.push_str(&format!("    {{ user: {}, password: {} }}\n", quote(&operator.user), password(&operator.password)));
+    for u in users {
+        out.push_str(&format!(
+            "    {{ user: {}, password: {}, permissions: {{\n        publish: {{ allow: [{}] }}\n        subscribe: {{ allow: [{}] }}\n    }} }}\n",
+            quote(&u.login.user),
+            password(&u.login.password),
+            list(&u.publish),
+            list(&u.subscribe),
+        ));
+    }
+    out.push_str("  ]\n}\n\n");
+    out
+}
+
 /// The config of one node. Store limits are explicit so that a lab never reserves the machine's
 /// whole memory and disk; everything listens on loopback only.
 pub fn render_config(
@@ -672,7 +740,6 @@ pub fn render_config(
     route_ports: &[u16],
     opts: &NatsOptions,
 ) -> String {
-    let quote = |s: &str| serde_json::Value::from(s).to_string();
     let routes: String =
         route_ports.iter().map(|p| format!("    \"nats-route://{LOOPBACK}:{p}\"\n")).collect::<Vec<_>>().concat();
     // One node: standalone JetStream (a cluster block without routes would wait for peers).
@@ -700,11 +767,7 @@ pub fn render_config(
          }}\n{cluster}",
         name = quote(server_name),
         authorization = match &opts.auth {
-            Some(auth) => format!(
-                "authorization {{\n  users: [ {{ user: {}, password: {} }} ]\n}}\n\n",
-                quote(&auth.user),
-                quote(&auth.password)
-            ),
+            Some(auth) => render_authorization(auth, &opts.users, Passwords::Literal),
             None => String::new(),
         },
         store = quote(&node_dir.display().to_string()),

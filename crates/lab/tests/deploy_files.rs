@@ -30,6 +30,10 @@ fn the_shipped_nats_configs_are_valid_and_take_a_login() {
             .args(["-t", "-c"])
             .arg(&config)
             .env("RESIZER_NATS_PASSWORD", "test-password")
+            .env("RESIZER_NATS_API_PASSWORD", "test-api-password")
+            .env("RESIZER_NATS_WORKER_PASSWORD", "test-worker-password")
+            .env("RESIZER_NATS_IDENTITY_PASSWORD", "test-identity-password")
+            .env("RESIZER_NATS_USAGE_PASSWORD", "test-usage-password")
             .output()
             .expect("run nats-server -t");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -13,17 +13,24 @@ use dispatch::Lane;
 use crate::config::QueueConfig;
 use crate::credentials::{split_credentials, Credentials};
 use crate::error::QueueError;
+use crate::permissions::Role;
 use crate::wire::JobMessage;
 
-/// Connects to any of `urls` (with the credentials they carry, see `credentials.rs`), retrying in the background if none answers yet (the caller's
-/// readiness reflects [`Client::connection_state`]); reconnects quickly after a node is lost,
-/// since requests wait on it.
-pub async fn connect(urls: &[String], name: &str) -> Result<Client, QueueError> {
+/// Connects to any of `urls` (with the credentials they carry, see `credentials.rs`), retrying
+/// in the background if none answers yet (the caller's readiness reflects
+/// [`Client::connection_state`]); reconnects quickly after a node is lost, since requests wait
+/// on it. A `role`'s replies come to its own inbox prefix, the one its NATS user may subscribe
+/// to (`permissions.rs`); None keeps NATS's shared `_INBOX` (tools and tests).
+pub async fn connect(urls: &[String], name: &str, role: Option<Role>) -> Result<Client, QueueError> {
     let (urls, credentials) = split_credentials(urls)?;
     let options = match credentials {
         Some(Credentials::UserPassword { user, password }) => ConnectOptions::with_user_and_password(user, password),
         Some(Credentials::Token(token)) => ConnectOptions::with_token(token),
         None => ConnectOptions::new(),
+    };
+    let options = match role {
+        Some(role) => options.custom_inbox_prefix(role.inbox_prefix()),
+        None => options,
     };
     options
         .name(name)

@@ -7,7 +7,8 @@
 //! gives ([`JobQueue::publish`]), and the api node's [`Staging`]: the source bytes stay on the
 //! api node, the job carries only the node's internal address and a single-use, expiring
 //! capability token for them. It also carries the usage stream (`usage_stream.rs`): api nodes
-//! ship spool batches to it under their batch ids, the usage aggregators consume it.
+//! ship spool batches to it under their batch ids, the usage aggregators consume it. And what each
+//! role may publish and subscribe to (`permissions.rs`), for the servers' user configuration.
 //!
 //! It must not run conversions (the worker crate does, through `dispatch`), must not know HTTP
 //! routes or statuses (the api maps [`QueueError`] and [`Failure`]), and never implements
@@ -17,6 +18,7 @@ mod config;
 mod credentials;
 mod error;
 mod jetstream;
+mod permissions;
 mod staging;
 mod usage_stream;
 mod wire;
@@ -25,6 +27,7 @@ pub use config::{QueueConfig, ACK_PROGRESS_EVERY};
 pub use credentials::redact_urls;
 pub use error::QueueError;
 pub use jetstream::{connect, ensure_consumer, ensure_stream, JobQueue};
+pub use permissions::{permissions, Permissions, Role};
 pub use staging::{StagedJob, Staging, StagingError};
 pub use usage_stream::{
     ensure_usage_consumer, ensure_usage_stream, ship_batch, usage_messages, USAGE_CONSUMER, USAGE_PART_BYTES,

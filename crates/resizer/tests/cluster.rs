@@ -109,6 +109,25 @@ impl Lab {
         lab::NatsCluster::from_components(&nats).expect("the NATS nodes")
     }
 
+    /// cluster.json's `nats_urls`: the NATS user that may do everything.
+    fn operator_nats_urls(&self) -> Vec<String> {
+        let urls = self.file["fields"]["nats_urls"].as_array().expect("nats_urls");
+        urls.iter().map(|u| u.as_str().expect("URL").to_owned()).collect()
+    }
+
+    /// Every NATS server's log so far, one after the other.
+    fn nats_logs(&self) -> String {
+        (0..3)
+            .map(|i| std::fs::read_to_string(self.dir.join(format!("logs/nats-{i}.log"))).unwrap_or_default())
+            .collect()
+    }
+
+    /// No NATS server refused a subject to a role: each role's permissions cover what it does.
+    fn assert_no_nats_refusals(&self) {
+        let refusals = nats_refusals(&self.nats_logs());
+        assert!(refusals.is_empty(), "a role was refused a subject it uses:\n{}", refusals.join("\n"));
+    }
+
     fn log_tails(&self) -> String {
         let file = lab::ClusterFile::read(&self.dir).expect("cluster.json");
         file.components.iter().map(|c| format!("--- {} ---\n{}\n", c.name, c.log_tail(15))).collect()
@@ -202,6 +221,11 @@ impl Load {
         samples.sort_by_key(|s| s.sent);
         samples
     }
+}
+
+/// The permission refusals ("Permissions Violation") in NATS server logs.
+fn nats_refusals(logs: &str) -> Vec<String> {
+    logs.lines().filter(|l| l.contains("Violation")).map(str::to_owned).collect()
 }
 
 fn statuses(samples: &[Sample]) -> BTreeMap<u16, usize> {
@@ -325,6 +349,8 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
         assert!(!text.contains(secret), "{} holds the NATS password", path.display());
     }
 
+    each_role_may_use_only_its_own_subjects(&lab);
+
     let pids: Vec<u64> = lab.file["components"].as_array().unwrap().iter().filter_map(|c| c["pid"].as_u64()).collect();
     assert_eq!(pids.len(), 11);
     let memory = lab.spool_memory_dir();
@@ -343,6 +369,72 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     assert!(left.is_empty(), "processes left after down: {left:?}");
     if let Some(memory) = memory {
         assert!(!memory.exists(), "{} left after down", memory.display());
+    }
+}
+
+/// Each role logs in as its own NATS user, allowed only the subjects it uses (queue::permissions):
+/// everything the lab did so far went through without a refusal, and with the worker's or the
+/// api node's login (read from the running process, as it uses it) nobody can write the identity
+/// bucket, queue a job or ship usage they should not, nor read another role's inbox.
+fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
+    lab.assert_no_nats_refusals();
+
+    let urls_of = |name: &str| -> Vec<String> {
+        let pid = lab.component(name)["pid"].as_u64().expect("pid");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        let urls = environ
+            .split(|&b| b == 0)
+            .filter_map(|v| std::str::from_utf8(v).ok()?.strip_prefix("RESIZER_QUEUE_NATS_URLS="))
+            .next()
+            .unwrap_or_else(|| panic!("{name} has no NATS URLs"))
+            .to_owned();
+        urls.split(',').map(str::to_owned).collect()
+    };
+    let (worker, api) = (urls_of("worker-0"), urls_of("api-0"));
+    assert!(worker[0].starts_with("nats://worker:"), "{}", queue::redact_urls(&worker.join(",")));
+    assert!(api[0].starts_with("nats://api:"), "{}", queue::redact_urls(&api.join(",")));
+    let operator = lab.operator_nats_urls();
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let timeout = Duration::from_secs(2);
+        let connect = |urls: Vec<String>, role| async move {
+            let client = queue::connect(&urls, "permissions-test", Some(role)).await.expect("NATS");
+            let mut js = async_nats::jetstream::new(client.clone());
+            js.set_timeout(timeout);
+            (client, js)
+        };
+        let stored = |js: async_nats::jetstream::Context, subject: &'static str| async move {
+            let ack = tokio::time::timeout(timeout, async { js.publish(subject, "forged".into()).await?.await }).await;
+            matches!(ack, Ok(Ok(_)))
+        };
+        let (worker_client, worker_js) = connect(worker, queue::Role::Worker).await;
+        let (_, api_js) = connect(api, queue::Role::Api).await;
+        assert!(!stored(worker_js.clone(), "$KV.identity.k.forged").await, "the worker wrote the identity bucket");
+        assert!(!stored(api_js.clone(), "$KV.identity.k.forged").await, "an api node wrote the identity bucket");
+        assert!(!stored(worker_js.clone(), "jobs.small").await, "the worker queued a job");
+        assert!(!stored(worker_js.clone(), "usage.batches").await, "the worker shipped usage");
+        assert!(worker_js.delete_stream("JOBS").await.is_err(), "the worker deleted the job stream");
+        let _snoop = worker_client.subscribe("_INBOX_api.>").await.expect("subscribe is sent");
+        worker_client.flush().await.expect("flush");
+
+        // The operator's login may do all of it: the refusals above were permissions, not a
+        // broken connection.
+        let client = queue::connect(&operator, "permissions-test", None).await.expect("NATS");
+        let bucket = async_nats::jetstream::new(client).get_key_value("identity").await.expect("the identity bucket");
+        assert!(bucket.get("k.forged").await.expect("get").is_none(), "a forged key reached the bucket");
+    });
+    let logs = lab.nats_logs();
+    for (user, subject) in [
+        ("worker", "$KV.identity.k.forged"),
+        ("api", "$KV.identity.k.forged"),
+        ("worker", "jobs.small"),
+        ("worker", "usage.batches"),
+        ("worker", "$JS.API.STREAM.DELETE.JOBS"),
+        ("worker", "_INBOX_api.>"),
+    ] {
+        let refused = format!("User \"{user}\", Subject \"{subject}\"");
+        assert!(logs.contains(&refused), "no refusal of {subject} for {user}:\n{}", nats_refusals(&logs).join("\n"));
     }
 }
 
@@ -445,6 +537,7 @@ fn killing_the_job_stream_leader_elects_a_new_one_and_publishing_resumes() {
         Err(seen.join(", "))
     })
     .expect("the restarted node rejoined the stream");
+    lab.assert_no_nats_refusals();
 }
 
 #[test]
@@ -861,6 +954,7 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
             "tenant {tenant}: rollups ≠ seen 200s + unseen answers"
         );
     }
+    lab.assert_no_nats_refusals();
 }
 
 #[test]
@@ -892,15 +986,10 @@ fn an_unreadable_identity_entry_refuses_its_tenant_and_nothing_else() {
 
     // What a newer identity service might write for the demo tenant (a status this one does not
     // know), put straight into the bucket.
-    let urls: Vec<String> = lab.file["fields"]["nats_urls"]
-        .as_array()
-        .expect("nats_urls")
-        .iter()
-        .map(|u| u.as_str().expect("URL").to_owned())
-        .collect();
+    let urls = lab.operator_nats_urls();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let client = queue::connect(&urls, "test").await.expect("NATS");
+        let client = queue::connect(&urls, "test", None).await.expect("NATS");
         let bucket = async_nats::jetstream::new(client).get_key_value("identity").await.expect("the identity bucket");
         let value = serde_json::json!({ "version": 1_000_000, "tenant": { "id": demo_id, "status": "archived" } });
         bucket.put(format!("t.{demo_id}"), value.to_string().into()).await.expect("put");

@@ -56,7 +56,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     tokio::pin!(shutdown);
-    let client = queue::connect(&config.nats_urls, &config.node_id).await?;
+    let client = queue::connect(&config.nats_urls, &config.node_id, Some(queue::Role::Worker)).await?;
     let _ = status.client.set(client.clone());
     let js = jetstream::new(client.clone());
     let consumer = tokio::select! {

@@ -43,7 +43,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
         let internal = bind(&config.api.internal_listen, "api.internal_listen").await?;
         let origin = config.internal_origin(internal.local_addr()?)?;
-        let client = queue::connect(&nats_urls, &config.usage.node_id).await?;
+        let client = queue::connect(&nats_urls, &config.usage.node_id, Some(queue::Role::Api)).await?;
         let credentials = match store {
             Some(store) => api::Credentials::Store(store),
             None => {

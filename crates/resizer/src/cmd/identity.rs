@@ -38,7 +38,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
         tracing::info!(admin_url = %admin.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer identity started");
-        let client = queue::connect(&nats_urls, "identity").await?;
+        let client = queue::connect(&nats_urls, "identity", Some(queue::Role::Identity)).await?;
         let cache = Arc::new(CredentialCache::new());
         let app = api::App::new(
             config.api_config(config.api.admin_token.clone()),

@@ -113,20 +113,28 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
 
 fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let program = std::env::current_exe().context("finding this program's path")?;
-    // NATS takes a login, as it must wherever it runs: every role gets it in its URLs.
+    // NATS takes a login, as it must wherever it runs: each role its own user, allowed only the
+    // subjects the role uses (queue::permissions), in its URLs; `resizer` may do everything (for
+    // operators and tests, in cluster.json's `nats_urls`).
     let mut options = InfraOptions::default();
     options.nats.auth = Some(lab::NatsAuth { user: "resizer".into(), password: generate_admin_token()? });
+    let roles_config =
+        crate::config::Config::load(&crate::config::ConfigArgs { config: None, set: args.set.clone() }, &[])?;
+    options.nats.users = nats_role_users(&roles_config.queue_config(), |_| generate_admin_token())?;
     let mut infra = lab::up_infrastructure(&args.dir, &options)?;
     let dir = infra.dir().to_path_buf();
-    let nats_urls = infra.nats_urls().join(",");
-    println!("NATS JetStream cluster up: {}", queue::redact_urls(&nats_urls));
+    println!("NATS JetStream cluster up: {}", queue::redact_urls(&infra.nats_urls().join(",")));
+    let mut role_urls = std::collections::HashMap::new();
+    for role in queue::Role::ALL {
+        role_urls.insert(role, infra.nats().client_urls_as(role.as_str())?.join(","));
+    }
 
     let postgres_url = infra.add_postgres()?.url();
     println!("PostgreSQL up: {postgres_url}");
     let admin_token = generate_admin_token()?;
 
-    let common = |spec: ProcessSpec| -> ProcessSpec {
-        let mut spec = spec.env("RESIZER_QUEUE_NATS_URLS", &nats_urls).env("RESIZER_LOG_FORMAT", "json");
+    let common = |spec: ProcessSpec, role: queue::Role| -> ProcessSpec {
+        let mut spec = spec.env("RESIZER_QUEUE_NATS_URLS", &role_urls[&role]).env("RESIZER_LOG_FORMAT", "json");
         for kv in &args.set {
             spec = spec.args(["--set".to_owned(), kv.clone()]);
         }
@@ -143,7 +151,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .env("RESIZER_IDENTITY_DATABASE", &postgres_url)
         .url("admin", &admin_url)
         .health(format!("{admin_url}/healthz"));
-    let identity = infra.start_process(common(spec))?;
+    let identity = infra.start_process(common(spec, queue::Role::Identity))?;
     lab::wait_for_http_ok(&format!("{admin_url}/healthz"), Duration::from_secs(30)).map_err(|e| {
         anyhow::anyhow!("the identity service did not start: {e}\n--- its log ---\n{}", identity.log_tail(30))
     })?;
@@ -170,7 +178,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let spec = ProcessSpec::new("usage", &name, &program)
             .arg("usage")
             .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string());
-        infra.start_process(usage_env(common(spec)))?;
+        infra.start_process(usage_env(common(spec, queue::Role::Usage)))?;
     }
     let mut backends = Vec::new();
     let mut health = Vec::new();
@@ -194,7 +202,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .url("internal", url(internal))
             .url("metrics", format!("{}/metrics", url(public)))
             .health(format!("{}/readyz", url(public)));
-        let component = infra.start_process(usage_env(common(spec)))?;
+        let component = infra.start_process(usage_env(common(spec, queue::Role::Api)))?;
         health.push((component, format!("{}/readyz", url(public))));
         backends.push(Backend::new(&name, ([127, 0, 0, 1], public).into()));
     }
@@ -211,7 +219,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .url("metrics", format!("{url}/metrics"))
             .health(format!("{url}/readyz"));
         spec = spec.env("RESIZER_WORKER_SLOTS", worker_slots.to_string());
-        let component = infra.start_process(common(spec))?;
+        let component = infra.start_process(common(spec, queue::Role::Worker))?;
         health.push((component, format!("{url}/readyz")));
     }
     for (component, ready) in &health {
@@ -230,6 +238,24 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let file = infra.finish(fields)?;
     print_summary(&dir, &url, &admin_url, &demo_key, file.components.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// One NATS user per role, named for it, with the role's permissions and `password(role)`.
+fn nats_role_users(
+    jobs: &queue::QueueConfig,
+    password: impl Fn(queue::Role) -> anyhow::Result<String>,
+) -> anyhow::Result<Vec<lab::NatsUser>> {
+    queue::Role::ALL
+        .iter()
+        .map(|&role| {
+            let permissions = queue::permissions(role, jobs, identity_kv::BUCKET);
+            Ok(lab::NatsUser {
+                login: lab::NatsAuth { user: role.as_str().into(), password: password(role)? },
+                publish: permissions.publish,
+                subscribe: permissions.subscribe,
+            })
+        })
+        .collect()
 }
 
 /// The lab's own directory in `/dev/shm` for its api nodes' open spool batches, named by DIR so
@@ -287,4 +313,31 @@ fn print_summary(dir: &Path, url: &str, admin_url: &str, demo_key: &str, compone
     println!("try it:");
     println!("  curl -sS -H 'Authorization: Bearer {demo_key}' --data-binary @photo.jpg '{url}/v1/resize?width=300' -o thumb.jpg");
     println!("stop it:  resizer lab down --dir {}", dir.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The authorization block `deploy/nats/` must carry: the lab's users and permissions, with
+    /// each password read from nats-server's environment.
+    fn deploy_authorization() -> String {
+        let variable = |role: queue::Role| format!("RESIZER_NATS_{}_PASSWORD", role.as_str().to_uppercase());
+        let users = nats_role_users(&queue::QueueConfig::default(), |role| Ok(variable(role))).expect("users");
+        let operator = lab::NatsAuth { user: "resizer".into(), password: "RESIZER_NATS_PASSWORD".into() };
+        lab::render_authorization(&operator, &users, lab::Passwords::FromEnvironment)
+    }
+
+    #[test]
+    fn the_deploy_nats_configs_give_each_role_the_permissions_its_code_uses() {
+        let block = deploy_authorization();
+        for n in 1..=3 {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../deploy/nats/nats-{n}.conf"));
+            let text = std::fs::read_to_string(&path).expect("deploy/nats config");
+            assert!(
+                text.contains(&block),
+                "deploy/nats/nats-{n}.conf: its authorization block is not the one the code needs:\n{block}"
+            );
+        }
+    }
 }

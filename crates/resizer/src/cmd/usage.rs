@@ -50,7 +50,7 @@ pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let aggregator = Arc::new(usage::Aggregator::new(rollups, open_archive(&config)?));
-        let client = queue::connect(&nats_urls, "usage").await?;
+        let client = queue::connect(&nats_urls, "usage", Some(queue::Role::Usage)).await?;
         let js = jetstream::new(client);
         let consumer = loop {
             let attempt = async {

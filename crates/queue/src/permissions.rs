@@ -1,0 +1,131 @@
+//! What each role may publish and subscribe to on NATS: the allow-lists a server's
+//! `authorization` block gives each role's user (`resizer lab`, `deploy/nats/`). A worker
+//! converts hostile images, so its login is the one most likely to leak: with it alone, nobody
+//! can write an API key into the identity bucket, bill a tenant for usage it never had, or queue
+//! jobs. Each role also gets its own inbox prefix, so that no role can read the replies and
+//! deliveries (a watch of the identity bucket among them) addressed to another.
+//!
+//! The lists name every subject the role's code uses through async-nats 0.51 on nats-server 2.9;
+//! a subject missing here is a "Permissions Violation" in the server's log and an error in the
+//! role, which the cluster tests look for.
+
+use crate::config::QueueConfig;
+use crate::usage_stream::{USAGE_CONSUMER, USAGE_STREAM, USAGE_SUBJECT};
+
+/// A process that logs in to NATS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Publishes jobs, ships usage batches, watches the identity bucket.
+    Api,
+    /// Pulls and acknowledges jobs.
+    Worker,
+    /// Writes the identity bucket.
+    Identity,
+    /// Pulls and acknowledges usage batches.
+    Usage,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Api, Role::Worker, Role::Identity, Role::Usage];
+
+    /// The role's name, which is also its NATS user in the lab and in `deploy/`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Worker => "worker",
+            Role::Identity => "identity",
+            Role::Usage => "usage",
+        }
+    }
+
+    /// The prefix of the role's reply subjects (`_INBOX_<role>`), instead of the shared `_INBOX`.
+    pub fn inbox_prefix(self) -> String {
+        format!("_INBOX_{}", self.as_str())
+    }
+}
+
+/// Allow-lists of subjects (NATS wildcards); everything else is denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+/// The subjects `role` needs, for the job stream of `jobs` and the identity bucket
+/// `identity_bucket`.
+pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Permissions {
+    let api = "$JS.API";
+    let stream_setup = |stream: &str| [format!("{api}.STREAM.INFO.{stream}"), format!("{api}.STREAM.CREATE.{stream}")];
+    // A durable pull consumer: looked up, created if missing (as `CREATE.<stream>.<name>` or, by
+    // older clients, `DURABLE.CREATE`), pulled from, and acknowledged.
+    let pull_consumer = |stream: &str, consumer: &str| {
+        [
+            format!("{api}.CONSUMER.INFO.{stream}.{consumer}"),
+            format!("{api}.CONSUMER.CREATE.{stream}.{consumer}"),
+            format!("{api}.CONSUMER.DURABLE.CREATE.{stream}.{consumer}"),
+            format!("{api}.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            format!("$JS.ACK.{stream}.{consumer}.>"),
+        ]
+    };
+    let kv_stream = format!("KV_{identity_bucket}");
+    let mut publish: Vec<String> = match role {
+        Role::Api => {
+            let mut subjects = vec![format!("{}.>", jobs.subject_prefix), USAGE_SUBJECT.to_owned()];
+            subjects.extend(stream_setup(&jobs.stream));
+            subjects.extend(stream_setup(USAGE_STREAM));
+            // Watching the bucket: an ordered consumer on its stream, made again after a gap,
+            // with flow control answered.
+            subjects.extend([
+                format!("{api}.STREAM.INFO.{kv_stream}"),
+                format!("{api}.CONSUMER.CREATE.{kv_stream}"),
+                format!("{api}.CONSUMER.CREATE.{kv_stream}.>"),
+                format!("{api}.CONSUMER.DELETE.{kv_stream}.>"),
+                format!("{api}.CONSUMER.INFO.{kv_stream}.>"),
+                format!("$JS.FC.{kv_stream}.>"),
+            ]);
+            subjects
+        }
+        Role::Worker => {
+            let mut subjects: Vec<String> = stream_setup(&jobs.stream).into();
+            subjects.extend(pull_consumer(&jobs.stream, &jobs.consumer));
+            subjects
+        }
+        Role::Identity => {
+            let mut subjects = vec![format!("$KV.{identity_bucket}.>")];
+            subjects.extend(stream_setup(&kv_stream));
+            // Reading its own marker key back: a direct get, or a stream message get.
+            subjects.extend([format!("{api}.DIRECT.GET.{kv_stream}.>"), format!("{api}.STREAM.MSG.GET.{kv_stream}")]);
+            subjects
+        }
+        Role::Usage => {
+            let mut subjects: Vec<String> = stream_setup(USAGE_STREAM).into();
+            subjects.extend(pull_consumer(USAGE_STREAM, USAGE_CONSUMER));
+            subjects
+        }
+    };
+    publish.sort();
+    Permissions { publish, subscribe: vec![format!("{}.>", role.inbox_prefix())] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_identity_service_writes_the_bucket_and_only_the_api_queues_jobs() {
+        let jobs = QueueConfig::default();
+        for role in Role::ALL {
+            let p = permissions(role, &jobs, "identity");
+            let may_publish = |subject: &str| p.publish.iter().any(|s| s == subject);
+            assert_eq!(may_publish("$KV.identity.>"), role == Role::Identity, "{role:?}");
+            assert_eq!(may_publish("jobs.>"), role == Role::Api, "{role:?}");
+            assert_eq!(may_publish("usage.batches"), role == Role::Api, "{role:?}");
+            assert_eq!(p.subscribe, [format!("_INBOX_{}.>", role.as_str())], "{role:?}");
+            assert!(p.publish.iter().all(|s| !s.starts_with("_INBOX")), "{role:?}: no one answers for another");
+            assert!(
+                p.publish.iter().all(|s| !s.contains(".DELETE.") || s.contains("CONSUMER.DELETE.KV_")),
+                "{role:?}: deletes nothing but its own watch"
+            );
+        }
+    }
+}
