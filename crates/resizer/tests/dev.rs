@@ -384,6 +384,22 @@ fn admin_cli_and_restart_keep_the_demo_key() -> Result {
     let key: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let key = key["key"].as_str().expect("shown once").to_owned();
     assert_eq!(server.resize("width=5", Some(&key), &png(10, 10), &[]).status, 200);
+    // Lists: a table by default (own limits as set, defaults starred), JSON on request.
+    let table = String::from_utf8(cli(&["tenants", "list"]).stdout)?;
+    let row = table.lines().find(|l| l.contains("cli-made")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" active ") && row.contains(" 5.0 ") && row.contains(" 10 ") && row.contains('*'), "{row}");
+    let listed: serde_json::Value = serde_json::from_slice(&cli(&["tenants", "list", "--json"]).stdout)?;
+    assert!(listed["tenants"].as_array().is_some_and(|t| t.iter().any(|t| t["name"] == "cli-made")), "{listed}");
+    let key_id = key.strip_prefix("rsz_").and_then(|k| k.get(..12)).expect("key id").to_owned();
+    assert!(cli(&["keys", "revoke", &key_id]).status.success());
+    let table = String::from_utf8(cli(&["keys", "list", "cli-made"]).stdout)?;
+    let row = table.lines().find(|l| l.starts_with(&key_id)).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" ci ") && !row.trim_end().ends_with('-'), "revoked, with its time: {row}");
+    let listed: serde_json::Value = serde_json::from_slice(&cli(&["keys", "list", "cli-made", "--json"]).stdout)?;
+    assert_eq!(listed["keys"][0]["id"], key_id.as_str());
+    let out = cli(&["keys", "create", "cli-made", "--label", "second"]);
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let key = key["key"].as_str().expect("shown once").to_owned();
     let out = cli(&["tenants", "suspend", "nobody"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));

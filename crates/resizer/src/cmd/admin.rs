@@ -86,7 +86,11 @@ fn form_urlencoded_pairs(pairs: &[(&str, Option<&str>)]) -> String {
 
 #[derive(Subcommand, Debug)]
 enum TenantCommand {
-    List,
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     Get {
         /// Tenant id or name.
         tenant: String,
@@ -114,6 +118,9 @@ enum TenantCommand {
 enum KeyCommand {
     List {
         tenant: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     Create {
         tenant: String,
@@ -186,7 +193,14 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
 
     let seg = |s: &str| form_path_segment(s);
     let (status, body) = match &args.command {
-        AdminCommand::Tenants(TenantCommand::List) => client.call("GET", "/v1/tenants", None)?,
+        AdminCommand::Tenants(TenantCommand::List { json }) => {
+            let (status, body) = client.call("GET", "/v1/tenants", None)?;
+            if (200..300).contains(&status) && !json {
+                print_tenants_table(&body);
+                return Ok(ExitCode::SUCCESS);
+            }
+            (status, body)
+        }
         AdminCommand::Tenants(TenantCommand::Get { tenant }) => {
             client.call("GET", &format!("/v1/tenants/{}", seg(tenant)), None)?
         }
@@ -209,8 +223,13 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::Tenants(TenantCommand::Activate { tenant }) => {
             client.call("PATCH", &format!("/v1/tenants/{}", seg(tenant)), Some(json!({ "status": "active" })))?
         }
-        AdminCommand::Keys(KeyCommand::List { tenant }) => {
-            client.call("GET", &format!("/v1/tenants/{}/keys", seg(tenant)), None)?
+        AdminCommand::Keys(KeyCommand::List { tenant, json }) => {
+            let (status, body) = client.call("GET", &format!("/v1/tenants/{}/keys", seg(tenant)), None)?;
+            if (200..300).contains(&status) && !json {
+                print_keys_table(&body);
+                return Ok(ExitCode::SUCCESS);
+            }
+            (status, body)
         }
         AdminCommand::Keys(KeyCommand::Create { tenant, label }) => {
             client.call("POST", &format!("/v1/tenants/{}/keys", seg(tenant)), Some(json!({ "label": label })))?
@@ -249,6 +268,49 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         let detail = body.get("detail").and_then(Value::as_str).unwrap_or("(no detail)");
         eprintln!("error: {status}: {detail}");
         Ok(ExitCode::from(1))
+    }
+}
+
+/// A limit as a table cell: the tenant's own, or the deployment default it falls back to (`*`).
+fn limit_cell(tenant: &Value, field: &str) -> String {
+    match &tenant["limits"][field] {
+        Value::Null => format!("{}*", tenant["effective_limits"][field]),
+        own => own.to_string(),
+    }
+}
+
+fn print_tenants_table(body: &Value) {
+    println!(
+        "{:>6} {:<24} {:<10} {:>10} {:>8} {:>14} {:>14}  created",
+        "id", "name", "status", "rate/s", "burst", "max bytes", "max pixels"
+    );
+    for t in body["tenants"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:>6} {:<24} {:<10} {:>10} {:>8} {:>14} {:>14}  {}",
+            t["id"].as_u64().unwrap_or(0),
+            t["name"].as_str().unwrap_or(""),
+            t["status"].as_str().unwrap_or(""),
+            limit_cell(&t, "rate_per_sec"),
+            limit_cell(&t, "burst"),
+            limit_cell(&t, "max_input_bytes"),
+            limit_cell(&t, "max_input_pixels"),
+            t["created_at"].as_str().unwrap_or(""),
+        );
+    }
+    println!("(* the deployment's default: the tenant sets no limit of its own)");
+}
+
+fn print_keys_table(body: &Value) {
+    println!("{:<14} {:>6} {:<24} {:<26} revoked", "key id", "tenant", "label", "created");
+    for k in body["keys"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<14} {:>6} {:<24} {:<26} {}",
+            k["id"].as_str().unwrap_or(""),
+            k["tenant_id"].as_u64().unwrap_or(0),
+            k["label"].as_str().unwrap_or(""),
+            k["created_at"].as_str().unwrap_or(""),
+            k["revoked_at"].as_str().unwrap_or("-"),
+        );
     }
 }
 
