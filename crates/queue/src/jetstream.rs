@@ -65,6 +65,13 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &QueueConfig) -> Res
     .map_err(|e| QueueError::Unavailable(format!("creating the {} stream: {e}", config.stream)))
 }
 
+/// A stream another role creates, looked up (`STREAM.INFO` only): workers wait for the api
+/// nodes' job stream, aggregators for their usage stream, since neither may create a stream
+/// (`permissions.rs`: a stream made by the wrong role could capture subjects it should not).
+pub async fn existing_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, QueueError> {
+    js.get_stream(name).await.map_err(|e| QueueError::Unavailable(format!("the {name} stream: {e}")))
+}
+
 /// The durable pull consumer every worker shares: explicit acks, redelivery after `ack_wait`,
 /// at most `max_deliver` deliveries.
 pub async fn ensure_consumer(

@@ -26,7 +26,7 @@ mod wire;
 pub use config::{QueueConfig, ACK_PROGRESS_EVERY};
 pub use credentials::redact_urls;
 pub use error::QueueError;
-pub use jetstream::{connect, ensure_consumer, ensure_stream, JobQueue};
+pub use jetstream::{connect, ensure_consumer, ensure_stream, existing_stream, JobQueue};
 pub use permissions::{permissions, Permissions, Role};
 pub use staging::{StagedJob, Staging, StagingError};
 pub use usage_stream::{

@@ -55,6 +55,9 @@ pub struct Permissions {
 /// `identity_bucket`.
 pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Permissions {
     let api = "$JS.API";
+    // Only the role that writes a stream creates it: a stream made by another (say, a worker,
+    // while the job stream is missing) could be given subjects that capture what it should
+    // never see.
     let stream_setup = |stream: &str| [format!("{api}.STREAM.INFO.{stream}"), format!("{api}.STREAM.CREATE.{stream}")];
     // A durable pull consumer: looked up, created if missing (as `CREATE.<stream>.<name>` or, by
     // older clients, `DURABLE.CREATE`), pulled from, and acknowledged.
@@ -86,7 +89,7 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
             subjects
         }
         Role::Worker => {
-            let mut subjects: Vec<String> = stream_setup(&jobs.stream).into();
+            let mut subjects = vec![format!("{api}.STREAM.INFO.{}", jobs.stream)];
             subjects.extend(pull_consumer(&jobs.stream, &jobs.consumer));
             subjects
         }
@@ -98,7 +101,7 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
             subjects
         }
         Role::Usage => {
-            let mut subjects: Vec<String> = stream_setup(USAGE_STREAM).into();
+            let mut subjects = vec![format!("{api}.STREAM.INFO.{USAGE_STREAM}")];
             subjects.extend(pull_consumer(USAGE_STREAM, USAGE_CONSUMER));
             subjects
         }
@@ -126,6 +129,14 @@ mod tests {
                 p.publish.iter().all(|s| !s.contains(".DELETE.") || s.contains("CONSUMER.DELETE.KV_")),
                 "{role:?}: deletes nothing but its own watch"
             );
+            let creates: Vec<&str> =
+                p.publish.iter().filter_map(|s| s.strip_prefix("$JS.API.STREAM.CREATE.")).collect();
+            let writes: &[&str] = match role {
+                Role::Api => &["JOBS", "USAGE"],
+                Role::Identity => &["KV_identity"],
+                Role::Worker | Role::Usage => &[],
+            };
+            assert_eq!(creates, writes, "{role:?}: creates only the streams it writes");
         }
     }
 }

@@ -322,8 +322,8 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
         assert!(listing.contains(name), "{name} missing from status:\n{listing}");
     }
 
-    // NATS takes a login: every role got it in its URLs, a client without it is refused, and no
-    // log holds the password.
+    // NATS takes a login: cluster.json has the operator's, a client without one is refused, and
+    // no log holds the password (the roles' own logins: each_role_may_use_only_its_own_subjects).
     let urls = lab.file["fields"]["nats_urls"].as_array().expect("nats_urls");
     let first = urls[0].as_str().expect("a URL");
     let password = first
@@ -390,9 +390,24 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
             .to_owned();
         urls.split(',').map(str::to_owned).collect()
     };
+    // Each role's own login, and no log holds its password (its longest alphanumeric run reads
+    // the same percent-encoded and decoded).
+    for (name, user) in [("worker-0", "worker"), ("api-0", "api"), ("identity", "identity"), ("usage-0", "usage")] {
+        let urls = urls_of(name);
+        let password = urls[0]
+            .strip_prefix(&format!("nats://{user}:"))
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(password, _)| password.to_owned())
+            .unwrap_or_else(|| panic!("{name} does not log in as {user}: {}", queue::redact_urls(&urls.join(","))));
+        let secret = password.split(|c: char| !c.is_ascii_alphanumeric()).max_by_key(|run| run.len()).unwrap_or("");
+        assert!(secret.len() >= 24, "{name}: a short password");
+        for entry in std::fs::read_dir(lab.dir.join("logs")).expect("DIR/logs") {
+            let path = entry.expect("log").path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(!text.contains(secret), "{} holds {user}'s NATS password", path.display());
+        }
+    }
     let (worker, api) = (urls_of("worker-0"), urls_of("api-0"));
-    assert!(worker[0].starts_with("nats://worker:"), "{}", queue::redact_urls(&worker.join(",")));
-    assert!(api[0].starts_with("nats://api:"), "{}", queue::redact_urls(&api.join(",")));
     let operator = lab.operator_nats_urls();
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

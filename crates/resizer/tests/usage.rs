@@ -261,7 +261,8 @@ fn admin_cli_shows_usage_and_audit_as_tables_and_json() -> Result {
     let server = DevServer::start(&["usage.batch_max_age_ms=100"])?;
     let r = server.resize("width=16", Some(&server.demo_key), &png(40, 30), &[("x-request-id", "cli-check-1")]);
     assert_eq!(r.status, 200);
-    // A client that reuses its request id: both requests are in the audit.
+    // A client that reuses its request id: both requests are in the audit (that two such
+    // records of one batch and millisecond stay apart is the archive's unit test).
     for _ in 0..2 {
         let r = server.resize("width=8", Some(&server.demo_key), &png(40, 30), &[("x-request-id", "cli-check-2")]);
         assert_eq!(r.status, 200);

@@ -42,7 +42,7 @@
 //! | `wall_us`       | INT64 UINT_64 / UInt64                | wall time of the request, µs                         |
 //! | `cpu_us`        | INT64 UINT_64 / UInt64                | CPU time of the conversion, µs                       |
 //! | `batch_id`      | BYTE_ARRAY UTF8 / Utf8                | the spool batch that delivered the record (not a `UsageRecord` field) |
-//! | `batch_seq`     | INT32 UINT_32 / UInt32                | the record's position in that batch (not a `UsageRecord` field) |
+//! | `batch_seq`     | INT32 UINT_32 / UInt32                | the record's rank among that batch's records with the same `time_ms` and `request_id`, 0 for most (not a `UsageRecord` field) |
 //!
 //! `crates/usage/tests/read_parquet.py` checks these names and types with pyarrow.
 //!
@@ -185,9 +185,15 @@ impl AuditCursor {
         if !text.len().is_multiple_of(2) || text.len() > 2 * 1024 {
             return None;
         }
-        let bytes: Vec<u8> = (0..text.len())
-            .step_by(2)
-            .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let bytes: Vec<u8> = text
+            .as_bytes()
+            .chunks_exact(2)
+            .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
             .collect::<Option<_>>()?;
         let time_ms = i64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
         let batch_seq = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
@@ -1079,6 +1085,43 @@ mod tests {
         assert_eq!(dup_count(&archive.read(3, 0, i64::MAX).await.expect("read")), 4);
     }
 
+    /// Rewrites an archive file as versions before `batch_seq` wrote it: the same rows without
+    /// that column.
+    fn drop_batch_seq_column(path: &std::path::Path) {
+        let bytes = Bytes::from(std::fs::read(path).expect("file"));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).expect("reader");
+        let batches: Vec<RecordBatch> = reader
+            .map(|batch| {
+                let mut batch = batch.expect("batch");
+                let index = batch.schema().index_of("batch_seq").expect("the column");
+                batch.remove_column(index);
+                batch
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut out, batches[0].schema(), None).expect("writer");
+        batches.iter().for_each(|batch| writer.write(batch).expect("write"));
+        writer.close().expect("close");
+        std::fs::write(path, out).expect("rewrite");
+    }
+
+    #[tokio::test]
+    async fn files_written_before_batch_seq_read_as_rank_0_and_compact_with_newer_ones() {
+        let tmp = TempDir::new("old-files");
+        let archive = Archive::local(&tmp.0).expect("open");
+        let dup = record("dup", 6, EVENING);
+        archive.write_batch("old", vec![dup.clone(), dup.clone(), record("a", 6, EVENING - 1)]).await.expect("write");
+        drop_batch_seq_column(&tmp.0.join("tenant=6/date=2024-03-09/batch-old.parquet"));
+        archive.write_batch("new", vec![dup.clone(), dup.clone()]).await.expect("write");
+        let dups = |records: Vec<UsageRecord>| records.iter().filter(|r| r.request_id == "dup").count();
+        // The old file's two identical rows are one, as the old versions read them; the new
+        // file's are two.
+        assert_eq!(dups(archive.read(6, 0, i64::MAX).await.expect("read")), 3);
+        assert_eq!(archive.compact_day(6, "2024-03-09", &|_: &str| true).await.expect("compact"), 2);
+        let read = archive.read(6, 0, i64::MAX).await.expect("read");
+        assert_eq!((dups(read.clone()), read.len()), (3, 4));
+    }
+
     #[tokio::test]
     async fn pages_of_every_size_add_up_to_the_whole_read() {
         let tmp = TempDir::new("pages");
@@ -1128,7 +1171,19 @@ mod tests {
         let cursor = AuditCursor { time_ms: -5, request_id: "r/é 1".into(), batch_id: "b-1_x".into(), batch_seq: 7 };
         assert_eq!(AuditCursor::parse(&cursor.encode()), Some(cursor.clone()));
         let good = cursor.encode();
-        for bad in ["", "0", "zz", &good[..good.len() - 1], &good[..20], &format!("{good}ff"), &"0".repeat(4096)] {
+        let upper = good.to_uppercase();
+        let signed = format!("+{}", &good[1..]);
+        for bad in [
+            "",
+            "0",
+            "zz",
+            &good[..good.len() - 1],
+            &good[..20],
+            &format!("{good}ff"),
+            &"0".repeat(4096),
+            &upper,
+            &signed,
+        ] {
             assert_eq!(AuditCursor::parse(bad), None, "{bad}");
         }
         // A batch id that is not one (path characters) is refused.

@@ -101,13 +101,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Creates the stream and consumer if missing, retrying until JetStream answers (NATS may
-/// still be electing its leaders when the worker starts).
+/// Finds the job stream (the api nodes create it) and creates the consumer if missing, retrying
+/// until JetStream answers (NATS may still be electing its leaders when the worker starts, and
+/// the stream appears when the first api node does).
 async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> consumer::Consumer<consumer::pull::Config> {
     let mut logged = false;
     loop {
         let attempt = async {
-            let stream = queue::ensure_stream(js, &config.queue).await?;
+            let stream = queue::existing_stream(js, &config.queue.stream).await?;
             queue::ensure_consumer(&stream, &config.queue).await
         };
         match attempt.await {

@@ -54,7 +54,8 @@ pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
         let js = jetstream::new(client);
         let consumer = loop {
             let attempt = async {
-                let stream = queue::ensure_usage_stream(&js, config.queue.replicas.max(1)).await?;
+                // The api nodes create the stream when they ship their first batch.
+                let stream = queue::existing_stream(&js, queue::USAGE_STREAM).await?;
                 queue::ensure_usage_consumer(&stream, ACK_WAIT).await
             };
             match attempt.await {
