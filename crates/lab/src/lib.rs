@@ -69,8 +69,8 @@ pub use error::{LabError, MissingBinary, Result};
 pub use haproxy::{Backend, Haproxy, HaproxyOptions, ServerState, BACKEND_NAME, HAPROXY_ROLE};
 pub use infra::{up_infrastructure, InfraOptions, Infrastructure};
 pub use nats::{
-    render_authorization, Jsz, MetaCluster, NatsAuth, NatsCluster, NatsNode, NatsOptions, NatsUser, Passwords,
-    PeerInfo, Routez, StreamDetail, LEADER_ELECTION_BOUND, NATS_ROLE,
+    render_authorization, Jsz, MetaCluster, NatsAccount, NatsAuth, NatsCluster, NatsLink, NatsNode, NatsOptions,
+    NatsPermissions, NatsUser, Passwords, PeerInfo, Routez, StreamDetail, LEADER_ELECTION_BOUND, NATS_ROLE,
 };
 pub use net::{
     free_port, free_ports, http_get, http_get_json, poll_until, tcp_accepts, wait_for_http_ok, wait_for_tcp,

@@ -64,19 +64,47 @@ pub struct NatsOptions {
     /// server's live heap is a few MiB here, and its collector's work is CPU the lab's other
     /// processes wait for (docs/benchmarks.md: 0.15 ms less per request).
     pub gogc: Option<u32>,
-    /// The user with every permission (`authorization` in each server's config): operators,
-    /// tools and tests; None: no authentication. [`NatsCluster::client_urls`] then carry its
-    /// credentials.
+    /// The user with every permission: operators, tools and tests; None: no authentication.
+    /// Without `accounts` it is the one user (`authorization` in each server's config); with
+    /// them, a user of the first account. [`NatsCluster::client_urls`] carry its credentials.
     pub auth: Option<NatsAuth>,
-    /// More users, each allowed only the subjects it lists (with `auth` set); their URLs come
-    /// from [`NatsCluster::client_urls_as`].
-    pub users: Vec<NatsUser>,
+    /// NATS accounts (with `auth` set), each with its users, JetStream, and the subjects it
+    /// shares with the others; the users' URLs come from [`NatsCluster::client_urls_as`].
+    pub accounts: Vec<NatsAccount>,
 }
 
-/// A user limited to allow-lists of subjects (NATS wildcards); everything else is denied.
+/// A NATS account: its own subjects and JetStream, and what it exports to or imports from others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsAccount {
+    pub name: String,
+    pub users: Vec<NatsUser>,
+    pub exports: Vec<NatsLink>,
+    /// Each from the account it names.
+    pub imports: Vec<NatsLink>,
+}
+
+/// A subject shared between accounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsLink {
+    /// A stream (messages one way) rather than a service (requests and their answers).
+    pub stream: bool,
+    pub subject: String,
+    /// For an import: the exporting account.
+    pub account: Option<String>,
+    /// For an import: the name in the importing account, when not the same.
+    pub to: Option<String>,
+}
+
+/// A user, limited to allow-lists of subjects (NATS wildcards) when it has `permissions`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NatsUser {
     pub login: NatsAuth,
+    pub permissions: Option<NatsPermissions>,
+}
+
+/// Allow-lists; everything else is denied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsPermissions {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
 }
@@ -127,7 +155,7 @@ impl Default for NatsOptions {
             gomaxprocs: share_of_cores(3),
             gogc: lab_gogc(),
             auth: None,
-            users: Vec::new(),
+            accounts: Vec::new(),
         }
     }
 }
@@ -279,7 +307,7 @@ pub struct NatsCluster {
     /// None in a handle rebuilt from cluster.json (whose `nats_urls` field has the credentials).
     auth: Option<NatsAuth>,
     /// Empty in a handle rebuilt from cluster.json.
-    users: Vec<NatsUser>,
+    accounts: Vec<NatsAccount>,
     die_with_parent: bool,
     detached: bool,
 }
@@ -299,8 +327,8 @@ impl NatsCluster {
         if opts.nodes == 0 {
             return Err(LabError::Invalid("a NATS cluster needs at least one node".into()));
         }
-        if opts.auth.is_none() && !opts.users.is_empty() {
-            return Err(LabError::Invalid("NATS users with permissions need `auth` (the operator) as well".into()));
+        if opts.auth.is_none() && !opts.accounts.is_empty() {
+            return Err(LabError::Invalid("NATS accounts need `auth` (the operator) as well".into()));
         }
         let binary = binaries::resolve(NATS_SERVER, opts.binary.as_deref())?;
         let ports = net::free_ports(3 * opts.nodes)?;
@@ -311,7 +339,7 @@ impl NatsCluster {
             cluster_name: opts.cluster_name.clone(),
             nodes: Vec::new(),
             auth: opts.auth.clone(),
-            users: opts.users.clone(),
+            accounts: opts.accounts.clone(),
             die_with_parent: opts.die_with_parent,
             detached: false,
         };
@@ -412,7 +440,14 @@ impl NatsCluster {
             return Err(LabError::UnknownComponent("any component of role nats".into()));
         }
         nodes.sort_by_key(|n| n.index);
-        Ok(NatsCluster { cluster_name, nodes, auth: None, users: Vec::new(), die_with_parent: false, detached: true })
+        Ok(NatsCluster {
+            cluster_name,
+            nodes,
+            auth: None,
+            accounts: Vec::new(),
+            die_with_parent: false,
+            detached: true,
+        })
     }
 
     pub fn nodes(&self) -> &[NatsNode] {
@@ -434,9 +469,9 @@ impl NatsCluster {
         self.urls_with(self.auth.as_ref())
     }
 
-    /// Every node's client URL with the login of `user`, one of [`NatsOptions::users`].
+    /// Every node's client URL with the login of `user`, a user of one of [`NatsOptions::accounts`].
     pub fn client_urls_as(&self, user: &str) -> Result<Vec<String>> {
-        let found = self.users.iter().find(|u| u.login.user == user);
+        let found = self.accounts.iter().flat_map(|a| &a.users).find(|u| u.login.user == user);
         let login = found.ok_or_else(|| LabError::Invalid(format!("no NATS user {user} in this cluster")))?;
         Ok(self.urls_with(Some(&login.login)))
     }
@@ -706,26 +741,58 @@ pub enum Passwords {
     FromEnvironment,
 }
 
-/// The `authorization` block: `operator` with every permission, then each of `users` allowed
-/// only its lists.
-pub fn render_authorization(operator: &NatsAuth, users: &[NatsUser], passwords: Passwords) -> String {
+/// Who may log in: without accounts, an `authorization` block with `operator` alone; with
+/// them, an `accounts` block, `operator` (every permission) a user of the first.
+pub fn render_authorization(operator: &NatsAuth, accounts: &[NatsAccount], passwords: Passwords) -> String {
     let list = |subjects: &[String]| subjects.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ");
     let password = |p: &str| match passwords {
         Passwords::Literal => quote(p),
         Passwords::FromEnvironment => format!("${p}"),
     };
-    let mut out = String::from("authorization {\n  users: [\n");
-    out.push_str(&format!("    {{ user: {}, password: {} }}\n", quote(&operator.user), password(&operator.password)));
-    for u in users {
-        out.push_str(&format!(
-            "    {{ user: {}, password: {}, permissions: {{\n        publish: {{ allow: [{}] }}\n        subscribe: {{ allow: [{}] }}\n    }} }}\n",
+    let user = |u: &NatsUser, indent: &str| {
+        match &u.permissions {
+        None => format!("{indent}{{ user: {}, password: {} }}\n", quote(&u.login.user), password(&u.login.password)),
+        Some(p) => format!(
+            "{indent}{{ user: {}, password: {}, permissions: {{\n{indent}    publish: {{ allow: [{}] }}\n{indent}    subscribe: {{ allow: [{}] }}\n{indent}}} }}\n",
             quote(&u.login.user),
             password(&u.login.password),
-            list(&u.publish),
-            list(&u.subscribe),
-        ));
+            list(&p.publish),
+            list(&p.subscribe),
+        ),
     }
-    out.push_str("  ]\n}\n\n");
+    };
+    let operator = NatsUser { login: operator.clone(), permissions: None };
+    if accounts.is_empty() {
+        return format!("authorization {{\n  users: [\n{}  ]\n}}\n\n", user(&operator, "    "));
+    }
+    let link = |l: &NatsLink| {
+        let kind = if l.stream { "stream" } else { "service" };
+        match &l.account {
+            None => format!("      {{ {kind}: {} }}\n", quote(&l.subject)),
+            Some(account) => {
+                let to = l.to.as_ref().map(|to| format!(", to: {}", quote(to))).unwrap_or_default();
+                format!("      {{ {kind}: {{ account: {}, subject: {} }}{to} }}\n", quote(account), quote(&l.subject))
+            }
+        }
+    };
+    let mut out = String::from("accounts {\n");
+    for (i, account) in accounts.iter().enumerate() {
+        out.push_str(&format!("  {}: {{\n    jetstream: enabled\n    users: [\n", account.name));
+        if i == 0 {
+            out.push_str(&user(&operator, "      "));
+        }
+        account.users.iter().for_each(|u| out.push_str(&user(u, "      ")));
+        out.push_str("    ]\n");
+        for (name, links) in [("exports", &account.exports), ("imports", &account.imports)] {
+            if !links.is_empty() {
+                out.push_str(&format!("    {name}: [\n"));
+                links.iter().for_each(|l| out.push_str(&link(l)));
+                out.push_str("    ]\n");
+            }
+        }
+        out.push_str("  }\n");
+    }
+    out.push_str("}\n\n");
     out
 }
 
@@ -767,7 +834,7 @@ pub fn render_config(
          }}\n{cluster}",
         name = quote(server_name),
         authorization = match &opts.auth {
-            Some(auth) => render_authorization(auth, &opts.users, Passwords::Literal),
+            Some(auth) => render_authorization(auth, &opts.accounts, Passwords::Literal),
             None => String::new(),
         },
         store = quote(&node_dir.display().to_string()),

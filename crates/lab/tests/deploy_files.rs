@@ -34,13 +34,14 @@ fn the_shipped_nats_configs_are_valid_and_take_a_login() {
             .env("RESIZER_NATS_WORKER_PASSWORD", "test-worker-password")
             .env("RESIZER_NATS_IDENTITY_PASSWORD", "test-identity-password")
             .env("RESIZER_NATS_USAGE_PASSWORD", "test-usage-password")
+            .env("RESIZER_NATS_RESIZER_IDENTITY_PASSWORD", "test-identity-operator-password")
             .output()
             .expect("run nats-server -t");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && text.contains("is valid"), "{}: {text}", config.display());
         let text = std::fs::read_to_string(&config).expect("nats conf");
         assert!(text.contains(&format!("server_name: \"nats-{i}\"")), "{}", config.display());
-        assert!(text.contains("authorization") && text.contains("$RESIZER_NATS_PASSWORD"), "{}", config.display());
+        assert!(text.contains("accounts {") && text.contains("$RESIZER_NATS_PASSWORD"), "{}", config.display());
         assert_eq!(text.matches("nats-route://").count(), 2, "{}: routes to the two others", config.display());
     }
 }

@@ -27,7 +27,10 @@ pub use config::{QueueConfig, ACK_PROGRESS_EVERY};
 pub use credentials::redact_urls;
 pub use error::QueueError;
 pub use jetstream::{connect, ensure_consumer, ensure_stream, existing_stream, JobQueue};
-pub use permissions::{permissions, Permissions, Role};
+pub use permissions::{
+    identity_api_prefix, identity_links, permissions, AccountLink, LinkKind, Permissions, Role, IDENTITY_ACCOUNT,
+    SERVICE_ACCOUNT,
+};
 pub use staging::{StagedJob, Staging, StagingError};
 pub use usage_stream::{
     ensure_usage_consumer, ensure_usage_stream, ship_batch, usage_messages, USAGE_CONSUMER, USAGE_PART_BYTES,

@@ -5,6 +5,15 @@
 //! jobs. Each role also gets its own inbox prefix, so that no role can read the replies and
 //! deliveries (a watch of the identity bucket among them) addressed to another.
 //!
+//! The identity bucket lives in a NATS account of its own ([`IDENTITY_ACCOUNT`]), apart from the
+//! jobs and usage ([`SERVICE_ACCOUNT`]). Allow-lists check only the subject a client publishes
+//! to, not the reply subject it names, and JetStream sends its answers to that reply subject: in
+//! one account, a worker's pull request with the reply subject `$KV.identity.t.<id>` made the
+//! bucket store the pull's expiry notice as that tenant's entry (tried on nats-server 2.9). An
+//! answer stays in the account the request was made in, so in another account the bucket is out
+//! of reach; the api nodes watch it through the few JetStream subjects the identity account
+//! exports ([`identity_links`]), under the prefix [`identity_api_prefix`].
+//!
 //! The lists name every subject the role's code uses through async-nats 0.51 on nats-server 2.9;
 //! a subject missing here is a "Permissions Violation" in the server's log and an error in the
 //! role, which the cluster tests look for.
@@ -42,6 +51,65 @@ impl Role {
     pub fn inbox_prefix(self) -> String {
         format!("_INBOX_{}", self.as_str())
     }
+
+    /// The NATS account the role's user belongs to.
+    pub fn account(self) -> &'static str {
+        match self {
+            Role::Identity => IDENTITY_ACCOUNT,
+            Role::Api | Role::Worker | Role::Usage => SERVICE_ACCOUNT,
+        }
+    }
+}
+
+/// The account of the job and usage streams and of every role but the identity service.
+pub const SERVICE_ACCOUNT: &str = "RESIZER";
+/// The account of the identity service and its bucket.
+pub const IDENTITY_ACCOUNT: &str = "IDENTITY";
+
+/// The JetStream API prefix under which the service account reaches the identity account's
+/// (`$JS.<bucket>.API`): the api nodes' `identity.jetstream_prefix`.
+pub fn identity_api_prefix(identity_bucket: &str) -> String {
+    format!("$JS.{identity_bucket}.API")
+}
+
+/// A subject one account shares with another: a service (requests in, answers back) or a stream
+/// (messages one way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountLink {
+    pub kind: LinkKind,
+    /// The subject in the exporting account.
+    pub subject: String,
+    /// What the importing account calls it, when not the same.
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Service,
+    Stream,
+}
+
+/// What the identity account exports and the service account imports: watching the bucket
+/// (looking up its stream; making, checking and dropping the watch's ordered consumer; its
+/// deliveries, which go to the api nodes' inbox; the api nodes' answers to flow control) and
+/// nothing else — no put, no get, no other stream.
+pub fn identity_links(identity_bucket: &str) -> Vec<AccountLink> {
+    let kv_stream = format!("KV_{identity_bucket}");
+    let prefix = identity_api_prefix(identity_bucket);
+    let service = |api_subject: String| AccountLink {
+        kind: LinkKind::Service,
+        to: Some(format!("{prefix}{}", api_subject.trim_start_matches("$JS.API"))),
+        subject: api_subject,
+    };
+    vec![
+        service(format!("$JS.API.STREAM.INFO.{kv_stream}")),
+        service(format!("$JS.API.CONSUMER.CREATE.{kv_stream}")),
+        service(format!("$JS.API.CONSUMER.CREATE.{kv_stream}.>")),
+        service(format!("$JS.API.CONSUMER.DELETE.{kv_stream}.>")),
+        service(format!("$JS.API.CONSUMER.INFO.{kv_stream}.>")),
+        AccountLink { kind: LinkKind::Service, subject: format!("$JS.FC.{kv_stream}.>"), to: None },
+        AccountLink { kind: LinkKind::Stream, subject: format!("{}.>", Role::Api.inbox_prefix()), to: None },
+    ]
 }
 
 /// Allow-lists of subjects (NATS wildcards); everything else is denied.
@@ -76,16 +144,12 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
             let mut subjects = vec![format!("{}.>", jobs.subject_prefix), USAGE_SUBJECT.to_owned()];
             subjects.extend(stream_setup(&jobs.stream));
             subjects.extend(stream_setup(USAGE_STREAM));
-            // Watching the bucket: an ordered consumer on its stream, made again after a gap,
-            // with flow control answered.
-            subjects.extend([
-                format!("{api}.STREAM.INFO.{kv_stream}"),
-                format!("{api}.CONSUMER.CREATE.{kv_stream}"),
-                format!("{api}.CONSUMER.CREATE.{kv_stream}.>"),
-                format!("{api}.CONSUMER.DELETE.{kv_stream}.>"),
-                format!("{api}.CONSUMER.INFO.{kv_stream}.>"),
-                format!("$JS.FC.{kv_stream}.>"),
-            ]);
+            // Watching the bucket, in the identity account: an ordered consumer on its stream,
+            // made again after a gap, with flow control answered.
+            subjects.extend(identity_links(identity_bucket).into_iter().filter_map(|link| match link.kind {
+                LinkKind::Service => Some(link.to.unwrap_or(link.subject)),
+                LinkKind::Stream => None,
+            }));
             subjects
         }
         Role::Worker => {

@@ -156,6 +156,10 @@ pub struct IdentitySection {
     pub source: String,
     /// Role `identity`: how often the relay looks for changes it was not woken for.
     pub relay_interval_ms: u64,
+    /// With `source = replicated`: the JetStream API prefix under which this node's NATS account
+    /// imports the identity service's account (`$JS.identity.API` in `resizer lab` and
+    /// `deploy/`, where the identity bucket has an account of its own); empty: the same account.
+    pub jetstream_prefix: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +200,7 @@ impl Default for Config {
                 refresh_ms: 250,
                 source: "store".into(),
                 relay_interval_ms: 250,
+                jetstream_prefix: String::new(),
             },
             usage: UsageSection {
                 enabled: true,

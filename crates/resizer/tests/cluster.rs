@@ -109,9 +109,10 @@ impl Lab {
         lab::NatsCluster::from_components(&nats).expect("the NATS nodes")
     }
 
-    /// cluster.json's `nats_urls`: the NATS user that may do everything.
-    fn operator_nats_urls(&self) -> Vec<String> {
-        let urls = self.file["fields"]["nats_urls"].as_array().expect("nats_urls");
+    /// cluster.json's `nats_identity_urls`: the NATS user that may do everything in the
+    /// identity account, where the identity bucket is.
+    fn identity_nats_urls(&self) -> Vec<String> {
+        let urls = self.file["fields"]["nats_identity_urls"].as_array().expect("nats_identity_urls");
         urls.iter().map(|u| u.as_str().expect("URL").to_owned()).collect()
     }
 
@@ -408,7 +409,9 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         }
     }
     let (worker, api) = (urls_of("worker-0"), urls_of("api-0"));
-    let operator = lab.operator_nats_urls();
+    let identity_operator = lab.identity_nats_urls();
+    let (_, demo) = lab.admin("GET", "/v1/tenants/demo", None);
+    let demo_entry = format!("t.{}", demo["id"].as_u64().expect("the demo tenant's id"));
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
@@ -433,10 +436,24 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         let _snoop = worker_client.subscribe("_INBOX_api.>").await.expect("subscribe is sent");
         worker_client.flush().await.expect("flush");
 
-        // The operator's login may do all of it: the refusals above were permissions, not a
-        // broken connection.
-        let client = queue::connect(&operator, "permissions-test", None).await.expect("NATS");
+        // Allow-lists check the subject, not the reply subject, and JetStream answers to the
+        // reply subject: in one account a pull whose reply subject was a bucket key made the
+        // bucket store the pull's expiry notice as that tenant's entry. The bucket is in an
+        // account of its own, out of the answers' reach.
+        let client = queue::connect(&identity_operator, "permissions-test", None).await.expect("NATS");
         let bucket = async_nats::jetstream::new(client).get_key_value("identity").await.expect("the identity bucket");
+        let before = bucket.entry(demo_entry.as_str()).await.expect("entry").expect("the demo tenant's entry");
+        let reply = format!("$KV.identity.{demo_entry}");
+        let pull = serde_json::json!({ "batch": 1, "expires": 300_000_000 }).to_string();
+        for (subject, body) in
+            [("$JS.API.CONSUMER.MSG.NEXT.JOBS.workers", pull), ("$JS.API.STREAM.INFO.JOBS", String::new())]
+        {
+            worker_client.publish_with_reply(subject, reply.clone(), body.into()).await.expect("publish");
+        }
+        worker_client.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = bucket.entry(demo_entry.as_str()).await.expect("entry").expect("the demo tenant's entry");
+        assert_eq!((after.revision, after.value), (before.revision, before.value), "an answer reached the bucket");
         assert!(bucket.get("k.forged").await.expect("get").is_none(), "a forged key reached the bucket");
     });
     let logs = lab.nats_logs();
@@ -1001,7 +1018,7 @@ fn an_unreadable_identity_entry_refuses_its_tenant_and_nothing_else() {
 
     // What a newer identity service might write for the demo tenant (a status this one does not
     // know), put straight into the bucket.
-    let urls = lab.operator_nats_urls();
+    let urls = lab.identity_nats_urls();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let client = queue::connect(&urls, "test", None).await.expect("NATS");

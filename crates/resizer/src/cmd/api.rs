@@ -48,7 +48,11 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             Some(store) => api::Credentials::Store(store),
             None => {
                 let status = Arc::new(api::ReplicaStatus::default());
-                let js = async_nats::jetstream::new(client.clone());
+                // The bucket may live in another NATS account, imported under a prefix.
+                let js = match config.identity.jetstream_prefix.as_str() {
+                    "" => async_nats::jetstream::new(client.clone()),
+                    prefix => async_nats::jetstream::with_prefix(client.clone(), prefix),
+                };
                 tokio::spawn(identity_kv::watch(js, cache.clone(), status.clone()));
                 api::Credentials::Replicated(status)
             }

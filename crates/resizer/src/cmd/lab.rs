@@ -120,7 +120,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     options.nats.auth = Some(lab::NatsAuth { user: "resizer".into(), password: generate_admin_token()? });
     let roles_config =
         crate::config::Config::load(&crate::config::ConfigArgs { config: None, set: args.set.clone() }, &[])?;
-    options.nats.users = nats_role_users(&roles_config.queue_config(), |_| generate_admin_token())?;
+    options.nats.accounts = nats_accounts(&roles_config.queue_config(), |_| generate_admin_token())?;
     let mut infra = lab::up_infrastructure(&args.dir, &options)?;
     let dir = infra.dir().to_path_buf();
     println!("NATS JetStream cluster up: {}", queue::redact_urls(&infra.nats_urls().join(",")));
@@ -195,6 +195,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
             .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
             .env("RESIZER_IDENTITY_SOURCE", "replicated")
+            .env("RESIZER_IDENTITY_JETSTREAM_PREFIX", queue::identity_api_prefix(identity_kv::BUCKET))
             .env("RESIZER_USAGE_MODE", "ship")
             .env("RESIZER_USAGE_NODE_ID", &name)
             .url("http", url(public))
@@ -235,27 +236,61 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     fields.insert("admin_token".into(), admin_token.into());
     fields.insert("demo_api_key".into(), demo_key.clone().into());
     fields.insert("postgres_url".into(), postgres_url.into());
+    // The identity account's operator login, for tools that look into the identity bucket.
+    fields.insert("nats_identity_urls".into(), infra.nats().client_urls_as(IDENTITY_OPERATOR)?.into());
     let file = infra.finish(fields)?;
     print_summary(&dir, &url, &admin_url, &demo_key, file.components.len());
     Ok(ExitCode::SUCCESS)
 }
 
-/// One NATS user per role, named for it, with the role's permissions and `password(role)`.
-fn nats_role_users(
+/// The NATS user with every permission in the identity account (the operator `resizer` is in
+/// the service account).
+const IDENTITY_OPERATOR: &str = "resizer-identity";
+
+/// The two NATS accounts (queue::permissions): the service account first — the one the
+/// operator `resizer` joins — with the api, worker and usage users, then the identity account
+/// with the identity user and [`IDENTITY_OPERATOR`]; each role's user named for it, with its
+/// permissions, and every password `password(user)`.
+fn nats_accounts(
     jobs: &queue::QueueConfig,
-    password: impl Fn(queue::Role) -> anyhow::Result<String>,
-) -> anyhow::Result<Vec<lab::NatsUser>> {
-    queue::Role::ALL
-        .iter()
-        .map(|&role| {
-            let permissions = queue::permissions(role, jobs, identity_kv::BUCKET);
-            Ok(lab::NatsUser {
-                login: lab::NatsAuth { user: role.as_str().into(), password: password(role)? },
-                publish: permissions.publish,
-                subscribe: permissions.subscribe,
-            })
+    password: impl Fn(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<Vec<lab::NatsAccount>> {
+    let role_user = |role: queue::Role| -> anyhow::Result<lab::NatsUser> {
+        let permissions = queue::permissions(role, jobs, identity_kv::BUCKET);
+        Ok(lab::NatsUser {
+            login: lab::NatsAuth { user: role.as_str().into(), password: password(role.as_str())? },
+            permissions: Some(lab::NatsPermissions { publish: permissions.publish, subscribe: permissions.subscribe }),
         })
-        .collect()
+    };
+    let links = queue::identity_links(identity_kv::BUCKET);
+    let link = |l: &queue::AccountLink, import: bool| lab::NatsLink {
+        stream: l.kind == queue::LinkKind::Stream,
+        subject: l.subject.clone(),
+        account: import.then(|| queue::IDENTITY_ACCOUNT.to_owned()),
+        to: if import { l.to.clone() } else { None },
+    };
+    let users_of = |account: &str| -> anyhow::Result<Vec<lab::NatsUser>> {
+        queue::Role::ALL.iter().filter(|r| r.account() == account).map(|&r| role_user(r)).collect()
+    };
+    let mut identity_users = users_of(queue::IDENTITY_ACCOUNT)?;
+    identity_users.push(lab::NatsUser {
+        login: lab::NatsAuth { user: IDENTITY_OPERATOR.into(), password: password(IDENTITY_OPERATOR)? },
+        permissions: None,
+    });
+    Ok(vec![
+        lab::NatsAccount {
+            name: queue::SERVICE_ACCOUNT.into(),
+            users: users_of(queue::SERVICE_ACCOUNT)?,
+            exports: Vec::new(),
+            imports: links.iter().map(|l| link(l, true)).collect(),
+        },
+        lab::NatsAccount {
+            name: queue::IDENTITY_ACCOUNT.into(),
+            users: identity_users,
+            exports: links.iter().map(|l| link(l, false)).collect(),
+            imports: Vec::new(),
+        },
+    ])
 }
 
 /// The lab's own directory in `/dev/shm` for its api nodes' open spool batches, named by DIR so
@@ -322,10 +357,10 @@ mod tests {
     /// The authorization block `deploy/nats/` must carry: the lab's users and permissions, with
     /// each password read from nats-server's environment.
     fn deploy_authorization() -> String {
-        let variable = |role: queue::Role| format!("RESIZER_NATS_{}_PASSWORD", role.as_str().to_uppercase());
-        let users = nats_role_users(&queue::QueueConfig::default(), |role| Ok(variable(role))).expect("users");
+        let variable = |user: &str| format!("RESIZER_NATS_{}_PASSWORD", user.replace('-', "_").to_uppercase());
+        let accounts = nats_accounts(&queue::QueueConfig::default(), |user| Ok(variable(user))).expect("accounts");
         let operator = lab::NatsAuth { user: "resizer".into(), password: "RESIZER_NATS_PASSWORD".into() };
-        lab::render_authorization(&operator, &users, lab::Passwords::FromEnvironment)
+        lab::render_authorization(&operator, &accounts, lab::Passwords::FromEnvironment)
     }
 
     #[test]
