@@ -569,6 +569,22 @@ fn killing_the_job_stream_leader_elects_a_new_one_and_publishing_resumes() {
         Err(seen.join(", "))
     })
     .expect("the restarted node rejoined the stream");
+
+    // Credentials still replicate after the loss: each api node's watch of the identity bucket
+    // (in the identity account, across the import) went on or was made again.
+    let (status, key) = lab.admin("POST", "/v1/tenants/demo/keys", Some(serde_json::json!({ "label": "after" })));
+    assert_eq!(status, 201, "{key}");
+    let key = key["key"].as_str().expect("key").to_owned();
+    lab::poll_until("the new key on both api nodes", Duration::from_secs(5), Duration::from_millis(50), || {
+        let refused: Vec<&str> =
+            ["api-0", "api-1"].into_iter().filter(|n| !accepted(lab.auth_status(n, &key))).collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("refused by {refused:?}"))
+        }
+    })
+    .expect("credentials replicate after the leader's loss");
     lab.assert_no_nats_refusals();
 }
 
