@@ -179,6 +179,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_identity_account_exports_a_watch_and_nothing_that_writes_or_reads_values() {
+        let links = identity_links("identity");
+        for link in &links {
+            let s = &link.subject;
+            assert!(!s.starts_with("$KV."), "{s}: the bucket's own subjects stay inside");
+            for verb in
+                ["PURGE", "STREAM.DELETE", "STREAM.CREATE", "STREAM.UPDATE", "DIRECT.GET", "MSG.GET", "MSG.DELETE"]
+            {
+                assert!(!s.contains(verb), "{s}: exports {verb}");
+            }
+            if link.kind == LinkKind::Service && s.starts_with("$JS.API.") {
+                let to = link.to.as_deref().unwrap_or("");
+                assert_eq!(to.strip_prefix("$JS.identity.API"), s.strip_prefix("$JS.API"), "{s} imported as {to}");
+            }
+        }
+        let streams: Vec<&str> =
+            links.iter().filter(|l| l.kind == LinkKind::Stream).map(|l| l.subject.as_str()).collect();
+        assert_eq!(streams, ["_INBOX_api.>"], "deliveries go to the api nodes' inbox only");
+    }
+
+    #[test]
     fn only_the_identity_service_writes_the_bucket_and_only_the_api_queues_jobs() {
         let jobs = QueueConfig::default();
         for role in Role::ALL {
@@ -201,6 +222,12 @@ mod tests {
                 Role::Worker | Role::Usage => &[],
             };
             assert_eq!(creates, writes, "{role:?}: creates only the streams it writes");
+            if role != Role::Identity {
+                assert!(
+                    p.publish.iter().all(|s| !s.starts_with("$JS.API") || !s.contains("KV_identity")),
+                    "{role:?} reaches the identity bucket only through the identity account's exports"
+                );
+            }
         }
     }
 }
