@@ -736,6 +736,68 @@ fn accepted(status: u16) -> bool {
     !matches!(status, 0 | 401 | 403)
 }
 
+/// The identity bucket reaches the api nodes across the accounts' import also when it is large:
+/// 16,000 entries (about 3.5 MB: a watch this size may be paced by JetStream's flow control,
+/// whose answers must cross the import too) are watched live, an api node restarted afterwards
+/// loads them all before it is ready, and keys made afterwards reach both nodes.
+#[test]
+fn a_large_identity_bucket_reaches_a_restarted_api_node() {
+    let lab = Lab::up(&["--workers", "1", "--worker-slots", "1"]);
+    let urls = lab.identity_nats_urls();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let entries = 16_000u64;
+    runtime.block_on(async {
+        let client = queue::connect(&urls, "test", None).await.expect("NATS");
+        for i in 0..entries {
+            let id = 1_000_000 + i;
+            let value = serde_json::json!({ "version": 1, "at_ms": 0, "tenant": { "id": id, "status": "active",
+                "rate_per_sec": null, "burst": null, "max_input_bytes": null, "max_input_pixels": null } });
+            client.publish(format!("$KV.identity.t.{id}"), value.to_string().into()).await.expect("publish");
+        }
+        client.flush().await.expect("flush");
+        let js = async_nats::jetstream::new(client);
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut stream = js.get_stream("KV_identity").await.expect("the bucket's stream");
+            let stored = stream.info().await.expect("info").state.messages;
+            if stored >= entries {
+                break;
+            }
+            assert!(Instant::now() < until, "the bucket holds {stored} of {entries} entries");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let new_key = |label: &str| {
+        let (status, key) = lab.admin("POST", "/v1/tenants/demo/keys", Some(serde_json::json!({ "label": label })));
+        assert_eq!(status, 201, "{key}");
+        key["key"].as_str().expect("key").to_owned()
+    };
+    let both_accept = |key: &str| {
+        lab::poll_until("a new key on both api nodes", Duration::from_secs(10), Duration::from_millis(50), || {
+            let refused: Vec<&str> =
+                ["api-0", "api-1"].into_iter().filter(|n| !accepted(lab.auth_status(n, key))).collect();
+            if refused.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("refused by {refused:?}\n{}", lab.log_tails()))
+            }
+        })
+        .expect("replicated");
+    };
+    // Live: the watches went through all of it.
+    both_accept(&new_key("after the bulk"));
+
+    // A restarted node loads the whole bucket before it says it is ready.
+    lab.signal("api-0", lab::Signal::Kill);
+    thread::sleep(Duration::from_millis(200));
+    lab.restart("api-0");
+    let ready = format!("{}/readyz", lab.url_of("api-0", "http"));
+    lab::wait_for_http_ok(&ready, Duration::from_secs(30)).expect("api-0 ready again");
+    assert!(accepted(lab.auth_status("api-0", &lab.field("demo_api_key"))), "the demo key after the restart");
+    both_accept(&new_key("after the restart"));
+    lab.assert_no_nats_refusals();
+}
+
 #[test]
 fn a_revoked_key_is_refused_by_every_api_node_within_a_second() {
     let lab = Lab::up(&["--workers", "1", "--worker-slots", "1"]);
