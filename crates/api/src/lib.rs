@@ -102,7 +102,15 @@ pub struct Metering {
     pub archive: usage::Archive,
     /// This api node's id in usage records.
     pub node: String,
+    /// Usage reads waiting for the rollups: at most [`ROLLUP_READS_AT_ONCE`].
+    pub rollup_reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Usage reads that may wait for the rollups at once. Each holds a thread of the blocking pool
+/// until the database answers, and they queue on its one connection: a database that stops
+/// answering without closing its sockets (a frozen process, a hung disk) would otherwise pin a
+/// thread per read for as long as it lasts. Reads beyond these get 503 at once.
+pub const ROLLUP_READS_AT_ONCE: usize = 4;
 
 /// Where this node's credentials come from.
 pub enum Credentials {

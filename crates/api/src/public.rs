@@ -283,7 +283,18 @@ pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Respons
     let range = UsageQuery::parse(query, true)?;
     let rollups = metering.rollups.clone();
     let (from, to, granularity) = (range.from_ms, range.to_ms, range.granularity);
-    let query = tokio::task::spawn_blocking(move || rollups.query(tenant, from, to, granularity));
+    // The permit goes with the blocking call, not with this request: it is returned when the
+    // thread is, which after the timeout below may be much later.
+    let permit = metering.rollup_reads.clone().try_acquire_owned().map_err(|_| {
+        ApiError::MeteringUnavailable(format!(
+            "{} usage reads are already waiting for the rollups database",
+            crate::ROLLUP_READS_AT_ONCE
+        ))
+    })?;
+    let query = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        rollups.query(tenant, from, to, granularity)
+    });
     // A database that stopped answering gets the client a 503, not a request that never ends.
     let buckets = tokio::time::timeout(USAGE_READ_TIMEOUT, query)
         .await

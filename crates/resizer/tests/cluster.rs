@@ -798,6 +798,81 @@ fn a_large_identity_bucket_reaches_a_restarted_api_node() {
     lab.assert_no_nats_refusals();
 }
 
+/// PostgreSQL and its backends frozen (SIGSTOP: the kernel still acknowledges their sockets, so
+/// no timeout of the connection fires): an api node keeps at most `ROLLUP_READS_AT_ONCE` usage
+/// reads waiting for the rollups, each answered 503 after the read timeout, and answers the rest
+/// 503 at once instead of pinning a blocking thread for each; once the database wakes up,
+/// usage reads work again.
+#[test]
+fn a_frozen_rollups_database_holds_only_a_few_usage_reads() {
+    let lab = Lab::up(&["--workers", "1", "--worker-slots", "1"]);
+    let postmaster = lab.component("postgres")["pid"].as_u64().expect("the postmaster's pid");
+    // The postmaster and its children (the backends serving the api nodes and the aggregator).
+    let mut frozen = vec![postmaster];
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u64>() else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The parent pid is the second field after the parenthesised command.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u64>().ok());
+        if ppid == Some(postmaster) {
+            frozen.push(pid);
+        }
+    }
+    assert!(frozen.len() > 2, "PostgreSQL's backends not found: {frozen:?}");
+    let signal = |name: &str| {
+        for pid in &frozen {
+            let _ = Command::new("kill").args([name, &pid.to_string()]).status();
+        }
+    };
+    struct Thaw<'a>(&'a dyn Fn(&str));
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            (self.0)("-CONT");
+        }
+    }
+    let thaw = Thaw(&signal);
+    signal("-STOP");
+
+    let url = format!("{}/v1/usage", lab.url_of("api-0", "http"));
+    let key = lab.field("demo_api_key");
+    let reads: Vec<(u16, Duration)> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| {
+                scope.spawn(|| {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(30)))
+                        .build()
+                        .into();
+                    let started = Instant::now();
+                    let status = agent
+                        .get(&url)
+                        .header("authorization", format!("Bearer {key}"))
+                        .call()
+                        .map_or(0, |r| r.status().as_u16());
+                    (status, started.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("read")).collect()
+    });
+    let at_once = reads.iter().filter(|(status, took)| *status == 503 && *took < Duration::from_secs(2)).count();
+    eprintln!("usage reads against a frozen database: {reads:?}");
+    assert!(reads.iter().all(|(status, _)| *status == 503), "{reads:?}");
+    assert!(at_once >= 12 - 4, "only {at_once} of 12 reads were refused at once: {reads:?}");
+
+    drop(thaw);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = lab.agent.get(&url).header("authorization", format!("Bearer {key}")).call().expect("read");
+        if response.status().as_u16() == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "usage reads did not come back: {}\n{}", response.status(), lab.log_tails());
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
 #[test]
 fn a_revoked_key_is_refused_by_every_api_node_within_a_second() {
     let lab = Lab::up(&["--workers", "1", "--worker-slots", "1"]);

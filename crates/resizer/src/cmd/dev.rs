@@ -246,7 +246,8 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
     let rollups = open_rollups(config)?;
     let archive = open_archive(config)?;
     let aggregator = Arc::new(usage::Aggregator::new(rollups.clone(), archive.clone()));
-    let metering = api::Metering { spool, rollups, archive, node: config.usage.node_id.clone() };
+    let rollup_reads = Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE));
+    let metering = api::Metering { spool, rollups, archive, node: config.usage.node_id.clone(), rollup_reads };
     Ok(Some((metering, aggregator)))
 }
 
