@@ -16,6 +16,16 @@ if ! "$venv/bin/python" -c "import pyarrow, sys; sys.exit(pyarrow.__version__ !=
 fi
 
 sample=$(mktemp -d)
-trap 'rm -rf "$sample"' EXIT
-USAGE_ARCHIVE_SAMPLE_DIR=$sample cargo test --quiet --locked -p usage --lib archive::tests::sample_archive_for_external_readers >/dev/null
+log=$(mktemp)
+trap 'rm -rf "$sample" "$log"' EXIT
+# `--workspace`, like the suite's own run, so cargo reuses the test binary it built there; `-p usage`
+# alone unifies features differently and compiles and links the crate a second time.
+if command -v cargo-nextest >/dev/null; then
+    USAGE_ARCHIVE_SAMPLE_DIR=$sample cargo nextest run --workspace --locked --no-tests=fail \
+        -E 'package(usage) & test(=archive::tests::sample_archive_for_external_readers)' >"$log" 2>&1 \
+        || { cat "$log" >&2; exit 1; }
+else
+    USAGE_ARCHIVE_SAMPLE_DIR=$sample cargo test --quiet --locked --workspace --lib \
+        -- --exact archive::tests::sample_archive_for_external_readers >/dev/null
+fi
 "$venv/bin/python" crates/usage/tests/read_parquet.py "$sample"
