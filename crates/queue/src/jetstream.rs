@@ -10,7 +10,7 @@ use async_nats::{Client, ConnectOptions};
 use bytes::Bytes;
 use dispatch::Lane;
 
-use crate::config::QueueConfig;
+use crate::config::{PullClass, QueueConfig};
 use crate::credentials::{split_credentials, Credentials};
 use crate::error::QueueError;
 use crate::permissions::Role;
@@ -45,24 +45,36 @@ pub async fn connect(urls: &[String], name: &str, role: Option<Role>) -> Result<
 
 /// The job stream: work-queue retention (a job leaves when acked), one subject per lane, a
 /// bounded size with discard-new, jobs dropped past the request deadline, `replicas` copies.
-/// Creates it if missing; an existing stream is kept as it is.
+/// Creates it if missing; an existing stream is kept as it is, unless its subjects are not this
+/// version's (a stream made before the `fast`/`large` consumers): that is refused with what to do.
 pub async fn ensure_stream(js: &jetstream::Context, config: &QueueConfig) -> Result<stream::Stream, QueueError> {
-    let subjects = Lane::ALL.iter().map(|&lane| config.subject(lane)).collect();
-    js.get_or_create_stream(stream::Config {
-        name: config.stream.clone(),
-        subjects,
-        retention: stream::RetentionPolicy::WorkQueue,
-        discard: stream::DiscardPolicy::New,
-        max_messages: config.max_jobs,
-        max_age: config.max_age,
-        num_replicas: config.replicas,
-        storage: stream::StorageType::File,
-        // Retried publishes of one job within this window are stored once.
-        duplicate_window: config.max_age,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| QueueError::Unavailable(format!("creating the {} stream: {e}", config.stream)))
+    let subjects: Vec<String> = Lane::ALL.iter().map(|&lane| config.subject(lane)).collect();
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: subjects.clone(),
+            retention: stream::RetentionPolicy::WorkQueue,
+            discard: stream::DiscardPolicy::New,
+            max_messages: config.max_jobs,
+            max_age: config.max_age,
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            // Retried publishes of one job within this window are stored once.
+            duplicate_window: config.max_age,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("creating the {} stream: {e}", config.stream)))?;
+    let found = &stream.cached_info().config.subjects;
+    if !subjects.iter().all(|s| found.contains(s)) {
+        return Err(QueueError::Config(format!(
+            "the {name} stream takes {found:?}, not this version's {subjects:?}: it was made by an older \
+             version. Stop the api nodes and workers, delete it (`nats stream rm {name}`; it holds only jobs \
+             younger than the request deadline) and start them again",
+            name = config.stream
+        )));
+    }
+    Ok(stream)
 }
 
 /// A stream another role creates, looked up (`STREAM.INFO` only): workers wait for the api
@@ -72,17 +84,20 @@ pub async fn existing_stream(js: &jetstream::Context, name: &str) -> Result<stre
     js.get_stream(name).await.map_err(|e| QueueError::Unavailable(format!("the {name} stream: {e}")))
 }
 
-/// The durable pull consumer every worker shares: explicit acks, redelivery after `ack_wait`,
-/// at most `max_deliver` deliveries.
+/// One of the two durable pull consumers every worker shares ([`PullClass`]): explicit acks,
+/// redelivery after `ack_wait`, at most `max_deliver` deliveries.
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     config: &QueueConfig,
+    class: PullClass,
 ) -> Result<consumer::Consumer<consumer::pull::Config>, QueueError> {
+    let name = config.consumer_name(class);
     stream
         .get_or_create_consumer(
-            &config.consumer,
+            &name,
             consumer::pull::Config {
-                durable_name: Some(config.consumer.clone()),
+                durable_name: Some(name.clone()),
+                filter_subject: config.filter_subject(class),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: config.ack_wait,
                 max_deliver: config.max_deliver(),
@@ -93,7 +108,7 @@ pub async fn ensure_consumer(
             },
         )
         .await
-        .map_err(|e| QueueError::Unavailable(format!("creating the {} consumer: {e}", config.consumer)))
+        .map_err(|e| QueueError::Unavailable(format!("creating the {name} consumer: {e}")))
 }
 
 /// The api node's handle on the queue.

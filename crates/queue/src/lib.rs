@@ -23,7 +23,7 @@ mod staging;
 mod usage_stream;
 mod wire;
 
-pub use config::{QueueConfig, ACK_PROGRESS_EVERY};
+pub use config::{PullClass, QueueConfig, ACK_PROGRESS_EVERY};
 pub use credentials::redact_urls;
 pub use error::QueueError;
 pub use jetstream::{connect, ensure_consumer, ensure_stream, existing_stream, JobQueue};

@@ -18,7 +18,7 @@
 //! a subject missing here is a "Permissions Violation" in the server's log and an error in the
 //! role, which the cluster tests look for.
 
-use crate::config::QueueConfig;
+use crate::config::{PullClass, QueueConfig};
 use crate::usage_stream::{USAGE_CONSUMER, USAGE_STREAM, USAGE_SUBJECT};
 
 /// A process that logs in to NATS.
@@ -154,7 +154,16 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
         }
         Role::Worker => {
             let mut subjects = vec![format!("{api}.STREAM.INFO.{}", jobs.stream)];
-            subjects.extend(pull_consumer(&jobs.stream, &jobs.consumer));
+            for class in PullClass::ALL {
+                let consumer = jobs.consumer_name(class);
+                subjects.extend(pull_consumer(&jobs.stream, &consumer));
+                // A filtered consumer is created as `CREATE.<stream>.<name>.<filter>`.
+                subjects.push(format!(
+                    "{api}.CONSUMER.CREATE.{}.{consumer}.{}",
+                    jobs.stream,
+                    jobs.filter_subject(class)
+                ));
+            }
             subjects
         }
         Role::Identity => {

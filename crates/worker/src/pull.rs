@@ -1,6 +1,9 @@
-//! The worker's main loop: connect, make sure the stream and consumer exist, then one task per
+//! The worker's main loop: connect, make sure the stream and consumers exist, then one task per
 //! slot, each pulling one job at a time — a slot asks for a job only when it is free, so jobs
-//! queue in JetStream (where any worker can take them), not inside a busy worker.
+//! queue in JetStream (where any worker can take them), not inside a busy worker. Small and
+//! medium jobs are pulled by `slots + prefetch` tasks, large ones by `max(slots - 1, 1)` more
+//! (`queue::PullClass`): large jobs never take a worker's last thread, so a small job pulled
+//! while they run starts at once.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,14 +62,16 @@ pub async fn run(
     let client = queue::connect(&config.nats_urls, &config.node_id, Some(queue::Role::Worker)).await?;
     let _ = status.client.set(client.clone());
     let js = jetstream::new(client.clone());
-    let consumer = tokio::select! {
+    let (fast, large) = tokio::select! {
         () = &mut shutdown => return Ok(()),
-        consumer = set_up(&js, &config) => consumer,
+        consumers = set_up(&js, &config) => consumers,
     };
     let slots = config.slots.max(1);
     // One pull per job held: the pool's threads plus the prefetched jobs waiting for them, which
-    // every lane must be able to queue.
+    // every lane must be able to queue. Large jobs come on pulls of their own, at most one per
+    // thread the pool lets run them (it keeps one thread for small and medium ones).
     let held = slots + config.prefetch;
+    let large_pulls = slots.saturating_sub(1).max(1);
     let mut pool = DispatchConfig::with_workers(slots);
     pool.capacity.small = pool.capacity.small.max(held);
     pool.capacity.medium = pool.capacity.medium.max(held);
@@ -81,12 +86,15 @@ pub async fn run(
         js: js.clone(),
     });
     status.ready.store(true, Ordering::Relaxed);
-    tracing::info!(node = config.node_id, slots, prefetch = config.prefetch, "worker pulling jobs");
+    tracing::info!(node = config.node_id, slots, prefetch = config.prefetch, large_pulls, "worker pulling jobs");
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..held {
-        tasks.spawn(slot(consumer.clone(), context.clone(), stopped.clone()));
+        tasks.spawn(slot(fast.clone(), context.clone(), stopped.clone()));
+    }
+    for _ in 0..large_pulls {
+        tasks.spawn(slot(large.clone(), context.clone(), stopped.clone()));
     }
     shutdown.await;
     status.ready.store(false, Ordering::Relaxed);
@@ -101,18 +109,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Finds the job stream (the api nodes create it) and creates the consumer if missing, retrying
-/// until JetStream answers (NATS may still be electing its leaders when the worker starts, and
-/// the stream appears when the first api node does).
-async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> consumer::Consumer<consumer::pull::Config> {
+type PullConsumer = consumer::Consumer<consumer::pull::Config>;
+
+/// Finds the job stream (the api nodes create it) and creates the two consumers if missing
+/// (small and medium jobs, large jobs), retrying until JetStream answers (NATS may still be
+/// electing its leaders when the worker starts, and the stream appears when the first api node
+/// does).
+async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> (PullConsumer, PullConsumer) {
     let mut logged = false;
     loop {
         let attempt = async {
             let stream = queue::existing_stream(js, &config.queue.stream).await?;
-            queue::ensure_consumer(&stream, &config.queue).await
+            let fast = queue::ensure_consumer(&stream, &config.queue, queue::PullClass::Fast).await?;
+            let large = queue::ensure_consumer(&stream, &config.queue, queue::PullClass::Large).await?;
+            Ok::<_, queue::QueueError>((fast, large))
         };
         match attempt.await {
-            Ok(consumer) => return consumer,
+            Ok(consumers) => return consumers,
             Err(e) => {
                 if !logged {
                     tracing::warn!(error = %e, "job queue not ready yet; retrying");
@@ -132,11 +145,7 @@ async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> consumer::Con
 /// `<inbox>.<n>`: no subscription is made and dropped per job (each would be propagated to every
 /// NATS server). A job delivered to an older pull (one this slot gave up on) is still run; an
 /// older pull's expiry notice is told apart by its subject and ignored.
-async fn slot(
-    consumer: consumer::Consumer<consumer::pull::Config>,
-    context: Arc<JobContext>,
-    stopped: watch::Receiver<bool>,
-) {
+async fn slot(consumer: PullConsumer, context: Arc<JobContext>, stopped: watch::Receiver<bool>) {
     let inbox = context.client.new_inbox();
     let mut pulls: u64 = 0;
     let mut subscription: Option<async_nats::Subscriber> = None;
