@@ -393,7 +393,7 @@ pub async fn tenant_audit(
     RawQuery(query): RawQuery,
 ) -> Response {
     admin(&app, &headers, rid, || async {
-        let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage metering is off on this node"))?;
+        let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage and audit are not read on this node: metering is off, or (identity service) usage.rollups_database is not set"))?;
         let range = crate::public::UsageQuery::parse(query.as_deref().unwrap_or(""), false)?;
         let tenant = resolve_tenant_id(&app, tenant).await?;
         let page = metering

@@ -2,7 +2,8 @@
 //! server needs against slow or idle clients: a deadline for each request's head (which is also
 //! how long a kept-alive connection may sit idle between requests) and a cap on open
 //! connections, so that file descriptors stay for the spool, NATS and the database. Connections
-//! over the cap wait in the kernel's accept backlog.
+//! over the cap wait in the kernel's accept backlog. Also the limits on a request's head, checked
+//! by the router's first layer so that a refusal is problem+json like every other.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +16,40 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+/// The longest request target (path and query) read; a longer one is answered 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Header fields per request at most; more are answered 431.
+pub const MAX_HEADER_FIELDS: usize = 100;
+/// Bytes of header fields (names and values) per request at most; more are answered 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// hyper refuses heads on its own (414 past 64 KiB of target, 431 past this many fields or its
+/// ~400 KiB read buffer) with empty bodies, and has no hook to change them; its limits sit above
+/// ours so that only heads far past them get those.
+const HYPER_MAX_HEADER_FIELDS: usize = 128;
+
+/// Why a request's head is refused, if it breaks one of the limits above.
+pub fn head_refusal(request: &axum::extract::Request) -> Option<crate::problem::ApiError> {
+    use crate::problem::ApiError;
+    let target = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some(ApiError::UriTooLong { len: target, limit: MAX_URI_BYTES });
+    }
+    let headers = request.headers();
+    if headers.len() > MAX_HEADER_FIELDS {
+        return Some(ApiError::HeadersTooLarge(format!(
+            "the request has {} header fields, over the limit of {MAX_HEADER_FIELDS}",
+            headers.len()
+        )));
+    }
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Some(ApiError::HeadersTooLarge(format!(
+            "the request's header fields hold {bytes} bytes, over the limit of {MAX_HEADER_BYTES}"
+        )));
+    }
+    None
+}
 
 /// How one listener treats its connections.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +96,7 @@ pub async fn serve(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            .max_headers(HYPER_MAX_HEADER_FIELDS)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -39,15 +39,22 @@ fn token(headers: &HeaderMap) -> &str {
 }
 
 /// A refused result, counted by why.
-fn refused_result(app: &App, e: &StagingError) -> Response {
+fn refused_result(app: &App, e: &StagingError, headers: &HeaderMap) -> Response {
     app.metrics.result(match e {
         StagingError::Gone(_) => "gone",
         StagingError::WrongToken(_) => "wrong_token",
     });
-    refusal(e)
+    refusal(e, headers)
 }
 
-fn refusal(e: &StagingError) -> Response {
+/// The worker's hop refused, logged under the client's request id (the worker sends it): a job
+/// gone is routine (answered at its deadline, or by another attempt), a wrong token is not.
+fn refusal(e: &StagingError, headers: &HeaderMap) -> Response {
+    let request_id = headers.get(crate::request_id::HEADER).and_then(|v| v.to_str().ok());
+    match e {
+        StagingError::Gone(_) => tracing::debug!(request_id, error = %e, "internal: job gone"),
+        StagingError::WrongToken(_) => tracing::warn!(request_id, error = %e, "internal: wrong job token"),
+    }
     let status = match e {
         StagingError::Gone(_) => StatusCode::GONE,
         StagingError::WrongToken(_) => StatusCode::FORBIDDEN,
@@ -59,7 +66,7 @@ async fn source(State(app): State<Arc<App>>, Path(job): Path<String>, headers: H
     let Some(staging) = staging(&app) else { return StatusCode::NOT_FOUND.into_response() };
     match staging.source(&job, token(&headers)) {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(bytes)).into_response(),
-        Err(e) => refusal(&e),
+        Err(e) => refusal(&e, &headers),
     }
 }
 
@@ -69,7 +76,7 @@ async fn result(State(app): State<Arc<App>>, Path(job): Path<String>, request: R
     let token = token(&parts.headers).to_owned();
     // Refuse a wrong or dead token before reading the body.
     if let Err(e) = staging.source(&job, &token) {
-        return refused_result(&app, &e);
+        return refused_result(&app, &e, &parts.headers);
     }
     let body: Bytes = match Limited::new(body, MAX_RESULT_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -102,6 +109,6 @@ async fn result(State(app): State<Arc<App>>, Path(job): Path<String>, request: R
             app.metrics.result("accepted");
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => refused_result(&app, &e),
+        Err(e) => refused_result(&app, &e, &parts.headers),
     }
 }

@@ -97,7 +97,9 @@ impl Default for ApiConfig {
 /// Metering: where this node spools its usage records, and where usage and audit are read.
 /// `None` in [`App::new`] turns metering off (a benchmark's "off" side; never in production).
 pub struct Metering {
-    pub spool: Arc<usage::Spool>,
+    /// Where this node's records go before its answers leave; None where no request is resized
+    /// (the identity service, which only reads usage and audit records).
+    pub spool: Option<Arc<usage::Spool>>,
     pub rollups: Arc<usage::Rollups>,
     pub archive: usage::Archive,
     /// This api node's id in usage records.

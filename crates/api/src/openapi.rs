@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::connections;
 use crate::problem::PROBLEM_TYPES;
 
 /// One query parameter of `POST /v1/resize`: name, JSON schema, description, a valid example.
@@ -177,6 +178,7 @@ fn usage_schema() -> Value {
 }
 
 pub fn public_document() -> Value {
+    let operations = operations_paths();
     let parameters: Vec<Value> = RESIZE_PARAMS
         .iter()
         .map(|p| {
@@ -198,14 +200,17 @@ pub fn public_document() -> Value {
             "content": { "image/jpeg": image, "image/png": image, "image/webp": image },
         }),
     );
+    let (uri_too_long, headers_too_large) = (uri_too_long(), headers_too_large());
     for (status, description) in [
         ("400", "Bad parameters, or an empty body."),
         ("401", "No API key, or an unknown or malformed one."),
         ("403", "The key was revoked, or its tenant is suspended."),
         ("413", "The body or the image's declared pixel count is over the tenant's limit, or the output would be over 50 megapixels."),
         ("408", "The body had not arrived by the request's deadline (`api.request_timeout_ms` from its arrival)."),
+        ("414", uri_too_long.as_str()),
         ("415", "The body is not a JPEG, PNG, WebP or GIF."),
         ("422", "The image is corrupt or cannot be decoded, or (cluster) it failed every attempt: `poison-job`."),
+        ("431", headers_too_large.as_str()),
         ("504", "The deadline passed before the image was ready."),
         ("500", "A failure of the server (never caused by the input alone)."),
     ] {
@@ -241,18 +246,14 @@ pub fn public_document() -> Value {
                     "400": problem("Bad range or granularity, or an unknown parameter."),
                     "401": problem("No API key, or an unknown or malformed one."),
                     "403": problem("The key was revoked, or its tenant is suspended."),
+                    "414": problem(&uri_too_long),
                     "429": retry_problem("More than 10 usage reads per second."),
+                    "431": problem(&headers_too_large),
                     "503": problem("Metering is off on this node."),
                     "500": problem("A failure of the server."),
                 },
             } },
-            "/healthz": { "get": { "operationId": "healthz", "summary": "The process is alive",
-                "responses": { "200": json_ok("Alive.") } } },
-            "/readyz": { "get": { "operationId": "readyz", "summary": "Ready to serve",
-                "responses": { "200": json_ok("Ready."), "503": problem("Not ready (starting or shutting down).") } } },
-            "/metrics": { "get": { "operationId": "metrics", "summary": "Prometheus metrics",
-                "responses": { "200": { "description": "Text exposition format.",
-                    "content": { "text/plain": { "schema": { "type": "string" } } } } } } },
+            "/healthz": operations["/healthz"], "/readyz": operations["/readyz"], "/metrics": operations["/metrics"],
             "/openapi.json": { "get": { "operationId": "openapi", "summary": "This document",
                 "responses": { "200": json_ok("OpenAPI 3.1.") } } },
         },
@@ -260,7 +261,33 @@ pub fn public_document() -> Value {
     })
 }
 
+/// Health, readiness and metrics: on both ports, without a token.
+fn operations_paths() -> Value {
+    json!({
+        "/healthz": { "get": { "operationId": "healthz", "summary": "The process is alive (no token)",
+            "responses": { "200": json_ok("Alive.") } } },
+        "/readyz": { "get": { "operationId": "readyz", "summary": "Ready to serve (no token)",
+            "responses": { "200": json_ok("Ready."), "503": problem("Not ready (starting or shutting down).") } } },
+        "/metrics": { "get": { "operationId": "metrics", "summary": "Prometheus metrics (no token)",
+            "responses": { "200": { "description": "Text exposition format.",
+                "content": { "text/plain": { "schema": { "type": "string" } } } } } } },
+    })
+}
+
+fn uri_too_long() -> String {
+    format!("The request target (path and query) is over {} bytes: `uri-too-long`.", connections::MAX_URI_BYTES)
+}
+
+fn headers_too_large() -> String {
+    format!(
+        "More than {} header fields, or more than {} bytes of them: `headers-too-large`.",
+        connections::MAX_HEADER_FIELDS,
+        connections::MAX_HEADER_BYTES
+    )
+}
+
 pub fn admin_document() -> Value {
+    let operations = operations_paths();
     let limits = json!({
         "type": "object", "additionalProperties": false,
         "properties": {
@@ -305,6 +332,8 @@ pub fn admin_document() -> Value {
         let mut m = Map::new();
         m.insert("401".into(), problem("Missing or wrong admin token (checked before the body is read)."));
         m.insert("413".into(), problem("The request body is over 64 KiB."));
+        m.insert("414".into(), problem(&uri_too_long()));
+        m.insert("431".into(), problem(&headers_too_large()));
         for (status, description) in extra {
             m.insert((*status).into(), problem(description));
         }
@@ -362,6 +391,7 @@ pub fn admin_document() -> Value {
                     "parameters": [{ "name": "key", "in": "path", "required": true, "description": "The key id (12 characters after `rsz_`).", "schema": { "type": "string" } }],
                     "responses": with(errors(&[("404", "No such key.")]), "200", ok("The revoked key.", key)) },
             },
+            "/healthz": operations["/healthz"], "/readyz": operations["/readyz"], "/metrics": operations["/metrics"],
         },
         "components": components(),
     })

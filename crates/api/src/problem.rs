@@ -26,6 +26,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// The request target (path and query) is longer than the server reads.
+    #[error("the request target (path and query) is {len} bytes, over the limit of {limit}")]
+    UriTooLong { len: usize, limit: usize },
+    /// The request's header fields are more, or longer, than the server reads.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// The body had not arrived by the request's deadline (a slow or stalled upload).
     #[error("the request body did not arrive within {0:?}")]
     BodyTimeout(Duration),
@@ -86,6 +92,8 @@ impl ApiError {
             ApiError::BadRequest(_) => k(400, "bad-request", "Bad request"),
             ApiError::BodyTooLarge { .. } => k(413, "too-large", "Input too large"),
             ApiError::BodyTimeout(_) => k(408, "body-timeout", "Request body too slow"),
+            ApiError::UriTooLong { .. } => k(414, "uri-too-long", "Request target too long"),
+            ApiError::HeadersTooLarge(_) => k(431, "headers-too-large", "Request header fields too large"),
             ApiError::Imaging(e) => imaging_kind(e),
             ApiError::Dispatch(e) => match e {
                 DispatchError::Overloaded { .. } => k(503, "overloaded", "Overloaded"),
@@ -233,8 +241,11 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "bad-parameter",
     "too-large",
     "body-timeout",
+    "uri-too-long",
+    "headers-too-large",
     "unsupported-image",
     "corrupt-image",
+    "poison-job",
     "overloaded",
     "shutting-down",
     "deadline-exceeded",
@@ -243,6 +254,8 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "method-not-allowed",
     "not-ready",
     "metering-unavailable",
+    "queue-unavailable",
+    "identity-store-unavailable",
     "internal",
 ];
 
@@ -272,6 +285,12 @@ mod tests {
             ),
             (ApiError::Dispatch(DispatchError::DeadlineExceeded), 504),
             (ApiError::Dispatch(DispatchError::Imaging(ImagingError::Corrupt("x".into()))), 422),
+            (ApiError::UriTooLong { len: 9000, limit: 8192 }, 414),
+            (ApiError::HeadersTooLarge("x".into()), 431),
+            (ApiError::PoisonJob("x".into()), 422),
+            (ApiError::Queue(queue::QueueError::Unavailable("x".into())), 503),
+            (ApiError::MeteringUnavailable("x".into()), 503),
+            (ApiError::NotReady("x"), 503),
         ];
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");

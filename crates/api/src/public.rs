@@ -240,7 +240,10 @@ async fn record_usage(
         wall_us: conversion.map_or(0, |c| micros(c.wall)),
         cpu_us: conversion.map_or(0, |c| micros(c.cpu)),
     };
-    match metering.spool.append_grouped(record).await {
+    let Some(spool) = &metering.spool else {
+        return outcome.fail(ApiError::MeteringUnavailable("this node has no usage spool".into()), rid);
+    };
+    match spool.append_grouped(record).await {
         Ok(()) => response,
         Err(e) => outcome.fail(ApiError::MeteringUnavailable(e.to_string()), rid),
     }
@@ -279,7 +282,9 @@ const USAGE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 
 /// A tenant's rollups as JSON (shared by the public and the admin usage routes).
 pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Response, ApiError> {
-    let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage metering is off on this node"))?;
+    let metering = app.metering.as_ref().ok_or(ApiError::NotReady(
+        "usage is not read on this node: metering is off, or (identity service) usage.rollups_database is not set",
+    ))?;
     let range = UsageQuery::parse(query, true)?;
     let rollups = metering.rollups.clone();
     let (from, to, granularity) = (range.from_ms, range.to_ms, range.granularity);
@@ -556,7 +561,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         staged: app.conversions.queue().map(|q| q.staging.load()),
         queue_connected: app.conversions.queue().map(|q| q.queue.connected()),
         replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),
-        spool: app.metering.as_ref().map(|m| m.spool.stats()),
+        spool: app.metering.as_ref().and_then(|m| m.spool.as_ref()).map(|spool| spool.stats()),
         cache_keys: app.cache.len(),
         cache_version: app.cache.version(),
         ready: !app.shutting_down.load(Ordering::Relaxed) && app.cache.is_primed() && app.conversions.ready().is_ok(),

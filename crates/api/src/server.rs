@@ -168,7 +168,11 @@ fn admin_router(app: Arc<App>) -> Router {
         .route("/v1/tenants/{tenant}/audit", get(admin::tenant_audit))
         .route_layer(middleware::from_fn_with_state(app.clone(), admin::token_first))
         .layer(axum::extract::DefaultBodyLimit::max(admin::BODY_LIMIT))
+        // Unauthenticated like the public port's: the identity service has no other port, and
+        // an admin port is on the operators' network.
         .route("/healthz", get(public::healthz))
+        .route("/readyz", get(public::readyz))
+        .route("/metrics", get(public::metrics))
         .route("/openapi.json", get(admin::openapi_json))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), track))
@@ -180,8 +184,9 @@ async fn not_found(request: Request) -> Response {
     ApiError::NotFound(request.uri().path().to_owned()).into_response(&rid)
 }
 
-/// Every request: take or make its id, time it, turn a plain framework refusal (405, a body
-/// over the JSON limit, a bad path) into problem+json, count it, and write one access-log line.
+/// Every request: take or make its id, time it, refuse a head over the limits, turn a plain
+/// framework refusal (405, a body over the JSON limit, a bad path) into problem+json, count it,
+/// and write one access-log line.
 async fn track(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
     let arrival = Instant::now();
     let rid = request
@@ -195,7 +200,15 @@ async fn track(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
 
-    let mut response = next.run(request).await;
+    let mut response = match connections::head_refusal(&request) {
+        Some(error) => {
+            let mut refusal = error.into_response(&rid);
+            // The body, if any, is not read: the connection does not carry another request.
+            refusal.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            refusal
+        }
+        None => next.run(request).await,
+    };
     let status = response.status();
     let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json");
     if status.is_client_error() && !is_problem {

@@ -91,6 +91,8 @@ pub struct UsageSection {
     /// The hourly rollups: empty means `<data_dir>/usage.sqlite`; a `postgres://` URL in the
     /// cluster (shared by the aggregators that write and the api nodes that read).
     pub rollups_database: String,
+    /// Role `usage` (an aggregator): health, readiness and metrics.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +214,7 @@ impl Default for Config {
                 spool_memory_dir: "/dev/shm".into(),
                 mode: "embedded".into(),
                 rollups_database: String::new(),
+                listen: "127.0.0.1:8095".into(),
             },
             queue: QueueSection {
                 nats_urls: "nats://127.0.0.1:4222".into(),

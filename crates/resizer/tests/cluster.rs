@@ -299,6 +299,21 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     let worker_jobs = lab.metric_sum("worker-0", "resizer_worker_jobs_total")
         + lab.metric_sum("worker-1", "resizer_worker_jobs_total");
     assert_eq!(worker_jobs, 3.0);
+    // The aggregator and the identity service have metrics too: the four requests' records
+    // applied (shipped within a second), the admin calls that made the demo key counted.
+    let until = Instant::now() + Duration::from_secs(20);
+    while lab.metric_sum("usage-0", "resizer_usage_records_total") < 4.0 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(lab.metric_sum("usage-0", "resizer_usage_records_total"), 4.0, "{}", lab.log_tails());
+    assert!(lab.metric_sum("usage-0", r#"resizer_usage_batches_total{outcome="applied"}"#) >= 1.0);
+    assert_eq!(lab.metric_sum("usage-0", "resizer_usage_consuming"), 1.0);
+    assert!(lab.metric_sum("identity", "resizer_http_request_duration_seconds_count") >= 2.0);
+    // cluster.json's admin URL answers usage and audit reads too, the tenant named by its name.
+    let (status, usage) = lab.admin("GET", "/v1/tenants/demo/usage?granularity=day", None);
+    assert_eq!((status, usage["total"]["requests"].as_u64()), (200, Some(4)), "{usage}");
+    let (status, audit) = lab.admin("GET", "/v1/tenants/demo/audit", None);
+    assert_eq!((status, audit["records"].as_array().map(Vec::len)), (200, Some(4)), "{audit}");
 
     // Health is live: a NATS node reports unhealthy for a moment while a new stream (the usage
     // stream, made on the first shipped batch) catches up on its replicas.
@@ -430,7 +445,7 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         let (_, api_js) = connect(api, queue::Role::Api).await;
         assert!(!stored(worker_js.clone(), "$KV.identity.k.forged").await, "the worker wrote the identity bucket");
         assert!(!stored(api_js.clone(), "$KV.identity.k.forged").await, "an api node wrote the identity bucket");
-        assert!(!stored(worker_js.clone(), "jobs.small").await, "the worker queued a job");
+        assert!(!stored(worker_js.clone(), "jobs.fast.small").await, "the worker queued a job");
         assert!(!stored(worker_js.clone(), "usage.batches").await, "the worker shipped usage");
         assert!(worker_js.delete_stream("JOBS").await.is_err(), "the worker deleted the job stream");
         let _snoop = worker_client.subscribe("_INBOX_api.>").await.expect("subscribe is sent");
@@ -446,7 +461,7 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         let reply = format!("$KV.identity.{demo_entry}");
         let pull = serde_json::json!({ "batch": 1, "expires": 300_000_000 }).to_string();
         for (subject, body) in
-            [("$JS.API.CONSUMER.MSG.NEXT.JOBS.workers", pull), ("$JS.API.STREAM.INFO.JOBS", String::new())]
+            [("$JS.API.CONSUMER.MSG.NEXT.JOBS.workers-fast", pull), ("$JS.API.STREAM.INFO.JOBS", String::new())]
         {
             worker_client.publish_with_reply(subject, reply.clone(), body.into()).await.expect("publish");
         }
@@ -460,7 +475,7 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
     for (user, subject) in [
         ("worker", "$KV.identity.k.forged"),
         ("api", "$KV.identity.k.forged"),
-        ("worker", "jobs.small"),
+        ("worker", "jobs.fast.small"),
         ("worker", "usage.batches"),
         ("worker", "$JS.API.STREAM.DELETE.JOBS"),
         ("worker", "_INBOX_api.>"),
@@ -1191,4 +1206,46 @@ fn an_unreadable_identity_entry_refuses_its_tenant_and_nothing_else() {
     wait_until("a key made afterwards reaches both nodes", &|| {
         nodes.iter().all(|n| accepted(lab.auth_status(n, &second)))
     });
+}
+
+/// Large jobs have a consumer of their own and a worker pulls them with all its slots but one: a
+/// small image sent while a burst of huge ones is being converted is pulled and converted at
+/// once, not after them (with one consumer for every lane it waited for the jobs ahead of it).
+#[test]
+fn a_burst_of_large_images_does_not_hold_a_small_one() {
+    // Three large jobs: as many as the worker's small-and-medium pulls (2 slots + 1 prefetched),
+    // which with one consumer for every lane would all have taken one; WebP output of 20 MP
+    // keeps each about a second on a core. Deadlines long enough for all three in a row.
+    let lab = Lab::up(&["--workers", "1", "--worker-slots", "2", "--set", "api.request_timeout_ms=30000"]);
+    let url = format!("{}/v1/resize?width=4999&format=webp", lab.field("url"));
+    let key = lab.field("demo_api_key");
+    let big = common::big_png();
+    let burst: Vec<_> = (0..3)
+        .map(|_| {
+            let (agent, url, key) = (lab.agent.clone(), url.clone(), key.clone());
+            thread::spawn(move || {
+                let started = Instant::now();
+                let status = resize_at(&agent, &url, &key, big).0;
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    assert!(wait_until_busy(&lab, "worker-0", Duration::from_secs(20)), "{}", lab.log_tails());
+    // By now every large job is queued behind the first (the uploads are on loopback).
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (status, _, problem) = lab.resize("width=10", &common::png(64, 64));
+    let small = started.elapsed();
+    assert_eq!(status, 200, "{problem}");
+    let large: Vec<(u16, Duration)> = burst.into_iter().map(|t| t.join().expect("a large request")).collect();
+    assert!(large.iter().all(|&(status, _)| status == 200), "{large:?}\n{}", lab.log_tails());
+    let first_large = large.iter().map(|&(_, took)| took).min().unwrap_or_default();
+    eprintln!("small image: {small:?}; large images: {large:?}");
+    // The small one took a fraction of one large conversion, and less than the 500 ms target.
+    assert!(small < Duration::from_millis(500) && small * 3 < first_large, "small {small:?}, large {large:?}");
+    // One large job at a time on a two-slot worker: the second ends about one conversion after
+    // the first, not with it.
+    let mut ends: Vec<Duration> = large.iter().map(|&(_, took)| took).collect();
+    ends.sort();
+    assert!(ends[1] > ends[0] + first_large / 3, "large jobs ran side by side: {ends:?}");
 }

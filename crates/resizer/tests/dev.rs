@@ -390,6 +390,16 @@ fn admin_cli_and_restart_keep_the_demo_key() -> Result {
     assert!(row.contains(" active ") && row.contains(" 5.0 ") && row.contains(" 10 ") && row.contains('*'), "{row}");
     let listed: serde_json::Value = serde_json::from_slice(&cli(&["tenants", "list", "--json"]).stdout)?;
     assert!(listed["tenants"].as_array().is_some_and(|t| t.iter().any(|t| t["name"] == "cli-made")), "{listed}");
+    // Without --data-dir the CLI reads RESIZER_DATA_DIR, as `resizer dev` does.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_resizer"))
+        .args(["admin", "tenants", "list", "--json"])
+        .env("RESIZER_DATA_DIR", server.data_dir())
+        .env_remove("RESIZER_ADMIN_URL")
+        .env_remove("RESIZER_ADMIN_TOKEN")
+        .current_dir(std::env::temp_dir())
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cli-made"));
     let key_id = key.strip_prefix("rsz_").and_then(|k| k.get(..12)).expect("key id").to_owned();
     assert!(cli(&["keys", "revoke", &key_id]).status.success());
     let table = String::from_utf8(cli(&["keys", "list", "cli-made"]).stdout)?;
@@ -496,5 +506,77 @@ fn a_refused_upload_that_awaits_100_continue_is_not_invited() -> Result {
     assert!(answer.starts_with("HTTP/1.1 401"), "the first thing sent is the refusal:\n{answer}");
     assert!(!answer.contains("100 Continue"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    Ok(())
+}
+
+/// Sends `head` (a whole request head) on a new connection and reads the answer to its end.
+fn raw_exchange(addr: &str, head: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(head.as_bytes())?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer); // a refusal closes the connection
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    Ok((status.ok_or_else(|| anyhow::anyhow!("no status in {answer:?}"))?, answer))
+}
+
+#[test]
+fn heads_over_the_limits_are_refused_as_problem_json() -> Result {
+    let server = DevServer::start(&[])?;
+    let api = server.api_url.trim_start_matches("http://").to_owned();
+    let admin = server.admin_url.trim_start_matches("http://").to_owned();
+    let key = &server.demo_key;
+    let problem = |answer: &str, slug: &str| {
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains(&format!("urn:resizer:problem:{slug}")), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("x-request-id:"), "{answer}");
+    };
+
+    // The request target: 8 KiB is read (and answered by the handler), a byte more is 414.
+    let target = |len: usize| format!("/v1/usage?from={}", "9".repeat(len - "/v1/usage?from=".len()));
+    let (status, answer) = raw_exchange(
+        &api,
+        &format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n",
+            target(8192)
+        ),
+    )?;
+    assert_eq!(status, 400, "read and refused by the handler: {answer}");
+    problem(&answer, "bad-request");
+    let (status, answer) = raw_exchange(&api, &format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", target(8193)))?;
+    assert_eq!(status, 414, "{answer}");
+    problem(&answer, "uri-too-long");
+
+    // Header fields: 100 are read, 101 are 431; so are 33 KiB of them in one cookie.
+    let fields = |n: usize| (0..n).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect::<String>();
+    let (status, answer) =
+        raw_exchange(&api, &format!("GET /healthz HTTP/1.1\r\n{}Host: x\r\nConnection: close\r\n\r\n", fields(98)))?;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = raw_exchange(&api, &format!("GET /healthz HTTP/1.1\r\n{}Host: x\r\n\r\n", fields(100)))?;
+    assert_eq!(status, 431, "{answer}");
+    problem(&answer, "headers-too-large");
+    assert!(answer.contains("101 header fields"), "{answer}");
+    let cookie = "c".repeat(33 * 1024);
+    let (status, answer) = raw_exchange(
+        &api,
+        &format!("POST /v1/resize?width=10 HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: 3\r\n\r\nabc"),
+    )?;
+    assert_eq!(status, 431, "{answer}");
+    problem(&answer, "headers-too-large");
+    let (status, answer) =
+        raw_exchange(&admin, &format!("GET /v1/tenants HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n"))?;
+    assert_eq!(status, 431, "the admin API too: {answer}");
+    problem(&answer, "headers-too-large");
+
+    // Past hyper's own limits the refusal is hyper's (no hook for its body), still a clear 4xx.
+    let (status, _) = raw_exchange(&api, &format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", target(70_000)))?;
+    assert_eq!(status, 414);
+    let (status, _) = raw_exchange(&api, &format!("GET /healthz HTTP/1.1\r\n{}Host: x\r\n\r\n", fields(200)))?;
+    assert_eq!(status, 431);
+
+    assert_eq!(server.get("/healthz").status, 200, "still serving");
+    let metrics = String::from_utf8_lossy(&server.get("/metrics").body).into_owned();
+    assert!(metrics.contains(r#"route="unmatched",status="431""#), "refusals are counted:\n{metrics}");
     Ok(())
 }

@@ -85,7 +85,7 @@ pub(crate) async fn handle(context: &Arc<JobContext>, message: jetstream::Messag
     metrics.finished(lane, outcome);
     // Acknowledged only now that the result is with the api node (or nobody waits for it).
     if let Err(e) = message.ack().await {
-        tracing::debug!(error = %e, job = job.job_id, "ack not sent; the job may be redelivered and refused by its api node");
+        tracing::debug!(error = %e, job = job.job_id, request_id = job.request_id, "ack not sent; the job may be redelivered and refused by its api node");
     }
 }
 
@@ -104,7 +104,7 @@ async fn run(
         Ok(input) => input,
         Err(TransferError::Gone) => return "gone",
         Err(e) => {
-            tracing::info!(error = %e, job = job.job_id, "source not fetched; the job is dropped");
+            tracing::info!(error = %e, job = job.job_id, request_id = job.request_id, "source not fetched; the job is dropped");
             return "undeliverable";
         }
     };
@@ -158,7 +158,7 @@ async fn give_back(
         Ok(()) => Ok("ok"),
         Err(TransferError::Gone) => Err("gone"),
         Err(e) => {
-            tracing::info!(error = %e, job = job.job_id, "result not delivered");
+            tracing::info!(error = %e, job = job.job_id, request_id = job.request_id, "result not delivered");
             Err("undeliverable")
         }
     }

@@ -151,13 +151,18 @@ impl Client {
     }
 }
 
-/// A request to the job's api node, with its capability token.
+/// A request to the job's api node, with its capability token and the client's request id (so
+/// the hop shows in the api node's logs under the id the client knows).
 fn request(job: &JobMessage, method: Method, what: &str) -> hyper::http::request::Builder {
     let origin = job.origin.trim_end_matches('/');
-    Request::builder()
+    let builder = Request::builder()
         .method(method)
         .uri(format!("{origin}/internal/v1/jobs/{}/{what}", job.job_id))
-        .header("authorization", format!("Bearer {}", job.token))
+        .header("authorization", format!("Bearer {}", job.token));
+    match hyper::header::HeaderValue::from_str(&job.request_id) {
+        Ok(id) => builder.header("x-request-id", id),
+        Err(_) => builder,
+    }
 }
 
 async fn within<T>(

@@ -1,6 +1,7 @@
 //! `resizer admin ...`: tenants, keys and limits through the admin API (never the database
 //! directly, so it works the same against dev and a cluster). It finds the API from `--url` and
-//! `--token`, then `RESIZER_ADMIN_URL` / `RESIZER_ADMIN_TOKEN`, then `<data-dir>/dev.json`.
+//! `--token`, then `RESIZER_ADMIN_URL` / `RESIZER_ADMIN_TOKEN`, then `<data-dir>/dev.json`
+//! (`--data-dir`, else `RESIZER_DATA_DIR`, else `resizer-data`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,9 +21,10 @@ pub struct AdminArgs {
     /// Admin bearer token.
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
-    /// Where `resizer dev` wrote dev.json (used when no URL or token is given).
-    #[arg(long, value_name = "DIR", default_value = "resizer-data")]
-    data_dir: PathBuf,
+    /// Where `resizer dev` wrote dev.json (used when no URL or token is given); default
+    /// `RESIZER_DATA_DIR`, the variable `resizer dev` reads too, else `resizer-data`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -175,7 +177,8 @@ impl LimitArgs {
 
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let dev = || -> anyhow::Result<DevFile> {
-        let path = args.data_dir.join("dev.json");
+        let data_dir = args.data_dir.clone().or_else(|| std::env::var_os("RESIZER_DATA_DIR").map(PathBuf::from));
+        let path = data_dir.unwrap_or_else(|| PathBuf::from("resizer-data")).join("dev.json");
         let bytes = std::fs::read(&path).with_context(|| {
             format!("no --url/--token given and cannot read {} (is `resizer dev` running here?)", path.display())
         })?;

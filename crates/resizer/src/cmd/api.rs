@@ -34,6 +34,21 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let replicated = config.identity.source == "replicated";
+    // The defaults are `resizer dev`'s; an api node left on them works alone, not as part of a
+    // cluster: say so once, loudly, rather than refuse a single-node setup.
+    if !replicated {
+        tracing::warn!(
+            "identity.source is `store`: this api node keeps its own tenants and keys; a cluster's api nodes \
+             use `replicated` (deploy/config/api.toml)"
+        );
+    }
+    if config.usage.enabled && config.usage.mode != "ship" {
+        tracing::warn!(
+            mode = config.usage.mode,
+            "usage.mode is not `ship`: this api node aggregates its own usage; a cluster's api nodes ship it \
+             to the aggregators (deploy/config/api.toml)"
+        );
+    }
     let store = if replicated { None } else { Some(config.open_identity_store()?) };
     let cache = Arc::new(CredentialCache::new());
 
@@ -93,6 +108,12 @@ async fn ensure_stream(queue: queue::JobQueue, ready: Arc<AtomicBool>) {
                 ready.store(true, Ordering::Relaxed);
                 tracing::info!(stream = queue.config().stream, "job stream ready");
                 return;
+            }
+            // A stream this version cannot use: said every 30 s, since /readyz stays 503 until
+            // an operator acts.
+            Err(e @ queue::QueueError::Config(_)) => {
+                tracing::error!(error = %e, "job stream unusable; this node stays not ready");
+                tokio::time::sleep(Duration::from_secs(30)).await;
             }
             Err(e) => {
                 if !logged {

@@ -139,7 +139,7 @@ pub(crate) async fn serve_node(
                 let stopped = async move {
                     let _ = stopped.await;
                 };
-                let spool = metering.spool.clone();
+                let spool = metering.spool.clone().context("a metered node has a spool")?;
                 let task = match usage_stream {
                     Some(js) => {
                         let replicas = config.queue.replicas.max(1);
@@ -247,7 +247,8 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
     let archive = open_archive(config)?;
     let aggregator = Arc::new(usage::Aggregator::new(rollups.clone(), archive.clone()));
     let rollup_reads = Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE));
-    let metering = api::Metering { spool, rollups, archive, node: config.usage.node_id.clone(), rollup_reads };
+    let metering =
+        api::Metering { spool: Some(spool), rollups, archive, node: config.usage.node_id.clone(), rollup_reads };
     Ok(Some((metering, aggregator)))
 }
 

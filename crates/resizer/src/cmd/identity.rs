@@ -3,7 +3,9 @@
 //! postgres://...`) — and relays every committed change, in order, to the JetStream KV bucket
 //! that feeds each api node's credential cache. Consistent before available: while PostgreSQL
 //! is down, admin writes fail with 503 and nothing is half-done; resizes go on at the api nodes
-//! with the credentials they have.
+//! with the credentials they have. Given the usage rollups database and archive (as the api
+//! nodes are), it also answers the admin API's usage and audit reads, so that one admin URL
+//! serves every admin call, tenants named by name included.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use identity::CredentialCache;
 
-use crate::cmd::dev::bind;
+use crate::cmd::dev::{bind, open_archive, open_rollups};
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
 
@@ -33,6 +35,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
         bail!("the identity service relays changes through NATS: set queue.nats_urls");
     }
     let store = config.open_identity_store()?;
+    let usage_reads = open_usage_reads(&config)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
@@ -45,7 +48,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
             api::Credentials::Store(store.clone()),
             cache,
             api::Conversions::None,
-            None,
+            usage_reads,
         );
         let relay = tokio::spawn(identity_kv::relay(
             store,
@@ -60,4 +63,20 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
         served.map_err(anyhow::Error::from)
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The usage and audit reads of the admin API, over the rollups and archive the aggregators
+/// write; None (those reads answer 503) without a `postgres://` `usage.rollups_database`.
+fn open_usage_reads(config: &Config) -> anyhow::Result<Option<api::Metering>> {
+    if !config.usage.enabled || !config.usage.rollups_database.starts_with("postgres") {
+        tracing::info!("no usage.rollups_database: usage and audit reads are served by the api nodes only");
+        return Ok(None);
+    }
+    Ok(Some(api::Metering {
+        spool: None,
+        rollups: open_rollups(config)?,
+        archive: open_archive(config)?,
+        node: "identity".into(),
+        rollup_reads: Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE)),
+    }))
 }

@@ -141,7 +141,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         spec
     };
 
-    // The identity service: the admin API over PostgreSQL, relaying changes to the api nodes.
+    // The identity service: the admin API over PostgreSQL, relaying changes to the api nodes;
+    // it reads usage and audit records where the api nodes do, so cluster.json's admin URL
+    // serves every admin call.
+    let archive_url = format!("file://{}", dir.join("archive").display());
+    std::fs::create_dir_all(dir.join("archive")).context("creating DIR/archive")?;
     let port = lab::free_port()?;
     let admin_url = format!("http://{LOOPBACK}:{port}");
     let spec = ProcessSpec::new("identity", "identity", &program)
@@ -149,8 +153,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{port}"))
         .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
         .env("RESIZER_IDENTITY_DATABASE", &postgres_url)
+        .env("RESIZER_USAGE_ROLLUPS_DATABASE", &postgres_url)
+        .env("RESIZER_USAGE_ARCHIVE_URL", &archive_url)
         .url("admin", &admin_url)
-        .health(format!("{admin_url}/healthz"));
+        .url("metrics", format!("{admin_url}/metrics"))
+        .health(format!("{admin_url}/readyz"));
     let identity = infra.start_process(common(spec, queue::Role::Identity))?;
     lab::wait_for_http_ok(&format!("{admin_url}/healthz"), Duration::from_secs(30)).map_err(|e| {
         anyhow::anyhow!("the identity service did not start: {e}\n--- its log ---\n{}", identity.log_tail(30))
@@ -159,7 +166,6 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
 
     // Usage: api nodes ship their spool batches to the usage stream; the aggregator applies them
     // (Parquet into DIR/archive, rollups in PostgreSQL), and api nodes read usage from there.
-    let archive_url = format!("file://{}", dir.join("archive").display());
     let memory = spool_memory_dir(&dir);
     if let Some(memory) = &memory {
         std::fs::create_dir_all(memory).with_context(|| format!("creating {}", memory.display()))?;
@@ -172,16 +178,20 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             None => spec,
         }
     };
-    std::fs::create_dir_all(dir.join("archive")).context("creating DIR/archive")?;
+    let mut health = Vec::new();
     for i in 0..args.aggregators.max(1) {
         let name = format!("usage-{i}");
+        let url = format!("http://{LOOPBACK}:{}", lab::free_port()?);
         let spec = ProcessSpec::new("usage", &name, &program)
             .arg("usage")
-            .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string());
-        infra.start_process(usage_env(common(spec, queue::Role::Usage)))?;
+            .env("RESIZER_USAGE_LISTEN", url.trim_start_matches("http://"))
+            .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
+            .url("metrics", format!("{url}/metrics"))
+            .health(format!("{url}/readyz"));
+        let component = infra.start_process(usage_env(common(spec, queue::Role::Usage)))?;
+        health.push((component, format!("{url}/readyz")));
     }
     let mut backends = Vec::new();
-    let mut health = Vec::new();
     for i in 0..args.api_nodes.max(1) {
         let name = format!("api-{i}");
         let ports = lab::free_ports(3)?;

@@ -3,16 +3,23 @@
 //! rollups in PostgreSQL with the batch id in the same transaction — then acknowledges it.
 //! Several may run at once: a batch goes to one of them at a time, and one that is redelivered
 //! (its aggregator died before acknowledging) finds its id applied and changes nothing.
+//! `usage.listen` serves its health, readiness and metrics.
 
+use std::future::IntoFuture;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use async_nats::jetstream::{self, AckKind};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use futures_util::StreamExt;
 
-use crate::cmd::dev::{open_archive, open_rollups};
+use crate::cmd::dev::{bind, open_archive, open_rollups};
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
 
@@ -39,6 +46,27 @@ pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
+        let listener = bind(&config.usage.listen, "usage.listen").await?;
+        tracing::info!(listen = %listener.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer usage started");
+        let status = Arc::new(Status::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = axum::serve(listener, router(status.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future();
+        let http = tokio::spawn(http);
+        let result = aggregate(&config, &nats_urls, &status).await;
+        let _ = stop.send(());
+        let _ = http.await;
+        result
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the rollups, connects, and applies batches until SIGTERM/SIGINT.
+async fn aggregate(config: &Config, nats_urls: &[String], status: &Status) -> anyhow::Result<()> {
+    {
         let rollups = loop {
             let config = config.clone();
             match tokio::task::spawn_blocking(move || open_rollups(&config)).await? {
@@ -49,8 +77,9 @@ pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         };
-        let aggregator = Arc::new(usage::Aggregator::new(rollups, open_archive(&config)?));
-        let client = queue::connect(&nats_urls, "usage", Some(queue::Role::Usage)).await?;
+        let aggregator = Arc::new(usage::Aggregator::new(rollups, open_archive(config)?));
+        let client = queue::connect(nats_urls, "usage", Some(queue::Role::Usage)).await?;
+        let _ = status.client.set(client.clone());
         let js = jetstream::new(client);
         let consumer = loop {
             let attempt = async {
@@ -67,6 +96,7 @@ pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
             }
         };
         tracing::info!("usage aggregator consuming the usage stream");
+        status.consuming.store(true, Ordering::Relaxed);
         let shutdown = crate::signals::shutdown();
         tokio::pin!(shutdown);
         let mut last_compaction = tokio::time::Instant::now();
@@ -85,24 +115,28 @@ pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
             };
             let give_up = tokio::time::Instant::now() + Duration::from_millis(1500);
             while let Ok(Some(Ok(message))) = tokio::time::timeout_at(give_up, batch.next()).await {
-                apply(&aggregator, message).await;
+                apply(&aggregator, message, status).await;
             }
             if last_compaction.elapsed() >= COMPACT_EVERY {
                 last_compaction = tokio::time::Instant::now();
-                if let Err(e) = aggregator.compact(8).await {
-                    tracing::warn!(error = %e, "usage archive: compaction failed; retried later");
+                match aggregator.compact(8).await {
+                    Ok(merged) => status.compactions.add(&["ok"], merged as u64),
+                    Err(e) => {
+                        status.compactions.add(&["failed"], 1);
+                        tracing::warn!(error = %e, "usage archive: compaction failed; retried later");
+                    }
                 }
             }
         }
+        status.stopping.store(true, Ordering::Relaxed);
         tracing::info!("usage aggregator stopped");
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        Ok(())
+    }
 }
 
 /// One shipped batch: applied (or found applied), then acknowledged; on a failure it is handed
 /// back for a retry a second later.
-async fn apply(aggregator: &usage::Aggregator, message: jetstream::Message) {
+async fn apply(aggregator: &usage::Aggregator, message: jetstream::Message, status: &Status) {
     let batch_id = message
         .headers
         .as_ref()
@@ -110,6 +144,7 @@ async fn apply(aggregator: &usage::Aggregator, message: jetstream::Message) {
         .map(|v| v.as_str().to_owned());
     let Some(batch_id) = batch_id else {
         tracing::error!("a usage message without a batch id; dropped");
+        status.batches.add(&["dropped"], 1);
         let _ = message.ack_with(AckKind::Term).await;
         return;
     };
@@ -117,13 +152,25 @@ async fn apply(aggregator: &usage::Aggregator, message: jetstream::Message) {
         Ok(records) => records,
         Err(e) => {
             tracing::error!(batch = batch_id, error = %e, "an unreadable usage batch; dropped");
+            status.batches.add(&["dropped"], 1);
             let _ = message.ack_with(AckKind::Term).await;
             return;
         }
     };
     let count = records.len();
-    match aggregator.apply_batch(&batch_id, std::sync::Arc::new(records)).await {
+    let started = Instant::now();
+    let applied = aggregator.apply_batch(&batch_id, std::sync::Arc::new(records)).await;
+    status.apply_seconds.observe(&[], started.elapsed());
+    match applied {
         Ok(new) => {
+            if new {
+                status.batches.add(&["applied"], 1);
+                status.records.fetch_add(count as u64, Ordering::Relaxed);
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                status.last_applied_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+            } else {
+                status.batches.add(&["replayed"], 1);
+            }
             tracing::debug!(batch = batch_id, records = count, new, "usage batch applied");
             // Acknowledged and confirmed: a lost ack would only bring a redelivery, which the
             // applied-batch record turns into nothing.
@@ -132,8 +179,114 @@ async fn apply(aggregator: &usage::Aggregator, message: jetstream::Message) {
             }
         }
         Err(e) => {
+            status.batches.add(&["failed"], 1);
             tracing::warn!(batch = batch_id, error = %e, "usage batch not applied; retried");
             let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
         }
     }
+}
+
+/// What the aggregator's listener reports.
+#[derive(Default)]
+struct Status {
+    client: OnceLock<async_nats::Client>,
+    /// The usage stream's consumer is set up (the stream exists once an api node has shipped).
+    consuming: AtomicBool,
+    stopping: AtomicBool,
+    /// Batches taken off the stream, by outcome: applied, replayed (applied before), failed
+    /// (handed back for a retry), dropped (unreadable).
+    batches: promtext::Counters,
+    /// Records in the batches applied.
+    records: AtomicU64,
+    apply_seconds: promtext::Family,
+    /// Archive files merged by compaction (`ok`), and failed compaction runs.
+    compactions: promtext::Counters,
+    /// When the last new batch was applied (ms since the epoch; 0: none yet).
+    last_applied_ms: AtomicU64,
+}
+
+impl Status {
+    fn connected(&self) -> bool {
+        self.client.get().is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected)
+    }
+
+    /// Ready: connected to NATS with the rollups open, and not stopping. Not waiting for the usage
+    /// stream, which appears only when an api node ships its first batch.
+    fn not_ready(&self) -> Option<&'static str> {
+        if self.stopping.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if !self.connected() {
+            Some("not connected to NATS (or the rollups database not open yet)")
+        } else {
+            None
+        }
+    }
+}
+
+fn router(status: Arc<Status>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(status)
+}
+
+async fn ready(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    match status.not_ready() {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+    }
+}
+
+async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
+    let mut out = String::new();
+    status.batches.render(
+        &mut out,
+        "resizer_usage_batches_total",
+        "Usage batches taken off the usage stream, by outcome (applied, replayed, failed, dropped).",
+        &["outcome"],
+    );
+    promtext::counter(
+        &mut out,
+        "resizer_usage_records_total",
+        "Usage records in the batches this aggregator applied.",
+        status.records.load(Ordering::Relaxed),
+    );
+    status.apply_seconds.render(
+        &mut out,
+        "resizer_usage_apply_seconds",
+        "Applying one batch: archive files and rollups (or finding it applied).",
+        &[],
+    );
+    status.compactions.render(
+        &mut out,
+        "resizer_usage_compaction_files_total",
+        "Archive files merged by compaction (ok), and compaction runs that failed (failed).",
+        &["outcome"],
+    );
+    promtext::gauge(
+        &mut out,
+        "resizer_usage_last_applied_timestamp_seconds",
+        "When this aggregator last applied a new batch (0: none yet).",
+        status.last_applied_ms.load(Ordering::Relaxed) as f64 / 1e3,
+    );
+    promtext::gauge(
+        &mut out,
+        "resizer_usage_consuming",
+        "1 once the usage stream's consumer is set up.",
+        f64::from(u8::from(status.consuming.load(Ordering::Relaxed))),
+    );
+    promtext::gauge(
+        &mut out,
+        "resizer_usage_nats_connected",
+        "1 while connected to NATS.",
+        f64::from(u8::from(status.connected())),
+    );
+    promtext::gauge(
+        &mut out,
+        "resizer_ready",
+        "1 while the aggregator is ready.",
+        f64::from(u8::from(status.not_ready().is_none())),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
