@@ -85,13 +85,7 @@ pub async fn existing_stream(js: &jetstream::Context, name: &str) -> Result<stre
 }
 
 /// One of the two durable pull consumers every worker shares ([`PullClass`]): explicit acks,
-/// redelivery after `ack_wait`, at most `max_deliver` deliveries. One replica, in memory: an R3
-/// consumer runs every delivery and acknowledgement through a Raft group of its own, which cost
-/// the lab 8 % of its throughput (docs/benchmarks.md); the jobs themselves stay in the R3
-/// stream. The price: while the one server holding the consumer is down its pulls go
-/// unanswered, so the workers delete and re-create it ([`recreate_consumer`]), and the jobs it
-/// had handed out and not seen acknowledged are delivered again (their api nodes take one
-/// result each).
+/// redelivery after `ack_wait`, at most `max_deliver` deliveries.
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     config: &QueueConfig,
@@ -110,26 +104,11 @@ pub async fn ensure_consumer(
                 // Every worker's waiting pulls; far above any cluster we run.
                 max_waiting: 4096,
                 max_ack_pending: 100_000,
-                num_replicas: 1,
-                memory_storage: true,
                 ..Default::default()
             },
         )
         .await
         .map_err(|e| QueueError::Unavailable(format!("creating the {name} consumer: {e}")))
-}
-
-/// Deletes a class's consumer (one whose server is gone: see [`ensure_consumer`]) and makes it
-/// again, placed by JetStream on a live server.
-pub async fn recreate_consumer(
-    stream: &stream::Stream,
-    config: &QueueConfig,
-    class: PullClass,
-) -> Result<consumer::Consumer<consumer::pull::Config>, QueueError> {
-    let name = config.consumer_name(class);
-    // Not found is fine: another worker may have made it again already.
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.delete_consumer(&name)).await;
-    ensure_consumer(stream, config, class).await
 }
 
 /// The api node's handle on the queue.

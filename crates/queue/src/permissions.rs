@@ -157,14 +157,12 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
             for class in PullClass::ALL {
                 let consumer = jobs.consumer_name(class);
                 subjects.extend(pull_consumer(&jobs.stream, &consumer));
-                // A filtered consumer is created as `CREATE.<stream>.<name>.<filter>`; one whose
-                // server is gone is deleted and made again (`queue::recreate_consumer`).
+                // A filtered consumer is created as `CREATE.<stream>.<name>.<filter>`.
                 subjects.push(format!(
                     "{api}.CONSUMER.CREATE.{}.{consumer}.{}",
                     jobs.stream,
                     jobs.filter_subject(class)
                 ));
-                subjects.push(format!("{api}.CONSUMER.DELETE.{}.{consumer}", jobs.stream));
             }
             subjects
         }
@@ -221,13 +219,9 @@ mod tests {
             assert_eq!(may_publish("usage.batches"), role == Role::Api, "{role:?}");
             assert_eq!(p.subscribe, [format!("_INBOX_{}.>", role.as_str())], "{role:?}");
             assert!(p.publish.iter().all(|s| !s.starts_with("_INBOX")), "{role:?}: no one answers for another");
-            let own = |s: &str| match role {
-                Role::Worker => s.starts_with("$JS.API.CONSUMER.DELETE.JOBS.workers-"),
-                _ => s.contains("CONSUMER.DELETE.KV_"),
-            };
             assert!(
-                p.publish.iter().all(|s| !s.contains(".DELETE.") || own(s)),
-                "{role:?}: deletes nothing but its own consumers"
+                p.publish.iter().all(|s| !s.contains(".DELETE.") || s.contains("CONSUMER.DELETE.KV_")),
+                "{role:?}: deletes nothing but its own watch"
             );
             let creates: Vec<&str> =
                 p.publish.iter().filter_map(|s| s.strip_prefix("$JS.API.STREAM.CREATE.")).collect();

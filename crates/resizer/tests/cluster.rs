@@ -117,10 +117,6 @@ impl Lab {
     }
 
     /// Every NATS server's log so far, one after the other.
-    fn component_log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("logs/{name}.log"))).unwrap_or_default()
-    }
-
     fn nats_logs(&self) -> String {
         (0..3)
             .map(|i| std::fs::read_to_string(self.dir.join(format!("logs/nats-{i}.log"))).unwrap_or_default())
@@ -1252,71 +1248,4 @@ fn a_burst_of_large_images_does_not_hold_a_small_one() {
     let mut ends: Vec<Duration> = large.iter().map(|&(_, took)| took).collect();
     ends.sort();
     assert!(ends[1] > ends[0] + first_large / 3, "large jobs ran side by side: {ends:?}");
-}
-
-/// The workers' consumers have one replica (`queue::ensure_consumer`): kill -9 the server that
-/// holds the small-and-medium one, and the workers, finding their pulls unanswered, delete it and
-/// make it again on a live server; requests go on within their deadlines.
-#[test]
-fn killing_the_job_consumers_server_has_the_workers_make_it_again() {
-    let lab = Lab::up(&["--workers", "2"]);
-    let nats = lab.nats();
-    let urls: Vec<String> = lab.file["fields"]["nats_urls"]
-        .as_array()
-        .expect("nats_urls")
-        .iter()
-        .map(|u| u.as_str().expect("URL").to_owned())
-        .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let consumer_server = || -> Result<String, String> {
-        runtime.block_on(async {
-            let wait = Duration::from_secs(3);
-            let client = queue::connect(&urls, "consumer-test", None).await.map_err(|e| e.to_string())?;
-            let js = async_nats::jetstream::new(client);
-            let stream = tokio::time::timeout(wait, js.get_stream("JOBS"))
-                .await
-                .map_err(|_| "stream info: no answer".to_owned())?
-                .map_err(|e| format!("stream info: {e}"))?;
-            let mut consumer = tokio::time::timeout(
-                wait,
-                stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("workers-fast"),
-            )
-            .await
-            .map_err(|_| "consumer: no answer".to_owned())?
-            .map_err(|e| format!("consumer: {e}"))?;
-            let info = tokio::time::timeout(wait, consumer.info())
-                .await
-                .map_err(|_| "consumer info: no answer".to_owned())?
-                .map_err(|e| format!("consumer info: {e}"))?;
-            info.cluster.as_ref().and_then(|c| c.leader.clone()).ok_or_else(|| "no leader named".to_owned())
-        })
-    };
-    let server = consumer_server().expect("the workers-fast consumer's server");
-    let index = nats.nodes().iter().position(|n| n.server_name == server).expect("a lab node");
-    let load = Load::start(&lab, "width=100", sample_jpeg(), 4, Duration::from_millis(10));
-    thread::sleep(Duration::from_secs(2));
-    let killed_at = load.since_start();
-    nats.kill(index).expect("kill -9 the consumer's server");
-    thread::sleep(Duration::from_secs(14));
-    let samples = load.finish();
-
-    let after: Vec<&Sample> = samples.iter().filter(|s| s.sent > killed_at).collect();
-    let waited = after.iter().map(|s| s.latency).max().unwrap_or_default();
-    let ratio = success_ratio(&samples);
-    let moved_to =
-        lab::poll_until("the consumer's server", Duration::from_secs(10), Duration::from_millis(500), consumer_server);
-    eprintln!(
-        "kill -9 {server} (workers-fast): consumer now on {moved_to:?}; requests sent after the kill waited at most \
-         {waited:?}; {} requests {:?}, success {:.2} %",
-        samples.len(),
-        statuses(&samples),
-        ratio * 100.0
-    );
-    let logs: String = ["worker-0", "worker-1"].iter().map(|w| lab.component_log(w)).collect::<Vec<_>>().join("\n");
-    assert!(logs.contains("job consumer made again"), "no worker made the consumer again:\n{}", lab.log_tails());
-    assert!(moved_to.as_ref().is_ok_and(|s| *s != server), "the consumer is not on a live server: {moved_to:?}");
-    assert!(ratio >= 0.95, "success {:.2} % < 95 %: {:?}\n{}", ratio * 100.0, statuses(&samples), lab.log_tails());
-    // Requests sent from 11 s after the kill on were answered as usual (the consumer back).
-    let late: Vec<&&Sample> = after.iter().filter(|s| s.sent > killed_at + Duration::from_secs(11)).collect();
-    assert!(!late.is_empty() && late.iter().all(|s| s.status == 200), "{:?}", statuses(&samples));
 }

@@ -111,78 +111,18 @@ pub async fn run(
 
 type PullConsumer = consumer::Consumer<consumer::pull::Config>;
 
-/// Pulls in a row that went unanswered (or ended in an error status) before a slot asks for its
-/// consumer to be checked.
-const UNANSWERED_BEFORE_CHECK: u32 = 2;
-/// A worker checks a consumer at most this often.
-const CHECK_SPACING: Duration = Duration::from_secs(2);
-
-/// One class's consumer as this worker's slots use it. Consumers have one replica
-/// (`queue::ensure_consumer`): while the server holding one is down its pulls go unanswered, so
-/// after a few in a row a slot asks for a check, and a consumer that does not answer its info is
-/// deleted and made again, on a live server. Checks are serialized and spaced.
-struct ConsumerSlot {
-    stream: jetstream::stream::Stream,
-    queue: queue::QueueConfig,
-    class: queue::PullClass,
-    current: std::sync::Mutex<PullConsumer>,
-    last_check: tokio::sync::Mutex<Option<tokio::time::Instant>>,
-}
-
-impl ConsumerSlot {
-    fn get(&self) -> PullConsumer {
-        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    async fn check(&self) {
-        let mut last = self.last_check.lock().await;
-        if last.is_some_and(|at| at.elapsed() < CHECK_SPACING) {
-            return;
-        }
-        *last = Some(tokio::time::Instant::now());
-        let mut consumer = self.get();
-        let name = self.queue.consumer_name(self.class);
-        if matches!(tokio::time::timeout(Duration::from_secs(2), consumer.info()).await, Ok(Ok(_))) {
-            return;
-        }
-        tracing::warn!(consumer = name, "the job consumer does not answer; making it again");
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            queue::recreate_consumer(&self.stream, &self.queue, self.class),
-        )
-        .await
-        {
-            Ok(Ok(fresh)) => {
-                *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-                tracing::info!(consumer = name, "job consumer made again");
-            }
-            Ok(Err(e)) => tracing::warn!(consumer = name, error = %e, "job consumer not made again; retried"),
-            Err(_) => tracing::warn!(consumer = name, "job consumer not made again in time; retried"),
-        }
-    }
-}
-
 /// Finds the job stream (the api nodes create it) and creates the two consumers if missing
 /// (small and medium jobs, large jobs), retrying until JetStream answers (NATS may still be
 /// electing its leaders when the worker starts, and the stream appears when the first api node
 /// does).
-async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> (Arc<ConsumerSlot>, Arc<ConsumerSlot>) {
+async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> (PullConsumer, PullConsumer) {
     let mut logged = false;
     loop {
         let attempt = async {
             let stream = queue::existing_stream(js, &config.queue.stream).await?;
-            let slot = |class, consumer| {
-                Arc::new(ConsumerSlot {
-                    stream: stream.clone(),
-                    queue: config.queue.clone(),
-                    class,
-                    current: std::sync::Mutex::new(consumer),
-                    last_check: tokio::sync::Mutex::new(None),
-                })
-            };
             let fast = queue::ensure_consumer(&stream, &config.queue, queue::PullClass::Fast).await?;
             let large = queue::ensure_consumer(&stream, &config.queue, queue::PullClass::Large).await?;
-            Ok::<_, queue::QueueError>((slot(queue::PullClass::Fast, fast), slot(queue::PullClass::Large, large)))
+            Ok::<_, queue::QueueError>((fast, large))
         };
         match attempt.await {
             Ok(consumers) => return consumers,
@@ -205,16 +145,11 @@ async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> (Arc<Consumer
 /// `<inbox>.<n>`: no subscription is made and dropped per job (each would be propagated to every
 /// NATS server). A job delivered to an older pull (one this slot gave up on) is still run; an
 /// older pull's expiry notice is told apart by its subject and ignored.
-async fn slot(consumer: Arc<ConsumerSlot>, context: Arc<JobContext>, stopped: watch::Receiver<bool>) {
+async fn slot(consumer: PullConsumer, context: Arc<JobContext>, stopped: watch::Receiver<bool>) {
     let inbox = context.client.new_inbox();
     let mut pulls: u64 = 0;
-    let mut unanswered: u32 = 0;
     let mut subscription: Option<async_nats::Subscriber> = None;
     while !*stopped.borrow() {
-        if unanswered >= UNANSWERED_BEFORE_CHECK {
-            consumer.check().await;
-            unanswered = 0;
-        }
         let deliveries = match subscription.as_mut() {
             Some(deliveries) => deliveries,
             None => match context.client.subscribe(format!("{inbox}.*")).await {
@@ -230,8 +165,7 @@ async fn slot(consumer: Arc<ConsumerSlot>, context: Arc<JobContext>, stopped: wa
         let reply = format!("{inbox}.{pulls}");
         let request =
             consumer::pull::BatchConfig { batch: 1, expires: Some(context.config.pull_expires), ..Default::default() };
-        if let Err(e) = consumer.get().request_batch(request, reply.clone().into()).await {
-            unanswered += 1;
+        if let Err(e) = consumer.request_batch(request, reply.clone().into()).await {
             tracing::debug!(error = %e, "pull failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -248,14 +182,12 @@ async fn slot(consumer: Arc<ConsumerSlot>, context: Arc<JobContext>, stopped: wa
                     break;
                 }
                 Err(_unanswered) => {
-                    unanswered += 1;
                     tracing::debug!("pull unanswered past its expiry; renewing it");
                     break;
                 }
             };
             match message.status {
                 None | Some(async_nats::StatusCode::OK) => {
-                    unanswered = 0;
                     let job = jetstream::Message { message, context: context.js.clone() };
                     job::handle(&context, job).await;
                     break;
@@ -264,12 +196,8 @@ async fn slot(consumer: Arc<ConsumerSlot>, context: Arc<JobContext>, stopped: wa
                 Some(_) if message.subject.as_str() != reply => continue,
                 Some(async_nats::StatusCode::IDLE_HEARTBEAT) => continue,
                 // Expired with nothing to deliver, or no job now: pull again.
-                Some(async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND) => {
-                    unanswered = 0;
-                    break;
-                }
+                Some(async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND) => break,
                 Some(status) => {
-                    unanswered += 1;
                     // 409 and the like (a consumer leader change): don't spin on it.
                     tracing::debug!(%status, "pull ended");
                     tokio::time::sleep(Duration::from_millis(50)).await;
