@@ -9,22 +9,51 @@ use crate::error::{LabError, Result};
 /// The address every lab process listens on: loopback only.
 pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
-/// A port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0).
+/// A port on 127.0.0.1 that was free a moment ago, outside the kernel's ephemeral range.
 ///
-/// Another process may take it before ours binds it; the window is short and the lab's readiness
-/// checks report such a start failure with the process's log.
+/// Another process may still take it before ours binds it; see [`free_ports`] for why that is
+/// rare, and the lab's readiness checks report such a start failure with the process's log.
 pub fn free_port() -> Result<u16> {
     Ok(free_ports(1)?[0])
 }
 
-/// `n` distinct free ports: all listeners are held until the last one is chosen.
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago: all are held until the last one
+/// is chosen.
+///
+/// Not the kernel's pick for port 0: that comes from the ephemeral range, the same range every
+/// outgoing connection's local port comes from, so on a busy machine (a test suite making
+/// thousands of loopback connections) a port chosen that way was taken by some client socket
+/// before the server started, now and then (`Address already in use`). These come from the
+/// ports below that range (or above it, if there is more room there), at a random place, each
+/// checked by binding it. Only another program choosing listen ports the same way at the same
+/// moment can still collide.
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| {
+    let (low, high) = ephemeral_range();
+    let candidates = listen_range(low, high);
+    let span = u32::from(candidates.end - candidates.start);
+    let mut listeners = Vec::with_capacity(n);
+    if span >= 1024 {
+        let mut next = random_u32();
+        for _ in 0..span {
+            if listeners.len() == n {
+                break;
+            }
+            let port = candidates.start + (next % span) as u16;
+            // A multiplier coprime with 2^32 visits offsets widely spread, not side by side, so
+            // two labs starting together do not walk the same ports in step.
+            next = next.wrapping_mul(2_654_435_761).wrapping_add(1);
+            if let Ok(listener) = TcpListener::bind((LOOPBACK, port)) {
+                listeners.push(listener);
+            }
+        }
+    }
+    // No room outside the ephemeral range (or it is full): the kernel's pick.
+    while listeners.len() < n {
+        listeners.push(
             TcpListener::bind((LOOPBACK, 0))
-                .map_err(|source| LabError::Net { action: "bind 127.0.0.1:0".into(), source })
-        })
-        .collect::<Result<Vec<_>>>()?;
+                .map_err(|source| LabError::Net { action: "bind 127.0.0.1:0".into(), source })?,
+        );
+    }
     listeners
         .iter()
         .map(|l| {
@@ -33,6 +62,43 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
                 .map_err(|source| LabError::Net { action: "local address of a bound socket".into(), source })
         })
         .collect()
+}
+
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`); Linux's default when it
+/// cannot be read.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .filter(|(low, high)| low <= high)
+        .unwrap_or((32768, 60999))
+}
+
+/// Where listen ports are chosen: the larger of the stretches below and above the ephemeral
+/// range, leaving out the well-known ports and the first registered ones (10000 and up).
+fn listen_range(low: u16, high: u16) -> std::ops::Range<u16> {
+    const FIRST: u16 = 10000;
+    let below = FIRST..low.max(FIRST);
+    let above = high.saturating_add(1).max(FIRST)..u16::MAX;
+    if below.len() >= above.len() {
+        below
+    } else {
+        above
+    }
+}
+
+/// A random number, good enough to spread choices: std's per-process random hash keys.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(since.as_nanos());
+    }
+    hasher.finish() as u32
 }
 
 /// Whether a TCP connection to `addr` succeeds within `timeout`.
@@ -119,5 +185,32 @@ pub fn poll_until<T>(
             }
         }
         std::thread::sleep(interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_chosen_outside_the_ephemeral_range() {
+        let (low, high) = ephemeral_range();
+        let ports = free_ports(20).expect("free ports");
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), 20, "{ports:?}");
+        if listen_range(low, high).len() >= 1024 {
+            assert!(ports.iter().all(|&p| p < low || p > high), "{ports:?} inside {low}-{high}");
+        }
+        for port in ports {
+            TcpListener::bind((LOOPBACK, port)).expect("a chosen port is free once its check socket is closed");
+        }
+    }
+
+    #[test]
+    fn the_larger_stretch_outside_the_ephemeral_range_is_used() {
+        assert_eq!(listen_range(32768, 60999), 10000..32768);
+        assert_eq!(listen_range(1024, 20000), 20001..65535);
+        assert_eq!(listen_range(12000, 64000), 10000..12000);
+        assert!(listen_range(10000, 65535).is_empty());
     }
 }
