@@ -83,12 +83,15 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
     // is at least one once the identity service has run.
     let mut current = Vec::new();
     let mut unreadable = Vec::new();
+    // The bucket's newest revision this watch delivered: see `STALL_CHECK_EVERY`.
+    let mut seen: u64 = 0;
     loop {
         let entry = match watch.next().await {
             Some(Ok(entry)) => entry,
             Some(Err(e)) => return format!("reading the {BUCKET} bucket: {e}"),
             None => return "the watch ended".into(),
         };
+        seen = seen.max(entry.revision);
         if entry.key != RELAYED_KEY && entry.operation == kv::Operation::Put {
             match decode(&entry.value) {
                 Ok(change) => current.push(change),
@@ -109,11 +112,25 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
     status.contact();
     tracing::info!(version, keys = cache.len(), "credential cache loaded from the identity bucket");
 
-    while let Some(entry) = watch.next().await {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => return format!("reading the {BUCKET} bucket: {e}"),
+    let stream = match js.get_stream_no_info(format!("KV_{BUCKET}")).await {
+        Ok(stream) => stream,
+        Err(e) => return format!("the {BUCKET} bucket's stream: {e}"),
+    };
+    // The bucket's last revision at the previous idle check, when this watch had not delivered it.
+    let mut missing: Option<u64> = None;
+    loop {
+        let entry = match tokio::time::timeout(STALL_CHECK_EVERY, watch.next()).await {
+            Ok(Some(Ok(entry))) => entry,
+            Ok(Some(Err(e))) => return format!("reading the {BUCKET} bucket: {e}"),
+            Ok(None) => return "the watch ended".into(),
+            Err(_idle) => {
+                if let Some(stalled) = stalled_at(&stream, seen, &mut missing).await {
+                    return stalled;
+                }
+                continue;
+            }
         };
+        seen = seen.max(entry.revision);
         status.contact();
         if entry.key == RELAYED_KEY || entry.operation != kv::Operation::Put {
             continue;
@@ -131,7 +148,39 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
             return format!("change {got} arrived after {have}; reloading");
         }
     }
-    "the watch ended".into()
+}
+
+/// How long a watch may be idle before it asks the bucket's stream for its last revision.
+///
+/// The watch is an ordered consumer with one replica, on one NATS server. When that server is
+/// killed and restarts within the client's missed-heartbeat window (10 s), it may bring the
+/// consumer back without delivering anything more while still sending heartbeats: the watch
+/// then looks alive and never ends, and every later credential change misses this node (the lab
+/// saw it after a `kill -9` of a NATS node: a new key refused by one api node for good). So an
+/// idle watch compares what it delivered with the stream: a revision the stream had at one check
+/// and the watch still has not delivered at the next (1–2 intervals later) means it stalled.
+const STALL_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// `Some(reason)` when the watch stalled: the stream's last revision at the previous check
+/// (`missing`) is past `seen`. Updates `missing` with this check's answer. An unanswered check
+/// stalls nothing (NATS may be electing; the watch's own heartbeat check covers a lost server).
+async fn stalled_at(stream: &jetstream::stream::Stream<()>, seen: u64, missing: &mut Option<u64>) -> Option<String> {
+    if let Some(expected) = *missing {
+        if seen < expected {
+            return Some(format!(
+                "the watch stalled: the bucket has revision {expected} and the watch delivered only {seen}; reloading"
+            ));
+        }
+    }
+    let last = match tokio::time::timeout(STALL_CHECK_EVERY, stream.get_info()).await {
+        Ok(Ok(info)) => info.state.last_sequence,
+        _ => {
+            *missing = None;
+            return None;
+        }
+    };
+    *missing = (last > seen).then_some(last);
+    None
 }
 
 /// A snapshot without what an unreadable entry stood for: an entry written by a newer identity

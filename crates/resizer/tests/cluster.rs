@@ -129,6 +129,46 @@ impl Lab {
         assert!(refusals.is_empty(), "a role was refused a subject it uses:\n{}", refusals.join("\n"));
     }
 
+    /// Every JetStream consumer, as each NATS node sees them: account, stream, name, the server
+    /// leading it and its replicas — for a failure message about where things were.
+    fn consumer_placement(&self) -> String {
+        let mut out = String::new();
+        for node in self.nats().nodes() {
+            let url = format!("{}/jsz?accounts=true&consumers=true", node.monitor_url());
+            let answer = match lab::http_get(&url, Duration::from_secs(2)) {
+                Ok(answer) => answer,
+                Err(e) => {
+                    out.push_str(&format!("{}: {e}\n", node.server_name));
+                    continue;
+                }
+            };
+            let jsz: Value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+            out.push_str(&format!("{} (meta leader {}):\n", node.server_name, jsz["meta_cluster"]["leader"]));
+            for account in jsz["account_details"].as_array().into_iter().flatten() {
+                for stream in account["stream_detail"].as_array().into_iter().flatten() {
+                    for consumer in stream["consumer_detail"].as_array().into_iter().flatten() {
+                        let replicas: Vec<String> = consumer["cluster"]["replicas"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|r| format!("{}(current {}, offline {})", r["name"], r["current"], r["offline"]))
+                            .collect();
+                        out.push_str(&format!(
+                            "  {}/{}/{}: leader {} replicas {replicas:?} delivered {} pending {}\n",
+                            account["name"],
+                            stream["name"],
+                            consumer["name"],
+                            consumer["cluster"]["leader"],
+                            consumer["delivered"]["stream_seq"],
+                            consumer["num_pending"]
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     fn log_tails(&self) -> String {
         let file = lab::ClusterFile::read(&self.dir).expect("cluster.json");
         file.components.iter().map(|c| format!("--- {} ---\n{}\n", c.name, c.log_tail(15))).collect()
@@ -599,7 +639,14 @@ fn killing_the_job_stream_leader_elects_a_new_one_and_publishing_resumes() {
             Err(format!("refused by {refused:?}"))
         }
     })
-    .expect("credentials replicate after the leader's loss");
+    .unwrap_or_else(|e| {
+        panic!(
+            "credentials did not replicate after the leader's loss: {e}\nkilled {leader}, new leader {new_leader}\n\
+             consumers:\n{}\n{}",
+            lab.consumer_placement(),
+            lab.log_tails()
+        )
+    });
     lab.assert_no_nats_refusals();
 }
 
@@ -924,6 +971,38 @@ fn a_revoked_key_is_refused_by_every_api_node_within_a_second() {
         delays.len()
     );
     assert!(p99 <= Duration::from_secs(1), "revocation p99 {p99:?} over 1 s: {delays:?}");
+
+    // A watch whose consumer is gone from under it (as when its NATS server is killed and comes
+    // back empty) is noticed by the next change it misses, not only by the client's missed
+    // heartbeats (5–10 s later): the api nodes' watch consumers are deleted, and a key made
+    // right afterwards reaches both nodes in well under 5 s.
+    let urls = lab.identity_nats_urls();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let deleted = runtime.block_on(async {
+        let client = queue::connect(&urls, "test", None).await.expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("KV_identity").await.expect("the identity bucket's stream");
+        use futures_util::StreamExt;
+        let names: Vec<String> = stream.consumer_names().collect::<Vec<_>>().await.into_iter().flatten().collect();
+        for name in &names {
+            stream.delete_consumer(name).await.expect("delete a watch consumer");
+        }
+        names
+    });
+    assert_eq!(deleted.len(), 2, "one watch consumer per api node: {deleted:?}");
+    let (status, key) = lab.admin("POST", "/v1/tenants/demo/keys", Some(serde_json::json!({ "label": "after" })));
+    assert_eq!(status, 201, "{key}");
+    let secret = key["key"].as_str().expect("key").to_owned();
+    let made = Instant::now();
+    while !nodes.iter().all(|n| accepted(lab.auth_status(n, &secret))) {
+        assert!(
+            made.elapsed() < Duration::from_millis(4500),
+            "a key made after the watch consumers were deleted reached not every api node in 4.5 s\n{}",
+            lab.log_tails()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("after the watch consumers were deleted, a new key reached both api nodes in {:?}", made.elapsed());
 }
 
 #[test]
