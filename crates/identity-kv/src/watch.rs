@@ -54,18 +54,19 @@ fn now_ms() -> u64 {
 /// Runs forever, feeding `cache` from the bucket; reconnects after any failure, while the cache
 /// keeps serving what it has.
 pub async fn watch(js: jetstream::Context, cache: Arc<CredentialCache>, status: Arc<ReplicaStatus>) {
+    // Each interruption of a live watch is logged; while it cannot be made again, only the first
+    // failure is (it retries every 250 ms).
     let mut complained = false;
     loop {
         let error = watch_once(&js, &cache, &status).await;
-        status.watching.store(false, Ordering::Relaxed);
+        if status.watching.swap(false, Ordering::Relaxed) {
+            complained = false;
+        }
         if !complained {
             tracing::warn!(error, "identity watch interrupted; serving the last known credentials");
             complained = true;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if status.watching() {
-            complained = false;
-        }
     }
 }
 
@@ -75,6 +76,17 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
         Ok(bucket) => bucket,
         Err(e) => return format!("no {BUCKET} bucket yet: {e}"),
     };
+    let stream = match js.get_stream_no_info(format!("KV_{BUCKET}")).await {
+        Ok(stream) => stream,
+        Err(e) => return format!("the {BUCKET} bucket's stream: {e}"),
+    };
+    // Every revision up to the stream's last one now is in the snapshot below or gone from the
+    // stream (a purge): counted as delivered, so a gone one never looks like a stall.
+    let before_watch = match tokio::time::timeout(STALL_CHECK_EVERY * 5, stream.get_info()).await {
+        Ok(Ok(info)) => info.state.last_sequence,
+        Ok(Err(e)) => return format!("the {BUCKET} bucket's stream info: {e}"),
+        Err(_) => return format!("the {BUCKET} bucket's stream info: no answer"),
+    };
     let mut watch = match bucket.watch_with_history(">").await {
         Ok(watch) => watch,
         Err(e) => return format!("watching the {BUCKET} bucket: {e}"),
@@ -83,8 +95,8 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
     // is at least one once the identity service has run.
     let mut current = Vec::new();
     let mut unreadable = Vec::new();
-    // The bucket's newest revision this watch delivered: see `STALL_CHECK_EVERY`.
-    let mut seen: u64 = 0;
+    // The bucket's newest revision this watch delivered (or that is gone): see `STALL_CHECK_EVERY`.
+    let mut seen: u64 = before_watch;
     loop {
         let entry = match watch.next().await {
             Some(Ok(entry)) => entry,
@@ -112,10 +124,6 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
     status.contact();
     tracing::info!(version, keys = cache.len(), "credential cache loaded from the identity bucket");
 
-    let stream = match js.get_stream_no_info(format!("KV_{BUCKET}")).await {
-        Ok(stream) => stream,
-        Err(e) => return format!("the {BUCKET} bucket's stream: {e}"),
-    };
     // The bucket's last revision at the previous idle check, when this watch had not delivered it.
     let mut missing: Option<u64> = None;
     loop {
@@ -158,7 +166,8 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
 /// then looks alive and never ends, and every later credential change misses this node (the lab
 /// saw it after a `kill -9` of a NATS node: a new key refused by one api node for good). So an
 /// idle watch compares what it delivered with the stream: a revision the stream had at one check
-/// and the watch still has not delivered at the next (1–2 intervals later) means it stalled.
+/// and the watch still has not delivered at the next (one interval and a check later) means it
+/// stalled.
 const STALL_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// `Some(reason)` when the watch stalled: the stream's last revision at the previous check

@@ -25,14 +25,16 @@ pub fn free_port() -> Result<u16> {
 /// thousands of loopback connections) a port chosen that way was taken by some client socket
 /// before the server started, now and then (`Address already in use`). These come from the
 /// ports below that range (or above it, if there is more room there), at a random place, each
-/// checked by binding it. Only another program choosing listen ports the same way at the same
-/// moment can still collide.
+/// checked by binding it, and never one this process handed out before (its server may not have
+/// bound it yet). Another process choosing listen ports the same way at the same moment can
+/// still collide, at odds of a few in tens of thousands.
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let (low, high) = ephemeral_range();
     let candidates = listen_range(low, high);
     let span = u32::from(candidates.end - candidates.start);
     let mut listeners = Vec::with_capacity(n);
     if span >= 1024 {
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = random_u32();
         for _ in 0..span {
             if listeners.len() == n {
@@ -42,7 +44,11 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
             // A multiplier coprime with 2^32 visits offsets widely spread, not side by side, so
             // two labs starting together do not walk the same ports in step.
             next = next.wrapping_mul(2_654_435_761).wrapping_add(1);
+            if handed_out.contains(&port) {
+                continue;
+            }
             if let Ok(listener) = TcpListener::bind((LOOPBACK, port)) {
+                handed_out.insert(port);
                 listeners.push(listener);
             }
         }
@@ -64,6 +70,11 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
+/// Ports [`free_ports`] returned in this process: a lab hands out ports for one process after
+/// another without waiting for each to bind, and restarts reuse theirs.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`); Linux's default when it
 /// cannot be read.
 fn ephemeral_range() -> (u16, u16) {
@@ -78,9 +89,13 @@ fn ephemeral_range() -> (u16, u16) {
 }
 
 /// Where listen ports are chosen: the larger of the stretches below and above the ephemeral
-/// range, leaving out the well-known ports and the first registered ones (10000 and up).
+/// range, leaving out the well-known ports and the first registered ones (10000 and up) unless
+/// the range leaves no room above them.
 fn listen_range(low: u16, high: u16) -> std::ops::Range<u16> {
     const FIRST: u16 = 10000;
+    if low <= FIRST + 1024 && high >= u16::MAX - 1024 {
+        return 1024..low.max(1024);
+    }
     let below = FIRST..low.max(FIRST);
     let above = high.saturating_add(1).max(FIRST)..u16::MAX;
     if below.len() >= above.len() {
@@ -211,6 +226,7 @@ mod tests {
         assert_eq!(listen_range(32768, 60999), 10000..32768);
         assert_eq!(listen_range(1024, 20000), 20001..65535);
         assert_eq!(listen_range(12000, 64000), 10000..12000);
-        assert!(listen_range(10000, 65535).is_empty());
+        assert_eq!(listen_range(10000, 65535), 1024..10000);
+        assert!(listen_range(1024, 65535).is_empty());
     }
 }

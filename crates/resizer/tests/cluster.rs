@@ -973,36 +973,44 @@ fn a_revoked_key_is_refused_by_every_api_node_within_a_second() {
     assert!(p99 <= Duration::from_secs(1), "revocation p99 {p99:?} over 1 s: {delays:?}");
 
     // A watch whose consumer is gone from under it (as when its NATS server is killed and comes
-    // back empty) is noticed by the next change it misses, not only by the client's missed
-    // heartbeats (5–10 s later): the api nodes' watch consumers are deleted, and a key made
-    // right afterwards reaches both nodes in well under 5 s.
+    // back empty) is noticed by the next change it misses — each api node logs that its watch
+    // stalled — not only by the client's missed heartbeats (5–10 s later): every consumer of the
+    // bucket is deleted (the live watches' and any left by a reload, which linger 30 s), and a
+    // key made right afterwards reaches both nodes.
     let urls = lab.identity_nats_urls();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let deleted = runtime.block_on(async {
+        use futures_util::StreamExt;
         let client = queue::connect(&urls, "test", None).await.expect("NATS");
         let js = async_nats::jetstream::new(client);
         let stream = js.get_stream("KV_identity").await.expect("the identity bucket's stream");
-        use futures_util::StreamExt;
-        let names: Vec<String> = stream.consumer_names().collect::<Vec<_>>().await.into_iter().flatten().collect();
+        let names: Vec<String> =
+            stream.consumer_names().collect::<Vec<_>>().await.into_iter().map(|n| n.expect("list consumers")).collect();
+        // One that expired meanwhile is gone already: fine.
+        let mut deleted = 0;
         for name in &names {
-            stream.delete_consumer(name).await.expect("delete a watch consumer");
+            deleted += usize::from(stream.delete_consumer(name).await.is_ok());
         }
-        names
+        deleted
     });
-    assert_eq!(deleted.len(), 2, "one watch consumer per api node: {deleted:?}");
+    assert!(deleted >= 2, "at least one watch consumer per api node: {deleted} deleted");
     let (status, key) = lab.admin("POST", "/v1/tenants/demo/keys", Some(serde_json::json!({ "label": "after" })));
     assert_eq!(status, 201, "{key}");
     let secret = key["key"].as_str().expect("key").to_owned();
     let made = Instant::now();
     while !nodes.iter().all(|n| accepted(lab.auth_status(n, &secret))) {
         assert!(
-            made.elapsed() < Duration::from_millis(4500),
-            "a key made after the watch consumers were deleted reached not every api node in 4.5 s\n{}",
+            made.elapsed() < Duration::from_secs(8),
+            "a key made after the watch consumers were deleted reached not every api node in 8 s\n{}",
             lab.log_tails()
         );
         thread::sleep(Duration::from_millis(10));
     }
-    eprintln!("after the watch consumers were deleted, a new key reached both api nodes in {:?}", made.elapsed());
+    for node in nodes {
+        let log = std::fs::read_to_string(lab.dir.join(format!("logs/{node}.log"))).unwrap_or_default();
+        assert!(log.contains("the watch stalled"), "{node} did not find its watch stalled:\n{}", lab.log_tails());
+    }
+    eprintln!("after the watch consumers were deleted, a key made then reached both api nodes in {:?}", made.elapsed());
 }
 
 #[test]
