@@ -161,10 +161,10 @@ async fn watch_once(js: &jetstream::Context, cache: &CredentialCache, status: &R
 /// How long a watch may be idle before it asks the bucket's stream for its last revision.
 ///
 /// The watch is an ordered consumer with one replica, on one NATS server. When that server is
-/// killed and restarts within the client's missed-heartbeat window (10 s), it may bring the
-/// consumer back without delivering anything more while still sending heartbeats: the watch
-/// then looks alive and never ends, and every later credential change misses this node (the lab
-/// saw it after a `kill -9` of a NATS node: a new key refused by one api node for good). So an
+/// killed and restarts within the client's missed-heartbeat window (10 s), it brings the
+/// consumer back (its log says so) and, by all signs, the consumer then delivers nothing while
+/// the watch looks alive: the lab saw a new key still refused by one api node 5 s after it was
+/// made, over 10 s after the `kill -9` of the NATS node holding that node's watch. So an
 /// idle watch compares what it delivered with the stream: a revision the stream had at one check
 /// and the watch still has not delivered at the next (one interval and a check later) means it
 /// stalled.
