@@ -128,7 +128,20 @@ fn build_transform(
     profile.create_transform_8bit(src, &srgb, dst, TransformOptions::default()).ok()
 }
 
-/// The sRGB profile bytes, for outputs that keep an ICC profile.
+/// The sRGB profile bytes, for outputs that keep an ICC profile. Encoded once, with a fixed
+/// creation date: moxcms stamps a profile with the time it is made, which made the same request
+/// answer different bytes from one second to the next (defeating caches and ETags downstream).
 pub fn srgb_profile() -> Option<Vec<u8>> {
-    ColorProfile::new_srgb().encode().ok()
+    static PROFILE: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    PROFILE
+        .get_or_init(|| {
+            let mut profile = ColorProfile::new_srgb();
+            profile.creation_date_time = SRGB_PROFILE_DATE;
+            profile.encode().ok()
+        })
+        .clone()
 }
+
+/// The date our sRGB profile carries: IEC 61966-2-1's publication (1999-10-18).
+const SRGB_PROFILE_DATE: moxcms::ColorDateTime =
+    moxcms::ColorDateTime { year: 1999, month: 10, day_of_the_month: 18, hours: 0, minutes: 0, seconds: 0 };
