@@ -33,6 +33,9 @@ pub struct QueueBackend {
     pub lanes: DispatchConfig,
     /// Set once the job stream is known to exist (the node creates it if missing).
     pub stream_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The api nodes up, which share each tenant's rate limits (counted by the binary's
+    /// `queue::announce_and_count`).
+    pub api_peers: Arc<queue::ApiPeers>,
 }
 
 /// One resize to run, as admitted by the handler.

@@ -31,7 +31,7 @@ mod time;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use identity::{CredentialCache, EffectiveLimits};
 use tokio::sync::Notify;
@@ -186,5 +186,23 @@ impl App {
     /// Notified after each admin write committed to the store.
     pub fn identity_written(&self) -> Arc<Notify> {
         self.identity_written.clone()
+    }
+
+    /// How many api nodes share each tenant's rate limits: the nodes up in a cluster, 1 alone.
+    pub fn api_nodes(&self) -> usize {
+        self.conversions.queue().map_or(1, |q| q.api_peers.count())
+    }
+
+    /// Takes a token from `tenant`'s bucket in `limiter`: this node's share of the tenant's
+    /// `rate_per_sec` and `burst`.
+    fn take_token(
+        &self,
+        limiter: &ratelimit::RateLimiter,
+        tenant: identity::TenantId,
+        rate_per_sec: f64,
+        burst: u32,
+    ) -> Result<(), ApiError> {
+        let (rate, burst) = queue::limit_share(rate_per_sec, burst, self.api_nodes());
+        limiter.take(tenant, rate, burst, Instant::now()).map_err(|retry_after| ApiError::RateLimited { retry_after })
     }
 }

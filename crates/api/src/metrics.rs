@@ -33,6 +33,8 @@ pub struct Gauges {
     pub staged: Option<(usize, u64)>,
     /// Cluster mode: the NATS connection.
     pub queue_connected: Option<bool>,
+    /// Cluster mode: the api nodes up, which share each tenant's rate limits.
+    pub api_nodes: Option<usize>,
     /// Cluster api node: (watch live, replication lag, since the watch last heard from NATS).
     pub replica: Option<(bool, Duration, Option<Duration>)>,
     /// The usage spool's figures (`None` with metering off).
@@ -231,6 +233,14 @@ impl Metrics {
                 f64::from(u8::from(connected)),
             );
         }
+        if let Some(nodes) = gauges.api_nodes {
+            gauge(
+                &mut out,
+                "resizer_api_nodes",
+                "Api nodes up, as this node counts them: each gets this share of a tenant's rate limits.",
+                nodes as f64,
+            );
+        }
         gauge(&mut out, "resizer_credential_cache_keys", "API keys in the credential cache.", gauges.cache_keys as f64);
         gauge(
             &mut out,
@@ -294,6 +304,7 @@ mod tests {
             dispatch: Some(stats),
             staged: None,
             queue_connected: None,
+            api_nodes: None,
             replica: None,
             spool: Some(usage::SpoolStats { records: 7, writes: 3 }),
             cache_keys: 2,

@@ -99,9 +99,7 @@ async fn resize_inner(
     outcome.tenant = Some(auth.tenant());
     outcome.key = Some(auth.key().as_str().to_owned());
     let limits = auth.limits().resolve(&app.config.default_limits);
-    app.limiter
-        .take(auth.tenant(), limits.rate_per_sec, limits.burst, Instant::now())
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    app.take_token(&app.limiter, auth.tenant(), limits.rate_per_sec, limits.burst)?;
 
     let query = parts.uri.query().unwrap_or("");
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
@@ -262,9 +260,7 @@ pub async fn usage(State(app): State<Arc<App>>, request: Request) -> Response {
         let auth = authenticate(&app, &parts.headers)?;
         outcome.tenant = Some(auth.tenant());
         // Reads have their own bucket: a tenant throttled on resizes can still see its usage.
-        app.read_limiter
-            .take(auth.tenant(), USAGE_READS_PER_SEC, USAGE_READ_BURST, Instant::now())
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        app.take_token(&app.read_limiter, auth.tenant(), USAGE_READS_PER_SEC, USAGE_READ_BURST)?;
         usage_report(&app, auth.tenant().get(), parts.uri.query().unwrap_or("")).await
     }
     .await;
@@ -560,6 +556,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         dispatch: app.conversions.stats(),
         staged: app.conversions.queue().map(|q| q.staging.load()),
         queue_connected: app.conversions.queue().map(|q| q.queue.connected()),
+        api_nodes: app.conversions.queue().map(|q| q.api_peers.count()),
         replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),
         spool: app.metering.as_ref().and_then(|m| m.spool.as_ref()).map(|spool| spool.stats()),
         cache_keys: app.cache.len(),

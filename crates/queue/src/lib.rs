@@ -8,7 +8,8 @@
 //! api node, the job carries only the node's internal address and a single-use, expiring
 //! capability token for them. It also carries the usage stream (`usage_stream.rs`): api nodes
 //! ship spool batches to it under their batch ids, the usage aggregators consume it. And what each
-//! role may publish and subscribe to (`permissions.rs`), for the servers' user configuration.
+//! role may publish and subscribe to (`permissions.rs`), for the servers' user configuration, and
+//! the api nodes' count of each other (`presence.rs`), by which they share the tenants' rate limits.
 //!
 //! It must not run conversions (the worker crate does, through `dispatch`), must not know HTTP
 //! routes or statuses (the api maps [`QueueError`] and [`Failure`]), and never implements
@@ -19,6 +20,7 @@ mod credentials;
 mod error;
 mod jetstream;
 mod permissions;
+mod presence;
 mod staging;
 mod usage_stream;
 mod wire;
@@ -31,6 +33,7 @@ pub use permissions::{
     identity_api_prefix, identity_links, permissions, AccountLink, LinkKind, Permissions, Role, IDENTITY_ACCOUNT,
     SERVICE_ACCOUNT,
 };
+pub use presence::{announce_and_count, limit_share, ApiPeers, API_PRESENCE_SUBJECT};
 pub use staging::{StagedJob, Staging, StagingError};
 pub use usage_stream::{
     ensure_usage_consumer, ensure_usage_stream, ship_batch, usage_messages, USAGE_CONSUMER, USAGE_PART_BYTES,

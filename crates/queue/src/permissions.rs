@@ -19,12 +19,14 @@
 //! role, which the cluster tests look for.
 
 use crate::config::{PullClass, QueueConfig};
+use crate::presence::API_PRESENCE_SUBJECT;
 use crate::usage_stream::{USAGE_CONSUMER, USAGE_STREAM, USAGE_SUBJECT};
 
 /// A process that logs in to NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Publishes jobs, ships usage batches, watches the identity bucket.
+    /// Publishes jobs, ships usage batches, watches the identity bucket, announces itself to the
+    /// other api nodes.
     Api,
     /// Pulls and acknowledges jobs.
     Worker,
@@ -141,7 +143,8 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
     let kv_stream = format!("KV_{identity_bucket}");
     let mut publish: Vec<String> = match role {
         Role::Api => {
-            let mut subjects = vec![format!("{}.>", jobs.subject_prefix), USAGE_SUBJECT.to_owned()];
+            let mut subjects =
+                vec![format!("{}.>", jobs.subject_prefix), USAGE_SUBJECT.to_owned(), API_PRESENCE_SUBJECT.to_owned()];
             subjects.extend(stream_setup(&jobs.stream));
             subjects.extend(stream_setup(USAGE_STREAM));
             // Watching the bucket, in the identity account: an ordered consumer on its stream,
@@ -180,7 +183,12 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
         }
     };
     publish.sort();
-    Permissions { publish, subscribe: vec![format!("{}.>", role.inbox_prefix())] }
+    let mut subscribe = vec![format!("{}.>", role.inbox_prefix())];
+    if role == Role::Api {
+        // The api nodes hear each other's presence (and only the api nodes announce one).
+        subscribe.push(API_PRESENCE_SUBJECT.to_owned());
+    }
+    Permissions { publish, subscribe }
 }
 
 #[cfg(test)]
@@ -217,7 +225,12 @@ mod tests {
             assert_eq!(may_publish("$KV.identity.>"), role == Role::Identity, "{role:?}");
             assert_eq!(may_publish("jobs.>"), role == Role::Api, "{role:?}");
             assert_eq!(may_publish("usage.batches"), role == Role::Api, "{role:?}");
-            assert_eq!(p.subscribe, [format!("_INBOX_{}.>", role.as_str())], "{role:?}");
+            let mut subscribe = vec![format!("_INBOX_{}.>", role.as_str())];
+            if role == Role::Api {
+                subscribe.push("presence.api".into());
+            }
+            assert_eq!(p.subscribe, subscribe, "{role:?}");
+            assert_eq!(may_publish("presence.api"), role == Role::Api, "{role:?}");
             assert!(p.publish.iter().all(|s| !s.starts_with("_INBOX")), "{role:?}: no one answers for another");
             assert!(
                 p.publish.iter().all(|s| !s.contains(".DELETE.") || s.contains("CONSUMER.DELETE.KV_")),

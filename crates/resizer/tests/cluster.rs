@@ -489,6 +489,8 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         assert!(!stored(worker_js.clone(), "usage.batches").await, "the worker shipped usage");
         assert!(worker_js.delete_stream("JOBS").await.is_err(), "the worker deleted the job stream");
         let _snoop = worker_client.subscribe("_INBOX_api.>").await.expect("subscribe is sent");
+        // Announcing made-up api nodes would shrink every tenant's share of its rate limit.
+        worker_client.publish("presence.api", "forged-node".into()).await.expect("publish is sent");
         worker_client.flush().await.expect("flush");
 
         // Allow-lists check the subject, not the reply subject, and JetStream answers to the
@@ -519,6 +521,7 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         ("worker", "usage.batches"),
         ("worker", "$JS.API.STREAM.DELETE.JOBS"),
         ("worker", "_INBOX_api.>"),
+        ("worker", "presence.api"),
     ] {
         let refused = format!("User \"{user}\", Subject \"{subject}\"");
         assert!(logs.contains(&refused), "no refusal of {subject} for {user}:\n{}", nats_refusals(&logs).join("\n"));
@@ -561,6 +564,95 @@ fn killing_an_api_node_is_routed_around() {
     // HAProxy checks every 500 ms and takes a node out after 2 failures: past 1 s every request
     // goes to the live node.
     assert!(failed_late.is_empty(), "requests failed after HAProxy's check interval: {failed_late:?}");
+}
+
+/// A tenant's rate limit holds for the cluster, not per api node: each node grants its share
+/// (the limit divided by the api nodes it hears announce themselves), and when a node is gone the
+/// others take its share within `queue::presence::FORGET_AFTER` (3 s).
+#[test]
+fn a_tenants_rate_limit_is_shared_by_the_api_nodes_up() {
+    let lab = Lab::up(&["--workers", "1", "--worker-slots", "1"]);
+    let (rate, burst) = (10.0, 4.0);
+    let (status, tenant) = lab.admin(
+        "POST",
+        "/v1/tenants",
+        Some(serde_json::json!({ "name": "limited", "limits": { "rate_per_sec": rate, "burst": burst } })),
+    );
+    assert_eq!(status, 201, "{tenant}");
+    let (status, key) = lab.admin("POST", "/v1/tenants/limited/keys", Some(serde_json::json!({ "label": "load" })));
+    assert_eq!(status, 201, "{key}");
+    let key = key["key"].as_str().expect("key").to_owned();
+    let nodes_counted = |node: &str| lab.metric_sum(node, "resizer_api_nodes");
+    lab::poll_until(
+        "the key and both nodes counted on each node",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let seen: Vec<(f64, u16)> =
+                ["api-0", "api-1"].iter().map(|n| (nodes_counted(n), lab.auth_status(n, &key))).collect();
+            if seen.iter().all(|&(nodes, status)| nodes == 2.0 && accepted(status)) {
+                Ok(())
+            } else {
+                Err(format!("(api nodes counted, auth status) per node: {seen:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+
+    // Both nodes up: the 200s add up to one limit (burst, then the rate), where two whole
+    // buckets would give twice as many.
+    let image = common::png(16, 16);
+    let load_within_limit = |what: &str, duration: Duration| {
+        let (ok, limited, elapsed) = hammer(&lab, &key, &image, duration);
+        let allowed = burst + rate * elapsed.as_secs_f64();
+        eprintln!("{what}: {ok} × 200, {limited} × 429 in {elapsed:?}; the tenant's limit allows {allowed:.0}");
+        assert!(
+            ok as f64 <= allowed * 1.2 + 2.0 && ok as f64 >= rate * elapsed.as_secs_f64() * 0.75,
+            "{what}: {ok} requests answered 200 where the tenant's limit allows {allowed:.0}\n{}",
+            lab.log_tails()
+        );
+    };
+    load_within_limit("two api nodes", Duration::from_secs(4));
+
+    // One node left: it takes the whole limit once it stops hearing the other.
+    lab.signal("api-0", lab::Signal::Kill);
+    let killed = Instant::now();
+    lab::poll_until("api-1 to count itself alone", Duration::from_secs(6), Duration::from_millis(100), || {
+        match nodes_counted("api-1") {
+            1.0 => Ok(()),
+            n => Err(format!("counts {n} api nodes")),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+    eprintln!("api-1 counted itself alone {:?} after the kill", killed.elapsed());
+    load_within_limit("one api node", Duration::from_secs(3));
+    lab.assert_no_nats_refusals();
+}
+
+/// Four clients send `image` through the load balancer with `key` as fast as they are answered
+/// for `duration`: (200s, 429s, elapsed). Any other answer fails the test.
+fn hammer(lab: &Lab, key: &str, image: &[u8], duration: Duration) -> (usize, usize, Duration) {
+    let url = format!("{}/v1/resize?width=8", lab.field("url"));
+    let start = Instant::now();
+    let statuses: Vec<u16> = thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut seen = Vec::new();
+                    while start.elapsed() < duration {
+                        seen.push(resize_at(&lab.agent, &url, key, image).0);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        clients.into_iter().flat_map(|c| c.join().expect("client thread")).collect()
+    });
+    let elapsed = start.elapsed();
+    let count = |status| statuses.iter().filter(|&&s| s == status).count();
+    let (ok, limited) = (count(200), count(429));
+    assert_eq!(ok + limited, statuses.len(), "answers other than 200 and 429: {statuses:?}");
+    (ok, limited, elapsed)
 }
 
 #[test]
