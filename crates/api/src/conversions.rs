@@ -129,7 +129,7 @@ impl QueueBackend {
     async fn convert(&self, c: ConversionRequest, metrics: &Metrics) -> Result<Converted, ApiError> {
         let lane = self.lanes.lane_for(c.pixels);
         let input_bytes = c.input.len() as u64;
-        let mut staged = self.staging.stage(c.input).map_err(ApiError::Queue)?;
+        let mut staged = self.staging.stage(c.input, lane).map_err(ApiError::Queue)?;
         let remaining = c.deadline.saturating_duration_since(Instant::now());
         let job = JobMessage {
             job_id: staged.id.clone(),

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use dispatch::Lane;
 use tokio::sync::oneshot;
 
 use crate::error::QueueError;
@@ -36,6 +37,10 @@ pub struct Staging {
     jobs: Mutex<HashMap<String, Staged>>,
     staged_bytes: AtomicU64,
     max_bytes: u64,
+    /// Of `staged_bytes`, those of large-lane jobs: at most half of `max_bytes`, so that a burst
+    /// of huge images (tens of MB each, seconds per conversion) leaves the other half to small
+    /// and medium ones, as the lanes do for the queue.
+    large_bytes: AtomicU64,
 }
 
 struct Staged {
@@ -52,40 +57,70 @@ pub struct StagedJob {
     pub token: String,
     pub reply: oneshot::Receiver<Delivery>,
     len: u64,
+    large: bool,
 }
 
 impl Drop for StagedJob {
     fn drop(&mut self) {
         self.staging.lock().remove(&self.id);
-        self.staging.staged_bytes.fetch_sub(self.len, Ordering::Relaxed);
+        self.staging.release(self.len, self.large);
     }
 }
 
 impl Staging {
-    /// `max_bytes` bounds the source bytes held at once (503 past it).
+    /// `max_bytes` bounds the source bytes held at once (503 past it); large-lane jobs may hold
+    /// half of it.
     pub fn new(max_bytes: u64) -> Arc<Staging> {
-        Arc::new(Staging { jobs: Mutex::new(HashMap::new()), staged_bytes: AtomicU64::new(0), max_bytes })
+        Arc::new(Staging {
+            jobs: Mutex::new(HashMap::new()),
+            staged_bytes: AtomicU64::new(0),
+            max_bytes,
+            large_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Counts `len` more bytes of a job in `lane`, unless that passes a bound.
+    fn reserve(&self, len: u64, large: bool) -> Result<(), QueueError> {
+        if large {
+            let before = self.large_bytes.fetch_add(len, Ordering::Relaxed);
+            if before + len > self.max_bytes / 2 {
+                self.large_bytes.fetch_sub(len, Ordering::Relaxed);
+                return Err(QueueError::StagingFull);
+            }
+        }
+        let before = self.staged_bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > self.max_bytes {
+            self.staged_bytes.fetch_sub(len, Ordering::Relaxed);
+            if large {
+                self.large_bytes.fetch_sub(len, Ordering::Relaxed);
+            }
+            return Err(QueueError::StagingFull);
+        }
+        Ok(())
+    }
+
+    fn release(&self, len: u64, large: bool) {
+        self.staged_bytes.fetch_sub(len, Ordering::Relaxed);
+        if large {
+            self.large_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Staged>> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stages `input` under a fresh job id and token.
-    pub fn stage(self: &Arc<Self>, input: Bytes) -> Result<StagedJob, QueueError> {
-        let len = input.len() as u64;
-        let before = self.staged_bytes.fetch_add(len, Ordering::Relaxed);
-        if before + len > self.max_bytes {
-            self.staged_bytes.fetch_sub(len, Ordering::Relaxed);
-            return Err(QueueError::StagingFull);
-        }
+    /// Stages `input` of a job in `lane` under a fresh job id and token.
+    pub fn stage(self: &Arc<Self>, input: Bytes, lane: Lane) -> Result<StagedJob, QueueError> {
+        let (len, large) = (input.len() as u64, lane == Lane::Large);
+        self.reserve(len, large)?;
         let (Some(id), Some(token)) = (random_hex(12), random_hex(32)) else {
-            self.staged_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.release(len, large);
             return Err(QueueError::Unavailable("the operating system gave no random bytes for a token".into()));
         };
         let (tx, rx) = oneshot::channel();
         self.lock().insert(id.clone(), Staged { token: token.clone(), input, reply: Some(tx) });
-        Ok(StagedJob { staging: self.clone(), id, token, reply: rx, len })
+        Ok(StagedJob { staging: self.clone(), id, token, reply: rx, len, large })
     }
 
     /// The source bytes of job `id`, for the holder of its token.
@@ -143,8 +178,8 @@ mod tests {
     #[tokio::test]
     async fn a_token_opens_one_job_and_completes_it_once() {
         let staging = Staging::new(1 << 20);
-        let a = staging.stage(Bytes::from_static(b"aaaa")).unwrap();
-        let b = staging.stage(Bytes::from_static(b"bbbb")).unwrap();
+        let a = staging.stage(Bytes::from_static(b"aaaa"), Lane::Small).unwrap();
+        let b = staging.stage(Bytes::from_static(b"bbbb"), Lane::Small).unwrap();
         assert_ne!(a.token, b.token);
         assert_eq!(staging.source(&a.id, &a.token).unwrap(), Bytes::from_static(b"aaaa"));
         // A redelivered job fetches again.
@@ -168,16 +203,38 @@ mod tests {
     #[test]
     fn staged_bytes_are_bounded() {
         let staging = Staging::new(10);
-        let a = staging.stage(Bytes::from(vec![0; 6])).unwrap();
-        assert!(matches!(staging.stage(Bytes::from(vec![0; 6])), Err(QueueError::StagingFull)));
+        let a = staging.stage(Bytes::from(vec![0; 6]), Lane::Small).unwrap();
+        assert!(matches!(staging.stage(Bytes::from(vec![0; 6]), Lane::Medium), Err(QueueError::StagingFull)));
         drop(a);
-        assert!(staging.stage(Bytes::from(vec![0; 6])).is_ok());
+        assert!(staging.stage(Bytes::from(vec![0; 6]), Lane::Small).is_ok());
+    }
+
+    #[test]
+    fn large_jobs_hold_at_most_half_and_leave_the_rest_to_the_other_lanes() {
+        let staging = Staging::new(100);
+        let large = |n| staging.stage(Bytes::from(vec![0; n]), Lane::Large);
+        let (a, b) = (large(30).unwrap(), large(20).unwrap());
+        assert!(matches!(large(1), Err(QueueError::StagingFull)), "past half of the bound");
+        let small = staging.stage(Bytes::from(vec![0; 50]), Lane::Small).expect("the other half is free");
+        assert_eq!(staging.load(), (3, 100));
+        drop(a);
+        let c = large(30).expect("a dropped large job's bytes count again");
+        drop((b, c, small));
+        assert_eq!((staging.load(), staging.large_bytes.load(Ordering::Relaxed)), ((0, 0), 0));
+
+        // Within its half, a large job still needs room under the whole bound.
+        let small = staging.stage(Bytes::from(vec![0; 70]), Lane::Small).expect("a small job may take more than half");
+        let d = large(20).unwrap();
+        assert!(matches!(large(20), Err(QueueError::StagingFull)), "past the whole bound");
+        assert_eq!((staging.load(), staging.large_bytes.load(Ordering::Relaxed)), ((2, 90), 20));
+        drop((small, d));
+        assert_eq!((staging.load(), staging.large_bytes.load(Ordering::Relaxed)), ((0, 0), 0));
     }
 
     #[test]
     fn a_dropped_job_takes_its_token_with_it() {
         let staging = Staging::new(100);
-        let a = staging.stage(Bytes::from_static(b"x")).unwrap();
+        let a = staging.stage(Bytes::from_static(b"x"), Lane::Small).unwrap();
         let (id, token) = (a.id.clone(), a.token.clone());
         drop(a);
         assert!(matches!(staging.source(&id, &token), Err(StagingError::Gone(_))));

@@ -119,7 +119,8 @@ pub struct ApiSection {
     pub internal_listen: String,
     /// Role `api`: the internal URL workers are told to use; empty means `http://<internal_listen>`.
     pub internal_url: String,
-    /// Role `api`: most source bytes staged for workers at once (503 past it).
+    /// Role `api`: most source bytes staged for workers at once (503 past it); large-lane jobs
+    /// (16 MP and more) may hold half of it, so a burst of huge images leaves room for the rest.
     pub max_staged_bytes: u64,
 }
 
