@@ -65,9 +65,11 @@ pub async fn announce_and_count(client: async_nats::Client, node: &str, peers: A
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    // Unanswered while NATS is away: the client buffers it, and it is stale by
-                    // the time it arrives, which the others tolerate for FORGET_AFTER.
-                    let _ = client.publish(API_PRESENCE_SUBJECT, me.clone().into()).await;
+                    // While NATS is away the client buffers the announcement, and once its buffer is
+                    // full a publish waits: bounded, so that counting goes on (down to this node
+                    // alone) whatever the connection does.
+                    let announce = client.publish(API_PRESENCE_SUBJECT, me.clone().into());
+                    let _ = tokio::time::timeout(ANNOUNCE_EVERY / 4, announce).await;
                     let now = Instant::now();
                     seen.insert(me.clone(), now);
                     seen.retain(|_, at| now.duration_since(*at) < FORGET_AFTER);
