@@ -133,7 +133,8 @@ pub struct App {
     cache: Arc<CredentialCache>,
     conversions: Conversions,
     limiter: ratelimit::RateLimiter,
-    /// Usage reads: 10/s, bursts of 20 per tenant, apart from the resize bucket.
+    /// Usage reads: 10/s, bursts of 20 per tenant (for the cluster: each node its share), apart
+    /// from the resize bucket.
     read_limiter: ratelimit::RateLimiter,
     metrics: metrics::Metrics,
     metering: Option<Metering>,
