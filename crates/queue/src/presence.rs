@@ -23,6 +23,9 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 /// killed node's share reaches the others this long after its last announcement.
 pub const FORGET_AFTER: Duration = Duration::from_secs(3);
 
+/// The most api nodes counted: more names heard within `FORGET_AFTER` are not kept.
+const MAX_NODES: usize = 1024;
+
 /// The number of api nodes up, as this node last counted them (itself included).
 #[derive(Debug)]
 pub struct ApiPeers {
@@ -81,8 +84,10 @@ pub async fn announce_and_count(client: async_nats::Client, node: &str, peers: A
                 message = subscription.next() => {
                     let Some(message) = message else { break };
                     // Anything else on the subject is not a node id this version wrote: ignored.
+                    // The map stays bounded whatever is published.
                     if let Ok(name) = std::str::from_utf8(&message.payload) {
-                        if !name.is_empty() && name.len() <= 256 {
+                        let room = seen.len() < MAX_NODES || seen.contains_key(name);
+                        if !name.is_empty() && name.len() <= 256 && room {
                             seen.insert(name.to_owned(), Instant::now());
                         }
                     }
