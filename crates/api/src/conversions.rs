@@ -33,8 +33,10 @@ pub struct QueueBackend {
     pub lanes: DispatchConfig,
     /// Set once the job stream is known to exist (the node creates it if missing).
     pub stream_ready: Arc<std::sync::atomic::AtomicBool>,
-    /// The api nodes up, which share each tenant's rate limits (counted by the binary's
-    /// `queue::announce_and_count`).
+    /// This node's id, which it announces to the other api nodes.
+    pub node: String,
+    /// The api nodes up, which share each tenant's rate limits (counted by
+    /// `queue::announce_and_count`, which `serve` starts).
     pub api_peers: Arc<queue::ApiPeers>,
 }
 
@@ -129,6 +131,11 @@ impl QueueBackend {
     async fn convert(&self, c: ConversionRequest, metrics: &Metrics) -> Result<Converted, ApiError> {
         let lane = self.lanes.lane_for(c.pixels);
         let input_bytes = c.input.len() as u64;
+        // An input this node could never stage is refused as too large, not as a 503 to retry.
+        let bound = self.staging.bound(lane);
+        if input_bytes > bound {
+            return Err(ApiError::BodyTooLarge { limit: bound });
+        }
         let mut staged = self.staging.stage(c.input, lane).map_err(ApiError::Queue)?;
         let remaining = c.deadline.saturating_duration_since(Instant::now());
         let job = JobMessage {

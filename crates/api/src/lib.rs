@@ -190,8 +190,21 @@ impl App {
     }
 
     /// How many api nodes share each tenant's rate limits: the nodes up in a cluster, 1 alone.
-    pub fn api_nodes(&self) -> usize {
+    fn api_nodes(&self) -> usize {
         self.conversions.queue().map_or(1, |q| q.api_peers.count())
+    }
+
+    /// Why this node takes no requests now, if it does not. Ready (None): `/readyz` answers
+    /// 200, the load balancer sends it requests, and in a cluster it announces itself to the
+    /// other api nodes, which share the tenants' rate limits with it.
+    fn not_ready(&self) -> Option<&'static str> {
+        if self.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+            Some("shutting down")
+        } else if !self.cache.is_primed() {
+            Some("the credential cache has not been loaded yet")
+        } else {
+            self.conversions.ready().err()
+        }
     }
 
     /// Takes a token from `tenant`'s bucket in `limiter`: this node's share of the tenant's
@@ -203,7 +216,7 @@ impl App {
         rate_per_sec: f64,
         burst: u32,
     ) -> Result<(), ApiError> {
-        let (rate, burst) = queue::limit_share(rate_per_sec, burst, self.api_nodes());
+        let (rate, burst) = ratelimit::share(rate_per_sec, burst, self.api_nodes());
         limiter.take(tenant, rate, burst, Instant::now()).map_err(|retry_after| ApiError::RateLimited { retry_after })
     }
 }

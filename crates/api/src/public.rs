@@ -2,7 +2,6 @@
 //! least first — key, rate, parameters, body size, header probe — so that a refused request
 //! never costs a decode, then hands the image to the dispatcher and awaits it.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -523,14 +522,7 @@ pub async fn healthz() -> Response {
 
 pub async fn readyz(State(app): State<Arc<App>>, request: Request) -> Response {
     let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
-    let not_ready = if app.shutting_down.load(Ordering::Relaxed) {
-        Some("shutting down")
-    } else if !app.cache.is_primed() {
-        Some("the credential cache has not been loaded yet")
-    } else {
-        app.conversions.ready().err()
-    };
-    let mut response = match not_ready {
+    let mut response = match app.not_ready() {
         Some(reason) => ApiError::NotReady(reason).into_response(&rid),
         None => {
             let mut body = serde_json::json!({ "status": "ready" });
@@ -556,12 +548,12 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         dispatch: app.conversions.stats(),
         staged: app.conversions.queue().map(|q| q.staging.load()),
         queue_connected: app.conversions.queue().map(|q| q.queue.connected()),
-        api_nodes: app.conversions.queue().map(|q| q.api_peers.count()),
+        api_nodes: app.conversions.queue().map(|_| app.api_nodes()),
         replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),
         spool: app.metering.as_ref().and_then(|m| m.spool.as_ref()).map(|spool| spool.stats()),
         cache_keys: app.cache.len(),
         cache_version: app.cache.version(),
-        ready: !app.shutting_down.load(Ordering::Relaxed) && app.cache.is_primed() && app.conversions.ready().is_ok(),
+        ready: app.not_ready().is_none(),
     };
     let mut response = Response::new(Body::from(app.metrics.render(&gauges)));
     response

@@ -47,9 +47,26 @@ impl RateLimiter {
     }
 }
 
+/// A node's share of a tenant's limits when `nodes` api nodes take its requests: the rate
+/// divided among them, and the burst too (at least one request, or a small burst would refuse
+/// everything).
+pub fn share(rate_per_sec: f64, burst: u32, nodes: usize) -> (f64, u32) {
+    let nodes = u32::try_from(nodes.max(1)).unwrap_or(u32::MAX);
+    (rate_per_sec / f64::from(nodes), burst.div_ceil(nodes).max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_add_up_to_the_limit_and_never_refuse_everything() {
+        assert_eq!(share(10.0, 20, 1), (10.0, 20));
+        assert_eq!(share(10.0, 20, 2), (5.0, 10));
+        assert_eq!(share(9.0, 5, 3), (3.0, 2));
+        assert_eq!(share(1.0, 1, 4), (0.25, 1));
+        assert_eq!(share(1.0, 0, 0), (1.0, 1));
+    }
 
     #[test]
     fn burst_then_refill_at_the_rate() {

@@ -87,6 +87,14 @@ pub struct Listeners {
 /// queue, and this returns.
 pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     refresh_credentials(&app).await;
+    if let Some(queue) = app.conversions.queue() {
+        // A cluster api node counts the others, which share the tenants' rate limits with it,
+        // and announces itself while it takes requests.
+        let (client, node, peers) = (queue.queue.client().clone(), queue.node.clone(), queue.api_peers.clone());
+        let app = Arc::downgrade(&app);
+        let in_rotation = move || app.upgrade().is_some_and(|app| app.not_ready().is_none());
+        tokio::spawn(async move { queue::announce_and_count(client, &node, peers, in_rotation).await });
+    }
     let feeder = app.store().is_some().then(|| tokio::spawn(feed_credentials(app.clone())));
 
     let (stop, stopped) = watch::channel(false);
@@ -118,6 +126,9 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
 
     shutdown.await;
     app.shutting_down.store(true, Ordering::Relaxed);
+    if let Some(queue) = app.conversions.queue() {
+        queue.api_peers.rotation_changed();
+    }
     tracing::info!(
         grace_ms = app.config.shutdown_grace.as_millis() as u64,
         "shutting down: draining in-flight requests"

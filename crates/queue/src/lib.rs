@@ -33,7 +33,7 @@ pub use permissions::{
     identity_api_prefix, identity_links, permissions, AccountLink, LinkKind, Permissions, Role, IDENTITY_ACCOUNT,
     SERVICE_ACCOUNT,
 };
-pub use presence::{announce_and_count, limit_share, ApiPeers, API_PRESENCE_SUBJECT};
+pub use presence::{announce_and_count, ApiPeers, API_PRESENCE_SUBJECT};
 pub use staging::{StagedJob, Staging, StagingError};
 pub use usage_stream::{
     ensure_usage_consumer, ensure_usage_stream, ship_batch, usage_messages, USAGE_CONSUMER, USAGE_PART_BYTES,

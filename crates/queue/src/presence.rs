@@ -1,9 +1,11 @@
-//! How many api nodes are up: each announces itself on [`API_PRESENCE_SUBJECT`] every
-//! [`ANNOUNCE_EVERY`] and counts the others it heard from lately ([`ApiPeers`]). A tenant's rate
-//! limit is for the whole cluster, but each node keeps its token buckets in memory (a limit
-//! checked over the network would cost every request a round trip); a node therefore grants
-//! each tenant its limit divided by the nodes up. The load balancer spreads requests over the
-//! nodes round-robin, so the shares add up to the limit.
+//! How many api nodes take requests: each announces itself on [`API_PRESENCE_SUBJECT`] every
+//! [`ANNOUNCE_EVERY`] while it is ready (in the load balancer's rotation) and counts the others
+//! it heard from lately ([`ApiPeers`]). A tenant's rate limit is for the whole cluster, but each
+//! node keeps its token buckets in memory (a limit checked over the network would cost every
+//! request a round trip); a node therefore grants each tenant its limit divided by the nodes up.
+//! The shares add up to the limit when the load balancer spreads a tenant's requests evenly;
+//! where it does not (one node busier, `balance leastconn`), the tenant gets less than its limit
+//! from the node it is sent to more often.
 //!
 //! A node that hears nobody (NATS unreachable) counts only itself and grants the whole limit:
 //! it fails open, as a single node would, rather than refusing the tenant's traffic.
@@ -14,27 +16,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Core NATS, no stream: a presence is only worth anything while it is fresh.
 pub const API_PRESENCE_SUBJECT: &str = "presence.api";
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
-/// A node not heard from for this long is no longer counted: three announcements missed. A
-/// killed node's share reaches the others this long after its last announcement.
+/// A node not heard from for this long is no longer counted: three announcements missed. It is
+/// dropped at the first count after that, so a killed node's share reaches the others 2–4 s
+/// after the kill; a node that stops taking requests on purpose says so and is dropped at once.
 pub const FORGET_AFTER: Duration = Duration::from_secs(3);
-
-/// The most api nodes counted: more names heard within `FORGET_AFTER` are not kept.
-const MAX_NODES: usize = 1024;
+/// The header of the announcement a node sends when it leaves the rotation (shutting down, not
+/// ready any more).
+const LEAVING_HEADER: &str = "Resizer-Leaving";
 
 /// The number of api nodes up, as this node last counted them (itself included).
 #[derive(Debug)]
 pub struct ApiPeers {
     count: AtomicUsize,
+    rotation_changed: Notify,
 }
 
 impl Default for ApiPeers {
     fn default() -> Self {
-        ApiPeers { count: AtomicUsize::new(1) }
+        ApiPeers { count: AtomicUsize::new(1), rotation_changed: Notify::new() }
     }
 }
 
@@ -42,61 +47,116 @@ impl ApiPeers {
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed).max(1)
     }
+
+    /// This node just left the rotation (shutdown began): tell the others now, not at the next
+    /// announcement, which a process done draining may not live to send.
+    pub fn rotation_changed(&self) {
+        self.rotation_changed.notify_one();
+    }
+
+    fn set(&self, count: usize) {
+        if self.count.swap(count, Ordering::Relaxed) != count {
+            tracing::info!(api_nodes = count, "api nodes sharing the tenants' rate limits");
+        }
+    }
 }
 
-/// Announces this node and counts the others, until the process ends. `node` names this node;
-/// a random suffix keeps two nodes configured with the same id apart (and makes a restarted
-/// node count twice for [`FORGET_AFTER`], which only makes its shares smaller for that long).
-pub async fn announce_and_count(client: async_nats::Client, node: &str, peers: Arc<ApiPeers>) {
+/// The nodes heard from, and when.
+#[derive(Debug, Default)]
+struct Roster {
+    seen: HashMap<String, Instant>,
+}
+
+/// Names kept at most: far more api nodes than a cluster has, and a bound on what a flood of
+/// made-up names on the subject can cost.
+const MAX_NODES: usize = 1024;
+/// A name is this node's id and a random suffix; anything longer is not one this version wrote.
+const MAX_NAME_BYTES: usize = 256;
+
+impl Roster {
+    fn heard(&mut self, name: &str, now: Instant) {
+        let room = self.seen.len() < MAX_NODES || self.seen.contains_key(name);
+        if !name.is_empty() && name.len() <= MAX_NAME_BYTES && room {
+            self.seen.insert(name.to_owned(), now);
+        }
+    }
+
+    fn left(&mut self, name: &str) {
+        self.seen.remove(name);
+    }
+
+    /// The nodes heard from within [`FORGET_AFTER`] of `now`, this one (which always counts,
+    /// announced or not) included.
+    fn count(&mut self, me: &str, now: Instant) -> usize {
+        self.seen.retain(|name, at| name != me && now.duration_since(*at) < FORGET_AFTER);
+        self.seen.len() + 1
+    }
+}
+
+/// Announces this node while `in_rotation()` says it takes requests, and counts the others,
+/// until the NATS client is closed (then this node counts itself alone). `node` names this node;
+/// a random suffix keeps two nodes configured with the same id apart.
+pub async fn announce_and_count(
+    client: async_nats::Client,
+    node: &str,
+    peers: Arc<ApiPeers>,
+    in_rotation: impl Fn() -> bool,
+) {
     let me = format!("{node}/{:016x}", rand_u64());
-    let mut logged = false;
+    // async-nats refuses a subscription only once the client is closed, for good.
+    let mut subscription = match client.subscribe(API_PRESENCE_SUBJECT).await {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hear the other api nodes; rate limits count this node alone");
+            peers.set(1);
+            return;
+        }
+    };
+    let mut roster = Roster::default();
+    let mut announced = false;
+    let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut subscription = match client.subscribe(API_PRESENCE_SUBJECT).await {
-            Ok(subscription) => subscription,
-            Err(e) => {
-                if !logged {
-                    tracing::warn!(error = %e, "cannot hear the other api nodes yet; rate limits count this node alone");
-                    logged = true;
-                }
-                tokio::time::sleep(ANNOUNCE_EVERY).await;
-                continue;
-            }
+        let heard = tokio::select! {
+            _ = tick.tick() => None,
+            _ = peers.rotation_changed.notified() => None,
+            message = subscription.next() => Some(message),
         };
-        let mut seen: HashMap<String, Instant> = HashMap::new();
-        let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    // While NATS is away the client buffers the announcement, and once its buffer is
-                    // full a publish waits: bounded, so that counting goes on (down to this node
-                    // alone) whatever the connection does.
-                    let announce = client.publish(API_PRESENCE_SUBJECT, me.clone().into());
+        match heard {
+            None => {
+                let taking_requests = in_rotation();
+                if taking_requests || announced {
+                    let mut headers = async_nats::HeaderMap::new();
+                    if !taking_requests {
+                        headers.insert(LEAVING_HEADER, "1");
+                    }
+                    // While NATS is away the client buffers the announcement, and once its
+                    // buffer is full a publish waits: bounded, so that counting goes on (down to
+                    // this node alone) whatever the connection does.
+                    let announce = client.publish_with_headers(API_PRESENCE_SUBJECT, headers, me.clone().into());
                     let _ = tokio::time::timeout(ANNOUNCE_EVERY / 4, announce).await;
-                    let now = Instant::now();
-                    seen.insert(me.clone(), now);
-                    seen.retain(|_, at| now.duration_since(*at) < FORGET_AFTER);
-                    let count = seen.len();
-                    if peers.count.swap(count, Ordering::Relaxed) != count {
-                        tracing::info!(api_nodes = count, "api nodes sharing the tenants' rate limits");
+                    if !taking_requests {
+                        let _ = tokio::time::timeout(ANNOUNCE_EVERY / 4, client.flush()).await;
                     }
+                    announced = taking_requests;
                 }
-                message = subscription.next() => {
-                    let Some(message) = message else { break };
-                    // Anything else on the subject is not a node id this version wrote: ignored.
-                    // The map stays bounded whatever is published.
-                    if let Ok(name) = std::str::from_utf8(&message.payload) {
-                        let room = seen.len() < MAX_NODES || seen.contains_key(name);
-                        if !name.is_empty() && name.len() <= 256 && room {
-                            seen.insert(name.to_owned(), Instant::now());
-                        }
-                    }
+                peers.set(roster.count(&me, Instant::now()));
+            }
+            Some(None) => break,
+            Some(Some(message)) => {
+                let Ok(name) = std::str::from_utf8(&message.payload) else { continue };
+                if message.headers.as_ref().is_some_and(|h| h.get(LEAVING_HEADER).is_some()) {
+                    // Its share is free now: counted at once, not at the next tick.
+                    roster.left(name);
+                    peers.set(roster.count(&me, Instant::now()));
+                } else {
+                    roster.heard(name, Instant::now());
                 }
             }
         }
-        // The subscription ended (the client closed): try again, as after a failed subscribe.
-        tokio::time::sleep(ANNOUNCE_EVERY).await;
     }
+    tracing::warn!("the NATS client closed; rate limits count this node alone");
+    peers.set(1);
 }
 
 fn rand_u64() -> u64 {
@@ -108,24 +168,38 @@ fn rand_u64() -> u64 {
     }
 }
 
-/// A node's share of a tenant's limits: the rate divided among `nodes`, and the burst too (at
-/// least one request, or a small burst would refuse everything).
-pub fn limit_share(rate_per_sec: f64, burst: u32, nodes: usize) -> (f64, u32) {
-    let nodes = nodes.max(1) as u32;
-    (rate_per_sec / f64::from(nodes), burst.div_ceil(nodes).max(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn shares_add_up_to_the_limit_and_never_refuse_everything() {
-        assert_eq!(limit_share(10.0, 20, 1), (10.0, 20));
-        assert_eq!(limit_share(10.0, 20, 2), (5.0, 10));
-        assert_eq!(limit_share(9.0, 5, 3), (3.0, 2));
-        assert_eq!(limit_share(1.0, 1, 4), (0.25, 1));
-        assert_eq!(limit_share(1.0, 0, 0), (1.0, 1));
-        assert_eq!(ApiPeers::default().count(), 1);
+    fn nodes_count_until_forgotten_or_gone() {
+        let t0 = Instant::now();
+        let mut roster = Roster::default();
+        assert_eq!(roster.count("me", t0), 1, "alone");
+        roster.heard("me", t0);
+        roster.heard("a", t0);
+        roster.heard("b", t0 + Duration::from_secs(2));
+        assert_eq!(roster.count("me", t0 + Duration::from_secs(1)), 3, "my own announcement counts once");
+        assert_eq!(roster.count("me", t0 + FORGET_AFTER), 2, "a was last heard 3 s ago");
+        roster.left("b");
+        assert_eq!(roster.count("me", t0 + FORGET_AFTER), 1, "b said it left");
+        roster.heard("a", t0 + FORGET_AFTER);
+        assert_eq!(roster.count("me", t0 + FORGET_AFTER), 2, "a is back");
+    }
+
+    #[test]
+    fn names_are_bounded_in_size_and_number() {
+        let t0 = Instant::now();
+        let mut roster = Roster::default();
+        roster.heard("", t0);
+        roster.heard(&"x".repeat(MAX_NAME_BYTES + 1), t0);
+        assert_eq!(roster.count("me", t0), 1);
+        for n in 0..MAX_NODES + 10 {
+            roster.heard(&format!("node-{n}"), t0);
+        }
+        assert_eq!(roster.count("me", t0), MAX_NODES + 1);
+        roster.heard("node-0", t0 + Duration::from_secs(2));
+        assert_eq!(roster.count("me", t0 + FORGET_AFTER), 2, "only the one heard again is left");
     }
 }

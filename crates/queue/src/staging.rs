@@ -79,11 +79,20 @@ impl Staging {
         })
     }
 
-    /// Counts `len` more bytes of a job in `lane`, unless that passes a bound.
+    /// The most bytes one job in `lane` may stage: a larger input is never staged here, however
+    /// empty the staging is.
+    pub fn bound(&self, lane: Lane) -> u64 {
+        match lane {
+            Lane::Large => self.max_bytes / 2,
+            Lane::Small | Lane::Medium => self.max_bytes,
+        }
+    }
+
+    /// Counts `len` more bytes of a job, a large-lane one if `large`, unless that passes a bound.
     fn reserve(&self, len: u64, large: bool) -> Result<(), QueueError> {
         if large {
             let before = self.large_bytes.fetch_add(len, Ordering::Relaxed);
-            if before + len > self.max_bytes / 2 {
+            if before + len > self.bound(Lane::Large) {
                 self.large_bytes.fetch_sub(len, Ordering::Relaxed);
                 return Err(QueueError::StagingFull);
             }
@@ -223,6 +232,7 @@ mod tests {
         assert_eq!((staging.load(), staging.large_bytes.load(Ordering::Relaxed)), ((0, 0), 0));
 
         // Within its half, a large job still needs room under the whole bound.
+        assert_eq!((staging.bound(Lane::Large), staging.bound(Lane::Small)), (50, 100));
         let small = staging.stage(Bytes::from(vec![0; 70]), Lane::Small).expect("a small job may take more than half");
         let d = large(20).unwrap();
         assert!(matches!(large(20), Err(QueueError::StagingFull)), "past the whole bound");

@@ -75,18 +75,15 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let queue = queue::JobQueue::new(client.clone(), config.queue_config());
         let stream_ready = Arc::new(AtomicBool::new(false));
         tokio::spawn(ensure_stream(queue.clone(), stream_ready.clone()));
-        let api_peers = Arc::new(queue::ApiPeers::default());
-        {
-            let (client, node, peers) = (client.clone(), config.usage.node_id.clone(), api_peers.clone());
-            tokio::spawn(async move { queue::announce_and_count(client, &node, peers).await });
-        }
+
         let backend = api::QueueBackend {
             queue,
             staging: queue::Staging::new(config.api.max_staged_bytes),
             origin: origin.clone(),
             lanes: config.dispatch_config(),
             stream_ready,
-            api_peers,
+            node: config.usage.node_id.clone(),
+            api_peers: Arc::new(queue::ApiPeers::default()),
         };
         tracing::info!(
             api_url = %public.local_addr()?,
