@@ -74,7 +74,7 @@ extra = [loads[(p, "true")][1] - loads[(p, "false")][1] for p in pairs]
 off_cpu = statistics.median(loads[(p, "false")][1] for p in pairs)
 print(f"on ÷ off throughput per pair: {' '.join(f'{r:.3f}' for r in ratios)}")
 print(f"median on ÷ off: {statistics.median(ratios):.3f} (metering costs {100 * (1 - statistics.median(ratios)):.1f} % of throughput)")
-print(f"median server CPU: +{statistics.median(extra):.1f} µs per request with metering "
+print(f"median server CPU: {statistics.median(extra):+.1f} µs per request with metering "
       f"({100 * statistics.median(extra) / off_cpu:.1f} % of the {off_cpu:.1f} µs without)")
 rest = statistics.median(loads[(p, "true")][2] - loads[(p, "false")][2] for p in pairs)
 print(f"median rest of the machine: {rest:+.1f} µs per request with metering")
