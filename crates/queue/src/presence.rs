@@ -102,7 +102,9 @@ pub async fn announce_and_count(
     peers: Arc<ApiPeers>,
     in_rotation: impl Fn() -> bool,
 ) {
-    let me = format!("{node}/{:016x}", rand_u64());
+    // Without the OS's randomness the process id still tells two processes on a host apart.
+    let suffix = crate::staging::random_hex(8).unwrap_or_else(|| std::process::id().to_string());
+    let me = format!("{node}/{suffix}");
     // async-nats refuses a subscription only once the client is closed, for good.
     let mut subscription = match client.subscribe(API_PRESENCE_SUBJECT).await {
         Ok(subscription) => subscription,
@@ -157,15 +159,6 @@ pub async fn announce_and_count(
     }
     tracing::warn!("the NATS client closed; rate limits count this node alone");
     peers.set(1);
-}
-
-fn rand_u64() -> u64 {
-    let mut raw = [0u8; 8];
-    // Without the OS's randomness the process id still tells two processes on a host apart.
-    match getrandom::fill(&mut raw) {
-        Ok(()) => u64::from_le_bytes(raw),
-        Err(_) => u64::from(std::process::id()),
-    }
 }
 
 #[cfg(test)]

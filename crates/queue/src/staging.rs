@@ -173,7 +173,7 @@ fn check_token(id: &str, expected: &str, given: &str) -> Result<(), StagingError
 }
 
 /// `None` without entropy: a guessable capability is no capability.
-fn random_hex(bytes: usize) -> Option<String> {
+pub(crate) fn random_hex(bytes: usize) -> Option<String> {
     let mut raw = vec![0u8; bytes];
     getrandom::fill(&mut raw).ok()?;
     Some(raw.iter().map(|b| format!("{b:02x}")).collect())

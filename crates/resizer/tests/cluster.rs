@@ -837,8 +837,19 @@ fn a_job_that_keeps_killing_its_workers_fails_with_422() {
 
 #[test]
 fn a_full_queue_is_answered_503_at_once() {
-    // No workers: jobs stay queued until their deadline; the stream holds two.
-    let lab = Lab::up(&["--workers", "0", "--set", "queue.max_jobs=2", "--set", "api.request_timeout_ms=4000"]);
+    // No workers: jobs stay queued until their deadline; the stream holds two. The staging holds
+    // one 20 MP PNG, but a large-lane job may take only half of it.
+    let staged = format!("api.max_staged_bytes={}", common::big_png().len() + 1);
+    let lab = Lab::up(&[
+        "--workers",
+        "0",
+        "--set",
+        "queue.max_jobs=2",
+        "--set",
+        "api.request_timeout_ms=4000",
+        "--set",
+        &staged,
+    ]);
     let jpeg = sample_jpeg();
     let waiting: Vec<_> = (0..2)
         .map(|_| {
@@ -863,6 +874,10 @@ fn a_full_queue_is_answered_503_at_once() {
     let took = started.elapsed();
     assert_eq!((status, problem["type"].as_str()), (503, Some("urn:resizer:problem:overloaded")), "{problem}");
     assert!(took < Duration::from_millis(500), "a full queue answered after {took:?}");
+    // An image over its lane's staging bound could never be staged: 413 at once, not a 503
+    // inviting retries.
+    let (status, _, problem) = lab.resize("width=100", common::big_png());
+    assert_eq!((status, problem["type"].as_str()), (413, Some("urn:resizer:problem:too-large")), "{problem}");
     // The queued ones are never run (no worker) and time out at their deadline.
     for w in waiting {
         assert_eq!(w.join().expect("request thread"), 504);
