@@ -344,8 +344,9 @@ fn ms(d: Duration) -> u128 {
     d.as_millis().max(1)
 }
 
-/// The configuration: one HTTP frontend on loopback, one round-robin backend with `/readyz`
-/// checks, and (with `stats_port`) a stats/metrics frontend. Only abnormal requests and server
+/// The configuration: one HTTP frontend on loopback, one backend with `/readyz` checks balanced
+/// `leastconn` as in `deploy/haproxy.cfg` (so that what the lab measures, such as tenants' shared
+/// rate limits, holds for the production balance; servers with equal loads take turns), and (with `stats_port`) a stats/metrics frontend. Only abnormal requests and server
 /// state changes are logged (to stdout: the component's log), so logging costs nothing under load.
 pub fn render_config(
     frontend_port: u16,
@@ -403,7 +404,7 @@ pub fn render_config(
          default_backend {BACKEND_NAME}\n\
          \n\
          backend {BACKEND_NAME}\n    \
-         balance roundrobin\n    \
+         balance leastconn\n    \
          option httpchk GET {path}\n    \
          http-check expect status 200\n    \
          default-server inter {inter}ms fastinter {inter}ms downinter {inter}ms fall {fall} rise {rise}\n\

@@ -1,4 +1,4 @@
-//! HAProxy over in-test HTTP backends (round robin, health checks, routing around a backend that
+//! HAProxy over in-test HTTP backends (balancing in turn, health checks, routing around a backend that
 //! stops answering, reload); cluster.json, status and down on real process groups; and the whole
 //! `lab up` sequence with stand-in api nodes.
 
@@ -23,7 +23,7 @@ fn backend(b: &TestBackend) -> Backend {
 }
 
 #[test]
-fn haproxy_balances_round_robin_and_routes_around_a_backend_that_stops_answering() {
+fn haproxy_balances_equal_loads_in_turn_and_routes_around_a_backend_that_stops_answering() {
     let dir = TestDir::new("haproxy");
     let a = TestBackend::start("a");
     let mut b = TestBackend::start("b");
@@ -33,10 +33,10 @@ fn haproxy_balances_round_robin_and_routes_around_a_backend_that_stops_answering
     h.wait_servers(&["a", "b"], Duration::from_secs(10)).expect("both backends pass /readyz");
     let pid = h.component().pid;
 
-    // Round robin: consecutive requests alternate.
+    // leastconn with equal loads (one request at a time): the servers take turns.
     let url = format!("{}/x", h.url());
     let seen: Vec<String> = (0..10).map(|_| get(&url).expect("request")).collect();
-    assert!(seen.windows(2).all(|w| w[0] != w[1]), "not round robin: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] != w[1]), "not in turn: {seen:?}");
     assert_eq!(seen.iter().filter(|s| *s == "a").count(), 5, "{seen:?}");
 
     // Not ready (503 on /readyz, still answering): out after `fall` checks, back after `rise`.
