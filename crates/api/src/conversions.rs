@@ -38,6 +38,8 @@ pub struct QueueBackend {
     /// The api nodes up, which share each tenant's rate limits (counted by
     /// `queue::announce_and_count`, which `serve` starts).
     pub api_peers: Arc<queue::ApiPeers>,
+    /// Large-lane jobs staged at once across the api nodes; this node takes its share.
+    pub max_large_jobs: usize,
 }
 
 /// One resize to run, as admitted by the handler.
@@ -136,7 +138,14 @@ impl QueueBackend {
         if input_bytes > bound {
             return Err(ApiError::BodyTooLarge { limit: bound });
         }
-        let mut staged = self.staging.stage(c.input, lane).map_err(ApiError::Queue)?;
+        let large_jobs_here = crate::ratelimit::node_share(self.max_large_jobs, self.api_peers.count());
+        let mut staged = match self.staging.stage(c.input, lane, large_jobs_here) {
+            Ok(staged) => staged,
+            Err(e) => {
+                metrics.publish(lane, None, Some(&e));
+                return Err(ApiError::Queue(e));
+            }
+        };
         let remaining = c.deadline.saturating_duration_since(Instant::now());
         let job = JobMessage {
             job_id: staged.id.clone(),
@@ -154,7 +163,7 @@ impl QueueBackend {
         };
         let started = Instant::now();
         let published = self.queue.publish(lane, &job, c.deadline).await;
-        metrics.publish(lane, started.elapsed(), published.as_ref().err());
+        metrics.publish(lane, Some(started.elapsed()), published.as_ref().err());
         published.map_err(|e| match e {
             // The stream's discard-new answer, immediately: no deadline is spent waiting.
             QueueError::Full => {

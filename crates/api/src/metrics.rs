@@ -55,9 +55,12 @@ impl Metrics {
         self.conversion_cpu.observe(&[lane.as_str()], cpu);
     }
 
-    /// A job published to the JetStream queue (cluster mode), or refused.
-    pub fn publish(&self, lane: Lane, took: Duration, error: Option<&queue::QueueError>) {
-        self.publish.observe(&[lane.as_str()], took);
+    /// A job published to the JetStream queue (cluster mode), or refused: `took` is `None` when
+    /// it was refused before publishing (the staging was full).
+    pub fn publish(&self, lane: Lane, took: Option<Duration>, error: Option<&queue::QueueError>) {
+        if let Some(took) = took {
+            self.publish.observe(&[lane.as_str()], took);
+        }
         let outcome = match error {
             None => "stored",
             Some(queue::QueueError::Full) => "full",

@@ -8,7 +8,7 @@
 //! woke up after the job went elsewhere, is refused, so no result is ever delivered twice.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -41,6 +41,9 @@ pub struct Staging {
     /// of huge images (tens of MB each, seconds per conversion) leaves the other half to small
     /// and medium ones, as the lanes do for the queue.
     large_bytes: AtomicU64,
+    /// Large-lane jobs staged: each caller bounds them by its share of `queue.max_large_jobs`,
+    /// so that huge images (seconds each) never fill the queue that small ones share with them.
+    large_jobs: AtomicUsize,
 }
 
 struct Staged {
@@ -76,6 +79,7 @@ impl Staging {
             staged_bytes: AtomicU64::new(0),
             max_bytes,
             large_bytes: AtomicU64::new(0),
+            large_jobs: AtomicUsize::new(0),
         })
     }
 
@@ -88,12 +92,14 @@ impl Staging {
         }
     }
 
-    /// Counts `len` more bytes of a job, a large-lane one if `large`, unless that passes a bound.
-    fn reserve(&self, len: u64, large: bool) -> Result<(), QueueError> {
+    /// Counts a job of `len` bytes, a large-lane one if `large` (of which at most
+    /// `max_large_jobs`), unless that passes a bound.
+    fn reserve(&self, len: u64, large: bool, max_large_jobs: usize) -> Result<(), QueueError> {
         if large {
-            let before = self.large_bytes.fetch_add(len, Ordering::Relaxed);
-            if before + len > self.bound(Lane::Large) {
-                self.large_bytes.fetch_sub(len, Ordering::Relaxed);
+            let jobs_before = self.large_jobs.fetch_add(1, Ordering::Relaxed);
+            let bytes_before = self.large_bytes.fetch_add(len, Ordering::Relaxed);
+            if jobs_before >= max_large_jobs || bytes_before + len > self.bound(Lane::Large) {
+                self.release_large(len);
                 return Err(QueueError::StagingFull);
             }
         }
@@ -101,7 +107,7 @@ impl Staging {
         if before + len > self.max_bytes {
             self.staged_bytes.fetch_sub(len, Ordering::Relaxed);
             if large {
-                self.large_bytes.fetch_sub(len, Ordering::Relaxed);
+                self.release_large(len);
             }
             return Err(QueueError::StagingFull);
         }
@@ -111,18 +117,24 @@ impl Staging {
     fn release(&self, len: u64, large: bool) {
         self.staged_bytes.fetch_sub(len, Ordering::Relaxed);
         if large {
-            self.large_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.release_large(len);
         }
+    }
+
+    fn release_large(&self, len: u64) {
+        self.large_jobs.fetch_sub(1, Ordering::Relaxed);
+        self.large_bytes.fetch_sub(len, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Staged>> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stages `input` of a job in `lane` under a fresh job id and token.
-    pub fn stage(self: &Arc<Self>, input: Bytes, lane: Lane) -> Result<StagedJob, QueueError> {
+    /// Stages `input` of a job in `lane` under a fresh job id and token. A large-lane job is
+    /// refused when `max_large_jobs` (this node's share of them) are staged already.
+    pub fn stage(self: &Arc<Self>, input: Bytes, lane: Lane, max_large_jobs: usize) -> Result<StagedJob, QueueError> {
         let (len, large) = (input.len() as u64, lane == Lane::Large);
-        self.reserve(len, large)?;
+        self.reserve(len, large, max_large_jobs)?;
         let (Some(id), Some(token)) = (random_hex(12), random_hex(32)) else {
             self.release(len, large);
             return Err(QueueError::Unavailable("the operating system gave no random bytes for a token".into()));
@@ -187,8 +199,8 @@ mod tests {
     #[tokio::test]
     async fn a_token_opens_one_job_and_completes_it_once() {
         let staging = Staging::new(1 << 20);
-        let a = staging.stage(Bytes::from_static(b"aaaa"), Lane::Small).unwrap();
-        let b = staging.stage(Bytes::from_static(b"bbbb"), Lane::Small).unwrap();
+        let a = staging.stage(Bytes::from_static(b"aaaa"), Lane::Small, 8).unwrap();
+        let b = staging.stage(Bytes::from_static(b"bbbb"), Lane::Small, 8).unwrap();
         assert_ne!(a.token, b.token);
         assert_eq!(staging.source(&a.id, &a.token).unwrap(), Bytes::from_static(b"aaaa"));
         // A redelivered job fetches again.
@@ -212,19 +224,19 @@ mod tests {
     #[test]
     fn staged_bytes_are_bounded() {
         let staging = Staging::new(10);
-        let a = staging.stage(Bytes::from(vec![0; 6]), Lane::Small).unwrap();
-        assert!(matches!(staging.stage(Bytes::from(vec![0; 6]), Lane::Medium), Err(QueueError::StagingFull)));
+        let a = staging.stage(Bytes::from(vec![0; 6]), Lane::Small, 8).unwrap();
+        assert!(matches!(staging.stage(Bytes::from(vec![0; 6]), Lane::Medium, 8), Err(QueueError::StagingFull)));
         drop(a);
-        assert!(staging.stage(Bytes::from(vec![0; 6]), Lane::Small).is_ok());
+        assert!(staging.stage(Bytes::from(vec![0; 6]), Lane::Small, 8).is_ok());
     }
 
     #[test]
     fn large_jobs_hold_at_most_half_and_leave_the_rest_to_the_other_lanes() {
         let staging = Staging::new(100);
-        let large = |n| staging.stage(Bytes::from(vec![0; n]), Lane::Large);
+        let large = |n| staging.stage(Bytes::from(vec![0; n]), Lane::Large, 8);
         let (a, b) = (large(30).unwrap(), large(20).unwrap());
         assert!(matches!(large(1), Err(QueueError::StagingFull)), "past half of the bound");
-        let small = staging.stage(Bytes::from(vec![0; 50]), Lane::Small).expect("the other half is free");
+        let small = staging.stage(Bytes::from(vec![0; 50]), Lane::Small, 8).expect("the other half is free");
         assert_eq!(staging.load(), (3, 100));
         drop(a);
         let c = large(30).expect("a dropped large job's bytes count again");
@@ -233,7 +245,8 @@ mod tests {
 
         // Within its half, a large job still needs room under the whole bound.
         assert_eq!((staging.bound(Lane::Large), staging.bound(Lane::Small)), (50, 100));
-        let small = staging.stage(Bytes::from(vec![0; 70]), Lane::Small).expect("a small job may take more than half");
+        let small =
+            staging.stage(Bytes::from(vec![0; 70]), Lane::Small, 8).expect("a small job may take more than half");
         let d = large(20).unwrap();
         assert!(matches!(large(20), Err(QueueError::StagingFull)), "past the whole bound");
         assert_eq!((staging.load(), staging.large_bytes.load(Ordering::Relaxed)), ((2, 90), 20));
@@ -242,9 +255,29 @@ mod tests {
     }
 
     #[test]
+    fn large_jobs_are_counted_against_the_nodes_share() {
+        let staging = Staging::new(1000);
+        let large = |n| staging.stage(Bytes::from(vec![0; n]), Lane::Large, 2);
+        let (a, b) = (large(1).unwrap(), large(1).unwrap());
+        assert!(matches!(large(1), Err(QueueError::StagingFull)), "a third large job, with bytes to spare");
+        let smalls: Vec<_> = (0..5)
+            .map(|_| staging.stage(Bytes::from(vec![0; 1]), Lane::Small, 2).expect("the other lanes are not counted"))
+            .collect();
+        drop(a);
+        let c = large(1).expect("a dropped large job frees its place");
+        // Refused by its bytes: the place it took is given back too.
+        assert!(matches!(large(600), Err(QueueError::StagingFull)));
+        drop((b, c));
+        assert_eq!(staging.large_jobs.load(Ordering::Relaxed), 0);
+        let (d, e) = (large(1).expect("two places again"), large(1).expect("two places again"));
+        drop((d, e, smalls));
+        assert_eq!((staging.load(), staging.large_jobs.load(Ordering::Relaxed)), ((0, 0), 0));
+    }
+
+    #[test]
     fn a_dropped_job_takes_its_token_with_it() {
         let staging = Staging::new(100);
-        let a = staging.stage(Bytes::from_static(b"x"), Lane::Small).unwrap();
+        let a = staging.stage(Bytes::from_static(b"x"), Lane::Small, 8).unwrap();
         let (id, token) = (a.id.clone(), a.token.clone());
         drop(a);
         assert!(matches!(staging.source(&id, &token), Err(StagingError::Gone(_))));

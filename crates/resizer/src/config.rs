@@ -39,6 +39,10 @@ pub struct QueueSection {
     pub replicas: usize,
     /// Most jobs queued; past it the api answers 503 at once.
     pub max_jobs: i64,
+    /// Of those, most large-lane jobs (16 MP and more, seconds each) staged at once across the
+    /// api nodes: each node admits its share (÷ the api nodes up, rounded up) and answers 503
+    /// past it, so that huge images never take the queue's room from small ones.
+    pub max_large_jobs: usize,
     /// A delivered job not acknowledged or marked in progress for this long goes to another worker.
     pub ack_wait_ms: u64,
     /// Deliveries that may run a job before it is failed as poison (422).
@@ -222,6 +226,7 @@ impl Default for Config {
                 stream: "JOBS".into(),
                 replicas: 3,
                 max_jobs: 4096,
+                max_large_jobs: 256,
                 ack_wait_ms: 2000,
                 max_attempts: 3,
             },

@@ -884,6 +884,64 @@ fn a_full_queue_is_answered_503_at_once() {
     }
 }
 
+/// Large images may hold only `queue.max_large_jobs` of the shared job queue, each api node its
+/// share: past it a large image is refused at once while small ones are still queued.
+#[test]
+fn large_images_past_a_nodes_share_are_refused_and_small_ones_queued() {
+    // No workers: every job waits until its deadline. Two large jobs for two api nodes: one each.
+    let lab = Lab::up(&["--workers", "0", "--set", "queue.max_large_jobs=2", "--set", "api.request_timeout_ms=4000"]);
+    let key = lab.field("demo_api_key");
+    lab::poll_until("both api nodes counting two", Duration::from_secs(10), Duration::from_millis(100), || {
+        match ["api-0", "api-1"].map(|n| lab.metric_sum(n, "resizer_api_nodes")) {
+            [2.0, 2.0] => Ok(()),
+            counts => Err(format!("counted {counts:?}")),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+    // Sent to one node directly, so that which node holds what does not depend on the balancer.
+    let send = |node: &str, body: &[u8]| {
+        let (url, key, body) =
+            (format!("{}/v1/resize?width=100", lab.url_of(node, "http")), key.clone(), body.to_vec());
+        thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let (status, _, problem) = resize_at(&agent, &url, &key, &body);
+            (status, problem)
+        })
+    };
+    let stored = |node: &str, lane: &str| {
+        lab.metric_sum(node, &format!("resizer_queue_publish_total{{lane=\"{lane}\",outcome=\"stored\""))
+    };
+    let wait_stored = |node: &str, lane: &str, count: f64| {
+        lab::poll_until("the job queued", Duration::from_secs(5), Duration::from_millis(20), || {
+            match stored(node, lane) {
+                n if n >= count => Ok(()),
+                n => Err(format!("{node}: {n} {lane} jobs stored")),
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+    };
+
+    let mut waiting = vec![send("api-0", common::big_png())];
+    wait_stored("api-0", "large", 1.0);
+    let started = Instant::now();
+    let (status, problem) = send("api-0", common::big_png()).join().expect("request thread");
+    let took = started.elapsed();
+    assert_eq!((status, problem["type"].as_str()), (503, Some("urn:resizer:problem:overloaded")), "{problem}");
+    assert!(took < Duration::from_millis(1500), "the large image past the share answered after {took:?}");
+    assert_eq!(lab.metric_sum("api-0", "resizer_queue_publish_total{lane=\"large\",outcome=\"staging_full\""), 1.0);
+    // A small image on the same node, and a large one on the other node (its own share), are queued.
+    waiting.push(send("api-0", &sample_jpeg()));
+    waiting.push(send("api-1", common::big_png()));
+    wait_stored("api-0", "small", 1.0);
+    wait_stored("api-1", "large", 1.0);
+    for w in waiting {
+        assert_eq!(w.join().expect("request thread").0, 504, "no worker: the queued jobs time out");
+    }
+    // Answered, the large job's place is free again.
+    let (status, problem) = send("api-0", common::big_png()).join().expect("request thread");
+    assert_eq!(status, 504, "queued again once the first left: {problem}");
+}
+
 impl Lab {
     /// A call to the identity service's admin API; returns (status, JSON body).
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

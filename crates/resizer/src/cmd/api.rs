@@ -84,6 +84,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             stream_ready,
             node: config.usage.node_id.clone(),
             api_peers: Arc::new(queue::ApiPeers::default()),
+            max_large_jobs: config.queue.max_large_jobs,
         };
         tracing::info!(
             api_url = %public.local_addr()?,
