@@ -35,7 +35,7 @@ pub struct QueueBackend {
     pub stream_ready: Arc<std::sync::atomic::AtomicBool>,
     /// This node's id, which it announces to the other api nodes.
     pub node: String,
-    /// The api nodes up, which share each tenant's rate limits (counted by
+    /// The api nodes up, which share each tenant's rate limits and `max_large_jobs` (counted by
     /// `queue::announce_and_count`, which `serve` starts).
     pub api_peers: Arc<queue::ApiPeers>,
     /// Large-lane jobs staged at once across the api nodes; this node takes its share.
@@ -138,8 +138,7 @@ impl QueueBackend {
         if input_bytes > bound {
             return Err(ApiError::BodyTooLarge { limit: bound });
         }
-        let large_jobs_here = crate::ratelimit::node_share(self.max_large_jobs, self.api_peers.count());
-        let mut staged = match self.staging.stage(c.input, lane, large_jobs_here) {
+        let mut staged = match self.staging.stage(c.input, lane, self.api_peers.share_of(self.max_large_jobs)) {
             Ok(staged) => staged,
             Err(e) => {
                 metrics.publish(lane, None, Some(&e));

@@ -56,7 +56,7 @@ impl Metrics {
     }
 
     /// A job published to the JetStream queue (cluster mode), or refused: `took` is `None` when
-    /// it was refused before publishing (the staging was full).
+    /// it was refused before publishing (by the staging).
     pub fn publish(&self, lane: Lane, took: Option<Duration>, error: Option<&queue::QueueError>) {
         if let Some(took) = took {
             self.publish.observe(&[lane.as_str()], took);
@@ -134,7 +134,7 @@ impl Metrics {
         self.publish_outcomes.render(
             &mut out,
             "resizer_queue_publish_total",
-            "Jobs offered to the JetStream queue, by lane and outcome (stored, full, staging_full, unavailable).",
+            "Jobs for the JetStream queue, by lane and outcome (stored; full; staging_full: refused before publishing; unavailable).",
             &["lane", "outcome"],
         );
         self.remote_turnaround.render(
@@ -240,7 +240,7 @@ impl Metrics {
             gauge(
                 &mut out,
                 "resizer_api_nodes",
-                "Api nodes up, as this node counts them: each gets this share of a tenant's rate limits.",
+                "Api nodes up, as this node counts them: each gets this share of a tenant's rate limits and of queue.max_large_jobs.",
                 nodes as f64,
             );
         }

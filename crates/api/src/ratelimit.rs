@@ -51,14 +51,8 @@ impl RateLimiter {
 /// divided among them, and the burst too (at least one request, or a small burst would refuse
 /// everything).
 pub fn share(rate_per_sec: f64, burst: u32, nodes: usize) -> (f64, u32) {
-    let burst = u32::try_from(node_share(burst as usize, nodes)).unwrap_or(u32::MAX);
+    let burst = u32::try_from(queue::node_share(burst as usize, nodes)).unwrap_or(u32::MAX);
     (rate_per_sec / nodes.max(1) as f64, burst)
-}
-
-/// A node's share of a count that `nodes` api nodes divide among them: rounded up, and at least
-/// one, so that a small total never refuses everything.
-pub fn node_share(total: usize, nodes: usize) -> usize {
-    total.div_ceil(nodes.max(1)).max(1)
 }
 
 #[cfg(test)]
@@ -72,7 +66,6 @@ mod tests {
         assert_eq!(share(9.0, 5, 3), (3.0, 2));
         assert_eq!(share(1.0, 1, 4), (0.25, 1));
         assert_eq!(share(1.0, 0, 0), (1.0, 1));
-        assert_eq!((node_share(256, 3), node_share(1, 2), node_share(0, 1)), (86, 1, 1));
     }
 
     #[test]

@@ -345,9 +345,10 @@ fn ms(d: Duration) -> u128 {
 }
 
 /// The configuration: one HTTP frontend on loopback, one backend with `/readyz` checks balanced
-/// `leastconn` as in `deploy/haproxy.cfg` (so that what the lab measures, such as tenants' shared
-/// rate limits, holds for the production balance; servers with equal loads take turns), and (with `stats_port`) a stats/metrics frontend. Only abnormal requests and server
-/// state changes are logged (to stdout: the component's log), so logging costs nothing under load.
+/// `leastconn` as in `deploy/haproxy.cfg` (so that what the lab measures, such as tenants'
+/// shared rate limits, holds for the production balance; servers with equal loads take turns),
+/// and (with `stats_port`) a stats/metrics frontend. Only abnormal requests and server state
+/// changes are logged (to stdout: the component's log), so logging costs nothing under load.
 pub fn render_config(
     frontend_port: u16,
     stats_port: Option<u16>,

@@ -9,7 +9,7 @@
 //! capability token for them. It also carries the usage stream (`usage_stream.rs`): api nodes
 //! ship spool batches to it under their batch ids, the usage aggregators consume it. And what each
 //! role may publish and subscribe to (`permissions.rs`), for the servers' user configuration, and
-//! the api nodes' count of each other (`presence.rs`), by which they share the tenants' rate limits.
+//! the api nodes' count of each other (`presence.rs`), by which they share the tenants' rate limits and cluster-wide bounds.
 //!
 //! It must not run conversions (the worker crate does, through `dispatch`), must not know HTTP
 //! routes or statuses (the api maps [`QueueError`] and [`Failure`]), and never implements
@@ -33,7 +33,7 @@ pub use permissions::{
     identity_api_prefix, identity_links, permissions, AccountLink, LinkKind, Permissions, Role, IDENTITY_ACCOUNT,
     SERVICE_ACCOUNT,
 };
-pub use presence::{announce_and_count, ApiPeers, API_PRESENCE_SUBJECT};
+pub use presence::{announce_and_count, node_share, ApiPeers, API_PRESENCE_SUBJECT};
 pub use staging::{StagedJob, Staging, StagingError};
 pub use usage_stream::{
     ensure_usage_consumer, ensure_usage_stream, ship_batch, usage_messages, USAGE_CONSUMER, USAGE_PART_BYTES,

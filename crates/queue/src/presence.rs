@@ -7,6 +7,8 @@
 //! where it does not (one node busier, `balance leastconn`), the tenant gets less than its limit
 //! from the node it is sent to more often.
 //!
+//! The same count shares other cluster-wide bounds: `queue.max_large_jobs`.
+//!
 //! A node that hears nobody (NATS unreachable) counts only itself and grants the whole limit:
 //! it fails open, as a single node would, rather than refusing the tenant's traffic.
 
@@ -48,6 +50,11 @@ impl ApiPeers {
         self.count.load(Ordering::Relaxed).max(1)
     }
 
+    /// This node's share of a cluster-wide count: see [`node_share`].
+    pub fn share_of(&self, total: usize) -> usize {
+        node_share(total, self.count())
+    }
+
     /// This node just left the rotation (shutdown began): tell the others now, not at the next
     /// announcement, which a process done draining may not live to send.
     pub fn rotation_changed(&self) {
@@ -56,9 +63,16 @@ impl ApiPeers {
 
     fn set(&self, count: usize) {
         if self.count.swap(count, Ordering::Relaxed) != count {
-            tracing::info!(api_nodes = count, "api nodes sharing the tenants' rate limits");
+            tracing::info!(api_nodes = count, "api nodes sharing the tenants' rate limits and the cluster's bounds");
         }
     }
+}
+
+/// A node's share of a count that `nodes` api nodes divide among them: rounded up, and at least
+/// one, so that a small total never refuses everything (the shares may add up to a little more
+/// than the total, by at most `nodes − 1`).
+pub fn node_share(total: usize, nodes: usize) -> usize {
+    total.div_ceil(nodes.max(1)).max(1)
 }
 
 /// The nodes heard from, and when.
@@ -164,6 +178,12 @@ pub async fn announce_and_count(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_round_up_and_never_refuse_everything() {
+        assert_eq!((node_share(256, 3), node_share(256, 1), node_share(256, 0)), (86, 256, 256));
+        assert_eq!((node_share(1, 2), node_share(0, 1)), (1, 1));
+    }
 
     #[test]
     fn nodes_count_until_forgotten_or_gone() {

@@ -250,6 +250,7 @@ mod tests {
         let d = large(20).unwrap();
         assert!(matches!(large(20), Err(QueueError::StagingFull)), "past the whole bound");
         assert_eq!((staging.load(), staging.large_bytes.load(Ordering::Relaxed)), ((2, 90), 20));
+        assert_eq!(staging.large_jobs.load(Ordering::Relaxed), 1, "the refused job's place is given back");
         drop((small, d));
         assert_eq!((staging.load(), staging.large_bytes.load(Ordering::Relaxed)), ((0, 0), 0));
     }
@@ -265,9 +266,11 @@ mod tests {
             .collect();
         drop(a);
         let c = large(1).expect("a dropped large job frees its place");
-        // Refused by its bytes: the place it took is given back too.
+        drop(c);
+        // One place free, refused by its bytes (over half of 1000): the place is given back too.
         assert!(matches!(large(600), Err(QueueError::StagingFull)));
-        drop((b, c));
+        assert_eq!(staging.large_jobs.load(Ordering::Relaxed), 1);
+        drop(b);
         assert_eq!(staging.large_jobs.load(Ordering::Relaxed), 0);
         let (d, e) = (large(1).expect("two places again"), large(1).expect("two places again"));
         drop((d, e, smalls));

@@ -94,6 +94,15 @@ impl Lab {
         resize_at(&self.agent, &url, &self.field("demo_api_key"), body)
     }
 
+    /// Jobs api node `node` published and JetStream stored, in `lane` or in all lanes.
+    fn jobs_stored(&self, node: &str, lane: Option<&str>) -> f64 {
+        let lanes = lane.map_or(vec!["small", "medium", "large"], |l| vec![l]);
+        lanes
+            .iter()
+            .map(|l| self.metric_sum(node, &format!("resizer_queue_publish_total{{lane=\"{l}\",outcome=\"stored\"")))
+            .sum()
+    }
+
     /// Sum of every sample of `series` (any labels) in a component's /metrics.
     fn metric_sum(&self, component: &str, series: &str) -> f64 {
         metric_sum(&self.agent, &self.url_of(component, "metrics"), series)
@@ -862,9 +871,7 @@ fn a_full_queue_is_answered_503_at_once() {
         })
         .collect();
     // Both queued (published) before the third comes.
-    let published = || {
-        lab.metric_sum("api-0", "resizer_queue_publish_total") + lab.metric_sum("api-1", "resizer_queue_publish_total")
-    };
+    let published = || lab.jobs_stored("api-0", None) + lab.jobs_stored("api-1", None);
     let until = Instant::now() + Duration::from_secs(5);
     while published() < 2.0 && Instant::now() < until {
         thread::sleep(Duration::from_millis(20));
@@ -891,13 +898,17 @@ fn large_images_past_a_nodes_share_are_refused_and_small_ones_queued() {
     // No workers: every job waits until its deadline. Two large jobs for two api nodes: one each.
     let lab = Lab::up(&["--workers", "0", "--set", "queue.max_large_jobs=2", "--set", "api.request_timeout_ms=4000"]);
     let key = lab.field("demo_api_key");
-    lab::poll_until("both api nodes counting two", Duration::from_secs(10), Duration::from_millis(100), || {
-        match ["api-0", "api-1"].map(|n| lab.metric_sum(n, "resizer_api_nodes")) {
-            [2.0, 2.0] => Ok(()),
-            counts => Err(format!("counted {counts:?}")),
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+    let both_counting_two =
+        || {
+            lab::poll_until("both api nodes counting two", Duration::from_secs(10), Duration::from_millis(100), || {
+                match ["api-0", "api-1"].map(|n| lab.metric_sum(n, "resizer_api_nodes")) {
+                    [2.0, 2.0] => Ok(()),
+                    counts => Err(format!("counted {counts:?}")),
+                }
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+        };
+    both_counting_two();
     // Sent to one node directly, so that which node holds what does not depend on the balancer.
     let send = |node: &str, body: &[u8]| {
         let (url, key, body) =
@@ -908,12 +919,10 @@ fn large_images_past_a_nodes_share_are_refused_and_small_ones_queued() {
             (status, problem)
         })
     };
-    let stored = |node: &str, lane: &str| {
-        lab.metric_sum(node, &format!("resizer_queue_publish_total{{lane=\"{lane}\",outcome=\"stored\""))
-    };
+    // Within the 4 s deadline: a queued job is counted at once, and answered 504 at its deadline.
     let wait_stored = |node: &str, lane: &str, count: f64| {
-        lab::poll_until("the job queued", Duration::from_secs(5), Duration::from_millis(20), || {
-            match stored(node, lane) {
+        lab::poll_until("the job queued", Duration::from_secs(3), Duration::from_millis(20), || {
+            match lab.jobs_stored(node, Some(lane)) {
                 n if n >= count => Ok(()),
                 n => Err(format!("{node}: {n} {lane} jobs stored")),
             }
@@ -923,10 +932,12 @@ fn large_images_past_a_nodes_share_are_refused_and_small_ones_queued() {
 
     let mut waiting = vec![send("api-0", common::big_png())];
     wait_stored("api-0", "large", 1.0);
+    both_counting_two(); // still one large job each
     let started = Instant::now();
     let (status, problem) = send("api-0", common::big_png()).join().expect("request thread");
     let took = started.elapsed();
     assert_eq!((status, problem["type"].as_str()), (503, Some("urn:resizer:problem:overloaded")), "{problem}");
+    assert!(problem["retry_after_ms"].as_u64().is_some(), "a retry hint: {problem}");
     assert!(took < Duration::from_millis(1500), "the large image past the share answered after {took:?}");
     assert_eq!(lab.metric_sum("api-0", "resizer_queue_publish_total{lane=\"large\",outcome=\"staging_full\""), 1.0);
     // A small image on the same node, and a large one on the other node (its own share), are queued.
