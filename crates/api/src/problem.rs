@@ -257,6 +257,11 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "queue-unavailable",
     "identity-store-unavailable",
     "internal",
+    // Answered by the load balancer in front, not by this process (`lab::PROBLEM_ERRORS`,
+    // `deploy/haproxy.cfg`), so that clients see one set of types.
+    "service-unavailable",
+    "bad-gateway",
+    "gateway-timeout",
 ];
 
 #[cfg(test)]

@@ -36,6 +36,22 @@ impl Backend {
     }
 }
 
+/// The `defaults` lines that make HAProxy's own answers — no server up (503), a server gone
+/// mid-answer (502) or silent past `timeout server` (504) — `application/problem+json` like
+/// every answer of the api, with a request id of their own (HAProxy's `unique-id`, a UUID made
+/// only when an error needs one). `deploy/haproxy.cfg` carries the same lines (a test checks).
+/// HAProxy 2.6 gives no hook for what it answers before a request is parsed (a malformed or
+/// oversized head: 400 in HTML).
+pub const PROBLEM_ERRORS: &str = concat!(
+    "    unique-id-format %[uuid()]\n",
+    r#"    http-error status 502 content-type application/problem+json hdr cache-control no-store lf-string "{\"type\":\"urn:resizer:problem:bad-gateway\",\"title\":\"Bad gateway\",\"status\":502,\"detail\":\"The server closed the connection before answering.\",\"request_id\":\"%[unique-id]\"}""#,
+    "\n",
+    r#"    http-error status 503 content-type application/problem+json hdr cache-control no-store hdr retry-after 1 lf-string "{\"type\":\"urn:resizer:problem:service-unavailable\",\"title\":\"Service unavailable\",\"status\":503,\"detail\":\"No server behind the load balancer is up; retry shortly.\",\"request_id\":\"%[unique-id]\",\"retry_after_ms\":1000}""#,
+    "\n",
+    r#"    http-error status 504 content-type application/problem+json hdr cache-control no-store lf-string "{\"type\":\"urn:resizer:problem:gateway-timeout\",\"title\":\"Gateway timeout\",\"status\":504,\"detail\":\"The server did not answer in time.\",\"request_id\":\"%[unique-id]\"}""#,
+    "\n",
+);
+
 /// How HAProxy balances and checks.
 #[derive(Debug, Clone)]
 pub struct HaproxyOptions {
@@ -399,6 +415,7 @@ pub fn render_config(
          timeout client {client}ms\n    \
          timeout server {server}ms\n    \
          timeout check {inter}ms\n\
+         {PROBLEM_ERRORS}\
          \n\
          frontend api\n    \
          bind {LOOPBACK}:{frontend_port}\n    \

@@ -66,7 +66,7 @@ pub use cluster::{
     DownReport, LabGuard, CLUSTER_FILE,
 };
 pub use error::{LabError, MissingBinary, Result};
-pub use haproxy::{Backend, Haproxy, HaproxyOptions, ServerState, BACKEND_NAME, HAPROXY_ROLE};
+pub use haproxy::{Backend, Haproxy, HaproxyOptions, ServerState, BACKEND_NAME, HAPROXY_ROLE, PROBLEM_ERRORS};
 pub use infra::{up_infrastructure, InfraOptions, Infrastructure};
 pub use nats::{
     render_authorization, Jsz, MetaCluster, NatsAccount, NatsAuth, NatsCluster, NatsLink, NatsNode, NatsOptions,

@@ -19,6 +19,10 @@ fn the_shipped_haproxy_config_is_valid_without_warnings() {
     let config = std::fs::read_to_string(&config).expect("haproxy.cfg");
     assert!(!config.contains(":8082"), "the api nodes' internal port must not be behind the load balancer");
     assert!(config.contains("option httpchk GET /readyz"), "api nodes are checked on /readyz");
+    // HAProxy's own errors answer problem+json as in the lab, where they are tested.
+    for line in lab::PROBLEM_ERRORS.lines() {
+        assert!(config.lines().any(|l| l == line), "{}: missing `{line}`", deploy_dir().join("haproxy.cfg").display());
+    }
 }
 
 #[test]

@@ -575,6 +575,34 @@ fn killing_an_api_node_is_routed_around() {
     assert!(failed_late.is_empty(), "requests failed after HAProxy's check interval: {failed_late:?}");
 }
 
+/// What the load balancer answers itself is problem+json like the api's answers: with every api
+/// node gone, 503 `service-unavailable` with a retry hint and a request id.
+#[test]
+fn the_load_balancers_own_answers_are_problem_json() {
+    let lab = Lab::up(&["--workers", "0"]);
+    lab.signal("api-0", lab::Signal::Kill);
+    lab.signal("api-1", lab::Signal::Kill);
+    // A GET: to a POST, ureq reported the connection closed in one run (HAProxy answers and
+    // closes without reading the rest of a body it will not forward; curl reads the 503).
+    let url = format!("{}/v1/usage", lab.field("url"));
+    let response = lab
+        .agent
+        .get(&url)
+        .header("authorization", format!("Bearer {}", lab.field("demo_api_key")))
+        .call()
+        .expect("HAProxy answers");
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    let body = response.into_body().read_to_string().expect("body");
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!((status, header("content-type").as_str()), (503, "application/problem+json"), "{body}");
+    assert_eq!(header("retry-after"), "1");
+    let problem: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(problem["type"], "urn:resizer:problem:service-unavailable", "{problem}");
+    assert_eq!(problem["status"], 503);
+    assert!(problem["request_id"].as_str().is_some_and(|id| id.len() == 36), "{problem}");
+    assert!(problem["title"].is_string() && problem["detail"].is_string(), "{problem}");
+}
+
 /// A tenant's rate limit holds for the cluster, not per api node: each node grants its share
 /// (the limit divided by the api nodes it hears announce themselves), and when a node is gone the
 /// others take its share: 2–4 s after a kill -9, at once after a SIGTERM.
