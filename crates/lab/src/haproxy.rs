@@ -37,18 +37,22 @@ impl Backend {
 }
 
 /// The `defaults` lines that make HAProxy's own answers — no server up (503), a server gone
-/// mid-answer (502) or silent past `timeout server` (504) — `application/problem+json` like
-/// every answer of the api, with a request id of their own (HAProxy's `unique-id`, a UUID made
-/// only when an error needs one). `deploy/haproxy.cfg` carries the same lines (a test checks).
-/// HAProxy 2.6 gives no hook for what it answers before a request is parsed (a malformed or
-/// oversized head: 400 in HTML).
+/// before its answer began (502) or silent past `timeout server` (504) —
+/// `application/problem+json` like every answer of the api, with a request id of their own
+/// (HAProxy's `unique-id`, a UUID per request) in the body and in `X-Request-Id`, and in the log
+/// line (the `option httplog` format with `%ID` at the end, which these lines replace it by).
+/// `deploy/haproxy.cfg` carries the same lines (a test checks). Not covered: what HAProxy 2.6
+/// answers before a request is parsed — a malformed head or one over its buffer (HTML 400), a
+/// head slower than `timeout http-request` (HTML 408).
 pub const PROBLEM_ERRORS: &str = concat!(
+    r#"    log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %hr %hs %{+Q}r %ID""#,
+    "\n",
     "    unique-id-format %[uuid()]\n",
-    r#"    http-error status 502 content-type application/problem+json hdr cache-control no-store lf-string "{\"type\":\"urn:resizer:problem:bad-gateway\",\"title\":\"Bad gateway\",\"status\":502,\"detail\":\"The server closed the connection before answering.\",\"request_id\":\"%[unique-id]\"}""#,
+    r#"    http-error status 502 content-type application/problem+json hdr cache-control no-store hdr x-request-id "%[unique-id]" lf-string "{\"type\":\"urn:resizer:problem:bad-gateway\",\"title\":\"Bad gateway\",\"status\":502,\"detail\":\"The server closed the connection before answering.\",\"request_id\":\"%[unique-id]\"}""#,
     "\n",
-    r#"    http-error status 503 content-type application/problem+json hdr cache-control no-store hdr retry-after 1 lf-string "{\"type\":\"urn:resizer:problem:service-unavailable\",\"title\":\"Service unavailable\",\"status\":503,\"detail\":\"No server behind the load balancer is up; retry shortly.\",\"request_id\":\"%[unique-id]\",\"retry_after_ms\":1000}""#,
+    r#"    http-error status 503 content-type application/problem+json hdr cache-control no-store hdr x-request-id "%[unique-id]" hdr retry-after 1 hdr retry-after-ms 1000 lf-string "{\"type\":\"urn:resizer:problem:service-unavailable\",\"title\":\"Service unavailable\",\"status\":503,\"detail\":\"No server behind the load balancer is up; retry shortly.\",\"request_id\":\"%[unique-id]\",\"retry_after_ms\":1000}""#,
     "\n",
-    r#"    http-error status 504 content-type application/problem+json hdr cache-control no-store lf-string "{\"type\":\"urn:resizer:problem:gateway-timeout\",\"title\":\"Gateway timeout\",\"status\":504,\"detail\":\"The server did not answer in time.\",\"request_id\":\"%[unique-id]\"}""#,
+    r#"    http-error status 504 content-type application/problem+json hdr cache-control no-store hdr x-request-id "%[unique-id]" lf-string "{\"type\":\"urn:resizer:problem:gateway-timeout\",\"title\":\"Gateway timeout\",\"status\":504,\"detail\":\"The server did not answer in time.\",\"request_id\":\"%[unique-id]\"}""#,
     "\n",
 );
 
@@ -406,7 +410,6 @@ pub fn render_config(
          defaults\n    \
          mode http\n    \
          log global\n    \
-         option httplog\n    \
          option dontlog-normal\n    \
          # a connection refused by a dead node is retried on another one\n    \
          option redispatch 1\n    \
@@ -455,6 +458,25 @@ fn parse_stats_csv(csv: &str) -> Option<Vec<ServerState>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_error_bodies_are_json_problems() {
+        let bodies: Vec<String> = PROBLEM_ERRORS
+            .lines()
+            .filter_map(|line| line.split_once(" lf-string \"").map(|(_, body)| body.trim_end_matches('"').to_owned()))
+            .collect();
+        assert_eq!(bodies.len(), 3, "{PROBLEM_ERRORS}");
+        for body in bodies {
+            // As HAProxy renders it: `\"` is a quote, `%[unique-id]` a UUID.
+            let body = body.replace("\\\"", "\"").replace("%[unique-id]", "00000000-0000-4000-8000-000000000000");
+            let problem: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+            for field in ["type", "title", "detail", "request_id"] {
+                assert!(problem[field].is_string(), "{field} in {body}");
+            }
+            assert!(problem["type"].as_str().is_some_and(|t| t.starts_with("urn:resizer:problem:")), "{body}");
+            assert!(problem["status"].as_u64().is_some_and(|s| (500..600).contains(&s)), "{body}");
+        }
+    }
 
     #[test]
     fn stats_csv_servers() {

@@ -582,24 +582,36 @@ fn the_load_balancers_own_answers_are_problem_json() {
     let lab = Lab::up(&["--workers", "0"]);
     lab.signal("api-0", lab::Signal::Kill);
     lab.signal("api-1", lab::Signal::Kill);
-    // A GET: to a POST, ureq reported the connection closed in one run (HAProxy answers and
-    // closes without reading the rest of a body it will not forward; curl reads the 503).
-    let url = format!("{}/v1/usage", lab.field("url"));
+    // Once HAProxy has taken both out: before, a request may still reach a dying node (502).
+    let stats = format!("{};csv", lab.url_of("haproxy", "stats"));
+    lab::poll_until("HAProxy to take both api nodes out", Duration::from_secs(5), Duration::from_millis(50), || {
+        let csv = lab.agent.get(&stats).call().map_err(|e| e.to_string())?.into_body().read_to_string();
+        let csv = csv.map_err(|e| e.to_string())?;
+        let down = csv.lines().filter(|l| l.starts_with("api_nodes,api-") && l.contains(",DOWN")).count();
+        if down == 2 {
+            Ok(())
+        } else {
+            Err(csv)
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("{}/v1/resize?width=100", lab.field("url"));
     let response = lab
         .agent
-        .get(&url)
+        .post(&url)
         .header("authorization", format!("Bearer {}", lab.field("demo_api_key")))
-        .call()
+        .send(&sample_jpeg()[..])
         .expect("HAProxy answers");
     let (status, headers) = (response.status().as_u16(), response.headers().clone());
     let body = response.into_body().read_to_string().expect("body");
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     assert_eq!((status, header("content-type").as_str()), (503, "application/problem+json"), "{body}");
-    assert_eq!(header("retry-after"), "1");
+    assert_eq!((header("retry-after"), header("retry-after-ms")), ("1".to_owned(), "1000".to_owned()));
     let problem: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(problem["type"], "urn:resizer:problem:service-unavailable", "{problem}");
     assert_eq!(problem["status"], 503);
     assert!(problem["request_id"].as_str().is_some_and(|id| id.len() == 36), "{problem}");
+    assert_eq!(problem["request_id"].as_str(), Some(header("x-request-id").as_str()), "the header carries the same id");
     assert!(problem["title"].is_string() && problem["detail"].is_string(), "{problem}");
 }
 
