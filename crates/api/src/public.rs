@@ -548,7 +548,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         dispatch: app.conversions.stats(),
         staged: app.conversions.queue().map(|q| q.staging.load()),
         queue_connected: app.conversions.queue().map(|q| q.queue.connected()),
-        api_nodes: app.conversions.queue().map(|_| app.api_nodes()),
+        api_nodes: app.conversions.queue().map(|q| q.api_peers.count()),
         replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),
         spool: app.metering.as_ref().and_then(|m| m.spool.as_ref()).map(|spool| spool.stats()),
         cache_keys: app.cache.len(),

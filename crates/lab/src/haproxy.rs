@@ -39,7 +39,7 @@ impl Backend {
 /// The `defaults` lines that make HAProxy's own answers — no server up (503), a server gone
 /// before its answer began (502) or silent past `timeout server` (504) —
 /// `application/problem+json` like every answer of the api, with a request id of their own
-/// (HAProxy's `unique-id`, a UUID per request) in the body and in `X-Request-Id`, and in the log
+/// (HAProxy's `unique-id`, a UUID) in the body and in `X-Request-Id`, and in the log
 /// line (the `option httplog` format with `%ID` at the end, which these lines replace it by).
 /// `deploy/haproxy.cfg` carries the same lines (a test checks). Not covered: what HAProxy 2.6
 /// answers before a request is parsed — a malformed head or one over its buffer (HTML 400), a
