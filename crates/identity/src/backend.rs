@@ -3,7 +3,8 @@
 //! service. The admin API and the feeders take `&dyn Store`, so both modes run the same code.
 //! Every method blocks: call it from a blocking thread.
 
-use crate::model::{ApiKey, Change, KeyId, Snapshot, Tenant, TenantId, TenantLimits, TenantStatus};
+use crate::key::KeyId;
+use crate::model::{ApiKey, Change, Snapshot, Tenant, TenantId, TenantLimits, TenantStatus};
 use crate::store::{IdentityStore, StoreError};
 
 pub trait Store: Send + Sync {

@@ -16,10 +16,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use crate::key::{ct_eq, parse_key, KeyFormatError};
-use crate::model::{
-    Change, ChangeKind, Credential, KeyId, Snapshot, TenantId, TenantLimits, TenantState, TenantStatus,
-};
+use crate::key::{ct_eq, parse_key, KeyFormatError, KeyId};
+use crate::model::{Change, ChangeKind, Credential, Snapshot, TenantId, TenantLimits, TenantState, TenantStatus};
 
 /// Why a presented key was refused. The api maps `Malformed` and `UnknownKey` to 401,
 /// `Revoked` and `TenantSuspended` to 403.

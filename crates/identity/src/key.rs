@@ -1,4 +1,5 @@
-//! The API key format: generating a key, parsing a presented one, hashing its secret.
+//! The API key format: generating a key, parsing a presented one, hashing its secret, and the
+//! public key id ([`KeyId`]) every key carries.
 //!
 //! ```text
 //! rsz_<key id>_<secret>_<checksum>          56 characters in all
@@ -18,9 +19,10 @@
 //!
 //! This module must not touch storage: it turns strings into ids and hashes and back.
 
-use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
 
-use crate::model::KeyId;
+use sha2::{Digest, Sha256};
 
 pub const KEY_PREFIX: &str = "rsz_";
 pub const KEY_ID_LEN: usize = 12;
@@ -34,6 +36,54 @@ const SECRET_START: usize = ID_START + KEY_ID_LEN + 1;
 const CHECKSUM_START: usize = SECRET_START + SECRET_LEN + 1;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// An API key's public id: the 12 base62 characters after `rsz_` in the key itself. Random, so
+/// ids do not reveal how many keys exist. Safe to log and to show in admin listings; it grants
+/// nothing without the secret.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyId([u8; KEY_ID_LEN]);
+
+impl KeyId {
+    /// From bytes already checked to be base62 (the key parser and the generator).
+    pub(crate) fn from_base62(bytes: [u8; KEY_ID_LEN]) -> Self {
+        debug_assert!(bytes.iter().all(|&b| is_base62(b)));
+        KeyId(bytes)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Invariant: only base62 (ASCII) bytes ever get in, see `from_base62` and `from_str`.
+        std::str::from_utf8(&self.0).expect("KeyId holds ASCII")
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.as_str())
+    }
+}
+
+/// The reason a string is not a key id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a key id is {KEY_ID_LEN} characters from [0-9A-Za-z]")]
+pub struct InvalidKeyId;
+
+impl FromStr for KeyId {
+    type Err = InvalidKeyId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes: [u8; KEY_ID_LEN] = s.as_bytes().try_into().map_err(|_| InvalidKeyId)?;
+        if !bytes.iter().all(|&b| is_base62(b)) {
+            return Err(InvalidKeyId);
+        }
+        Ok(KeyId(bytes))
+    }
+}
 
 /// Why a presented string is not an API key. Deciding it needs no lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -68,8 +118,8 @@ impl ParsedKey {
     }
 }
 
-impl std::fmt::Debug for ParsedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for ParsedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ParsedKey").field("key_id", &self.key_id).field("secret", &"<redacted>").finish()
     }
 }

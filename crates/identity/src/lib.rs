@@ -15,7 +15,7 @@
 //! not store, log or print a key's secret (only its SHA-256 is kept, and the full key exists once,
 //! in the value [`IdentityStore::create_key`] returns), and must not reach into other crates.
 //!
-//! Files: `key.rs` the key format, `model.rs` the types, `store.rs` the SQLite store,
+//! Files: `key.rs` the key format and key ids, `model.rs` the other types, `store.rs` the SQLite store,
 //! `migrations.rs` its schema, `pg.rs` the PostgreSQL store with its schema, `cache.rs` the
 //! credential cache, `feed.rs` store → cache.
 
@@ -31,11 +31,10 @@ mod store;
 pub use backend::Store;
 pub use cache::{AuthError, Authenticated, CacheError, CredentialCache};
 pub use feed::{feed, Fed};
-pub use key::{parse_key, KeyFormatError, ParsedKey, KEY_LEN, KEY_PREFIX};
+pub use key::{parse_key, InvalidKeyId, KeyFormatError, KeyId, ParsedKey, KEY_LEN, KEY_PREFIX};
 pub use model::{
-    ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidKeyId, InvalidLimits, InvalidStatus, KeyId,
-    Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus, MAX_INPUT_BYTES_CEILING,
-    MAX_INPUT_PIXELS_CEILING,
+    ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidLimits, InvalidStatus, Snapshot, Tenant, TenantId,
+    TenantLimits, TenantState, TenantStatus, MAX_INPUT_BYTES_CEILING, MAX_INPUT_PIXELS_CEILING,
 };
 pub use pg::{PgIdentityStore, POOL_SIZE};
 pub use store::{IdentityStore, Missing, StorageError, StoreError};

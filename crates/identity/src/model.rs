@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use crate::key::{is_base62, KEY_ID_LEN};
+use crate::key::KeyId;
 
 /// A tenant's id: assigned by the store, never reused. Not a secret and not a capability — it
 /// names a tenant in admin URLs, logs and usage records.
@@ -35,54 +35,6 @@ impl FromStr for TenantId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         s.parse().map(TenantId)
-    }
-}
-
-/// An API key's public id: the 12 base62 characters after `rsz_` in the key itself. Random, so
-/// ids do not reveal how many keys exist. Safe to log and to show in admin listings; it grants
-/// nothing without the secret.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KeyId([u8; KEY_ID_LEN]);
-
-impl KeyId {
-    /// From bytes already checked to be base62 (the key parser and the generator).
-    pub(crate) fn from_base62(bytes: [u8; KEY_ID_LEN]) -> Self {
-        debug_assert!(bytes.iter().all(|&b| is_base62(b)));
-        KeyId(bytes)
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Invariant: only base62 (ASCII) bytes ever get in, see `from_base62` and `from_str`.
-        std::str::from_utf8(&self.0).expect("KeyId holds ASCII")
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.as_str())
-    }
-}
-
-/// The reason a string is not a key id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a key id is {KEY_ID_LEN} characters from [0-9A-Za-z]")]
-pub struct InvalidKeyId;
-
-impl FromStr for KeyId {
-    type Err = InvalidKeyId;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes: [u8; KEY_ID_LEN] = s.as_bytes().try_into().map_err(|_| InvalidKeyId)?;
-        if !bytes.iter().all(|&b| is_base62(b)) {
-            return Err(InvalidKeyId);
-        }
-        Ok(KeyId(bytes))
     }
 }
 

@@ -31,9 +31,9 @@ use postgres::error::SqlState;
 use postgres::types::{FromSql, Type};
 use postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
 
-use crate::key;
+use crate::key::{self, KeyId};
 use crate::model::{
-    ApiKey, Change, ChangeKind, Credential, KeyId, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
+    ApiKey, Change, ChangeKind, Credential, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
 };
 // The rules and conversions are the SQLite store's, shared: both stores accept and refuse the
 // same input.

@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-use crate::key;
+use crate::key::{self, KeyId};
 use crate::migrations::{self, MigrateError};
 use crate::model::{
-    ApiKey, Change, ChangeKind, Credential, InvalidLimits, KeyId, Snapshot, Tenant, TenantId, TenantLimits,
-    TenantState, TenantStatus,
+    ApiKey, Change, ChangeKind, Credential, InvalidLimits, Snapshot, Tenant, TenantId, TenantLimits, TenantState,
+    TenantStatus,
 };
 
 /// How long a writer waits for another process's write lock before giving up with `Storage`.
