@@ -3,7 +3,9 @@
 
 mod cmd;
 mod config;
+mod dev_file;
 mod logging;
+mod node;
 mod process_limits;
 mod signals;
 

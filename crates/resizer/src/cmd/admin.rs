@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
-use crate::cmd::dev::DevFile;
+use crate::dev_file::DevFile;
 
 #[derive(clap::Args, Debug)]
 pub struct AdminArgs {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use identity::CredentialCache;
 
-use crate::cmd::dev::{bind, serve_node};
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
+use crate::node::{bind, serve_node};
 
 #[derive(clap::Args, Debug)]
 pub struct ApiArgs {

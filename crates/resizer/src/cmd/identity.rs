@@ -14,9 +14,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use identity::CredentialCache;
 
-use crate::cmd::dev::{bind, open_archive, open_rollups};
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
+use crate::node::{bind, open_archive, open_rollups};
 
 #[derive(clap::Args, Debug)]
 pub struct IdentityArgs {

@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use lab::{Backend, InfraOptions, ProcessSpec, LOOPBACK};
 
-use crate::cmd::dev::generate_admin_token;
+use crate::node::generate_admin_token;
 
 #[derive(clap::Args, Debug)]
 pub struct LabArgs {

@@ -19,9 +19,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures_util::StreamExt;
 
-use crate::cmd::dev::{bind, open_archive, open_rollups};
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
+use crate::node::{bind, open_archive, open_rollups};
 
 #[derive(clap::Args, Debug)]
 pub struct UsageArgs {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::cmd::dev::bind;
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
+use crate::node::bind;
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {

@@ -1,0 +1,172 @@
+//! What every node command shares: listening, serving an api node with its metering (spooled
+//! usage applied here or shipped to the usage stream), opening the usage archive and rollups the
+//! configuration names, and a fresh admin token. `cmd/dev.rs` and the cluster roles in `cmd/`
+//! call this; it never calls them, and it holds no business logic of its own (that is in the
+//! crates it wires).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use identity::CredentialCache;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+
+/// Serves an api node (dev's or the cluster's) until SIGTERM/SIGINT, with metering: records are
+/// spooled before each answer; the embedded aggregator applies the batches, or, given the usage
+/// stream (`usage_stream`, cluster api nodes with `usage.mode = ship`), they are shipped to it.
+pub async fn serve_node(
+    config: &Config,
+    admin_token: String,
+    credentials: api::Credentials,
+    cache: Arc<CredentialCache>,
+    conversions: api::Conversions,
+    listeners: api::Listeners,
+    usage_stream: Option<async_nats::jetstream::Context>,
+) -> anyhow::Result<()> {
+    {
+        let fsync = Duration::from_millis(config.usage.fsync_interval_ms.max(1));
+        // Off the runtime: opening PostgreSQL rollups blocks (and runs the client's own runtime).
+        let opened = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || open_metering(&config)).await?
+        };
+        let (metering, usage_loop) = match opened? {
+            Some((metering, aggregator)) => {
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let stopped = async move {
+                    let _ = stopped.await;
+                };
+                let spool = metering.spool.clone().context("a metered node has a spool")?;
+                let task = match usage_stream {
+                    Some(js) => {
+                        let replicas = config.queue.replicas.max(1);
+                        tokio::spawn(usage::run_shipping(
+                            spool,
+                            move |id, records| ship(js.clone(), replicas, id, records),
+                            fsync,
+                            4,
+                            stopped,
+                        ))
+                    }
+                    None => {
+                        tokio::spawn(usage::run_embedded(spool, aggregator, fsync, 4, Duration::from_secs(60), stopped))
+                    }
+                };
+                (Some(metering), Some((stop, task)))
+            }
+            None => (None, None),
+        };
+        let app = api::App::new(config.api_config(admin_token), credentials, cache, conversions, metering);
+        let served = api::serve(app, listeners, crate::signals::shutdown()).await;
+        // After the last answer: seal the open batch and apply everything, so the audit is complete.
+        if let Some((stop, task)) = usage_loop {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        served?;
+        Ok(())
+    }
+}
+
+/// One sealed batch to the usage stream (created if missing): one message under its batch id,
+/// or parts under their own ids when it is larger than a message may be.
+async fn ship(
+    js: async_nats::jetstream::Context,
+    replicas: usize,
+    batch_id: String,
+    records: Vec<usage::UsageRecord>,
+) -> Result<(), String> {
+    let messages = queue::usage_messages(&batch_id, &records).map_err(|e| e.to_string())?;
+    for (id, payload) in messages {
+        let payload = bytes::Bytes::from(payload);
+        if let Err(first) = queue::ship_batch(&js, &id, payload.clone()).await {
+            // The stream may not exist yet (a fresh cluster): create it and try once more.
+            queue::ensure_usage_stream(&js, replicas).await.map_err(|e| format!("{first}; {e}"))?;
+            queue::ship_batch(&js, &id, payload).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// The usage archive the configuration names: `<data_dir>/archive` or `usage.archive_url`.
+pub fn open_archive(config: &Config) -> anyhow::Result<usage::Archive> {
+    if config.usage.archive_url.is_empty() {
+        return usage::Archive::local(&config.data_dir.join("archive")).context("opening the usage archive");
+    }
+    let options: Vec<(String, String)> = config
+        .usage
+        .archive_options
+        .split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            None => anyhow::bail!("usage.archive_options: `{kv}` is not key=value"),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    usage::Archive::from_url(&config.usage.archive_url, &options).context("opening the usage archive")
+}
+
+/// The rollups the configuration names: `<data_dir>/usage.sqlite`, or PostgreSQL for a
+/// `postgres://` `usage.rollups_database`.
+pub fn open_rollups(config: &Config) -> anyhow::Result<Arc<usage::Rollups>> {
+    let database = &config.usage.rollups_database;
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        return Ok(Arc::new(
+            usage::Rollups::connect_postgres(database).context("connecting to the usage rollups database")?,
+        ));
+    }
+    let path = if database.is_empty() { config.data_dir.join("usage.sqlite") } else { database.into() };
+    Ok(Arc::new(usage::Rollups::open(&path).context("opening the usage rollups")?))
+}
+
+/// The spool, rollups and archive under the data directory (or the configured archive URL).
+fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<usage::Aggregator>)>> {
+    if !config.usage.enabled {
+        tracing::warn!("usage metering is off: requests are neither billed nor audited");
+        return Ok(None);
+    }
+    let data = &config.data_dir;
+    let memory_dir = match config.usage.spool_memory_dir.as_str() {
+        "" => None,
+        dir if std::path::Path::new(dir).is_dir() => Some(std::path::PathBuf::from(dir)),
+        dir => {
+            tracing::warn!(dir, "usage.spool_memory_dir is not a directory: each record is written with write(2)");
+            None
+        }
+    };
+    let spool_config = usage::SpoolConfig {
+        max_batch_age: Duration::from_millis(config.usage.batch_max_age_ms.max(1)),
+        memory_dir,
+        ..usage::SpoolConfig::default()
+    };
+    let spool = Arc::new(usage::Spool::open(&data.join("spool"), spool_config).context("opening the usage spool")?);
+    let rollups = open_rollups(config)?;
+    let archive = open_archive(config)?;
+    let aggregator = Arc::new(usage::Aggregator::new(rollups.clone(), archive.clone()));
+    let rollup_reads = Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE));
+    let metering =
+        api::Metering { spool: Some(spool), rollups, archive, node: config.usage.node_id.clone(), rollup_reads };
+    Ok(Some((metering, aggregator)))
+}
+
+pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another resizer running there? choose another address with {setting})")
+    })
+}
+
+/// A fresh admin token: `rsza_` and 32 base62 characters (about 190 bits) from the OS's entropy.
+pub fn generate_admin_token() -> anyhow::Result<String> {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut bytes = [0u8; 40];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy for the admin token: {e}"))?;
+    // 248 is the largest multiple of 62 below 256: rejecting above it keeps the draw uniform.
+    let chars: String =
+        bytes.iter().filter(|&&b| b < 248).take(32).map(|&b| ALPHABET[usize::from(b % 62)] as char).collect();
+    if chars.len() < 32 {
+        return generate_admin_token();
+    }
+    Ok(format!("rsza_{chars}"))
+}
