@@ -1,7 +1,7 @@
 //! NATS client credentials carried in the URLs: `nats://user:password@host:4222` or
 //! `nats://token@host:4222` (percent-encoded where needed). async-nats ignores credentials in a
 //! URL, so they are taken out and handed to the client; and every URL we log goes through
-//! [`redact_urls`] first.
+//! [`redact_urls`] first ([`redact_url`] serves any one URL with a login, PostgreSQL's too).
 
 use percent_encoding::percent_decode_str;
 
@@ -70,19 +70,22 @@ fn userinfo(url: &str) -> Option<(&str, usize, usize)> {
 
 /// `urls` (comma-separated) with every password or token replaced by `***`, for logs and errors.
 pub fn redact_urls(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| match userinfo(url) {
-            Some((info, start, end)) => {
-                let shown = match info.split_once(':') {
-                    Some((user, _)) => format!("{user}:***@"),
-                    None => "***@".to_owned(),
-                };
-                format!("{}{shown}{}", &url[..start], &url[end..])
-            }
-            None => url.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    urls.split(',').map(redact_url).collect::<Vec<_>>().join(",")
+}
+
+/// One `scheme://user:password@host...` URL (NATS, PostgreSQL, any) with its password or token
+/// replaced by `***`, for logs and errors; a URL without credentials is returned as it is.
+pub fn redact_url(url: &str) -> String {
+    match userinfo(url) {
+        Some((info, start, end)) => {
+            let shown = match info.split_once(':') {
+                Some((user, _)) => format!("{user}:***@"),
+                None => "***@".to_owned(),
+            };
+            format!("{}{shown}{}", &url[..start], &url[end..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +133,8 @@ mod tests {
         );
         // An `@` after the authority is not a credential.
         assert_eq!(redact_urls("nats://h1:4222/x@y"), "nats://h1:4222/x@y");
+        // One URL whose password holds a comma (PostgreSQL's, say) is redacted whole.
+        assert_eq!(redact_url("postgres://identity:a,b@db:5432/resizer"), "postgres://identity:***@db:5432/resizer");
         let debug = format!("{:?}", Credentials::UserPassword { user: "u".into(), password: "hidden".into() });
         assert!(!debug.contains("hidden"), "{debug}");
     }

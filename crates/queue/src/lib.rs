@@ -26,7 +26,7 @@ mod usage_stream;
 mod wire;
 
 pub use config::{PullClass, QueueConfig, ACK_PROGRESS_EVERY};
-pub use credentials::redact_urls;
+pub use credentials::{redact_url, redact_urls};
 pub use error::QueueError;
 pub use jetstream::{connect, ensure_consumer, ensure_stream, existing_stream, JobQueue};
 pub use permissions::{

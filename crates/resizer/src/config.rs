@@ -380,7 +380,7 @@ impl Config {
         let database = &self.identity.database;
         if database.starts_with("postgres://") || database.starts_with("postgresql://") {
             let store = identity::PgIdentityStore::connect(database)
-                .with_context(|| format!("connecting to the identity database {}", redact(database)))?;
+                .with_context(|| format!("connecting to the identity database {}", queue::redact_url(database)))?;
             return Ok(std::sync::Arc::new(store));
         }
         let path = self.database_path();
@@ -493,18 +493,6 @@ fn unknown_env(env: &[(String, String)], known: &[String]) -> Vec<String> {
         .filter(|name| !known.contains(name) && !OTHERS.contains(&name.as_str()))
         .cloned()
         .collect()
-}
-
-/// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let user = &url[scheme + 3..at];
-            let user = user.split_once(':').map_or(user, |(name, _)| name);
-            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// Deep-merges `over` into `base` (tables merge, anything else replaces).
