@@ -2,6 +2,8 @@
 //! bearer token. Writes go to the identity store off the runtime and are then fed to this
 //! node's credential cache before the answer, so a key revoked here is refused by the very
 //! next public request.
+//!
+//! It must not import another handler file or the wiring (`server.rs`), which imports it.
 
 use std::sync::Arc;
 
@@ -15,10 +17,13 @@ use identity::{ApiKey, KeyId, Store, StoreError, Tenant, TenantId, TenantLimits,
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::body::{awaits_continue, drain, json_response, DRAIN_LIMIT};
+use crate::credentials::refresh_credentials;
+use crate::outcome::{Outcome, Route};
 use crate::problem::ApiError;
-use crate::public::json_response;
 use crate::request_id::RequestId;
-use crate::server::{refresh_credentials, Outcome, Route};
+use crate::usage_report::{usage_report, UsageQuery};
+use crate::{openapi, time, App};
 
 /// After an admin write: this node's cache takes it before the answer, and the relay (if any)
 /// is woken.
@@ -26,7 +31,6 @@ async fn written(app: &Arc<App>) {
     refresh_credentials(app).await;
     app.identity_written.notify_one();
 }
-use crate::{openapi, time, App};
 
 /// Refuses a request without the admin token, or with a declared body over [`BODY_LIMIT`],
 /// before its body is parsed (a route layer on every admin route but health and the OpenAPI
@@ -48,9 +52,7 @@ pub(crate) async fn token_first(State(app): State<Arc<App>>, request: Request, n
     // answer if the connection closed now, so a body up to 1 MiB is read and dropped first.
     let (parts, body) = request.into_parts();
     let deadline = tokio::time::Instant::now() + DRAIN_TIME;
-    if crate::public::awaits_continue(&parts.headers)
-        || !crate::public::drain(body, crate::public::DRAIN_LIMIT, deadline).await
-    {
+    if awaits_continue(&parts.headers) || !drain(body, DRAIN_LIMIT, deadline).await {
         response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
     }
     response.extensions_mut().insert(Route("admin"));
@@ -377,7 +379,7 @@ pub async fn tenant_usage(
 ) -> Response {
     admin(&app, &headers, rid, || async {
         let tenant = resolve_tenant_id(&app, tenant).await?;
-        crate::public::usage_report(&app, tenant.get(), query.as_deref().unwrap_or("")).await
+        usage_report(&app, tenant.get(), query.as_deref().unwrap_or("")).await
     })
     .await
 }
@@ -394,7 +396,7 @@ pub async fn tenant_audit(
 ) -> Response {
     admin(&app, &headers, rid, || async {
         let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage and audit are not read on this node: metering is off, or (identity service) usage.rollups_database is not set"))?;
-        let range = crate::public::UsageQuery::parse(query.as_deref().unwrap_or(""), false)?;
+        let range = UsageQuery::parse(query.as_deref().unwrap_or(""), false)?;
         let tenant = resolve_tenant_id(&app, tenant).await?;
         let page = metering
             .archive

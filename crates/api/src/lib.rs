@@ -13,21 +13,32 @@
 //! on the async runtime), must not decide credentials by itself (that is `identity`'s cache), and
 //! must not block the runtime: the SQLite store is only touched from `spawn_blocking`.
 //!
-//! Files: `server.rs` wiring and shutdown, `conversions.rs`, `internal.rs`, `public.rs` and `admin.rs` the handlers, `problem.rs`
-//! errors → problem+json, `ratelimit.rs`, `metrics.rs`, `openapi.rs`, `request_id.rs`, `time.rs`.
+//! Files: `server.rs` wiring and shutdown (it imports the handlers, never the other way);
+//! `public.rs`, `admin.rs` and `internal.rs` the handlers, which never import each other;
+//! `resize.rs` the steps of a resize after the body (image admission, conversion, answer, usage
+//! record); `outcome.rs` what a request came to (for the log, metrics and usage); `body.rs`
+//! reading, draining and JSON bodies; `usage_report.rs` usage reads; `credentials.rs` feeding
+//! the credential cache; `conversions.rs` where a conversion runs; `connections.rs`;
+//! `problem.rs` errors → problem+json; `ratelimit.rs`, `metrics.rs`, `openapi.rs`,
+//! `request_id.rs`, `time.rs`.
 
 mod admin;
+mod body;
 mod connections;
 mod conversions;
+mod credentials;
 mod internal;
 mod metrics;
 mod openapi;
+mod outcome;
 mod problem;
 mod public;
 mod ratelimit;
 mod request_id;
+mod resize;
 mod server;
 mod time;
+mod usage_report;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

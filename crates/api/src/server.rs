@@ -1,6 +1,9 @@
-//! Wiring: the two routers, the layer every request passes through (request id, metrics, access
-//! log, problem+json for the framework's own refusals), the credential-cache feeder, and the
-//! graceful shutdown.
+//! Wiring: the routers, the layer every request passes through (request id, metrics, access
+//! log, problem+json for the framework's own refusals), starting the credential-cache feeder,
+//! and the graceful shutdown.
+//!
+//! It imports the handlers (`public.rs`, `admin.rs`, `internal.rs`); nothing imports it but the
+//! crate root. Anything a handler needs from here belongs in a file of its own.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -18,59 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::connections::{self, ConnectionLimits};
+use crate::credentials::{feed_credentials, refresh_credentials};
+use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
 use crate::request_id::{self, RequestId};
 use crate::{admin, internal, public, App};
-
-/// When the request arrived (set by the tracking layer; deadlines count from here).
-#[derive(Clone, Copy)]
-pub struct Arrival(pub Instant);
-
-/// The route label of metrics and logs, set by each handler on its response.
-#[derive(Clone, Copy)]
-pub struct Route(pub &'static str);
-
-/// What a handler tells the access log about a request, beyond its status.
-#[derive(Clone, Default)]
-pub struct Outcome {
-    pub tenant: Option<TenantId>,
-    /// The API key's id, once authenticated.
-    pub key: Option<String>,
-    /// The problem type's slug of a failure (usage records keep it).
-    pub error_slug: &'static str,
-    /// What usage records need about the input and the conversion, as far as the request got.
-    pub input_bytes: u64,
-    pub input: Option<(&'static str, u32, u32)>,
-    pub conversion: Option<Conversion>,
-    pub lane: Option<&'static str>,
-    /// The remote worker that converted the image (cluster mode).
-    pub worker: Option<String>,
-    pub detail: Option<String>,
-    pub error: Option<String>,
-    pub auth_failure: Option<&'static str>,
-}
-
-#[derive(Clone, Copy)]
-pub struct Conversion {
-    pub format: &'static str,
-    pub width: u32,
-    pub height: u32,
-    pub bytes: u64,
-    pub queue_wait: std::time::Duration,
-    pub wall: std::time::Duration,
-    pub cpu: std::time::Duration,
-}
-
-impl Outcome {
-    /// Records `error` for the log and metrics, and answers it as problem+json.
-    pub fn fail(&mut self, error: ApiError, rid: &RequestId) -> Response {
-        self.auth_failure = error.auth_failure_reason();
-        self.error_slug = error.slug();
-        // A 5xx keeps its internal detail (Debug) for the log; the client gets only the id.
-        self.error = Some(if error.status().is_server_error() { format!("{error:?}") } else { error.to_string() });
-        error.into_response(rid)
-    }
-}
 
 /// The public and admin listeners, bound by the caller (so it knows the ports before serving).
 pub struct Listeners {
@@ -270,28 +225,4 @@ async fn framework_refusal(response: Response, rid: &RequestId) -> Response {
     }
     problem.extensions_mut().extend(parts.extensions);
     problem
-}
-
-/// Keeps the credential cache within `identity_refresh` of the store.
-async fn feed_credentials(app: Arc<App>) {
-    let mut ticks = tokio::time::interval(app.config.identity_refresh);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        refresh_credentials(&app).await;
-    }
-}
-
-/// One round of feeding, off the runtime (it reads SQLite). A failure leaves the cache as it
-/// was: requests keep being decided on the last known state, which is the availability side
-/// the blueprint chooses for the data plane.
-pub async fn refresh_credentials(app: &Arc<App>) {
-    let Some(store) = app.store().cloned() else { return };
-    let cache = app.cache.clone();
-    match tokio::task::spawn_blocking(move || identity::feed(store.as_ref(), &cache)).await {
-        Ok(Ok(identity::Fed::UpToDate { .. })) => {}
-        Ok(Ok(fed)) => tracing::debug!(?fed, "credential cache updated"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "credential cache not updated: identity store failed"),
-        Err(e) => tracing::error!(error = %e, "credential feeder panicked"),
-    }
 }
