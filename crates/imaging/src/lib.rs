@@ -21,6 +21,7 @@ mod error;
 mod extend;
 mod flatten;
 mod geometry;
+mod jpeg_simd;
 mod limits;
 mod orient;
 mod pipeline;
@@ -30,6 +31,7 @@ mod spec;
 
 pub use error::{ImagingError, LimitExceeded};
 pub use geometry::{plan, Plan};
+pub use jpeg_simd::jpeg_simd;
 pub use limits::Limits;
 pub use pipeline::{process, Output, Report};
 pub use probe::{probe, ImageFormat, Probe, ProbeError};
