@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::pull::Status;
+use crate::status::Status;
 
 pub fn router(status: Arc<Status>) -> Router {
     Router::new()

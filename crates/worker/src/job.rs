@@ -2,6 +2,8 @@
 //! fetch the source, convert, hand back the result, acknowledge. While it runs, the worker tells
 //! JetStream every [`queue::ACK_PROGRESS_EVERY`] that it is alive, so only a dead or frozen
 //! worker's jobs wait out `ack_wait` and go elsewhere.
+//!
+//! It must not pull jobs or import the pull loop (`pull.rs`), which imports it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use dispatch::{Dispatcher, Job};
 use imaging::{Limits, ResizeSpec};
 use queue::{unix_micros, unix_millis, Failure, FailureKind, JobMessage, ResultMeta, WireReport};
 
-use crate::pull::Status;
+use crate::status::Status;
 use crate::transfer::{self, TransferError};
 use crate::WorkerConfig;
 

@@ -13,20 +13,23 @@
 //! It must not talk to clients, keep any state beyond its jobs in flight, or decide billing: the
 //! api node records usage from what the worker reports.
 //!
-//! Files: `pull.rs` the slots and the pull loop, `job.rs` one job from delivery to ack,
+//! Files: `pull.rs` the slots and the pull loop (it imports `job.rs`, never the other way),
+//! `job.rs` one job from delivery to ack, `status.rs` what the health and metrics routes read,
 //! `transfer.rs` the HTTP fetch and return, `metrics.rs`, `http.rs` health and metrics.
 
 mod http;
 mod job;
 mod metrics;
 mod pull;
+mod status;
 mod transfer;
 
 use std::time::Duration;
 
 pub use http::router;
 pub use metrics::WorkerMetrics;
-pub use pull::{run, Status};
+pub use pull::run;
+pub use status::Status;
 
 /// What a worker process needs.
 #[derive(Debug, Clone)]

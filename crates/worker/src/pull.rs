@@ -6,8 +6,7 @@
 //! while they run starts at once.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
@@ -16,40 +15,12 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::job::{self, JobContext};
-use crate::metrics::WorkerMetrics;
+use crate::status::Status;
 use crate::transfer;
 use crate::{WorkerConfig, WorkerError};
 
 /// How long past its `expires` a pull may go unanswered before it is taken as lost.
 const PULL_GRACE: Duration = Duration::from_millis(500);
-
-/// What the health and metrics routes read.
-pub struct Status {
-    pub metrics: WorkerMetrics,
-    pub slots: usize,
-    ready: AtomicBool,
-    client: OnceLock<async_nats::Client>,
-}
-
-impl Status {
-    pub fn new(slots: usize) -> Arc<Status> {
-        Arc::new(Status {
-            metrics: WorkerMetrics::default(),
-            slots,
-            ready: AtomicBool::new(false),
-            client: OnceLock::new(),
-        })
-    }
-
-    pub fn connected(&self) -> bool {
-        self.client.get().is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected)
-    }
-
-    /// Pulling jobs: set up, not shutting down, and connected to NATS.
-    pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.connected()
-    }
-}
 
 /// Runs the worker until `shutdown` resolves, then stops pulling and lets the jobs in flight
 /// finish (up to `shutdown_grace`): their results are delivered and acknowledged.
@@ -60,7 +31,7 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     tokio::pin!(shutdown);
     let client = queue::connect(&config.nats_urls, &config.node_id, Some(queue::Role::Worker)).await?;
-    let _ = status.client.set(client.clone());
+    status.set_client(client.clone());
     let js = jetstream::new(client.clone());
     let (fast, large) = tokio::select! {
         () = &mut shutdown => return Ok(()),
@@ -85,7 +56,7 @@ pub async fn run(
         client: client.clone(),
         js: js.clone(),
     });
-    status.ready.store(true, Ordering::Relaxed);
+    status.set_ready(true);
     tracing::info!(node = config.node_id, slots, prefetch = config.prefetch, large_pulls, "worker pulling jobs");
 
     let (stop, stopped) = watch::channel(false);
@@ -97,7 +68,7 @@ pub async fn run(
         tasks.spawn(slot(large.clone(), context.clone(), stopped.clone()));
     }
     shutdown.await;
-    status.ready.store(false, Ordering::Relaxed);
+    status.set_ready(false);
     let _ = stop.send(true);
     tracing::info!(grace_ms = config.shutdown_grace.as_millis() as u64, "shutting down: finishing jobs in flight");
     let drained = async { while tasks.join_next().await.is_some() {} };
