@@ -12,17 +12,20 @@
 //! beyond their ids, and it never decides what a request costs: the rollups keep quantities per
 //! status, billing rules price them (docs/usage.md).
 //!
-//! Files: `record.rs`, `spool.rs`, `ship.rs`, `aggregator.rs`, `rollup.rs`, `archive.rs`.
+//! Files: `record.rs`, `spool.rs`, `ship.rs`, `aggregator.rs`, `rollup.rs`, `archive/` (its
+//! `mod.rs` lists its files), `calendar.rs` (the UTC dates of the archive's partitions).
 
 mod aggregator;
 mod archive;
+mod calendar;
 mod record;
 mod rollup;
 mod ship;
 mod spool;
 
 pub use aggregator::{drain_spool, run_embedded, AggregateError, Aggregator};
-pub use archive::{Archive, ArchiveError, AuditCursor, AuditPage};
+pub use archive::read::{AuditCursor, AuditPage};
+pub use archive::{Archive, ArchiveError};
 pub use record::{Text, UsageRecord};
 pub use rollup::{Bucket, Granularity, RollupError, Rollups, Totals};
 pub use ship::{run_shipping, ship_spool, ShipError};

@@ -5,8 +5,8 @@ Usage: read_parquet.py DIR
 
 Opens every *.parquet file under DIR (an archive root: tenant=<id>/date=<YYYY-MM-DD>/...), prints
 its schema and row count, and checks the column names and types against the table in
-crates/usage/src/archive.rs, the codecs (ZSTD on request_id and params in a batch's file, on every
-column in a compacted one), that no column is nullable, and that the `tenant`
+crates/usage/src/archive/format.rs, the codecs (ZSTD on request_id and params in a batch's file, on
+every column in a compacted one), that no column is nullable, and that the `tenant`
 column and the file's date agree with its path. Exits 1 on any mismatch, 2 when DIR has no files.
 """
 
