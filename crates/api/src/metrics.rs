@@ -174,8 +174,8 @@ impl Metrics {
                 "Moving mean service time per lane (the basis of Retry-After).",
                 |l| d.lanes.get(l).mean_service_time.as_secs_f64(),
             );
-            gauge(&mut out, "resizer_workers", "Worker threads of the pool.", d.workers as f64);
-            gauge(&mut out, "resizer_workers_busy", "Workers running a conversion now.", d.busy_workers as f64);
+            gauge(&mut out, "resizer_workers", "Worker threads of the pool.", d.threads as f64);
+            gauge(&mut out, "resizer_workers_busy", "Workers running a conversion now.", d.busy_threads as f64);
             counter(&mut out, "resizer_jobs_completed_total", "Jobs a worker ran to the end.", d.completed);
             counter(
                 &mut out,
@@ -302,7 +302,7 @@ mod tests {
         m.http_request("resize", 200, Duration::from_millis(3));
         m.http_request("resize", 200, Duration::from_millis(30));
         m.http_request("resize", 429, Duration::from_micros(100));
-        let stats = dispatch::Dispatcher::start(dispatch::DispatchConfig::with_workers(1)).stats();
+        let stats = dispatch::Dispatcher::start(dispatch::DispatchConfig::with_threads(1)).stats();
         let text = m.render(&Gauges {
             dispatch: Some(stats),
             staged: None,

@@ -1,10 +1,10 @@
-//! The size lanes and the configuration of the pool: how many workers, where the lanes split,
+//! The size lanes and the configuration of the pool: how many threads, where the lanes split,
 //! how many jobs each lane may hold. Every field has a documented default.
 
 use std::fmt;
 
 /// A size class. Each lane has its own bounded FIFO, so a burst of huge images fills only its
-/// own lane and never the queue small images wait in.
+/// own lane and never the one small images wait in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lane {
     /// Fewer than [`DispatchConfig::medium_from_pixels`] pixels (default: under 1 MP).
@@ -27,8 +27,8 @@ impl Lane {
         }
     }
 
-    /// Large jobs (seconds each) may not take every worker: one is always left for the other
-    /// lanes. Medium jobs (tens of milliseconds) may use them all; a small job queued behind
+    /// Large jobs (seconds each) may not take every thread: one is always left for the other
+    /// lanes. Medium jobs (tens of milliseconds) may use them all; a small job waiting behind
     /// them waits about one medium service time, not a large one.
     pub(crate) fn is_capped(self) -> bool {
         self == Lane::Large
@@ -41,7 +41,7 @@ impl fmt::Display for Lane {
     }
 }
 
-/// One value per lane: capacities in the config, queue figures in the stats.
+/// One value per lane: capacities in the config, lane figures in the stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PerLane<T> {
     pub small: T,
@@ -75,13 +75,13 @@ impl<T> PerLane<T> {
     }
 }
 
-/// How the pool is built. `Default` sizes it to this machine; [`DispatchConfig::with_workers`]
-/// to a given number of workers.
+/// How the pool is built. `Default` sizes it to this machine; [`DispatchConfig::with_threads`]
+/// to a given number of threads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatchConfig {
-    /// Worker threads, one per core: the conversion is CPU-bound and single-threaded per image.
+    /// Pool threads, one per core: the conversion is CPU-bound and single-threaded per image.
     /// Default: `std::thread::available_parallelism()` (1 if unknown). 0 is treated as 1.
-    pub workers: usize,
+    pub threads: usize,
     /// Jobs of this many pixels (width × height) or more go to the medium lane. Default 1,000,000.
     pub medium_from_pixels: u64,
     /// Jobs of this many pixels or more go to the large lane. Default 16,000,000.
@@ -89,23 +89,23 @@ pub struct DispatchConfig {
     /// Most jobs each lane may hold waiting (running jobs do not count). A submit to a full lane
     /// fails at once with `Overloaded`. Capacity 0 closes the lane.
     ///
-    /// Defaults, per worker: small 32, medium 4, large 2. A job waits about
-    /// depth × service time ÷ workers, so these keep a full lane's wait near the service's
+    /// Defaults, per thread: small 32, medium 4, large 2. A job waits about
+    /// depth × service time ÷ threads, so these keep a full lane's wait near the service's
     /// 500 ms p99 budget for typical service times (small ~10 ms, medium ~100 ms, large ~1 s);
-    /// a longer queue would only hold bytes of jobs that expire before a worker reaches them.
-    /// They also bound the memory of queued inputs: capacity × `Limits::max_input_bytes`.
+    /// a longer lane would only hold bytes of jobs that expire before a thread reaches them.
+    /// They also bound the memory of waiting inputs: capacity × `Limits::max_input_bytes`.
     pub capacity: PerLane<usize>,
 }
 
 impl DispatchConfig {
-    /// The documented defaults for a pool of `workers` threads.
-    pub fn with_workers(workers: usize) -> DispatchConfig {
-        let workers = workers.max(1);
+    /// The documented defaults for a pool of `threads` threads.
+    pub fn with_threads(threads: usize) -> DispatchConfig {
+        let threads = threads.max(1);
         DispatchConfig {
-            workers,
+            threads,
             medium_from_pixels: 1_000_000,
             large_from_pixels: 16_000_000,
-            capacity: PerLane { small: 32 * workers, medium: 4 * workers, large: 2 * workers },
+            capacity: PerLane { small: 32 * threads, medium: 4 * threads, large: 2 * threads },
         }
     }
 
@@ -123,7 +123,7 @@ impl DispatchConfig {
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        DispatchConfig::with_workers(std::thread::available_parallelism().map_or(1, usize::from))
+        DispatchConfig::with_threads(std::thread::available_parallelism().map_or(1, usize::from))
     }
 }
 
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn lanes_split_at_1_and_16_megapixels_by_default() {
-        let config = DispatchConfig::with_workers(2);
+        let config = DispatchConfig::with_threads(2);
         assert_eq!(config.lane_for(0), Lane::Small);
         assert_eq!(config.lane_for(999_999), Lane::Small);
         assert_eq!(config.lane_for(1_000_000), Lane::Medium);
@@ -143,9 +143,9 @@ mod tests {
     }
 
     #[test]
-    fn default_capacities_scale_with_workers() {
-        let config = DispatchConfig::with_workers(4);
+    fn default_capacities_scale_with_threads() {
+        let config = DispatchConfig::with_threads(4);
         assert_eq!(config.capacity, PerLane { small: 128, medium: 16, large: 8 });
-        assert_eq!(DispatchConfig::with_workers(0).workers, 1);
+        assert_eq!(DispatchConfig::with_threads(0).threads, 1);
     }
 }

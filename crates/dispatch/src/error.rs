@@ -8,11 +8,11 @@ use crate::config::Lane;
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     /// The job's lane is full: answer 503 with `Retry-After` at once. `retry_after` estimates when
-    /// the lane will have room: queue depth × recent mean service time ÷ workers serving the lane,
+    /// the lane will have room: lane depth × recent mean service time ÷ threads serving the lane,
     /// at least 1 ms.
     #[error("the {lane} lane is full; retry after {} ms", retry_after.as_millis())]
     Overloaded { lane: Lane, retry_after: Duration },
-    /// The deadline passed before the result was ready, whether the job was still queued (it is
+    /// The deadline passed before the result was ready, whether the job was still waiting (it is
     /// dropped, never run) or already running (its result is discarded). HTTP 504.
     #[error("the deadline passed before the image was ready")]
     DeadlineExceeded,
@@ -22,8 +22,9 @@ pub enum DispatchError {
     /// The pipeline refused or failed the image; its own status applies.
     #[error(transparent)]
     Imaging(#[from] imaging::ImagingError),
-    /// The pipeline panicked on this job (a bug of ours; the worker lives on). HTTP 500. The
-    /// message is for the logs, not for the client.
+    /// The pipeline panicked on this job (a bug of ours; the pool thread lives on). HTTP 500. The
+    /// message is for the logs, not for the client. The name and message are the image worker's
+    /// in both modes: in the cluster a `worker` node's pool is where the panic happened.
     #[error("the image worker panicked: {message}")]
     WorkerPanicked { message: String },
 }

@@ -8,31 +8,37 @@
 //!
 //! It owns admission (lane capacity, `Overloaded` with a `Retry-After` estimate, answered at
 //! once), deadlines (an expired job is never run; the submitter is answered at its deadline),
-//! cancellation (a dropped submit withdraws its queued job), the lane policy (one worker is
-//! kept for small images, below), panic isolation and the drain at
-//! shutdown.
+//! cancellation (a dropped submit withdraws its waiting job), the lane policy (one thread is
+//! kept for small images, below), panic isolation and the drain at shutdown.
 //!
 //! It must not know about HTTP, tenants or keys, and it records no metrics itself: it exposes
 //! plain numbers ([`DispatchStats`]) and the api records them.
 //!
-//! Lane policy: a worker takes the oldest queued job it may run. Small and medium jobs may
+//! Lane policy: a pool thread takes the oldest waiting job it may run. Small and medium jobs may
 //! always run; large jobs (16 MP and more, seconds each) only while fewer than
-//! `max(workers - 1, 1)` workers run large jobs. With two or more workers a burst of huge images
-//! therefore never holds a small one for seconds: it waits at most for the medium jobs queued
+//! `max(threads - 1, 1)` threads run large jobs. With two or more threads a burst of huge images
+//! therefore never holds a small one for seconds: it waits at most for the medium jobs admitted
 //! before it (tens of milliseconds each). Medium jobs, most photos, use every core. With one
-//! worker nothing can be reserved, and a small image may wait behind big ones queued before it.
+//! thread nothing can be reserved, and a small image may wait behind big ones admitted before it.
+//!
+//! Files, each importing only those listed before it: `config.rs` the lanes' sizes and the pool's
+//! size, `error.rs` the one error, `stats.rs` the numbers, `job.rs` the data passed along (`Job`,
+//! `Done`, the work a thread runs), `lanes.rs` the waiting jobs and the lane policy, `pool.rs` the
+//! threads and the state they share, `dispatcher.rs` the handle.
 
 mod config;
 mod dispatcher;
 mod error;
-mod queue;
+mod job;
+mod lanes;
+mod pool;
 mod stats;
-mod worker;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{DispatchConfig, Lane, PerLane};
-pub use dispatcher::{Dispatcher, Done, Job};
+pub use dispatcher::Dispatcher;
 pub use error::DispatchError;
+pub use job::{Done, Job};
 pub use stats::{DispatchStats, LaneStats};

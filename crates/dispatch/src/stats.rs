@@ -1,5 +1,5 @@
-//! The numbers the api turns into metrics. Plain values copied out under the queue's lock, so
-//! one snapshot is consistent (a job is counted queued, running or finished, never twice); the
+//! The numbers the api turns into metrics. Plain values copied out under the pool's lock, so
+//! one snapshot is consistent (a job is counted waiting, running or finished, never twice); the
 //! lock is taken for every job anyway, so a scrape adds no new contention.
 
 use std::time::Duration;
@@ -9,13 +9,14 @@ use crate::config::PerLane;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatchStats {
     pub lanes: PerLane<LaneStats>,
-    pub workers: usize,
-    /// Workers running a job now (including a job whose submitter has gone).
-    pub busy_workers: usize,
-    /// Jobs a worker ran to the end, whatever the outcome: an image, an imaging error, a panic,
+    /// The pool's threads (`DispatchConfig::threads`).
+    pub threads: usize,
+    /// Threads running a job now (including a job whose submitter has gone).
+    pub busy_threads: usize,
+    /// Jobs a pool thread ran to the end, whatever the outcome: an image, an imaging error, a panic,
     /// or a result nobody was waiting for any more (deadline passed or client gone mid-run).
     pub completed: u64,
-    /// Jobs dropped unprocessed because their deadline passed before a worker started them
+    /// Jobs dropped unprocessed because their deadline passed before a thread started them
     /// (including jobs already expired when submitted).
     pub dropped_expired: u64,
     /// Jobs dropped unprocessed because their submitter went away (client disconnected).

@@ -1,4 +1,4 @@
-//! Scheduling behaviour on real worker threads. Workers are held busy by gated test jobs
+//! Scheduling behaviour on real pool threads. Threads are held busy by gated test jobs
 //! (`Work::Test`), so overload, deadlines, cancellation and lanes are reached deterministically:
 //! no sleeps, and futures are polled by hand where "answers at once" is the point.
 
@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::worker::{test_output, Work};
+use crate::job::{test_output, Work};
 use crate::{DispatchConfig, DispatchError, Dispatcher, Lane, PerLane};
 
 const SMALL: u64 = 100 * 100;
@@ -23,8 +23,8 @@ fn far() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
-fn dispatcher(workers: usize) -> Dispatcher {
-    Dispatcher::start(DispatchConfig::with_workers(workers))
+fn dispatcher(threads: usize) -> Dispatcher {
+    Dispatcher::start(DispatchConfig::with_threads(threads))
 }
 
 /// Polls a future once, as an executor would on first contact.
@@ -37,7 +37,7 @@ async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(PATIENCE, f).await.expect("did not resolve in time")
 }
 
-/// A job that reports when a worker starts it and then blocks until released.
+/// A job that reports when a pool thread starts it and then blocks until released.
 struct Gate {
     started: mpsc::Receiver<()>,
     release: mpsc::Sender<()>,
@@ -60,7 +60,7 @@ fn gated() -> (Work, Gate) {
     let (release, released) = mpsc::channel::<()>();
     let work = Work::Test(Box::new(move || {
         let _ = started_tx.send(());
-        // A dropped gate (failed test) also lets the worker go.
+        // A dropped gate (failed test) also lets the thread go.
         let _ = released.recv();
         Ok(test_output())
     }));
@@ -78,20 +78,20 @@ fn flagged() -> (Work, Arc<AtomicBool>) {
 async fn full_lane_answers_overloaded_at_once_and_other_lanes_still_admit() {
     let d = Dispatcher::start(DispatchConfig {
         capacity: PerLane { small: 2, medium: 1, large: 1 },
-        ..DispatchConfig::with_workers(1)
+        ..DispatchConfig::with_threads(1)
     });
     let (hold, gate) = gated();
     let mut running = pin!(d.submit_work(hold, SMALL, far()));
     assert!(poll_once(running.as_mut()).is_pending());
     gate.wait_started();
-    let mut queued_1 = pin!(d.submit_work(Work::noop(), SMALL, far()));
-    let mut queued_2 = pin!(d.submit_work(Work::noop(), SMALL, far()));
-    assert!(poll_once(queued_1.as_mut()).is_pending());
-    assert!(poll_once(queued_2.as_mut()).is_pending());
+    let mut waiting_1 = pin!(d.submit_work(Work::noop(), SMALL, far()));
+    let mut waiting_2 = pin!(d.submit_work(Work::noop(), SMALL, far()));
+    assert!(poll_once(waiting_1.as_mut()).is_pending());
+    assert!(poll_once(waiting_2.as_mut()).is_pending());
 
     let mut refused = pin!(d.submit_work(Work::noop(), SMALL, far()));
     match poll_once(refused.as_mut()) {
-        // Two queued × the small lane's 20 ms prior (nothing finished yet) ÷ one worker.
+        // Two waiting × the small lane's 20 ms prior (nothing finished yet) ÷ one thread.
         Poll::Ready(Err(DispatchError::Overloaded { lane: Lane::Small, retry_after })) => {
             assert_eq!(retry_after, Duration::from_millis(40));
         }
@@ -102,17 +102,17 @@ async fn full_lane_answers_overloaded_at_once_and_other_lanes_still_admit() {
 
     let stats = d.stats();
     assert_eq!((stats.lanes.small.queued, stats.lanes.small.capacity), (2, 2));
-    assert_eq!((stats.lanes.medium.queued, stats.busy_workers), (1, 1));
+    assert_eq!((stats.lanes.medium.queued, stats.busy_threads), (1, 1));
 
     gate.release();
-    for f in [running, queued_1, queued_2, medium] {
+    for f in [running, waiting_1, waiting_2, medium] {
         within(f).await.expect("admitted jobs complete");
     }
     assert_eq!(d.stats().completed, 4);
 }
 
 #[tokio::test]
-async fn a_job_expiring_in_the_queue_is_answered_at_its_deadline_and_never_run() {
+async fn a_job_expiring_in_its_lane_is_answered_at_its_deadline_and_never_run() {
     let d = dispatcher(1);
     let (hold, gate) = gated();
     let mut running = pin!(d.submit_work(hold, SMALL, far()));
@@ -125,13 +125,13 @@ async fn a_job_expiring_in_the_queue_is_answered_at_its_deadline_and_never_run()
     let answered = Instant::now();
     assert!(matches!(answer, Err(DispatchError::DeadlineExceeded)), "{answer:?}");
     assert!(answered >= deadline && answered - deadline < Duration::from_millis(200), "{:?}", answered - deadline);
-    // The slot is free at once, not when a worker gets round to it.
+    // The slot is free at once, not when a thread gets round to it.
     let stats = d.stats();
-    assert_eq!((stats.lanes.small.queued, stats.dropped_expired, stats.busy_workers), (0, 1, 1));
+    assert_eq!((stats.lanes.small.queued, stats.dropped_expired, stats.busy_threads), (0, 1, 1));
 
     gate.release();
     within(running).await.unwrap();
-    // One worker, FIFO: once a later job is answered, the expired one would have run before it.
+    // One thread, FIFO: once a later job is answered, the expired one would have run before it.
     within(d.submit_work(Work::noop(), SMALL, far())).await.unwrap();
     assert!(!ran.load(Ordering::SeqCst));
     let stats = d.stats();
@@ -139,7 +139,7 @@ async fn a_job_expiring_in_the_queue_is_answered_at_its_deadline_and_never_run()
 }
 
 #[tokio::test]
-async fn a_job_already_expired_is_refused_without_queueing() {
+async fn a_job_already_expired_is_refused_without_being_admitted() {
     let d = dispatcher(1);
     let (work, ran) = flagged();
     let mut f = pin!(d.submit_work(work, SMALL, Instant::now()));
@@ -158,22 +158,22 @@ async fn a_running_job_past_its_deadline_is_answered_at_the_deadline_and_its_res
     assert!(poll_once(f.as_mut()).is_pending());
     gate.wait_started();
 
-    // The gate is still shut: the answer cannot come from the worker.
+    // The gate is still shut: the answer cannot come from the thread.
     let answer = within(f).await;
     let answered = Instant::now();
     assert!(matches!(answer, Err(DispatchError::DeadlineExceeded)), "{answer:?}");
     assert!(answered >= deadline && answered - deadline < Duration::from_millis(200), "{:?}", answered - deadline);
-    assert_eq!(d.stats().busy_workers, 1);
+    assert_eq!(d.stats().busy_threads, 1);
 
     gate.release();
-    // The worker finished the abandoned job and carries on.
+    // The thread finished the abandoned job and carries on.
     within(d.submit_work(Work::noop(), SMALL, far())).await.unwrap();
     let stats = d.stats();
-    assert_eq!((stats.completed, stats.dropped_expired, stats.busy_workers), (2, 0, 0));
+    assert_eq!((stats.completed, stats.dropped_expired, stats.busy_threads), (2, 0, 0));
 }
 
 #[tokio::test]
-async fn dropping_the_submit_future_cancels_the_queued_job() {
+async fn dropping_the_submit_future_cancels_the_waiting_job() {
     let d = dispatcher(1);
     let (hold, gate) = gated();
     let mut running = pin!(d.submit_work(hold, SMALL, far()));
@@ -196,7 +196,7 @@ async fn dropping_the_submit_future_cancels_the_queued_job() {
 }
 
 #[tokio::test]
-async fn an_aborted_request_task_cancels_its_queued_job() {
+async fn an_aborted_request_task_cancels_its_waiting_job() {
     // What the HTTP server does when a client disconnects: the handler's task is dropped.
     let d = dispatcher(1);
     let (hold, gate) = gated();
@@ -205,17 +205,17 @@ async fn an_aborted_request_task_cancels_its_queued_job() {
     gate.wait_started();
 
     let (work, ran) = flagged();
-    let (queued_tx, queued_rx) = tokio::sync::oneshot::channel();
+    let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn({
         let d = d.clone();
         async move {
             let mut f = pin!(d.submit_work(work, SMALL, far()));
             assert!(poll_once(f.as_mut()).is_pending());
-            let _ = queued_tx.send(());
+            let _ = waiting_tx.send(());
             f.await
         }
     });
-    within(queued_rx).await.unwrap();
+    within(waiting_rx).await.unwrap();
     task.abort();
     assert!(within(task).await.unwrap_err().is_cancelled());
     assert_eq!(d.stats().cancelled, 1);
@@ -227,7 +227,7 @@ async fn an_aborted_request_task_cancels_its_queued_job() {
 }
 
 #[tokio::test]
-async fn small_jobs_pass_while_big_jobs_hold_all_but_one_worker() {
+async fn small_jobs_pass_while_big_jobs_hold_all_but_one_thread() {
     let d = dispatcher(2);
     let (large_1, gate_1) = gated();
     let (large_2, gate_2) = gated();
@@ -237,13 +237,13 @@ async fn small_jobs_pass_while_big_jobs_hold_all_but_one_worker() {
     assert!(poll_once(f2.as_mut()).is_pending());
     gate_1.wait_started();
 
-    // The second worker is kept for small images: the small job finishes while both big ones
-    // are blocked (it would wait forever if the second large job had taken that worker).
+    // The second thread is kept for small images: the small job finishes while both big ones
+    // are blocked (it would wait forever if the second large job had taken that thread).
     let done = within(d.submit_work(Work::noop(), SMALL, far())).await.unwrap();
     assert_eq!(done.lane, Lane::Small);
     assert!(!gate_2.has_started());
     let stats = d.stats();
-    assert_eq!((stats.lanes.large.queued, stats.busy_workers), (1, 1));
+    assert_eq!((stats.lanes.large.queued, stats.busy_threads), (1, 1));
 
     gate_1.release();
     gate_2.wait_started();
@@ -253,7 +253,7 @@ async fn small_jobs_pass_while_big_jobs_hold_all_but_one_worker() {
 }
 
 #[tokio::test]
-async fn one_worker_takes_the_oldest_job_of_any_lane() {
+async fn one_thread_takes_the_oldest_job_of_any_lane() {
     let d = dispatcher(1);
     let (hold, gate) = gated();
     let mut running = pin!(d.submit_work(hold, SMALL, far()));
@@ -283,7 +283,7 @@ async fn one_worker_takes_the_oldest_job_of_any_lane() {
 }
 
 #[tokio::test]
-async fn a_panic_is_answered_and_the_worker_carries_on() {
+async fn a_panic_is_answered_and_the_thread_carries_on() {
     let d = dispatcher(1);
     let boom = Work::Test(Box::new(|| panic!("boom in a test job")));
     match within(d.submit_work(boom, SMALL, far())).await {
@@ -295,20 +295,20 @@ async fn a_panic_is_answered_and_the_worker_carries_on() {
     }
     within(d.submit_work(Work::noop(), SMALL, far())).await.unwrap();
     let stats = d.stats();
-    assert_eq!((stats.completed, stats.workers, stats.busy_workers), (2, 1, 0));
+    assert_eq!((stats.completed, stats.threads, stats.busy_threads), (2, 1, 0));
 }
 
 #[tokio::test]
-async fn shutdown_refuses_new_jobs_and_drains_queued_and_running_ones() {
+async fn shutdown_refuses_new_jobs_and_drains_waiting_and_running_ones() {
     let d = dispatcher(2);
     let (hold, gate) = gated();
     let mut running = pin!(d.submit_work(hold, LARGE, far()));
     assert!(poll_once(running.as_mut()).is_pending());
     gate.wait_started();
-    // Queued behind the running large job by the lane policy, not by a lack of workers.
+    // Waiting behind the running large job by the lane policy, not for a lack of threads.
     let (work, ran) = flagged();
-    let mut queued = pin!(d.submit_work(work, LARGE, far()));
-    assert!(poll_once(queued.as_mut()).is_pending());
+    let mut waiting = pin!(d.submit_work(work, LARGE, far()));
+    assert!(poll_once(waiting.as_mut()).is_pending());
 
     d.shutdown();
     let mut refused = pin!(d.submit_work(Work::noop(), SMALL, far()));
@@ -318,16 +318,16 @@ async fn shutdown_refuses_new_jobs_and_drains_queued_and_running_ones() {
 
     gate.release();
     within(running).await.unwrap();
-    within(queued).await.unwrap();
+    within(waiting).await.unwrap();
     assert!(ran.load(Ordering::SeqCst));
     within(drained).await;
     assert_eq!(d.stats().completed, 2);
 }
 
 #[tokio::test]
-async fn shutdown_drains_when_a_worker_finds_the_last_job_expired() {
-    // The submitter's timer is never polled, so the worker, not the submitter, finds the job
-    // expired; the other worker is asleep because the lane policy refused it that job.
+async fn shutdown_drains_when_a_thread_finds_the_last_job_expired() {
+    // The submitter's timer is never polled, so the thread, not the submitter, finds the job
+    // expired; the other thread is asleep because the lane policy refused it that job.
     let d = dispatcher(2);
     let (hold, gate) = gated();
     let mut running = pin!(d.submit_work(hold, LARGE, far()));
@@ -351,18 +351,18 @@ async fn shutdown_drains_when_a_worker_finds_the_last_job_expired() {
 }
 
 #[tokio::test]
-async fn dropping_the_last_handle_ends_the_worker_threads() {
+async fn dropping_the_last_handle_ends_the_pool_threads() {
     let d = dispatcher(2);
     let clone = d.clone();
-    let shared = Arc::downgrade(d.shared());
+    let pool = Arc::downgrade(d.pool());
     drop(d);
     // Another handle is alive: the pool still serves.
     within(clone.submit_work(Work::noop(), SMALL, far())).await.unwrap();
     drop(clone);
-    // Each worker holds the shared state until its thread returns.
+    // Each thread holds the pool until it returns.
     let give_up = Instant::now() + PATIENCE;
-    while shared.upgrade().is_some() {
-        assert!(Instant::now() < give_up, "worker threads still alive");
+    while pool.upgrade().is_some() {
+        assert!(Instant::now() < give_up, "pool threads still alive");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -1,5 +1,5 @@
-//! Real images through the public API: the pool runs `imaging::process` and passes its answers
-//! and its errors through unchanged.
+//! Real images through the public API: the pool's threads run `imaging::process` and pass its
+//! answers and its errors through unchanged.
 
 use std::time::{Duration, Instant};
 
@@ -43,8 +43,8 @@ async fn submit(d: &Dispatcher, job: Job) -> Result<dispatch::Done, DispatchErro
 }
 
 #[tokio::test]
-async fn resizes_a_png_on_a_worker() {
-    let d = Dispatcher::start(DispatchConfig::with_workers(2));
+async fn resizes_a_png_on_a_pool_thread() {
+    let d = Dispatcher::start(DispatchConfig::with_threads(2));
     let done = submit(&d, job(png(64, 48), 16)).await.unwrap();
     assert_eq!(done.lane, Lane::Small);
     assert_eq!((done.output.report.width, done.output.report.height), (16, 12));
@@ -52,12 +52,12 @@ async fn resizes_a_png_on_a_worker() {
     assert_eq!((probe.format, probe.width, probe.height), (ImageFormat::Png, 16, 12));
     assert!(done.queue_wait < PATIENCE);
     let stats = d.stats();
-    assert_eq!((stats.completed, stats.busy_workers, stats.lanes.small.queued), (1, 0, 0));
+    assert_eq!((stats.completed, stats.busy_threads, stats.lanes.small.queued), (1, 0, 0));
 }
 
 #[tokio::test]
 async fn a_megapixel_image_travels_in_the_medium_lane() {
-    let d = Dispatcher::start(DispatchConfig::with_workers(2));
+    let d = Dispatcher::start(DispatchConfig::with_threads(2));
     let done = submit(&d, job(png(1000, 1000), 100)).await.unwrap();
     assert_eq!(done.lane, Lane::Medium);
     assert_eq!((done.output.report.width, done.output.report.height), (100, 100));
@@ -65,7 +65,7 @@ async fn a_megapixel_image_travels_in_the_medium_lane() {
 
 #[tokio::test]
 async fn imaging_errors_pass_through_with_their_status() {
-    let d = Dispatcher::start(DispatchConfig::with_workers(1));
+    let d = Dispatcher::start(DispatchConfig::with_threads(1));
 
     let err = submit(&d, job(b"not an image at all".to_vec(), 16)).await.unwrap_err();
     assert!(matches!(err, DispatchError::Imaging(ImagingError::Unsupported(_))), "{err:?}");
@@ -88,7 +88,7 @@ async fn imaging_errors_pass_through_with_their_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_submits_all_complete_and_each_is_counted_once() {
-    let d = Dispatcher::start(DispatchConfig::with_workers(2));
+    let d = Dispatcher::start(DispatchConfig::with_threads(2));
     let input = png(48, 48);
     let tasks: Vec<_> = (0..40)
         .map(|_| {
@@ -102,16 +102,16 @@ async fn concurrent_submits_all_complete_and_each_is_counted_once() {
     }
     let stats = d.stats();
     assert_eq!((stats.completed, stats.dropped_expired, stats.cancelled), (40, 0, 0));
-    assert_eq!((stats.busy_workers, stats.lanes.small.queued), (0, 0));
+    assert_eq!((stats.busy_threads, stats.lanes.small.queued), (0, 0));
 }
 
 #[tokio::test]
-async fn shutdown_refuses_new_jobs_and_the_workers_exit() {
-    let d = Dispatcher::start(DispatchConfig::with_workers(2));
+async fn shutdown_refuses_new_jobs_and_the_threads_exit() {
+    let d = Dispatcher::start(DispatchConfig::with_threads(2));
     submit(&d, job(png(32, 32), 8)).await.unwrap();
     d.shutdown();
     let err = submit(&d, job(png(32, 32), 8)).await.unwrap_err();
     assert!(matches!(err, DispatchError::ShuttingDown), "{err:?}");
     assert_eq!(err.http_status(), 503);
-    tokio::time::timeout(PATIENCE, d.drained()).await.expect("workers did not exit");
+    tokio::time::timeout(PATIENCE, d.drained()).await.expect("pool threads did not exit");
 }

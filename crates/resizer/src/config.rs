@@ -458,7 +458,7 @@ impl Config {
         let mut config = if self.dispatch.workers == 0 {
             dispatch::DispatchConfig::default()
         } else {
-            dispatch::DispatchConfig::with_workers(self.dispatch.workers)
+            dispatch::DispatchConfig::with_threads(self.dispatch.workers)
         };
         for (lane, queue) in [
             (dispatch::Lane::Small, self.dispatch.small_queue),

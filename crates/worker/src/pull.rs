@@ -43,7 +43,7 @@ pub async fn run(
     // thread the pool lets run them (it keeps one thread for small and medium ones).
     let held = slots + config.prefetch;
     let large_pulls = slots.saturating_sub(1).max(1);
-    let mut pool = DispatchConfig::with_workers(slots);
+    let mut pool = DispatchConfig::with_threads(slots);
     pool.capacity.small = pool.capacity.small.max(held);
     pool.capacity.medium = pool.capacity.medium.max(held);
     pool.capacity.large = pool.capacity.large.max(held);

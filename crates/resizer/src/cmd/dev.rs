@@ -91,7 +91,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(
             api_url = file.api_url,
             admin_url = file.admin_url,
-            workers = dispatch_config.workers,
+            workers = dispatch_config.threads,
             data_dir = %data_dir.display(),
             "resizer dev started"
         );

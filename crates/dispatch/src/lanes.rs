@@ -1,83 +1,36 @@
-//! The queue: one FIFO per lane, the counters, and the lane policy, all under one mutex, with
-//! the condvar idle workers wait on. Everything here is synchronous and short; nothing runs an
-//! image while holding the lock.
+//! The lanes: one FIFO per lane, the counters, and the lane policy ([`Lanes`]), the state the
+//! pool keeps under its one mutex. Everything here is synchronous and short and takes no lock of
+//! its own: the pool holds the mutex around every call and decides whom to wake; nothing here
+//! runs an image.
 //!
-//! Lane policy: a worker takes the oldest queued job it may run. Small and medium jobs may
-//! always run; large jobs only while fewer than `large_limit = max(workers - 1, 1)` workers run
-//! large jobs. With two or more workers at least one worker therefore always takes small and
-//! medium work: a small image never waits for a large one (seconds), only for the jobs queued
+//! Lane policy: a pool thread takes the oldest waiting job it may run. Small and medium jobs may
+//! always run; large jobs only while fewer than `large_limit = max(threads - 1, 1)` threads run
+//! large jobs. With two or more threads at least one thread therefore always takes small and
+//! medium work: a small image never waits for a large one (seconds), only for the jobs admitted
 //! before it in the small and medium lanes (milliseconds to tens of milliseconds each). With one
-//! worker there is nothing to reserve: the worker takes the oldest job of any lane, and a small
-//! image may wait behind the large ones queued before it (a one-core deployment trades that
+//! thread there is nothing to reserve: the thread takes the oldest job of any lane, and a small
+//! image may wait behind the large ones admitted before it (a one-core deployment trades that
 //! latency for never idling while only large jobs wait).
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, watch};
-
 use crate::config::{DispatchConfig, Lane, PerLane};
-use crate::dispatcher::Done;
 use crate::error::DispatchError;
+use crate::job::{Reply, Work};
 use crate::stats::{DispatchStats, LaneStats};
-use crate::worker::Work;
-
-pub(crate) type Reply = oneshot::Sender<Result<Done, DispatchError>>;
-
-/// What lives behind the `Arc` shared by handles, submitters and workers.
-pub(crate) struct Shared {
-    pub config: DispatchConfig,
-    state: Mutex<State>,
-    /// Signalled when a job may have become runnable for an idle worker, or when idle workers
-    /// should look at the shutdown flag.
-    pub work_ready: Condvar,
-    /// `true` once every worker thread has left its loop.
-    pub exited: watch::Sender<bool>,
-}
-
-impl Shared {
-    pub fn new(config: DispatchConfig) -> Shared {
-        Shared {
-            state: Mutex::new(State::new(&config)),
-            config,
-            work_ready: Condvar::new(),
-            exited: watch::Sender::new(false),
-        }
-    }
-
-    /// The lock is never held across a panic-prone call (images run outside it), so a poisoned
-    /// lock can only come from a bug in this file; the state is still consistent enough to drain.
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Takes a job back out of its lane (see [`State::withdraw`]) and lets idle workers leave
-    /// if that emptied the queue during shutdown.
-    pub fn withdraw(&self, lane: Lane, seq: u64, why: Withdrawal) {
-        let mut state = self.lock();
-        state.withdraw(lane, seq, why);
-        if state.should_exit() {
-            self.work_ready.notify_all();
-        }
-    }
-
-    pub fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.work_ready.wait(guard).unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 /// A job waiting in a lane.
-pub(crate) struct Queued {
+pub(crate) struct Waiting {
     /// Admission order across all lanes: the lane policy takes the smallest eligible one.
     pub seq: u64,
-    pub enqueued: Instant,
+    pub admitted: Instant,
     pub deadline: Instant,
     pub work: Work,
     pub reply: Reply,
 }
 
-/// Why a submitter took its job back out of the queue.
+/// Why a submitter took its job back out of its lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Withdrawal {
     Expired,
@@ -92,11 +45,12 @@ const PRIOR_SERVICE_TIME: PerLane<Duration> =
 /// the image mix within a few dozen jobs without jumping on one outlier.
 const EWMA_SHIFT: u32 = 3;
 
-pub(crate) struct State {
-    queues: PerLane<VecDeque<Queued>>,
+/// The waiting jobs of every lane and the counters, kept under the pool's mutex.
+pub(crate) struct Lanes {
+    waiting: PerLane<VecDeque<Waiting>>,
     capacity: PerLane<usize>,
-    workers: usize,
-    /// Most workers that may run medium or large jobs at once.
+    threads: usize,
+    /// Most threads that may run large jobs at once.
     large_limit: usize,
     next_seq: u64,
     busy: usize,
@@ -107,17 +61,18 @@ pub(crate) struct State {
     dropped_expired: u64,
     cancelled: u64,
     pub shutting_down: bool,
-    pub live_workers: usize,
+    /// Pool threads that have not left their loop yet.
+    pub live_threads: usize,
 }
 
-impl State {
-    fn new(config: &DispatchConfig) -> State {
-        let workers = config.workers.max(1);
-        State {
-            queues: PerLane::default(),
+impl Lanes {
+    pub fn new(config: &DispatchConfig) -> Lanes {
+        let threads = config.threads.max(1);
+        Lanes {
+            waiting: PerLane::default(),
             capacity: config.capacity,
-            workers,
-            large_limit: workers.saturating_sub(1).max(1),
+            threads,
+            large_limit: threads.saturating_sub(1).max(1),
             next_seq: 0,
             busy: 0,
             large_busy: 0,
@@ -127,12 +82,12 @@ impl State {
             dropped_expired: 0,
             cancelled: 0,
             shutting_down: false,
-            live_workers: 0,
+            live_threads: 0,
         }
     }
 
     /// Admits a job or refuses it at once; never waits. Returns the job's sequence number.
-    pub fn enqueue(
+    pub fn admit(
         &mut self,
         lane: Lane,
         work: Work,
@@ -147,23 +102,23 @@ impl State {
             self.dropped_expired += 1;
             return Err(DispatchError::DeadlineExceeded);
         }
-        let depth = self.queues.get(lane).len();
+        let depth = self.waiting.get(lane).len();
         if depth >= *self.capacity.get(lane) {
             return Err(DispatchError::Overloaded { lane, retry_after: self.retry_after(lane) });
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queues.get_mut(lane).push_back(Queued { seq, enqueued: now, deadline, work, reply });
+        self.waiting.get_mut(lane).push_back(Waiting { seq, admitted: now, deadline, work, reply });
         Ok(seq)
     }
 
-    /// Takes a job back out of its lane if no worker has taken it yet; counts it and returns
-    /// whether it was still queued.
+    /// Takes a job back out of its lane if no thread has taken it yet; counts it and returns
+    /// whether it was still waiting.
     pub fn withdraw(&mut self, lane: Lane, seq: u64, why: Withdrawal) -> bool {
-        let queue = self.queues.get_mut(lane);
+        let waiting = self.waiting.get_mut(lane);
         // Sequence numbers grow in push order, so each lane is sorted by them.
-        let Ok(at) = queue.binary_search_by_key(&seq, |q| q.seq) else { return false };
-        queue.remove(at);
+        let Ok(at) = waiting.binary_search_by_key(&seq, |w| w.seq) else { return false };
+        waiting.remove(at);
         match why {
             Withdrawal::Expired => self.dropped_expired += 1,
             Withdrawal::Cancelled => self.cancelled += 1,
@@ -171,19 +126,19 @@ impl State {
         true
     }
 
-    /// The oldest job the lane policy lets a worker run now, marked as running. Jobs found
+    /// The oldest job the lane policy lets a thread run now, marked as running. Jobs found
     /// expired or abandoned on the way are dropped unprocessed (their submitters normally take
     /// them out first; this covers the instant between a deadline and the submitter's timer).
-    pub fn next_job(&mut self, now: Instant) -> Option<(Lane, Queued)> {
+    pub fn next_job(&mut self, now: Instant) -> Option<(Lane, Waiting)> {
         loop {
             let large_allowed = self.large_busy < self.large_limit;
             let lane = Lane::ALL
                 .into_iter()
                 .filter(|lane| large_allowed || !lane.is_capped())
-                .filter_map(|lane| self.queues.get(lane).front().map(|q| (q.seq, lane)))
+                .filter_map(|lane| self.waiting.get(lane).front().map(|w| (w.seq, lane)))
                 .min()?
                 .1;
-            let job = self.queues.get_mut(lane).pop_front().expect("the lane's front was just seen");
+            let job = self.waiting.get_mut(lane).pop_front().expect("the lane's front was just seen");
             if job.deadline <= now {
                 self.dropped_expired += 1;
                 // The submitter's own timer answers it too; whichever comes first is the same error.
@@ -216,28 +171,28 @@ impl State {
     }
 
     pub fn is_empty(&self) -> bool {
-        Lane::ALL.iter().all(|&lane| self.queues.get(lane).is_empty())
+        Lane::ALL.iter().all(|&lane| self.waiting.get(lane).is_empty())
     }
 
-    /// Workers leave once shutdown has been asked and no job is left to run.
+    /// Threads leave once shutdown has been asked and no job is left to run.
     pub fn should_exit(&self) -> bool {
         self.shutting_down && self.is_empty()
     }
 
     fn retry_after(&self, lane: Lane) -> Duration {
-        let serving = if lane.is_capped() { self.large_limit } else { self.workers };
-        retry_estimate(self.queues.get(lane).len(), *self.mean_service.get(lane), serving)
+        let serving = if lane.is_capped() { self.large_limit } else { self.threads };
+        retry_estimate(self.waiting.get(lane).len(), *self.mean_service.get(lane), serving)
     }
 
     pub fn stats(&self) -> DispatchStats {
         DispatchStats {
-            lanes: self.queues.map(|lane, queue| LaneStats {
-                queued: queue.len(),
+            lanes: self.waiting.map(|lane, waiting| LaneStats {
+                queued: waiting.len(),
                 capacity: *self.capacity.get(lane),
                 mean_service_time: *self.mean_service.get(lane),
             }),
-            workers: self.workers,
-            busy_workers: self.busy,
+            threads: self.threads,
+            busy_threads: self.busy,
             completed: self.completed,
             dropped_expired: self.dropped_expired,
             cancelled: self.cancelled,
@@ -245,7 +200,7 @@ impl State {
     }
 }
 
-/// depth × mean service time ÷ serving workers, rounded up to whole milliseconds, at least 1 ms.
+/// depth × mean service time ÷ serving threads, rounded up to whole milliseconds, at least 1 ms.
 fn retry_estimate(depth: usize, mean: Duration, serving: usize) -> Duration {
     let nanos = mean.as_nanos() * depth as u128 / serving.max(1) as u128;
     let millis = nanos.div_ceil(1_000_000).max(1);
@@ -260,21 +215,24 @@ fn ewma(mean: Duration, sample: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use tokio::sync::oneshot;
 
-    fn state(workers: usize) -> State {
-        State::new(&DispatchConfig::with_workers(workers))
+    use super::*;
+    use crate::job::Done;
+
+    fn lanes(threads: usize) -> Lanes {
+        Lanes::new(&DispatchConfig::with_threads(threads))
     }
 
-    /// Queues a job that is never run (these tests only look at the policy).
-    fn push(state: &mut State, lane: Lane, now: Instant) -> (u64, oneshot::Receiver<Result<Done, DispatchError>>) {
+    /// Admits a job that is never run (these tests only look at the policy).
+    fn push(lanes: &mut Lanes, lane: Lane, now: Instant) -> (u64, oneshot::Receiver<Result<Done, DispatchError>>) {
         let (tx, rx) = oneshot::channel();
-        let seq = state.enqueue(lane, Work::noop(), now + Duration::from_secs(60), now, tx).unwrap();
+        let seq = lanes.admit(lane, Work::noop(), now + Duration::from_secs(60), now, tx).unwrap();
         (seq, rx)
     }
 
     #[test]
-    fn retry_estimate_is_depth_times_mean_over_workers_and_at_least_one_ms() {
+    fn retry_estimate_is_depth_times_mean_over_threads_and_at_least_one_ms() {
         assert_eq!(retry_estimate(4, Duration::from_millis(10), 2), Duration::from_millis(20));
         assert_eq!(retry_estimate(3, Duration::from_micros(1_500), 2), Duration::from_millis(3));
         assert_eq!(retry_estimate(0, Duration::from_secs(1), 2), Duration::from_millis(1));
@@ -284,7 +242,7 @@ mod tests {
 
     #[test]
     fn service_mean_starts_at_the_first_sample_then_moves_by_an_eighth() {
-        let mut s = state(2);
+        let mut s = lanes(2);
         s.busy = 2;
         s.finish(Lane::Small, Duration::from_millis(80));
         assert_eq!(s.mean_service.small, Duration::from_millis(80));
@@ -295,7 +253,7 @@ mod tests {
 
     #[test]
     fn oldest_job_first_across_lanes() {
-        let mut s = state(3);
+        let mut s = lanes(3);
         let now = Instant::now();
         let (_, _m) = push(&mut s, Lane::Medium, now);
         let (_, _s) = push(&mut s, Lane::Small, now);
@@ -305,25 +263,25 @@ mod tests {
     }
 
     #[test]
-    fn medium_jobs_use_every_worker() {
-        let mut s = state(2);
+    fn medium_jobs_use_every_thread() {
+        let mut s = lanes(2);
         let now = Instant::now();
         let _rx: Vec<_> = (0..3).map(|_| push(&mut s, Lane::Medium, now).1).collect();
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Medium));
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Medium));
-        assert_eq!(s.stats().busy_workers, 2);
+        assert_eq!(s.stats().busy_threads, 2);
     }
 
     #[test]
-    fn one_worker_is_kept_from_large_jobs() {
-        let mut s = state(3);
+    fn one_thread_is_kept_from_large_jobs() {
+        let mut s = lanes(3);
         let now = Instant::now();
         let _rx: Vec<_> = (0..3).map(|_| push(&mut s, Lane::Large, now).1).collect();
         let (_, _m) = push(&mut s, Lane::Medium, now);
         let (_, _s) = push(&mut s, Lane::Small, now);
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Large));
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Large));
-        // Two of three workers run large jobs: the third takes the medium and small ones.
+        // Two of three threads run large jobs: the third takes the medium and small ones.
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Medium));
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Small));
         assert!(s.next_job(now).is_none());
@@ -332,8 +290,8 @@ mod tests {
     }
 
     #[test]
-    fn a_single_worker_runs_every_lane() {
-        let mut s = state(1);
+    fn a_single_thread_runs_every_lane() {
+        let mut s = lanes(1);
         let now = Instant::now();
         let (_, _l) = push(&mut s, Lane::Large, now);
         assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Large));
@@ -341,23 +299,23 @@ mod tests {
 
     #[test]
     fn full_lane_refuses_at_once_and_other_lanes_still_admit() {
-        let mut s = State::new(&DispatchConfig {
+        let mut s = Lanes::new(&DispatchConfig {
             capacity: PerLane { small: 2, medium: 1, large: 1 },
-            ..DispatchConfig::with_workers(2)
+            ..DispatchConfig::with_threads(2)
         });
         let now = Instant::now();
         let _l = push(&mut s, Lane::Large, now);
         let (tx, _rx) = oneshot::channel();
-        let err = s.enqueue(Lane::Large, Work::noop(), now + Duration::from_secs(1), now, tx).unwrap_err();
-        // One queued large job, the prior of 1 s, one worker serving the large lane.
+        let err = s.admit(Lane::Large, Work::noop(), now + Duration::from_secs(1), now, tx).unwrap_err();
+        // One waiting large job, the prior of 1 s, one thread serving the large lane.
         assert!(matches!(err, DispatchError::Overloaded { lane: Lane::Large, retry_after }
             if retry_after == Duration::from_secs(1)));
         let _s = push(&mut s, Lane::Small, now);
     }
 
     #[test]
-    fn withdraw_takes_out_only_a_job_still_queued() {
-        let mut s = state(2);
+    fn withdraw_takes_out_only_a_job_still_waiting() {
+        let mut s = lanes(2);
         let now = Instant::now();
         let (a, _ra) = push(&mut s, Lane::Small, now);
         let (b, _rb) = push(&mut s, Lane::Small, now);
@@ -372,10 +330,10 @@ mod tests {
 
     #[test]
     fn expired_and_abandoned_jobs_are_skipped_not_run() {
-        let mut s = state(2);
+        let mut s = lanes(2);
         let now = Instant::now();
         let (tx, mut expired) = oneshot::channel();
-        s.enqueue(Lane::Small, Work::noop(), now + Duration::from_millis(5), now, tx).unwrap();
+        s.admit(Lane::Small, Work::noop(), now + Duration::from_millis(5), now, tx).unwrap();
         let (_, abandoned) = push(&mut s, Lane::Small, now);
         drop(abandoned);
         let (live, _rx) = push(&mut s, Lane::Small, now);
