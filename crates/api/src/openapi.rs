@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 documents of both APIs, built from the tables the handlers and tests share:
-//! the resize parameters below (a test proves each is accepted by `ResizeSpec::from_pairs`), the
+//! the resize parameters below (a test proves each is accepted by `ResizeSpec::from_query`), the
 //! problem types of `problem.rs`, and the statuses each route answers.
 
 use serde_json::{json, Map, Value};
@@ -411,7 +411,9 @@ mod tests {
             if p.name != "width" {
                 pairs.push(("width", "10"));
             }
-            imaging::ResizeSpec::from_pairs(pairs.iter().copied())
+            // As a client sends them: percent-encoded into the query (`#ff8800` is `%23ff8800`).
+            let query = form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish();
+            imaging::ResizeSpec::from_query(&query)
                 .unwrap_or_else(|e| panic!("documented parameter {} refused: {e}", p.name));
         }
     }

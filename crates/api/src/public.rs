@@ -90,8 +90,7 @@ async fn admit(
     app.take_token(&app.limiter, auth.tenant(), limits.rate_per_sec, limits.burst)?;
 
     let query = parts.uri.query().unwrap_or("");
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-    let spec = ResizeSpec::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let spec = ResizeSpec::from_query(query)?;
 
     let input = match body.take() {
         Some(body) => read_body(&parts.headers, body, limits.max_input_bytes, body_deadline(app, arrival)).await?,
@@ -194,4 +193,42 @@ pub async fn openapi_json() -> Response {
     let mut response = json_response(StatusCode::OK, &openapi::public_document());
     response.extensions_mut().insert(Route("openapi"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use imaging::ResizeSpec;
+
+    /// `ResizeSpec::from_query` decodes the query itself (imaging takes no URL dependency): it
+    /// reads every query as `form_urlencoded` and `from_pairs` did when admission parsed it here.
+    #[test]
+    fn the_one_parse_reads_queries_as_form_urlencoded_did() {
+        for query in [
+            "width=300",
+            "w=300&h=200&fit=cover&gravity=ne&format=webp&q=70&lossless=1",
+            "&&width=10&&",
+            "width",
+            "width=",
+            "=10",
+            "width=10=20",
+            "width=1%30&keep_icc",
+            "width=10&background=%23ff8800",
+            "width=10&background=%2",
+            "width=10&background=%",
+            "width=10&background=%%2323",
+            "width=10&background=%zz",
+            "width=10&format=we%62p",
+            "width=10&format=web+p",
+            "width=10&format=web%2Bp",
+            "width=10&format=%FF%C3%A9",
+            "width=10&quality=+50",
+            "width=10&x%3Dy=1",
+            "wid%74h=1&width=2",
+        ] {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            let before =
+                ResizeSpec::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|e| e.to_string());
+            assert_eq!(ResizeSpec::from_query(query).map_err(|e| e.to_string()), before, "{query}");
+        }
+    }
 }

@@ -64,11 +64,7 @@ pub fn admit_image(
     if negotiated {
         spec.format = Some(format_for(headers, OutputFormat::following(probe.format)));
     }
-    let limits = Limits {
-        max_input_bytes: limits.max_input_bytes,
-        max_input_pixels: limits.max_input_pixels,
-        ..Limits::default()
-    };
+    let limits = Limits::with_input_bounds(limits.max_input_bytes, limits.max_input_pixels);
     Ok(Admitted { input, spec, params: params.to_owned(), limits, pixels, negotiated })
 }
 

@@ -44,6 +44,12 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The defaults, with a caller's own bounds on the input's bytes and declared pixels (a
+    /// tenant's limits, at the api node and again at the worker that runs its job).
+    pub fn with_input_bounds(max_input_bytes: u64, max_input_pixels: u64) -> Limits {
+        Limits { max_input_bytes, max_input_pixels, ..Limits::default() }
+    }
+
     pub fn check_input_bytes(&self, len: usize) -> Result<(), LimitExceeded> {
         let actual = len as u64;
         if actual > self.max_input_bytes {

@@ -1,5 +1,7 @@
 //! What the caller asks for: a `ResizeSpec` that cannot hold an invalid combination, parsed from
-//! the same `key=value` pairs by the HTTP API and the CLI.
+//! the same `key=value` pairs by the HTTP API and the CLI. A query string is parsed in one place,
+//! [`ResizeSpec::from_query`]: the api node's admission and the worker that runs the job both
+//! call it, so the two cannot read the same parameters differently.
 
 use crate::error::ImagingError;
 use crate::probe::ImageFormat;
@@ -128,8 +130,9 @@ impl Rgba {
 /// allocation attempt.
 pub const MAX_DIMENSION: u32 = 16_384;
 
-/// A validated resize request. Construct it with [`ResizeSpec::from_pairs`] or
-/// [`ResizeSpec::builder`]; every combination it can hold is one the pipeline serves.
+/// A validated resize request. Construct it with [`ResizeSpec::from_query`],
+/// [`ResizeSpec::from_pairs`] or [`ResizeSpec::new`]; every combination it can hold is one the
+/// pipeline serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResizeSpec {
     width: Option<u32>,
@@ -188,6 +191,15 @@ impl ResizeSpec {
         self.height
     }
 
+    /// Parses a request's query string (`width=300&fit=cover&background=%23fff`): decoded as
+    /// `application/x-www-form-urlencoded`, then [`ResizeSpec::from_pairs`]. The one parse of a
+    /// query: the api node admits a request with it, and the worker reads the job's parameters
+    /// with it again.
+    pub fn from_query(query: &str) -> Result<ResizeSpec, ImagingError> {
+        let pairs: Vec<(String, String)> = form_pairs(query).collect();
+        ResizeSpec::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
     /// Parses the query parameters of the contract. Unknown keys are refused so that a typo
     /// (`widht=`) is an error, not a silently ignored parameter.
     pub fn from_pairs<'a, I>(pairs: I) -> Result<ResizeSpec, ImagingError>
@@ -243,6 +255,39 @@ impl ResizeSpec {
         }
         Ok(spec)
     }
+}
+
+/// The name-value pairs of an `application/x-www-form-urlencoded` string, decoded as the URL
+/// standard (and the `form_urlencoded` crate the HTTP side used before) decodes them: pairs split
+/// on `&`, empty ones skipped, name and value split on the first `=` (no `=`: an empty value).
+/// Written out here because this crate takes no URL or HTTP dependency.
+fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(name), form_decode(value))
+    })
+}
+
+/// `+` is a space and `%XX` the byte XX; a `%` without two hex digits after it stays as it is,
+/// and bytes that are not UTF-8 become U+FFFD.
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|&b| char::from(b).to_digit(16));
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'+', _, _) => decoded.push(b' '),
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits: at most 0xff.
+                decoded.push((high * 16 + low) as u8);
+                i += 2;
+            }
+            (byte, _, _) => decoded.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 fn parse_u32(name: &str, v: &str) -> Result<u32, ImagingError> {
@@ -354,6 +399,18 @@ mod tests {
             assert!(matches!(err, ImagingError::BadParameter(_)), "{q}: {err:?}");
             assert!(err.to_string().contains(needle), "{q}: {err}");
         }
+    }
+
+    #[test]
+    fn a_query_is_decoded_before_it_is_parsed() {
+        let s = ResizeSpec::from_query("w=300&fit=cover&background=%23fff&&keep_icc").expect("valid query");
+        assert_eq!((s.width(), s.height(), s.fit), (Some(300), None, Fit::Cover));
+        assert_eq!(s.background, Some(Rgba::WHITE));
+        assert!(s.keep_icc, "a name without `=` has the empty value, which is true");
+        let e = ResizeSpec::from_query("width=10&format=we%62p+%zz%C3%A9%FF").expect_err("no such format");
+        assert!(e.to_string().contains("got 'webp %zzé\u{fffd}'"), "{e}");
+        let e = ResizeSpec::from_query("width=10&wid%74h=20").expect_err("twice");
+        assert!(e.to_string().contains("'width' is given more than once"), "{e}");
     }
 
     #[test]

@@ -115,11 +115,7 @@ async fn run(
 
     let converted = match spec_of(job) {
         Ok(spec) => {
-            let limits = Limits {
-                max_input_bytes: job.max_input_bytes,
-                max_input_pixels: job.max_input_pixels,
-                ..Limits::default()
-            };
+            let limits = Limits::with_input_bounds(job.max_input_bytes, job.max_input_pixels);
             context.dispatcher.submit(Job { input, spec, limits, pixels: job.pixels, deadline }).await
         }
         Err(e) => Err(e.into()),
@@ -168,8 +164,7 @@ async fn give_back(
 
 /// The resize parameters as the api node parsed them, with the output format it negotiated.
 fn spec_of(job: &JobMessage) -> Result<ResizeSpec, imaging::ImagingError> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(job.params.as_bytes()).into_owned().collect();
-    let mut spec = ResizeSpec::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let mut spec = ResizeSpec::from_query(&job.params)?;
     if let Some(name) = &job.format {
         spec.format = queue::output_format(name);
     }
