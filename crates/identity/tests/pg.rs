@@ -1,18 +1,20 @@
 //! The PostgreSQL store against a real, private PostgreSQL server (`lab::Postgres`, one per
-//! test): the SQLite store's behaviours (CRUD, case-insensitive uniqueness, revocation,
-//! suspension, the outbox), plus what only a shared server brings — concurrent writers in several
-//! threads and two stores, concurrent migration, a database that goes away and comes back, and
-//! use from a tokio blocking thread.
+//! test): the shared store scenarios (`scenarios/mod.rs`), plus what only a server brings — a
+//! table to search for the secret, concurrent writers in several threads and two stores,
+//! concurrent migration, a database that goes away and comes back, and use from a tokio blocking
+//! thread.
+
+#[macro_use]
+mod scenarios;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use identity::{
-    parse_key, ChangeKind, CredentialCache, IdentityStore, KeyId, Missing, PgIdentityStore, Snapshot, StoreError,
-    TenantId, TenantLimits, TenantStatus,
-};
+use identity::{PgIdentityStore, StoreError, TenantLimits, TenantStatus};
+
+use scenarios::{assert_outbox_matches_tables, versions};
 
 /// A PostgreSQL server in a temporary directory; stopped and removed when dropped (the
 /// directory is kept if the test panicked, logs included).
@@ -68,136 +70,22 @@ impl Drop for Server {
     }
 }
 
-fn versions(store: &PgIdentityStore) -> Vec<u64> {
-    store.changes_since(0).unwrap().iter().map(|c| c.version).collect()
+/// Runs a shared scenario on a fresh store, on a server of its own.
+fn with_store(name: &str, scenario: scenarios::Scenario) {
+    let server = Server::start(name);
+    scenario(&server.store());
 }
 
-/// The state a cache reaches from the outbox alone must be the store's snapshot.
-fn assert_outbox_matches_tables(store: &PgIdentityStore) {
-    let cache = CredentialCache::new();
-    assert!(cache.apply_snapshot(Snapshot::default()));
-    cache.apply_changes(store.changes_since(0).unwrap()).expect("no gap in the outbox");
-    assert_eq!(cache.to_snapshot(), store.snapshot().unwrap());
-}
+store_scenarios!(with_store);
 
 #[test]
-fn tenants_are_created_read_listed_and_updated() {
-    let server = Server::start("tenants");
-    let store = server.store();
-    let limits = TenantLimits { rate_per_sec: Some(20.0), burst: Some(40), ..TenantLimits::default() };
-    let acme = store.create_tenant("acme", limits).unwrap();
-    assert_eq!((acme.name.as_str(), acme.status, acme.limits), ("acme", TenantStatus::Active, limits));
-    let globex = store.create_tenant("globex", TenantLimits::default()).unwrap();
-    assert_ne!(acme.id, globex.id);
-
-    assert_eq!(store.get_tenant(acme.id).unwrap(), acme);
-    assert_eq!(store.tenant_by_name("ACME").unwrap(), acme);
-    assert_eq!(store.list_tenants().unwrap(), vec![acme.clone(), globex.clone()]);
-
-    let new_limits = TenantLimits { max_input_bytes: Some(1 << 20), ..TenantLimits::default() };
-    let updated = store.update_limits(acme.id, new_limits).unwrap();
-    assert_eq!(updated.limits, new_limits);
-    assert_eq!(store.get_tenant(acme.id).unwrap().limits, new_limits);
-    assert_eq!(updated.created_at, acme.created_at);
-
-    let missing = TenantId::new(999);
-    assert!(matches!(store.get_tenant(missing), Err(StoreError::NotFound(Missing::Tenant(id))) if id == missing));
-    assert!(matches!(store.update_limits(missing, limits), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.set_status(missing, TenantStatus::Suspended), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.create_key(missing, "x"), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.list_keys(missing), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.tenant_by_name("initech"), Err(StoreError::NotFound(Missing::TenantNamed(_)))));
-    assert!(matches!(store.get_tenant(TenantId::new(u64::MAX)), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.list_keys(TenantId::new(u64::MAX)), Err(StoreError::NotFound(_))));
-    assert!(store.changes_since(u64::MAX).unwrap().is_empty());
-
-    // Extreme limits survive the signed columns.
-    let big = TenantLimits {
-        rate_per_sec: Some(0.5),
-        burst: Some(u32::MAX),
-        max_input_bytes: Some(identity::MAX_INPUT_BYTES_CEILING),
-        max_input_pixels: Some(1),
-    };
-    let initech = store.create_tenant("initech", big).unwrap();
-    assert_eq!(store.get_tenant(initech.id).unwrap().limits, big);
-    assert!(matches!(&store.changes_since(0).unwrap().last().unwrap().kind, ChangeKind::Tenant(t) if t.limits == big));
-}
-
-#[test]
-fn tenant_names_are_unique_ignoring_case_and_input_rules_match_sqlite() {
-    let server = Server::start("names");
-    let store = server.store();
-    store.create_tenant("acme", TenantLimits::default()).unwrap();
-    let version = store.version().unwrap();
-    for dup in ["acme", "ACME", "Acme"] {
-        assert!(
-            matches!(store.create_tenant(dup, TenantLimits::default()), Err(StoreError::Conflict(name)) if name == dup)
-        );
-    }
-    // A refused mutation leaves no change behind, and the store goes on.
-    assert_eq!(store.version().unwrap(), version);
-    assert_eq!(store.list_tenants().unwrap().len(), 1);
-    // Only ASCII letters fold, as with SQLite's NOCASE: the Kelvin sign is not a K.
-    assert!(matches!(store.tenant_by_name("\u{212A}"), Err(StoreError::NotFound(_))));
-
-    // Every input the SQLite store refuses, this one refuses the same way, before writing.
-    let sqlite = IdentityStore::open_in_memory().unwrap();
-    let names = ["", "has space", "ünï", "a/b", &"x".repeat(65), "123", ".", "..", "ok.name-1_2", &"y".repeat(64)];
-    for name in names {
-        let (pg, lite) =
-            (store.create_tenant(name, TenantLimits::default()), sqlite.create_tenant(name, TenantLimits::default()));
-        assert_eq!(pg.is_ok(), lite.is_ok(), "{name:?}");
-        assert_eq!(matches!(pg, Err(StoreError::Invalid(_))), matches!(lite, Err(StoreError::Invalid(_))), "{name:?}");
-    }
-    let bad_limits = [
-        TenantLimits { rate_per_sec: Some(0.0), ..TenantLimits::default() },
-        TenantLimits { rate_per_sec: Some(f64::NAN), ..TenantLimits::default() },
-        TenantLimits { burst: Some(0), ..TenantLimits::default() },
-        TenantLimits { max_input_bytes: Some(0), ..TenantLimits::default() },
-        TenantLimits { max_input_pixels: Some(u64::MAX), ..TenantLimits::default() },
-    ];
-    let acme = store.tenant_by_name("acme").unwrap();
-    for limits in bad_limits {
-        assert!(matches!(store.create_tenant("fresh", limits), Err(StoreError::Invalid(_))), "{limits:?}");
-        assert!(matches!(store.update_limits(acme.id, limits), Err(StoreError::Invalid(_))), "{limits:?}");
-    }
-    for label in ["", "tab\there", &"l".repeat(101)] {
-        assert!(matches!(store.create_key(acme.id, label), Err(StoreError::Invalid(_))), "{label:?}");
-    }
-    assert_eq!(store.version().unwrap(), 3, "acme and the two valid names only");
-}
-
-#[test]
-fn keys_are_issued_once_listed_and_revoked_idempotently() {
-    let server = Server::start("keys");
+fn only_the_secrets_hash_is_stored() {
+    let server = Server::start("secret");
     let store = server.store();
     let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
-    let globex = store.create_tenant("globex", TenantLimits::default()).unwrap();
+    let (_, token) = store.create_key(acme.id, "ci").unwrap();
 
-    let (ci, ci_token) = store.create_key(acme.id, "ci").unwrap();
-    let (prod, _) = store.create_key(acme.id, "production ✓").unwrap();
-    let (other, _) = store.create_key(globex.id, "ci").unwrap();
-    assert_eq!(parse_key(&ci_token).unwrap().key_id(), ci.id);
-    assert_eq!((ci.tenant, ci.label.as_str(), ci.revoked_at), (acme.id, "ci", None));
-
-    assert_eq!(store.list_keys(acme.id).unwrap(), vec![ci.clone(), prod.clone()]);
-    assert_eq!(store.list_keys(globex.id).unwrap(), vec![other]);
-    assert_eq!(store.get_key(ci.id).unwrap(), ci);
-
-    let revoked = store.revoke_key(ci.id).unwrap();
-    assert!(revoked.revoked_at.is_some());
-    assert_eq!(store.get_key(ci.id).unwrap(), revoked);
-    let version = store.version().unwrap();
-    assert_eq!(store.revoke_key(ci.id).unwrap(), revoked);
-    assert_eq!(store.version().unwrap(), version);
-    assert_eq!(store.list_keys(acme.id).unwrap(), vec![revoked, prod]);
-
-    let unknown: KeyId = "ZZZZZZZZZZZZ".parse().unwrap();
-    assert!(matches!(store.revoke_key(unknown), Err(StoreError::NotFound(Missing::Key(id))) if id == unknown));
-    assert!(matches!(store.get_key(unknown), Err(StoreError::NotFound(_))));
-
-    // Only the secret's hash is stored.
-    let secret = ci_token.split('_').nth(2).unwrap();
+    let secret = token.split('_').nth(2).unwrap();
     let mut client = server.client();
     let found: i64 = client
         .query_one(
@@ -207,50 +95,6 @@ fn keys_are_issued_once_listed_and_revoked_idempotently() {
         .unwrap()
         .get(0);
     assert_eq!(found, 0);
-}
-
-#[test]
-fn every_mutation_appends_one_change_and_snapshots_agree() {
-    let server = Server::start("outbox");
-    let store = server.store();
-    assert_eq!(store.version().unwrap(), 0);
-    assert_eq!(store.snapshot().unwrap(), Snapshot::default());
-
-    let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
-    let (key, token) = store.create_key(acme.id, "ci").unwrap();
-    let (b, _) = store.create_key(acme.id, "b").unwrap();
-    let limits = TenantLimits { burst: Some(9), ..TenantLimits::default() };
-    store.update_limits(acme.id, limits).unwrap();
-    store.set_status(acme.id, TenantStatus::Suspended).unwrap();
-    // Repeats are no-ops: no change.
-    store.set_status(acme.id, TenantStatus::Suspended).unwrap();
-    store.update_limits(acme.id, limits).unwrap();
-    store.revoke_key(key.id).unwrap();
-
-    let changes = store.changes_since(0).unwrap();
-    assert_eq!(versions(&store), [1, 2, 3, 4, 5, 6]);
-    assert_eq!(store.version().unwrap(), 6);
-    let hash = parse_key(&token).unwrap().secret_hash();
-    assert!(matches!(&changes[0].kind, ChangeKind::Tenant(t) if t.id == acme.id && t.status == TenantStatus::Active));
-    assert!(matches!(&changes[1].kind, ChangeKind::Credential(c)
-        if c.key == key.id && c.secret_hash == hash && !c.revoked && c.tenant.id == acme.id));
-    assert!(matches!(&changes[3].kind, ChangeKind::Tenant(t) if t.limits == limits));
-    assert!(matches!(&changes[4].kind, ChangeKind::Tenant(t) if t.status == TenantStatus::Suspended));
-    assert!(matches!(&changes[5].kind, ChangeKind::Credential(c)
-        if c.revoked && c.tenant.status == TenantStatus::Suspended && c.tenant.limits == limits));
-    assert_eq!(store.changes_since(3).unwrap(), changes[3..].to_vec());
-    assert!(store.changes_since(6).unwrap().is_empty());
-
-    let snapshot = store.snapshot().unwrap();
-    assert_eq!(snapshot.version, 6);
-    let mut ids = vec![key.id, b.id];
-    ids.sort();
-    assert_eq!(snapshot.credentials.iter().map(|c| c.key).collect::<Vec<_>>(), ids);
-    for c in &snapshot.credentials {
-        assert_eq!(c.revoked, c.key == key.id);
-        assert_eq!(c.tenant.status, TenantStatus::Suspended);
-    }
-    assert_outbox_matches_tables(&store);
 }
 
 #[test]
@@ -282,12 +126,12 @@ fn concurrent_writers_in_threads_and_two_stores_leave_gap_free_versions() {
     let total: u64 = threads.into_iter().map(|t| t.join().expect("writer thread")).sum();
     assert_eq!(total, 6 * 25 + 1);
     for store in &stores {
-        assert_eq!(versions(store), (1..=total).collect::<Vec<_>>());
+        assert_eq!(versions(&**store), (1..=total).collect::<Vec<_>>());
         assert_eq!(store.version().unwrap(), total);
         assert_eq!(store.snapshot().unwrap().version, total);
     }
     assert_eq!(stores[0].snapshot().unwrap().credentials.len(), 6 * 8);
-    assert_outbox_matches_tables(&stores[1]);
+    assert_outbox_matches_tables(&*stores[1]);
 }
 
 #[test]
@@ -368,8 +212,8 @@ fn a_database_that_goes_away_fails_fast_and_the_store_recovers_when_it_is_back()
     server.pg.restart().expect("restart after kill -9");
     // Every pooled connection is dead; the first call after the restart still succeeds.
     store.set_status(acme.id, TenantStatus::Suspended).unwrap();
-    assert_eq!(versions(&store), [1, 2, 3, 4]);
-    assert_outbox_matches_tables(&store);
+    assert_eq!(versions(&*store), [1, 2, 3, 4]);
+    assert_outbox_matches_tables(&*store);
     assert!(server.dir().exists());
 }
 
