@@ -218,15 +218,11 @@ fn retry_after_ms(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// The pipeline's errors, whether they come straight from the probe or through a worker.
+/// The pipeline's errors, whether they come straight from the probe or through a worker, as
+/// imaging's one table says ([`ImagingError::class`]).
 fn imaging_kind(e: &ImagingError) -> Kind {
-    match e {
-        ImagingError::BadParameter(_) => k(400, "bad-parameter", "Bad parameter"),
-        ImagingError::LimitExceeded(_) => k(413, "too-large", "Input too large"),
-        ImagingError::Unsupported(_) => k(415, "unsupported-image", "Unsupported image format"),
-        ImagingError::Corrupt(_) => k(422, "corrupt-image", "Corrupt or undecodable image"),
-        ImagingError::Internal(_) => k(500, "internal", "Internal error"),
-    }
+    let class = e.class();
+    k(class.status, class.slug, class.title)
 }
 
 /// Every problem `type` the API can answer, for the OpenAPI document.
@@ -301,6 +297,30 @@ mod tests {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
             let slug = error.kind().slug;
             assert!(PROBLEM_TYPES.contains(&slug), "{slug} is not listed in PROBLEM_TYPES");
+        }
+    }
+
+    #[test]
+    fn imaging_errors_keep_their_status_type_and_title() {
+        let cases = [
+            (ImagingError::BadParameter("x".into()), 400, "bad-parameter", "Bad parameter"),
+            (
+                ImagingError::LimitExceeded(imaging::LimitExceeded::Reported("x".into())),
+                413,
+                "too-large",
+                "Input too large",
+            ),
+            (ImagingError::Unsupported("x".into()), 415, "unsupported-image", "Unsupported image format"),
+            (ImagingError::Corrupt("x".into()), 422, "corrupt-image", "Corrupt or undecodable image"),
+            (ImagingError::Internal("x".into()), 500, "internal", "Internal error"),
+        ];
+        for (error, status, slug, title) in cases {
+            let (direct, through_dispatch) =
+                (imaging_kind(&error), ApiError::Dispatch(DispatchError::Imaging(error)).kind());
+            for kind in [direct, through_dispatch] {
+                assert_eq!((kind.status.as_u16(), kind.slug, kind.title), (status, slug, title));
+                assert!(PROBLEM_TYPES.contains(&kind.slug), "{slug} is not listed in PROBLEM_TYPES");
+            }
         }
     }
 

@@ -1,5 +1,9 @@
-//! The one error type of the pipeline. Each variant says what the caller did wrong (or what the
-//! image is), so the HTTP edge can map it to a status without looking inside the message.
+//! The one error type of the pipeline, and the one table of how each kind is answered
+//! ([`ErrorClass`]: status number, problem slug and title). Each variant says what the caller did
+//! wrong (or what the image is), so the answer never depends on the message.
+//!
+//! The table is plain data: this crate takes no HTTP dependency. The api turns a class into its
+//! problem+json (type URI, status code); the CLI prints the number.
 
 use crate::probe::ProbeError;
 
@@ -59,16 +63,31 @@ impl From<LimitExceeded> for ImagingError {
     }
 }
 
+/// How an [`ImagingError`] is answered: the HTTP status it stands for, and the problem type's
+/// slug (the last part of its `type` URI: stable, for clients to branch on) and title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorClass {
+    pub status: u16,
+    pub slug: &'static str,
+    pub title: &'static str,
+}
+
 impl ImagingError {
-    /// The HTTP status this error stands for; the single mapping lives at the HTTP edge, this
-    /// only keeps the decision next to the variants so CLI and API agree.
-    pub fn http_status(&self) -> u16 {
+    /// The one table of the pipeline's errors: the api answers from it (a worker's failure too,
+    /// which comes back as the same variant), and the CLI prints its status.
+    pub fn class(&self) -> ErrorClass {
+        let class = |status, slug, title| ErrorClass { status, slug, title };
         match self {
-            ImagingError::Unsupported(_) => 415,
-            ImagingError::Corrupt(_) => 422,
-            ImagingError::LimitExceeded(_) => 413,
-            ImagingError::BadParameter(_) => 400,
-            ImagingError::Internal(_) => 500,
+            ImagingError::BadParameter(_) => class(400, "bad-parameter", "Bad parameter"),
+            ImagingError::LimitExceeded(_) => class(413, "too-large", "Input too large"),
+            ImagingError::Unsupported(_) => class(415, "unsupported-image", "Unsupported image format"),
+            ImagingError::Corrupt(_) => class(422, "corrupt-image", "Corrupt or undecodable image"),
+            ImagingError::Internal(_) => class(500, "internal", "Internal error"),
         }
+    }
+
+    /// The HTTP status this error stands for (its [`ErrorClass`]'s).
+    pub fn http_status(&self) -> u16 {
+        self.class().status
     }
 }
