@@ -3,9 +3,10 @@
 //! service. The admin API and the feeders take `&dyn Store`, so both modes run the same code.
 //! Every method blocks: call it from a blocking thread.
 
+use crate::error::StoreError;
 use crate::key::KeyId;
 use crate::model::{ApiKey, Change, Snapshot, Tenant, TenantId, TenantLimits, TenantStatus};
-use crate::store::{IdentityStore, StoreError};
+use crate::store::IdentityStore;
 
 pub trait Store: Send + Sync {
     fn create_tenant(&self, name: &str, limits: TenantLimits) -> Result<Tenant, StoreError>;

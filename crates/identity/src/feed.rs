@@ -8,7 +8,7 @@
 
 use crate::backend::Store;
 use crate::cache::{CacheError, CredentialCache};
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 /// What a call to [`feed`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

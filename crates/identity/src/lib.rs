@@ -15,21 +15,26 @@
 //! not store, log or print a key's secret (only its SHA-256 is kept, and the full key exists once,
 //! in the value [`IdentityStore::create_key`] returns), and must not reach into other crates.
 //!
-//! Files: `key.rs` the key format and key ids, `model.rs` the other types, `store.rs` the SQLite store,
-//! `migrations.rs` its schema, `pg.rs` the PostgreSQL store with its schema, `cache.rs` the
-//! credential cache, `feed.rs` store → cache.
+//! Files: `key.rs` the key format and key ids, `model.rs` the other types, `error.rs` the stores'
+//! error, `rules.rs` what both stores do alike (input rules, new records, column conversions),
+//! `backend.rs` the [`Store`] trait over both, `store.rs` the SQLite store, `migrations.rs` its
+//! schema, `pg.rs` the PostgreSQL store with its schema, `cache.rs` the credential cache,
+//! `feed.rs` store → cache.
 
 mod backend;
 mod cache;
+mod error;
 mod feed;
 mod key;
 mod migrations;
 mod model;
 mod pg;
+mod rules;
 mod store;
 
 pub use backend::Store;
 pub use cache::{AuthError, Authenticated, CacheError, CredentialCache};
+pub use error::{Missing, StorageError, StoreError};
 pub use feed::{feed, Fed};
 pub use key::{parse_key, InvalidKeyId, KeyFormatError, KeyId, ParsedKey, KEY_LEN, KEY_PREFIX};
 pub use model::{
@@ -37,4 +42,4 @@ pub use model::{
     TenantLimits, TenantState, TenantStatus, MAX_INPUT_BYTES_CEILING, MAX_INPUT_PIXELS_CEILING,
 };
 pub use pg::{PgIdentityStore, POOL_SIZE};
-pub use store::{IdentityStore, Missing, StorageError, StoreError};
+pub use store::IdentityStore;

@@ -31,14 +31,14 @@ use postgres::error::SqlState;
 use postgres::types::{FromSql, Type};
 use postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
 
+use crate::error::{Missing, StorageError, StoreError};
 use crate::key::{self, KeyId};
 use crate::model::{
     ApiKey, Change, ChangeKind, Credential, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
 };
-// The rules and conversions are the SQLite store's, shared: both stores accept and refuse the
-// same input.
-use crate::store::{
-    from_ms, now_ms, sql_tenant, tenant_state, validate_label, validate_tenant_name, Missing, StorageError, StoreError,
+// Shared with the SQLite store: both accept, refuse and record alike.
+use crate::rules::{
+    from_ms, issued_key, new_tenant, now_ms, sql_tenant, tenant_state, validate_label, validate_tenant_name,
 };
 
 /// Most connections one store holds open; a call beyond waits for one to be returned.
@@ -171,13 +171,7 @@ impl PgIdentityStore {
             )?;
             // The only unique key a new row can collide with is the name's.
             let Some(row) = inserted else { return Err(StoreError::Conflict(name.to_string())) };
-            let tenant = Tenant {
-                id: TenantId::new(row.try_get::<_, Unsigned>(0)?.0),
-                name: name.to_string(),
-                status: TenantStatus::Active,
-                limits,
-                created_at: from_ms(created_at),
-            };
+            let tenant = new_tenant(TenantId::new(row.try_get::<_, Unsigned>(0)?.0), name, limits, created_at);
             append_change(tx, created_at, &ChangeKind::Tenant(tenant_state(&tenant)))?;
             Ok(tenant)
         })
@@ -272,20 +266,8 @@ impl PgIdentityStore {
                 if inserted == 0 {
                     continue;
                 }
-                let credential = Credential {
-                    key: new.id,
-                    secret_hash: new.secret_hash,
-                    revoked: false,
-                    tenant: tenant_state(&owner),
-                };
+                let (api_key, credential) = issued_key(&new, &owner, label, created_at);
                 append_change(tx, created_at, &ChangeKind::Credential(credential))?;
-                let api_key = ApiKey {
-                    id: new.id,
-                    tenant,
-                    label: label.to_string(),
-                    created_at: from_ms(created_at),
-                    revoked_at: None,
-                };
                 return Ok((api_key, new.token));
             }
         })

@@ -9,126 +9,24 @@
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
+use crate::error::{Missing, StorageError, StoreError};
 use crate::key::{self, KeyId};
 use crate::migrations::{self, MigrateError};
 use crate::model::{
-    ApiKey, Change, ChangeKind, Credential, InvalidLimits, Snapshot, Tenant, TenantId, TenantLimits, TenantState,
-    TenantStatus,
+    ApiKey, Change, ChangeKind, Credential, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
+};
+use crate::rules::{
+    from_ms, issued_key, new_tenant, now_ms, sql_tenant, tenant_state, validate_label, validate_tenant_name,
 };
 
 /// How long a writer waits for another process's write lock before giving up with `Storage`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts at a fresh random key id when one collides (at 71 bits, the second never runs).
 const KEY_ID_ATTEMPTS: usize = 3;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0} not found")]
-    NotFound(Missing),
-    /// A tenant with this name (compared case-insensitively) already exists.
-    #[error("a tenant named `{0}` already exists")]
-    Conflict(String),
-    /// The caller's input breaks a rule stated on the model (name shape, limit ranges).
-    #[error("{0}")]
-    Invalid(&'static str),
-    /// The database failed or is unusable; nothing the caller sent can fix it.
-    #[error("identity store: {0}")]
-    Storage(StorageError),
-}
-
-/// What was looked for and not found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Missing {
-    Tenant(TenantId),
-    TenantNamed(String),
-    Key(KeyId),
-}
-
-impl std::fmt::Display for Missing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Missing::Tenant(id) => write!(f, "tenant {id}"),
-            Missing::TenantNamed(name) => write!(f, "tenant `{name}`"),
-            Missing::Key(id) => write!(f, "API key {id}"),
-        }
-    }
-}
-
-/// A failure of the storage layer, opaque so that the PostgreSQL store can return the same type.
-#[derive(Debug)]
-pub struct StorageError(Inner);
-
-#[derive(Debug)]
-enum Inner {
-    Sqlite(rusqlite::Error),
-    Postgres(postgres::Error),
-    SchemaTooNew { found: u32 },
-    Entropy(getrandom::Error),
-}
-
-impl std::fmt::Display for StorageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Inner::Sqlite(e) => write!(f, "sqlite: {e}"),
-            Inner::Postgres(e) => {
-                write!(f, "postgres: {e}")?;
-                // The client's message names only the kind of failure; the server's words or
-                // the I/O error are its source.
-                match std::error::Error::source(e) {
-                    Some(cause) => write!(f, ": {cause}"),
-                    None => Ok(()),
-                }
-            }
-            Inner::SchemaTooNew { found } => write!(
-                f,
-                "the database has schema version {found}, this build knows up to {}: it was written by a newer resizer",
-                migrations::SCHEMA_VERSION
-            ),
-            Inner::Entropy(e) => write!(f, "no randomness for a new key: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StorageError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.0 {
-            Inner::Sqlite(e) => Some(e),
-            Inner::Postgres(e) => Some(e),
-            // getrandom's error implements `std::error::Error` only with its `std` feature; the
-            // message above carries it.
-            Inner::SchemaTooNew { .. } | Inner::Entropy(_) => None,
-        }
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Storage(StorageError(Inner::Sqlite(e)))
-    }
-}
-
-impl From<postgres::Error> for StoreError {
-    fn from(e: postgres::Error) -> Self {
-        StoreError::Storage(StorageError(Inner::Postgres(e)))
-    }
-}
-
-impl StorageError {
-    /// For the PostgreSQL store, which draws its keys from the same generator.
-    pub(crate) fn entropy(e: getrandom::Error) -> StoreError {
-        StoreError::Storage(StorageError(Inner::Entropy(e)))
-    }
-}
-
-impl From<InvalidLimits> for StoreError {
-    fn from(e: InvalidLimits) -> Self {
-        StoreError::Invalid(e.0)
-    }
-}
 
 pub struct IdentityStore {
     conn: Mutex<Connection>,
@@ -154,7 +52,7 @@ impl IdentityStore {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         migrations::migrate(&mut conn).map_err(|e| match e {
-            MigrateError::TooNew { found } => StoreError::Storage(StorageError(Inner::SchemaTooNew { found })),
+            MigrateError::TooNew { found } => StorageError::schema_too_new(found),
             MigrateError::Sqlite(e) => e.into(),
         })?;
         Ok(IdentityStore { conn: Mutex::new(conn) })
@@ -183,13 +81,7 @@ impl IdentityStore {
                 other => other?,
             };
             let id = TenantId::new(u64::try_from(tx.last_insert_rowid()).expect("AUTOINCREMENT rowids are positive"));
-            let tenant = Tenant {
-                id,
-                name: name.to_string(),
-                status: TenantStatus::Active,
-                limits,
-                created_at: from_ms(created_at),
-            };
+            let tenant = new_tenant(id, name, limits, created_at);
             append_change(tx, created_at, &ChangeKind::Tenant(tenant_state(&tenant)))?;
             Ok(tenant)
         })
@@ -266,7 +158,7 @@ impl IdentityStore {
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let new = key::generate().map_err(|e| StoreError::Storage(StorageError(Inner::Entropy(e))))?;
+                let new = key::generate().map_err(StorageError::entropy)?;
                 let inserted = tx.execute(
                     "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![new.id.as_str(), sql_tenant(tenant), label, &new.secret_hash[..], created_at],
@@ -275,11 +167,8 @@ impl IdentityStore {
                     Err(e) if is_unique_violation(&e) && attempts < KEY_ID_ATTEMPTS => continue,
                     other => other?,
                 };
-                let credential =
-                    Credential { key: new.id, secret_hash: new.secret_hash, revoked: false, tenant: tenant_state(&owner) };
+                let (api_key, credential) = issued_key(&new, &owner, label, created_at);
                 append_change(tx, created_at, &ChangeKind::Credential(credential))?;
-                let api_key =
-                    ApiKey { id: new.id, tenant, label: label.to_string(), created_at: from_ms(created_at), revoked_at: None };
                 return Ok((api_key, new.token));
             }
         })
@@ -510,48 +399,6 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
         if f.code == ErrorCode::ConstraintViolation
             && matches!(f.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
-}
-
-pub(crate) fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
-    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    // A name must not read as a tenant id (admin URLs take either) nor as a path segment of its own.
-    let ambiguous = name.bytes().all(|b| b.is_ascii_digit()) || name == "." || name == "..";
-    if ok && !ambiguous {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(
-            "a tenant name is 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-', not all digits, not '.' or '..'",
-        ))
-    }
-}
-
-pub(crate) fn validate_label(label: &str) -> Result<(), StoreError> {
-    let ok = (1..=100).contains(&label.chars().count()) && !label.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid("a key label is 1 to 100 characters, none of them control characters"))
-    }
-}
-
-pub(crate) fn tenant_state(tenant: &Tenant) -> TenantState {
-    TenantState { id: tenant.id, status: tenant.status, limits: tenant.limits }
-}
-
-/// A tenant id as SQLite and PostgreSQL bind it. Ids above 2^63 - 1 cannot exist (rowids and
-/// BIGINT are signed), so they
-/// become -1, which matches no row: a caller's absurd id is "not found", never a panic.
-pub(crate) fn sql_tenant(id: TenantId) -> i64 {
-    i64::try_from(id.get()).unwrap_or(-1)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn from_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 #[cfg(test)]
