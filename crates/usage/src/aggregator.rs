@@ -17,6 +17,7 @@ use crate::archive::{Archive, ArchiveError};
 use crate::record::UsageRecord;
 use crate::rollup::{RollupError, Rollups};
 use crate::spool::{Spool, SpoolError};
+use crate::spool_loop::{run_spool_loop, sealed_batches, take_batch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AggregateError {
@@ -83,14 +84,9 @@ impl Aggregator {
 /// Embedded mode's shipper and consumer in one: applies every sealed batch of `spool`, oldest
 /// first, removing each once applied. Returns the number of records applied.
 pub async fn drain_spool(spool: &Arc<Spool>, aggregator: &Aggregator) -> Result<usize, AggregateError> {
-    let source = spool.clone();
-    blocking(move || source.tick()).await??;
-    let source = spool.clone();
-    let batches = blocking(move || source.sealed()).await??;
     let mut applied = 0;
-    for batch in batches {
-        let (source, sealed) = (spool.clone(), batch.clone());
-        let records = Arc::new(blocking(move || source.take(&sealed)).await??);
+    for batch in sealed_batches(spool, AggregateError::Task).await? {
+        let records = Arc::new(take_batch(spool, &batch, AggregateError::Task).await?);
         let count = records.len();
         if aggregator.apply_batch(&batch.id, records.clone()).await? {
             applied += count;
@@ -115,40 +111,36 @@ pub async fn run_embedded(
     compact_every: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut ticks = tokio::time::interval(fsync_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (spool, aggregator) = (&spool, &aggregator);
     let mut last_compaction = tokio::time::Instant::now();
-    let mut n: u32 = 0;
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = ticks.tick() => {}
-        }
-        n = n.wrapping_add(1);
-        let result = if n.is_multiple_of(apply_every.max(1)) {
-            drain_spool(&spool, &aggregator).await.map(|_| ())
-        } else {
-            let source = spool.clone();
-            blocking(move || source.tick()).await.and_then(|r| r.map_err(AggregateError::from))
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "usage: spool or aggregation failed; batches stay in the spool and are retried");
-        }
-        if last_compaction.elapsed() >= compact_every {
-            last_compaction = tokio::time::Instant::now();
-            match aggregator.compact(COMPACT_MIN_FILES).await {
-                Ok(0) => {}
-                Ok(files) => tracing::info!(files, "usage archive: small files compacted"),
-                Err(e) => tracing::warn!(error = %e, "usage archive: compaction failed; retried later"),
+    run_spool_loop(
+        spool,
+        fsync_interval,
+        apply_every,
+        stop,
+        AggregateError::Task,
+        || async move { drain_spool(spool, aggregator).await.map(|_| ()) },
+        |result| {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "usage: spool or aggregation failed; batches stay in the spool and are retried");
             }
-        }
-    }
-    let source = spool.clone();
-    if let Err(e) = blocking(move || source.flush()).await.and_then(|r| r.map_err(AggregateError::from)) {
-        tracing::error!(error = %e, "usage: sealing the last batch failed; it is recovered at the next start");
-    }
-    match drain_spool(&spool, &aggregator).await {
+            let compact = last_compaction.elapsed() >= compact_every;
+            if compact {
+                last_compaction = tokio::time::Instant::now();
+            }
+            async move {
+                if compact {
+                    match aggregator.compact(COMPACT_MIN_FILES).await {
+                        Ok(0) => {}
+                        Ok(files) => tracing::info!(files, "usage archive: small files compacted"),
+                        Err(e) => tracing::warn!(error = %e, "usage archive: compaction failed; retried later"),
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    match drain_spool(spool, aggregator).await {
         Ok(records) => tracing::info!(records, "usage: last batches applied"),
         Err(e) => {
             tracing::error!(error = %e, "usage: last batches not applied; they stay in the spool for the next start")
@@ -183,6 +175,22 @@ fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{run_embedded, Aggregator};
+    use crate::spool::Spool;
+
+    /// The binary spawns the loop on the runtime: its future must be `Send`.
+    #[test]
+    fn the_embedded_loop_can_be_spawned() {
+        fn send<T: Send>(_: &T) {}
+        fn check(spool: Arc<Spool>, aggregator: Arc<Aggregator>) {
+            send(&run_embedded(spool, aggregator, Duration::ZERO, 1, Duration::ZERO, std::future::pending()));
+        }
+        let _ = check;
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc_date(0), "1970-01-01");

@@ -12,8 +12,9 @@
 //! beyond their ids, and it never decides what a request costs: the rollups keep quantities per
 //! status, billing rules price them (docs/usage.md).
 //!
-//! Files: `record.rs`, `spool.rs`, `ship.rs`, `aggregator.rs`, `rollup.rs`, `archive/` (its
-//! `mod.rs` lists its files), `calendar.rs` (the UTC dates of the archive's partitions).
+//! Files: `record.rs`, `spool.rs`, `spool_loop.rs` (the tick loop both modes run over the spool),
+//! `ship.rs`, `aggregator.rs`, `rollup.rs`, `archive/` (its `mod.rs` lists its files),
+//! `calendar.rs` (the UTC dates of the archive's partitions).
 
 mod aggregator;
 mod archive;
@@ -22,6 +23,7 @@ mod record;
 mod rollup;
 mod ship;
 mod spool;
+mod spool_loop;
 
 pub use aggregator::{drain_spool, run_embedded, AggregateError, Aggregator};
 pub use archive::read::{AuditCursor, AuditPage};

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::record::UsageRecord;
 use crate::spool::{Spool, SpoolError};
+use crate::spool_loop::{run_spool_loop, sealed_batches, take_batch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -28,14 +29,9 @@ where
     F: Fn(String, Vec<UsageRecord>) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let source = spool.clone();
-    blocking(move || source.tick()).await??;
-    let source = spool.clone();
-    let batches = blocking(move || source.sealed()).await??;
     let mut shipped = 0;
-    for batch in batches {
-        let (source, sealed) = (spool.clone(), batch.clone());
-        let records = blocking(move || source.take(&sealed)).await??;
+    for batch in sealed_batches(spool, ShipError::Task).await? {
+        let records = take_batch(spool, &batch, ShipError::Task).await?;
         let count = records.len();
         ship(batch.id.clone(), records)
             .await
@@ -59,45 +55,53 @@ pub async fn run_shipping<F, Fut>(
     F: Fn(String, Vec<UsageRecord>) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let mut ticks = tokio::time::interval(fsync_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u32 = 0;
+    let (spool, ship) = (&spool, &ship);
     let mut failing = false;
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = ticks.tick() => {}
-        }
-        n = n.wrapping_add(1);
-        let result = if n.is_multiple_of(ship_every.max(1)) {
-            ship_spool(&spool, &ship).await.map(drop)
-        } else {
-            let source = spool.clone();
-            blocking(move || source.tick()).await.and_then(|r| r.map_err(ShipError::from))
-        };
-        match result {
-            Err(e) if !failing => {
-                tracing::warn!(error = %e, "usage: batches not shipped; they stay in the spool and are retried");
-                failing = true;
+    run_spool_loop(
+        spool,
+        fsync_interval,
+        ship_every,
+        stop,
+        ShipError::Task,
+        || async move { ship_spool(spool, ship).await.map(drop) },
+        |result| {
+            match result {
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "usage: batches not shipped; they stay in the spool and are retried");
+                    failing = true;
+                }
+                Ok(()) if failing => {
+                    tracing::info!("usage: shipping resumed");
+                    failing = false;
+                }
+                _ => {}
             }
-            Ok(()) if failing => {
-                tracing::info!("usage: shipping resumed");
-                failing = false;
-            }
-            _ => {}
-        }
-    }
-    let source = spool.clone();
-    if let Err(e) = blocking(move || source.flush()).await.and_then(|r| r.map_err(ShipError::from)) {
-        tracing::error!(error = %e, "usage: sealing the last batch failed; it is recovered at the next start");
-    }
-    match ship_spool(&spool, &ship).await {
+            std::future::ready(())
+        },
+    )
+    .await;
+    match ship_spool(spool, ship).await {
         Ok(records) => tracing::info!(records, "usage: last batches shipped"),
         Err(e) => tracing::warn!(error = %e, "usage: last batches stay in the spool for the next start"),
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ShipError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ShipError::Task(e.to_string()))
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::run_shipping;
+    use crate::spool::Spool;
+
+    /// The binary spawns the loop on the runtime: its future must be `Send`.
+    #[test]
+    fn the_shipping_loop_can_be_spawned() {
+        fn send<T: Send>(_: &T) {}
+        fn check(spool: Arc<Spool>) {
+            let ship = |_: String, _: Vec<crate::record::UsageRecord>| async { Ok(()) };
+            send(&run_shipping(spool, ship, Duration::ZERO, 1, std::future::pending()));
+        }
+        let _ = check;
+    }
 }
