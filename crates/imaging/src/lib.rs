@@ -29,7 +29,7 @@ mod probe;
 mod resize;
 mod spec;
 
-pub use error::{ImagingError, LimitExceeded};
+pub use error::{ErrorClass, ImagingError, LimitExceeded};
 pub use geometry::{plan, Plan};
 pub use jpeg_simd::jpeg_simd;
 pub use limits::Limits;

@@ -196,7 +196,7 @@ impl ResizeSpec {
     /// query: the api node admits a request with it, and the worker reads the job's parameters
     /// with it again.
     pub fn from_query(query: &str) -> Result<ResizeSpec, ImagingError> {
-        let pairs: Vec<(String, String)> = form_pairs(query).collect();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         ResizeSpec::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
@@ -255,39 +255,6 @@ impl ResizeSpec {
         }
         Ok(spec)
     }
-}
-
-/// The name-value pairs of an `application/x-www-form-urlencoded` string, decoded as the URL
-/// standard (and the `form_urlencoded` crate the HTTP side used before) decodes them: pairs split
-/// on `&`, empty ones skipped, name and value split on the first `=` (no `=`: an empty value).
-/// Written out here because this crate takes no URL or HTTP dependency.
-fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (form_decode(name), form_decode(value))
-    })
-}
-
-/// `+` is a space and `%XX` the byte XX; a `%` without two hex digits after it stays as it is,
-/// and bytes that are not UTF-8 become U+FFFD.
-fn form_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let hex = |i: usize| bytes.get(i).and_then(|&b| char::from(b).to_digit(16));
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'+', _, _) => decoded.push(b' '),
-            (b'%', Some(high), Some(low)) => {
-                // Two hex digits: at most 0xff.
-                decoded.push((high * 16 + low) as u8);
-                i += 2;
-            }
-            (byte, _, _) => decoded.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 fn parse_u32(name: &str, v: &str) -> Result<u32, ImagingError> {
