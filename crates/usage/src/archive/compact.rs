@@ -138,12 +138,11 @@ fn batch_set_hash<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::tests::{files_in, record, sorted, TempDir, EVENING};
+    use crate::archive::tests::{files_in, record, sorted, temp_archive, EVENING};
 
     #[tokio::test]
     async fn compaction_merges_applied_batches_only() {
-        let tmp = TempDir::new("compact");
-        let archive = Archive::local(&tmp.0).expect("open");
+        let (tmp, archive) = temp_archive("compact");
         let day = tmp.0.join("tenant=5/date=2024-03-09");
         let batches = [
             ("b1", vec![record("a", 5, EVENING - 30), record("b", 5, EVENING - 20)]),
@@ -188,8 +187,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_compaction_reads_a_bounded_amount_and_a_busy_day_ends_in_several_files() {
-        let tmp = TempDir::new("compact-bounded");
-        let archive = Archive::local(&tmp.0).expect("open");
+        let (tmp, archive) = temp_archive("compact-bounded");
         let day = tmp.0.join("tenant=5/date=2024-03-09");
         let mut everything = Vec::new();
         let mut seed = 7u64;

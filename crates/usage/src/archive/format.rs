@@ -295,8 +295,7 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ArrowWriter;
 
-    use crate::archive::tests::{record, TempDir, EVENING};
-    use crate::archive::Archive;
+    use crate::archive::tests::{record, temp_archive, EVENING};
     use crate::record::UsageRecord;
 
     /// Rewrites an archive file as versions before `batch_seq` wrote it: the same rows without
@@ -321,8 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn files_written_before_batch_seq_read_as_rank_0_and_compact_with_newer_ones() {
-        let tmp = TempDir::new("old-files");
-        let archive = Archive::local(&tmp.0).expect("open");
+        let (tmp, archive) = temp_archive("old-files");
         let dup = record("dup", 6, EVENING);
         archive.write_batch("old", vec![dup.clone(), dup.clone(), record("a", 6, EVENING - 1)]).await.expect("write");
         drop_batch_seq_column(&tmp.0.join("tenant=6/date=2024-03-09/batch-old.parquet"));

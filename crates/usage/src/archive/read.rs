@@ -171,12 +171,11 @@ impl Archive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::tests::{files_in, record, sorted, TempDir, EVENING, MIDNIGHT};
+    use crate::archive::tests::{files_in, record, sorted, temp_archive, EVENING, MIDNIGHT};
 
     #[tokio::test]
     async fn write_then_read_round_trips_by_tenant_and_range() {
-        let tmp = TempDir::new("roundtrip");
-        let archive = Archive::local(&tmp.0).expect("open");
+        let (tmp, archive) = temp_archive("roundtrip");
         let records = vec![
             record("r3", 1, MIDNIGHT + 5),
             record("r1", 1, EVENING),
@@ -209,8 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn pages_of_every_size_add_up_to_the_whole_read() {
-        let tmp = TempDir::new("pages");
-        let archive = Archive::local(&tmp.0).expect("open");
+        let (_tmp, archive) = temp_archive("pages");
         // Two days, two batches, a request id used three times in one millisecond.
         let dup = record("dup", 4, EVENING);
         archive

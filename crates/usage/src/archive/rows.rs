@@ -66,13 +66,11 @@ pub(super) fn row_key(row: RowRef<'_>) -> RowKey<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::archive::tests::{record, TempDir, EVENING};
-    use crate::archive::Archive;
+    use crate::archive::tests::{record, temp_archive, EVENING};
 
     #[tokio::test]
     async fn same_request_in_two_batches_is_not_hidden() {
-        let tmp = TempDir::new("two-batches");
-        let archive = Archive::local(&tmp.0).expect("open");
+        let (_tmp, archive) = temp_archive("two-batches");
         let r = record("dup", 9, EVENING);
         archive.write_batch("b1", vec![r.clone()]).await.expect("write");
         archive.write_batch("b2", vec![r.clone()]).await.expect("write");

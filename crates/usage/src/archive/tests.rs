@@ -26,6 +26,13 @@ impl Drop for TempDir {
     }
 }
 
+/// An archive in a fresh temp directory, removed when the `TempDir` is dropped.
+pub(super) fn temp_archive(name: &str) -> (TempDir, Archive) {
+    let tmp = TempDir::new(name);
+    let archive = Archive::local(&tmp.0).expect("open");
+    (tmp, archive)
+}
+
 // 2024-03-09T23:59:59.000Z and the next UTC midnight.
 pub(super) const EVENING: i64 = 1_710_028_799_000;
 pub(super) const MIDNIGHT: i64 = 1_710_028_800_000;
@@ -72,8 +79,7 @@ pub(super) fn sorted(mut records: Vec<UsageRecord>) -> Vec<UsageRecord> {
 
 #[tokio::test]
 async fn bad_inputs_are_typed_errors() {
-    let tmp = TempDir::new("errors");
-    let archive = Archive::local(&tmp.0).expect("open");
+    let (tmp, archive) = temp_archive("errors");
     let err = archive.write_batch("../x", vec![record("a", 1, EVENING)]).await;
     assert!(matches!(err, Err(ArchiveError::InvalidBatchId(_))), "{err:?}");
     let err = archive.write_batch("b", vec![record("a", 1, END_MS)]).await;
@@ -108,8 +114,7 @@ async fn urls_open_local_directories_and_refuse_the_rest() {
 fn handles_and_futures_cross_threads() {
     fn send_sync_clone<T: Send + Sync + Clone>(_: &T) {}
     fn send<T: Send>(_: &T) {}
-    let tmp = TempDir::new("send");
-    let archive = Archive::local(&tmp.0).expect("open");
+    let (_tmp, archive) = temp_archive("send");
     send_sync_clone(&archive);
     // Futures are lazy: built here only to prove `tokio::spawn` would accept them.
     send(&archive.write_batch("b", vec![]));

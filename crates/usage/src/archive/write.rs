@@ -58,14 +58,12 @@ impl Archive {
 
 #[cfg(test)]
 mod tests {
-    use crate::archive::tests::{files_in, record, TempDir, EVENING};
-    use crate::archive::Archive;
+    use crate::archive::tests::{files_in, record, temp_archive, EVENING};
     use crate::record::UsageRecord;
 
     #[tokio::test]
     async fn writing_a_batch_twice_stores_it_once() {
-        let tmp = TempDir::new("twice");
-        let archive = Archive::local(&tmp.0).expect("open");
+        let (tmp, archive) = temp_archive("twice");
         let records = vec![record("a", 7, EVENING), record("b", 7, EVENING + 1)];
         archive.write_batch("b1", records.clone()).await.expect("write");
         let path = tmp.0.join("tenant=7/date=2024-03-09/batch-b1.parquet");
@@ -80,8 +78,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_sharing_a_request_id_are_all_kept() {
-        let tmp = TempDir::new("same-id");
-        let archive = Archive::local(&tmp.0).expect("open");
+        let (tmp, archive) = temp_archive("same-id");
         // A client that reuses its X-Request-Id: two identical records and a third that differs
         // only in its status, all in the same millisecond and the same batch, and one more in a
         // second batch.
