@@ -152,6 +152,11 @@ pub async fn readyz(State(app): State<Arc<App>>, request: Request) -> Response {
         Some(reason) => ApiError::NotReady(reason).into_response(&rid),
         None => {
             let mut body = serde_json::json!({ "status": "ready" });
+            if app.conversions.queue().is_none() {
+                // This node converts: say whether JPEG runs libjpeg-turbo's SIMD kernels (a build
+                // made without nasm does not, and is markedly slower; nothing else would tell).
+                body["jpeg_simd"] = imaging::jpeg_simd().into();
+            }
             if let Some(replica) = app.replica() {
                 // Still ready when the watch is down: requests are decided on the last known
                 // credentials (availability over consistency for the data plane); say how stale.

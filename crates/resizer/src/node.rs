@@ -170,3 +170,13 @@ pub fn generate_admin_token() -> anyhow::Result<String> {
     }
     Ok(format!("rsza_{chars}"))
 }
+
+/// What a node that converts images says at start when libjpeg-turbo runs without its SIMD
+/// kernels (built on a machine without `nasm`): correct, but JPEG markedly slower, and nothing
+/// else would tell. `None` when they are on.
+pub fn jpeg_without_simd() -> Option<&'static str> {
+    (!imaging::jpeg_simd()).then_some(
+        "JPEG runs without libjpeg-turbo's SIMD kernels (built without nasm): correct but markedly slower; \
+         install nasm (apt-get install nasm), then `cargo clean -p mozjpeg-sys` and build again",
+    )
+}

@@ -340,6 +340,18 @@ fn operations_endpoints_and_logs() -> Result {
     let line = logs.lines().find(|l| l.contains("trace-me-1")).expect("access log line");
     let v: serde_json::Value = serde_json::from_str(line)?;
     assert_eq!((v["request_id"].as_str(), v["status"].as_u64()), (Some("trace-me-1"), Some(200)));
+
+    // Whether JPEG runs libjpeg-turbo's SIMD kernels is said at start: in the log line, and as a
+    // warning in the log and under the banner when it does not. With nasm on the machine the
+    // build has them (the test command installs nasm).
+    let nasm = std::process::Command::new("nasm").arg("-v").output().is_ok_and(|o| o.status.success());
+    let started = logs.lines().find(|l| l.contains("resizer dev started")).expect("start line");
+    let started: serde_json::Value = serde_json::from_str(started)?;
+    assert_eq!(started["jpeg_simd"].as_bool(), Some(nasm), "{started}");
+    let warned = "without libjpeg-turbo's SIMD kernels";
+    assert_eq!(server.stdout().contains(warned), !nasm, "{}", server.stdout());
+    assert_eq!(logs.contains(warned), !nasm);
+    assert_eq!(server.get("/readyz").json()["jpeg_simd"].as_bool(), Some(nasm));
     Ok(())
 }
 

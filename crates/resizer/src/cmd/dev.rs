@@ -14,7 +14,7 @@ use identity::{CredentialCache, IdentityStore, StoreError, TenantLimits};
 use crate::config::{Config, ConfigArgs};
 use crate::dev_file::{self, DevFile};
 use crate::logging;
-use crate::node::{bind, generate_admin_token, serve_node};
+use crate::node::{bind, generate_admin_token, jpeg_without_simd, serve_node};
 
 /// A small picture shipped in the binary, written to the data directory so the printed `curl`
 /// line works from any directory.
@@ -93,8 +93,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             admin_url = file.admin_url,
             workers = dispatch_config.threads,
             data_dir = %data_dir.display(),
+            jpeg_simd = imaging::jpeg_simd(),
             "resizer dev started"
         );
+        if let Some(warning) = jpeg_without_simd() {
+            tracing::warn!("{warning}");
+        }
         let dispatcher = dispatch::Dispatcher::start(dispatch_config);
         let conversions = api::Conversions::Embedded(dispatcher);
         let listeners = api::Listeners { public: Some(public), admin, internal: None };
@@ -137,5 +141,8 @@ fn print_banner(file: &DevFile, dev_json: &Path, sample: &Path) {
         sample.display(),
         file.api_url
     );
+    if let Some(warning) = jpeg_without_simd() {
+        println!("warning: {warning}");
+    }
     let _ = std::io::stdout().flush();
 }

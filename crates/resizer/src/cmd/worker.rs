@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
-use crate::node::bind;
+use crate::node::{bind, jpeg_without_simd};
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
@@ -48,7 +48,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let listener = bind(&config.worker.listen, "worker.listen").await?;
-        tracing::info!(node = node_id, slots, listen = %listener.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer worker started");
+        tracing::info!(node = node_id, slots, listen = %listener.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), jpeg_simd = imaging::jpeg_simd(), "resizer worker started");
+        if let Some(warning) = jpeg_without_simd() {
+            tracing::warn!("{warning}");
+        }
         let status = worker::Status::new(slots);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let http = axum::serve(listener, worker::router(status.clone()))
