@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::archive::{Archive, ArchiveError};
+use crate::calendar::utc_date;
 use crate::record::UsageRecord;
 use crate::rollup::{RollupError, Rollups};
 use crate::spool::{Spool, SpoolError};
@@ -155,20 +156,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.map_err(|e| AggregateError::Task(e.to_string()))
 }
 
-/// `YYYY-MM-DD` of a UTC instant (the archive's partition names).
-fn utc_date(ms: i64) -> String {
-    let z = ms.div_euclid(86_400_000) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -189,12 +176,5 @@ mod tests {
             send(&run_embedded(spool, aggregator, Duration::ZERO, 1, Duration::ZERO, std::future::pending()));
         }
         let _ = check;
-    }
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::utc_date(0), "1970-01-01");
-        assert_eq!(super::utc_date(951_782_400_000), "2000-02-29");
-        assert_eq!(super::utc_date(1_795_628_767_250), "2026-11-25");
     }
 }

@@ -1,6 +1,7 @@
 //! UTC calendar dates (proleptic Gregorian) without a date library: the `YYYY-MM-DD` names of the
-//! archive's `date=` partitions, strictly parsed back. Only four-digit years are named, so that
-//! names sort as dates do. It must not know about files or records.
+//! archive's `date=` partitions, strictly parsed back, and the aggregator's today to compare with
+//! them. Only four-digit years are partition names, so that names sort as dates do. It must not
+//! know about files or records.
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
 /// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z: four-digit years keep the `date=` partition
@@ -10,11 +11,13 @@ pub(crate) const END_MS: i64 = 253_402_300_800_000;
 
 /// `YYYY-MM-DD` of the UTC day holding `ms`, or None outside the years 0000 to 9999.
 pub(crate) fn date_of(ms: i64) -> Option<String> {
-    if !(MIN_MS..END_MS).contains(&ms) {
-        return None;
-    }
+    (MIN_MS..END_MS).contains(&ms).then(|| utc_date(ms))
+}
+
+/// `YYYY-MM-DD` of the UTC day holding `ms`, any year (past 9999 with more digits).
+pub(crate) fn utc_date(ms: i64) -> String {
     let (y, m, d) = civil_from_days(ms.div_euclid(DAY_MS));
-    Some(format!("{y:04}-{m:02}-{d:02}"))
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Days since 1970-01-01 of a strict `YYYY-MM-DD` calendar date.
@@ -64,6 +67,13 @@ mod tests {
     // 2024-03-09T23:59:59.000Z and the next UTC midnight.
     const EVENING: i64 = 1_710_028_799_000;
     const MIDNIGHT: i64 = 1_710_028_800_000;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(951_782_400_000), "2000-02-29");
+        assert_eq!(utc_date(1_795_628_767_250), "2026-11-25");
+    }
 
     #[test]
     fn dates_match_the_calendar() {

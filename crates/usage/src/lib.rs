@@ -14,7 +14,7 @@
 //!
 //! Files: `record.rs`, `spool.rs`, `spool_loop.rs` (the tick loop both modes run over the spool),
 //! `ship.rs`, `aggregator.rs`, `rollup.rs`, `archive/` (its `mod.rs` lists its files),
-//! `calendar.rs` (the UTC dates of the archive's partitions).
+//! `calendar.rs` (UTC dates: the archive's partition names, the aggregator's today).
 
 mod aggregator;
 mod archive;
