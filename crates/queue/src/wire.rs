@@ -225,7 +225,9 @@ mod tests {
         for (e, status) in cases {
             let wire: Failure =
                 serde_json::from_str(&serde_json::to_string(&Failure::from_imaging(&e)).unwrap()).unwrap();
-            let back = wire.to_dispatch_error().expect("an imaging failure");
+            let Some(DispatchError::Imaging(back)) = wire.to_dispatch_error() else {
+                panic!("{e:?}: not an imaging failure")
+            };
             assert_eq!(back.http_status(), status, "{e:?}");
             assert_eq!(back.to_string(), e.to_string(), "the message survives");
         }
