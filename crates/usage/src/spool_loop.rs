@@ -1,7 +1,7 @@
 //! The api node's loop over its spool, the same in both modes: a group fsync every interval and,
 //! every so many fsyncs, a pass over the sealed batches, oldest first (embedded mode applies them,
-//! [`crate::aggregator::run_embedded`]; a cluster node ships them, [`crate::ship::run_shipping`]);
-//! when told to stop, the open batch is sealed. Spool calls run on the blocking pool.
+//! `run_embedded`; a cluster node ships them, `run_shipping`); when told to stop, the open batch is
+//! sealed. Spool calls run on the blocking pool.
 //!
 //! It must not know what a pass does with a batch, nor how failures are reported (each caller logs
 //! its own way): both are the caller's arguments, as is its error type.

@@ -1,6 +1,6 @@
-//! The raw-record archive: every [`UsageRecord`](crate::UsageRecord) as Parquet in an object
-//! store (a local directory, or S3-compatible storage with the `s3` feature), partitioned the Hive
-//! way so that DuckDB, pyarrow or Spark read it with a glob:
+//! The raw-record archive: every [`UsageRecord`](crate::record::UsageRecord) as Parquet in an
+//! object store (a local directory, or S3-compatible storage with the `s3` feature), partitioned
+//! the Hive way so that DuckDB, pyarrow or Spark read it with a glob:
 //!
 //! ```text
 //! tenant=<id>/date=<YYYY-MM-DD>/batch-<batch id>.parquet     one per batch that had records there
