@@ -38,6 +38,9 @@ if ! target/s3-venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ !
     target/s3-venv/bin/pip install --quiet "moto[server]==$MOTO_VERSION"
 fi
 
+# The house's two structural rules: no file import circle inside a crate, and ARCHITECTURE.md's
+# code map naming every top-level module of every crate.
+python3 scripts/check_house.py
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-nextest >/dev/null; then
