@@ -3,8 +3,9 @@
 
 1. No file import circle inside a crate: a file reaches other files of its crate through
    `crate::a::b`, `super::x` and `self::x` paths (in `use` lines and inline); those edges must
-   form no loop. The crate root (lib.rs/main.rs) is left out: it only declares the modules and
-   hands names on, so every file may lean on it. Unit-test modules (`#[cfg(test)] mod tests`)
+   form no loop. The crate root (lib.rs/main.rs) is left out: it declares the modules and hands
+   names on, so every file may lean on it; a name it re-exports (`crate::CLUSTER_FILE`) counts
+   as an import of the file that defines it. Unit-test modules (`#[cfg(test)] mod tests`)
    are cut off, as is a `tests.rs` file: a test may reach anywhere.
 2. ARCHITECTURE.md's code map names every top-level module of every crate (`name.rs` or
    `name/`) in that crate's entry, and every `*.rs` or `dir/` it names there exists.
@@ -49,7 +50,7 @@ def code_of(path: Path) -> str:
 
 def expand_use_tree(tree: str) -> list:
     """`a::{b, c::{d, e}}` -> ['a::b', 'a::c::d', 'a::c::e']."""
-    tree = re.sub(r"\s+", "", tree)
+    tree = re.sub(r"\s*([{},]|::)\s*", r"\1", tree.strip())
     depth, start = 0, None
     for i, ch in enumerate(tree):
         if ch == "{":
@@ -86,9 +87,10 @@ def referenced_paths(code: str) -> list:
     return paths
 
 
-def resolve(path: str, here: tuple, modules: dict):
-    """The module file a path refers to, as a module tuple, or None if outside the crate."""
-    path = re.sub(r"\s+as\s+\w+$", "", path)
+def resolve(path: str, here: tuple, modules: dict, root_exports: dict = None):
+    """The module file a path refers to, as a module tuple, or None if outside the crate. A name
+    the crate root re-exports (`pub use cluster::CLUSTER_FILE;`) leads to the file defining it."""
+    path = re.sub(r"\s*\bas\s+\w+$", "", path)
     parts = path.split("::")
     if parts[0] == "crate":
         base, rest = (), parts[1:]
@@ -106,20 +108,42 @@ def resolve(path: str, here: tuple, modules: dict):
         if target + (name,) in modules:
             target = target + (name,)
         else:
+            if target == () and root_exports and name in root_exports:
+                target = root_exports[name]
             break
     return target
+
+
+def root_exports_of(modules: dict) -> dict:
+    """Name -> the module file it comes from, for every `use` in the crate root."""
+    root = modules.get(())
+    if root is None:
+        return {}
+    exports = {}
+    for m in re.finditer(r"\buse\s+([^;]+);", code_of(root)):
+        for path in expand_use_tree(m.group(1)):
+            alias = re.search(r"\bas\s+(\w+)$", path)
+            path = re.sub(r"\s*\bas\s+\w+$", "", path)
+            name = alias.group(1) if alias else path.split("::")[-1]
+            if not path.startswith(("crate::", "self::", "super::")):
+                path = "crate::" + path
+            target = resolve(path, (), modules)
+            if target not in (None, ()):
+                exports[name] = target
+    return exports
 
 
 def circles_of(crate: Path) -> list:
     src = crate / "src"
     modules = module_files(src)
+    exports = root_exports_of(modules)
     edges = {}
     for module, path in modules.items():
         if module == () or path.name == "tests.rs":
             continue
         targets = set()
         for p in referenced_paths(code_of(path)):
-            target = resolve(p, module, modules)
+            target = resolve(p, module, modules, exports)
             if target is None or target == () or target == module:
                 continue
             if modules[target].name == "tests.rs":
@@ -168,7 +192,7 @@ def code_map_sections(text: str) -> dict:
         if m:
             current = m.group(1)
             sections[current] = line + "\n"
-        elif re.match(r"^- ", line) or line.strip() == "" and current and sections[current].endswith("\n\n"):
+        elif re.match(r"^- ", line) or not line.strip():
             current = None
         elif current:
             sections[current] += line + "\n"

@@ -285,6 +285,8 @@ mod tests {
                 503,
             ),
             (ApiError::Dispatch(DispatchError::DeadlineExceeded), 504),
+            (ApiError::Dispatch(DispatchError::ShuttingDown), 503),
+            (ApiError::Dispatch(DispatchError::WorkerPanicked { message: "x".into() }), 500),
             (ApiError::Dispatch(DispatchError::Imaging(ImagingError::Corrupt("x".into()))), 422),
             (ApiError::UriTooLong { len: 9000, limit: 8192 }, 414),
             (ApiError::HeadersTooLarge("x".into()), 431),

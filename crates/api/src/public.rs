@@ -18,6 +18,7 @@ use identity::Authenticated;
 use imaging::ResizeSpec;
 
 use crate::body::{awaits_continue, drain, json_response, read_body, DRAIN_LIMIT};
+use crate::conversions::Conversions;
 use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
 use crate::request_id::RequestId;
@@ -152,7 +153,7 @@ pub async fn readyz(State(app): State<Arc<App>>, request: Request) -> Response {
         Some(reason) => ApiError::NotReady(reason).into_response(&rid),
         None => {
             let mut body = serde_json::json!({ "status": "ready" });
-            if app.conversions.queue().is_none() {
+            if matches!(app.conversions, Conversions::Embedded(_)) {
                 // This node converts: say whether JPEG runs libjpeg-turbo's SIMD kernels (a build
                 // made without nasm does not, and is markedly slower; nothing else would tell).
                 body["jpeg_simd"] = imaging::jpeg_simd().into();

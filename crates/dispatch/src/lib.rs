@@ -1,10 +1,11 @@
 //! # dispatch
 //!
-//! The embedded stand-in for the blueprint's queue and workers, used by `resizer dev`: a bounded
-//! in-process FIFO with size lanes and per-request deadlines, feeding a pool of OS threads (one
-//! per core) that runs [`imaging::process`] off the async runtime. The api submits from its async
-//! handlers and awaits the result; in the cluster, NATS JetStream and remote workers take this
-//! place behind the same small, data-shaped boundary (`Job` in, `Done` or `DispatchError` out).
+//! A bounded in-process FIFO with size lanes and per-request deadlines, feeding a pool of OS
+//! threads (one per core) that runs [`imaging::process`] off the async runtime: `resizer dev`'s
+//! stand-in for the blueprint's queue and workers, and each cluster worker's CPU pool behind the
+//! JetStream queue. The api submits from its async handlers and awaits the result (`Job` in,
+//! `Done` or `DispatchError` out); in the cluster the api's `Conversions::convert` publishes the
+//! job instead, and the worker submits it here.
 //!
 //! It owns admission (lane capacity, `Overloaded` with a `Retry-After` estimate, answered at
 //! once), deadlines (an expired job is never run; the submitter is answered at its deadline),

@@ -56,7 +56,9 @@ impl ClusterFile {
         let path = Self::path(dir);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LabError::NoCluster(dir.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LabError::NoCluster { dir: dir.to_path_buf(), file: path })
+            }
             Err(e) => return Err(LabError::io("read", path, e)),
         };
         serde_json::from_slice(&bytes).map_err(|source| LabError::Json { path, source })
@@ -299,7 +301,7 @@ impl LabGuard {
 impl Drop for LabGuard {
     fn drop(&mut self) {
         match down(&self.dir, Duration::from_secs(3)) {
-            Ok(_) | Err(LabError::NoCluster(_)) => {}
+            Ok(_) | Err(LabError::NoCluster { .. }) => {}
             Err(e) => eprintln!("lab: down {}: {e}", self.dir.display()),
         }
     }

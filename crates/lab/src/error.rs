@@ -75,9 +75,9 @@ pub enum LabError {
     #[error("haproxy refused the configuration {}:\n{output}", .path.display())]
     HaproxyConfig { path: PathBuf, output: String },
 
-    /// DIR holds no cluster.json.
-    #[error("no cluster in {}: {} is missing", .0.display(), .0.join(crate::CLUSTER_FILE).display())]
-    NoCluster(PathBuf),
+    /// DIR holds no cluster.json (`file`: its path, as the caller named it).
+    #[error("no cluster in {}: {} is missing", .dir.display(), .file.display())]
+    NoCluster { dir: PathBuf, file: PathBuf },
 
     /// DIR's cluster.json still lists live processes.
     #[error("a cluster is already running in {} (live: {}); run `down` first", .dir.display(), .live.join(", "))]

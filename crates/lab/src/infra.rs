@@ -67,7 +67,7 @@ pub fn up_infrastructure(dir: &Path, opts: &InfraOptions) -> Result<Infrastructu
                 return Err(LabError::AlreadyRunning { dir, live });
             }
         }
-        Err(LabError::NoCluster(_)) => {}
+        Err(LabError::NoCluster { .. }) => {}
         Err(e) => return Err(e),
     }
     let mut opts = opts.clone();

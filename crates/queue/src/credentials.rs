@@ -75,12 +75,24 @@ pub fn redact_urls(urls: &str) -> String {
 
 /// One `scheme://user:password@host...` URL (NATS, PostgreSQL, any) with its password or token
 /// replaced by `***`, for logs and errors; a URL without credentials is returned as it is.
+///
+/// A password holding `/`, `?` or `#` unencoded ends the authority early for a strict reader, but
+/// PostgreSQL's URL parser reads the credentials up to the first `@` whatever they hold: so when
+/// the authority has no `@` and the rest of the URL has one, everything before that `@` is taken
+/// for credentials too. Hiding a path that held an `@` costs a log line some detail; showing a
+/// password would cost the password.
 pub fn redact_url(url: &str) -> String {
-    match userinfo(url) {
+    let userinfo = userinfo(url).or_else(|| {
+        let start = url.find("://")? + 3;
+        let at = url[start..].find('@')?;
+        Some((&url[start..start + at], start, start + at + 1))
+    });
+    match userinfo {
         Some((info, start, end)) => {
             let shown = match info.split_once(':') {
-                Some((user, _)) => format!("{user}:***@"),
-                None => "***@".to_owned(),
+                // A user name never holds `/`, `?` or `#`; if this one does, it is not one.
+                Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***@"),
+                _ => "***@".to_owned(),
             };
             format!("{}{shown}{}", &url[..start], &url[end..])
         }
@@ -131,8 +143,20 @@ mod tests {
             redact_urls("nats://resizer:pw@h1:4222,nats://tok@h2:4222,nats://h3:4222,h4:4222"),
             "nats://resizer:***@h1:4222,nats://***@h2:4222,nats://h3:4222,h4:4222"
         );
-        // An `@` after the authority is not a credential.
-        assert_eq!(redact_urls("nats://h1:4222/x@y"), "nats://h1:4222/x@y");
+        // A password with `/`, `?` or `#` written unencoded (PostgreSQL reads up to the first `@`)
+        // is hidden too, at the cost of hiding a path that holds an `@`.
+        for url in [
+            "postgres://identity:pa/ss@db/resizer",
+            "postgres://identity:pa?ss@db/resizer",
+            "postgres://identity:p#w@db/resizer",
+        ] {
+            assert_eq!(redact_url(url), "postgres://identity:***@db/resizer");
+        }
+        assert_eq!(redact_urls("nats://h1:4222/x@y"), "nats://h1:***@y");
+        assert_eq!(
+            redact_url("postgres://db:5432/resizer?sslmode=verify-full"),
+            "postgres://db:5432/resizer?sslmode=verify-full"
+        );
         // One URL whose password holds a comma (PostgreSQL's, say) is redacted whole.
         assert_eq!(redact_url("postgres://identity:a,b@db:5432/resizer"), "postgres://identity:***@db:5432/resizer");
         let debug = format!("{:?}", Credentials::UserPassword { user: "u".into(), password: "hidden".into() });

@@ -172,11 +172,17 @@ pub fn generate_admin_token() -> anyhow::Result<String> {
 }
 
 /// What a node that converts images says at start when libjpeg-turbo runs without its SIMD
-/// kernels (built on a machine without `nasm`): correct, but JPEG markedly slower, and nothing
-/// else would tell. `None` when they are on.
+/// kernels: correct, but JPEG markedly slower, and nothing else would tell. On x86 the cause is a
+/// build made without `nasm` (mozjpeg-sys builds the kernels with it and silently does without).
+/// `None` when they are on.
 pub fn jpeg_without_simd() -> Option<&'static str> {
-    (!imaging::jpeg_simd()).then_some(
+    if imaging::jpeg_simd() {
+        return None;
+    }
+    Some(if cfg!(any(target_arch = "x86_64", target_arch = "x86")) {
         "JPEG runs without libjpeg-turbo's SIMD kernels (built without nasm): correct but markedly slower; \
-         install nasm (apt-get install nasm), then `cargo clean -p mozjpeg-sys` and build again",
-    )
+         install nasm (apt-get install nasm), then `cargo clean -p mozjpeg-sys` and build again"
+    } else {
+        "JPEG runs without libjpeg-turbo's SIMD kernels on this CPU or build: correct but markedly slower"
+    })
 }

@@ -342,9 +342,16 @@ fn operations_endpoints_and_logs() -> Result {
     assert_eq!((v["request_id"].as_str(), v["status"].as_u64()), (Some("trace-me-1"), Some(200)));
 
     // Whether JPEG runs libjpeg-turbo's SIMD kernels is said at start: in the log line, and as a
-    // warning in the log and under the banner when it does not. With nasm on the machine the
-    // build has them (the test command installs nasm).
-    let nasm = std::process::Command::new("nasm").arg("-v").output().is_ok_and(|o| o.status.success());
+    // warning in the log and under the banner when it does not. On x86 the build has them when
+    // nasm (not the outdated 0.x) was there, as mozjpeg-sys's build script decides; the test
+    // command installs it.
+    if !cfg!(any(target_arch = "x86_64", target_arch = "x86")) {
+        return Ok(());
+    }
+    let nasm = std::process::Command::new("nasm")
+        .arg("-v")
+        .output()
+        .is_ok_and(|out| out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("NASM version 0."));
     let started = logs.lines().find(|l| l.contains("resizer dev started")).expect("start line");
     let started: serde_json::Value = serde_json::from_str(started)?;
     assert_eq!(started["jpeg_simd"].as_bool(), Some(nasm), "{started}");

@@ -77,11 +77,6 @@ impl DevServer {
     }
 
     pub fn start_in(dir: TempDir, sets: &[&str]) -> anyhow::Result<DevServer> {
-        Self::start_with_env(dir, &[], sets)
-    }
-
-    /// `resizer dev` with environment variables of its own, e.g. `[("JSIMD_FORCENONE", "1")]`.
-    pub fn start_with_env(dir: TempDir, env: &[(&str, &str)], sets: &[&str]) -> anyhow::Result<DevServer> {
         // No --data-dir: the default `./resizer-data` under the test's own directory, as a user gets.
         let data = dir.0.join("resizer-data");
         let dev_json = data.join("dev.json");
@@ -93,8 +88,7 @@ impl DevServer {
             .current_dir(&dir.0)
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(dir.0.join("stdout.log"))?))
-            .stderr(Stdio::from(std::fs::File::create(dir.0.join("stderr.log"))?))
-            .envs(env.iter().copied());
+            .stderr(Stdio::from(std::fs::File::create(dir.0.join("stderr.log"))?));
         for set in sets {
             cmd.args(["--set", set]);
         }
