@@ -19,14 +19,17 @@
 //! record); `outcome.rs` what a request came to (for the log, metrics and usage); `body.rs`
 //! reading, draining and JSON bodies; `usage_report.rs` usage reads; `credentials.rs` feeding
 //! the credential cache; `conversions.rs` where a conversion runs; `connections.rs`;
-//! `problem.rs` errors → problem+json; `ratelimit.rs`, `metrics.rs`, `openapi.rs`,
+//! `budget.rs` the node's budget of body bytes in flight; `in_flight.rs` each tenant's cap of
+//! requests in flight; `problem.rs` errors → problem+json; `ratelimit.rs`, `metrics.rs`, `openapi.rs`,
 //! `request_id.rs`, `time.rs`.
 
 mod admin;
 mod body;
+mod budget;
 mod connections;
 mod conversions;
 mod credentials;
+mod in_flight;
 mod internal;
 mod metrics;
 mod openapi;
@@ -72,6 +75,11 @@ pub struct ApiConfig {
     pub header_timeout: Duration,
     /// Open connections at most on the public, internal and admin listeners.
     pub max_connections: MaxConnections,
+    /// Bytes of resize request bodies held at once on this node, all tenants together: a body
+    /// is reserved before it is read and given back when its answer is done; past it, 503.
+    pub max_body_bytes_in_flight: u64,
+    /// Resize requests of one tenant in flight at once on this node; past it, 429.
+    pub max_requests_in_flight_per_tenant: usize,
 }
 
 /// Open connections at most, per listener.
@@ -101,6 +109,8 @@ impl Default for ApiConfig {
             identity_refresh: Duration::from_millis(250),
             header_timeout: Duration::from_secs(10),
             max_connections: MaxConnections::from_budget(1024),
+            max_body_bytes_in_flight: 256 << 20,
+            max_requests_in_flight_per_tenant: 64,
         }
     }
 }
@@ -148,6 +158,11 @@ pub struct App {
     /// from the resize bucket.
     read_limiter: ratelimit::RateLimiter,
     metrics: metrics::Metrics,
+    /// Request-body bytes in flight on this node, within `max_body_bytes_in_flight`.
+    body_budget: budget::BodyBudget,
+    /// Each tenant's resize requests in flight on this node, within
+    /// `max_requests_in_flight_per_tenant`.
+    tenants_in_flight: in_flight::TenantsInFlight,
     metering: Option<Metering>,
     /// Set when shutdown begins: `/readyz` turns 503 so the load balancer drains this node.
     shutting_down: AtomicBool,
@@ -162,6 +177,8 @@ impl App {
         metering: Option<Metering>,
     ) -> Arc<App> {
         Arc::new(App {
+            body_budget: budget::BodyBudget::new(config.max_body_bytes_in_flight),
+            tenants_in_flight: in_flight::TenantsInFlight::new(config.max_requests_in_flight_per_tenant),
             config,
             credentials,
             identity_written: Arc::new(Notify::new()),

@@ -22,7 +22,28 @@ pub struct Metrics {
     remote_turnaround: Family,
     results: promtext::Counters,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    admission_refusals: promtext::Counters,
     usage: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Why admission refused a request for what this node holds in flight.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// The node's budget of request-body bytes in flight was taken (503).
+    BodyBudget,
+    /// The tenant had its cap of requests in flight here (429).
+    TenantInFlight,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 2] = [Refusal::BodyBudget, Refusal::TenantInFlight];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::BodyBudget => "body_budget",
+            Refusal::TenantInFlight => "tenant_in_flight",
+        }
+    }
 }
 
 /// Values read at scrape time from the components that own them.
@@ -31,6 +52,10 @@ pub struct Gauges {
     pub dispatch: Option<DispatchStats>,
     /// Cluster mode: (jobs, bytes) staged for workers now.
     pub staged: Option<(usize, u64)>,
+    /// Resize request-body bytes reserved now, and the node's budget of them.
+    pub body_bytes_in_flight: (u64, u64),
+    /// Tenants with at least one resize request in flight here.
+    pub tenants_in_flight: usize,
     /// Cluster mode: the NATS connection.
     pub queue_connected: Option<bool>,
     /// Cluster mode: the api nodes up, which share each tenant's rate limits.
@@ -79,6 +104,10 @@ impl Metrics {
     /// given up already: a duplicate or a late one) or `wrong_token`.
     pub fn result(&self, outcome: &'static str) {
         self.results.add(&[outcome], 1);
+    }
+
+    pub fn admission_refused(&self, why: Refusal) {
+        self.admission_refusals.add(&[why.label()], 1);
     }
 
     pub fn auth_failure(&self, reason: &'static str) {
@@ -155,6 +184,34 @@ impl Metrics {
             let n = self.auth_failures.lock().unwrap_or_else(PoisonError::into_inner).get(reason).copied();
             let _ = writeln!(out, "resizer_auth_failures_total{{reason=\"{reason}\"}} {}", n.unwrap_or(0));
         }
+        let _ = writeln!(
+            out,
+            "# HELP resizer_admission_refusals_total Resize requests refused for what this node holds in flight, by reason (body_budget: 503; tenant_in_flight: 429)."
+        );
+        let _ = writeln!(out, "# TYPE resizer_admission_refusals_total counter");
+        for why in Refusal::ALL {
+            let (reason, n) = (why.label(), self.admission_refusals.get(&[why.label()]));
+            let _ = writeln!(out, "resizer_admission_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+        let (held, budget) = gauges.body_bytes_in_flight;
+        gauge(
+            &mut out,
+            "resizer_body_bytes_in_flight",
+            "Resize request-body bytes reserved now (declared lengths, or bytes arrived), until their answers are done.",
+            held as f64,
+        );
+        gauge(
+            &mut out,
+            "resizer_body_bytes_budget",
+            "Most resize request-body bytes in flight at once (api.max_body_bytes_in_flight).",
+            budget as f64,
+        );
+        gauge(
+            &mut out,
+            "resizer_tenants_with_requests_in_flight",
+            "Tenants with at least one resize request in flight here.",
+            gauges.tenants_in_flight as f64,
+        );
         let _ = writeln!(out, "# HELP resizer_usage_total Totals of successful conversions, by quantity.");
         let _ = writeln!(out, "# TYPE resizer_usage_total counter");
         for (name, v) in self.usage.lock().unwrap_or_else(PoisonError::into_inner).iter() {
@@ -306,6 +363,8 @@ mod tests {
         let text = m.render(&Gauges {
             dispatch: Some(stats),
             staged: None,
+            body_bytes_in_flight: (1024, 4096),
+            tenants_in_flight: 1,
             queue_connected: None,
             api_nodes: None,
             replica: None,
@@ -325,5 +384,22 @@ mod tests {
         assert!(text.contains("resizer_credential_cache_version 5"));
         assert!(text.contains("resizer_usage_spool_writes_total 3"));
         assert!(text.contains(r#"resizer_queue_capacity{lane="small"} 32"#));
+        assert!(text.contains("resizer_body_bytes_in_flight 1024"));
+        assert!(text.contains(r#"resizer_admission_refusals_total{reason="body_budget"} 0"#));
+        m.admission_refused(Refusal::TenantInFlight);
+        let text = m.render(&Gauges {
+            dispatch: None,
+            staged: None,
+            body_bytes_in_flight: (0, 4096),
+            tenants_in_flight: 0,
+            queue_connected: None,
+            api_nodes: None,
+            replica: None,
+            spool: None,
+            cache_keys: 0,
+            cache_version: 0,
+            ready: true,
+        });
+        assert!(text.contains(r#"resizer_admission_refusals_total{reason="tenant_in_flight"} 1"#));
     }
 }

@@ -216,8 +216,8 @@ pub fn public_document() -> Value {
     ] {
         responses.insert(status.into(), problem(description));
     }
-    responses.insert("429".into(), retry_problem("The tenant's rate limit was reached."));
-    responses.insert("503".into(), retry_problem("Overloaded or shutting down: the queue is over its budget (`overloaded`), or (cluster) the job queue cannot be reached (`queue-unavailable`)."));
+    responses.insert("429".into(), retry_problem("The tenant's rate limit was reached (`rate-limited`), or it has its cap of requests in flight on the node (`too-many-in-flight`, before the body is read)."));
+    responses.insert("503".into(), retry_problem("Overloaded or shutting down: the queue is over its budget, or the node holds its budget of request-body bytes in flight (`overloaded`, before the body is read when it declares its length), or (cluster) the job queue cannot be reached (`queue-unavailable`)."));
 
     json!({
         "openapi": "3.1.0",

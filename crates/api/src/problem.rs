@@ -61,6 +61,14 @@ pub enum ApiError {
     /// the image is not tried again.
     #[error("{0}")]
     PoisonJob(String),
+    /// The node holds its budget of request-body bytes in flight (`api.max_body_bytes_in_flight`):
+    /// refused at once, before (or while) the body is read.
+    #[error("{0}")]
+    BodyBudget(#[from] crate::budget::OverBudget),
+    /// The tenant has its cap of requests in flight on this node
+    /// (`api.max_requests_in_flight_per_tenant`): refused before the body is read.
+    #[error("{0}")]
+    TooManyInFlight(#[from] crate::in_flight::TooManyInFlight),
     /// A failure of ours that no client input explains (a worker panic, the database gone).
     #[error("internal error")]
     Internal(String),
@@ -121,6 +129,9 @@ impl ApiError {
             ApiError::Queue(queue::QueueError::Unavailable(_) | queue::QueueError::Config(_)) => {
                 k(503, "queue-unavailable", "Job queue unavailable")
             }
+            // The node's memory for uploads is taken: the same answer as any other overload.
+            ApiError::BodyBudget(_) => k(503, "overloaded", "Overloaded"),
+            ApiError::TooManyInFlight(_) => k(429, "too-many-in-flight", "Too many requests in flight"),
             ApiError::PoisonJob(_) => k(422, "poison-job", "Image failed every attempt"),
             ApiError::Internal(_) => k(500, "internal", "Internal error"),
         }
@@ -144,6 +155,9 @@ impl ApiError {
             ApiError::MeteringUnavailable(_) | ApiError::Queue(_) | ApiError::Store(StoreError::Storage(_)) => {
                 Some(Duration::from_secs(1))
             }
+            // Room comes back when uploads in flight are answered: about a conversion's time,
+            // which nothing here measures for the request refused.
+            ApiError::BodyBudget(_) | ApiError::TooManyInFlight(_) => Some(IN_FLIGHT_RETRY_AFTER),
             _ => None,
         }
     }
@@ -214,6 +228,9 @@ impl ApiError {
     }
 }
 
+/// The retry hint of a refusal for bytes or requests in flight.
+const IN_FLIGHT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 fn retry_after_ms(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -233,6 +250,7 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "tenant-suspended",
     "admin-unauthorized",
     "rate-limited",
+    "too-many-in-flight",
     "bad-request",
     "bad-parameter",
     "too-large",
@@ -294,6 +312,8 @@ mod tests {
             (ApiError::Queue(queue::QueueError::Unavailable("x".into())), 503),
             (ApiError::MeteringUnavailable("x".into()), 503),
             (ApiError::NotReady("x"), 503),
+            (ApiError::BodyBudget(crate::budget::OverBudget { limit: 10, held: 8, wanted: 4 }), 503),
+            (ApiError::TooManyInFlight(crate::in_flight::TooManyInFlight { cap: 2 }), 429),
         ];
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
@@ -340,5 +360,20 @@ mod tests {
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
         assert_eq!(r.headers()["retry-after-ms"], "1200");
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/problem+json");
+    }
+
+    #[test]
+    fn refusals_for_what_is_in_flight_carry_a_retry_hint() {
+        let id = RequestId::from_client("t-2").expect("valid id");
+        let over = ApiError::BodyBudget(crate::budget::OverBudget { limit: 10, held: 8, wanted: 4 });
+        assert_eq!(over.slug(), "overloaded");
+        let r = over.into_response(&id);
+        assert_eq!((r.status().as_u16(), r.headers()[header::RETRY_AFTER].to_str().ok()), (503, Some("1")));
+        assert_eq!(r.headers()["retry-after-ms"], "1000");
+        let capped = ApiError::TooManyInFlight(crate::in_flight::TooManyInFlight { cap: 2 });
+        assert_eq!(capped.slug(), "too-many-in-flight");
+        let r = capped.into_response(&id);
+        assert_eq!((r.status().as_u16(), r.headers()[header::RETRY_AFTER].to_str().ok()), (429, Some("1")));
+        assert!(r.headers().contains_key("retry-after-ms"));
     }
 }

@@ -1,7 +1,8 @@
 //! The public API's handlers. `POST /v1/resize` admits a request in the order that costs the
-//! least first — key, rate, parameters, body size, header probe — so that a refused request
-//! never costs a decode, then hands the image to the dispatcher and awaits it (the steps after
-//! the body are `resize.rs`'s). Also the caller's own usage, health, readiness, metrics and the
+//! least first — key, the tenant's requests in flight, rate, parameters, body size and the
+//! node's budget of body bytes, header probe — so that a refused request never costs a decode,
+//! then hands the image to the dispatcher and awaits it (the steps after the body are
+//! `resize.rs`'s). Also the caller's own usage, health, readiness, metrics and the
 //! OpenAPI document.
 //!
 //! It must not import another handler file or the wiring (`server.rs`), which imports it.
@@ -18,7 +19,9 @@ use identity::Authenticated;
 use imaging::ResizeSpec;
 
 use crate::body::{awaits_continue, drain, json_response, read_body, DRAIN_LIMIT};
+use crate::budget::BodyBytes;
 use crate::conversions::Conversions;
+use crate::in_flight::TenantSlot;
 use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
 use crate::request_id::RequestId;
@@ -36,11 +39,15 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
     // would make hyper invite the upload the answer refuses.
     let awaits_continue = awaits_continue(&parts.headers);
     let mut body = Some(body);
-    let response = match resize_inner(&app, &rid, parts, &mut body, arrival, &mut outcome).await {
+    let mut held = Held { slot: None, body: app.body_budget.reservation() };
+    let response = match resize_inner(&app, &rid, parts, &mut body, arrival, &mut outcome, &mut held).await {
         Ok(response) => response,
         Err(e) => outcome.fail(e, &rid),
     };
     let mut response = record_usage(&app, &rid, parts_query.as_deref(), &mut outcome, response).await;
+    // The answer is done: the input bytes and the tenant's place go back before a refused
+    // body is drained (which holds neither).
+    drop(held);
     if let Some(unread) = body {
         // Refused before its body was read (key, rate, parameters). A client still sending it
         // would see a reset instead of the answer if the connection closed now: read a small
@@ -60,41 +67,70 @@ fn body_deadline(app: &App, arrival: Instant) -> tokio::time::Instant {
     tokio::time::Instant::from_std(arrival + app.config.request_timeout)
 }
 
+/// What a resize holds of the node from its admission until its answer is done: its tenant's
+/// place among the requests in flight and its body's bytes in the node's budget. Dropped, it
+/// gives both back.
+struct Held<'a> {
+    slot: Option<TenantSlot<'a>>,
+    body: BodyBytes<'a>,
+}
+
 /// One resize: admission, conversion, answer.
-async fn resize_inner(
-    app: &App,
+async fn resize_inner<'a>(
+    app: &'a App,
     rid: &RequestId,
     parts: Parts,
     body: &mut Option<Body>,
     arrival: Instant,
     outcome: &mut Outcome,
+    held: &mut Held<'a>,
 ) -> Result<Response, ApiError> {
-    let admitted = admit(app, &parts, body, arrival, outcome).await?;
+    let admitted = admit(app, &parts, body, arrival, outcome, held).await?;
     let negotiated = admitted.negotiated;
     let done = resize::convert(app, rid, admitted, arrival).await?;
     Ok(resize::answer(app, done, negotiated, outcome))
 }
 
-/// Admission of `POST /v1/resize`, the cheapest refusal first: the key, the tenant's rate, the
-/// parameters, the body (within the tenant's byte limit), then the image's header.
-async fn admit(
-    app: &App,
+/// Admission of `POST /v1/resize`, the cheapest refusal first: the key, the tenant's requests
+/// in flight, its rate, the parameters, the body (within the tenant's byte limit and the node's
+/// budget of body bytes in flight, reserved before it is read), then the image's header.
+async fn admit<'a>(
+    app: &'a App,
     parts: &Parts,
     body: &mut Option<Body>,
     arrival: Instant,
     outcome: &mut Outcome,
+    held: &mut Held<'a>,
 ) -> Result<Admitted, ApiError> {
     let auth = authenticate(app, &parts.headers)?;
     outcome.tenant = Some(auth.tenant());
     outcome.key = Some(auth.key().as_str().to_owned());
+    // Before the rate token: a request refused for the cap costs the tenant no token.
+    match app.tenants_in_flight.take(auth.tenant()) {
+        Ok(slot) => held.slot = Some(slot),
+        Err(capped) => {
+            app.metrics.admission_refused(metrics::Refusal::TenantInFlight);
+            return Err(capped.into());
+        }
+    }
     let limits = auth.limits().resolve(&app.config.default_limits);
     app.take_token(&app.limiter, auth.tenant(), limits.rate_per_sec, limits.burst)?;
 
     let query = parts.uri.query().unwrap_or("");
     let spec = ResizeSpec::from_query(query)?;
 
+    // A body larger than the whole budget could never be admitted: it is too large for this
+    // node (413), not a passing overload.
+    let max_bytes = limits.max_input_bytes.min(app.body_budget.limit());
     let input = match body.take() {
-        Some(body) => read_body(&parts.headers, body, limits.max_input_bytes, body_deadline(app, arrival)).await?,
+        Some(body) => {
+            let deadline = body_deadline(app, arrival);
+            read_body(&parts.headers, body, max_bytes, deadline, &mut held.body).await.inspect_err(|e| {
+                if matches!(e, ApiError::BodyBudget(_)) {
+                    app.metrics.admission_refused(metrics::Refusal::BodyBudget);
+                }
+            })?
+        }
         None => Bytes::new(),
     };
     outcome.input_bytes = input.len() as u64;
@@ -179,6 +215,8 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let gauges = metrics::Gauges {
         dispatch: app.conversions.stats(),
         staged: app.conversions.queue().map(|q| q.staging.load()),
+        body_bytes_in_flight: (app.body_budget.held(), app.body_budget.limit()),
+        tenants_in_flight: app.tenants_in_flight.tenants(),
         queue_connected: app.conversions.queue().map(|q| q.queue.connected()),
         api_nodes: app.conversions.queue().map(|q| q.api_peers.count()),
         replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),

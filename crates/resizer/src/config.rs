@@ -126,6 +126,14 @@ pub struct ApiSection {
     /// Role `api`: most source bytes staged for workers at once (503 past it); large-lane jobs
     /// (16 MP and more) may hold half of it, so a burst of huge images leaves room for the rest.
     pub max_staged_bytes: u64,
+    /// Bytes of resize request bodies held at once on this node, all tenants together (a body
+    /// is reserved from its Content-Length before it is read, or as it arrives without one, and
+    /// given back when its answer is done); past it, 503 `overloaded` at once. At least
+    /// `limits.max_input_bytes`; a tenant's own larger byte limit is cut to it (413).
+    pub max_body_bytes_in_flight: u64,
+    /// Resize requests of one tenant in flight at once on this node (from admission to the
+    /// answer); past it, 429 `too-many-in-flight` before the body is read.
+    pub max_requests_in_flight_per_tenant: usize,
 }
 
 /// Defaults for tenants without their own limits.
@@ -194,6 +202,8 @@ impl Default for Config {
                 internal_listen: "127.0.0.1:8082".into(),
                 internal_url: String::new(),
                 max_staged_bytes: 1 << 30,
+                max_body_bytes_in_flight: 256 << 20,
+                max_requests_in_flight_per_tenant: 64,
             },
             limits: LimitsSection {
                 rate_per_sec: limits.rate_per_sec,
@@ -354,6 +364,17 @@ impl Config {
                 identity::MAX_INPUT_PIXELS_CEILING
             );
         }
+        if self.api.max_body_bytes_in_flight < self.limits.max_input_bytes {
+            bail!(
+                "api.max_body_bytes_in_flight ({}) must be at least limits.max_input_bytes ({}): a body the \
+                 limits allow must fit in the node's budget of body bytes in flight",
+                self.api.max_body_bytes_in_flight,
+                self.limits.max_input_bytes
+            );
+        }
+        if self.api.max_requests_in_flight_per_tenant == 0 {
+            bail!("api.max_requests_in_flight_per_tenant must be at least 1");
+        }
         if self.api.request_timeout_ms == 0 {
             bail!("api.request_timeout_ms must be at least 1");
         }
@@ -417,6 +438,8 @@ impl Config {
                 }
                 max
             },
+            max_body_bytes_in_flight: self.api.max_body_bytes_in_flight,
+            max_requests_in_flight_per_tenant: self.api.max_requests_in_flight_per_tenant,
         }
     }
 
@@ -636,5 +659,23 @@ mod tests {
         assert!(Config::load_from(&args, &[], &[]).is_err());
         let args = ConfigArgs { config: None, set: vec!["limits.rate_per_sec=0".into()] };
         assert!(Config::load_from(&args, &[], &[]).is_err());
+    }
+
+    #[test]
+    fn the_body_budget_holds_at_least_one_whole_body() {
+        let defaults = Config::load_from(&ConfigArgs::default(), &[], &[]).expect("defaults are valid");
+        assert_eq!(defaults.api.max_body_bytes_in_flight, 256 << 20);
+        assert_eq!(defaults.api_config(String::new()).max_requests_in_flight_per_tenant, 64);
+        let set = |kv: &[&str]| ConfigArgs { config: None, set: kv.iter().map(|s| (*s).to_owned()).collect() };
+        let err = Config::load_from(&set(&["api.max_body_bytes_in_flight=1000"]), &[], &[])
+            .expect_err("below the input limit")
+            .to_string();
+        assert!(err.contains("api.max_body_bytes_in_flight (1000) must be at least limits.max_input_bytes"), "{err}");
+        let fits = set(&["api.max_body_bytes_in_flight=1000", "limits.max_input_bytes=1000"]);
+        assert_eq!(Config::load_from(&fits, &[], &[]).expect("equal is enough").api.max_body_bytes_in_flight, 1000);
+        let err = Config::load_from(&set(&["api.max_requests_in_flight_per_tenant=0"]), &[], &[])
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("api.max_requests_in_flight_per_tenant"), "{err}");
     }
 }

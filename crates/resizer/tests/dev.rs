@@ -599,3 +599,202 @@ fn heads_over_the_limits_are_refused_as_problem_json() -> Result {
     assert!(metrics.contains(r#"route="unmatched",status="431""#), "refusals are counted:\n{metrics}");
     Ok(())
 }
+
+/// A PNG of a few hundred KiB: an upload a test can hold open halfway.
+fn upload_png() -> Vec<u8> {
+    png(600, 400)
+}
+
+/// Opens an upload of `declared` bytes and sends its head and `first` (part of the body),
+/// leaving it open: the server holds its reservation while the rest has not come.
+fn open_upload(api_url: &str, key: &str, declared: usize, first: &[u8]) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(api_url.trim_start_matches("http://"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST /v1/resize?width=10 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+    )?;
+    stream.write_all(first)?;
+    Ok(stream)
+}
+
+/// Opens a chunked upload (no Content-Length) and sends its head and `first` as one chunk.
+fn open_chunked_upload(api_url: &str, key: &str, first: &[u8]) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(api_url.trim_start_matches("http://"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST /v1/resize?width=10 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )?;
+    write_chunk(&mut stream, first)?;
+    Ok(stream)
+}
+
+fn write_chunk(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    write!(stream, "{:x}\r\n", bytes.len())?;
+    stream.write_all(bytes)?;
+    stream.write_all(b"\r\n")
+}
+
+/// Reads an answer's head (up to the blank line), returning its status and the head.
+fn read_head(stream: &mut TcpStream) -> anyhow::Result<(u16, String)> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    Ok((status.ok_or_else(|| anyhow::anyhow!("no status in {head:?}"))?, head))
+}
+
+/// Sends the rest of a held upload and reads its status.
+fn finish_upload(mut stream: TcpStream, rest: &[u8]) -> anyhow::Result<u16> {
+    stream.write_all(rest)?;
+    Ok(read_head(&mut stream)?.0)
+}
+
+const BYTES_IN_FLIGHT: &str = "resizer_body_bytes_in_flight";
+
+/// Waits until the server holds exactly `bytes` of bodies in flight.
+fn wait_for_bytes_in_flight(server: &DevServer, bytes: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while server.metric(BYTES_IN_FLIGHT) != bytes as f64 {
+        if started.elapsed() > Duration::from_secs(20) {
+            anyhow::bail!("{BYTES_IN_FLIGHT} stayed at {}, expected {bytes}", server.metric(BYTES_IN_FLIGHT));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Uploads whose declared lengths fill the node's budget hold it while their bodies are still
+/// coming; a further upload is answered 503 before its body is read (it awaits 100-continue and
+/// is never invited), and again with its body sent; once the held uploads are answered the
+/// budget is back and a new upload is converted.
+#[test]
+fn uploads_past_the_body_budget_are_answered_503_at_once_and_the_budget_comes_back() -> Result {
+    let image = upload_png();
+    let len = image.len();
+    let budget = format!("api.max_body_bytes_in_flight={}", 3 * len);
+    let limit = format!("limits.max_input_bytes={len}");
+    let server = DevServer::start(&[&budget, &limit, "api.request_timeout_ms=30000"])?;
+    let key = server.demo_key.clone();
+    let held =
+        (0..3).map(|_| open_upload(&server.api_url, &key, len, &image[..100])).collect::<anyhow::Result<Vec<_>>>()?;
+    wait_for_bytes_in_flight(&server, 3 * len)?;
+
+    let mut stream = TcpStream::connect(server.api_url.trim_start_matches("http://"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let started = Instant::now();
+    write!(
+        stream,
+        "POST /v1/resize?width=10 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nExpect: 100-continue\r\nContent-Length: 500\r\n\r\n"
+    )?;
+    let (status, head) = read_head(&mut stream)?;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 503, "{head}");
+    assert!(elapsed < Duration::from_secs(1), "503 took {elapsed:?}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("retry-after:") && lower.contains("retry-after-ms:"), "{head}");
+
+    let started = Instant::now();
+    let r = server.resize("width=10", Some(&key), &png(30, 30), &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (503, "overloaded"), "{}", r.json());
+    assert!(started.elapsed() < Duration::from_secs(1), "503 took {:?}", started.elapsed());
+    assert!(r.header("retry-after").is_some() && r.header("retry-after-ms").is_some());
+    assert!(r.json()["detail"].as_str().is_some_and(|d| d.contains("budget")), "{}", r.json());
+
+    for stream in held {
+        assert_eq!(finish_upload(stream, &image[100..])?, 200, "the held uploads are converted");
+    }
+    wait_for_bytes_in_flight(&server, 0)?;
+    assert_eq!(server.resize("width=10", Some(&key), &image, &[]).status, 200, "the budget came back");
+    assert_eq!(server.metric(r#"resizer_admission_refusals_total{reason="body_budget"}"#), 2.0);
+    assert_eq!(server.metric(r#"resizer_http_request_duration_seconds_count{route="resize",status="503"}"#), 2.0);
+    Ok(())
+}
+
+/// A body without Content-Length is reserved as its chunks arrive: the bytes it has sent count
+/// in the budget, and a chunk that would pass the budget is answered 503 before the body ends.
+#[test]
+fn chunked_uploads_count_in_the_body_budget() -> Result {
+    let image = upload_png();
+    let len = image.len();
+    let half = len / 2;
+    let budget = format!("api.max_body_bytes_in_flight={}", 2 * len);
+    let limit = format!("limits.max_input_bytes={len}");
+    let server = DevServer::start(&[&budget, &limit, "api.request_timeout_ms=30000"])?;
+    let key = server.demo_key.clone();
+    let declared = open_upload(&server.api_url, &key, len, &image[..100])?;
+    wait_for_bytes_in_flight(&server, len)?;
+    let mut chunked = open_chunked_upload(&server.api_url, &key, &image[..half])?;
+    wait_for_bytes_in_flight(&server, len + half)?;
+
+    let started = Instant::now();
+    let mut over = open_chunked_upload(&server.api_url, &key, &image[..len - half + 1])?;
+    let (status, head) = read_head(&mut over)?;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(1), "503 took {:?}", started.elapsed());
+    drop(over);
+    wait_for_bytes_in_flight(&server, len + half)?;
+
+    write_chunk(&mut chunked, &image[half..])?;
+    chunked.write_all(b"0\r\n\r\n")?;
+    assert_eq!(read_head(&mut chunked)?.0, 200);
+    assert_eq!(finish_upload(declared, &image[100..])?, 200);
+    wait_for_bytes_in_flight(&server, 0)?;
+    let mut whole = open_chunked_upload(&server.api_url, &key, &image)?;
+    whole.write_all(b"0\r\n\r\n")?;
+    assert_eq!(read_head(&mut whole)?.0, 200, "the budget came back");
+    assert_eq!(server.metric(r#"resizer_admission_refusals_total{reason="body_budget"}"#), 1.0);
+    Ok(())
+}
+
+/// A tenant at its cap of requests in flight gets 429 before its body is read, while another
+/// tenant is still served; its slots come back when its requests are answered.
+#[test]
+fn a_tenant_at_its_in_flight_cap_gets_429_and_another_tenant_is_served() -> Result {
+    let image = upload_png();
+    let server = DevServer::start(&["api.max_requests_in_flight_per_tenant=2", "api.request_timeout_ms=30000"])?;
+    let key = server.demo_key.clone();
+    let held = (0..2)
+        .map(|_| open_upload(&server.api_url, &key, image.len(), &image[..100]))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    wait_for_bytes_in_flight(&server, 2 * image.len())?;
+
+    let started = Instant::now();
+    let r = server.resize("width=10", Some(&key), &png(30, 30), &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (429, "too-many-in-flight"), "{}", r.json());
+    assert!(started.elapsed() < Duration::from_secs(1), "429 took {:?}", started.elapsed());
+    assert!(r.header("retry-after").is_some() && r.header("retry-after-ms").is_some());
+    assert_eq!(server.metric("resizer_tenants_with_requests_in_flight"), 1.0);
+
+    let (_, other) = server.tenant_with_key("other", json!({}));
+    let r = server.resize("width=10", Some(&other), &png(30, 30), &[]);
+    assert_eq!(r.status, 200, "another tenant is served: {}", r.json());
+
+    for stream in held {
+        assert_eq!(finish_upload(stream, &image[100..])?, 200);
+    }
+    wait_for_bytes_in_flight(&server, 0)?;
+    assert_eq!(server.resize("width=10", Some(&key), &png(30, 30), &[]).status, 200, "the slots came back");
+    assert_eq!(server.metric(r#"resizer_admission_refusals_total{reason="tenant_in_flight"}"#), 1.0);
+    assert_eq!(server.metric(r#"resizer_http_request_duration_seconds_count{route="resize",status="429"}"#), 1.0);
+    Ok(())
+}
+
+#[test]
+fn a_body_budget_below_the_input_limit_stops_the_start_with_a_clear_error() -> Result {
+    let Err(e) = DevServer::start(&["api.max_body_bytes_in_flight=1000"]) else {
+        anyhow::bail!("resizer dev started with a budget below limits.max_input_bytes");
+    };
+    let e = format!("{e:#}");
+    assert!(e.contains("api.max_body_bytes_in_flight (1000) must be at least limits.max_input_bytes"), "{e}");
+    Ok(())
+}
