@@ -2,16 +2,18 @@
 """Upload flood (issue 22): one tenant sends many large uploads at once while another tenant
 sends small resizes; how much memory does `resizer dev` take, and is the other tenant served?
 
-  bench/upload_flood.py [--resizer target/release/resizer] [--uploads 64] [--set KEY=VALUE ...]
+  bench/upload_flood.py [--resizer target/release/resizer] [--uploads 64] [--rounds 3]
+                        [--small-clients 2] [--set KEY=VALUE ...]
 
 1. The input: a ~30 MB JPEG of noise (4600x3300, quality 100), made once and kept in /tmp:
    Python writes a noise PNG, and a helper `resizer dev` (byte limit raised) converts it.
 2. Starts `resizer dev` (fresh data directory, free ports, `--set` passed on) and a second
    tenant through the admin API.
-3. Sends `--uploads` uploads of the JPEG at once from the demo tenant (`width=512`, JPEG), each
-   over its own connection, reading the answer as soon as it comes (an early refusal stops the
-   sending); meanwhile `--small-clients` connections of the other tenant send examples/sample.jpg
-   (`width=200`) one after the other until the flood is answered.
+3. `--rounds` times, one round after the other: sends `--uploads` uploads of the JPEG at once
+   from the demo tenant (`width=512`, JPEG), each over its own connection, reading the answer as
+   soon as it comes (an early refusal stops the sending); meanwhile `--small-clients`
+   connections of the other tenant send examples/sample.jpg (`width=200`) one after the other
+   until the last round is answered.
 4. Prints the server's peak RSS (VmHWM of /proc/<pid>/status) and its RSS before the flood, the
    uploads' statuses, and the other tenant's statuses and latency p50/p99, as text and one JSON
    line.
@@ -193,6 +195,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resizer", default=str(ROOT / "target" / "release" / "resizer"))
     ap.add_argument("--uploads", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="floods one after the other (default 3)")
     ap.add_argument("--small-clients", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to resizer dev")
     args = ap.parse_args()
@@ -210,22 +213,26 @@ def main() -> int:
             conn.getresponse().read()
         rss_before = dev.status("VmRSS")
 
-        results: list = [None] * args.uploads
-        start = threading.Barrier(args.uploads + 1)
-        flood = [threading.Thread(target=upload, args=(dev.api, dev.key, image, start, results, i))
-                 for i in range(args.uploads)]
-        for t in flood:
-            t.start()
         stop = threading.Event()
         small_results: list = []
         smalls = [threading.Thread(target=small_client, args=(dev.api, other_key, small, stop, small_results))
                   for _ in range(args.small_clients)]
+        results: list = []
         began = time.monotonic()
-        start.wait()
-        for t in smalls:
-            t.start()
-        for t in flood:
-            t.join()
+        for round_ in range(args.rounds):
+            answers: list = [None] * args.uploads
+            start = threading.Barrier(args.uploads + 1)
+            flood = [threading.Thread(target=upload, args=(dev.api, dev.key, image, start, answers, i))
+                     for i in range(args.uploads)]
+            for t in flood:
+                t.start()
+            start.wait()
+            if round_ == 0:
+                for t in smalls:
+                    t.start()
+            for t in flood:
+                t.join()
+            results += answers
         flood_wall = time.monotonic() - began
         stop.set()
         for t in smalls:
@@ -244,6 +251,7 @@ def main() -> int:
         "set": args.set,
         "input_bytes": len(image),
         "uploads": args.uploads,
+        "rounds": args.rounds,
         "rss_before_mib": round(rss_before / 1024, 1),
         "peak_rss_mib": round(hwm / 1024, 1),
         "upload_statuses": dict(statuses),
@@ -255,10 +263,12 @@ def main() -> int:
         "other_tenant_p50_ms": round(percentile(small_ok, 0.5) * 1e3, 1),
         "other_tenant_p99_ms": round(percentile(small_ok, 0.99) * 1e3, 1),
     }
-    print(f"input {len(image)} bytes; {args.uploads} uploads at once from one tenant; --set {args.set}")
+    print(f"input {len(image)} bytes; {args.rounds} rounds of {args.uploads} uploads at once from one tenant; "
+          f"--set {args.set}")
     print(f"server RSS before {summary['rss_before_mib']} MiB, peak (VmHWM) {summary['peak_rss_mib']} MiB")
     print(f"uploads: {dict(statuses)} ({answered_early} answered before their whole body was sent), "
-          f"p50 {summary['upload_seconds_p50']} s, max {summary['upload_seconds_max']} s, flood {summary['flood_seconds']} s")
+          f"p50 {summary['upload_seconds_p50']} s, max {summary['upload_seconds_max']} s, "
+          f"all rounds {summary['flood_seconds']} s")
     print(f"other tenant: {dict(small_statuses)}, p50 {summary['other_tenant_p50_ms']} ms, "
           f"p99 {summary['other_tenant_p99_ms']} ms")
     print(json.dumps(summary))
