@@ -716,6 +716,12 @@ fn uploads_past_the_body_budget_are_answered_503_at_once_and_the_budget_comes_ba
     assert_eq!(server.resize("width=10", Some(&key), &image, &[]).status, 200, "the budget came back");
     assert_eq!(server.metric(r#"resizer_admission_refusals_total{reason="body_budget"}"#), 2.0);
     assert_eq!(server.metric(r#"resizer_http_request_duration_seconds_count{route="resize",status="503"}"#), 2.0);
+
+    // A tenant allowed more than the whole budget: a body over the budget could never be
+    // admitted here, so it is too large (413), not a passing overload.
+    let (_, big) = server.tenant_with_key("big", json!({ "max_input_bytes": 10 * len }));
+    let r = server.resize("width=10", Some(&big), &vec![0u8; 3 * len + 1], &[]);
+    assert_eq!((r.status, r.problem_type().as_str()), (413, "too-large"), "{}", r.json());
     Ok(())
 }
 
