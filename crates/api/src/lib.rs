@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use identity::{CredentialCache, EffectiveLimits};
 use tokio::sync::Notify;
 
-pub use connections::ConnectionLimits;
+pub use connections::{serve as serve_with_limits, ConnectionLimits};
 pub use conversions::{Conversions, QueueBackend};
 pub use identity_kv::ReplicaStatus;
 pub use problem::ApiError;

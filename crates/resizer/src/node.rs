@@ -4,6 +4,7 @@
 //! call this; it never calls them, and it holds no business logic of its own (that is in the
 //! crates it wires).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,6 +150,27 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
     let metering =
         api::Metering { spool: Some(spool), rollups, archive, node: config.usage.node_id.clone(), rollup_reads };
     Ok(Some((metering, aggregator)))
+}
+
+/// Connections a role's own small listener keeps open at once: scrapers and health checks are a
+/// handful; any more wait in the kernel's accept backlog instead of taking file descriptors.
+const MONITORING_CONNECTIONS: usize = 64;
+
+/// Serves a role's own listener (the worker's or the usage aggregator's health, readiness and
+/// metrics) until `stop`, with the api's defences against slow and idle clients: a deadline for
+/// each request head (`api.header_timeout_ms`, also the idle limit between requests) and a cap
+/// on open connections.
+pub async fn serve_monitoring(
+    listener: TcpListener,
+    router: axum::Router,
+    config: &Config,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limits = api::ConnectionLimits {
+        header_timeout: Duration::from_millis(config.api.header_timeout_ms.max(1)),
+        max_connections: MONITORING_CONNECTIONS,
+    };
+    api::serve_with_limits(listener, router, limits, stop).await
 }
 
 pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {

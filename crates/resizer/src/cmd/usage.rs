@@ -5,7 +5,6 @@
 //! (its aggregator died before acknowledging) finds its id applied and changes nothing.
 //! `usage.listen` serves its health, readiness and metrics.
 
-use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,7 +20,7 @@ use futures_util::StreamExt;
 
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
-use crate::node::{bind, open_archive, open_rollups};
+use crate::node::{bind, open_archive, open_rollups, serve_monitoring};
 
 #[derive(clap::Args, Debug)]
 pub struct UsageArgs {
@@ -50,12 +49,15 @@ pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(listen = %listener.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer usage started");
         let status = Arc::new(Status::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = axum::serve(listener, router(status.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .into_future();
-        let http = tokio::spawn(http);
+        let http = tokio::spawn({
+            let (router, config) = (router(status.clone()), config.clone());
+            async move {
+                serve_monitoring(listener, router, &config, async move {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
         let result = aggregate(&config, &nats_urls, &status).await;
         let _ = stop.send(());
         let _ = http.await;

@@ -2,7 +2,6 @@
 //! queue, fetches each source from the api node that staged it, converts it and hands the result
 //! back (the `worker` crate); it listens only for health, readiness and metrics.
 
-use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use anyhow::{bail, Context};
 
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
-use crate::node::{bind, jpeg_without_simd};
+use crate::node::{bind, jpeg_without_simd, serve_monitoring};
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
@@ -54,12 +53,15 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
         let status = worker::Status::new(slots);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = axum::serve(listener, worker::router(status.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .into_future();
-        let http = tokio::spawn(http);
+        let http = tokio::spawn({
+            let (router, config) = (worker::router(status.clone()), config.clone());
+            async move {
+                serve_monitoring(listener, router, &config, async move {
+                    let _ = stopped.await;
+                })
+                .await
+            }
+        });
         let result = worker::run(worker_config, status, crate::signals::shutdown()).await;
         let _ = stop.send(());
         let _ = http.await;
