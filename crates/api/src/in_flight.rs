@@ -35,14 +35,10 @@ impl TenantsInFlight {
     /// A slot for one more of `tenant`'s requests, if it has fewer than the cap in flight.
     pub fn take(&self, tenant: TenantId) -> Result<TenantSlot<'_>, TooManyInFlight> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = counts.entry(tenant).or_insert(0);
-        if *count >= self.cap {
-            if *count == 0 {
-                counts.remove(&tenant);
-            }
+        if counts.get(&tenant).copied().unwrap_or(0) >= self.cap {
             return Err(TooManyInFlight { cap: self.cap });
         }
-        *count += 1;
+        *counts.entry(tenant).or_insert(0) += 1;
         Ok(TenantSlot { owner: self, tenant })
     }
 
