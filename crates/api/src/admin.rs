@@ -1,24 +1,25 @@
-//! The admin API: tenants, their limits and status, their keys. Every call needs the admin
-//! bearer token. Writes go to the identity store off the runtime and are then fed to this
+//! The admin API: tenants, their limits and status, their keys. Every call needs an operator's
+//! bearer token: reads any, writes one with admin access (`operators.rs`). Writes go to the identity store off the runtime and are then fed to this
 //! node's credential cache before the answer, so a key revoked here is refused by the very
 //! next public request.
 //!
 //! It must not import another handler file or the wiring (`server.rs`), which imports it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Extension;
 use identity::{ApiKey, KeyId, Store, StoreError, Tenant, TenantId, TenantLimits, TenantStatus};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::body::{awaits_continue, drain, json_response, DRAIN_LIMIT};
 use crate::credentials::refresh_credentials;
+use crate::operators::{Access, Operator};
 use crate::outcome::{Outcome, Route};
 use crate::problem::ApiError;
 use crate::request_id::RequestId;
@@ -32,18 +33,34 @@ async fn written(app: &Arc<App>) {
     app.identity_written.notify_one();
 }
 
-/// Refuses a request without the admin token, or with a declared body over [`BODY_LIMIT`],
-/// before its body is parsed (a route layer on every admin route but health and the OpenAPI
-/// document): an unauthenticated client gets 401, not the body's parse error.
+/// Refuses a request without a valid operator token, from a client throttled for wrong ones, or
+/// with a declared body over [`BODY_LIMIT`], before its body is parsed (a route layer on every
+/// admin route but health and the OpenAPI document): an unauthenticated client gets 401, not the
+/// body's parse error. Each wrong token is counted against the client's address.
 pub(crate) async fn token_first(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let refusal = match check_token(&app, request.headers()) {
-        Err(e) => e,
-        Ok(()) if declared.is_some_and(|len| len > BODY_LIMIT as u64) => {
-            ApiError::BodyTooLarge { limit: BODY_LIMIT as u64 }
-        }
-        Ok(()) => return next.run(request).await,
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let throttled = client.and_then(|ip| app.admin_throttle.refused(ip));
+    let refusal = match throttled {
+        Some(retry_after) => ApiError::AdminThrottled { retry_after },
+        None => match check_token(&app, request.headers()) {
+            Err(e) => {
+                if let Some(ip) = client {
+                    app.admin_throttle.failed(ip);
+                }
+                tracing::warn!(client = ?client, "admin request with a wrong or missing token");
+                e
+            }
+            Ok(_) if declared.is_some_and(|len| len > BODY_LIMIT as u64) => {
+                ApiError::BodyTooLarge { limit: BODY_LIMIT as u64 }
+            }
+            Ok(operator) => {
+                let mut request = request;
+                request.extensions_mut().insert(operator);
+                return next.run(request).await;
+            }
+        },
     };
     let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
     let mut outcome = Outcome::default();
@@ -66,15 +83,17 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// Largest admin request body: tenants, limits and labels are a few hundred bytes.
 pub(crate) const BODY_LIMIT: usize = 64 << 10;
 
-/// Runs an admin handler body: the token check first, then `handle`; errors become problem+json.
-async fn admin<F, Fut>(app: &Arc<App>, headers: &HeaderMap, rid: RequestId, handle: F) -> Response
+/// Runs an admin handler body: the token and its access first, then `handle` with the operator
+/// who asked; errors become problem+json.
+async fn admin<F, Fut>(app: &Arc<App>, headers: &HeaderMap, rid: RequestId, needs: Access, handle: F) -> Response
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Operator) -> Fut,
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
     let mut outcome = Outcome::default();
     let result = match check_token(app, headers) {
-        Ok(()) => handle().await,
+        Ok(operator) if operator.access >= needs => handle(operator).await,
+        Ok(operator) => Err(ApiError::AdminForbidden { operator: operator.name, access: operator.access.as_str() }),
         Err(e) => Err(e),
     };
     let mut response = match result {
@@ -86,24 +105,15 @@ where
     response
 }
 
-pub(crate) fn check_token(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let presented = headers
+/// The operator whose bearer token the request carries.
+pub(crate) fn check_token(app: &App, headers: &HeaderMap) -> Result<Operator, ApiError> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let expected = app.config.admin_token.as_str();
-    match presented {
-        // Comparing digests keeps the comparison's time independent of the token's length and
-        // content; an empty configured token never matches.
-        Some(token) if !expected.is_empty() && ct_eq(&Sha256::digest(token), &Sha256::digest(expected)) => Ok(()),
-        _ => Err(ApiError::AdminUnauthorized),
-    }
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .and_then(|(_, token)| app.config.operators.authenticate(token.trim()))
+        .ok_or(ApiError::AdminUnauthorized)
 }
 
 /// Runs a store call on the blocking pool.
@@ -235,7 +245,7 @@ pub async fn list_tenants(
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Response {
-    admin(&app, &headers, rid, || async {
+    admin(&app, &headers, rid, Access::Read, |_operator| async {
         let tenants = with_store(&app, |store| store.list_tenants()).await?;
         let list: Vec<Value> = tenants.iter().map(|t| tenant_json(&app, t)).collect();
         Ok(json_response(StatusCode::OK, &json!({ "tenants": list })))
@@ -249,7 +259,7 @@ pub async fn create_tenant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin(&app, &headers, rid, || async {
+    admin(&app, &headers, rid, Access::Admin, |_operator| async {
         let map = parse_json(&body)?;
         refuse_unknown_fields(&map, &["name", "limits"])?;
         let name = map
@@ -274,7 +284,7 @@ pub async fn get_tenant(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    admin(&app, &headers, rid, || async {
+    admin(&app, &headers, rid, Access::Read, |_operator| async {
         let tenant = resolve_tenant(&app, tenant).await?;
         Ok(json_response(StatusCode::OK, &tenant_json(&app, &tenant)))
     })
@@ -288,7 +298,7 @@ pub async fn update_tenant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin(&app, &headers, rid, || async {
+    admin(&app, &headers, rid, Access::Admin, |_operator| async {
         let map = parse_json(&body)?;
         refuse_unknown_fields(&map, &["limits", "status"])?;
         let status = match map.get("status") {
@@ -321,7 +331,7 @@ pub async fn list_keys(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    admin(&app, &headers, rid, || async {
+    admin(&app, &headers, rid, Access::Read, |_operator| async {
         let tenant = resolve_tenant(&app, tenant).await?;
         let keys = with_store(&app, move |store| store.list_keys(tenant.id)).await?;
         let list: Vec<Value> = keys.iter().map(key_json).collect();
@@ -337,7 +347,7 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin(&app, &headers, rid, || async {
+    admin(&app, &headers, rid, Access::Admin, |_operator| async {
         let map = parse_json(&body)?;
         refuse_unknown_fields(&map, &["label"])?;
         let label = match map.get("label") {
@@ -361,7 +371,7 @@ pub async fn revoke_key(
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    admin(&app, &headers, rid, || async {
+    admin(&app, &headers, rid, Access::Admin, |_operator| async {
         let id: KeyId = key.parse().map_err(|_| ApiError::NotFound(format!("API key {key}")))?;
         let key = with_store(&app, move |store| store.revoke_key(id)).await?;
         written(&app).await;
@@ -377,7 +387,7 @@ pub async fn tenant_usage(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    admin(&app, &headers, rid, || async {
+    admin(&app, &headers, rid, Access::Read, |_operator| async {
         let tenant = resolve_tenant_id(&app, tenant).await?;
         usage_report(&app, tenant.get(), query.as_deref().unwrap_or("")).await
     })
@@ -394,7 +404,7 @@ pub async fn tenant_audit(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    admin(&app, &headers, rid, || async {
+    admin(&app, &headers, rid, Access::Read, |_operator| async {
         let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage and audit are not read on this node: metering is off, or (identity service) usage.rollups_database is not set"))?;
         let range = UsageQuery::parse(query.as_deref().unwrap_or(""), false)?;
         let tenant = resolve_tenant_id(&app, tenant).await?;
@@ -441,12 +451,5 @@ mod tests {
         assert!(apply_limits(&json!({ "burst": "ten" }), base).is_err());
         assert!(apply_limits(&json!({ "burst": 2.5 }), base).is_err());
         assert_eq!(apply_limits(&json!({ "burst": 262.0 }), base).expect("whole").burst, Some(262));
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
     }
 }

@@ -6,11 +6,14 @@
 //! by the router's first layer so that a refusal is problem+json like every other.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -61,6 +64,18 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
+/// The router with the connection's peer address in every request's extensions, as axum's
+/// `ConnectInfo` (the admin API throttles wrong tokens per address).
+fn with_peer(
+    router: Router,
+    peer: SocketAddr,
+) -> tower::util::MapRequest<Router, impl FnMut(Request<Incoming>) -> Request<Incoming> + Clone> {
+    tower::util::MapRequest::new(router, move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        request
+    })
+}
+
 /// Accepts and serves connections until `stop` resolves, then waits for the open ones to finish
 /// their requests (the caller bounds that wait with its grace period).
 pub async fn serve(
@@ -80,9 +95,9 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before accept: not fatal.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -97,7 +112,7 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .max_headers(HYPER_MAX_HEADER_FIELDS)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(with_peer(router.clone(), peer)));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Errors here are a client's (a reset, a malformed head, a head too slow): hyper

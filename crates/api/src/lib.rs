@@ -19,7 +19,8 @@
 //! record); `outcome.rs` what a request came to (for the log, metrics and usage); `body.rs`
 //! reading, draining and JSON bodies; `usage_report.rs` usage reads; `credentials.rs` feeding
 //! the credential cache; `conversions.rs` where a conversion runs; `connections.rs`;
-//! `budget.rs` the node's budget of body bytes in flight; `in_flight.rs` each tenant's cap of
+//! `operators.rs` who may use the admin API (named tokens, access levels, the wrong-token
+//! throttle); `budget.rs` the node's budget of body bytes in flight; `in_flight.rs` each tenant's cap of
 //! requests in flight; `problem.rs` errors → problem+json; `ratelimit.rs`, `metrics.rs`, `openapi.rs`,
 //! `request_id.rs`, `time.rs`.
 
@@ -33,6 +34,7 @@ mod in_flight;
 mod internal;
 mod metrics;
 mod openapi;
+mod operators;
 mod outcome;
 mod problem;
 mod public;
@@ -53,6 +55,7 @@ use tokio::sync::Notify;
 pub use connections::{serve as serve_with_limits, ConnectionLimits};
 pub use conversions::{Conversions, QueueBackend};
 pub use identity_kv::ReplicaStatus;
+pub use operators::{check_strength, token_sha256_hex, Access, Operator, Operators, OperatorsError, MIN_TOKEN_LEN};
 pub use problem::ApiError;
 pub use server::{serve, Listeners};
 
@@ -64,8 +67,8 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Limits for every tenant without its own overrides.
     pub default_limits: EffectiveLimits,
-    /// The admin API's bearer token. Compared in constant time.
-    pub admin_token: String,
+    /// The admin API's bearer tokens, each an operator's with its access (`operators.rs`).
+    pub operators: Arc<Operators>,
     /// After SIGTERM: how long in-flight requests may take before the process exits anyway.
     pub shutdown_grace: Duration,
     /// How often the credential cache takes the identity store's changes (writes through this
@@ -104,7 +107,7 @@ impl Default for ApiConfig {
         ApiConfig {
             request_timeout: Duration::from_secs(10),
             default_limits: EffectiveLimits::default(),
-            admin_token: String::new(),
+            operators: Arc::new(Operators::none()),
             shutdown_grace: Duration::from_secs(10),
             identity_refresh: Duration::from_millis(250),
             header_timeout: Duration::from_secs(10),
@@ -164,6 +167,8 @@ pub struct App {
     /// `max_requests_in_flight_per_tenant`.
     tenants_in_flight: in_flight::TenantsInFlight,
     metering: Option<Metering>,
+    /// Wrong admin tokens per client address.
+    admin_throttle: operators::AdminThrottle,
     /// Set when shutdown begins: `/readyz` turns 503 so the load balancer drains this node.
     shutting_down: AtomicBool,
 }
@@ -188,6 +193,7 @@ impl App {
             read_limiter: ratelimit::RateLimiter::default(),
             metrics: metrics::Metrics::default(),
             metering,
+            admin_throttle: operators::AdminThrottle::default(),
             shutting_down: AtomicBool::new(false),
         })
     }

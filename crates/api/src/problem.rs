@@ -20,6 +20,12 @@ pub enum ApiError {
     Auth(AuthError),
     #[error("the admin API needs `Authorization: Bearer <admin token>`; the token given is missing or wrong")]
     AdminUnauthorized,
+    /// A valid operator token without the access the route needs (a read-only token writing).
+    #[error("operator `{operator}` has {access} access; this needs admin access")]
+    AdminForbidden { operator: String, access: &'static str },
+    /// Too many wrong admin tokens from this client: its guesses are not checked until the wait.
+    #[error("too many wrong admin tokens from this address; retry after {} ms", retry_after.as_millis())]
+    AdminThrottled { retry_after: Duration },
     #[error("rate limit reached; retry after {} ms", retry_after.as_millis())]
     RateLimited { retry_after: Duration },
     #[error("{0}")]
@@ -96,6 +102,8 @@ impl ApiError {
             ApiError::Auth(AuthError::Revoked) => k(403, "revoked-key", "API key revoked"),
             ApiError::Auth(AuthError::TenantSuspended) => k(403, "tenant-suspended", "Tenant suspended"),
             ApiError::AdminUnauthorized => k(401, "admin-unauthorized", "Admin token required"),
+            ApiError::AdminForbidden { .. } => k(403, "admin-forbidden", "Admin access required"),
+            ApiError::AdminThrottled { .. } => k(429, "admin-throttled", "Too many wrong admin tokens"),
             ApiError::RateLimited { .. } => k(429, "rate-limited", "Rate limit reached"),
             ApiError::BadRequest(_) => k(400, "bad-request", "Bad request"),
             ApiError::BodyTooLarge { .. } => k(413, "too-large", "Input too large"),
@@ -149,7 +157,7 @@ impl ApiError {
     /// How long the client should wait before retrying, where that is known.
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            ApiError::RateLimited { retry_after } | ApiError::AdminThrottled { retry_after } => Some(*retry_after),
             ApiError::Dispatch(DispatchError::Overloaded { retry_after, .. }) => Some(*retry_after),
             ApiError::Dispatch(DispatchError::ShuttingDown) | ApiError::ShuttingDown => Some(Duration::from_secs(1)),
             ApiError::MeteringUnavailable(_) | ApiError::Queue(_) | ApiError::Store(StoreError::Storage(_)) => {
@@ -249,6 +257,8 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "revoked-key",
     "tenant-suspended",
     "admin-unauthorized",
+    "admin-forbidden",
+    "admin-throttled",
     "rate-limited",
     "too-many-in-flight",
     "bad-request",

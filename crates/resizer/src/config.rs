@@ -116,8 +116,17 @@ pub struct ApiSection {
     /// Open connections at most on the public listener; 0: half of what the open-files limit
     /// allows (the limit is raised to its hard value at start).
     pub max_connections: usize,
-    /// The admin API's bearer token. Empty in dev: one is generated and kept in dev.json.
+    /// The admin API's bearer token with full access (operator `admin`): the identity
+    /// service's and `resizer dev`'s. At least 32 characters, never a placeholder. Empty in dev:
+    /// one is generated and kept in dev.json. An api node refuses it: it needs only `read_token`.
     pub admin_token: String,
+    /// A bearer token with read access only (operator `read-only`): tenants, keys, usage and
+    /// audit reads, which is all an api node's admin port serves.
+    pub read_token: String,
+    /// A TOML file of named operator tokens (`[[operator]]` with `name`, `access` = "admin" or
+    /// "read", `token_sha256`), read again when it changes: deleting an entry revokes that
+    /// operator's token on every node reading the file. `resizer admin new-token` prints one.
+    pub operators_file: String,
     /// Role `api`: where workers fetch staged images and return results. Keep it off the
     /// load balancer.
     pub internal_listen: String,
@@ -199,6 +208,8 @@ impl Default for Config {
                 header_timeout_ms: 10_000,
                 max_connections: 0,
                 admin_token: String::new(),
+                read_token: String::new(),
+                operators_file: String::new(),
                 internal_listen: "127.0.0.1:8082".into(),
                 internal_url: String::new(),
                 max_staged_bytes: 1 << 30,
@@ -418,8 +429,13 @@ impl Config {
         }
     }
 
-    pub fn api_config(&self, admin_token: String) -> api::ApiConfig {
-        api::ApiConfig {
+    /// The api's configuration, with `admin_token` as the full-access token (dev passes the one
+    /// it generated). Fails on a weak token or an unusable operators file.
+    pub fn api_config(&self, admin_token: &str) -> anyhow::Result<api::ApiConfig> {
+        let operators_file = (!self.api.operators_file.is_empty()).then(|| Path::new(&self.api.operators_file));
+        let operators = api::Operators::new(admin_token, &self.api.read_token, operators_file)?;
+        Ok(api::ApiConfig {
+            operators: std::sync::Arc::new(operators),
             request_timeout: Duration::from_millis(self.api.request_timeout_ms),
             default_limits: identity::EffectiveLimits {
                 rate_per_sec: self.limits.rate_per_sec,
@@ -427,7 +443,6 @@ impl Config {
                 max_input_bytes: self.limits.max_input_bytes,
                 max_input_pixels: self.limits.max_input_pixels,
             },
-            admin_token,
             shutdown_grace: Duration::from_millis(self.api.shutdown_grace_ms),
             identity_refresh: Duration::from_millis(self.identity.refresh_ms.max(1)),
             header_timeout: Duration::from_millis(self.api.header_timeout_ms.max(1)),
@@ -440,7 +455,7 @@ impl Config {
             },
             max_body_bytes_in_flight: self.api.max_body_bytes_in_flight,
             max_requests_in_flight_per_tenant: self.api.max_requests_in_flight_per_tenant,
-        }
+        })
     }
 
     /// The URL workers reach this api node's internal port at: `api.internal_url`, or the
@@ -665,7 +680,7 @@ mod tests {
     fn the_body_budget_holds_at_least_one_whole_body() {
         let defaults = Config::load_from(&ConfigArgs::default(), &[], &[]).expect("defaults are valid");
         assert_eq!(defaults.api.max_body_bytes_in_flight, 256 << 20);
-        assert_eq!(defaults.api_config(String::new()).max_requests_in_flight_per_tenant, 64);
+        assert_eq!(defaults.api_config("").expect("no token is fine").max_requests_in_flight_per_tenant, 64);
         let set = |kv: &[&str]| ConfigArgs { config: None, set: kv.iter().map(|s| (*s).to_owned()).collect() };
         let err = Config::load_from(&set(&["api.max_body_bytes_in_flight=1000"]), &[], &[])
             .expect_err("below the input limit")

@@ -59,7 +59,7 @@ pub async fn serve_node(
             }
             None => (None, None),
         };
-        let app = api::App::new(config.api_config(admin_token), credentials, cache, conversions, metering);
+        let app = api::App::new(config.api_config(&admin_token)?, credentials, cache, conversions, metering);
         let served = api::serve(app, listeners, crate::signals::shutdown()).await;
         // After the last answer: seal the open batch and apply everything, so the audit is complete.
         if let Some((stop, task)) = usage_loop {

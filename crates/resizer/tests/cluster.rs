@@ -1297,10 +1297,11 @@ fn with_postgres_down_resizes_go_on_admin_writes_fail_503_and_writes_replicate_o
 }
 
 impl Lab {
-    /// GET on a component's admin URL (api nodes serve usage and audit reads there).
+    /// GET on a component's admin URL (api nodes serve usage and audit reads there), with the
+    /// read-only token, which is all an api node holds.
     fn admin_get(&self, component: &str, path: &str) -> (u16, Value) {
         let url = format!("{}{path}", self.url_of(component, "admin"));
-        match self.agent.get(&url).header("authorization", format!("Bearer {}", self.field("admin_token"))).call() {
+        match self.agent.get(&url).header("authorization", format!("Bearer {}", self.field("read_token"))).call() {
             Ok(mut r) => {
                 let status = r.status().as_u16();
                 (

@@ -64,6 +64,16 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Prints a fresh operator token and the entry that grants it in an operators file
+    /// (`api.operators_file`); speaks to no API.
+    NewToken {
+        /// The operator's name, as the admin audit trail will show it.
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// admin or read.
+        #[arg(long, default_value = "admin")]
+        access: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -176,6 +186,19 @@ impl LimitArgs {
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    if let AdminCommand::NewToken { name, access } = &args.command {
+        if !matches!(access.as_str(), "admin" | "read") {
+            bail!("--access is `admin` or `read`");
+        }
+        let token = crate::node::generate_admin_token()?;
+        println!("token: {token}");
+        println!("# for api.operators_file (the token itself is not kept anywhere):");
+        println!(
+            "[[operator]]\nname = \"{name}\"\naccess = \"{access}\"\ntoken_sha256 = \"{}\"",
+            api::token_sha256_hex(&token)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let dev = || -> anyhow::Result<DevFile> {
         let data_dir = args.data_dir.clone().or_else(|| std::env::var_os("RESIZER_DATA_DIR").map(PathBuf::from));
         let path = data_dir.unwrap_or_else(|| PathBuf::from("resizer-data")).join("dev.json");
@@ -250,6 +273,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             }
             (status, body)
         }
+        AdminCommand::NewToken { .. } => unreachable!("answered above, before any API is looked for"),
         AdminCommand::Audit { tenant, range, limit, after, json } => {
             let mut query = range.query();
             query.push_str(&format!("{}limit={limit}", if query.is_empty() { "" } else { "&" }));

@@ -24,9 +24,15 @@ pub struct ApiArgs {
 pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config, &[])?;
     logging::init(&config.log)?;
-    if config.api.admin_token.len() < 16 {
-        bail!("the api role needs an admin token of at least 16 characters: set api.admin_token (RESIZER_API_ADMIN_TOKEN)");
+    if !config.api.admin_token.is_empty() {
+        // An api node administers nothing (tenants and keys are written at the identity
+        // service); holding the write token would put it on every node facing the Internet.
+        bail!(
+            "an api node takes no api.admin_token (RESIZER_API_ADMIN_TOKEN): its admin port only reads; \
+             give it api.read_token (RESIZER_API_READ_TOKEN) instead"
+        );
     }
+    api::Operators::new("", &config.api.read_token, None)?;
     let nats_urls = config.nats_urls();
     if nats_urls.is_empty() {
         bail!("the api role needs the job queue: set queue.nats_urls");
@@ -97,8 +103,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let listeners = api::Listeners { public: Some(public), admin, internal: Some(internal) };
         let conversions = api::Conversions::Queue(Box::new(backend));
         let usage_stream = (config.usage.mode == "ship").then(|| async_nats::jetstream::new(client.clone()));
-        serve_node(&config, config.api.admin_token.clone(), credentials, cache, conversions, listeners, usage_stream)
-            .await
+        serve_node(&config, String::new(), credentials, cache, conversions, listeners, usage_stream).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

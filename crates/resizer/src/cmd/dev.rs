@@ -62,6 +62,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     );
     let cache = Arc::new(CredentialCache::new());
     let admin_token = if !config.api.admin_token.is_empty() {
+        api::check_strength("api.admin_token", &config.api.admin_token)?;
         config.api.admin_token.clone()
     } else if let Some(token) = previous.as_ref().map(|p| p.admin_token.clone()).filter(|t| t.len() >= 32) {
         token

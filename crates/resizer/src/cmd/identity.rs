@@ -27,9 +27,14 @@ pub struct IdentityArgs {
 pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config, &[])?;
     logging::init(&config.log)?;
-    if config.api.admin_token.len() < 16 {
-        bail!("the identity service needs an admin token of at least 16 characters: set api.admin_token");
+    if config.api.admin_token.is_empty() && config.api.operators_file.is_empty() {
+        bail!(
+            "the identity service needs an operator with admin access: set api.admin_token \
+             (RESIZER_API_ADMIN_TOKEN; `resizer admin new-token` makes one) or api.operators_file"
+        );
     }
+    // Checked here too, before any connection, so a weak token stops the start at once.
+    let api_config = config.api_config(&config.api.admin_token)?;
     let nats_urls = config.nats_urls();
     if nats_urls.is_empty() {
         bail!("the identity service relays changes through NATS: set queue.nats_urls");
@@ -44,7 +49,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
         let client = queue::connect(&nats_urls, "identity", Some(queue::Role::Identity)).await?;
         let cache = Arc::new(CredentialCache::new());
         let app = api::App::new(
-            config.api_config(config.api.admin_token.clone()),
+            api_config,
             api::Credentials::Store(store.clone()),
             cache,
             api::Conversions::None,

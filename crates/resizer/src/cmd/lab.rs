@@ -132,6 +132,8 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let postgres_url = infra.add_postgres()?.url();
     println!("PostgreSQL up: {postgres_url}");
     let admin_token = generate_admin_token()?;
+    // What api nodes get instead: their admin ports only read (usage and audit).
+    let read_token = generate_admin_token()?;
 
     let common = |spec: ProcessSpec, role: queue::Role| -> ProcessSpec {
         let mut spec = spec.env("RESIZER_QUEUE_NATS_URLS", &role_urls[&role]).env("RESIZER_LOG_FORMAT", "json");
@@ -152,6 +154,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .arg("identity")
         .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{port}"))
         .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
+        .env("RESIZER_API_READ_TOKEN", &read_token)
         .env("RESIZER_IDENTITY_DATABASE", &postgres_url)
         .env("RESIZER_USAGE_ROLLUPS_DATABASE", &postgres_url)
         .env("RESIZER_USAGE_ARCHIVE_URL", &archive_url)
@@ -202,7 +205,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .env("RESIZER_API_LISTEN", format!("{LOOPBACK}:{public}"))
             .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{admin}"))
             .env("RESIZER_API_INTERNAL_LISTEN", format!("{LOOPBACK}:{internal}"))
-            .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
+            .env("RESIZER_API_READ_TOKEN", &read_token)
             .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
             .env("RESIZER_IDENTITY_SOURCE", "replicated")
             .env("RESIZER_IDENTITY_JETSTREAM_PREFIX", queue::identity_api_prefix(identity_kv::BUCKET))
@@ -244,6 +247,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let mut fields = serde_json::Map::new();
     fields.insert("admin_url".into(), admin_url.clone().into());
     fields.insert("admin_token".into(), admin_token.into());
+    fields.insert("read_token".into(), read_token.into());
     fields.insert("demo_api_key".into(), demo_key.clone().into());
     fields.insert("postgres_url".into(), postgres_url.into());
     // The identity account's operator login, for tools that look into the identity bucket.
