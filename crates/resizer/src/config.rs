@@ -65,6 +65,11 @@ pub struct WorkerSection {
     pub node_id: String,
     /// How long one pull for a job waits before it is renewed.
     pub pull_expires_ms: u64,
+    /// The api nodes' internal origins this worker fetches from and returns to, comma-separated:
+    /// exact origins (`http://10.0.1.11:8082`) or networks (`10.0.1.0/24`, any port). A job naming
+    /// any other origin is refused without a connection. Required: a worker refuses to start
+    /// without it.
+    pub api_origins: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -257,6 +262,7 @@ impl Default for Config {
                 prefetch: 1,
                 node_id: String::new(),
                 pull_expires_ms: 1000,
+                api_origins: String::new(),
             },
             log: LogSection { level: "info".into(), format: "json".into() },
         }

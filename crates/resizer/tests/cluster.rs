@@ -415,6 +415,7 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     }
 
     each_role_may_use_only_its_own_subjects(&lab);
+    a_forged_jobs_origin_is_never_contacted(&lab);
 
     let pids: Vec<u64> = lab.file["components"].as_array().unwrap().iter().filter_map(|c| c["pid"].as_u64()).collect();
     assert_eq!(pids.len(), 11);
@@ -534,6 +535,58 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
     ] {
         let refused = format!("User \"{user}\", Subject \"{subject}\"");
         assert!(logs.contains(&refused), "no refusal of {subject} for {user}:\n{}", nats_refusals(&logs).join("\n"));
+    }
+}
+
+/// Whoever can publish a job (here with an api node's own NATS login) names the origin a worker
+/// fetches from; a worker fetches only from the api nodes it was told about (`worker.api_origins`),
+/// so a job pointing anywhere else fails without a connection to that address.
+fn a_forged_jobs_origin_is_never_contacted(lab: &Lab) {
+    let bait = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener standing in for an internal service");
+    bait.set_nonblocking(true).expect("nonblocking");
+    let origin = format!("http://{}", bait.local_addr().expect("address"));
+    let pid = lab.component("api-0")["pid"].as_u64().expect("pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let api_urls: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter_map(|v| std::str::from_utf8(v).ok()?.strip_prefix("RESIZER_QUEUE_NATS_URLS="))
+        .next()
+        .expect("the api node's NATS URLs")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let series = "resizer_worker_jobs_total{lane=\"small\",outcome=\"forbidden-origin\"";
+    let refused = || lab.metric_sum("worker-0", series) + lab.metric_sum("worker-1", series);
+    let refused_before = refused();
+    let job = queue::JobMessage {
+        job_id: "forged-1".into(),
+        request_id: "forged".into(),
+        origin: origin.clone(),
+        token: "t".into(),
+        params: "width=10".into(),
+        format: None,
+        max_input_bytes: 1 << 20,
+        max_input_pixels: 1 << 20,
+        pixels: 100,
+        input_bytes: 100,
+        deadline_unix_ms: queue::unix_millis() + 60_000,
+        published_unix_us: queue::unix_micros(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let client = queue::connect(&api_urls, "forgery-test", Some(queue::Role::Api)).await.expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        let payload = serde_json::to_vec(&job).expect("JSON");
+        js.publish("jobs.fast.small", payload.into()).await.expect("publish").await.expect("stored");
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused() <= refused_before {
+        assert!(Instant::now() < deadline, "no worker refused the forged job\n{}", lab.log_tails());
+        thread::sleep(Duration::from_millis(50));
+    }
+    match bait.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the forged job's origin {origin} was contacted: {other:?}"),
     }
 }
 

@@ -100,6 +100,8 @@ fn the_workers_listener_cuts_off_a_slow_head() -> Result {
         "--set",
         "queue.nats_urls=nats://127.0.0.1:9",
         "--set",
+        "worker.api_origins=127.0.0.1/32",
+        "--set",
         "worker.listen=127.0.0.1:0",
         "--set",
         "api.header_timeout_ms=300",

@@ -39,6 +39,18 @@ pub(crate) async fn handle(context: &Arc<JobContext>, message: jetstream::Messag
         }
     };
     let lane = context.dispatcher.lane_for(job.pixels).as_str();
+    // Before anything that could contact the origin (the fetch, or handing back a failure).
+    if !context.config.api_origins.allows(&job.origin) {
+        tracing::warn!(
+            job = job.job_id,
+            request_id = job.request_id,
+            origin = %job.origin.chars().take(200).collect::<String>(),
+            "a job whose origin is not an api node (worker.api_origins): refused without contacting it"
+        );
+        metrics.finished(lane, "forbidden-origin");
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    }
     let queue_wait = Duration::from_micros(unix_micros().saturating_sub(job.published_unix_us));
     metrics.received(lane, queue_wait, attempt);
     let remaining = Duration::from_millis(job.deadline_unix_ms.saturating_sub(unix_millis()));

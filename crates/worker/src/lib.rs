@@ -15,11 +15,13 @@
 //!
 //! Files: `pull.rs` the slots and the pull loop (it imports `job.rs`, never the other way),
 //! `job.rs` one job from delivery to ack, `status.rs` what the health and metrics routes read,
-//! `transfer.rs` the HTTP fetch and return, `metrics.rs`, `http.rs` health and metrics.
+//! `transfer.rs` the HTTP fetch and return, `origins.rs` which origins a job may name (the api
+//! nodes' internal ports, from `worker.api_origins`), `metrics.rs`, `http.rs` health and metrics.
 
 mod http;
 mod job;
 mod metrics;
+mod origins;
 mod pull;
 mod status;
 mod transfer;
@@ -28,6 +30,7 @@ use std::time::Duration;
 
 pub use http::router;
 pub use metrics::WorkerMetrics;
+pub use origins::{AllowedOrigins, InvalidOrigin};
 pub use pull::run;
 pub use status::Status;
 
@@ -48,6 +51,8 @@ pub struct WorkerConfig {
     pub pull_expires: Duration,
     /// After shutdown begins: how long jobs in flight may take.
     pub shutdown_grace: Duration,
+    /// The api nodes' internal origins: a job naming another is refused without a connection.
+    pub api_origins: AllowedOrigins,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -195,6 +195,8 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         health.push((component, format!("{url}/readyz")));
     }
     let mut backends = Vec::new();
+    // What workers may fetch from: exactly the api nodes' internal ports.
+    let mut internal_origins = Vec::new();
     for i in 0..args.api_nodes.max(1) {
         let name = format!("api-{i}");
         let ports = lab::free_ports(3)?;
@@ -219,6 +221,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let component = infra.start_process(usage_env(common(spec, queue::Role::Api)))?;
         health.push((component, format!("{}/readyz", url(public))));
         backends.push(Backend::new(&name, ([127, 0, 0, 1], public).into()));
+        internal_origins.push(url(internal));
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let worker_slots = args.worker_slots.unwrap_or((cores / args.workers.max(1)).max(1));
@@ -230,6 +233,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .arg("worker")
             .env("RESIZER_WORKER_LISTEN", format!("{LOOPBACK}:{port}"))
             .env("RESIZER_WORKER_NODE_ID", &name)
+            .env("RESIZER_WORKER_API_ORIGINS", internal_origins.join(","))
             .url("metrics", format!("{url}/metrics"))
             .health(format!("{url}/readyz"));
         spec = spec.env("RESIZER_WORKER_SLOTS", worker_slots.to_string());

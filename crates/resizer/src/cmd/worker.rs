@@ -34,6 +34,13 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     } else {
         config.worker.node_id.clone()
     };
+    let api_origins = worker::AllowedOrigins::parse(&config.worker.api_origins)?;
+    if api_origins.is_empty() {
+        bail!(
+            "a worker fetches only from the api nodes it is told about: set worker.api_origins \
+             (RESIZER_WORKER_API_ORIGINS) to their internal URLs, e.g. http://10.0.1.11:8082, or their network, e.g. 10.0.1.0/24"
+        );
+    }
     let worker_config = worker::WorkerConfig {
         nats_urls,
         node_id: node_id.clone(),
@@ -42,6 +49,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         queue: config.queue_config(),
         pull_expires: Duration::from_millis(config.worker.pull_expires_ms.max(100)),
         shutdown_grace: Duration::from_millis(config.api.shutdown_grace_ms),
+        api_origins,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
