@@ -639,6 +639,9 @@ mod tests {
         let worker = load("worker");
         assert_eq!(worker.queue_config().max_age, api.queue_config().max_age, "jobs live as long as requests");
         assert_eq!(worker.queue.ack_wait_ms, api.queue.ack_wait_ms);
+        // The worker may fetch from the api node this file describes, and from nothing public.
+        let origins = worker::AllowedOrigins::parse(&worker.worker.api_origins).expect("valid api_origins");
+        assert!(origins.allows(&api.api.internal_url) && !origins.allows("http://203.0.113.9:8082"));
         for role in ["identity", "usage"] {
             assert_eq!(load(role).queue.replicas, 3, "{role}");
         }

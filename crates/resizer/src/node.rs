@@ -109,14 +109,26 @@ pub fn open_archive(config: &Config) -> anyhow::Result<usage::Archive> {
     usage::Archive::from_url(&config.usage.archive_url, &options).context("opening the usage archive")
 }
 
+/// Whether a process writes the usage rollups (and so creates their tables) or only reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupAccess {
+    /// An aggregator: `resizer usage`, or a node applying its own spool (`usage.mode = embedded`).
+    Write,
+    /// Api nodes shipping their spool, and the identity service: their PostgreSQL role needs
+    /// only `SELECT` on the rollups.
+    Read,
+}
+
 /// The rollups the configuration names: `<data_dir>/usage.sqlite`, or PostgreSQL for a
 /// `postgres://` `usage.rollups_database`.
-pub fn open_rollups(config: &Config) -> anyhow::Result<Arc<usage::Rollups>> {
+pub fn open_rollups(config: &Config, access: RollupAccess) -> anyhow::Result<Arc<usage::Rollups>> {
     let database = &config.usage.rollups_database;
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        return Ok(Arc::new(
-            usage::Rollups::connect_postgres(database).context("connecting to the usage rollups database")?,
-        ));
+        let rollups = match access {
+            RollupAccess::Write => usage::Rollups::connect_postgres(database),
+            RollupAccess::Read => usage::Rollups::connect_postgres_reader(database),
+        };
+        return Ok(Arc::new(rollups.context("connecting to the usage rollups database")?));
     }
     let path = if database.is_empty() { config.data_dir.join("usage.sqlite") } else { database.into() };
     Ok(Arc::new(usage::Rollups::open(&path).context("opening the usage rollups")?))
@@ -143,7 +155,9 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
         ..usage::SpoolConfig::default()
     };
     let spool = Arc::new(usage::Spool::open(&data.join("spool"), spool_config).context("opening the usage spool")?);
-    let rollups = open_rollups(config)?;
+    // A node that ships its spool never applies a batch here: it only reads the rollups.
+    let access = if config.usage.mode == "ship" { RollupAccess::Read } else { RollupAccess::Write };
+    let rollups = open_rollups(config, access)?;
     let archive = open_archive(config)?;
     let aggregator = Arc::new(usage::Aggregator::new(rollups.clone(), archive.clone()));
     let rollup_reads = Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE));

@@ -167,7 +167,17 @@ impl Rollups {
         Ok(Rollups { store: Store::Sqlite(Mutex::new(conn)) })
     }
 
-    /// The rollups in PostgreSQL at `url` (tables created if missing). Blocking.
+    /// The rollups in PostgreSQL at `url`, for a process that only reads them (api nodes, the
+    /// identity service): no table is created, so its database role needs no more than `SELECT`
+    /// on them. Until an aggregator has made them, reads fail. Blocking.
+    pub fn connect_postgres_reader(url: &str) -> Result<Rollups, RollupError> {
+        let rollups = Rollups { store: Store::Postgres { url: url.to_owned(), client: Box::new(Mutex::new(None)) } };
+        rollups.with_pg(|client| client.simple_query("SELECT 1").map(drop))?;
+        Ok(rollups)
+    }
+
+    /// The rollups in PostgreSQL at `url` (tables created if missing), for the aggregators that
+    /// write them. Blocking.
     pub fn connect_postgres(url: &str) -> Result<Rollups, RollupError> {
         let rollups = Rollups { store: Store::Postgres { url: url.to_owned(), client: Box::new(Mutex::new(None)) } };
         // Several processes start at once (api nodes, aggregators): `IF NOT EXISTS` alone races

@@ -16,7 +16,7 @@ use identity::CredentialCache;
 
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
-use crate::node::{bind, open_archive, open_rollups};
+use crate::node::{bind, open_archive, open_rollups, RollupAccess};
 
 #[derive(clap::Args, Debug)]
 pub struct IdentityArgs {
@@ -79,7 +79,7 @@ fn open_usage_reads(config: &Config) -> anyhow::Result<Option<api::Metering>> {
     }
     Ok(Some(api::Metering {
         spool: None,
-        rollups: open_rollups(config)?,
+        rollups: open_rollups(config, RollupAccess::Read)?,
         archive: open_archive(config)?,
         node: "identity".into(),
         rollup_reads: Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE)),

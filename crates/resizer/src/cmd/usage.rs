@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 
 use crate::config::{Config, ConfigArgs};
 use crate::logging;
-use crate::node::{bind, open_archive, open_rollups, serve_monitoring};
+use crate::node::{bind, open_archive, open_rollups, serve_monitoring, RollupAccess};
 
 #[derive(clap::Args, Debug)]
 pub struct UsageArgs {
@@ -71,7 +71,7 @@ async fn aggregate(config: &Config, nats_urls: &[String], status: &Status) -> an
     {
         let rollups = loop {
             let config = config.clone();
-            match tokio::task::spawn_blocking(move || open_rollups(&config)).await? {
+            match tokio::task::spawn_blocking(move || open_rollups(&config, RollupAccess::Write)).await? {
                 Ok(rollups) => break rollups,
                 Err(e) => {
                     tracing::warn!(error = format!("{e:#}"), "usage rollups database not reachable yet; retrying");
