@@ -143,7 +143,8 @@ pub struct ApiSection {
     /// Bytes of resize request bodies held at once on this node, all tenants together (a body
     /// is reserved from its Content-Length before it is read, or as it arrives without one, and
     /// given back when its answer is done); past it, 503 `overloaded` at once. At least
-    /// `limits.max_input_bytes`; a tenant's own larger byte limit is cut to it (413).
+    /// `limits.max_input_bytes`; a tenant's own larger byte limit is cut to it (413). 0: 64 MiB
+    /// per core (see [`Config::body_budget`]).
     pub max_body_bytes_in_flight: u64,
     /// Resize requests of one tenant in flight at once on this node (from admission to the
     /// answer); past it, 429 `too-many-in-flight` before the body is read.
@@ -218,7 +219,7 @@ impl Default for Config {
                 internal_listen: "127.0.0.1:8082".into(),
                 internal_url: String::new(),
                 max_staged_bytes: 1 << 30,
-                max_body_bytes_in_flight: 256 << 20,
+                max_body_bytes_in_flight: 0,
                 max_requests_in_flight_per_tenant: 64,
             },
             limits: LimitsSection {
@@ -381,7 +382,7 @@ impl Config {
                 identity::MAX_INPUT_PIXELS_CEILING
             );
         }
-        if self.api.max_body_bytes_in_flight < self.limits.max_input_bytes {
+        if self.api.max_body_bytes_in_flight != 0 && self.api.max_body_bytes_in_flight < self.limits.max_input_bytes {
             bail!(
                 "api.max_body_bytes_in_flight ({}) must be at least limits.max_input_bytes ({}): a body the \
                  limits allow must fit in the node's budget of body bytes in flight",
@@ -459,9 +460,25 @@ impl Config {
                 }
                 max
             },
-            max_body_bytes_in_flight: self.api.max_body_bytes_in_flight,
+            max_body_bytes_in_flight: self.body_budget(),
             max_requests_in_flight_per_tenant: self.api.max_requests_in_flight_per_tenant,
         })
+    }
+
+    /// The node's budget of body bytes in flight: `api.max_body_bytes_in_flight`, or when 0, 64
+    /// MiB per core and at least one whole body (`limits.max_input_bytes`). Why per core: bodies
+    /// held beyond what the node can convert (or hand to workers) soon only wait, and while they
+    /// wait another tenant's small image waits behind their conversions; measured on 2 cores
+    /// (docs/benchmarks.md, "Upload flood"), 128 MiB kept a small request's p99 at 192 ms
+    /// through a flood of 30 MB uploads where 256 MiB let it reach 539–566 ms.
+    pub fn body_budget(&self) -> u64 {
+        match self.api.max_body_bytes_in_flight {
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+                (cores * (64 << 20)).max(self.limits.max_input_bytes)
+            }
+            set => set,
+        }
     }
 
     /// The URL workers reach this api node's internal port at: `api.internal_url`, or the
@@ -687,10 +704,13 @@ mod tests {
 
     #[test]
     fn the_body_budget_holds_at_least_one_whole_body() {
-        let defaults = Config::load_from(&ConfigArgs::default(), &[], &[]).expect("defaults are valid");
-        assert_eq!(defaults.api.max_body_bytes_in_flight, 256 << 20);
-        assert_eq!(defaults.api_config("").expect("no token is fine").max_requests_in_flight_per_tenant, 64);
         let set = |kv: &[&str]| ConfigArgs { config: None, set: kv.iter().map(|s| (*s).to_owned()).collect() };
+        let defaults = Config::load_from(&ConfigArgs::default(), &[], &[]).expect("defaults are valid");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        assert_eq!(defaults.body_budget(), (cores * (64 << 20)).max(32 << 20));
+        let one_huge_body = set(&["limits.max_input_bytes=1073741824"]);
+        assert!(Config::load_from(&one_huge_body, &[], &[]).expect("auto fits").body_budget() >= 1 << 30);
+        assert_eq!(defaults.api_config("").expect("no token is fine").max_requests_in_flight_per_tenant, 64);
         let err = Config::load_from(&set(&["api.max_body_bytes_in_flight=1000"]), &[], &[])
             .expect_err("below the input limit")
             .to_string();
