@@ -1,12 +1,20 @@
-//! The admin API: tenants, their limits and status, their keys. Every call needs an operator's
-//! bearer token: reads any, writes one with admin access (`operators.rs`). Writes go to the identity store off the runtime and are then fed to this
-//! node's credential cache before the answer, so a key revoked here is refused by the very
-//! next public request.
+//! The admin API: tenants, their limits and status, their keys (with their lifetimes and
+//! rotation), and the admin log of who wrote what. Every call needs an operator's bearer token:
+//! reads any, writes one with admin access (`operators.rs`). Writes go to the identity store off
+//! the runtime, naming the operator and the request id (the store logs each in the write's own
+//! transaction), and are then fed to this node's credential cache before the answer, so a key
+//! revoked here is refused by the very next public request.
+//!
+//! The admin log records the writes that reach the store, committed or refused by it (404, 409,
+//! 400 for a rule of the store). A request refused before — no or a wrong token (401), a
+//! read-only token (403), a malformed body (400) — is not a write and is not logged there: the
+//! access log has it.
 //!
 //! It must not import another handler file or the wiring (`server.rs`), which imports it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
@@ -14,7 +22,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Extension;
-use identity::{ApiKey, KeyId, Store, StoreError, Tenant, TenantId, TenantLimits, TenantStatus};
+use identity::{
+    Actor, AdminRecord, ApiKey, KeyId, Store, StoreError, Tenant, TenantId, TenantLimits, TenantStatus,
+    MAX_KEY_LIFETIME,
+};
 use serde_json::{json, Map, Value};
 
 use crate::body::{awaits_continue, drain, json_response, DRAIN_LIMIT};
@@ -114,6 +125,11 @@ pub(crate) fn check_token(app: &App, headers: &HeaderMap) -> Result<Operator, Ap
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .and_then(|(_, token)| app.config.operators.authenticate(token.trim()))
         .ok_or(ApiError::AdminUnauthorized)
+}
+
+/// Who a write is by, for the store's admin log.
+fn actor(operator: &Operator, rid: &RequestId) -> Actor {
+    Actor { operator: operator.name.clone(), request_id: rid.as_str().to_owned() }
 }
 
 /// Runs a store call on the blocking pool.
@@ -237,7 +253,41 @@ fn key_json(key: &ApiKey) -> Value {
         "label": key.label,
         "created_at": time::rfc3339(key.created_at),
         "revoked_at": key.revoked_at.map(time::rfc3339),
+        "expires_at": key.expires_at.map(time::rfc3339),
     })
+}
+
+/// A body's `<at_field>` (an RFC 3339 time in the future) or `<in_field>` (whole seconds from
+/// now, at least 1), at most one of them, within [`MAX_KEY_LIFETIME`]; `None` if neither.
+fn requested_expiry(map: &Map<String, Value>, at_field: &str, in_field: &str) -> Result<Option<SystemTime>, ApiError> {
+    let now = SystemTime::now();
+    match (map.get(at_field), map.get(in_field)) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(format!("give `{at_field}` or `{in_field}`, not both"))),
+        (Some(at), None) => {
+            let bad =
+                || ApiError::BadRequest(format!("`{at_field}` must be an RFC 3339 time, e.g. 2030-01-31T12:00:00Z"));
+            let ms = at.as_str().and_then(time::parse_ms).ok_or_else(bad)?;
+            let at = u64::try_from(ms).map(|ms| UNIX_EPOCH + Duration::from_millis(ms)).map_err(|_| bad())?;
+            match at.duration_since(now) {
+                Ok(ahead) if ahead > Duration::ZERO && ahead <= MAX_KEY_LIFETIME => Ok(Some(at)),
+                Ok(ahead) if ahead > MAX_KEY_LIFETIME => {
+                    Err(ApiError::BadRequest(format!("`{at_field}` must be within 100 years from now")))
+                }
+                _ => Err(ApiError::BadRequest(format!("`{at_field}` is not in the future: {}", time::rfc3339(at)))),
+            }
+        }
+        (None, Some(seconds)) => Ok(Some(now + lifetime(seconds, in_field, 1)?)),
+    }
+}
+
+/// A whole number of seconds, at least `min`, within [`MAX_KEY_LIFETIME`].
+fn lifetime(value: &Value, field: &str, min: u64) -> Result<Duration, ApiError> {
+    let max = MAX_KEY_LIFETIME.as_secs();
+    whole(value)
+        .filter(|s| (min..=max).contains(s))
+        .map(Duration::from_secs)
+        .ok_or_else(|| ApiError::BadRequest(format!("`{field}` must be a whole number of seconds from {min} to {max}")))
 }
 
 pub async fn list_tenants(
@@ -259,7 +309,9 @@ pub async fn create_tenant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin(&app, &headers, rid, Access::Admin, |_operator| async {
+    let (app, by) = (&app, rid.clone());
+    admin(app, &headers, rid, Access::Admin, |operator| async move {
+        let actor = actor(&operator, &by);
         let map = parse_json(&body)?;
         refuse_unknown_fields(&map, &["name", "limits"])?;
         let name = map
@@ -271,9 +323,9 @@ pub async fn create_tenant(
             Some(v) => apply_limits(v, TenantLimits::default())?,
             None => TenantLimits::default(),
         };
-        let tenant = with_store(&app, move |store| store.create_tenant(&name, limits)).await?;
-        written(&app).await;
-        Ok(json_response(StatusCode::CREATED, &tenant_json(&app, &tenant)))
+        let tenant = with_store(app, move |store| store.create_tenant_as(&actor, &name, limits)).await?;
+        written(app).await;
+        Ok(json_response(StatusCode::CREATED, &tenant_json(app, &tenant)))
     })
     .await
 }
@@ -298,7 +350,9 @@ pub async fn update_tenant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin(&app, &headers, rid, Access::Admin, |_operator| async {
+    let (app, by) = (&app, rid.clone());
+    admin(app, &headers, rid, Access::Admin, |operator| async move {
+        let actor = actor(&operator, &by);
         let map = parse_json(&body)?;
         refuse_unknown_fields(&map, &["limits", "status"])?;
         let status = match map.get("status") {
@@ -309,18 +363,18 @@ pub async fn update_tenant(
                     .ok_or_else(|| ApiError::BadRequest("`status` must be \"active\" or \"suspended\"".into()))?,
             ),
         };
-        let mut tenant = resolve_tenant(&app, tenant).await?;
+        let mut tenant = resolve_tenant(app, tenant).await?;
         if let Some(v) = map.get("limits") {
             let limits = apply_limits(v, tenant.limits)?;
-            let id = tenant.id;
-            tenant = with_store(&app, move |store| store.update_limits(id, limits)).await?;
+            let (id, actor) = (tenant.id, actor.clone());
+            tenant = with_store(app, move |store| store.update_limits(&actor, id, limits)).await?;
         }
         if let Some(status) = status {
             let id = tenant.id;
-            tenant = with_store(&app, move |store| store.set_status(id, status)).await?;
+            tenant = with_store(app, move |store| store.set_status(&actor, id, status)).await?;
         }
-        written(&app).await;
-        Ok(json_response(StatusCode::OK, &tenant_json(&app, &tenant)))
+        written(app).await;
+        Ok(json_response(StatusCode::OK, &tenant_json(app, &tenant)))
     })
     .await
 }
@@ -347,16 +401,20 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin(&app, &headers, rid, Access::Admin, |_operator| async {
+    let (app, by) = (&app, rid.clone());
+    admin(app, &headers, rid, Access::Admin, |operator| async move {
+        let actor = actor(&operator, &by);
         let map = parse_json(&body)?;
-        refuse_unknown_fields(&map, &["label"])?;
+        refuse_unknown_fields(&map, &["label", "expires_at", "expires_in_s"])?;
         let label = match map.get("label") {
             None => "default".to_owned(),
             Some(v) => v.as_str().ok_or_else(|| ApiError::BadRequest("`label` must be a string".into()))?.to_owned(),
         };
-        let tenant = resolve_tenant(&app, tenant).await?;
-        let (key, secret) = with_store(&app, move |store| store.create_key(tenant.id, &label)).await?;
-        written(&app).await;
+        let expires_at = requested_expiry(&map, "expires_at", "expires_in_s")?;
+        let tenant = resolve_tenant(app, tenant).await?;
+        let (key, secret) =
+            with_store(app, move |store| store.create_key_as(&actor, tenant.id, &label, expires_at)).await?;
+        written(app).await;
         let mut body = key_json(&key);
         // The only time the full key exists outside the client: it is not stored, only its hash.
         body["key"] = Value::String(secret);
@@ -371,13 +429,116 @@ pub async fn revoke_key(
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    admin(&app, &headers, rid, Access::Admin, |_operator| async {
+    let (app, by) = (&app, rid.clone());
+    admin(app, &headers, rid, Access::Admin, |operator| async move {
+        let actor = actor(&operator, &by);
         let id: KeyId = key.parse().map_err(|_| ApiError::NotFound(format!("API key {key}")))?;
-        let key = with_store(&app, move |store| store.revoke_key(id)).await?;
-        written(&app).await;
+        let key = with_store(app, move |store| store.revoke_key(&actor, id)).await?;
+        written(app).await;
         Ok(json_response(StatusCode::OK, &key_json(&key)))
     })
     .await
+}
+
+/// Replaces a key: a new key for the same tenant and label, and the old one ends after a grace
+/// (`old_key_valid_for_s`, 0 for at once, or `old_key_expires_at`), in one store transaction.
+/// The new key may be given its own `expires_at` / `expires_in_s`. Answers the new key (its
+/// full token in `key`, this once) with the old one in `old_key`.
+pub async fn rotate_key(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (app, by) = (&app, rid.clone());
+    admin(app, &headers, rid, Access::Admin, |operator| async move {
+        let actor = actor(&operator, &by);
+        let map = parse_json(&body)?;
+        refuse_unknown_fields(&map, &["old_key_valid_for_s", "old_key_expires_at", "expires_at", "expires_in_s"])?;
+        let grace = match (map.get("old_key_valid_for_s"), map.get("old_key_expires_at")) {
+            (Some(seconds), None) => lifetime(seconds, "old_key_valid_for_s", 0)?,
+            (None, Some(_)) => {
+                let end = requested_expiry(&map, "old_key_expires_at", "")?.unwrap_or(UNIX_EPOCH);
+                end.duration_since(SystemTime::now()).unwrap_or_default()
+            }
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "give how long the old key keeps working: `old_key_valid_for_s` (0 for not at all) or `old_key_expires_at`, one of them".into(),
+                ))
+            }
+        };
+        let new_expires_at = requested_expiry(&map, "expires_at", "expires_in_s")?;
+        let id: KeyId = key.parse().map_err(|_| ApiError::NotFound(format!("API key {key}")))?;
+        let rotation = with_store(app, move |store| store.rotate_key(&actor, id, grace, new_expires_at)).await?;
+        written(app).await;
+        let mut body = key_json(&rotation.new);
+        // The only time the new key exists outside the client: it is not stored, only its hash.
+        body["key"] = Value::String(rotation.token);
+        body["old_key"] = key_json(&rotation.old);
+        Ok(json_response(StatusCode::CREATED, &body))
+    })
+    .await
+}
+
+/// Most admin log records one page holds, and how many without a `limit`.
+const LOG_PAGE_MAX: usize = 1000;
+const LOG_PAGE_DEFAULT: usize = 100;
+
+/// The admin log, newest first: `limit` records (1–1000, default 100) before the cursor
+/// `before` (the `next` of the previous page).
+pub async fn admin_log(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let app = &app;
+    admin(app, &headers, rid, Access::Read, |_operator| async move {
+        let (mut limit, mut before) = (LOG_PAGE_DEFAULT, None);
+        for (name, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+            match name.as_ref() {
+                "limit" => {
+                    limit = value.parse().ok().filter(|n| (1..=LOG_PAGE_MAX).contains(n)).ok_or_else(|| {
+                        ApiError::BadRequest(format!("`limit` must be a whole number from 1 to {LOG_PAGE_MAX}"))
+                    })?
+                }
+                "before" => {
+                    before = Some(value.parse::<u64>().map_err(|_| {
+                        ApiError::BadRequest("`before` must be the `next` of a previous page, unchanged".into())
+                    })?)
+                }
+                other => {
+                    return Err(ApiError::BadRequest(format!("unknown parameter `{other}`; expected limit, before")))
+                }
+            }
+        }
+        // One more than asked for tells whether there is a next page.
+        let mut records = with_store(app, move |store| store.admin_log(before, limit + 1)).await?;
+        let more = records.len() > limit;
+        records.truncate(limit);
+        let list: Vec<Value> = records.iter().map(admin_record_json).collect();
+        let mut body = json!({ "records": list, "truncated": more });
+        if let (true, Some(last)) = (more, records.last()) {
+            body["next"] = Value::String(last.id.to_string());
+        }
+        Ok(json_response(StatusCode::OK, &body))
+    })
+    .await
+}
+
+fn admin_record_json(r: &AdminRecord) -> Value {
+    json!({
+        "id": r.id,
+        "time": time::rfc3339(r.at),
+        "operator": r.operator,
+        "request_id": r.request_id,
+        "action": r.action.as_str(),
+        "tenant_id": r.tenant.map(TenantId::get),
+        "key_id": r.key.as_ref().map(KeyId::as_str),
+        "outcome": r.outcome,
+        "detail": r.detail,
+    })
 }
 
 pub async fn tenant_usage(
@@ -451,5 +612,33 @@ mod tests {
         assert!(apply_limits(&json!({ "burst": "ten" }), base).is_err());
         assert!(apply_limits(&json!({ "burst": 2.5 }), base).is_err());
         assert_eq!(apply_limits(&json!({ "burst": 262.0 }), base).expect("whole").burst, Some(262));
+    }
+
+    #[test]
+    fn expiries_are_future_times_or_positive_whole_seconds_never_both() {
+        let ask = |body: Value| {
+            let Value::Object(map) = body else { panic!("an object") };
+            requested_expiry(&map, "expires_at", "expires_in_s")
+        };
+        assert!(ask(json!({})).expect("none asked").is_none());
+        let in_an_hour = ask(json!({ "expires_in_s": 3600 })).expect("valid").expect("an expiry");
+        let ahead = in_an_hour.duration_since(SystemTime::now()).expect("in the future");
+        assert!(ahead > Duration::from_secs(3590) && ahead <= Duration::from_secs(3600), "{ahead:?}");
+        assert!(ask(json!({ "expires_at": "2099-01-31T12:00:00Z" })).expect("valid").is_some());
+        for bad in [
+            json!({ "expires_in_s": -5 }),
+            json!({ "expires_in_s": 0 }),
+            json!({ "expires_in_s": 1.5 }),
+            json!({ "expires_in_s": "3600" }),
+            json!({ "expires_in_s": 4_000_000_000u64 }),
+            json!({ "expires_at": "2001-01-01T00:00:00Z" }),
+            json!({ "expires_at": "tomorrow" }),
+            json!({ "expires_at": "2030-13-01T00:00:00Z" }),
+            json!({ "expires_at": 1_900_000_000 }),
+            json!({ "expires_at": "2099-01-31T12:00:00Z", "expires_in_s": 60 }),
+            json!({ "expires_at": "2999-01-31T12:00:00Z" }),
+        ] {
+            assert!(matches!(ask(bad.clone()), Err(ApiError::BadRequest(_))), "{bad} was accepted");
+        }
     }
 }

@@ -203,7 +203,7 @@ pub fn public_document() -> Value {
     let (uri_too_long, headers_too_large) = (uri_too_long(), headers_too_large());
     for (status, description) in [
         ("400", "Bad parameters, or an empty body."),
-        ("401", "No API key, or an unknown or malformed one."),
+        ("401", "No API key, an unknown or malformed one (`unknown-key`), or an expired one (`key-expired`)."),
         ("403", "The key was revoked, or its tenant is suspended."),
         ("413", "The body or the image's declared pixel count is over the tenant's limit, or the output would be over 50 megapixels."),
         ("408", "The body had not arrived by the request's deadline (`api.request_timeout_ms` from its arrival)."),
@@ -244,7 +244,7 @@ pub fn public_document() -> Value {
                         "headers": { "X-Request-Id": { "$ref": "#/components/headers/RequestId" } },
                         "content": { "application/json": { "schema": usage_schema() } } },
                     "400": problem("Bad range or granularity, or an unknown parameter."),
-                    "401": problem("No API key, or an unknown or malformed one."),
+                    "401": problem("No API key, an unknown or malformed one, or an expired one (`key-expired`)."),
                     "403": problem("The key was revoked, or its tenant is suspended."),
                     "414": problem(&uri_too_long),
                     "429": retry_problem("More than 10 usage reads per second."),
@@ -317,14 +317,33 @@ pub fn admin_document() -> Value {
     });
     let key = json!({
         "type": "object",
-        "required": ["id", "tenant_id", "label", "created_at", "revoked_at"],
+        "required": ["id", "tenant_id", "label", "created_at", "revoked_at", "expires_at"],
         "properties": {
             "id": { "type": "string" }, "tenant_id": { "type": "integer" }, "label": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" },
             "created_at": { "type": "string", "format": "date-time" },
             "revoked_at": { "type": ["string", "null"], "format": "date-time" },
-            "key": { "type": "string", "description": "Only in the answer to create: the full key, shown once." },
+            "expires_at": { "type": ["string", "null"], "format": "date-time",
+                "description": "From this instant on the key is refused with 401 `key-expired`; null: it never expires." },
+            "key": { "type": "string", "description": "Only in the answer to create and rotate: the full key, shown once." },
         },
     });
+    let expires_at = json!({ "type": "string", "format": "date-time",
+        "description": "When the key stops working (RFC 3339, in the future). Not with `expires_in_s`." });
+    let expires_in = json!({ "type": "integer", "minimum": 1, "maximum": identity::MAX_KEY_LIFETIME.as_secs(),
+        "description": "Seconds from now until the key stops working. Not with `expires_at`." });
+    let admin_record = json!({ "type": "object",
+        "required": ["id", "time", "operator", "request_id", "action", "tenant_id", "key_id", "outcome", "detail"],
+        "properties": {
+            "id": { "type": "integer" }, "time": { "type": "string", "format": "date-time" },
+            "operator": { "type": "string" }, "request_id": { "type": "string" },
+            "action": { "type": "string", "enum": ["create-tenant", "update-limits", "set-status", "create-key", "revoke-key", "rotate-key"] },
+            "tenant_id": { "type": ["integer", "null"] }, "key_id": { "type": ["string", "null"] },
+            "outcome": { "type": "string", "description": "`ok`, or what refused it: not-found, conflict, invalid, key-revoked, key-expired." },
+            "detail": { "type": "string", "description": "What was asked; never a secret." } } });
+    let admin_log_page = json!({ "type": "object", "required": ["records", "truncated"], "properties": {
+        "truncated": { "type": "boolean" },
+        "next": { "type": "string", "description": "Present when `truncated`: the `before` of the next page." },
+        "records": { "type": "array", "items": admin_record } } });
     let list = |field: &str, item: &Value| json!({ "type": "object", "required": [field], "properties": { field: { "type": "array", "items": item } } });
     let body = |schema: Value| json!({ "required": true, "content": { "application/json": { "schema": schema } } });
     let ok = |description: &str, schema: Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
@@ -369,8 +388,10 @@ pub fn admin_document() -> Value {
                 "parameters": tenant_param,
                 "get": { "operationId": "listKeys", "responses": with(errors(&[("404", "No such tenant.")]), "200", ok("The tenant's keys (never their secrets).", list("keys", &key))) },
                 "post": { "operationId": "createKey",
-                    "requestBody": body(json!({ "type": "object", "additionalProperties": false, "properties": { "label": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" } } })),
-                    "responses": with(errors(&[("400", "Invalid label."), ("404", "No such tenant.")]), "201", ok("The new key; `key` holds the full key, shown only this once.", key.clone())) },
+                    "requestBody": body(json!({ "type": "object", "additionalProperties": false, "properties": {
+                        "label": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" },
+                        "expires_at": expires_at.clone(), "expires_in_s": expires_in.clone() } })),
+                    "responses": with(errors(&[("400", "Invalid label or expiry (malformed, in the past, both given)."), ("404", "No such tenant.")]), "201", ok("The new key; `key` holds the full key, shown only this once.", key.clone())) },
             },
             "/v1/tenants/{tenant}/usage": {
                 "parameters": tenant_param,
@@ -389,7 +410,31 @@ pub fn admin_document() -> Value {
             "/v1/keys/{key}/revoke": {
                 "post": { "operationId": "revokeKey",
                     "parameters": [{ "name": "key", "in": "path", "required": true, "description": "The key id (12 characters after `rsz_`).", "schema": { "type": "string" } }],
-                    "responses": with(errors(&[("404", "No such key.")]), "200", ok("The revoked key.", key)) },
+                    "responses": with(errors(&[("404", "No such key.")]), "200", ok("The revoked key.", key.clone())) },
+            },
+            "/v1/keys/{key}/rotate": {
+                "post": { "operationId": "rotateKey",
+                    "description": "In one transaction: a new key for the same tenant and label, and the old key set to expire after the grace (never later than it already would). A revoked or expired key cannot be rotated (409).",
+                    "parameters": [{ "name": "key", "in": "path", "required": true, "description": "The old key's id.", "schema": { "type": "string" } }],
+                    "requestBody": body(json!({ "type": "object", "additionalProperties": false,
+                        "description": "Exactly one of `old_key_valid_for_s` and `old_key_expires_at`; the new key's own expiry is optional.",
+                        "properties": {
+                            "old_key_valid_for_s": { "type": "integer", "minimum": 0, "maximum": identity::MAX_KEY_LIFETIME.as_secs(),
+                                "description": "How long the old key keeps working, in seconds (0: it stops now)." },
+                            "old_key_expires_at": { "type": "string", "format": "date-time", "description": "When the old key stops working (not in the past)." },
+                            "expires_at": expires_at, "expires_in_s": expires_in } })),
+                    "responses": with(errors(&[("400", "Bad grace or expiry."), ("404", "No such key."), ("409", "The key is revoked or expired.")]), "201",
+                        ok("The new key (`key` holds the full key, shown only this once), with the old one in `old_key`.", key)) },
+            },
+            "/v1/admin/audit": {
+                "get": { "operationId": "adminLog",
+                    "description": "Who made which admin write, newest first: every write that reached the identity store, committed (`outcome` = `ok`) or refused by it. Requests refused for their token or body are not writes and are not listed. Read access is enough.",
+                    "parameters": [
+                        { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
+                        { "name": "before", "in": "query", "required": false, "description": "The `next` of the previous page, unchanged.", "schema": { "type": "string", "pattern": "^[0-9]+$" } },
+                    ],
+                    "responses": with(errors(&[("400", "Bad limit or cursor, or an unknown parameter."), ("503", "Not on an api node: the identity service holds the log.")]), "200",
+                        ok("A page of the admin log.", admin_log_page)) },
             },
             "/healthz": operations["/healthz"], "/readyz": operations["/readyz"], "/metrics": operations["/metrics"],
         },
@@ -424,6 +469,11 @@ mod tests {
             assert_eq!(doc["openapi"], "3.1.0");
             assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
         }
+        let admin = admin_document();
+        assert!(admin["paths"]["/v1/keys/{key}/rotate"]["post"]["responses"]["409"].is_object());
+        assert!(admin["paths"]["/v1/admin/audit"]["get"]["responses"]["200"].is_object());
+        let types = &admin["components"]["schemas"]["Problem"]["properties"]["type"]["enum"];
+        assert!(types.as_array().is_some_and(|t| t.contains(&json!("urn:resizer:problem:key-expired"))));
         let resize = &public_document()["paths"]["/v1/resize"]["post"]["responses"];
         for status in ["200", "400", "401", "403", "408", "413", "415", "422", "429", "503", "504"] {
             assert!(resize.get(status).is_some(), "status {status} undocumented");

@@ -100,6 +100,9 @@ impl ApiError {
             ApiError::MissingKey => k(401, "missing-key", "API key required"),
             ApiError::Auth(AuthError::Malformed(_) | AuthError::UnknownKey) => k(401, "unknown-key", "Unknown API key"),
             ApiError::Auth(AuthError::Revoked) => k(403, "revoked-key", "API key revoked"),
+            // 401, not 403: the key no longer authenticates anyone, and the client's fix is the
+            // same as for an unknown key (get a valid one), but told apart so it knows why.
+            ApiError::Auth(AuthError::Expired) => k(401, "key-expired", "API key expired"),
             ApiError::Auth(AuthError::TenantSuspended) => k(403, "tenant-suspended", "Tenant suspended"),
             ApiError::AdminUnauthorized => k(401, "admin-unauthorized", "Admin token required"),
             ApiError::AdminForbidden { .. } => k(403, "admin-forbidden", "Admin access required"),
@@ -122,6 +125,7 @@ impl ApiError {
                 StoreError::NotFound(_) => k(404, "not-found", "Not found"),
                 StoreError::Conflict(_) => k(409, "conflict", "Conflict"),
                 StoreError::Invalid(_) => k(400, "bad-request", "Bad request"),
+                StoreError::KeyRevoked(_) | StoreError::KeyExpired(_) => k(409, "conflict", "Conflict"),
                 // The database is down or unusable: consistency first, so the write is refused
                 // whole, and the client may retry once it is back.
                 StoreError::Storage(_) => k(503, "identity-store-unavailable", "Identity store unavailable"),
@@ -177,6 +181,7 @@ impl ApiError {
             ApiError::Auth(AuthError::Malformed(_)) => Some("malformed"),
             ApiError::Auth(AuthError::UnknownKey) => Some("unknown"),
             ApiError::Auth(AuthError::Revoked) => Some("revoked"),
+            ApiError::Auth(AuthError::Expired) => Some("expired"),
             ApiError::Auth(AuthError::TenantSuspended) => Some("suspended"),
             _ => None,
         }
@@ -255,6 +260,7 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "missing-key",
     "unknown-key",
     "revoked-key",
+    "key-expired",
     "tenant-suspended",
     "admin-unauthorized",
     "admin-forbidden",
@@ -299,6 +305,9 @@ mod tests {
             (ApiError::Auth(AuthError::UnknownKey), 401),
             (ApiError::Auth(AuthError::Revoked), 403),
             (ApiError::Auth(AuthError::TenantSuspended), 403),
+            (ApiError::Auth(AuthError::Expired), 401),
+            (ApiError::Store(StoreError::KeyRevoked("AbCdEf012345".parse().expect("key id"))), 409),
+            (ApiError::Store(StoreError::KeyExpired("AbCdEf012345".parse().expect("key id"))), 409),
             (ApiError::RateLimited { retry_after: Duration::from_millis(5) }, 429),
             (ApiError::Imaging(ImagingError::BadParameter("x".into())), 400),
             (ApiError::BodyTooLarge { limit: 1 }, 413),
@@ -354,6 +363,16 @@ mod tests {
                 assert!(PROBLEM_TYPES.contains(&kind.slug), "{slug} is not listed in PROBLEM_TYPES");
             }
         }
+    }
+
+    #[test]
+    fn an_expired_key_is_a_401_of_its_own_type_with_a_challenge() {
+        let id = RequestId::from_client("t-3").expect("valid id");
+        let e = ApiError::Auth(AuthError::Expired);
+        assert_eq!((e.slug(), e.auth_failure_reason()), ("key-expired", Some("expired")));
+        let r = e.into_response(&id);
+        assert_eq!(r.status().as_u16(), 401);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 
     #[test]

@@ -130,6 +130,8 @@ fn admin_router(app: Arc<App>) -> Router {
         .route("/v1/tenants/{tenant}", get(admin::get_tenant).patch(admin::update_tenant))
         .route("/v1/tenants/{tenant}/keys", get(admin::list_keys).post(admin::create_key))
         .route("/v1/keys/{key}/revoke", post(admin::revoke_key))
+        .route("/v1/keys/{key}/rotate", post(admin::rotate_key))
+        .route("/v1/admin/audit", get(admin::admin_log))
         .route("/v1/tenants/{tenant}/usage", get(admin::tenant_usage))
         .route("/v1/tenants/{tenant}/audit", get(admin::tenant_audit))
         .route_layer(middleware::from_fn_with_state(app.clone(), admin::token_first))

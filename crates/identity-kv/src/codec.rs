@@ -1,4 +1,8 @@
 //! A [`Change`] as the bucket stores it: JSON, the full state of one tenant or one key.
+//!
+//! Fields added since the first version are optional on decode, so that a value an older
+//! identity service wrote still loads: a key without `expires_at_ms` never expires. (An older
+//! api node ignores the field, so during a rolling upgrade expiry holds only on upgraded nodes.)
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +23,7 @@ pub fn key_of(change: &Change) -> String {
 }
 
 pub fn encode(change: &Change) -> Bytes {
-    let at_ms = change.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let at_ms = ms_since_epoch(change.at);
     let tenant = |t: &TenantState| {
         json!({
             "id": t.id.get(),
@@ -36,7 +40,12 @@ pub fn encode(change: &Change) -> Bytes {
             "version": change.version,
             "at_ms": at_ms,
             "tenant": tenant(&c.tenant),
-            "key": { "id": c.key.as_str(), "secret_sha256": hex(&c.secret_hash), "revoked": c.revoked },
+            "key": {
+                "id": c.key.as_str(),
+                "secret_sha256": hex(&c.secret_hash),
+                "revoked": c.revoked,
+                "expires_at_ms": c.expires_at.map(ms_since_epoch),
+            },
         }),
     };
     Bytes::from(value.to_string())
@@ -64,10 +73,20 @@ pub fn decode(bytes: &[u8]) -> Result<Change, DecodeError> {
             key: k["id"].as_str().and_then(|s| s.parse::<KeyId>().ok()).ok_or_else(|| bad("bad key id"))?,
             secret_hash: k["secret_sha256"].as_str().and_then(unhex).ok_or_else(|| bad("bad secret hash"))?,
             revoked: k["revoked"].as_bool().ok_or_else(|| bad("no revoked flag"))?,
+            // Absent (an older writer) or null: no expiry. Anything else must be a time: a key
+            // must not outlive its expiry because the value was misread.
+            expires_at: match k.get("expires_at_ms") {
+                None | Some(Value::Null) => None,
+                Some(ms) => Some(UNIX_EPOCH + Duration::from_millis(ms.as_u64().ok_or_else(|| bad("bad expiry"))?)),
+            },
             tenant,
         }),
     };
     Ok(Change { version, at, kind })
+}
+
+fn ms_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -108,14 +127,36 @@ mod tests {
         };
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let key: KeyId = "AbCdEf012345".parse().expect("a key id");
+        let expires_at = Some(UNIX_EPOCH + Duration::from_millis(1_800_000_000_456));
         for kind in [
             ChangeKind::Tenant(tenant),
-            ChangeKind::Credential(Credential { key, secret_hash: [0xab; 32], revoked: true, tenant }),
+            ChangeKind::Credential(Credential {
+                key,
+                secret_hash: [0xab; 32],
+                revoked: true,
+                expires_at: None,
+                tenant,
+            }),
+            ChangeKind::Credential(Credential { key, secret_hash: [0xab; 32], revoked: false, expires_at, tenant }),
         ] {
             let change = Change { version: 42, at, kind };
             assert_eq!(decode(&encode(&change)).expect("decodes"), change);
         }
         assert!(decode(b"{\"version\":1}").is_err());
+    }
+
+    #[test]
+    fn a_key_written_before_expiry_existed_still_loads_and_a_garbled_expiry_does_not() {
+        let old = br#"{"version":3,"at_ms":1700000000000,"tenant":{"id":7,"status":"active","rate_per_sec":null,
+            "burst":null,"max_input_bytes":null,"max_input_pixels":null},
+            "key":{"id":"AbCdEf012345","secret_sha256":"abababababababababababababababababababababababababababababababab","revoked":false}}"#;
+        match decode(old).expect("an old value decodes").kind {
+            ChangeKind::Credential(c) => assert_eq!((c.revoked, c.expires_at), (false, None)),
+            other => panic!("expected a key change, got {other:?}"),
+        }
+        let text = std::str::from_utf8(old).expect("utf-8");
+        let garbled = text.replace(r#""revoked":false"#, r#""revoked":false,"expires_at_ms":"soon""#);
+        assert!(decode(garbled.as_bytes()).is_err());
         assert!(decode(b"not json").is_err());
     }
 }

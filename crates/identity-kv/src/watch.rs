@@ -265,9 +265,10 @@ mod tests {
         let (k1, _) = store.create_key(a.id, "one").unwrap();
         let (_k2, _) = store.create_key(a.id, "two").unwrap();
         let (_k3, _) = store.create_key(b.id, "three").unwrap();
-        store.revoke_key(k1.id).unwrap();
-        store.set_status(a.id, TenantStatus::Suspended).unwrap();
-        store.update_limits(b.id, TenantLimits { burst: Some(3), ..Default::default() }).unwrap();
+        let actor = identity::Actor::process();
+        store.revoke_key(&actor, k1.id).unwrap();
+        store.set_status(&actor, a.id, TenantStatus::Suspended).unwrap();
+        store.update_limits(&actor, b.id, TenantLimits { burst: Some(3), ..Default::default() }).unwrap();
         let mut latest: HashMap<String, Change> = HashMap::new();
         for change in Store::changes_since(&store, 0).unwrap() {
             latest.insert(crate::key_of(&change), change);

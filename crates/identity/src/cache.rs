@@ -15,11 +15,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use crate::key::{ct_eq, parse_key, KeyFormatError, KeyId};
 use crate::model::{Change, ChangeKind, Credential, Snapshot, TenantId, TenantLimits, TenantState, TenantStatus};
 
-/// Why a presented key was refused. The api maps `Malformed` and `UnknownKey` to 401,
+/// Why a presented key was refused. The api maps `Malformed`, `UnknownKey` and `Expired` to 401,
 /// `Revoked` and `TenantSuspended` to 403.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -33,6 +34,9 @@ pub enum AuthError {
     /// The key was genuine and has been revoked.
     #[error("the API key has been revoked")]
     Revoked,
+    /// The key was genuine and its lifetime is over (its `expires_at` has passed).
+    #[error("the API key has expired")]
+    Expired,
     /// The key is genuine but its tenant is suspended.
     #[error("the tenant of this API key is suspended")]
     TenantSuspended,
@@ -90,7 +94,14 @@ struct State {
 struct Entry {
     secret_hash: [u8; 32],
     revoked: bool,
+    expires_at: Option<SystemTime>,
     tenant: TenantState,
+}
+
+impl Entry {
+    fn of(c: Credential) -> (KeyId, Entry) {
+        (c.key, Entry { secret_hash: c.secret_hash, revoked: c.revoked, expires_at: c.expires_at, tenant: c.tenant })
+    }
 }
 
 impl CredentialCache {
@@ -99,10 +110,16 @@ impl CredentialCache {
         Self::default()
     }
 
-    /// Decides a presented key: format and checksum first (no lookup), then the key id, a
-    /// constant-time comparison of the secret's SHA-256, the key's revocation and the tenant's
-    /// status, in that order — revocation and suspension are only revealed to the key's holder.
+    /// Decides a presented key against the clock: see [`CredentialCache::authenticate_at`].
     pub fn authenticate(&self, presented: &str) -> Result<Authenticated, AuthError> {
+        self.authenticate_at(presented, SystemTime::now())
+    }
+
+    /// Decides a presented key at `now`: format and checksum first (no lookup), then the key id,
+    /// a constant-time comparison of the secret's SHA-256, the key's revocation, its expiry (a
+    /// key is refused from its `expires_at` on, that instant included) and the tenant's status,
+    /// in that order — revocation, expiry and suspension are only revealed to the key's holder.
+    pub fn authenticate_at(&self, presented: &str, now: SystemTime) -> Result<Authenticated, AuthError> {
         let parsed = parse_key(presented).map_err(AuthError::Malformed)?;
         // Hashed before the lookup, so an unknown id and a wrong secret cost about the same.
         let hash = parsed.secret_hash();
@@ -114,6 +131,9 @@ impl CredentialCache {
         }
         if entry.revoked {
             return Err(AuthError::Revoked);
+        }
+        if entry.expires_at.is_some_and(|end| now >= end) {
+            return Err(AuthError::Expired);
         }
         if entry.tenant.status == TenantStatus::Suspended {
             return Err(AuthError::TenantSuspended);
@@ -129,11 +149,7 @@ impl CredentialCache {
         if snapshot.version < self.version() {
             return false;
         }
-        let entries = snapshot
-            .credentials
-            .into_iter()
-            .map(|c| (c.key, Entry { secret_hash: c.secret_hash, revoked: c.revoked, tenant: c.tenant }))
-            .collect();
+        let entries = snapshot.credentials.into_iter().map(Entry::of).collect();
         self.swap(State { version: snapshot.version, primed: true, entries });
         true
     }
@@ -197,7 +213,13 @@ impl CredentialCache {
         let mut credentials: Vec<Credential> = state
             .entries
             .iter()
-            .map(|(&key, e)| Credential { key, secret_hash: e.secret_hash, revoked: e.revoked, tenant: e.tenant })
+            .map(|(&key, e)| Credential {
+                key,
+                secret_hash: e.secret_hash,
+                revoked: e.revoked,
+                expires_at: e.expires_at,
+                tenant: e.tenant,
+            })
             .collect();
         credentials.sort_by_key(|c| c.key);
         Snapshot { version: state.version, credentials }
@@ -224,7 +246,8 @@ fn apply(state: &mut State, change: Change) {
             }
         }
         ChangeKind::Credential(c) => {
-            state.entries.insert(c.key, Entry { secret_hash: c.secret_hash, revoked: c.revoked, tenant: c.tenant });
+            let (key, entry) = Entry::of(c);
+            state.entries.insert(key, entry);
         }
     }
     state.version = change.version;
@@ -232,7 +255,7 @@ fn apply(state: &mut State, change: Change) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
+    use std::time::Duration;
 
     use super::*;
     use crate::key::{format_key, secret_hash};
@@ -249,7 +272,7 @@ mod tests {
     }
 
     fn credential(id: KeyId, revoked: bool, tenant: TenantState) -> Credential {
-        Credential { key: id, secret_hash: secret_hash(SECRET), revoked, tenant }
+        Credential { key: id, secret_hash: secret_hash(SECRET), revoked, expires_at: None, tenant }
     }
 
     fn change(version: u64, kind: ChangeKind) -> Change {
@@ -350,6 +373,61 @@ mod tests {
         assert_eq!(cache.authenticate(&format_key(a, SECRET)), Err(AuthError::Revoked));
         assert!(cache.apply_snapshot(Snapshot { version: 10, credentials: vec![] }));
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_expired_key_is_refused_from_its_expiry_on() {
+        let (lasting, expiring) = (key_id("LastingLasti"), key_id("ExpiringExpi"));
+        let end = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        let cache = cache_with(vec![
+            credential(lasting, false, active()),
+            Credential { expires_at: Some(end), ..credential(expiring, false, active()) },
+        ]);
+        let token = format_key(expiring, SECRET);
+        let just_before = end - Duration::from_millis(1);
+        assert_eq!(cache.authenticate_at(&token, just_before).map(|a| a.key()), Ok(expiring));
+        // The boundary: the instant of expiry is already too late.
+        assert_eq!(cache.authenticate_at(&token, end), Err(AuthError::Expired));
+        assert_eq!(cache.authenticate_at(&token, end + Duration::from_secs(86_400)), Err(AuthError::Expired));
+        // A key without an expiry lasts, and the wall clock is what `authenticate` uses.
+        assert!(cache.authenticate_at(&format_key(lasting, SECRET), end + Duration::from_secs(1 << 40)).is_ok());
+        let wall = |end: SystemTime| {
+            let cache = cache_with(vec![Credential { expires_at: Some(end), ..credential(expiring, false, active()) }]);
+            cache.authenticate(&token).map(|a| a.key())
+        };
+        assert_eq!(wall(SystemTime::now() + Duration::from_secs(3600)), Ok(expiring));
+        assert_eq!(wall(SystemTime::now() - Duration::from_millis(1)), Err(AuthError::Expired));
+        // Only the holder of the secret learns that the key expired.
+        assert_eq!(
+            cache.authenticate_at(&format_key(expiring, b"xy0123456789abcdefghijABCDEFGHIJ"), end),
+            Err(AuthError::UnknownKey)
+        );
+        // Revocation comes first; suspension only after expiry.
+        let revoked = Credential { expires_at: Some(end), ..credential(expiring, true, active()) };
+        cache.apply_change(change(11, ChangeKind::Credential(revoked))).unwrap();
+        assert_eq!(cache.authenticate_at(&token, end), Err(AuthError::Revoked));
+        let suspended = TenantState { status: TenantStatus::Suspended, ..active() };
+        let expired_and_suspended = Credential { expires_at: Some(end), ..credential(expiring, false, suspended) };
+        cache.apply_change(change(12, ChangeKind::Credential(expired_and_suspended))).unwrap();
+        assert_eq!(cache.authenticate_at(&token, end), Err(AuthError::Expired));
+        assert_eq!(cache.authenticate_at(&token, just_before), Err(AuthError::TenantSuspended));
+    }
+
+    #[test]
+    fn an_expiry_arrives_with_a_change_and_a_snapshot() {
+        let a = key_id("AAAAAAAAAAAA");
+        let end = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        let cache = cache_with(vec![credential(a, false, active())]);
+        let token = format_key(a, SECRET);
+        assert!(cache.authenticate_at(&token, end).is_ok());
+        let expiring = Credential { expires_at: Some(end), ..credential(a, false, active()) };
+        cache.apply_change(change(11, ChangeKind::Credential(expiring.clone()))).unwrap();
+        assert_eq!(cache.authenticate_at(&token, end), Err(AuthError::Expired));
+        assert_eq!(cache.to_snapshot().credentials, vec![expiring.clone()]);
+
+        let fresh = CredentialCache::new();
+        assert!(fresh.apply_snapshot(Snapshot { version: 11, credentials: vec![expiring] }));
+        assert_eq!(fresh.authenticate_at(&token, end), Err(AuthError::Expired));
     }
 
     #[test]

@@ -16,9 +16,30 @@ pub enum StoreError {
     /// The caller's input breaks a rule stated on the model (name shape, limit ranges).
     #[error("{0}")]
     Invalid(&'static str),
+    /// The key is revoked, so it cannot be rotated (nor its expiry changed).
+    #[error("API key {0} is revoked: a revoked key cannot be rotated; create a new key instead")]
+    KeyRevoked(KeyId),
+    /// The key has expired, so it cannot be rotated.
+    #[error("API key {0} has expired: an expired key cannot be rotated; create a new key instead")]
+    KeyExpired(KeyId),
     /// The database failed or is unusable; nothing the caller sent can fix it.
     #[error("identity store: {0}")]
     Storage(StorageError),
+}
+
+impl StoreError {
+    /// How the admin log names this refusal; `None` for a storage failure, which the log (in the
+    /// same database) cannot record.
+    pub fn outcome(&self) -> Option<&'static str> {
+        match self {
+            StoreError::NotFound(_) => Some("not-found"),
+            StoreError::Conflict(_) => Some("conflict"),
+            StoreError::Invalid(_) => Some("invalid"),
+            StoreError::KeyRevoked(_) => Some("key-revoked"),
+            StoreError::KeyExpired(_) => Some("key-expired"),
+            StoreError::Storage(_) => None,
+        }
+    }
 }
 
 /// What was looked for and not found.

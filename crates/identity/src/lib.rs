@@ -7,7 +7,8 @@
 //! microseconds without a network hop. It also owns the API key format ([`parse_key`]).
 //!
 //! The store is consistent and the source of truth: every write also appends a [`Change`] to an
-//! outbox in the same transaction, with gap-free versions. The cache is available and lags by a
+//! outbox in the same transaction, with gap-free versions, and a row naming its [`Actor`] to the
+//! admin log ([`AdminRecord`]). The cache is available and lags by a
 //! bounded interval: it is fed a [`Snapshot`] and then the changes in version order — by [`feed`]
 //! in embedded mode, by a JetStream KV watcher in the cluster, through the same two methods.
 //!
@@ -38,8 +39,10 @@ pub use error::{Missing, StorageError, StoreError};
 pub use feed::{feed, Fed};
 pub use key::{parse_key, InvalidKeyId, KeyFormatError, KeyId, ParsedKey, KEY_LEN, KEY_PREFIX};
 pub use model::{
-    ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidLimits, InvalidStatus, Snapshot, Tenant, TenantId,
-    TenantLimits, TenantState, TenantStatus, MAX_INPUT_BYTES_CEILING, MAX_INPUT_PIXELS_CEILING,
+    Actor, AdminAction, AdminRecord, ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidLimits,
+    InvalidStatus, Rotation, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
+    MAX_INPUT_BYTES_CEILING, MAX_INPUT_PIXELS_CEILING,
 };
 pub use pg::{PgIdentityStore, POOL_SIZE};
+pub use rules::MAX_KEY_LIFETIME;
 pub use store::IdentityStore;

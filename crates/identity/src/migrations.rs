@@ -53,6 +53,25 @@ const MIGRATIONS: &[&str] = &[
         CHECK ((kind = 'key') = (key_id IS NOT NULL AND secret_sha256 IS NOT NULL AND revoked IS NOT NULL))
     ) STRICT;
     "#,
+    // 2: key expiry (NULL: never), in the table and in each key change; the admin log.
+    r#"
+    ALTER TABLE api_keys ADD COLUMN expires_at INTEGER; -- Unix milliseconds
+    ALTER TABLE changes ADD COLUMN expires_at INTEGER CHECK (expires_at IS NULL OR kind = 'key');
+
+    -- Who asked for which admin write, when, and how it ended. A committed write's row is
+    -- written in the write's transaction; a refused write's in one of its own. Never a secret.
+    CREATE TABLE admin_log (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT, -- commit order (writers are serialised)
+        at         INTEGER NOT NULL,                  -- Unix milliseconds
+        operator   TEXT    NOT NULL,
+        request_id TEXT    NOT NULL,
+        action     TEXT    NOT NULL,
+        tenant_id  INTEGER,
+        key_id     TEXT,
+        outcome    TEXT    NOT NULL,
+        detail     TEXT    NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build reads and writes.

@@ -178,6 +178,9 @@ pub struct ApiKey {
     pub label: String,
     pub created_at: SystemTime,
     pub revoked_at: Option<SystemTime>,
+    /// From this instant on the key is refused (HTTP 401 `key-expired`); `None`: it never expires.
+    /// Set at creation, or by a rotation (which only ever brings it closer).
+    pub expires_at: Option<SystemTime>,
 }
 
 /// What the data plane needs to know about a tenant to decide a request.
@@ -197,6 +200,9 @@ pub struct Credential {
     /// SHA-256 of the key's secret part (the 32 characters between the second and third `_`).
     pub secret_hash: [u8; 32],
     pub revoked: bool,
+    /// The key is refused from this instant on (millisecond precision); checked against the
+    /// clock at every request, so expiry needs no change to travel.
+    pub expires_at: Option<SystemTime>,
     /// The key's tenant as of the version this credential was read at.
     pub tenant: TenantState,
 }
@@ -230,4 +236,89 @@ pub enum ChangeKind {
     Tenant(TenantState),
     /// A key was created or revoked: its whole credential, with its tenant's state at that version.
     Credential(Credential),
+}
+
+/// Who made an admin write, for the admin log: the operator named by the token (see the api's
+/// operators) and the request id that ties the log row to the access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub operator: String,
+    pub request_id: String,
+}
+
+impl Actor {
+    /// The process itself (the demo tenant `resizer dev` makes at start). Parentheses cannot
+    /// appear in an operator's name, so this never reads as one.
+    pub fn process() -> Actor {
+        Actor { operator: "(resizer)".into(), request_id: String::new() }
+    }
+}
+
+/// The admin writes the admin log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminAction {
+    CreateTenant,
+    UpdateLimits,
+    SetStatus,
+    CreateKey,
+    RevokeKey,
+    RotateKey,
+}
+
+impl AdminAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminAction::CreateTenant => "create-tenant",
+            AdminAction::UpdateLimits => "update-limits",
+            AdminAction::SetStatus => "set-status",
+            AdminAction::CreateKey => "create-key",
+            AdminAction::RevokeKey => "revoke-key",
+            AdminAction::RotateKey => "rotate-key",
+        }
+    }
+}
+
+impl FromStr for AdminAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            AdminAction::CreateTenant,
+            AdminAction::UpdateLimits,
+            AdminAction::SetStatus,
+            AdminAction::CreateKey,
+            AdminAction::RevokeKey,
+            AdminAction::RotateKey,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+        .ok_or_else(|| format!("unknown admin action `{s}`"))
+    }
+}
+
+/// One row of the admin log: who asked for which write, on what, when, and how it ended. Never
+/// holds a secret: keys appear by id only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRecord {
+    /// Increasing in commit order; the cursor of the log's pages.
+    pub id: u64,
+    pub at: SystemTime,
+    pub operator: String,
+    pub request_id: String,
+    pub action: AdminAction,
+    pub tenant: Option<TenantId>,
+    pub key: Option<KeyId>,
+    /// `ok`, or what refused it: `not-found`, `conflict`, `invalid`, `key-revoked`, `key-expired`.
+    pub outcome: String,
+    /// What was asked or changed, for a human: `name=acme`, `status=suspended`, `new_key=…`.
+    pub detail: String,
+}
+
+/// What a rotation made: the old key with its new expiry, the new key, and the new key's full
+/// token (the only time it exists outside the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub old: ApiKey,
+    pub new: ApiKey,
+    pub token: String,
 }

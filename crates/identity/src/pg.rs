@@ -25,7 +25,7 @@
 //! starting together against a new database migrate it once.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use postgres::error::SqlState;
 use postgres::types::{FromSql, Type};
@@ -34,11 +34,13 @@ use postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
 use crate::error::{Missing, StorageError, StoreError};
 use crate::key::{self, KeyId};
 use crate::model::{
-    ApiKey, Change, ChangeKind, Credential, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
+    Actor, AdminAction, AdminRecord, ApiKey, Change, ChangeKind, Credential, Rotation, Snapshot, Tenant, TenantId,
+    TenantLimits, TenantState, TenantStatus,
 };
 // Shared with the SQLite store: both accept, refuse and record alike.
 use crate::rules::{
-    from_ms, issued_key, new_tenant, now_ms, sql_tenant, tenant_state, validate_label, validate_tenant_name,
+    from_ms, grace_end, issued_key, key_detail, limits_detail, new_tenant, now_ms, quoted, rotated_expiry,
+    rotation_detail, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label, validate_tenant_name, LogNote,
 };
 
 /// Most connections one store holds open; a call beyond waits for one to be returned.
@@ -104,6 +106,27 @@ const PG_MIGRATIONS: &[&str] = &[
         CHECK ((kind = 'key') = (key_id IS NOT NULL AND secret_sha256 IS NOT NULL AND revoked IS NOT NULL))
     );
     "#,
+    // 2: key expiry (NULL: never), in the table and in each key change; the admin log (the
+    // SQLite schema's migration 2).
+    r#"
+    ALTER TABLE api_keys ADD COLUMN expires_at BIGINT; -- Unix milliseconds
+    ALTER TABLE changes ADD COLUMN expires_at BIGINT CHECK (expires_at IS NULL OR kind = 'key');
+
+    -- Who asked for which admin write, when, and how it ended. A committed write's row is
+    -- written in the write's transaction, under the write lock (so ids are in commit order); a
+    -- refused write's in one of its own. Never a secret.
+    CREATE TABLE admin_log (
+        id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at         BIGINT NOT NULL, -- Unix milliseconds
+        operator   TEXT   NOT NULL,
+        request_id TEXT   NOT NULL,
+        action     TEXT   NOT NULL,
+        tenant_id  BIGINT,
+        key_id     TEXT COLLATE "C",
+        outcome    TEXT   NOT NULL,
+        detail     TEXT   NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build reads and writes.
@@ -156,10 +179,16 @@ impl PgIdentityStore {
         Ok(store)
     }
 
+    /// A tenant the process makes for itself, logged as [`Actor::process`].
     pub fn create_tenant(&self, name: &str, limits: TenantLimits) -> Result<Tenant, StoreError> {
-        validate_tenant_name(name)?;
-        limits.validate()?;
-        self.run(Access::Write, |tx| {
+        self.create_tenant_as(&Actor::process(), name, limits)
+    }
+
+    pub fn create_tenant_as(&self, actor: &Actor, name: &str, limits: TenantLimits) -> Result<Tenant, StoreError> {
+        let asked = LogNote { detail: format!("name={}", quoted(name)), ..LogNote::default() };
+        self.logged_write(actor, AdminAction::CreateTenant, asked, |tx| {
+            validate_tenant_name(name)?;
+            limits.validate()?;
             let created_at = now_ms();
             let l = SqlLimits::from(&limits);
             let inserted = tx.query_opt(
@@ -173,7 +202,8 @@ impl PgIdentityStore {
             let Some(row) = inserted else { return Err(StoreError::Conflict(name.to_string())) };
             let tenant = new_tenant(TenantId::new(row.try_get::<_, Unsigned>(0)?.0), name, limits, created_at);
             append_change(tx, created_at, &ChangeKind::Tenant(tenant_state(&tenant)))?;
-            Ok(tenant)
+            let note = LogNote::tenant(tenant.id, format!("name={} {}", quoted(name), limits_detail(&limits)));
+            Ok((tenant, note))
         })
     }
 
@@ -207,12 +237,13 @@ impl PgIdentityStore {
 
     /// Replaces the tenant's overrides as a whole (a `None` field returns to the default).
     /// Setting the limits it already has writes no change.
-    pub fn update_limits(&self, id: TenantId, limits: TenantLimits) -> Result<Tenant, StoreError> {
-        limits.validate()?;
-        self.run(Access::Write, |tx| {
+    pub fn update_limits(&self, actor: &Actor, id: TenantId, limits: TenantLimits) -> Result<Tenant, StoreError> {
+        let asked = LogNote::tenant(id, limits_detail(&limits));
+        self.logged_write(actor, AdminAction::UpdateLimits, asked.clone(), |tx| {
+            limits.validate()?;
             let mut tenant = tenant_by_id(tx, id)?;
             if tenant.limits == limits {
-                return Ok(tenant);
+                return Ok((tenant, asked.clone().unchanged()));
             }
             let l = SqlLimits::from(&limits);
             tx.execute(
@@ -222,64 +253,55 @@ impl PgIdentityStore {
             )?;
             tenant.limits = limits;
             append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
-            Ok(tenant)
+            Ok((tenant, asked.clone()))
         })
     }
 
     /// Suspends or reactivates a tenant. Setting the status it already has writes no change.
-    pub fn set_status(&self, id: TenantId, status: TenantStatus) -> Result<Tenant, StoreError> {
-        self.run(Access::Write, |tx| {
+    pub fn set_status(&self, actor: &Actor, id: TenantId, status: TenantStatus) -> Result<Tenant, StoreError> {
+        let asked = LogNote::tenant(id, format!("status={status}"));
+        self.logged_write(actor, AdminAction::SetStatus, asked.clone(), |tx| {
             let mut tenant = tenant_by_id(tx, id)?;
             if tenant.status == status {
-                return Ok(tenant);
+                return Ok((tenant, asked.clone().unchanged()));
             }
             tx.execute("UPDATE tenants SET status = $2 WHERE id = $1", &[&sql_tenant(id), &status.as_str()])?;
             tenant.status = status;
             append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
-            Ok(tenant)
+            Ok((tenant, asked.clone()))
         })
     }
 
-    /// Issues a key. The returned string is the whole key (`rsz_…`), the only time its secret
-    /// exists outside the caller: the store keeps its SHA-256. A suspended tenant may be given
-    /// keys; they are refused like its others until it is reactivated.
+    /// A key the process makes for itself, logged as [`Actor::process`].
     pub fn create_key(&self, tenant: TenantId, label: &str) -> Result<(ApiKey, String), StoreError> {
-        validate_label(label)?;
-        self.run(Access::Write, |tx| {
-            let owner = tenant_by_id(tx, tenant)?;
+        self.create_key_as(&Actor::process(), tenant, label, None)
+    }
+
+    /// Issues a key, refused from `expires_at` on if given (which must be in the future). The
+    /// returned string is the whole key (`rsz_…`), the only time its secret exists outside the
+    /// caller: the store keeps its SHA-256. A suspended tenant may be given keys; they are
+    /// refused like its others until it is reactivated.
+    pub fn create_key_as(
+        &self,
+        actor: &Actor,
+        tenant: TenantId,
+        label: &str,
+        expires_at: Option<SystemTime>,
+    ) -> Result<(ApiKey, String), StoreError> {
+        let asked = LogNote { tenant: Some(tenant), key: None, detail: key_detail(label, expires_at) };
+        self.logged_write(actor, AdminAction::CreateKey, asked.clone(), |tx| {
+            validate_label(label)?;
             let created_at = now_ms();
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let new = key::generate().map_err(StorageError::entropy)?;
-                // A colliding id is skipped (a failed statement would end the transaction); from
-                // the last attempt on the insert is plain, so that a collision is the database's
-                // error and the loop ends.
-                let on_conflict = if attempt < KEY_ID_ATTEMPTS { "ON CONFLICT (id) DO NOTHING" } else { "" };
-                let inserted = tx.execute(
-                    &format!(
-                        "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at)
-                         VALUES ($1, $2, $3, $4, $5) {on_conflict}"
-                    ),
-                    &[&new.id.as_str(), &sql_tenant(tenant), &label, &&new.secret_hash[..], &created_at],
-                )?;
-                if inserted == 0 {
-                    continue;
-                }
-                let (api_key, credential) = issued_key(&new, &owner, label, created_at);
-                append_change(tx, created_at, &ChangeKind::Credential(credential))?;
-                return Ok((api_key, new.token));
-            }
+            let expires_at = expires_at.map(|t| validate_expiry(t, created_at)).transpose()?;
+            let owner = tenant_by_id(tx, tenant)?;
+            let (api_key, token) = issue_key(tx, &owner, label, created_at, expires_at)?;
+            let note = LogNote { key: Some(api_key.id), ..asked.clone() };
+            Ok(((api_key, token), note))
         })
     }
 
     pub fn get_key(&self, id: KeyId) -> Result<ApiKey, StoreError> {
-        self.run(Access::Read, |tx| {
-            match tx.query_opt(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"), &[&id.as_str()])? {
-                Some(row) => Ok(key_from_row(&row)?),
-                None => Err(StoreError::NotFound(Missing::Key(id))),
-            }
-        })
+        self.run(Access::Read, |tx| Ok(key_by_id(tx, id)?.0))
     }
 
     /// The tenant's keys, revoked ones included, oldest first.
@@ -296,26 +318,73 @@ impl PgIdentityStore {
     }
 
     /// Revokes a key for good. Revoking a revoked key changes nothing and returns it as it is.
-    pub fn revoke_key(&self, id: KeyId) -> Result<ApiKey, StoreError> {
-        self.run(Access::Write, |tx| {
-            let row = tx
-                .query_opt(
-                    &format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = $1"),
-                    &[&id.as_str()],
-                )?
-                .ok_or(StoreError::NotFound(Missing::Key(id)))?;
-            let mut api_key = key_from_row(&row)?;
-            let secret_hash = row.try_get::<_, Hash>(5)?.0;
+    pub fn revoke_key(&self, actor: &Actor, id: KeyId) -> Result<ApiKey, StoreError> {
+        let asked = LogNote::key(None, id, String::new());
+        self.logged_write(actor, AdminAction::RevokeKey, asked, |tx| {
+            let (mut api_key, secret_hash) = key_by_id(tx, id)?;
+            let note = LogNote::key(Some(api_key.tenant), id, String::new());
             if api_key.revoked_at.is_some() {
-                return Ok(api_key);
+                return Ok((api_key, note.unchanged()));
             }
             let revoked_at = now_ms();
             tx.execute("UPDATE api_keys SET revoked_at = $2 WHERE id = $1", &[&id.as_str(), &revoked_at])?;
             api_key.revoked_at = Some(from_ms(revoked_at));
             let owner = tenant_by_id(tx, api_key.tenant)?;
-            let credential = Credential { key: id, secret_hash, revoked: true, tenant: tenant_state(&owner) };
+            let credential = Credential {
+                key: id,
+                secret_hash,
+                revoked: true,
+                expires_at: api_key.expires_at,
+                tenant: tenant_state(&owner),
+            };
             append_change(tx, revoked_at, &ChangeKind::Credential(credential))?;
-            Ok(api_key)
+            Ok((api_key, note))
+        })
+    }
+
+    /// Replaces a key in one transaction: a new key for its tenant and label (expiring at
+    /// `new_expires_at`, if given), and the old key set to expire `grace` from now, or when it
+    /// already would if that is sooner. A revoked or expired key is refused.
+    pub fn rotate_key(
+        &self,
+        actor: &Actor,
+        id: KeyId,
+        grace: Duration,
+        new_expires_at: Option<SystemTime>,
+    ) -> Result<Rotation, StoreError> {
+        let asked = LogNote::key(None, id, format!("grace_ms={}", grace.as_millis()));
+        self.logged_write(actor, AdminAction::RotateKey, asked, |tx| {
+            let now = now_ms();
+            let (mut old, secret_hash) = key_by_id(tx, id)?;
+            let old_expires_at = rotated_expiry(&old, grace_end(now, grace)?, now)?;
+            let new_expires_at = new_expires_at.map(|t| validate_expiry(t, now)).transpose()?;
+            tx.execute("UPDATE api_keys SET expires_at = $2 WHERE id = $1", &[&id.as_str(), &old_expires_at])?;
+            old.expires_at = Some(from_ms(old_expires_at));
+            let owner = tenant_by_id(tx, old.tenant)?;
+            let credential = Credential {
+                key: id,
+                secret_hash,
+                revoked: false,
+                expires_at: old.expires_at,
+                tenant: tenant_state(&owner),
+            };
+            append_change(tx, now, &ChangeKind::Credential(credential))?;
+            let (new, token) = issue_key(tx, &owner, &old.label.clone(), now, new_expires_at)?;
+            let note = LogNote::key(Some(old.tenant), id, rotation_detail(&new, old_expires_at));
+            Ok((Rotation { old: old.clone(), new, token }, note))
+        })
+    }
+
+    /// The admin log, newest first: at most `limit` records with ids below `before`.
+    pub fn admin_log(&self, before: Option<u64>, limit: usize) -> Result<Vec<AdminRecord>, StoreError> {
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(Access::Read, |tx| {
+            let rows = tx.query(
+                &format!("SELECT {LOG_COLUMNS} FROM admin_log WHERE id < $1 ORDER BY id DESC LIMIT $2"),
+                &[&before, &limit],
+            )?;
+            Ok(rows.iter().map(log_from_row).collect::<Result<_, _>>()?)
         })
     }
 
@@ -330,7 +399,7 @@ impl PgIdentityStore {
             let version = head_version(tx)?;
             let rows = tx.query(
                 "SELECT k.id, k.secret_sha256, k.revoked_at IS NOT NULL,
-                        t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels
+                        t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels, k.expires_at
                  FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
                  ORDER BY k.id",
                 &[],
@@ -342,6 +411,7 @@ impl PgIdentityStore {
                         key: row.try_get::<_, Key>(0)?.0,
                         secret_hash: row.try_get::<_, Hash>(1)?.0,
                         revoked: row.try_get(2)?,
+                        expires_at: row.try_get::<_, Option<i64>>(9)?.map(from_ms),
                         tenant: TenantState {
                             id: TenantId::new(row.try_get::<_, Unsigned>(3)?.0),
                             status: row.try_get::<_, Status>(4)?.0,
@@ -359,12 +429,37 @@ impl PgIdentityStore {
         self.run(Access::Read, |tx| {
             let rows = tx.query(
                 "SELECT version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes, max_input_pixels,
-                        key_id, secret_sha256, revoked
+                        key_id, secret_sha256, revoked, expires_at
                  FROM changes WHERE version > $1 ORDER BY version",
                 &[&i64::try_from(version).unwrap_or(i64::MAX)],
             )?;
             Ok(rows.iter().map(change_from_row).collect::<Result<_, _>>()?)
         })
+    }
+
+    /// An admin write: `f` and the admin log's row for it in one write transaction. If the store
+    /// refuses the write, the refusal is logged in a transaction of its own, with what was
+    /// `asked`; if even that fails, the caller still gets the refusal (the write did not happen,
+    /// so only the record of an attempt is lost).
+    fn logged_write<T>(
+        &self,
+        actor: &Actor,
+        action: AdminAction,
+        asked: LogNote,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<(T, LogNote), StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.run(Access::Write, |tx| {
+            let (out, note) = f(tx)?;
+            append_log(tx, actor, action, "ok", &note)?;
+            Ok(out)
+        });
+        if let Err(e) = &result {
+            if let Some(outcome) = e.outcome() {
+                let refused = asked.clone().refused(e);
+                let _ = self.run(Access::Write, |tx| append_log(tx, actor, action, outcome, &refused));
+            }
+        }
+        result
     }
 
     /// Runs `f` in one transaction on a pooled connection: committed if it returns `Ok`, rolled
@@ -586,8 +681,8 @@ fn append_change(tx: &mut Transaction<'_>, at: i64, kind: &ChangeKind) -> Result
     let l = SqlLimits::from(&tenant.limits);
     tx.execute(
         "INSERT INTO changes (version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes,
-                              max_input_pixels, key_id, secret_sha256, revoked)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                              max_input_pixels, key_id, secret_sha256, revoked, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         &[
             &i64::try_from(version).unwrap_or(i64::MAX),
             &at,
@@ -601,9 +696,66 @@ fn append_change(tx: &mut Transaction<'_>, at: i64, kind: &ChangeKind) -> Result
             &key.map(|c| c.key.as_str()),
             &key.map(|c| &c.secret_hash[..]),
             &key.map(|c| c.revoked),
+            &key.and_then(|c| c.expires_at).map(to_ms),
         ],
     )?;
     Ok(version)
+}
+
+/// Inserts a new key for `owner` and appends its change (a fresh random id if one collides).
+fn issue_key(
+    tx: &mut Transaction<'_>,
+    owner: &Tenant,
+    label: &str,
+    created_at: i64,
+    expires_at: Option<i64>,
+) -> Result<(ApiKey, String), StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let new = key::generate().map_err(StorageError::entropy)?;
+        // A colliding id is skipped (a failed statement would end the transaction); from the
+        // last attempt on the insert is plain, so that a collision is the database's error and
+        // the loop ends.
+        let on_conflict = if attempt < KEY_ID_ATTEMPTS { "ON CONFLICT (id) DO NOTHING" } else { "" };
+        let inserted = tx.execute(
+            &format!(
+                "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) {on_conflict}"
+            ),
+            &[&new.id.as_str(), &sql_tenant(owner.id), &label, &&new.secret_hash[..], &created_at, &expires_at],
+        )?;
+        if inserted == 0 {
+            continue;
+        }
+        let (api_key, credential) = issued_key(&new, owner, label, created_at, expires_at);
+        append_change(tx, created_at, &ChangeKind::Credential(credential))?;
+        return Ok((api_key, new.token));
+    }
+}
+
+fn append_log(
+    tx: &mut Transaction<'_>,
+    actor: &Actor,
+    action: AdminAction,
+    outcome: &str,
+    note: &LogNote,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO admin_log (at, operator, request_id, action, tenant_id, key_id, outcome, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &now_ms(),
+            &actor.operator,
+            &actor.request_id,
+            &action.as_str(),
+            &note.tenant.map(sql_tenant),
+            &note.key.as_ref().map(KeyId::as_str),
+            &outcome,
+            &note.detail,
+        ],
+    )?;
+    Ok(())
 }
 
 fn head_version(tx: &mut Transaction<'_>) -> Result<u64, postgres::Error> {
@@ -611,7 +763,16 @@ fn head_version(tx: &mut Transaction<'_>) -> Result<u64, postgres::Error> {
 }
 
 const TENANT_COLUMNS: &str = "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at";
-const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at";
+const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at, expires_at";
+const LOG_COLUMNS: &str = "id, at, operator, request_id, action, tenant_id, key_id, outcome, detail";
+
+/// A key and its secret's hash.
+fn key_by_id(tx: &mut Transaction<'_>, id: KeyId) -> Result<(ApiKey, [u8; 32]), StoreError> {
+    let row = tx
+        .query_opt(&format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = $1"), &[&id.as_str()])?
+        .ok_or(StoreError::NotFound(Missing::Key(id)))?;
+    Ok((key_from_row(&row)?, row.try_get::<_, Hash>(6)?.0))
+}
 
 fn tenant_by_id(tx: &mut Transaction<'_>, id: TenantId) -> Result<Tenant, StoreError> {
     match tx.query_opt(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"), &[&sql_tenant(id)])? {
@@ -637,6 +798,21 @@ fn key_from_row(row: &Row) -> Result<ApiKey, postgres::Error> {
         label: row.try_get(2)?,
         created_at: from_ms(row.try_get(3)?),
         revoked_at: row.try_get::<_, Option<i64>>(4)?.map(from_ms),
+        expires_at: row.try_get::<_, Option<i64>>(5)?.map(from_ms),
+    })
+}
+
+fn log_from_row(row: &Row) -> Result<AdminRecord, postgres::Error> {
+    Ok(AdminRecord {
+        id: row.try_get::<_, Unsigned>(0)?.0,
+        at: from_ms(row.try_get(1)?),
+        operator: row.try_get(2)?,
+        request_id: row.try_get(3)?,
+        action: row.try_get::<_, Action>(4)?.0,
+        tenant: row.try_get::<_, Option<Unsigned>>(5)?.map(|v| TenantId::new(v.0)),
+        key: row.try_get::<_, Option<Key>>(6)?.map(|k| k.0),
+        outcome: row.try_get(7)?,
+        detail: row.try_get(8)?,
     })
 }
 
@@ -652,6 +828,7 @@ fn change_from_row(row: &Row) -> Result<Change, postgres::Error> {
             key: row.try_get::<_, Key>(9)?.0,
             secret_hash: row.try_get::<_, Hash>(10)?.0,
             revoked: row.try_get(11)?,
+            expires_at: row.try_get::<_, Option<i64>>(12)?.map(from_ms),
             tenant,
         }),
     };
@@ -700,6 +877,8 @@ struct Status(TenantStatus);
 struct Key(KeyId);
 /// A SHA-256 digest.
 struct Hash([u8; 32]);
+/// An `admin_log.action` value.
+struct Action(AdminAction);
 
 type DecodeError = Box<dyn std::error::Error + Sync + Send>;
 
@@ -728,6 +907,15 @@ impl<'a> FromSql<'a> for Status {
 impl<'a> FromSql<'a> for Key {
     fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
         Ok(Key(<&str>::from_sql(ty, raw)?.parse()?))
+    }
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl<'a> FromSql<'a> for Action {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(Action(<&str>::from_sql(ty, raw)?.parse()?))
     }
     fn accepts(ty: &Type) -> bool {
         <&str as FromSql>::accepts(ty)

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
@@ -17,10 +17,12 @@ use crate::error::{Missing, StorageError, StoreError};
 use crate::key::{self, KeyId};
 use crate::migrations::{self, MigrateError};
 use crate::model::{
-    ApiKey, Change, ChangeKind, Credential, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
+    Actor, AdminAction, AdminRecord, ApiKey, Change, ChangeKind, Credential, Rotation, Snapshot, Tenant, TenantId,
+    TenantLimits, TenantState, TenantStatus,
 };
 use crate::rules::{
-    from_ms, issued_key, new_tenant, now_ms, sql_tenant, tenant_state, validate_label, validate_tenant_name,
+    from_ms, grace_end, issued_key, key_detail, limits_detail, new_tenant, now_ms, quoted, rotated_expiry,
+    rotation_detail, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label, validate_tenant_name, LogNote,
 };
 
 /// How long a writer waits for another process's write lock before giving up with `Storage`.
@@ -58,10 +60,16 @@ impl IdentityStore {
         Ok(IdentityStore { conn: Mutex::new(conn) })
     }
 
+    /// A tenant the process makes for itself (the dev demo tenant), logged as [`Actor::process`].
     pub fn create_tenant(&self, name: &str, limits: TenantLimits) -> Result<Tenant, StoreError> {
-        validate_tenant_name(name)?;
-        limits.validate()?;
-        self.write(|tx| {
+        self.create_tenant_as(&Actor::process(), name, limits)
+    }
+
+    pub fn create_tenant_as(&self, actor: &Actor, name: &str, limits: TenantLimits) -> Result<Tenant, StoreError> {
+        let asked = LogNote { detail: format!("name={}", quoted(name)), ..LogNote::default() };
+        self.logged_write(actor, AdminAction::CreateTenant, asked, |tx| {
+            validate_tenant_name(name)?;
+            limits.validate()?;
             let created_at = now_ms();
             let inserted = tx.execute(
                 "INSERT INTO tenants (name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at)
@@ -83,7 +91,8 @@ impl IdentityStore {
             let id = TenantId::new(u64::try_from(tx.last_insert_rowid()).expect("AUTOINCREMENT rowids are positive"));
             let tenant = new_tenant(id, name, limits, created_at);
             append_change(tx, created_at, &ChangeKind::Tenant(tenant_state(&tenant)))?;
-            Ok(tenant)
+            let note = LogNote::tenant(id, format!("name={} {}", quoted(name), limits_detail(&limits)));
+            Ok((tenant, note))
         })
     }
 
@@ -109,12 +118,13 @@ impl IdentityStore {
 
     /// Replaces the tenant's overrides as a whole (a `None` field returns to the default).
     /// Setting the limits it already has writes no change.
-    pub fn update_limits(&self, id: TenantId, limits: TenantLimits) -> Result<Tenant, StoreError> {
-        limits.validate()?;
-        self.write(|tx| {
+    pub fn update_limits(&self, actor: &Actor, id: TenantId, limits: TenantLimits) -> Result<Tenant, StoreError> {
+        let asked = LogNote::tenant(id, limits_detail(&limits));
+        self.logged_write(actor, AdminAction::UpdateLimits, asked.clone(), |tx| {
+            limits.validate()?;
             let mut tenant = tenant_by_id(tx, id)?;
             if tenant.limits == limits {
-                return Ok(tenant);
+                return Ok((tenant, asked.unchanged()));
             }
             tx.execute(
                 "UPDATE tenants SET rate_per_sec = ?2, burst = ?3, max_input_bytes = ?4, max_input_pixels = ?5
@@ -129,56 +139,54 @@ impl IdentityStore {
             )?;
             tenant.limits = limits;
             append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
-            Ok(tenant)
+            Ok((tenant, asked))
         })
     }
 
     /// Suspends or reactivates a tenant. Setting the status it already has writes no change.
-    pub fn set_status(&self, id: TenantId, status: TenantStatus) -> Result<Tenant, StoreError> {
-        self.write(|tx| {
+    pub fn set_status(&self, actor: &Actor, id: TenantId, status: TenantStatus) -> Result<Tenant, StoreError> {
+        let asked = LogNote::tenant(id, format!("status={status}"));
+        self.logged_write(actor, AdminAction::SetStatus, asked.clone(), |tx| {
             let mut tenant = tenant_by_id(tx, id)?;
             if tenant.status == status {
-                return Ok(tenant);
+                return Ok((tenant, asked.unchanged()));
             }
             tx.execute("UPDATE tenants SET status = ?2 WHERE id = ?1", params![sql_tenant(id), status.as_str()])?;
             tenant.status = status;
             append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
-            Ok(tenant)
+            Ok((tenant, asked))
         })
     }
 
-    /// Issues a key. The returned string is the whole key (`rsz_…`), the only time its secret
-    /// exists outside the caller: the store keeps its SHA-256. A suspended tenant may be given
-    /// keys; they are refused like its others until it is reactivated.
+    /// A key the process makes for itself (the dev demo key), logged as [`Actor::process`].
     pub fn create_key(&self, tenant: TenantId, label: &str) -> Result<(ApiKey, String), StoreError> {
-        validate_label(label)?;
-        self.write(|tx| {
-            let owner = tenant_by_id(tx, tenant)?;
+        self.create_key_as(&Actor::process(), tenant, label, None)
+    }
+
+    /// Issues a key, refused from `expires_at` on if given (which must be in the future). The
+    /// returned string is the whole key (`rsz_…`), the only time its secret exists outside the
+    /// caller: the store keeps its SHA-256. A suspended tenant may be given keys; they are
+    /// refused like its others until it is reactivated.
+    pub fn create_key_as(
+        &self,
+        actor: &Actor,
+        tenant: TenantId,
+        label: &str,
+        expires_at: Option<SystemTime>,
+    ) -> Result<(ApiKey, String), StoreError> {
+        let asked = LogNote { tenant: Some(tenant), key: None, detail: key_detail(label, expires_at) };
+        self.logged_write(actor, AdminAction::CreateKey, asked.clone(), |tx| {
+            validate_label(label)?;
             let created_at = now_ms();
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                let new = key::generate().map_err(StorageError::entropy)?;
-                let inserted = tx.execute(
-                    "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![new.id.as_str(), sql_tenant(tenant), label, &new.secret_hash[..], created_at],
-                );
-                match inserted {
-                    Err(e) if is_unique_violation(&e) && attempts < KEY_ID_ATTEMPTS => continue,
-                    other => other?,
-                };
-                let (api_key, credential) = issued_key(&new, &owner, label, created_at);
-                append_change(tx, created_at, &ChangeKind::Credential(credential))?;
-                return Ok((api_key, new.token));
-            }
+            let expires_at = expires_at.map(|t| validate_expiry(t, created_at)).transpose()?;
+            let owner = tenant_by_id(tx, tenant)?;
+            let (api_key, token) = issue_key(tx, &owner, label, created_at, expires_at)?;
+            Ok(((api_key.clone(), token), LogNote { key: Some(api_key.id), ..asked }))
         })
     }
 
     pub fn get_key(&self, id: KeyId) -> Result<ApiKey, StoreError> {
-        self.lock()
-            .query_row(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"), [id.as_str()], key_from_row)
-            .optional()?
-            .ok_or(StoreError::NotFound(Missing::Key(id)))
+        key_by_id(&self.lock(), id).map(|(key, _)| key)
     }
 
     /// The tenant's keys, revoked ones included, oldest first.
@@ -195,27 +203,72 @@ impl IdentityStore {
     }
 
     /// Revokes a key for good. Revoking a revoked key changes nothing and returns it as it is.
-    pub fn revoke_key(&self, id: KeyId) -> Result<ApiKey, StoreError> {
-        self.write(|tx| {
-            let (mut api_key, secret_hash) = tx
-                .query_row(
-                    &format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?1"),
-                    [id.as_str()],
-                    |row| Ok((key_from_row(row)?, hash_from_row(row, 5)?)),
-                )
-                .optional()?
-                .ok_or(StoreError::NotFound(Missing::Key(id)))?;
+    pub fn revoke_key(&self, actor: &Actor, id: KeyId) -> Result<ApiKey, StoreError> {
+        let asked = LogNote::key(None, id, String::new());
+        self.logged_write(actor, AdminAction::RevokeKey, asked, |tx| {
+            let (mut api_key, secret_hash) = key_by_id(tx, id)?;
+            let note = LogNote::key(Some(api_key.tenant), id, String::new());
             if api_key.revoked_at.is_some() {
-                return Ok(api_key);
+                return Ok((api_key, note.unchanged()));
             }
             let revoked_at = now_ms();
             tx.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1", params![id.as_str(), revoked_at])?;
             api_key.revoked_at = Some(from_ms(revoked_at));
             let owner = tenant_by_id(tx, api_key.tenant)?;
-            let credential = Credential { key: id, secret_hash, revoked: true, tenant: tenant_state(&owner) };
+            let credential = Credential {
+                key: id,
+                secret_hash,
+                revoked: true,
+                expires_at: api_key.expires_at,
+                tenant: tenant_state(&owner),
+            };
             append_change(tx, revoked_at, &ChangeKind::Credential(credential))?;
-            Ok(api_key)
+            Ok((api_key, note))
         })
+    }
+
+    /// Replaces a key in one transaction: a new key for its tenant and label (expiring at
+    /// `new_expires_at`, if given), and the old key set to expire `grace` from now, or when it
+    /// already would if that is sooner. A revoked or expired key is refused.
+    pub fn rotate_key(
+        &self,
+        actor: &Actor,
+        id: KeyId,
+        grace: Duration,
+        new_expires_at: Option<SystemTime>,
+    ) -> Result<Rotation, StoreError> {
+        let asked = LogNote::key(None, id, format!("grace_ms={}", grace.as_millis()));
+        self.logged_write(actor, AdminAction::RotateKey, asked, |tx| {
+            let now = now_ms();
+            let (mut old, secret_hash) = key_by_id(tx, id)?;
+            let old_expires_at = rotated_expiry(&old, grace_end(now, grace)?, now)?;
+            let new_expires_at = new_expires_at.map(|t| validate_expiry(t, now)).transpose()?;
+            tx.execute("UPDATE api_keys SET expires_at = ?2 WHERE id = ?1", params![id.as_str(), old_expires_at])?;
+            old.expires_at = Some(from_ms(old_expires_at));
+            let owner = tenant_by_id(tx, old.tenant)?;
+            let credential = Credential {
+                key: id,
+                secret_hash,
+                revoked: false,
+                expires_at: old.expires_at,
+                tenant: tenant_state(&owner),
+            };
+            append_change(tx, now, &ChangeKind::Credential(credential))?;
+            let (new, token) = issue_key(tx, &owner, &old.label, now, new_expires_at)?;
+            let note = LogNote::key(Some(old.tenant), id, rotation_detail(&new, old_expires_at));
+            Ok((Rotation { old, new, token }, note))
+        })
+    }
+
+    /// The admin log, newest first: at most `limit` records with ids below `before`.
+    pub fn admin_log(&self, before: Option<u64>, limit: usize) -> Result<Vec<AdminRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {LOG_COLUMNS} FROM admin_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2"))?;
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let records = stmt.query_map(params![before, limit], log_from_row)?.collect::<Result<_, _>>()?;
+        Ok(records)
     }
 
     /// The version of the last change; 0 if nothing was ever written.
@@ -230,7 +283,7 @@ impl IdentityStore {
         let version = head_version(&tx)?;
         let mut stmt = tx.prepare(
             "SELECT k.id, k.secret_sha256, k.revoked_at IS NOT NULL,
-                    t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels
+                    t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels, k.expires_at
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              ORDER BY k.id",
         )?;
@@ -240,6 +293,7 @@ impl IdentityStore {
                     key: key_id_from_row(row, 0)?,
                     secret_hash: hash_from_row(row, 1)?,
                     revoked: row.get(2)?,
+                    expires_at: row.get::<_, Option<i64>>(9)?.map(from_ms),
                     tenant: TenantState {
                         id: TenantId::new(row.get(3)?),
                         status: status_from_row(row, 4)?,
@@ -256,7 +310,7 @@ impl IdentityStore {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes, max_input_pixels,
-                    key_id, secret_sha256, revoked
+                    key_id, secret_sha256, revoked, expires_at
              FROM changes WHERE version > ?1 ORDER BY version",
         )?;
         let changes =
@@ -273,6 +327,30 @@ impl IdentityStore {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// An admin write: `f` and the admin log's row for it in one write transaction. If the store
+    /// refuses the write, the refusal is logged in a transaction of its own, with what was
+    /// `asked`; if even that fails, the caller still gets the refusal (the write did not happen,
+    /// so only the record of an attempt is lost).
+    fn logged_write<T>(
+        &self,
+        actor: &Actor,
+        action: AdminAction,
+        asked: LogNote,
+        f: impl FnOnce(&Transaction<'_>) -> Result<(T, LogNote), StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.write(|tx| {
+            let (out, note) = f(tx)?;
+            append_log(tx, actor, action, "ok", &note)?;
+            Ok(out)
+        });
+        if let Err(e) = &result {
+            if let Some(outcome) = e.outcome() {
+                let _ = self.write(|tx| append_log(tx, actor, action, outcome, &asked.refused(e)));
+            }
+        }
+        result
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -298,8 +376,8 @@ fn append_change(tx: &Transaction<'_>, at: i64, kind: &ChangeKind) -> Result<u64
     };
     tx.execute(
         "INSERT INTO changes (version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes,
-                              max_input_pixels, key_id, secret_sha256, revoked)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                              max_input_pixels, key_id, secret_sha256, revoked, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             version,
             at,
@@ -313,9 +391,61 @@ fn append_change(tx: &Transaction<'_>, at: i64, kind: &ChangeKind) -> Result<u64
             key.map(|c| c.key.as_str()),
             key.map(|c| &c.secret_hash[..]),
             key.map(|c| c.revoked),
+            key.and_then(|c| c.expires_at).map(to_ms),
         ],
     )?;
     Ok(version)
+}
+
+/// Inserts a new key for `owner` and appends its change (a fresh random id if one collides).
+fn issue_key(
+    tx: &Transaction<'_>,
+    owner: &Tenant,
+    label: &str,
+    created_at: i64,
+    expires_at: Option<i64>,
+) -> Result<(ApiKey, String), StoreError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let new = key::generate().map_err(StorageError::entropy)?;
+        let inserted = tx.execute(
+            "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![new.id.as_str(), sql_tenant(owner.id), label, &new.secret_hash[..], created_at, expires_at],
+        );
+        match inserted {
+            Err(e) if is_unique_violation(&e) && attempts < KEY_ID_ATTEMPTS => continue,
+            other => other?,
+        };
+        let (api_key, credential) = issued_key(&new, owner, label, created_at, expires_at);
+        append_change(tx, created_at, &ChangeKind::Credential(credential))?;
+        return Ok((api_key, new.token));
+    }
+}
+
+fn append_log(
+    tx: &Transaction<'_>,
+    actor: &Actor,
+    action: AdminAction,
+    outcome: &str,
+    note: &LogNote,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO admin_log (at, operator, request_id, action, tenant_id, key_id, outcome, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            now_ms(),
+            actor.operator,
+            actor.request_id,
+            action.as_str(),
+            note.tenant.map(sql_tenant),
+            note.key.as_ref().map(KeyId::as_str),
+            outcome,
+            note.detail
+        ],
+    )?;
+    Ok(())
 }
 
 fn head_version(conn: &Connection) -> rusqlite::Result<u64> {
@@ -323,7 +453,17 @@ fn head_version(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 const TENANT_COLUMNS: &str = "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at";
-const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at";
+const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at, expires_at";
+const LOG_COLUMNS: &str = "id, at, operator, request_id, action, tenant_id, key_id, outcome, detail";
+
+/// A key and its secret's hash.
+fn key_by_id(conn: &Connection, id: KeyId) -> Result<(ApiKey, [u8; 32]), StoreError> {
+    conn.query_row(&format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?1"), [id.as_str()], |row| {
+        Ok((key_from_row(row)?, hash_from_row(row, 6)?))
+    })
+    .optional()?
+    .ok_or(StoreError::NotFound(Missing::Key(id)))
+}
 
 fn tenant_by_id(conn: &Connection, id: TenantId) -> Result<Tenant, StoreError> {
     conn.query_row(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"), [sql_tenant(id)], tenant_from_row)
@@ -348,8 +488,30 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
         label: row.get(2)?,
         created_at: from_ms(row.get(3)?),
         revoked_at: row.get::<_, Option<i64>>(4)?.map(from_ms),
+        expires_at: row.get::<_, Option<i64>>(5)?.map(from_ms),
     })
 }
+
+fn log_from_row(row: &Row<'_>) -> rusqlite::Result<AdminRecord> {
+    Ok(AdminRecord {
+        id: row.get(0)?,
+        at: from_ms(row.get(1)?),
+        operator: row.get(2)?,
+        request_id: row.get(3)?,
+        action: row.get_ref(4)?.as_str()?.parse().map_err(|e: String| conversion_error(4, StringError(e)))?,
+        tenant: row.get::<_, Option<u64>>(5)?.map(TenantId::new),
+        key: match row.get_ref(6)?.as_str_or_null()? {
+            Some(s) => Some(s.parse().map_err(|e| conversion_error(6, e))?),
+            None => None,
+        },
+        outcome: row.get(7)?,
+        detail: row.get(8)?,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StringError(String);
 
 fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
     let tenant = TenantState {
@@ -363,6 +525,7 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
             key: key_id_from_row(row, 9)?,
             secret_hash: hash_from_row(row, 10)?,
             revoked: row.get(11)?,
+            expires_at: row.get::<_, Option<i64>>(12)?.map(from_ms),
             tenant,
         }),
     };
@@ -426,23 +589,52 @@ mod tests {
         let tenant = store.create_tenant("acme", TenantLimits::default()).unwrap();
         let (key, _) = store.create_key(tenant.id, "ci").unwrap();
         let before = store.snapshot().unwrap();
+        let log_before = store.admin_log(None, 100).unwrap();
 
         break_the_outbox(&store);
+        let actor = Actor::process();
         assert!(matches!(store.create_tenant("globex", TenantLimits::default()), Err(StoreError::Storage(_))));
         assert!(matches!(store.create_key(tenant.id, "prod"), Err(StoreError::Storage(_))));
-        assert!(matches!(store.revoke_key(key.id), Err(StoreError::Storage(_))));
-        assert!(matches!(store.set_status(tenant.id, TenantStatus::Suspended), Err(StoreError::Storage(_))));
+        assert!(matches!(store.revoke_key(&actor, key.id), Err(StoreError::Storage(_))));
+        let grace = Duration::from_secs(60);
+        assert!(matches!(store.rotate_key(&actor, key.id, grace, None), Err(StoreError::Storage(_))));
+        assert!(matches!(store.set_status(&actor, tenant.id, TenantStatus::Suspended), Err(StoreError::Storage(_))));
         let limits = TenantLimits { burst: Some(5), ..TenantLimits::default() };
-        assert!(matches!(store.update_limits(tenant.id, limits), Err(StoreError::Storage(_))));
+        assert!(matches!(store.update_limits(&actor, tenant.id, limits), Err(StoreError::Storage(_))));
         mend_the_outbox(&store);
 
         assert_eq!(store.snapshot().unwrap(), before);
+        // Nor is any of them in the admin log: a write and its log row go together.
+        assert_eq!(store.admin_log(None, 100).unwrap(), log_before);
         assert_eq!(store.list_tenants().unwrap(), vec![tenant.clone()]);
         assert_eq!(store.list_keys(tenant.id).unwrap(), vec![key]);
         assert!(matches!(store.tenant_by_name("globex"), Err(StoreError::NotFound(_))));
         // And the store still works, with versions carrying on where they were.
         store.create_tenant("globex", TenantLimits::default()).unwrap();
         assert_eq!(store.version().unwrap(), before.version + 1);
+    }
+
+    #[test]
+    fn a_rotation_that_fails_halfway_leaves_the_old_key_as_it_was() {
+        let store = IdentityStore::open_in_memory().unwrap();
+        let tenant = store.create_tenant("acme", TenantLimits::default()).unwrap();
+        let (key, _) = store.create_key(tenant.id, "ci").unwrap();
+        let before = store.snapshot().unwrap();
+        // The rotation's first change (the old key's expiry) goes in; its second (the new key's)
+        // fails, after the old key's row was already updated.
+        store.with_connection(|conn| {
+            conn.execute_batch(&format!(
+                "CREATE TRIGGER second_change_fails BEFORE INSERT ON changes WHEN NEW.version = {}
+                 BEGIN SELECT RAISE(ABORT, 'outbox down'); END;",
+                before.version + 2
+            ))
+            .unwrap()
+        });
+        let rotated = store.rotate_key(&Actor::process(), key.id, Duration::from_secs(60), None);
+        assert!(matches!(rotated, Err(StoreError::Storage(_))), "{rotated:?}");
+        assert_eq!(store.get_key(key.id).unwrap(), key, "the old key keeps no expiry");
+        assert_eq!(store.list_keys(tenant.id).unwrap(), vec![key]);
+        assert_eq!(store.snapshot().unwrap(), before);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use identity::{
-    feed, AuthError, CacheError, CredentialCache, Fed, IdentityStore, KeyFormatError, TenantId, TenantLimits,
+    feed, Actor, AuthError, CacheError, CredentialCache, Fed, IdentityStore, KeyFormatError, TenantId, TenantLimits,
     TenantStatus,
 };
 
@@ -26,9 +26,9 @@ fn churn(f: &Fixture, round: usize) -> Vec<String> {
     let (a, token_a) = f.store.create_key(f.tenant, "a").unwrap();
     let (_, token_b) = f.store.create_key(other, "b").unwrap();
     let limits = TenantLimits { rate_per_sec: Some(round as f64 + 1.0), ..TenantLimits::default() };
-    f.store.update_limits(f.tenant, limits).unwrap();
-    f.store.set_status(other, TenantStatus::Suspended).unwrap();
-    f.store.revoke_key(a.id).unwrap();
+    f.store.update_limits(&Actor::process(), f.tenant, limits).unwrap();
+    f.store.set_status(&Actor::process(), other, TenantStatus::Suspended).unwrap();
+    f.store.revoke_key(&Actor::process(), a.id).unwrap();
     vec![token_a, token_b]
 }
 
@@ -104,7 +104,7 @@ fn feed_answers_a_hole_in_the_outbox_with_a_snapshot() {
     let cache = CredentialCache::new();
     feed(&store, &cache).unwrap();
     let (key, token) = store.create_key(tenant, "a").unwrap();
-    store.revoke_key(key.id).unwrap();
+    store.revoke_key(&Actor::process(), key.id).unwrap();
     // Nothing of ours deletes outbox rows; a hand-edited database can.
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute("DELETE FROM changes WHERE version = 2", []).unwrap();
@@ -121,7 +121,7 @@ fn feed_answers_a_hole_in_the_outbox_with_a_snapshot() {
 fn every_authentication_outcome_end_to_end() {
     let f = fixture();
     let limits = TenantLimits { burst: Some(5), max_input_pixels: Some(1_000_000), ..TenantLimits::default() };
-    f.store.update_limits(f.tenant, limits).unwrap();
+    f.store.update_limits(&Actor::process(), f.tenant, limits).unwrap();
     let (key, token) = f.store.create_key(f.tenant, "ci").unwrap();
     let (spare, spare_token) = f.store.create_key(f.tenant, "spare").unwrap();
     let cache = CredentialCache::new();
@@ -143,20 +143,20 @@ fn every_authentication_outcome_end_to_end() {
     let (_, foreign) = elsewhere.create_key(t.id, "x").unwrap();
     assert_eq!(cache.authenticate(&foreign), Err(AuthError::UnknownKey));
 
-    f.store.set_status(f.tenant, TenantStatus::Suspended).unwrap();
+    f.store.set_status(&Actor::process(), f.tenant, TenantStatus::Suspended).unwrap();
     feed(&f.store, &cache).unwrap();
     assert_eq!(cache.authenticate(&token), Err(AuthError::TenantSuspended));
-    f.store.set_status(f.tenant, TenantStatus::Active).unwrap();
+    f.store.set_status(&Actor::process(), f.tenant, TenantStatus::Active).unwrap();
     feed(&f.store, &cache).unwrap();
     assert!(cache.authenticate(&token).is_ok());
 
-    f.store.revoke_key(key.id).unwrap();
+    f.store.revoke_key(&Actor::process(), key.id).unwrap();
     feed(&f.store, &cache).unwrap();
     assert_eq!(cache.authenticate(&token), Err(AuthError::Revoked));
     assert_eq!(cache.authenticate(&spare_token).unwrap().key(), spare.id);
 
     // Revoked wins over suspended: the key is dead whatever becomes of the tenant.
-    f.store.set_status(f.tenant, TenantStatus::Suspended).unwrap();
+    f.store.set_status(&Actor::process(), f.tenant, TenantStatus::Suspended).unwrap();
     feed(&f.store, &cache).unwrap();
     assert_eq!(cache.authenticate(&token), Err(AuthError::Revoked));
     assert_eq!(cache.authenticate(&spare_token), Err(AuthError::TenantSuspended));
@@ -167,7 +167,7 @@ fn a_key_created_for_a_suspended_tenant_is_refused_as_suspended() {
     let f = fixture();
     let cache = CredentialCache::new();
     feed(&f.store, &cache).unwrap();
-    f.store.set_status(f.tenant, TenantStatus::Suspended).unwrap();
+    f.store.set_status(&Actor::process(), f.tenant, TenantStatus::Suspended).unwrap();
     let (_, token) = f.store.create_key(f.tenant, "late").unwrap();
     feed(&f.store, &cache).unwrap();
     assert_eq!(cache.authenticate(&token), Err(AuthError::TenantSuspended));
@@ -225,7 +225,7 @@ fn concurrent_readers_see_a_monotonic_cache_while_it_is_fed() {
 
         for token in &tokens {
             let id = identity::parse_key(token).unwrap().key_id();
-            f.store.revoke_key(id).unwrap();
+            f.store.revoke_key(&Actor::process(), id).unwrap();
             feed(&f.store, &cache).unwrap();
         }
         done.store(true, Ordering::Release);

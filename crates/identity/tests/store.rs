@@ -7,7 +7,7 @@ mod scenarios;
 
 use std::path::PathBuf;
 
-use identity::{IdentityStore, StoreError, TenantLimits, TenantStatus};
+use identity::{Actor, IdentityStore, StoreError, TenantLimits, TenantStatus};
 
 /// Runs a shared scenario on a fresh in-memory store.
 fn with_store(_name: &str, scenario: scenarios::Scenario) {
@@ -72,7 +72,7 @@ fn two_handles_on_one_file_share_one_outbox() {
     let second = IdentityStore::open(&db.0).unwrap();
     let acme = first.create_tenant("acme", TenantLimits::default()).unwrap();
     second.create_key(acme.id, "ci").unwrap();
-    first.set_status(acme.id, TenantStatus::Suspended).unwrap();
+    first.set_status(&Actor::process(), acme.id, TenantStatus::Suspended).unwrap();
     assert!(matches!(second.create_tenant("ACME", TenantLimits::default()), Err(StoreError::Conflict(_))));
     let versions: Vec<u64> = second.changes_since(0).unwrap().iter().map(|c| c.version).collect();
     assert_eq!(versions, [1, 2, 3]);

@@ -1,6 +1,7 @@
 //! The store's behaviours, written once against the [`Store`] trait and run on each backend
 //! (`tests/store.rs`: SQLite, `tests/pg.rs`: PostgreSQL): CRUD, case-insensitive uniqueness,
-//! input rules, revocation, suspension, the outbox each mutation writes, and snapshots. Both
+//! input rules, revocation, suspension, key expiry and rotation, the outbox each mutation writes,
+//! snapshots, and the admin log. Both
 //! stores must accept, refuse and record exactly alike; what only one backend has (a database
 //! file, a server that goes away) stays in that backend's file.
 //!
@@ -8,9 +9,11 @@
 //! where `with_store(name, scenario)` runs `scenario` on a fresh, empty store: one `#[test]` per
 //! scenario, named as the scenario.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use identity::{
-    parse_key, ChangeKind, CredentialCache, KeyId, Missing, Snapshot, Store, StoreError, TenantId, TenantLimits,
-    TenantState, TenantStatus,
+    parse_key, Actor, AdminAction, AuthError, ChangeKind, Credential, CredentialCache, KeyId, Missing, Snapshot, Store,
+    StoreError, TenantId, TenantLimits, TenantState, TenantStatus,
 };
 
 /// One `#[test]` per scenario below, each on a fresh store from `$with_store`. A scenario missing
@@ -25,6 +28,10 @@ macro_rules! store_scenarios {
             suspension_round_trips_and_repeats_are_no_ops,
             every_mutation_appends_one_change_with_the_next_version,
             snapshot_holds_every_credential_at_its_version,
+            a_key_expiry_is_kept_and_travels_with_the_key,
+            rotation_issues_a_new_key_and_ends_the_old_one_together,
+            a_revoked_or_expired_key_cannot_be_rotated,
+            the_admin_log_names_who_did_what_to_which_and_how_it_ended,
         );
     };
     (@each $with_store:path; $($scenario:ident,)*) => {
@@ -43,6 +50,24 @@ pub type Scenario = fn(&dyn Store);
 /// The versions in the outbox, in order.
 pub fn versions(store: &dyn Store) -> Vec<u64> {
     store.changes_since(0).unwrap().iter().map(|c| c.version).collect()
+}
+
+/// An operator, as the admin API names the one whose token made a request.
+pub fn alice() -> Actor {
+    Actor { operator: "alice".into(), request_id: "req-1".into() }
+}
+
+/// Whole milliseconds: what the stores keep of a time.
+fn ms(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis()
+}
+
+/// The last change, which must be a key's: its credential.
+fn last_credential(store: &dyn Store) -> Credential {
+    match store.changes_since(0).unwrap().pop().map(|c| c.kind) {
+        Some(ChangeKind::Credential(c)) => c,
+        other => panic!("expected a key change last, got {other:?}"),
+    }
 }
 
 /// The state a cache reaches from the outbox alone must be the store's snapshot.
@@ -65,15 +90,15 @@ pub fn tenants_are_created_read_listed_and_updated(store: &dyn Store) {
     assert_eq!(store.list_tenants().unwrap(), vec![acme.clone(), globex.clone()]);
 
     let new_limits = TenantLimits { max_input_bytes: Some(1 << 20), ..TenantLimits::default() };
-    let updated = store.update_limits(acme.id, new_limits).unwrap();
+    let updated = store.update_limits(&alice(), acme.id, new_limits).unwrap();
     assert_eq!(updated.limits, new_limits);
     assert_eq!(store.get_tenant(acme.id).unwrap().limits, new_limits);
     assert_eq!(updated.created_at, acme.created_at);
 
     let missing = TenantId::new(999);
     assert!(matches!(store.get_tenant(missing), Err(StoreError::NotFound(Missing::Tenant(id))) if id == missing));
-    assert!(matches!(store.update_limits(missing, limits), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.set_status(missing, TenantStatus::Suspended), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.update_limits(&alice(), missing, limits), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.set_status(&alice(), missing, TenantStatus::Suspended), Err(StoreError::NotFound(_))));
     assert!(matches!(store.create_key(missing, "x"), Err(StoreError::NotFound(_))));
     assert!(matches!(store.list_keys(missing), Err(StoreError::NotFound(_))));
     assert!(matches!(store.tenant_by_name("initech"), Err(StoreError::NotFound(Missing::TenantNamed(_)))));
@@ -99,6 +124,7 @@ pub fn tenant_names_are_unique_ignoring_case(store: &dyn Store) {
     store.create_tenant("acme", TenantLimits::default()).unwrap();
     let version = store.version().unwrap();
     for dup in ["acme", "ACME", "Acme"] {
+        // (Each refusal is logged, in the admin log; the outbox stays as it was.)
         assert!(
             matches!(store.create_tenant(dup, TenantLimits::default()), Err(StoreError::Conflict(name)) if name == dup)
         );
@@ -128,7 +154,7 @@ pub fn invalid_input_is_refused_before_anything_is_written(store: &dyn Store) {
     }
     let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
     for limits in bad_limits {
-        assert!(matches!(store.update_limits(acme.id, limits), Err(StoreError::Invalid(_))), "{limits:?}");
+        assert!(matches!(store.update_limits(&alice(), acme.id, limits), Err(StoreError::Invalid(_))), "{limits:?}");
     }
     for label in ["", "tab\there", &"l".repeat(101)] {
         assert!(matches!(store.create_key(acme.id, label), Err(StoreError::Invalid(_))), "{label:?}");
@@ -156,30 +182,32 @@ pub fn keys_are_issued_once_listed_and_revoked(store: &dyn Store) {
     assert_eq!(store.list_keys(globex.id).unwrap(), vec![other]);
     assert_eq!(store.get_key(ci.id).unwrap(), ci);
 
-    let revoked = store.revoke_key(ci.id).unwrap();
+    let revoked = store.revoke_key(&alice(), ci.id).unwrap();
     assert!(revoked.revoked_at.is_some());
     assert_eq!(store.get_key(ci.id).unwrap(), revoked);
     let version = store.version().unwrap();
     // Revoking again changes nothing: same timestamp, no new change.
-    assert_eq!(store.revoke_key(ci.id).unwrap(), revoked);
+    assert_eq!(store.revoke_key(&alice(), ci.id).unwrap(), revoked);
     assert_eq!(store.version().unwrap(), version);
     assert_eq!(store.list_keys(acme.id).unwrap(), vec![revoked, prod]);
 
     let unknown: KeyId = "ZZZZZZZZZZZZ".parse().unwrap();
-    assert!(matches!(store.revoke_key(unknown), Err(StoreError::NotFound(Missing::Key(id))) if id == unknown));
+    assert!(
+        matches!(store.revoke_key(&alice(), unknown), Err(StoreError::NotFound(Missing::Key(id))) if id == unknown)
+    );
     assert!(matches!(store.get_key(unknown), Err(StoreError::NotFound(_))));
 }
 
 pub fn suspension_round_trips_and_repeats_are_no_ops(store: &dyn Store) {
     let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
-    let suspended = store.set_status(acme.id, TenantStatus::Suspended).unwrap();
+    let suspended = store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
     assert_eq!(suspended.status, TenantStatus::Suspended);
     assert_eq!(store.get_tenant(acme.id).unwrap().status, TenantStatus::Suspended);
     let version = store.version().unwrap();
-    store.set_status(acme.id, TenantStatus::Suspended).unwrap();
-    store.update_limits(acme.id, acme.limits).unwrap();
+    store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
+    store.update_limits(&alice(), acme.id, acme.limits).unwrap();
     assert_eq!(store.version().unwrap(), version);
-    assert_eq!(store.set_status(acme.id, TenantStatus::Active).unwrap().status, TenantStatus::Active);
+    assert_eq!(store.set_status(&alice(), acme.id, TenantStatus::Active).unwrap().status, TenantStatus::Active);
     assert_eq!(store.version().unwrap(), version + 1);
 }
 
@@ -191,12 +219,12 @@ pub fn every_mutation_appends_one_change_with_the_next_version(store: &dyn Store
     let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
     let (key, token) = store.create_key(acme.id, "ci").unwrap();
     let limits = TenantLimits { burst: Some(9), ..TenantLimits::default() };
-    store.update_limits(acme.id, limits).unwrap();
-    store.set_status(acme.id, TenantStatus::Suspended).unwrap();
+    store.update_limits(&alice(), acme.id, limits).unwrap();
+    store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
     // Repeats are no-ops: no change.
-    store.set_status(acme.id, TenantStatus::Suspended).unwrap();
-    store.update_limits(acme.id, limits).unwrap();
-    store.revoke_key(key.id).unwrap();
+    store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
+    store.update_limits(&alice(), acme.id, limits).unwrap();
+    store.revoke_key(&alice(), key.id).unwrap();
 
     let changes = store.changes_since(0).unwrap();
     assert_eq!(versions(store), [1, 2, 3, 4, 5]);
@@ -227,8 +255,8 @@ pub fn snapshot_holds_every_credential_at_its_version(store: &dyn Store) {
     let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
     let (a, _) = store.create_key(acme.id, "a").unwrap();
     let (b, _) = store.create_key(acme.id, "b").unwrap();
-    store.revoke_key(a.id).unwrap();
-    store.set_status(acme.id, TenantStatus::Suspended).unwrap();
+    store.revoke_key(&alice(), a.id).unwrap();
+    store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
 
     let snapshot = store.snapshot().unwrap();
     assert_eq!(snapshot.version, 5);
@@ -240,4 +268,186 @@ pub fn snapshot_holds_every_credential_at_its_version(store: &dyn Store) {
         assert_eq!(c.tenant.status, TenantStatus::Suspended);
     }
     assert_outbox_matches_tables(store);
+}
+
+pub fn a_key_expiry_is_kept_and_travels_with_the_key(store: &dyn Store) {
+    let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
+    // Sub-millisecond parts are dropped: the stores keep milliseconds.
+    let asked = SystemTime::now() + Duration::from_secs(3600) + Duration::from_micros(1500);
+    let end = UNIX_EPOCH + Duration::from_millis(ms(asked) as u64);
+    let (key, token) = store.create_key_as(&alice(), acme.id, "ci", Some(asked)).unwrap();
+    assert_eq!(key.expires_at, Some(end));
+    assert_eq!(store.get_key(key.id).unwrap(), key);
+    assert_eq!(store.list_keys(acme.id).unwrap(), vec![key.clone()]);
+    let (lasting, _) = store.create_key_as(&alice(), acme.id, "forever", None).unwrap();
+    assert_eq!(lasting.expires_at, None);
+
+    // In the outbox and in the snapshot alike, so every cache learns it however it is fed.
+    assert!(
+        matches!(&store.changes_since(1).unwrap()[0].kind, ChangeKind::Credential(c) if c.key == key.id && c.expires_at == Some(end))
+    );
+    let snapshot = store.snapshot().unwrap();
+    let found = snapshot.credentials.iter().find(|c| c.key == key.id).unwrap();
+    assert_eq!(found.expires_at, Some(end));
+    assert_outbox_matches_tables(store);
+    let cache = CredentialCache::new();
+    cache.apply_snapshot(snapshot);
+    assert!(cache.authenticate(&token).is_ok());
+    assert_eq!(cache.authenticate_at(&token, end), Err(AuthError::Expired));
+
+    // Revocation keeps the expiry in the change it writes.
+    store.revoke_key(&alice(), key.id).unwrap();
+    assert_eq!(last_credential(store).expires_at, Some(end));
+
+    // An expiry in the past, now, or beyond a century is refused, and nothing is written.
+    let version = store.version().unwrap();
+    let now = SystemTime::now();
+    for bad in [now - Duration::from_secs(1), UNIX_EPOCH, now + identity::MAX_KEY_LIFETIME + Duration::from_secs(60)] {
+        let refused = store.create_key_as(&alice(), acme.id, "late", Some(bad));
+        assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
+    }
+    assert_eq!(store.version().unwrap(), version);
+    assert_eq!(store.list_keys(acme.id).unwrap().len(), 2);
+}
+
+pub fn rotation_issues_a_new_key_and_ends_the_old_one_together(store: &dyn Store) {
+    let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
+    let (old, old_token) = store.create_key(acme.id, "production").unwrap();
+    let version = store.version().unwrap();
+    let before = SystemTime::now();
+    let rotation = store.rotate_key(&alice(), old.id, Duration::from_secs(86_400), None).unwrap();
+    let after = SystemTime::now();
+
+    let (new, token) = (&rotation.new, &rotation.token);
+    assert_eq!(parse_key(token).unwrap().key_id(), new.id);
+    assert_ne!(new.id, old.id);
+    assert_eq!((new.tenant, new.label.as_str(), new.expires_at, new.revoked_at), (acme.id, "production", None, None));
+    let old_end = rotation.old.expires_at.expect("the old key now expires");
+    let day = Duration::from_secs(86_400);
+    assert!(ms(before + day) <= ms(old_end) && ms(old_end) <= ms(after + day), "{old_end:?}");
+    assert_eq!(rotation.old, store.get_key(old.id).unwrap());
+    assert_eq!(store.list_keys(acme.id).unwrap(), vec![rotation.old.clone(), new.clone()]);
+
+    // Two changes: the old key with its end, then the new key.
+    let changes = store.changes_since(version).unwrap();
+    assert_eq!(changes.iter().map(|c| c.version).collect::<Vec<_>>(), [version + 1, version + 2]);
+    assert!(
+        matches!(&changes[0].kind, ChangeKind::Credential(c) if c.key == old.id && c.expires_at == Some(old_end) && !c.revoked)
+    );
+    assert!(matches!(&changes[1].kind, ChangeKind::Credential(c) if c.key == new.id && c.expires_at.is_none()));
+    assert_outbox_matches_tables(store);
+    let cache = CredentialCache::new();
+    cache.apply_snapshot(store.snapshot().unwrap());
+    assert!(cache.authenticate(&old_token).is_ok(), "the old key works during the grace");
+    assert_eq!(cache.authenticate_at(&old_token, old_end), Err(AuthError::Expired));
+    assert!(cache.authenticate_at(token, old_end + day).is_ok());
+
+    // Rotating again never lengthens the old key's life; the new key may be given an expiry.
+    let new_end = SystemTime::now() + Duration::from_secs(7 * 86_400);
+    let again = store.rotate_key(&alice(), old.id, Duration::from_secs(30 * 86_400), Some(new_end)).unwrap();
+    assert_eq!(again.old.expires_at, Some(old_end));
+    assert_eq!(again.new.expires_at.map(ms), Some(ms(new_end)));
+    // A shorter grace shortens it.
+    let shorter = store.rotate_key(&alice(), old.id, Duration::from_secs(60), None).unwrap();
+    assert!(shorter.old.expires_at.unwrap() < old_end);
+
+    // A bad expiry for the new key refuses the whole rotation: the old key is untouched.
+    let version = store.version().unwrap();
+    let refused = store.rotate_key(&alice(), new.id, day, Some(SystemTime::now() - day));
+    assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
+    let refused = store.rotate_key(&alice(), new.id, identity::MAX_KEY_LIFETIME + day, None);
+    assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
+    assert_eq!(store.version().unwrap(), version);
+    assert_eq!(store.get_key(new.id).unwrap().expires_at, None);
+    assert_eq!(store.list_keys(acme.id).unwrap().len(), 4);
+}
+
+pub fn a_revoked_or_expired_key_cannot_be_rotated(store: &dyn Store) {
+    let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
+    let (revoked, _) = store.create_key(acme.id, "old").unwrap();
+    store.revoke_key(&alice(), revoked.id).unwrap();
+    let version = store.version().unwrap();
+    let day = Duration::from_secs(86_400);
+    let refused = store.rotate_key(&alice(), revoked.id, day, None);
+    assert!(matches!(refused, Err(StoreError::KeyRevoked(id)) if id == revoked.id), "{refused:?}");
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("revoked") && message.contains(revoked.id.as_str()), "{message}");
+
+    // A grace of zero ends the old key at once; after that it is expired, and refused too.
+    let (ending, _) = store.create_key(acme.id, "ending").unwrap();
+    let ended = store.rotate_key(&alice(), ending.id, Duration::ZERO, None).unwrap();
+    assert!(ended.old.expires_at.unwrap() <= SystemTime::now());
+    let version_after = store.version().unwrap();
+    let refused = store.rotate_key(&alice(), ending.id, day, None);
+    assert!(matches!(refused, Err(StoreError::KeyExpired(id)) if id == ending.id), "{refused:?}");
+    assert_eq!(store.version().unwrap(), version_after);
+
+    let unknown: KeyId = "ZZZZZZZZZZZZ".parse().unwrap();
+    assert!(matches!(store.rotate_key(&alice(), unknown, day, None), Err(StoreError::NotFound(Missing::Key(_)))));
+    // Refusals write nothing but their log rows: no key, no change.
+    assert_eq!(store.version().unwrap(), version + 3, "the `ending` key and its rotation only");
+    assert_eq!(store.list_keys(acme.id).unwrap().len(), 3);
+}
+
+pub fn the_admin_log_names_who_did_what_to_which_and_how_it_ended(store: &dyn Store) {
+    assert!(store.admin_log(None, 10).unwrap().is_empty());
+    let bob = Actor { operator: "bob@ops".into(), request_id: "req-2".into() };
+    let acme = store.create_tenant_as(&alice(), "acme", TenantLimits::default()).unwrap();
+    let limits = TenantLimits { burst: Some(9), ..TenantLimits::default() };
+    store.update_limits(&bob, acme.id, limits).unwrap();
+    store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
+    let (key, token) = store.create_key_as(&bob, acme.id, "ci", None).unwrap();
+    let rotation = store.rotate_key(&alice(), key.id, Duration::from_secs(60), None).unwrap();
+    store.revoke_key(&bob, rotation.new.id).unwrap();
+    // Refusals are logged with what refused them; a process's own write with its own name.
+    assert!(store.create_tenant_as(&bob, "ACME", TenantLimits::default()).is_err());
+    assert!(store.rotate_key(&alice(), rotation.new.id, Duration::from_secs(60), None).is_err());
+    let missing = TenantId::new(999);
+    assert!(store.create_key_as(&bob, missing, "x", None).is_err());
+    store.create_tenant("demo", TenantLimits::default()).unwrap();
+
+    let log = store.admin_log(None, 100).unwrap();
+    type Row<'a> = (&'a str, &'a str, AdminAction, Option<TenantId>, Option<KeyId>, &'a str);
+    let rows: Vec<Row> = log
+        .iter()
+        .map(|r| (r.operator.as_str(), r.request_id.as_str(), r.action, r.tenant, r.key, r.outcome.as_str()))
+        .collect();
+    let demo = store.tenant_by_name("demo").unwrap().id;
+    assert_eq!(
+        rows,
+        vec![
+            ("(resizer)", "", AdminAction::CreateTenant, Some(demo), None, "ok"),
+            ("bob@ops", "req-2", AdminAction::CreateKey, Some(missing), None, "not-found"),
+            ("alice", "req-1", AdminAction::RotateKey, None, Some(rotation.new.id), "key-revoked"),
+            ("bob@ops", "req-2", AdminAction::CreateTenant, None, None, "conflict"),
+            ("bob@ops", "req-2", AdminAction::RevokeKey, Some(acme.id), Some(rotation.new.id), "ok"),
+            ("alice", "req-1", AdminAction::RotateKey, Some(acme.id), Some(key.id), "ok"),
+            ("bob@ops", "req-2", AdminAction::CreateKey, Some(acme.id), Some(key.id), "ok"),
+            ("alice", "req-1", AdminAction::SetStatus, Some(acme.id), None, "ok"),
+            ("bob@ops", "req-2", AdminAction::UpdateLimits, Some(acme.id), None, "ok"),
+            ("alice", "req-1", AdminAction::CreateTenant, Some(acme.id), None, "ok"),
+        ]
+    );
+    // Newest first, ids increasing in commit order, times in order.
+    assert!(log.windows(2).all(|w| w[0].id > w[1].id && w[0].at >= w[1].at));
+    // The details say what was asked, never a secret.
+    assert!(log[5].detail.contains(rotation.new.id.as_str()), "{}", log[5].detail);
+    assert!(log[8].detail.contains("burst=9"), "{}", log[8].detail);
+    assert!(log[3].detail.contains("already exists"), "{}", log[3].detail);
+    let secrets = [token.as_str(), rotation.token.as_str()].map(|t| t.split('_').nth(2).unwrap().to_owned());
+    for r in &log {
+        for secret in &secrets {
+            assert!(!r.detail.contains(secret.as_str()), "a secret in the log: {r:?}");
+        }
+    }
+
+    // Pages: `before` the last id seen.
+    let first = store.admin_log(None, 4).unwrap();
+    assert_eq!(first, log[..4].to_vec());
+    let second = store.admin_log(Some(first[3].id), 4).unwrap();
+    assert_eq!(second, log[4..8].to_vec());
+    let last = store.admin_log(Some(second[3].id), 4).unwrap();
+    assert_eq!(last, log[8..].to_vec());
+    assert!(store.admin_log(Some(log[9].id), 4).unwrap().is_empty());
+    assert!(store.admin_log(Some(u64::MAX), 0).unwrap().is_empty());
 }
