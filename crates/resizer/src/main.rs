@@ -43,9 +43,13 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Lab(_) | Command::Admin(_) | Command::Resize(_) | Command::Loadtest(_) => {
-            process_limits::die_on_closed_pipe()
-        }
+        // The load generator keeps SIGPIPE ignored: a server that answers before reading the
+        // whole body and closes would otherwise kill it silently on its next write (hyper writes
+        // with writev, which raises the signal); it counts that as an error and goes on. The
+        // admin CLI and the lab send small bodies our servers read whole (a refused admin body is
+        // drained up to 1 MiB before the answer), so they end quietly on a closed stdout instead.
+        Command::Loadtest(_) => {}
+        Command::Lab(_) | Command::Admin(_) | Command::Resize(_) => process_limits::die_on_closed_pipe(),
         Command::Dev(_) | Command::Api(_) | Command::Worker(_) | Command::Identity(_) | Command::Usage(_) => {
             process_limits::private_files();
             process_limits::raise_open_files();

@@ -234,3 +234,29 @@ fn refusals_are_counted_by_status_over_time_and_in_the_report() -> anyhow::Resul
     assert!(!html.contains("Tipping point"), "a closed-loop run has no ramp");
     Ok(())
 }
+
+/// A server that answers before it has read the body and closes (here: 404 for a URL without
+/// the path, bodies of 4 MB) makes the next write fail with EPIPE. The load tool counts that
+/// as an error and goes on: it used to die of SIGPIPE, silently, with status 141 and no report.
+/// When every answer is the same 4xx, the text report says so with a hint.
+#[test]
+fn a_server_answering_before_the_body_is_read_is_counted_not_fatal() -> anyhow::Result<()> {
+    let server = DevServer::start(&[])?;
+    let dir = TempDir::new();
+    let body = dir.0.join("big.bin");
+    // Not an image, and large: the 404 comes long before the body could have been read.
+    write(&body, &vec![0x5a; 4 << 20]);
+    let body = body.display().to_string();
+    for _ in 0..3 {
+        let output = Command::new(BIN)
+            .args(["loadtest", "--url", &server.api_url, "--body", &body, "--rate", "10", "--duration", "2"])
+            .output()
+            .context("run resizer loadtest")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(output.status.success(), "loadtest ended with {}:\n{stdout}\n{stderr}", output.status);
+        ensure!(stdout.contains("status      404: "), "no report of the 404s:\n{stdout}\n{stderr}");
+        ensure!(stdout.contains("every answer was 404") && stdout.contains("/v1/resize?"), "no hint:\n{stdout}");
+    }
+    Ok(())
+}

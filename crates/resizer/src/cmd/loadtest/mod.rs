@@ -322,12 +322,17 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, report::html(&summary))
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary).context("cannot encode the summary")?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&summary).context("cannot encode the summary")?)
     } else {
-        print!("{}", summary.text());
+        summary.text()
+    };
+    // SIGPIPE is ignored here (see main.rs): a closed stdout (`| head`) ends the tool quietly,
+    // as it would a Unix tool, instead of a panic in `print!`.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write the summary"),
+        _ => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn config_from_args(args: &LoadtestArgs) -> anyhow::Result<LoadConfig> {

@@ -339,6 +339,9 @@ impl Summary {
         if let Some(error) = &totals.first_error {
             text += &format!("first error {error}\n");
         }
+        if let Some(hint) = same_refusal_hint(totals) {
+            text += &format!("note        {hint}\n");
+        }
         let latency = &totals.latency_ms;
         let show = |ms: Option<f64>| ms.map_or("-".to_string(), |ms| format!("{ms:.3}"));
         text += &format!(
@@ -361,4 +364,25 @@ impl Summary {
 
 pub fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
+}
+
+/// When every answer of a run is one and the same 4xx, the run measured nothing but that
+/// refusal: said at the end, with the usual cause.
+fn same_refusal_hint(totals: &Totals) -> Option<String> {
+    let mut codes = totals.status.iter().filter(|(_, &count)| count > 0);
+    let (&code, _) = codes.next()?;
+    if codes.next().is_some() || !(400..500).contains(&code) {
+        return None;
+    }
+    let cause = match code {
+        404 => "the URL probably lacks the path, e.g. http://HOST:PORT/v1/resize?width=512",
+        401 => "no API key, or an unknown one: give --key",
+        403 => "the key is revoked or its tenant suspended",
+        405 => "the method does not fit the route: resizing is --method POST",
+        413 => "the bodies are over the tenant's byte limit",
+        415 | 422 => "the bodies are not images the service reads",
+        429 => "the tenant's rate limit: lower --rate or raise the tenant's limit",
+        _ => "every request was refused; see the first answers' problem details",
+    };
+    Some(format!("every answer was {code}: {cause}"))
 }
