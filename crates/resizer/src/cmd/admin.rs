@@ -34,9 +34,21 @@ enum AdminCommand {
     /// Tenants: list, get, create, update limits, suspend, activate.
     #[command(subcommand)]
     Tenants(TenantCommand),
-    /// API keys: list, create (the key is printed once), revoke.
+    /// API keys: list, create (the key is printed once), rotate, revoke.
     #[command(subcommand)]
     Keys(KeyCommand),
+    /// Who made which admin write, newest first (the admin log; not the usage `audit`).
+    OperatorAudit {
+        /// Most records to show (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Start before this cursor: the `next` a previous page printed.
+        #[arg(long)]
+        before: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A tenant's usage rollups.
     Usage {
         tenant: String,
@@ -138,6 +150,21 @@ enum KeyCommand {
         tenant: String,
         #[arg(long, default_value = "default")]
         label: String,
+        /// The key stops working this long from now: 30d, 12h, 90m, 45s, 2w (default: never).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// A new key for the same tenant and label (printed once); the old one keeps working for
+    /// the grace, then stops.
+    Rotate {
+        /// The old key's id: the 12 characters after `rsz_`.
+        key_id: String,
+        /// How long the old key keeps working: 1d, 12h, 0 (stops now).
+        #[arg(long, value_name = "DURATION")]
+        grace: String,
+        /// The new key stops working this long from now (default: never).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
     },
     Revoke {
         /// The key id: the 12 characters after `rsz_`.
@@ -257,8 +284,31 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             }
             (status, body)
         }
-        AdminCommand::Keys(KeyCommand::Create { tenant, label }) => {
-            client.call("POST", &format!("/v1/tenants/{}/keys", seg(tenant)), Some(json!({ "label": label })))?
+        AdminCommand::Keys(KeyCommand::Create { tenant, label, expires_in }) => {
+            let mut body = json!({ "label": label });
+            if let Some(lifetime) = expires_in {
+                body["expires_in_s"] = json!(seconds(lifetime, "--expires-in")?);
+            }
+            client.call("POST", &format!("/v1/tenants/{}/keys", seg(tenant)), Some(body))?
+        }
+        AdminCommand::Keys(KeyCommand::Rotate { key_id, grace, expires_in }) => {
+            let mut body = json!({ "old_key_valid_for_s": seconds(grace, "--grace")? });
+            if let Some(lifetime) = expires_in {
+                body["expires_in_s"] = json!(seconds(lifetime, "--expires-in")?);
+            }
+            client.call("POST", &format!("/v1/keys/{}/rotate", seg(key_id)), Some(body))?
+        }
+        AdminCommand::OperatorAudit { limit, before, json } => {
+            let mut query = format!("limit={limit}");
+            if let Some(before) = before {
+                query.push_str(&format!("&before={}", seg(before)));
+            }
+            let (status, body) = client.call("GET", &format!("/v1/admin/audit?{query}"), None)?;
+            if (200..300).contains(&status) && !json {
+                print_operator_audit_table(&body);
+                return Ok(ExitCode::SUCCESS);
+            }
+            (status, body)
         }
         AdminCommand::Keys(KeyCommand::Revoke { key_id }) => {
             client.call("POST", &format!("/v1/keys/{}/revoke", seg(key_id)), None)?
@@ -328,17 +378,66 @@ fn print_tenants_table(body: &Value) {
 }
 
 fn print_keys_table(body: &Value) {
-    println!("{:<14} {:>6} {:<24} {:<26} revoked", "key id", "tenant", "label", "created");
+    println!("{:<14} {:>6} {:<24} {:<26} {:<26} revoked", "key id", "tenant", "label", "created", "expires");
     for k in body["keys"].as_array().cloned().unwrap_or_default() {
         println!(
-            "{:<14} {:>6} {:<24} {:<26} {}",
+            "{:<14} {:>6} {:<24} {:<26} {:<26} {}",
             k["id"].as_str().unwrap_or(""),
             k["tenant_id"].as_u64().unwrap_or(0),
             k["label"].as_str().unwrap_or(""),
             k["created_at"].as_str().unwrap_or(""),
+            k["expires_at"].as_str().unwrap_or("never"),
             k["revoked_at"].as_str().unwrap_or("-"),
         );
     }
+}
+
+fn print_operator_audit_table(body: &Value) {
+    println!(
+        "{:<25} {:<16} {:<18} {:<14} {:>6} {:<14} {:<12} detail",
+        "time", "operator", "request id", "action", "tenant", "key", "outcome"
+    );
+    let cell = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for r in body["records"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<25} {:<16} {:<18} {:<14} {:>6} {:<14} {:<12} {}",
+            cell(&r["time"]),
+            cell(&r["operator"]),
+            cell(&r["request_id"]),
+            cell(&r["action"]),
+            cell(&r["tenant_id"]),
+            cell(&r["key_id"]),
+            cell(&r["outcome"]),
+            cell(&r["detail"]),
+        );
+    }
+    if let Some(next) = body["next"].as_str() {
+        println!("(older records: the next page is --before {next})");
+    }
+}
+
+/// A duration as the flags take it (`30d`, `12h`, `90m`, `45s`, `2w`, or bare seconds) in
+/// seconds.
+fn seconds(text: &str, flag: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => bail!("{flag}: `{text}` is not a duration; use e.g. 30d, 12h, 90m, 45s"),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .with_context(|| format!("{flag}: `{text}` is not a duration; use e.g. 30d, 12h, 90m, 45s"))
 }
 
 fn print_usage_table(body: &Value) {
@@ -447,4 +546,21 @@ fn form_path_segment(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        assert_eq!(seconds("30d", "--x").ok(), Some(30 * 86_400));
+        assert_eq!(seconds("1d", "--x").ok(), Some(86_400));
+        assert_eq!(seconds("90m", "--x").ok(), Some(5400));
+        assert_eq!(seconds("0", "--x").ok(), Some(0));
+        assert_eq!(seconds("2w", "--x").ok(), Some(14 * 86_400));
+        for bad in ["", "d", "-1d", "1.5h", "3y", "1d2h", "99999999999999999999w"] {
+            assert!(seconds(bad, "--x").is_err(), "{bad:?} was accepted");
+        }
+    }
 }
