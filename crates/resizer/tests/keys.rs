@@ -2,12 +2,16 @@
 //! short lifetime works and is then refused as expired; a rotated key's old secret works through
 //! its grace and not after, the new one throughout; bad lifetimes are 400s that write nothing;
 //! admin writes are logged with their operator, and a read-only token's write attempt is not.
+//! And in the lab cluster (`resizer lab up`): an expiry set at the identity service holds on
+//! every api node, which learn it through the identity bucket.
 
 mod common;
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{png, DevServer, Response};
+use common::{png, DevServer, Response, TempDir};
 use serde_json::{json, Value};
 
 type Result = anyhow::Result<()>;
@@ -235,4 +239,134 @@ fn admin_writes_are_logged_with_their_operator_and_a_read_only_write_is_not() ->
     let printed: Value = serde_json::from_slice(&cli.stdout)?;
     assert_eq!(printed["records"][1]["key_id"].as_str(), Some(key_id.as_str()), "{printed}");
     Ok(())
+}
+
+/// A lab cluster, stopped when dropped (the guard runs `lab down`).
+struct Lab {
+    file: Value,
+    _guard: lab::LabGuard,
+    _tmp: TempDir,
+    agent: ureq::Agent,
+}
+
+impl Lab {
+    fn up() -> Lab {
+        let tmp = TempDir::new();
+        let dir: PathBuf = tmp.0.join("lab");
+        let guard = lab::LabGuard::new(&dir);
+        let out = Command::new(common::BIN)
+            .args(["lab", "up", "--workers", "1", "--worker-slots", "1", "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run resizer lab up");
+        assert!(
+            out.status.success(),
+            "resizer lab up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
+            .expect("cluster.json is JSON");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Lab { file, _guard: guard, _tmp: tmp, agent }
+    }
+
+    fn field(&self, name: &str) -> String {
+        self.file["fields"][name].as_str().unwrap_or_else(|| panic!("cluster.json has no field {name}")).to_owned()
+    }
+
+    /// A POST to the identity service's admin API: (status, JSON body).
+    fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.field("admin_url"));
+        let auth = format!("Bearer {}", self.field("admin_token"));
+        let mut r = self
+            .agent
+            .post(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = r.status().as_u16();
+        (status, serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null))
+    }
+
+    fn api_nodes(&self) -> Vec<String> {
+        let components = self.file["components"].as_array().expect("components");
+        let urls: Vec<String> = components
+            .iter()
+            .filter(|c| c["role"] == "api")
+            .map(|c| c["urls"]["http"].as_str().expect("an api node's URL").to_owned())
+            .collect();
+        assert!(urls.len() >= 2, "the lab has {} api nodes", urls.len());
+        urls
+    }
+
+    /// What an api node answers `key` with on a route that authenticates and does no work: the
+    /// status and the problem type (empty when accepted).
+    fn auth_at(&self, node: &str, key: &str) -> (u16, String) {
+        let r = self.agent.get(format!("{node}/v1/usage")).header("authorization", format!("Bearer {key}")).call();
+        match r {
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                let body: Value =
+                    serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null);
+                (status, body["type"].as_str().unwrap_or("").trim_start_matches("urn:resizer:problem:").to_owned())
+            }
+            Err(e) => panic!("GET {node}/v1/usage: {e}"),
+        }
+    }
+
+    /// Waits until every api node answers `key` as `wanted` says, at most `within`.
+    fn until_every_node(&self, key: &str, within: Duration, what: &str, wanted: impl Fn(u16, &str) -> bool) {
+        let started = Instant::now();
+        for node in self.api_nodes() {
+            loop {
+                let (status, problem) = self.auth_at(&node, key);
+                if wanted(status, &problem) {
+                    break;
+                }
+                assert!(started.elapsed() < within, "{node}: {what} not within {within:?}: {status} {problem}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Past authentication: 200, or 429 from the usage-read bucket.
+fn accepted(status: u16, _problem: &str) -> bool {
+    !matches!(status, 401 | 403)
+}
+
+#[test]
+fn in_the_cluster_a_keys_expiry_and_a_rotation_hold_on_every_api_node() {
+    let lab = Lab::up();
+    let (status, short) = lab.admin_post("/v1/tenants/demo/keys", json!({ "label": "brief", "expires_in_s": 3 }));
+    assert_eq!(status, 201, "{short}");
+    let short = short["key"].as_str().expect("key").to_owned();
+    let (status, rotating) = lab.admin_post("/v1/tenants/demo/keys", json!({ "label": "rotating" }));
+    assert_eq!(status, 201, "{rotating}");
+    let (old, old_id) =
+        (rotating["key"].as_str().expect("key").to_owned(), rotating["id"].as_str().expect("id").to_owned());
+    lab.until_every_node(&short, Duration::from_secs(2), "the new key accepted", accepted);
+    lab.until_every_node(&old, Duration::from_secs(2), "the new key accepted", accepted);
+
+    let (status, rotated) = lab.admin_post(&format!("/v1/keys/{old_id}/rotate"), json!({ "old_key_valid_for_s": 3 }));
+    assert_eq!(status, 201, "{rotated}");
+    let new = rotated["key"].as_str().expect("the new key").to_owned();
+    lab.until_every_node(&new, Duration::from_secs(2), "the rotated-in key accepted", accepted);
+    for node in lab.api_nodes() {
+        assert!(accepted(lab.auth_at(&node, &old).0, ""), "{node}: the old key refused during its grace");
+    }
+
+    // Nothing is written when a key expires: each node holds the expiry and checks its clock.
+    let expired = |status: u16, problem: &str| status == 401 && problem == "key-expired";
+    lab.until_every_node(&short, Duration::from_secs(6), "the short key refused as expired", expired);
+    lab.until_every_node(&old, Duration::from_secs(6), "the rotated-out key refused as expired", expired);
+    for node in lab.api_nodes() {
+        assert!(accepted(lab.auth_at(&node, &new).0, ""), "{node}: the new key refused after the grace");
+    }
 }
