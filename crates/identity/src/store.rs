@@ -615,6 +615,28 @@ mod tests {
     }
 
     #[test]
+    fn a_write_whose_log_row_cannot_be_written_does_not_happen() {
+        let store = IdentityStore::open_in_memory().unwrap();
+        let tenant = store.create_tenant("acme", TenantLimits::default()).unwrap();
+        let (key, _) = store.create_key(tenant.id, "ci").unwrap();
+        let (before, log_before) = (store.snapshot().unwrap(), store.admin_log(None, 100).unwrap());
+        store.with_connection(|conn| {
+            conn.execute_batch(
+                "CREATE TRIGGER log_down BEFORE INSERT ON admin_log BEGIN SELECT RAISE(ABORT, 'log down'); END;",
+            )
+            .unwrap()
+        });
+        let actor = Actor::process();
+        assert!(matches!(store.create_tenant("globex", TenantLimits::default()), Err(StoreError::Storage(_))));
+        assert!(matches!(store.rotate_key(&actor, key.id, Duration::from_secs(60), None), Err(StoreError::Storage(_))));
+        assert!(matches!(store.revoke_key(&actor, key.id), Err(StoreError::Storage(_))));
+        store.with_connection(|conn| conn.execute_batch("DROP TRIGGER log_down;").unwrap());
+        assert_eq!(store.snapshot().unwrap(), before);
+        assert_eq!(store.admin_log(None, 100).unwrap(), log_before);
+        assert_eq!(store.get_key(key.id).unwrap(), key);
+    }
+
+    #[test]
     fn a_rotation_that_fails_halfway_leaves_the_old_key_as_it_was() {
         let store = IdentityStore::open_in_memory().unwrap();
         let tenant = store.create_tenant("acme", TenantLimits::default()).unwrap();

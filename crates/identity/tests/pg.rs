@@ -132,6 +132,40 @@ fn concurrent_writers_in_threads_and_two_stores_leave_gap_free_versions() {
     }
     assert_eq!(stores[0].snapshot().unwrap().credentials.len(), 6 * 8);
     assert_outbox_matches_tables(&*stores[1]);
+    // One log row per write, and one per refusal (the five losers of the contested name).
+    let log = stores[1].admin_log(None, 1000).unwrap();
+    assert_eq!(log.iter().filter(|r| r.outcome == "ok").count() as u64, total);
+    assert_eq!(log.iter().filter(|r| r.outcome == "conflict").count(), 5);
+    assert!(log.windows(2).all(|w| w[0].id > w[1].id));
+}
+
+#[test]
+fn a_write_whose_log_row_cannot_be_written_does_not_happen() {
+    let server = Server::start("log-down");
+    let store = server.store();
+    let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
+    let (key, _) = store.create_key(acme.id, "ci").unwrap();
+    let (before, log_before) = (store.snapshot().unwrap(), store.admin_log(None, 100).unwrap());
+    let mut client = server.client();
+    client
+        .batch_execute(
+            "CREATE FUNCTION log_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'log down'; END $$;
+             CREATE TRIGGER log_down BEFORE INSERT ON admin_log FOR EACH ROW EXECUTE FUNCTION log_down();",
+        )
+        .unwrap();
+    let actor = Actor::process();
+    let storage = |r: Result<(), StoreError>| assert!(matches!(r, Err(StoreError::Storage(_))), "{r:?}");
+    storage(store.create_tenant("globex", TenantLimits::default()).map(drop));
+    storage(store.create_key(acme.id, "prod").map(drop));
+    storage(store.rotate_key(&actor, key.id, Duration::from_secs(60), None).map(drop));
+    storage(store.revoke_key(&actor, key.id).map(drop));
+    storage(store.set_status(&actor, acme.id, TenantStatus::Suspended).map(drop));
+    client.batch_execute("DROP TRIGGER log_down ON admin_log").unwrap();
+
+    assert_eq!(store.snapshot().unwrap(), before);
+    assert_eq!(store.admin_log(None, 100).unwrap(), log_before);
+    assert_eq!(store.list_keys(acme.id).unwrap(), vec![key]);
+    assert!(matches!(store.tenant_by_name("globex"), Err(StoreError::NotFound(_))));
 }
 
 #[test]
