@@ -7,8 +7,8 @@
 //!
 //! The admin log records the writes that reach the store, committed or refused by it (404, 409,
 //! 400 for a rule of the store). A request refused before — no or a wrong token (401), a
-//! read-only token (403), a malformed body (400) — is not a write and is not logged there: the
-//! access log has it.
+//! read-only token (403), a malformed body (400), a tenant in the path that the lookup before
+//! the write does not find (404) — is not a write and is not logged there: the access log has it.
 //!
 //! It must not import another handler file or the wiring (`server.rs`), which imports it.
 

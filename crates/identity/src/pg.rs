@@ -39,7 +39,7 @@ use crate::model::{
 };
 // Shared with the SQLite store: both accept, refuse and record alike.
 use crate::rules::{
-    from_ms, grace_end, issued_key, key_detail, limits_detail, new_tenant, now_ms, quoted, rotated_expiry,
+    from_ms, grace_end, issued_key, key_detail, limits_detail, log_tenant, new_tenant, now_ms, quoted, rotated_expiry,
     rotation_detail, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label, validate_tenant_name, LogNote,
 };
 
@@ -749,7 +749,7 @@ fn append_log(
             &actor.operator,
             &actor.request_id,
             &action.as_str(),
-            &note.tenant.map(sql_tenant),
+            &note.tenant.and_then(log_tenant),
             &note.key.as_ref().map(KeyId::as_str),
             &outcome,
             &note.detail,

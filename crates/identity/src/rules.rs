@@ -46,6 +46,12 @@ pub(crate) fn sql_tenant(id: TenantId) -> i64 {
     i64::try_from(id.get()).unwrap_or(-1)
 }
 
+/// A tenant id as the admin log keeps it: an id no tenant can have (over 2^63 - 1, asked for
+/// and refused) is left out rather than kept as a number that would not read back.
+pub(crate) fn log_tenant(id: TenantId) -> Option<i64> {
+    i64::try_from(id.get()).ok()
+}
+
 pub(crate) fn now_ms() -> i64 {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)

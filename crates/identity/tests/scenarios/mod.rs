@@ -450,4 +450,14 @@ pub fn the_admin_log_names_who_did_what_to_which_and_how_it_ended(store: &dyn St
     assert_eq!(last, log[8..].to_vec());
     assert!(store.admin_log(Some(log[9].id), 4).unwrap().is_empty());
     assert!(store.admin_log(Some(u64::MAX), 0).unwrap().is_empty());
+
+    // An absurd id from a URL is refused and logged without making the log unreadable.
+    let absurd = TenantId::new(u64::MAX);
+    assert!(matches!(store.create_key_as(&bob, absurd, "x", None), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.set_status(&bob, absurd, TenantStatus::Suspended), Err(StoreError::NotFound(_))));
+    let newest = store.admin_log(None, 2).unwrap();
+    assert_eq!(
+        newest.iter().map(|r| (r.action, r.tenant)).collect::<Vec<_>>(),
+        [(AdminAction::SetStatus, None), (AdminAction::CreateKey, None)]
+    );
 }
