@@ -39,8 +39,8 @@ pub use error::{Missing, StorageError, StoreError};
 pub use feed::{feed, Fed};
 pub use key::{parse_key, InvalidKeyId, KeyFormatError, KeyId, ParsedKey, KEY_LEN, KEY_PREFIX};
 pub use model::{
-    Actor, AdminAction, AdminRecord, ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidLimits,
-    InvalidStatus, Rotation, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
+    Actor, AdminAction, AdminRecord, ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidAction,
+    InvalidLimits, InvalidStatus, Rotation, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
     MAX_INPUT_BYTES_CEILING, MAX_INPUT_PIXELS_CEILING,
 };
 pub use pg::{PgIdentityStore, POOL_SIZE};

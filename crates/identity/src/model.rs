@@ -278,8 +278,13 @@ impl AdminAction {
     }
 }
 
+/// A stored action name this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown admin action `{0}`")]
+pub struct InvalidAction(String);
+
 impl FromStr for AdminAction {
-    type Err = String;
+    type Err = InvalidAction;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         [
@@ -292,7 +297,7 @@ impl FromStr for AdminAction {
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
-        .ok_or_else(|| format!("unknown admin action `{s}`"))
+        .ok_or_else(|| InvalidAction(s.to_owned()))
     }
 }
 

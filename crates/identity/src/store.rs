@@ -498,7 +498,7 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<AdminRecord> {
         at: from_ms(row.get(1)?),
         operator: row.get(2)?,
         request_id: row.get(3)?,
-        action: row.get_ref(4)?.as_str()?.parse().map_err(|e: String| conversion_error(4, StringError(e)))?,
+        action: row.get_ref(4)?.as_str()?.parse().map_err(|e| conversion_error(4, e))?,
         tenant: row.get::<_, Option<u64>>(5)?.map(TenantId::new),
         key: match row.get_ref(6)?.as_str_or_null()? {
             Some(s) => Some(s.parse().map_err(|e| conversion_error(6, e))?),
@@ -508,10 +508,6 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<AdminRecord> {
         detail: row.get(8)?,
     })
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct StringError(String);
 
 fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
     let tenant = TenantState {
