@@ -260,24 +260,25 @@ fn key_json(key: &ApiKey) -> Value {
 /// A body's `<at_field>` (an RFC 3339 time in the future) or `<in_field>` (whole seconds from
 /// now, at least 1), at most one of them, within [`MAX_KEY_LIFETIME`]; `None` if neither.
 fn requested_expiry(map: &Map<String, Value>, at_field: &str, in_field: &str) -> Result<Option<SystemTime>, ApiError> {
-    let now = SystemTime::now();
     match (map.get(at_field), map.get(in_field)) {
         (None, None) => Ok(None),
         (Some(_), Some(_)) => Err(ApiError::BadRequest(format!("give `{at_field}` or `{in_field}`, not both"))),
-        (Some(at), None) => {
-            let bad =
-                || ApiError::BadRequest(format!("`{at_field}` must be an RFC 3339 time, e.g. 2030-01-31T12:00:00Z"));
-            let ms = at.as_str().and_then(time::parse_ms).ok_or_else(bad)?;
-            let at = u64::try_from(ms).map(|ms| UNIX_EPOCH + Duration::from_millis(ms)).map_err(|_| bad())?;
-            match at.duration_since(now) {
-                Ok(ahead) if ahead > Duration::ZERO && ahead <= MAX_KEY_LIFETIME => Ok(Some(at)),
-                Ok(ahead) if ahead > MAX_KEY_LIFETIME => {
-                    Err(ApiError::BadRequest(format!("`{at_field}` must be within 100 years from now")))
-                }
-                _ => Err(ApiError::BadRequest(format!("`{at_field}` is not in the future: {}", time::rfc3339(at)))),
-            }
+        (Some(at), None) => future_time(at, at_field).map(Some),
+        (None, Some(seconds)) => Ok(Some(SystemTime::now() + lifetime(seconds, in_field, 1)?)),
+    }
+}
+
+/// An RFC 3339 time after now and within [`MAX_KEY_LIFETIME`] of it.
+fn future_time(value: &Value, field: &str) -> Result<SystemTime, ApiError> {
+    let bad = || ApiError::BadRequest(format!("`{field}` must be an RFC 3339 time, e.g. 2030-01-31T12:00:00Z"));
+    let ms = value.as_str().and_then(time::parse_ms).ok_or_else(bad)?;
+    let at = u64::try_from(ms).map(|ms| UNIX_EPOCH + Duration::from_millis(ms)).map_err(|_| bad())?;
+    match at.duration_since(SystemTime::now()) {
+        Ok(ahead) if ahead > MAX_KEY_LIFETIME => {
+            Err(ApiError::BadRequest(format!("`{field}` must be within 100 years from now")))
         }
-        (None, Some(seconds)) => Ok(Some(now + lifetime(seconds, in_field, 1)?)),
+        Ok(ahead) if ahead > Duration::ZERO => Ok(at),
+        _ => Err(ApiError::BadRequest(format!("`{field}` is not in the future: {}", time::rfc3339(at)))),
     }
 }
 
@@ -458,13 +459,13 @@ pub async fn rotate_key(
         refuse_unknown_fields(&map, &["old_key_valid_for_s", "old_key_expires_at", "expires_at", "expires_in_s"])?;
         let grace = match (map.get("old_key_valid_for_s"), map.get("old_key_expires_at")) {
             (Some(seconds), None) => lifetime(seconds, "old_key_valid_for_s", 0)?,
-            (None, Some(_)) => {
-                let end = requested_expiry(&map, "old_key_expires_at", "")?.unwrap_or(UNIX_EPOCH);
-                end.duration_since(SystemTime::now()).unwrap_or_default()
+            (None, Some(end)) => {
+                // Measured as a duration from here, so that the store applies it on its own clock.
+                future_time(end, "old_key_expires_at")?.duration_since(SystemTime::now()).unwrap_or_default()
             }
             _ => {
                 return Err(ApiError::BadRequest(
-                    "give how long the old key keeps working: `old_key_valid_for_s` (0 for not at all) or `old_key_expires_at`, one of them".into(),
+                    "give how long the old key keeps working, one of `old_key_valid_for_s` (0: it stops now) or `old_key_expires_at`".into(),
                 ))
             }
         };
