@@ -8,7 +8,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: tenants, keys, and the outbox of changes.
     r#"
     CREATE TABLE tenants (

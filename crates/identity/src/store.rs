@@ -611,6 +611,42 @@ mod tests {
     }
 
     #[test]
+    fn a_database_from_before_key_expiry_keeps_its_keys_which_never_expire() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(migrations::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let hash = [7u8; 32];
+        conn.execute_batch(
+            "INSERT INTO tenants (id, name, status, created_at) VALUES (1, 'acme', 'active', 1700000000000);
+             INSERT INTO changes (version, at, kind, tenant_id, status) VALUES (1, 1700000000000, 'tenant', 1, 'active');",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at) VALUES ('AbCdEf012345', 1, 'ci', ?1, 1700000000001)",
+            [&hash[..]],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO changes (version, at, kind, tenant_id, status, key_id, secret_sha256, revoked)
+             VALUES (2, 1700000000001, 'key', 1, 'active', 'AbCdEf012345', ?1, 0)",
+            [&hash[..]],
+        )
+        .unwrap();
+
+        let store = IdentityStore::init(conn).unwrap();
+        let id: KeyId = "AbCdEf012345".parse().unwrap();
+        assert_eq!(store.get_key(id).unwrap().expires_at, None);
+        assert_eq!(store.snapshot().unwrap().credentials[0].expires_at, None);
+        assert!(
+            matches!(&store.changes_since(1).unwrap()[0].kind, ChangeKind::Credential(c) if c.expires_at.is_none())
+        );
+        assert!(store.admin_log(None, 10).unwrap().is_empty());
+        let rotation = store.rotate_key(&Actor::process(), id, Duration::from_secs(60), None).unwrap();
+        assert!(rotation.old.expires_at.is_some());
+        assert_eq!(store.version().unwrap(), 4);
+    }
+
+    #[test]
     fn a_write_whose_log_row_cannot_be_written_does_not_happen() {
         let store = IdentityStore::open_in_memory().unwrap();
         let tenant = store.create_tenant("acme", TenantLimits::default()).unwrap();
