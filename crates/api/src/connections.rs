@@ -20,6 +20,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::lingering::Lingering;
+
 /// The longest request target (path and query) read; a longer one is answered 414.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// Header fields per request at most; more are answered 431.
@@ -112,7 +114,10 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .max_headers(HYPER_MAX_HEADER_FIELDS)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(with_peer(router.clone(), peer)));
+            .serve_connection(
+                TokioIo::new(Lingering::new(stream)),
+                TowerToHyperService::new(with_peer(router.clone(), peer)),
+            );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Errors here are a client's (a reset, a malformed head, a head too slow): hyper

@@ -18,7 +18,8 @@
 //! `resize.rs` the steps of a resize after the body (image admission, conversion, answer, usage
 //! record); `outcome.rs` what a request came to (for the log, metrics and usage); `body.rs`
 //! reading, draining and JSON bodies; `usage_report.rs` usage reads; `credentials.rs` feeding
-//! the credential cache; `conversions.rs` where a conversion runs; `connections.rs`;
+//! the credential cache; `conversions.rs` where a conversion runs; `connections.rs` with
+//! `lingering.rs` (a close that does not reset a client still sending);
 //! `operators.rs` who may use the admin API (named tokens, access levels, the wrong-token
 //! throttle); `budget.rs` the node's budget of body bytes in flight; `in_flight.rs` each tenant's cap of
 //! requests in flight; `problem.rs` errors → problem+json; `ratelimit.rs`, `metrics.rs`, `openapi.rs`,
@@ -32,6 +33,7 @@ mod conversions;
 mod credentials;
 mod in_flight;
 mod internal;
+mod lingering;
 mod metrics;
 mod openapi;
 mod operators;

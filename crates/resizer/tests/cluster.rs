@@ -1628,3 +1628,122 @@ fn a_burst_of_large_images_does_not_hold_a_small_one() {
     ends.sort();
     assert!(ends[1] > ends[0] + first_large / 3, "large jobs ran side by side: {ends:?}");
 }
+
+/// Through HAProxy, a tenant over its rate limit still gets an HTTP answer to every request
+/// (issue 23 saw 2 % of such requests closed with none, `SD--` in HAProxy's log). An api node
+/// refuses such a request before reading its body, and a body larger than what it drains
+/// (1 MiB) means the connection closes with bytes unread: closed at once, that is a reset under
+/// HAProxy while it still forwards the body. The api node closes lingeringly instead
+/// (`lingering.rs`; `dev::an_early_answer_reaches_a_client_still_sending_its_body` shows the
+/// reset). The drops depend on timing: this load saw none in later runs also without the
+/// lingering close, so this test guards the symptom without proving the cause.
+#[test]
+fn every_request_through_haproxy_gets_an_answer_while_its_tenant_is_rate_limited() {
+    let lab = Lab::up(&["--workers", "1", "--worker-slots", "1"]);
+    let limits = serde_json::json!({ "name": "flooding", "limits": { "rate_per_sec": 20.0, "burst": 20 } });
+    let (status, tenant) = lab.admin("POST", "/v1/tenants", Some(limits));
+    assert_eq!(status, 201, "{tenant}");
+    let (status, key) = lab.admin("POST", "/v1/tenants/flooding/keys", Some(serde_json::json!({ "label": "load" })));
+    assert_eq!(status, 201, "{key}");
+    let key = key["key"].as_str().expect("key").to_owned();
+    lab::poll_until("the key known on both api nodes", Duration::from_secs(10), Duration::from_millis(100), || match [
+        "api-0", "api-1",
+    ]
+    .map(|n| lab.auth_status(n, &key))
+    {
+        seen if seen.iter().all(|&s| accepted(s)) => Ok(()),
+        seen => Err(format!("auth status per node: {seen:?}")),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let address = lab.field("url").trim_start_matches("http://").to_owned();
+    // Bodies below and above the 1 MiB an api node drains of a refused request, as photos are
+    // (the corpus's are 0.1-1.9 MB); not images: what passes the rate limit is answered 415
+    // after its body is read, which costs no conversion.
+    let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+        [600 << 10, 1536 << 10, 900 << 10, 1900 << 10]
+            .into_iter()
+            .map(|len: usize| {
+                let head = format!(
+                    "POST /v1/resize?width=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+                     Content-Type: image/jpeg\r\nContent-Length: {len}\r\n\r\n"
+                );
+                (head, vec![0x5a_u8; len])
+            })
+            .collect(),
+    );
+    let until = Instant::now() + Duration::from_secs(6);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (address, bodies) = (address.clone(), bodies.clone());
+            thread::spawn(move || {
+                let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+                let mut next = 0;
+                // Kept-alive connections, as a load tool or a browser keeps them (HAProxy then
+                // reuses its own to the api nodes); a new one only after a close.
+                let mut connection: Option<std::net::TcpStream> = None;
+                while Instant::now() < until {
+                    let mut stream = match connection.take() {
+                        Some(stream) => stream,
+                        None => {
+                            let stream = std::net::TcpStream::connect(&address).expect("HAProxy");
+                            stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+                            stream
+                        }
+                    };
+                    let head = &bodies[next % bodies.len()].0;
+                    next += 1;
+                    if stream.write_all(head.as_bytes()).is_err() {
+                        continue; // closed while idle: not a request yet
+                    }
+                    let writer = {
+                        let (mut stream, bodies, which) =
+                            (stream.try_clone().expect("clone"), bodies.clone(), next - 1);
+                        thread::spawn(move || stream.write_all(&bodies[which % bodies.len()].1).is_ok())
+                    };
+                    let answer = read_http_answer(&mut stream);
+                    let body_sent = writer.join().expect("writer");
+                    let status = match &answer {
+                        Some((status, _)) => status.to_string(),
+                        None => "no answer".to_owned(),
+                    };
+                    *statuses.entry(status).or_default() += 1;
+                    if matches!(answer, Some((_, true))) && body_sent {
+                        connection = Some(stream);
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    for client in clients {
+        for (status, count) in client.join().expect("client thread") {
+            *statuses.entry(status).or_default() += count;
+        }
+    }
+    eprintln!("through HAProxy, rate-limited: {statuses:?}");
+    let answered: usize = statuses.iter().filter(|(s, _)| *s != "no answer").map(|(_, n)| n).sum();
+    assert!(statuses.get("429").is_some_and(|&n| n > 100), "the tenant was not held to its rate: {statuses:?}");
+    assert_eq!(statuses.get("no answer"), None, "requests left without an answer among {answered}: {statuses:?}");
+}
+
+/// One HTTP/1.1 answer read from `stream` (head, then a Content-Length body): its status, and
+/// whether the connection stays open after it. None when the connection ends before a whole
+/// answer.
+fn read_http_answer(stream: &mut std::net::TcpStream) -> Option<(u16, bool)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head.strip_prefix("http/1.1 ")?.get(..3)?.parse().ok()?;
+    let field = |name: &str| head.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let length: u64 = field("content-length:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = Vec::new();
+    let read = stream.take(length).read_to_end(&mut body).ok()?;
+    (read as u64 == length).then_some((status, field("connection:") != Some("close")))
+}

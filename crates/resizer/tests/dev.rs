@@ -804,3 +804,46 @@ fn a_body_budget_below_the_input_limit_stops_the_start_with_a_clear_error() -> R
     assert!(e.contains("api.max_body_bytes_in_flight (1000) must be at least limits.max_input_bytes"), "{e}");
     Ok(())
 }
+
+/// A request refused before its body was read (here: no key) while the client still sends a
+/// large body: the answer goes out, and the connection then closes with body bytes unread. Closed
+/// at once, the kernel would answer those bytes with a reset, and a reset makes the client's
+/// side drop the answer it had already received (through HAProxy: a request with no answer at
+/// all). The server closes lingeringly instead: its side of the connection is shut, and it reads
+/// and drops what still arrives for a while, so the answer reaches the client.
+#[test]
+fn an_early_answer_reaches_a_client_still_sending_its_body() -> Result {
+    let server = DevServer::start(&[])?;
+    let address = server.api_url.trim_start_matches("http://").to_owned();
+    let body = vec![0x5a_u8; 8 << 20];
+    for attempt in 0..5 {
+        let mut stream = TcpStream::connect(&address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let head = format!(
+            "POST /v1/resize?width=10 HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes())?;
+        let writer = {
+            let mut stream = stream.try_clone()?;
+            let body = body.clone();
+            std::thread::spawn(move || stream.write_all(&body).map_err(|e| e.kind()))
+        };
+        // Read only once the body is sent (or refused): the answer waits in this side's buffer,
+        // where a reset would destroy it, as it does when HAProxy is busy forwarding the body.
+        let sent = writer.join().expect("writer thread");
+        std::thread::sleep(Duration::from_millis(100));
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 401"),
+            "attempt {attempt}: no answer, the client saw {read:?} and {} bytes: {text:.200}",
+            answer.len()
+        );
+        // What HAProxy trips on: a reset while it still forwards the body makes it give up on
+        // the connection before it reads the answer. Closed lingeringly, the body goes out whole.
+        assert_eq!(sent, Ok(()), "attempt {attempt}: the server reset the connection under the body");
+    }
+    Ok(())
+}
