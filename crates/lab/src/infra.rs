@@ -11,7 +11,7 @@ use crate::cluster::ClusterFile;
 use crate::error::{LabError, Result};
 use crate::haproxy::{Backend, Haproxy, HaproxyOptions};
 use crate::nats::{NatsCluster, NatsOptions, NATS_ROLE};
-use crate::postgres::{Postgres, PostgresOptions};
+use crate::postgres::{Postgres, PostgresAccess, PostgresOptions};
 use crate::process::{self, Component, ProcessGuard, ProcessSpec, Signal};
 
 /// Options of every piece `lab up` starts.
@@ -156,8 +156,15 @@ impl Infrastructure {
     /// `DIR/postgres`, record it in cluster.json (component `postgres`, field `postgres_url`) and
     /// wait until it accepts connections. A second call returns the running one.
     pub fn add_postgres(&mut self) -> Result<&Postgres> {
+        self.add_postgres_with(PostgresAccess::default())
+    }
+
+    /// [`add_postgres`](Self::add_postgres) with logins other than the trusted superuser (see
+    /// [`PostgresAccess`]): set when the cluster is made, so only for a fresh DIR.
+    pub fn add_postgres_with(&mut self, access: PostgresAccess) -> Result<&Postgres> {
         if self.postgres.is_none() {
-            let opts = PostgresOptions { die_with_parent: self.opts.die_with_parent, ..PostgresOptions::default() };
+            let opts =
+                PostgresOptions { die_with_parent: self.opts.die_with_parent, access, ..PostgresOptions::default() };
             if self.file.component(&opts.name).is_some() {
                 return Err(LabError::Invalid(format!("a component named {} already exists", opts.name)));
             }

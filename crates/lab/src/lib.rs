@@ -76,7 +76,7 @@ pub use net::{
     free_port, free_ports, http_get, http_get_json, poll_until, tcp_accepts, wait_for_http_ok, wait_for_tcp,
     HttpAnswer, LOOPBACK,
 };
-pub use postgres::{Postgres, PostgresOptions, POSTGRES_DATABASE, POSTGRES_ROLE, POSTGRES_USER};
+pub use postgres::{Postgres, PostgresAccess, PostgresOptions, POSTGRES_DATABASE, POSTGRES_ROLE, POSTGRES_USER};
 pub use process::{
     group_members, log_tail, logs_dir, process_state, respawn, send_signal, signal_leader, start_process,
     stop_components, wait_gone, Component, ProcessGuard, ProcessSpec, ProcessState, Signal,

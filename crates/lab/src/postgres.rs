@@ -46,7 +46,8 @@ use crate::process::{self, Component, ProcessSpec, ProcessState, Signal};
 
 /// The role recorded in the server's [`Component`].
 pub const POSTGRES_ROLE: &str = "postgres";
-/// The superuser `initdb` creates; the lab's URL connects as it (trust authentication).
+/// The superuser `initdb` creates; the lab's URL connects as it (trust authentication unless
+/// [`PostgresAccess::superuser_password`] is set).
 pub const POSTGRES_USER: &str = "resizer";
 /// The database created for resizer.
 pub const POSTGRES_DATABASE: &str = "resizer";
@@ -68,6 +69,23 @@ pub struct PostgresOptions {
     /// How long start and restart wait for the server to accept connections (crash recovery
     /// included).
     pub ready_timeout: Duration,
+    /// Logins and what the database holds for them, set once when the cluster is made.
+    pub access: PostgresAccess,
+}
+
+/// Who may log in over TCP, and what exists for them. The default keeps `initdb`'s trust
+/// authentication, as the stores' own tests use it.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresAccess {
+    /// The superuser's password. With it, every TCP login needs its own password
+    /// (`scram-sha-256`), so one role cannot log in as another; local socket logins stay trusted
+    /// (the lab's own, as the server's system user).
+    pub superuser_password: Option<String>,
+    /// Statements run in the `resizer` database at each start, before the server takes
+    /// connections, by the superuser in single-user mode (roles, passwords, grants): one
+    /// statement per element, no newline inside one. They run again on a reused DIR, so they must
+    /// be idempotent (passwords set with `ALTER ROLE`).
+    pub setup: Vec<String>,
 }
 
 impl Default for PostgresOptions {
@@ -80,6 +98,7 @@ impl Default for PostgresOptions {
             max_connections: 100,
             die_with_parent: false,
             ready_timeout: Duration::from_secs(30),
+            access: PostgresAccess::default(),
         }
     }
 }
@@ -121,8 +140,9 @@ impl Postgres {
             }
         }
         if !data_dir.join("PG_VERSION").exists() {
-            programs.initdb(&data_dir, &log)?;
+            programs.initdb(&data_dir, &own_dir, &opts.access, &log)?;
         }
+        programs.set_up_access(&data_dir, &opts.access, &log)?;
 
         let port = net::free_port()?;
         // A Unix socket path longer than sun_path (108 bytes) is refused at start; the lab's URL
@@ -158,7 +178,7 @@ impl Postgres {
             server_args.push(setting);
         }
         let (program, args) = programs.command(&programs.postgres, server_args);
-        let url = url_for(port);
+        let url = url_for(port, opts.access.superuser_password.as_deref());
         let spec = ProcessSpec::new(POSTGRES_ROLE, &opts.name, program)
             .args(args)
             .cwd(&own_dir)
@@ -207,9 +227,10 @@ impl Postgres {
         })
     }
 
-    /// `postgres://resizer@127.0.0.1:<port>/resizer`: trust authentication, no password.
+    /// `postgres://resizer@127.0.0.1:<port>/resizer`, with the superuser's password when it
+    /// has one.
     pub fn url(&self) -> String {
-        url_for(self.port)
+        self.component.urls.get("postgres").cloned().unwrap_or_else(|| url_for(self.port, None))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -421,8 +442,11 @@ fn stat_fields(pid: u32) -> Option<(char, u32)> {
     Some((state, rest.next()?.parse().ok()?))
 }
 
-fn url_for(port: u16) -> String {
-    format!("postgres://{POSTGRES_USER}@{LOOPBACK}:{port}/{POSTGRES_DATABASE}")
+fn url_for(port: u16, password: Option<&str>) -> String {
+    match password {
+        Some(password) => format!("postgres://{POSTGRES_USER}:{password}@{LOOPBACK}:{port}/{POSTGRES_DATABASE}"),
+        None => format!("postgres://{POSTGRES_USER}@{LOOPBACK}:{port}/{POSTGRES_DATABASE}"),
+    }
 }
 
 /// The unprivileged account the server runs as when we are root.
@@ -491,20 +515,58 @@ impl Programs {
         }
     }
 
-    /// `initdb` (trust authentication, superuser `resizer`, UTF-8, C collation), then the
-    /// `resizer` database in single-user mode. Output is appended to the server's log.
-    fn initdb(&self, data_dir: &Path, log: &Path) -> Result<()> {
+    /// `initdb` (superuser `resizer`, UTF-8, C collation; trust authentication, or passwords
+    /// over TCP with [`PostgresAccess::superuser_password`]), then the `resizer` database and
+    /// [`PostgresAccess::setup`] in single-user mode. Output is appended to the server's log.
+    fn initdb(&self, data_dir: &Path, own_dir: &Path, access: &PostgresAccess, log: &Path) -> Result<()> {
         let data = data_dir.display().to_string();
-        let args = ["-D", &data, "-U", POSTGRES_USER, "-E", "UTF8", "--locale=C", "--auth=trust", "--no-sync"];
-        self.run_to_log("initdb", &self.initdb, args.iter().map(|s| s.to_string()).collect(), None, log)?;
-        let single = ["--single", "-D", &data, "-c", "exit_on_error=on", "template1"];
+        let mut args: Vec<String> =
+            ["-D", &data, "-U", POSTGRES_USER, "-E", "UTF8", "--locale=C", "--no-sync"].map(String::from).into();
+        // The password goes through a file (never a command line), removed once initdb has it.
+        let pwfile = own_dir.join("superuser.pw");
+        match &access.superuser_password {
+            Some(password) => {
+                std::fs::write(&pwfile, password).map_err(|e| LabError::io("write", &pwfile, e))?;
+                std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| LabError::io("chmod", &pwfile, e))?;
+                if let Some(user) = &self.run_as {
+                    std::os::unix::fs::chown(&pwfile, Some(user.uid), Some(user.gid))
+                        .map_err(|e| LabError::io("chown", &pwfile, e))?;
+                }
+                args.extend(["--auth-local=trust".into(), "--auth-host=scram-sha-256".into()]);
+                args.push(format!("--pwfile={}", pwfile.display()));
+            }
+            None => args.push("--auth=trust".into()),
+        }
+        let made = self.run_to_log("initdb", &self.initdb, args, None, log);
+        let _ = std::fs::remove_file(&pwfile);
+        made?;
+        let single = ["--single", "-D", &data, "-c", "exit_on_error=on", "template1"].map(String::from).into();
         self.run_to_log(
             "postgres --single",
             &self.postgres,
-            single.iter().map(|s| s.to_string()).collect(),
+            single,
             Some(format!("CREATE DATABASE {POSTGRES_DATABASE};\n")),
             log,
         )
+    }
+
+    /// [`PostgresAccess::setup`] and the superuser's password (again on a reused DIR, whose
+    /// passwords are new), in single-user mode before the server starts.
+    fn set_up_access(&self, data_dir: &Path, access: &PostgresAccess, log: &Path) -> Result<()> {
+        let mut statements: Vec<String> = access
+            .superuser_password
+            .iter()
+            .map(|password| format!("ALTER ROLE {POSTGRES_USER} PASSWORD '{}'", password.replace('\'', "''")))
+            .collect();
+        statements.extend(access.setup.iter().map(|s| s.replace('\n', " ")));
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let data = data_dir.display().to_string();
+        let single = ["--single", "-D", &data, "-c", "exit_on_error=on", POSTGRES_DATABASE].map(String::from).into();
+        let input: String = statements.iter().map(|s| format!("{s}\n")).collect();
+        self.run_to_log("postgres --single (logins)", &self.postgres, single, Some(input), log)
     }
 
     fn run_to_log(

@@ -118,3 +118,44 @@ fn lab_up_with_postgres_lists_it_restarts_it_and_down_leaves_nothing() {
     let statuses = lab::status(dir.path()).expect("status");
     assert!(statuses.iter().all(|s| s.state == ProcessState::Gone), "{statuses:?}");
 }
+
+/// With a superuser password, every TCP login needs its own password: a role cannot log in as
+/// another, a wrong password is refused, and the setup's roles have only what it grants them.
+#[test]
+fn with_passwords_each_login_is_its_own_and_holds_only_its_grants() {
+    let dir = TestDir::new("postgres-access");
+    let access = lab::PostgresAccess {
+        superuser_password: Some("superSecret0123456789".into()),
+        setup: vec![
+            "CREATE ROLE reader LOGIN PASSWORD 'readerSecret0123456789'".into(),
+            "GRANT CONNECT ON DATABASE resizer TO reader".into(),
+        ],
+    };
+    let pg = Postgres::start(dir.path(), &PostgresOptions { access, ..options() }).expect("PostgreSQL starts");
+    let url = pg.url();
+    assert!(url.starts_with("postgres://resizer:superSecret0123456789@127.0.0.1:"), "{url}");
+    let mut admin = connect(&url);
+    admin.batch_execute("CREATE TABLE t (x INT); INSERT INTO t VALUES (1)").expect("the superuser writes");
+
+    let at = |user: &str, password: Option<&str>| {
+        let mut config = postgres::Config::new();
+        config.host("127.0.0.1").port(pg.port).dbname("resizer").user(user).connect_timeout(Duration::from_secs(2));
+        if let Some(password) = password {
+            config.password(password);
+        }
+        config.connect(postgres::NoTls)
+    };
+    for (user, password) in [("resizer", None), ("resizer", Some("wrong")), ("reader", Some("superSecret0123456789"))] {
+        // Without a password the server asks for one, which the client reports as missing.
+        let refused = at(user, password).err().map(|e| format!("{e:?}")).unwrap_or_default();
+        assert!(
+            refused.contains("password authentication failed") || refused.contains("password missing"),
+            "{user} with {password:?}: {refused}"
+        );
+    }
+    let mut reader = at("reader", Some("readerSecret0123456789")).expect("the reader logs in");
+    let denied = reader.batch_execute("INSERT INTO t VALUES (2)").expect_err("no grant to write");
+    assert!(format!("{denied:?}").contains("permission denied"), "{denied:?}");
+    let denied = reader.batch_execute("CREATE TABLE mine (x INT)").expect_err("no grant to create");
+    assert!(format!("{denied:?}").contains("permission denied"), "{denied:?}");
+}

@@ -416,6 +416,7 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
 
     each_role_may_use_only_its_own_subjects(&lab);
     a_forged_jobs_origin_is_never_contacted(&lab);
+    each_database_login_holds_only_its_roles_tables(&lab);
 
     let pids: Vec<u64> = lab.file["components"].as_array().unwrap().iter().filter_map(|c| c["pid"].as_u64()).collect();
     assert_eq!(pids.len(), 11);
@@ -535,6 +536,50 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
     ] {
         let refused = format!("User \"{user}\", Subject \"{subject}\"");
         assert!(logs.contains(&refused), "no refusal of {subject} for {user}:\n{}", nats_refusals(&logs).join("\n"));
+    }
+}
+
+/// Each role logs in to PostgreSQL as its own role (`resizer lab` makes them): an api node's
+/// login may read the usage rollups and nothing else, so a compromised api node cannot write a
+/// tenant or a key (nor read the keys' hashes); the aggregators' cannot touch the identity
+/// tables; the identity service's cannot write the rollups.
+fn each_database_login_holds_only_its_roles_tables(lab: &Lab) {
+    let env_of = |name: &str, variable: &str| -> String {
+        let pid = lab.component(name)["pid"].as_u64().expect("pid");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        let prefix = format!("{variable}=");
+        environ
+            .split(|&b| b == 0)
+            .find_map(|v| std::str::from_utf8(v).ok()?.strip_prefix(prefix.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| panic!("{name} has no {variable}"))
+    };
+    let connect = |url: &str| postgres::Client::connect(url, postgres::NoTls).expect("the role logs in");
+    let denied = |client: &mut postgres::Client, statement: &str| match client.batch_execute(statement) {
+        Ok(()) => false,
+        Err(e) => {
+            let text = format!("{e:?}");
+            assert!(text.contains("permission denied"), "{statement}: {text}");
+            true
+        }
+    };
+    let mut api = connect(&env_of("api-0", "RESIZER_USAGE_ROLLUPS_DATABASE"));
+    let mut usage = connect(&env_of("usage-0", "RESIZER_USAGE_ROLLUPS_DATABASE"));
+    let mut identity = connect(&env_of("identity", "RESIZER_IDENTITY_DATABASE"));
+    for (who, client) in [("api node", &mut api), ("aggregator", &mut usage)] {
+        for statement in [
+            "INSERT INTO tenants DEFAULT VALUES",
+            "INSERT INTO api_keys DEFAULT VALUES",
+            "UPDATE api_keys SET revoked_at = NULL",
+            "SELECT count(*) FROM api_keys",
+            "DELETE FROM changes",
+        ] {
+            assert!(denied(client, statement), "the {who}'s login may `{statement}`");
+        }
+    }
+    assert!(denied(&mut api, "CREATE TABLE planted (x INT)"), "the api node's login creates tables");
+    for (who, client) in [("api node", &mut api), ("identity service", &mut identity)] {
+        assert!(denied(client, "DELETE FROM usage_hourly"), "the {who}'s login may delete rollups");
+        assert!(!denied(client, "SELECT count(*) FROM usage_hourly"), "the {who} reads the rollups");
     }
 }
 

@@ -129,8 +129,37 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         role_urls.insert(role, infra.nats().client_urls_as(role.as_str())?.join(","));
     }
 
-    let postgres_url = infra.add_postgres()?.url();
-    println!("PostgreSQL up: {postgres_url}");
+    // One PostgreSQL login per role, each with only what the role does: the identity service owns
+    // the identity tables (and reads the rollups), the aggregators own the rollups, an api node
+    // may only read the rollups. The superuser's login is for tools and tests.
+    let logins: Vec<(&str, String)> = ["resizer_identity", "resizer_usage", "resizer_api"]
+        .into_iter()
+        .map(|role| Ok((role, generate_admin_token()?)))
+        .collect::<anyhow::Result<_>>()?;
+    // Run at each start (a reused DIR keeps its roles but gets new passwords): idempotent.
+    let mut setup: Vec<String> = logins
+        .iter()
+        .flat_map(|(role, password)| {
+            [
+                format!("DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"),
+                format!("ALTER ROLE {role} PASSWORD '{password}'"),
+            ]
+        })
+        .collect();
+    setup.extend([
+        "GRANT CONNECT ON DATABASE resizer TO resizer_identity, resizer_usage, resizer_api".into(),
+        "GRANT USAGE ON SCHEMA public TO resizer_identity, resizer_usage, resizer_api".into(),
+        "GRANT CREATE ON SCHEMA public TO resizer_identity, resizer_usage".into(),
+        "ALTER DEFAULT PRIVILEGES FOR ROLE resizer_usage IN SCHEMA public GRANT SELECT ON TABLES TO resizer_identity, resizer_api".into(),
+    ]);
+    let access = lab::PostgresAccess { superuser_password: Some(generate_admin_token()?), setup };
+    let postgres = infra.add_postgres_with(access)?;
+    let (postgres_url, postgres_port) = (postgres.url(), postgres.port);
+    let database_url = |role: &str| -> String {
+        let password = logins.iter().find(|(r, _)| *r == role).map(|(_, p)| p.as_str()).unwrap_or_default();
+        format!("postgres://{role}:{password}@{LOOPBACK}:{postgres_port}/{}", lab::POSTGRES_DATABASE)
+    };
+    println!("PostgreSQL up: {}", queue::redact_url(&postgres_url));
     let admin_token = generate_admin_token()?;
     // What api nodes get instead: their admin ports only read (usage and audit).
     let read_token = generate_admin_token()?;
@@ -155,8 +184,8 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{port}"))
         .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
         .env("RESIZER_API_READ_TOKEN", &read_token)
-        .env("RESIZER_IDENTITY_DATABASE", &postgres_url)
-        .env("RESIZER_USAGE_ROLLUPS_DATABASE", &postgres_url)
+        .env("RESIZER_IDENTITY_DATABASE", database_url("resizer_identity"))
+        .env("RESIZER_USAGE_ROLLUPS_DATABASE", database_url("resizer_identity"))
         .env("RESIZER_USAGE_ARCHIVE_URL", &archive_url)
         .url("admin", &admin_url)
         .url("metrics", format!("{admin_url}/metrics"))
@@ -173,9 +202,10 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(memory) = &memory {
         std::fs::create_dir_all(memory).with_context(|| format!("creating {}", memory.display()))?;
     }
-    let usage_env = |spec: ProcessSpec| -> ProcessSpec {
-        let spec =
-            spec.env("RESIZER_USAGE_ROLLUPS_DATABASE", &postgres_url).env("RESIZER_USAGE_ARCHIVE_URL", &archive_url);
+    let usage_env = |spec: ProcessSpec, database_role: &str| -> ProcessSpec {
+        let spec = spec
+            .env("RESIZER_USAGE_ROLLUPS_DATABASE", database_url(database_role))
+            .env("RESIZER_USAGE_ARCHIVE_URL", &archive_url);
         match &memory {
             Some(memory) => spec.env("RESIZER_USAGE_SPOOL_MEMORY_DIR", memory.display().to_string()),
             None => spec,
@@ -191,7 +221,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
             .url("metrics", format!("{url}/metrics"))
             .health(format!("{url}/readyz"));
-        let component = infra.start_process(usage_env(common(spec, queue::Role::Usage)))?;
+        let component = infra.start_process(usage_env(common(spec, queue::Role::Usage), "resizer_usage"))?;
         health.push((component, format!("{url}/readyz")));
     }
     let mut backends = Vec::new();
@@ -218,7 +248,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .url("internal", url(internal))
             .url("metrics", format!("{}/metrics", url(public)))
             .health(format!("{}/readyz", url(public)));
-        let component = infra.start_process(usage_env(common(spec, queue::Role::Api)))?;
+        let component = infra.start_process(usage_env(common(spec, queue::Role::Api), "resizer_api"))?;
         health.push((component, format!("{}/readyz", url(public))));
         backends.push(Backend::new(&name, ([127, 0, 0, 1], public).into()));
         internal_origins.push(url(internal));
