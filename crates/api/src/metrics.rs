@@ -180,7 +180,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP resizer_auth_failures_total Requests refused by authentication, by reason.");
         let _ = writeln!(out, "# TYPE resizer_auth_failures_total counter");
-        for reason in ["missing", "malformed", "unknown", "revoked", "suspended"] {
+        for reason in ["missing", "malformed", "unknown", "revoked", "expired", "suspended"] {
             let n = self.auth_failures.lock().unwrap_or_else(PoisonError::into_inner).get(reason).copied();
             let _ = writeln!(out, "resizer_auth_failures_total{{reason=\"{reason}\"}} {}", n.unwrap_or(0));
         }

@@ -69,6 +69,7 @@ fn a_key_with_a_short_lifetime_works_and_then_is_refused_as_expired() -> Result 
     let r = server.resize("width=10", Some(&key), &png(40, 40), &[]);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     assert!(r.json()["detail"].as_str().is_some_and(|d| d.contains("expired")), "{}", body(&r));
+    assert!(server.metric("resizer_auth_failures_total{reason=\"expired\"}") >= 2.0, "expired keys are counted");
 
     // The CLI's list shows the expiry; a key without one says so.
     let cli = server.admin_cli(&["keys", "list", &tenant.to_string()]);
