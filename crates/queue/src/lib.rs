@@ -21,6 +21,7 @@ mod error;
 mod jetstream;
 mod permissions;
 mod presence;
+mod privilege;
 mod staging;
 mod usage_stream;
 mod wire;
@@ -34,6 +35,7 @@ pub use permissions::{
     SERVICE_ACCOUNT,
 };
 pub use presence::{announce_and_count, node_share, ApiPeers, API_PRESENCE_SUBJECT};
+pub use privilege::{check_login_scope, LoginScope, PROBE_SUBJECT};
 pub use staging::{StagedJob, Staging, StagingError};
 pub use usage_stream::{
     ensure_usage_consumer, ensure_usage_stream, ship_batch, usage_messages, USAGE_CONSUMER, USAGE_PART_BYTES,

@@ -193,6 +193,29 @@ pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// Stops the process when its NATS login may do more than its role (`queue::check_login_scope`):
+/// the permission lists protect nothing then. Checked in the background, as soon as NATS
+/// answers, so a start is never held up by it; the process exits within seconds of starting.
+pub fn refuse_broad_nats_login(urls: Vec<String>, role: queue::Role) {
+    tokio::spawn(async move {
+        match queue::check_login_scope(&urls, role).await {
+            Ok(queue::LoginScope::Narrow) => tracing::debug!(role = role.as_str(), "NATS login held to its role"),
+            Ok(queue::LoginScope::Unchecked) => {
+                tracing::warn!(
+                    role = role.as_str(),
+                    "NATS did not answer: whether its login is held to its role is unchecked"
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "refusing to run with this NATS login");
+                eprintln!("error: {e}");
+                // EX_CONFIG: a configuration error, not a crash to be restarted into.
+                std::process::exit(78);
+            }
+        }
+    });
+}
+
 /// A fresh admin token: `rsza_` and 32 base62 characters (about 190 bits) from the OS's entropy.
 pub fn generate_admin_token() -> anyhow::Result<String> {
     const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

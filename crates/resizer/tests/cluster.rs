@@ -274,8 +274,11 @@ impl Load {
 }
 
 /// The permission refusals ("Permissions Violation") in NATS server logs.
+/// Permission violations in the NATS servers' logs, but for each role's check at start that its
+/// login is held to its role (`queue::PROBE_SUBJECT`, refused by design).
 fn nats_refusals(logs: &str) -> Vec<String> {
-    logs.lines().filter(|l| l.contains("Violation")).map(str::to_owned).collect()
+    let probe = format!("Subject \"{}\"", queue::PROBE_SUBJECT);
+    logs.lines().filter(|l| l.contains("Violation") && !l.contains(&probe)).map(str::to_owned).collect()
 }
 
 fn statuses(samples: &[Sample]) -> BTreeMap<u16, usize> {
@@ -417,6 +420,7 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     each_role_may_use_only_its_own_subjects(&lab);
     a_forged_jobs_origin_is_never_contacted(&lab);
     each_database_login_holds_only_its_roles_tables(&lab);
+    a_role_given_the_all_permissions_login_refuses_to_run(&lab);
 
     let pids: Vec<u64> = lab.file["components"].as_array().unwrap().iter().filter_map(|c| c["pid"].as_u64()).collect();
     assert_eq!(pids.len(), 11);
@@ -537,6 +541,47 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         let refused = format!("User \"{user}\", Subject \"{subject}\"");
         assert!(logs.contains(&refused), "no refusal of {subject} for {user}:\n{}", nats_refusals(&logs).join("\n"));
     }
+}
+
+/// A role checks at start that its NATS login is held to its role: every running role passed
+/// (each server logged the refusal of its probe), and a worker given the operators'
+/// all-permissions user (cluster.json's `nats_urls`) stops with a message instead of running.
+fn a_role_given_the_all_permissions_login_refuses_to_run(lab: &Lab) {
+    let logs = lab.nats_logs();
+    for user in ["api", "worker", "identity", "usage"] {
+        let probed = format!("User \"{user}\", Subject \"{}\"", queue::PROBE_SUBJECT);
+        assert!(logs.contains(&probed), "no login check of the {user} role in the NATS logs");
+    }
+    let urls: Vec<String> = lab.file["fields"]["nats_urls"]
+        .as_array()
+        .expect("nats_urls")
+        .iter()
+        .map(|u| u.as_str().expect("URL").to_owned())
+        .collect();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_resizer"))
+        .args(["worker", "--set", "worker.listen=127.0.0.1:0", "--set", "worker.api_origins=127.0.0.1/32"])
+        .args(["--set", &format!("queue.nats_urls={}", urls.join(","))])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a worker");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = worker.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = worker.kill();
+            let _ = worker.wait();
+            panic!("a worker with the all-permissions NATS login still runs after 15 s");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    let _ = worker.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("may do more than the worker role"), "{stderr}");
 }
 
 /// Each role logs in to PostgreSQL as its own role (`resizer lab` makes them): an api node's

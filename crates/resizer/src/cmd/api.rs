@@ -65,6 +65,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let internal = bind(&config.api.internal_listen, "api.internal_listen").await?;
         let origin = config.internal_origin(internal.local_addr()?)?;
         let client = queue::connect(&nats_urls, &config.usage.node_id, Some(queue::Role::Api)).await?;
+        crate::node::refuse_broad_nats_login(nats_urls.clone(), queue::Role::Api);
         let credentials = match store {
             Some(store) => api::Credentials::Store(store),
             None => {

@@ -47,6 +47,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
         let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
         tracing::info!(admin_url = %admin.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer identity started");
         let client = queue::connect(&nats_urls, "identity", Some(queue::Role::Identity)).await?;
+        crate::node::refuse_broad_nats_login(nats_urls.clone(), queue::Role::Identity);
         let cache = Arc::new(CredentialCache::new());
         let app = api::App::new(
             api_config,

@@ -70,6 +70,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                 .await
             }
         });
+        crate::node::refuse_broad_nats_login(worker_config.nats_urls.clone(), queue::Role::Worker);
         let result = worker::run(worker_config, status, crate::signals::shutdown()).await;
         let _ = stop.send(());
         let _ = http.await;
