@@ -3,7 +3,11 @@
 sends small resizes; how much memory does `resizer dev` take, and is the other tenant served?
 
   bench/upload_flood.py [--resizer target/release/resizer] [--uploads 64] [--rounds 3]
-                        [--small-clients 2] [--set KEY=VALUE ...]
+                        [--small-clients 2] [--set KEY=VALUE ...] [--lab DIR]
+
+With --lab DIR the flood goes to one api node of a running `resizer lab up --dir DIR` (its
+public port directly, over TLS checked against the lab's CA when the lab runs TLS), and the
+peak RSS is that node's; tenants are made through the lab's admin API.
 
 1. The input: a ~30 MB JPEG of noise (4600x3300, quality 100), made once and kept in /tmp:
    Python writes a noise PNG, and a helper `resizer dev` (byte limit raised) converts it.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import ssl
 import json
 import os
 import select
@@ -79,9 +84,10 @@ class Dev:
         self.admin_token = info["admin_token"]
         self.key = info["demo_api_key"]
 
+    tls = None  # resizer dev serves plain HTTP
+
     def admin_post(self, path: str, body: dict) -> dict:
-        host, port = self.admin.split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn = http_connection(self.admin, self.tls, 30)
         conn.request("POST", path, json.dumps(body),
                      {"authorization": f"Bearer {self.admin_token}", "content-type": "application/json"})
         r = conn.getresponse()
@@ -112,6 +118,65 @@ class Dev:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Lab:
+    """One api node of a running lab (`resizer lab up --dir DIR`): flooded directly, its RSS read."""
+
+    def __init__(self, directory: str, node: str = "api-0"):
+        info = json.loads((Path(directory) / "cluster.json").read_text())
+        fields = info["fields"]
+        component = next(c for c in info["components"] if c["name"] == node)
+        url = component["urls"]["http"]
+        self.tls = None
+        if url.startswith("https://"):
+            self.tls = ssl.create_default_context(cafile=fields["tls_ca"])
+        self.api = url.split("://", 1)[1]
+        admin = fields["admin_url"]
+        self.admin = admin.split("://", 1)[1]
+        self.admin_tls = ssl.create_default_context(cafile=fields["tls_ca"]) if admin.startswith("https://") else None
+        self.admin_token = fields["admin_token"]
+        self.key = fields["demo_api_key"]
+        self.pid = component["pid"]
+
+    def admin_post(self, path: str, body: dict) -> dict:
+        conn = http_connection(self.admin, self.admin_tls, 30)
+        conn.request("POST", path, json.dumps(body),
+                     {"authorization": f"Bearer {self.admin_token}", "content-type": "application/json"})
+        r = conn.getresponse()
+        text = r.read()
+        if r.status != 201:
+            raise SystemExit(f"admin {path}: {r.status} {text!r}")
+        return json.loads(text)
+
+    def tenant_key(self, name: str) -> str:
+        tenant = self.admin_post("/v1/tenants", {"name": f"{name}-{os.getpid()}", "limits": {}})
+        key = self.admin_post(f"/v1/tenants/{tenant['id']}/keys", {"label": "bench"})["key"]
+        # The key reaches the api node through the identity bucket: wait until it is known there.
+        started = time.monotonic()
+        while time.monotonic() - started < 10:
+            conn = http_connection(self.api, self.tls, 10)
+            conn.request("GET", "/v1/usage", headers={"authorization": f"Bearer {key}"})
+            if conn.getresponse().status not in (401, 403):
+                return key
+            time.sleep(0.1)
+        raise SystemExit("the new tenant's key did not reach the api node within 10 s")
+
+    def status(self, field: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        pass  # the lab is the caller's
+
+
+def http_connection(address: str, tls, timeout: float) -> http.client.HTTPConnection:
+    host, port = address.rsplit(":", 1)
+    if tls is None:
+        return http.client.HTTPConnection(host, int(port), timeout=timeout)
+    return http.client.HTTPSConnection(host, int(port), timeout=timeout, context=tls)
+
+
 def make_input(resizer: str) -> bytes:
     if INPUT.exists():
         return INPUT.read_bytes()
@@ -132,10 +197,12 @@ def make_input(resizer: str) -> bytes:
     return jpeg
 
 
-def upload(api: str, key: str, body: bytes, start: threading.Barrier, out: list, i: int):
+def upload(api: str, tls, key: str, body: bytes, start: threading.Barrier, out: list, i: int):
     """One large upload over its own connection; stops sending as soon as an answer arrives."""
-    host, port = api.split(":")
+    host, port = api.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=60)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname=host)
     head = (f"POST /v1/resize?width=512&format=jpeg HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {key}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     start.wait()
@@ -147,7 +214,7 @@ def upload(api: str, key: str, body: bytes, start: threading.Barrier, out: list,
         view = memoryview(body)
         while sent < len(body):
             readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
+            if readable or (tls is not None and sock.pending()):
                 break  # answered before the whole body was sent
             sent += sock.send(view[sent:sent + (256 << 10)])
     except OSError:
@@ -167,9 +234,8 @@ def upload(api: str, key: str, body: bytes, start: threading.Barrier, out: list,
     out[i] = (status if status is not None else "reset", time.monotonic() - began, sent)
 
 
-def small_client(api: str, key: str, body: bytes, stop: threading.Event, out: list):
-    host, port = api.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+def small_client(api: str, tls, key: str, body: bytes, stop: threading.Event, out: list):
+    conn = http_connection(api, tls, 60)
     while not stop.is_set():
         began = time.monotonic()
         try:
@@ -179,7 +245,7 @@ def small_client(api: str, key: str, body: bytes, stop: threading.Event, out: li
             status = r.status
         except (OSError, http.client.HTTPException):
             conn.close()
-            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            conn = http_connection(api, tls, 60)
             status = "error"
         out.append((status, time.monotonic() - began))
 
@@ -198,31 +264,31 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="floods one after the other (default 3)")
     ap.add_argument("--small-clients", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to resizer dev")
+    ap.add_argument("--lab", metavar="DIR", help="flood api-0 of the lab running in DIR instead of a resizer dev")
     args = ap.parse_args()
 
     image = make_input(args.resizer)
     small = SAMPLE.read_bytes()
-    dev = Dev(args.resizer, args.set)
+    dev = Lab(args.lab) if args.lab else Dev(args.resizer, args.set)
     try:
         other_key = dev.tenant_key("other")
         # Warm up both paths once, so the baseline includes the pool and the spool.
         for key, body in ((dev.key, small), (other_key, small)):
-            host, port = dev.api.split(":")
-            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            conn = http_connection(dev.api, dev.tls, 60)
             conn.request("POST", "/v1/resize?width=200&format=jpeg", body, {"authorization": f"Bearer {key}"})
             conn.getresponse().read()
         rss_before = dev.status("VmRSS")
 
         stop = threading.Event()
         small_results: list = []
-        smalls = [threading.Thread(target=small_client, args=(dev.api, other_key, small, stop, small_results))
+        smalls = [threading.Thread(target=small_client, args=(dev.api, dev.tls, other_key, small, stop, small_results))
                   for _ in range(args.small_clients)]
         results: list = []
         began = time.monotonic()
         for round_ in range(args.rounds):
             answers: list = [None] * args.uploads
             start = threading.Barrier(args.uploads + 1)
-            flood = [threading.Thread(target=upload, args=(dev.api, dev.key, image, start, answers, i))
+            flood = [threading.Thread(target=upload, args=(dev.api, dev.tls, dev.key, image, start, answers, i))
                      for i in range(args.uploads)]
             for t in flood:
                 t.start()
@@ -248,6 +314,7 @@ def main() -> int:
     small_statuses = Counter(str(st) for st, _ in small_results)
     summary = {
         "resizer": args.resizer,
+        "lab": args.lab,
         "set": args.set,
         "input_bytes": len(image),
         "uploads": args.uploads,
