@@ -115,7 +115,8 @@ pub fn open_rollups(config: &Config) -> anyhow::Result<Arc<usage::Rollups>> {
     let database = &config.usage.rollups_database;
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
         return Ok(Arc::new(
-            usage::Rollups::connect_postgres(database).context("connecting to the usage rollups database")?,
+            usage::Rollups::connect_postgres(database, crate::config::non_empty_path(&config.usage.rollups_tls_ca))
+                .context("connecting to the usage rollups database")?,
         ));
     }
     let path = if database.is_empty() { config.data_dir.join("usage.sqlite") } else { database.into() };
@@ -170,7 +171,7 @@ pub async fn serve_monitoring(
         header_timeout: Duration::from_millis(config.api.header_timeout_ms.max(1)),
         max_connections: MONITORING_CONNECTIONS,
     };
-    api::serve_with_limits(listener, router, limits, stop).await
+    api::serve_with_limits(listener, router, limits, None, stop).await
 }
 
 pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {

@@ -22,6 +22,24 @@ use common::TempDir;
 use serde_json::Value;
 
 /// A lab cluster of this test; stopped (`lab down`) when dropped.
+/// Speaks NATS over TLS to `address` (after its plaintext INFO line, as NATS upgrades), trusting
+/// `ca`: sends `bytes`, returns everything the server says until it closes or goes quiet.
+fn nats_over_tls(address: &str, ca: &Path, bytes: &[u8]) -> String {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect(address).expect("NATS client port");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+    let mut info = String::new();
+    reader.read_line(&mut info).expect("INFO");
+    let config = tls::client_config(ca).expect("the lab's CA");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).expect("TLS"), stream);
+    tls.write_all(bytes).expect("write over TLS");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 struct Lab {
     file: Value,
     dir: PathBuf,
@@ -120,6 +138,11 @@ impl Lab {
 
     /// cluster.json's `nats_identity_urls`: the NATS user that may do everything in the
     /// identity account, where the identity bucket is.
+    /// The lab's CA (cluster.json's `tls_ca`): what a client of its NATS or PostgreSQL trusts.
+    fn tls_ca(&self) -> PathBuf {
+        PathBuf::from(self.field("tls_ca"))
+    }
+
     fn identity_nats_urls(&self) -> Vec<String> {
         let urls = self.file["fields"]["nats_identity_urls"].as_array().expect("nats_identity_urls");
         urls.iter().map(|u| u.as_str().expect("URL").to_owned()).collect()
@@ -402,11 +425,15 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     let secret = password.split(|c: char| !c.is_ascii_alphanumeric()).max_by_key(|run| run.len()).unwrap_or("");
     assert!(secret.len() >= 24, "{password}");
     let address = first.rsplit_once('@').expect("host").1;
+    // In plaintext nothing is served at all (the lab runs TLS); over TLS, no login is refused.
     let mut nats = std::net::TcpStream::connect(address).expect("NATS client port");
     nats.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    nats.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").expect("CONNECT");
-    let mut answer = String::new();
-    let _ = nats.read_to_string(&mut answer); // the server closes the connection after its -ERR
+    let _ = nats.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n");
+    let mut answer = Vec::new();
+    let _ = nats.read_to_end(&mut answer); // the server hangs up on bytes that are no TLS handshake
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("\"tls_required\":true") && !answer.contains("PONG"), "{answer}");
+    let answer = nats_over_tls(address, &lab.tls_ca(), b"CONNECT {\"verbose\":false}\r\nPING\r\n");
     assert!(answer.to_lowercase().contains("authorization violation"), "{answer}");
     for entry in std::fs::read_dir(lab.dir.join("logs")).expect("DIR/logs") {
         let path = entry.expect("log").path();
@@ -480,8 +507,10 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let timeout = Duration::from_secs(2);
+        let ca = lab.tls_ca();
+        let ca = &ca;
         let connect = |urls: Vec<String>, role| async move {
-            let client = queue::connect(&urls, "permissions-test", Some(role)).await.expect("NATS");
+            let client = queue::connect(&urls, "permissions-test", Some(role), Some(ca)).await.expect("NATS");
             let mut js = async_nats::jetstream::new(client.clone());
             js.set_timeout(timeout);
             (client, js)
@@ -506,7 +535,8 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         // reply subject: in one account a pull whose reply subject was a bucket key made the
         // bucket store the pull's expiry notice as that tenant's entry. The bucket is in an
         // account of its own, out of the answers' reach.
-        let client = queue::connect(&identity_operator, "permissions-test", None).await.expect("NATS");
+        let client =
+            queue::connect(&identity_operator, "permissions-test", None, Some(&lab.tls_ca())).await.expect("NATS");
         let bucket = async_nats::jetstream::new(client).get_key_value("identity").await.expect("the identity bucket");
         let before = bucket.entry(demo_entry.as_str()).await.expect("entry").expect("the demo tenant's entry");
         let reply = format!("$KV.identity.{demo_entry}");
@@ -1042,7 +1072,7 @@ fn a_large_identity_bucket_reaches_a_restarted_api_node() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let entries = 16_000u64;
     runtime.block_on(async {
-        let client = queue::connect(&urls, "test", None).await.expect("NATS");
+        let client = queue::connect(&urls, "test", None, Some(&lab.tls_ca())).await.expect("NATS");
         for i in 0..entries {
             let id = 1_000_000 + i;
             let value = serde_json::json!({ "version": 1, "at_ms": 0, "tenant": { "id": id, "status": "active",
@@ -1219,7 +1249,7 @@ fn a_revoked_key_is_refused_by_every_api_node_within_a_second() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let deleted = runtime.block_on(async {
         use futures_util::StreamExt;
-        let client = queue::connect(&urls, "test", None).await.expect("NATS");
+        let client = queue::connect(&urls, "test", None, Some(&lab.tls_ca())).await.expect("NATS");
         let js = async_nats::jetstream::new(client);
         let stream = js.get_stream("KV_identity").await.expect("the identity bucket's stream");
         let names: Vec<String> =
@@ -1514,7 +1544,7 @@ fn an_unreadable_identity_entry_refuses_its_tenant_and_nothing_else() {
     let urls = lab.identity_nats_urls();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let client = queue::connect(&urls, "test", None).await.expect("NATS");
+        let client = queue::connect(&urls, "test", None, Some(&lab.tls_ca())).await.expect("NATS");
         let bucket = async_nats::jetstream::new(client).get_key_value("identity").await.expect("the identity bucket");
         let value = serde_json::json!({ "version": 1_000_000, "tenant": { "id": demo_id, "status": "archived" } });
         bucket.put(format!("t.{demo_id}"), value.to_string().into()).await.expect("put");

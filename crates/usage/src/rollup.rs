@@ -25,6 +25,8 @@ pub enum RollupError {
     Sqlite(#[from] rusqlite::Error),
     #[error("usage rollups (PostgreSQL): {0}")]
     Postgres(#[from] postgres::Error),
+    #[error("usage rollups (PostgreSQL TLS): {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,8 @@ enum Store {
     /// One connection (the aggregator applies one batch at a time), reopened after a failure.
     Postgres {
         url: String,
+        /// None: plaintext connections.
+        tls: Option<tls::PostgresTls>,
         client: Box<Mutex<Option<postgres::Client>>>,
     },
 }
@@ -167,9 +171,12 @@ impl Rollups {
         Ok(Rollups { store: Store::Sqlite(Mutex::new(conn)) })
     }
 
-    /// The rollups in PostgreSQL at `url` (tables created if missing). Blocking.
-    pub fn connect_postgres(url: &str) -> Result<Rollups, RollupError> {
-        let rollups = Rollups { store: Store::Postgres { url: url.to_owned(), client: Box::new(Mutex::new(None)) } };
+    /// The rollups in PostgreSQL at `url` (tables created if missing). Blocking. With `tls_ca`
+    /// connections require TLS and a server certificate from that CA naming the URL's host.
+    pub fn connect_postgres(url: &str, tls_ca: Option<&Path>) -> Result<Rollups, RollupError> {
+        let tls = tls_ca.map(tls::PostgresTls::new).transpose()?;
+        let rollups =
+            Rollups { store: Store::Postgres { url: url.to_owned(), tls, client: Box::new(Mutex::new(None)) } };
         // Several processes start at once (api nodes, aggregators): `IF NOT EXISTS` alone races
         // in PostgreSQL's catalog, so the schema is made under a transaction-scoped lock.
         rollups.with_pg(|client| {
@@ -194,7 +201,7 @@ impl Rollups {
         &self,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, RollupError> {
-        let Store::Postgres { url, client } = &self.store else {
+        let Store::Postgres { url, tls, client } = &self.store else {
             unreachable!("PostgreSQL paths are taken only for the PostgreSQL store")
         };
         let mut slot = client.lock().unwrap_or_else(PoisonError::into_inner);
@@ -211,7 +218,13 @@ impl Rollups {
                 .keepalives_idle(std::time::Duration::from_secs(10))
                 .keepalives_interval(std::time::Duration::from_secs(2))
                 .keepalives_retries(3);
-            let connect = || config.connect(postgres::NoTls);
+            if tls.is_some() {
+                tls::PostgresTls::require(&mut config);
+            }
+            let connect = || match tls {
+                Some(tls) => config.connect(tls.clone()),
+                None => config.connect(postgres::NoTls),
+            };
             *slot = Some(match tokio::runtime::Handle::try_current() {
                 Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                     tokio::task::block_in_place(connect)?

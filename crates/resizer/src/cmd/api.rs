@@ -58,7 +58,8 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
         let internal = bind(&config.api.internal_listen, "api.internal_listen").await?;
         let origin = config.internal_origin(internal.local_addr()?)?;
-        let client = queue::connect(&nats_urls, &config.usage.node_id, Some(queue::Role::Api)).await?;
+        let client =
+            queue::connect(&nats_urls, &config.usage.node_id, Some(queue::Role::Api), config.nats_tls_ca()).await?;
         let credentials = match store {
             Some(store) => api::Credentials::Store(store),
             None => {
@@ -94,7 +95,8 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             node = config.usage.node_id,
             "resizer api started"
         );
-        let listeners = api::Listeners { public: Some(public), admin, internal: Some(internal) };
+        let listeners =
+            api::Listeners { public: Some(public), admin, internal: Some(internal), tls: config.api_tls()? };
         let conversions = api::Conversions::Queue(Box::new(backend));
         let usage_stream = (config.usage.mode == "ship").then(|| async_nats::jetstream::new(client.clone()));
         serve_node(&config, config.api.admin_token.clone(), credentials, cache, conversions, listeners, usage_stream)

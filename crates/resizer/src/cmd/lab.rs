@@ -118,6 +118,8 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // operators and tests, in cluster.json's `nats_urls`).
     let mut options = InfraOptions::default();
     options.nats.auth = Some(lab::NatsAuth { user: "resizer".into(), password: generate_admin_token()? });
+    // Routes log in too: a server that knows the cluster port but not this login cannot join.
+    options.nats.route_auth = Some(lab::NatsAuth { user: "route".into(), password: generate_admin_token()? });
     let roles_config =
         crate::config::Config::load(&crate::config::ConfigArgs { config: None, set: args.set.clone() }, &[])?;
     options.nats.accounts = nats_accounts(&roles_config.queue_config(), |_| generate_admin_token())?;
@@ -133,8 +135,15 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     println!("PostgreSQL up: {postgres_url}");
     let admin_token = generate_admin_token()?;
 
+    // Every role trusts the lab's CA for NATS and PostgreSQL (and refuses them without TLS).
+    let ca = infra.ca_file().map(|p| p.display().to_string()).unwrap_or_default();
     let common = |spec: ProcessSpec, role: queue::Role| -> ProcessSpec {
-        let mut spec = spec.env("RESIZER_QUEUE_NATS_URLS", &role_urls[&role]).env("RESIZER_LOG_FORMAT", "json");
+        let mut spec = spec
+            .env("RESIZER_QUEUE_NATS_URLS", &role_urls[&role])
+            .env("RESIZER_QUEUE_TLS_CA", &ca)
+            .env("RESIZER_IDENTITY_DATABASE_TLS_CA", &ca)
+            .env("RESIZER_USAGE_ROLLUPS_TLS_CA", &ca)
+            .env("RESIZER_LOG_FORMAT", "json");
         for kv in &args.set {
             spec = spec.args(["--set".to_owned(), kv.clone()]);
         }

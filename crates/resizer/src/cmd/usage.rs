@@ -80,7 +80,7 @@ async fn aggregate(config: &Config, nats_urls: &[String], status: &Status) -> an
             }
         };
         let aggregator = Arc::new(usage::Aggregator::new(rollups, open_archive(config)?));
-        let client = queue::connect(nats_urls, "usage", Some(queue::Role::Usage)).await?;
+        let client = queue::connect(nats_urls, "usage", Some(queue::Role::Usage), config.nats_tls_ca()).await?;
         let _ = status.client.set(client.clone());
         let js = jetstream::new(client);
         let consumer = loop {
