@@ -3,13 +3,15 @@
 //! [`Infrastructure::finish`] to write the complete cluster.json and leave everything running.
 //! An `Infrastructure` dropped before `finish` (an error, a panicking test) stops all it started.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::binaries::{self, HAPROXY, NATS_SERVER};
 use crate::cluster::ClusterFile;
 use crate::error::{LabError, Result};
-use crate::haproxy::{Backend, Haproxy, HaproxyOptions};
+use crate::haproxy::{Backend, Haproxy, HaproxyOptions, HaproxyTls};
 use crate::nats::{NatsCluster, NatsOptions, NatsTls, NATS_ROLE};
 use crate::pki::LabCa;
 use crate::postgres::{Postgres, PostgresOptions};
@@ -113,6 +115,23 @@ pub fn up_infrastructure(dir: &Path, opts: &InfraOptions) -> Result<Infrastructu
     Ok(infra)
 }
 
+/// HAProxy's certificate: issued by the lab's CA for `name`, chain and key in one file (its `crt`).
+fn haproxy_tls(ca: &LabCa, name: &str) -> Result<HaproxyTls> {
+    let files = ca.issue(name)?;
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| LabError::io("read", p, e));
+    let bundle = files.cert.with_extension("bundle.pem");
+    let text = read(&files.cert)? + &read(&files.key)?;
+    let _ = std::fs::remove_file(&bundle);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&bundle)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| LabError::io("write", &bundle, e))?;
+    Ok(HaproxyTls { bundle, ca_file: ca.ca_file().to_path_buf() })
+}
+
 impl Infrastructure {
     /// DIR, absolute.
     pub fn dir(&self) -> &Path {
@@ -171,6 +190,9 @@ impl Infrastructure {
                 self.haproxy.as_mut()
             }
             None => {
+                if let Some(ca) = &self.ca {
+                    self.opts.haproxy.tls = Some(haproxy_tls(ca, &self.opts.haproxy.name)?);
+                }
                 let h = Haproxy::start(&self.dir, backends, &self.opts.haproxy)?;
                 self.haproxy = Some(h);
                 self.haproxy.as_mut()
@@ -180,6 +202,9 @@ impl Infrastructure {
         self.file.upsert(haproxy.component().clone());
         self.file.fields.insert("url".into(), haproxy.url().into());
         self.file.write()?;
+        if let Some(port) = haproxy.redirect_port {
+            self.file.fields.insert("http_url".into(), format!("http://{}:{port}", crate::net::LOOPBACK).into());
+        }
         if haproxy.stats_port.is_some() {
             haproxy.wait_servers(&names, Duration::from_secs(30))?;
         }

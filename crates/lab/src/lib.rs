@@ -68,7 +68,10 @@ pub use cluster::{
     DownReport, LabGuard, CLUSTER_FILE,
 };
 pub use error::{LabError, MissingBinary, Result};
-pub use haproxy::{Backend, Haproxy, HaproxyOptions, ServerState, BACKEND_NAME, HAPROXY_ROLE, PROBLEM_ERRORS};
+pub use haproxy::{
+    Backend, Haproxy, HaproxyOptions, HaproxyTls, ServerState, BACKEND_NAME, HAPROXY_ROLE, METRICS_REFUSAL,
+    PROBLEM_ERRORS,
+};
 pub use infra::{up_infrastructure, InfraOptions, Infrastructure, TLS_DIR};
 pub use nats::{
     render_authorization, render_config as render_nats_config, Jsz, MetaCluster, NatsAccount, NatsAuth, NatsCluster,

@@ -40,6 +40,12 @@ fn nats_over_tls(address: &str, ca: &Path, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// A ureq configuration trusting only the lab's CA: its HAProxy, api nodes and identity service
+/// speak HTTPS with certificates of it.
+fn agent_config(ca: &Path) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder().tls_config(lab::ureq_tls(ca).expect("the lab's CA"))
+}
+
 struct Lab {
     file: Value,
     dir: PathBuf,
@@ -86,7 +92,8 @@ impl Lab {
         );
         let file: Value = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
             .expect("cluster.json is JSON");
-        let agent = ureq::Agent::config_builder()
+        let ca = file["fields"]["tls_ca"].as_str().expect("the lab runs TLS: tls_ca in cluster.json");
+        let agent = agent_config(Path::new(ca))
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
@@ -258,12 +265,13 @@ impl Load {
         let body = Arc::new(body);
         let url = format!("{}/v1/resize?{query}", lab.field("url"));
         let key = lab.field("demo_api_key");
+        let ca = lab.tls_ca();
         let threads = (0..clients)
             .map(|_| {
-                let (stop, samples, body, url, key) =
-                    (stop.clone(), samples.clone(), body.clone(), url.clone(), key.clone());
+                let (stop, samples, body, url, key, ca) =
+                    (stop.clone(), samples.clone(), body.clone(), url.clone(), key.clone(), ca.clone());
                 thread::spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                    let agent: ureq::Agent = agent_config(&ca)
                         .http_status_as_error(false)
                         .timeout_global(Some(Duration::from_secs(30)))
                         .build()
@@ -362,6 +370,32 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     let internal = format!("{}/internal/v1/jobs/0123/source", lab.url_of("api-0", "internal"));
     let answer = lab.agent.get(&internal).header("authorization", "Bearer guess").call().expect("answer");
     assert_eq!(answer.status().as_u16(), 410, "an unknown job is gone whatever the token");
+
+    // TLS everywhere: the internal port answers no plaintext request and refuses a client that
+    // trusts another CA; HAProxy's plain-HTTP port only redirects to HTTPS; its public frontend
+    // does not serve the api nodes' /metrics.
+    let internal_addr = lab.url_of("api-0", "internal").trim_start_matches("https://").to_owned();
+    let mut plain = std::net::TcpStream::connect(&internal_addr).expect("the internal port");
+    plain.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let _ = plain.write_all(b"GET /internal/v1/jobs/0123/source HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/"), "plaintext answered: {}", String::from_utf8_lossy(&answer));
+    let other = lab::LabCa::create(&lab.dir.join("other-ca"), "another CA").expect("another CA");
+    let stranger: ureq::Agent = agent_config(other.ca_file()).build().into();
+    let refused = stranger.get(&internal).call().expect_err("a certificate of another CA");
+    assert!(refused.to_string().to_lowercase().contains("unknownissuer"), "{refused}");
+    let plain_lb: ureq::Agent =
+        ureq::Agent::config_builder().max_redirects(0).http_status_as_error(false).build().into();
+    let redirect =
+        plain_lb.post(format!("{}/v1/resize?width=10", lab.field("http_url"))).send(&b"x"[..]).expect("answer");
+    assert_eq!(redirect.status().as_u16(), 308);
+    let location = redirect.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(location, format!("{}/v1/resize?width=10", lab.field("url")));
+    let mut metrics = lab.agent.get(format!("{}/metrics", lab.field("url"))).call().expect("answer");
+    assert_eq!(metrics.status().as_u16(), 404);
+    let problem: Value = serde_json::from_str(&metrics.body_mut().read_to_string().expect("body")).expect("JSON");
+    assert_eq!(problem["type"], "urn:resizer:problem:not-found", "{problem}");
 
     // Every api node and worker counted its part; the results were accepted once each.
     let accepted = lab.metric_sum("api-0", "resizer_internal_results_total")
@@ -886,12 +920,10 @@ fn a_job_that_keeps_killing_its_workers_fails_with_422() {
     let lab = Lab::up(&["--workers", "2", "--worker-slots", "1", "--set", "queue.max_attempts=1"]);
     let body = common::png(3000, 2400);
     let (url, key) = (format!("{}/v1/resize?width=2000", lab.field("url")), lab.field("demo_api_key"));
+    let ca = lab.tls_ca();
     let request = thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent: ureq::Agent =
+            agent_config(&ca).http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
         resize_at(&agent, &url, &key, &body)
     });
     let victim = {
@@ -934,8 +966,9 @@ fn a_full_queue_is_answered_503_at_once() {
         .map(|_| {
             let (url, key, body) =
                 (format!("{}/v1/resize?width=100", lab.field("url")), lab.field("demo_api_key"), jpeg.clone());
+            let ca = lab.tls_ca();
             thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                let agent: ureq::Agent = agent_config(&ca).http_status_as_error(false).build().into();
                 resize_at(&agent, &url, &key, &body).0
             })
         })
@@ -983,8 +1016,9 @@ fn large_images_past_a_nodes_share_are_refused_and_small_ones_queued() {
     let send = |node: &str, body: &[u8]| {
         let (url, key, body) =
             (format!("{}/v1/resize?width=100", lab.url_of(node, "http")), key.clone(), body.to_vec());
+        let ca = lab.tls_ca();
         thread::spawn(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let agent: ureq::Agent = agent_config(&ca).http_status_as_error(false).build().into();
             let (status, _, problem) = resize_at(&agent, &url, &key, &body);
             (status, problem)
         })
@@ -1117,7 +1151,7 @@ fn a_large_identity_bucket_reaches_a_restarted_api_node() {
     thread::sleep(Duration::from_millis(200));
     lab.restart("api-0");
     let ready = format!("{}/readyz", lab.url_of("api-0", "http"));
-    lab::wait_for_http_ok(&ready, Duration::from_secs(30)).expect("api-0 ready again");
+    lab::wait_for_http_ok_trusting(&ready, Duration::from_secs(30), Some(&lab.tls_ca())).expect("api-0 ready again");
     assert!(accepted(lab.auth_status("api-0", &lab.field("demo_api_key"))), "the demo key after the restart");
     both_accept(&new_key("after the restart"));
     lab.assert_no_nats_refusals();
@@ -1166,7 +1200,7 @@ fn a_frozen_rollups_database_holds_only_a_few_usage_reads() {
         let handles: Vec<_> = (0..sent)
             .map(|_| {
                 scope.spawn(|| {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                    let agent: ureq::Agent = agent_config(&lab.tls_ca())
                         .http_status_as_error(false)
                         .timeout_global(Some(Duration::from_secs(30)))
                         .build()
@@ -1386,8 +1420,9 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
         .enumerate()
         .map(|(t, (_, key))| {
             let (stop, billed, url, key, jpeg) = (stop.clone(), billed.clone(), url.clone(), key.clone(), jpeg.clone());
+            let ca = lab.tls_ca();
             thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
+                let agent: ureq::Agent = agent_config(&ca)
                     .http_status_as_error(false)
                     .timeout_global(Some(Duration::from_secs(30)))
                     .build()
@@ -1430,7 +1465,7 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
         lab.restart(victim);
         if victim == "api-0" {
             let ready = format!("{}/readyz", lab.url_of("api-0", "http"));
-            lab::wait_for_http_ok(&ready, Duration::from_secs(30)).expect("api-0 back");
+            lab::wait_for_http_ok_trusting(&ready, Duration::from_secs(30), Some(&lab.tls_ca())).expect("api-0 back");
         }
     }
     thread::sleep(Duration::from_millis(1500));

@@ -136,7 +136,10 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let admin_token = generate_admin_token()?;
 
     // Every role trusts the lab's CA for NATS and PostgreSQL (and refuses them without TLS).
-    let ca = infra.ca_file().map(|p| p.display().to_string()).unwrap_or_default();
+    let ca_file = infra.ca_file().map(Path::to_path_buf);
+    let ca = ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let scheme = if ca_file.is_some() { "https" } else { "http" };
+
     let common = |spec: ProcessSpec, role: queue::Role| -> ProcessSpec {
         let mut spec = spec
             .env("RESIZER_QUEUE_NATS_URLS", &role_urls[&role])
@@ -156,7 +159,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let archive_url = format!("file://{}", dir.join("archive").display());
     std::fs::create_dir_all(dir.join("archive")).context("creating DIR/archive")?;
     let port = lab::free_port()?;
-    let admin_url = format!("http://{LOOPBACK}:{port}");
+    let admin_url = format!("{scheme}://{LOOPBACK}:{port}");
     let spec = ProcessSpec::new("identity", "identity", &program)
         .arg("identity")
         .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{port}"))
@@ -167,11 +170,13 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .url("admin", &admin_url)
         .url("metrics", format!("{admin_url}/metrics"))
         .health(format!("{admin_url}/readyz"));
+    let spec = serve_tls(&infra, spec, "identity")?;
     let identity = infra.start_process(common(spec, queue::Role::Identity))?;
-    lab::wait_for_http_ok(&format!("{admin_url}/healthz"), Duration::from_secs(30)).map_err(|e| {
-        anyhow::anyhow!("the identity service did not start: {e}\n--- its log ---\n{}", identity.log_tail(30))
-    })?;
-    let demo_key = demo_key(&admin_url, &admin_token)?;
+    lab::wait_for_http_ok_trusting(&format!("{admin_url}/healthz"), Duration::from_secs(30), ca_file.as_deref())
+        .map_err(|e| {
+            anyhow::anyhow!("the identity service did not start: {e}\n--- its log ---\n{}", identity.log_tail(30))
+        })?;
+    let demo_key = demo_key(&admin_url, &admin_token, ca_file.as_deref())?;
 
     // Usage: api nodes ship their spool batches to the usage stream; the aggregator applies them
     // (Parquet into DIR/archive, rollups in PostgreSQL), and api nodes read usage from there.
@@ -205,7 +210,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let name = format!("api-{i}");
         let ports = lab::free_ports(3)?;
         let (public, admin, internal) = (ports[0], ports[1], ports[2]);
-        let url = |port: u16| format!("http://{LOOPBACK}:{port}");
+        let url = |port: u16| format!("{scheme}://{LOOPBACK}:{port}");
         let spec = ProcessSpec::new("api", &name, &program)
             .arg("api")
             .env("RESIZER_API_LISTEN", format!("{LOOPBACK}:{public}"))
@@ -222,9 +227,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .url("internal", url(internal))
             .url("metrics", format!("{}/metrics", url(public)))
             .health(format!("{}/readyz", url(public)));
+        let spec = serve_tls(&infra, spec, &name)?;
         let component = infra.start_process(usage_env(common(spec, queue::Role::Api)))?;
         health.push((component, format!("{}/readyz", url(public))));
-        backends.push(Backend::new(&name, ([127, 0, 0, 1], public).into()));
+        let addr = ([127, 0, 0, 1], public).into();
+        backends.push(if ca_file.is_some() { Backend::tls(&name, addr) } else { Backend::new(&name, addr) });
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let worker_slots = args.worker_slots.unwrap_or((cores / args.workers.max(1)).max(1));
@@ -238,12 +245,12 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .env("RESIZER_WORKER_NODE_ID", &name)
             .url("metrics", format!("{url}/metrics"))
             .health(format!("{url}/readyz"));
-        spec = spec.env("RESIZER_WORKER_SLOTS", worker_slots.to_string());
+        spec = spec.env("RESIZER_WORKER_SLOTS", worker_slots.to_string()).env("RESIZER_WORKER_TLS_CA", &ca);
         let component = infra.start_process(common(spec, queue::Role::Worker))?;
         health.push((component, format!("{url}/readyz")));
     }
     for (component, ready) in &health {
-        lab::wait_for_http_ok(ready, Duration::from_secs(30)).map_err(|e| {
+        lab::wait_for_http_ok_trusting(ready, Duration::from_secs(30), ca_file.as_deref()).map_err(|e| {
             anyhow::anyhow!("{} did not become ready: {e}\n--- its log ---\n{}", component.name, component.log_tail(30))
         })?;
     }
@@ -260,6 +267,19 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let file = infra.finish(fields)?;
     print_summary(&dir, &url, &admin_url, &demo_key, file.components.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The identity service and api nodes serve every listener over TLS, each with a certificate of
+/// the lab's CA for its name (which HAProxy checks).
+fn serve_tls(infra: &lab::Infrastructure, spec: ProcessSpec, name: &str) -> anyhow::Result<ProcessSpec> {
+    Ok(match infra.ca() {
+        Some(authority) => {
+            let files = authority.issue(name)?;
+            spec.env("RESIZER_API_TLS_CERT", files.cert.display().to_string())
+                .env("RESIZER_API_TLS_KEY", files.key.display().to_string())
+        }
+        None => spec,
+    })
 }
 
 /// The NATS user with every permission in the identity account (the operator `resizer` is in
@@ -329,12 +349,13 @@ fn spool_memory_dir(dir: &Path) -> Option<PathBuf> {
 
 /// The demo tenant and a key for it, made through the identity service's admin API as any
 /// operator would.
-fn demo_key(admin_url: &str, admin_token: &str) -> anyhow::Result<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+fn demo_key(admin_url: &str, admin_token: &str, ca: Option<&Path>) -> anyhow::Result<String> {
+    let mut config =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10)));
+    if let Some(ca) = ca {
+        config = config.tls_config(lab::ureq_tls(ca)?);
+    }
+    let agent: ureq::Agent = config.build().into();
     let post = |path: &str, body: serde_json::Value| -> anyhow::Result<serde_json::Value> {
         let mut response = agent
             .post(format!("{admin_url}{path}"))
