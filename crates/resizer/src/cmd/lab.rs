@@ -68,6 +68,10 @@ pub struct UpArgs {
     /// workers, at least 1: on one machine, workers with a core count each would oversubscribe it].
     #[arg(long)]
     pub worker_slots: Option<usize>,
+    /// Plaintext everywhere (no CA, no TLS on NATS, PostgreSQL, the api nodes or HAProxy): to
+    /// measure what TLS costs, never to run anything that matters.
+    #[arg(long)]
+    pub no_tls: bool,
     /// Extra `--set KEY=VALUE` for every api node and worker (repeatable), e.g. `api.request_timeout_ms=5000`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -116,7 +120,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // NATS takes a login, as it must wherever it runs: each role its own user, allowed only the
     // subjects the role uses (queue::permissions), in its URLs; `resizer` may do everything (for
     // operators and tests, in cluster.json's `nats_urls`).
-    let mut options = InfraOptions::default();
+    let mut options = InfraOptions { tls: !args.no_tls, ..InfraOptions::default() };
     options.nats.auth = Some(lab::NatsAuth { user: "resizer".into(), password: generate_admin_token()? });
     // Routes log in too: a server that knows the cluster port but not this login cannot join.
     options.nats.route_auth = Some(lab::NatsAuth { user: "route".into(), password: generate_admin_token()? });
