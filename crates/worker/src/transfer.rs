@@ -277,7 +277,39 @@ mod tests {
     /// An api node's internal routes: job `big` has a source over the limit, `gone` is answered 410,
     /// anything else has the source `source of <job>`; a result is answered with its length.
     async fn api_node(connections: Arc<AtomicUsize>) -> String {
-        let app = axum::Router::new()
+        let app = internal_routes();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let address = listener.local_addr().expect("its address");
+        // Count the connections accepted, to see them reused.
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            connections.fetch_add(1, Ordering::Relaxed);
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}/")
+    }
+
+    /// The same routes served over TLS with `config`; returns the https origin.
+    async fn tls_api_node(config: Arc<rustls::ServerConfig>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let address = listener.local_addr().expect("its address");
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(internal_routes());
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        format!("https://{address}/")
+    }
+
+    fn internal_routes() -> axum::Router {
+        axum::Router::new()
             .route(
                 "/internal/v1/jobs/{job}/source",
                 get(|Path(job): Path<String>, headers: HeaderMap| async move {
@@ -299,15 +331,29 @@ mod tests {
                         _ => (StatusCode::BAD_REQUEST, format!("{} bytes", body.len())),
                     }
                 }),
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-        let address = listener.local_addr().expect("its address");
-        // Count the connections accepted, to see them reused.
-        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
-            connections.fetch_add(1, Ordering::Relaxed);
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{address}/")
+            )
+    }
+
+    /// With a CA, only https origins whose certificates it signed are spoken to: an http origin
+    /// is refused before any connection, a certificate of another CA at the handshake.
+    #[tokio::test]
+    async fn with_a_ca_only_https_origins_signed_by_it_are_spoken_to() {
+        let dir = std::env::temp_dir().join(format!("worker-tls-{}", std::process::id()));
+        let ca = lab::LabCa::create(&dir.join("ca"), "test CA").expect("CA");
+        let other = lab::LabCa::create(&dir.join("other"), "another CA").expect("another CA");
+        let cert = ca.issue("api-0").expect("certificate");
+        let origin = tls_api_node(tls::server_config(&cert.cert, &cert.key).expect("server config")).await;
+        let second = Duration::from_secs(1);
+        let client = Client::new(Some(tls::client_config(ca.ca_file()).expect("client config")));
+        assert_eq!(client.fetch(&job(&origin, "a"), second).await.expect("the source"), b"source of a");
+        client.give_back(&job(&origin, "a"), &meta(), b"image".to_vec(), second).await.expect("taken");
+        let plain = client.fetch(&job(&origin.replace("https://", "http://"), "a"), second).await;
+        assert!(matches!(plain, Err(TransferError::Unreachable(ref e)) if e.contains("not an https://")), "{plain:?}");
+        let stranger = Client::new(Some(tls::client_config(other.ca_file()).expect("client config")));
+        let refused = stranger.fetch(&job(&origin, "a"), second).await;
+        let unknown = |e: &str| e.to_lowercase().contains("unknownissuer");
+        assert!(matches!(refused, Err(TransferError::Unreachable(ref e)) if unknown(e)), "{refused:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn job(origin: &str, id: &str) -> JobMessage {
