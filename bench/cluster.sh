@@ -43,6 +43,8 @@ lab_up() {
         --set log.level=warn >"$results/lab-up.txt"
     url=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["fields"]["url"])' "$lab_dir/cluster.json")
     key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["fields"]["demo_api_key"])' "$lab_dir/cluster.json")
+    # The lab speaks HTTPS with its own CA (docs/tls.md).
+    ca=$lab_dir/tls/ca.pem
 }
 
 for round in $(seq "$rounds"); do
@@ -55,15 +57,15 @@ for round in $(seq "$rounds"); do
 
     echo "== round $round: lab cluster, photos, closed loop, 8 connections" >&2
     lab_up
-    "$bin" loadtest --url "$url/v1/resize?$query" --key "$key" --body "$work/photos" \
+    "$bin" loadtest --url "$url/v1/resize?$query" --key "$key" --body "$work/photos" --ca-file "$ca" \
         --concurrency 8 --duration "$duration" --warmup 2 --json >"$results/lab-$round.json"
     if [[ $round == "$rounds" ]]; then
         echo "== queue hop: $hops tiny images at $rate req/s" >&2
-        python3 - "$url" "$key" "$work/tiny.jpg" "$rate" "$hops" >"$results/hop.json" <<'EOF_HOP'
-import http.client, json, re, sys, time, urllib.parse
+        python3 - "$url" "$key" "$work/tiny.jpg" "$rate" "$hops" "$ca" >"$results/hop.json" <<'EOF_HOP'
+import http.client, json, re, ssl, sys, time, urllib.parse
 url, key, image, rate, n = sys.argv[1], sys.argv[2], open(sys.argv[3], "rb").read(), float(sys.argv[4]), int(sys.argv[5])
 host = urllib.parse.urlsplit(url).netloc
-conn = http.client.HTTPConnection(host)
+conn = http.client.HTTPSConnection(host, context=ssl.create_default_context(cafile=sys.argv[6]))
 hops, statuses, start = [], {}, time.monotonic()
 for i in range(n):
     # Paced: request i is due at i/rate; one connection, so the cluster is never saturated.
@@ -83,7 +85,7 @@ json.dump({"requests": n, "rate": rate, "statuses": statuses, "samples": len(hop
 EOF_HOP
         for c in api-0 api-1 worker-0 worker-1; do
             murl=$(python3 -c 'import json,sys;c=[x for x in json.load(open(sys.argv[1]))["components"] if x["name"]==sys.argv[2]][0];print(c["urls"]["metrics"])' "$lab_dir/cluster.json" "$c")
-            curl -sS "$murl" >"$results/metrics-$c.txt"
+            curl -sS --cacert "$ca" "$murl" >"$results/metrics-$c.txt"
         done
     fi
     "$bin" lab down --dir "$lab_dir" >/dev/null

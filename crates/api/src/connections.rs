@@ -79,13 +79,17 @@ fn with_peer(
 }
 
 /// Accepts and serves connections until `stop` resolves, then waits for the open ones to finish
-/// their requests (the caller bounds that wait with its grace period).
+/// their requests (the caller bounds that wait with its grace period). With `tls`, every
+/// connection is TLS: its handshake must finish within the head's deadline too, and one that
+/// fails (plaintext, a client that does not trust the certificate) is closed unanswered.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
@@ -110,23 +114,43 @@ pub async fn serve(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .max_headers(HYPER_MAX_HEADER_FIELDS)
-            .serve_connection(
-                TokioIo::new(Lingering::new(stream)),
-                TowerToHyperService::new(with_peer(router.clone(), peer)),
-            );
-        let connection = graceful.watch(connection);
+        // The lingering close is under TLS, on the socket itself.
+        let stream = Lingering::new(stream);
+        let (router, watcher, acceptor) = (router.clone(), graceful.watcher(), acceptor.clone());
+        let timeout = limits.header_timeout;
         tokio::spawn(async move {
-            // Errors here are a client's (a reset, a malformed head, a head too slow): hyper
-            // has answered what can be answered.
-            let _ = connection.await;
+            match acceptor {
+                None => serve_connection(stream, router, peer, timeout, watcher).await,
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        serve_connection(stream, router, peer, timeout, watcher).await;
+                    }
+                }
+            }
             drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// HTTP/1 on one connection, plain or TLS, until it closes.
+async fn serve_connection<S>(
+    stream: S,
+    router: Router,
+    peer: SocketAddr,
+    header_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_headers(HYPER_MAX_HEADER_FIELDS)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(with_peer(router, peer)));
+    // Errors here are a client's (a reset, a malformed head, a head too slow): hyper has
+    // answered what can be answered.
+    let _ = watcher.watch(connection).await;
 }

@@ -35,6 +35,9 @@ pub struct Listeners {
     /// Cluster mode: where workers fetch staged bytes and return results. It outlives the
     /// public listener at shutdown, so the requests being drained still get their results.
     pub internal: Option<TcpListener>,
+    /// Every listener above speaks TLS with this (`api.tls_cert`, `api.tls_key`); None: plain
+    /// HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves both APIs until `shutdown` resolves, then drains: `/readyz` turns 503, the listeners
@@ -59,24 +62,31 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
     let header_timeout = app.config.header_timeout;
     let limits = move |max_connections| ConnectionLimits { header_timeout, max_connections };
     let max = app.config.max_connections;
+    let tls = listeners.tls;
     let public = {
-        let (app, stopped) = (app.clone(), stopped.clone());
+        let (app, stopped, tls) = (app.clone(), stopped.clone(), tls.clone());
         async move {
             match listeners.public {
                 Some(listener) => {
-                    connections::serve(listener, public_router(app), limits(max.public), until_stopped(stopped)).await
+                    let router = public_router(app);
+                    connections::serve(listener, router, limits(max.public), tls, until_stopped(stopped)).await
                 }
                 None => Ok(()),
             }
         }
     };
-    let admin =
-        connections::serve(listeners.admin, admin_router(app.clone()), limits(max.admin), until_stopped(stopped));
+    let admin = connections::serve(
+        listeners.admin,
+        admin_router(app.clone()),
+        limits(max.admin),
+        tls.clone(),
+        until_stopped(stopped),
+    );
     let servers = tokio::spawn(async move { tokio::try_join!(public, admin) });
     let (stop_internal, internal_stopped) = watch::channel(false);
     let internal = listeners.internal.map(|listener| {
         let router = internal::router(app.clone());
-        tokio::spawn(connections::serve(listener, router, limits(max.internal), until_stopped(internal_stopped)))
+        tokio::spawn(connections::serve(listener, router, limits(max.internal), tls, until_stopped(internal_stopped)))
     });
 
     shutdown.await;

@@ -70,6 +70,7 @@ enum Inner {
     Postgres(postgres::Error),
     SchemaTooNew { found: u32 },
     Entropy(getrandom::Error),
+    Tls(tls::TlsError),
 }
 
 impl std::fmt::Display for StorageError {
@@ -91,6 +92,7 @@ impl std::fmt::Display for StorageError {
                 migrations::SCHEMA_VERSION
             ),
             Inner::Entropy(e) => write!(f, "no randomness for a new key: {e}"),
+            Inner::Tls(e) => write!(f, "postgres TLS: {e}"),
         }
     }
 }
@@ -100,6 +102,7 @@ impl std::error::Error for StorageError {
         match &self.0 {
             Inner::Sqlite(e) => Some(e),
             Inner::Postgres(e) => Some(e),
+            Inner::Tls(e) => Some(e),
             // getrandom's error implements `std::error::Error` only with its `std` feature; the
             // message above carries it.
             Inner::SchemaTooNew { .. } | Inner::Entropy(_) => None,
@@ -123,6 +126,11 @@ impl StorageError {
     /// The OS had no randomness for a new key (either store draws from the same generator).
     pub(crate) fn entropy(e: getrandom::Error) -> StoreError {
         StoreError::Storage(StorageError(Inner::Entropy(e)))
+    }
+
+    /// The database's CA file could not be read.
+    pub(crate) fn tls(e: tls::TlsError) -> StoreError {
+        StoreError::Storage(StorageError(Inner::Tls(e)))
     }
 
     /// The SQLite file was written by a newer build.

@@ -135,6 +135,8 @@ const PG_SCHEMA_VERSION: usize = PG_MIGRATIONS.len();
 /// The identity store on PostgreSQL. `Send + Sync`: share it (an `Arc`) between threads.
 pub struct PgIdentityStore {
     config: Config,
+    /// None: plaintext connections.
+    tls: Option<tls::PostgresTls>,
     pool: Mutex<Pool>,
     /// Signalled whenever a connection or a slot for one is given back.
     returned: Condvar,
@@ -159,17 +161,26 @@ enum Access {
 
 impl PgIdentityStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`), brings its schema up
-    /// to date and keeps that connection as the pool's first.
-    pub fn connect(url: &str) -> Result<Self, StoreError> {
+    /// to date and keeps that connection as the pool's first. With `tls_ca` every connection
+    /// requires TLS and a server certificate from that CA naming the URL's host.
+    pub fn connect(url: &str, tls_ca: Option<&std::path::Path>) -> Result<Self, StoreError> {
         let mut config: Config = url.parse()?;
+        let tls = tls_ca.map(tls::PostgresTls::new).transpose().map_err(StorageError::tls)?;
+        if tls.is_some() {
+            tls::PostgresTls::require(&mut config);
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("resizer-identity");
         }
-        let store =
-            PgIdentityStore { config, pool: Mutex::new(Pool { idle: Vec::new(), open: 0 }), returned: Condvar::new() };
+        let store = PgIdentityStore {
+            config,
+            tls,
+            pool: Mutex::new(Pool { idle: Vec::new(), open: 0 }),
+            returned: Condvar::new(),
+        };
         let mut first = store.open_connection()?;
         migrate(&mut first)?;
         let mut pool = store.lock();
@@ -529,7 +540,10 @@ impl PgIdentityStore {
     }
 
     fn open_connection(&self) -> Result<Client, StoreError> {
-        let mut client = self.config.connect(NoTls)?;
+        let mut client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone())?,
+            None => self.config.connect(NoTls)?,
+        };
         client.batch_execute(&format!(
             "SET statement_timeout = {STATEMENT_TIMEOUT_MS};
              SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS};"

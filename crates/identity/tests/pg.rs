@@ -45,7 +45,7 @@ impl Server {
     }
 
     fn store(&self) -> PgIdentityStore {
-        PgIdentityStore::connect(&self.url()).expect("connect and migrate")
+        PgIdentityStore::connect(&self.url(), None).expect("connect and migrate")
     }
 
     fn client(&self) -> postgres::Client {
@@ -175,7 +175,7 @@ fn processes_starting_together_migrate_a_new_database_once() {
     let connecting: Vec<_> = (0..4)
         .map(|_| {
             let url = url.clone();
-            std::thread::spawn(move || PgIdentityStore::connect(&url).map(|_| ()))
+            std::thread::spawn(move || PgIdentityStore::connect(&url, None).map(|_| ()))
         })
         .collect();
     for c in connecting {
@@ -189,7 +189,7 @@ fn processes_starting_together_migrate_a_new_database_once() {
 
     // A database from a newer build is refused, with a reason.
     client.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, 0)", &[]).unwrap();
-    match PgIdentityStore::connect(&url) {
+    match PgIdentityStore::connect(&url, None) {
         Err(StoreError::Storage(e)) => assert!(e.to_string().contains("newer resizer"), "{e}"),
         Err(other) => panic!("expected Storage, got {other}"),
         Ok(_) => panic!("a newer schema was accepted"),
@@ -209,7 +209,7 @@ fn a_database_that_goes_away_fails_fast_and_the_store_recovers_when_it_is_back()
     assert!(matches!(store.list_tenants(), Err(StoreError::Storage(_))));
     assert!(matches!(store.create_tenant("globex", TenantLimits::default()), Err(StoreError::Storage(_))));
     assert!(matches!(store.changes_since(0), Err(StoreError::Storage(_))));
-    assert!(matches!(PgIdentityStore::connect(&server.url()), Err(StoreError::Storage(_))));
+    assert!(matches!(PgIdentityStore::connect(&server.url(), None), Err(StoreError::Storage(_))));
     assert!(t.elapsed() < Duration::from_secs(5), "failures took {:?}", t.elapsed());
 
     // Back: the same store works again at once, versions carry on.
@@ -260,7 +260,7 @@ fn a_database_that_goes_away_fails_fast_and_the_store_recovers_when_it_is_back()
 async fn works_from_tokio_blocking_threads_and_drops_in_async_code() {
     let server = Server::start("tokio");
     let url = server.url();
-    let store = tokio::task::spawn_blocking(move || PgIdentityStore::connect(&url).map(Arc::new))
+    let store = tokio::task::spawn_blocking(move || PgIdentityStore::connect(&url, None).map(Arc::new))
         .await
         .expect("blocking task")
         .expect("connect");

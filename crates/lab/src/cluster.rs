@@ -187,6 +187,8 @@ pub struct ComponentStatus {
 /// Each component of the cluster in DIR: running, stopped or gone, healthy or not, and its URLs.
 pub fn status(dir: &Path) -> Result<Vec<ComponentStatus>> {
     let file = ClusterFile::read(dir)?;
+    // An https health URL is checked against the lab's CA.
+    let ca = file.fields.get("tls_ca").and_then(serde_json::Value::as_str).map(std::path::PathBuf::from);
     Ok(file
         .components
         .iter()
@@ -198,7 +200,8 @@ pub fn status(dir: &Path) -> Result<Vec<ComponentStatus>> {
                     Some(addr) => addr
                         .parse::<std::net::SocketAddr>()
                         .is_ok_and(|addr| net::tcp_accepts(addr, Duration::from_millis(700))),
-                    None => net::http_get(url, Duration::from_millis(700)).is_ok_and(|a| a.status == 200),
+                    None => net::http_get_trusting(url, Duration::from_millis(700), ca.as_deref())
+                        .is_ok_and(|a| a.status == 200),
                 }),
                 (Some(_), _) => Some(false),
                 (None, _) => None,

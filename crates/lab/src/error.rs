@@ -10,6 +10,10 @@ pub enum LabError {
     #[error("{}", missing_message(.0))]
     MissingBinaries(Vec<MissingBinary>),
 
+    /// Making a certificate or key failed (rcgen).
+    #[error("issuing {what}: {message}")]
+    Certificate { what: String, message: String },
+
     /// A file or directory operation failed.
     #[error("{action} {}: {source}", .path.display())]
     Io {

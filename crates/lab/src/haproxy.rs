@@ -28,11 +28,20 @@ pub struct Backend {
     /// HAProxy's server name (letters, digits, `-`, `_`, `.`, `:`): use the component name.
     pub name: String,
     pub addr: SocketAddr,
+    /// It serves TLS with a certificate of the lab's CA for `name`: HAProxy speaks TLS to it
+    /// (with [`HaproxyOptions::tls`]), checking that.
+    pub tls: bool,
 }
 
 impl Backend {
+    /// A plain-HTTP server.
     pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
-        Backend { name: name.into(), addr }
+        Backend { name: name.into(), addr, tls: false }
+    }
+
+    /// A server speaking TLS with a certificate for `name`.
+    pub fn tls(name: impl Into<String>, addr: SocketAddr) -> Self {
+        Backend { name: name.into(), addr, tls: true }
     }
 }
 
@@ -55,6 +64,23 @@ pub const PROBLEM_ERRORS: &str = concat!(
     r#"    http-error status 504 content-type application/problem+json hdr cache-control no-store hdr x-request-id "%[unique-id]" lf-string "{\"type\":\"urn:resizer:problem:gateway-timeout\",\"title\":\"Gateway timeout\",\"status\":504,\"detail\":\"The server did not answer in time.\",\"request_id\":\"%[unique-id]\"}""#,
     "\n",
 );
+
+/// The public frontend's refusal of `/metrics` (api nodes serve their metrics on the public
+/// port for the monitoring network; customers get the api's own 404 problem for it).
+/// `deploy/haproxy.cfg` carries the same line.
+pub const METRICS_REFUSAL: &str = r#"    http-request deny status 404 content-type application/problem+json hdr cache-control no-store hdr x-request-id "%[unique-id]" lf-string "{\"type\":\"urn:resizer:problem:not-found\",\"title\":\"Not found\",\"status\":404,\"detail\":\"No such route.\",\"request_id\":\"%[unique-id]\"}" if { path /metrics } || { path_beg /metrics/ }
+"#;
+
+/// TLS at the load balancer: the public frontend terminates it, a plain-HTTP port only
+/// redirects to it, and the api nodes are reached over TLS checked against the CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaproxyTls {
+    /// The certificate chain and its key in one PEM file (HAProxy's `crt`), mode 0600.
+    pub bundle: PathBuf,
+    /// The CA the api nodes' certificates are checked against (`ca-file`), each for its server
+    /// name (`verifyhost`).
+    pub ca_file: PathBuf,
+}
 
 /// How HAProxy balances and checks.
 #[derive(Debug, Clone)]
@@ -82,6 +108,8 @@ pub struct HaproxyOptions {
     /// machine with every other process, and one thread carries far more than the lab's api
     /// nodes answer.
     pub threads: usize,
+    /// None: plain HTTP to clients and to the api nodes.
+    pub tls: Option<HaproxyTls>,
 }
 
 impl Default for HaproxyOptions {
@@ -99,6 +127,7 @@ impl Default for HaproxyOptions {
             binary: None,
             die_with_parent: false,
             threads: 1,
+            tls: None,
         }
     }
 }
@@ -106,7 +135,10 @@ impl Default for HaproxyOptions {
 /// A running HAProxy. Dropping it stops it unless [`detach`](Haproxy::detach)ed.
 #[derive(Debug)]
 pub struct Haproxy {
+    /// The public frontend: HTTPS with TLS on, else HTTP.
     pub frontend_port: u16,
+    /// With TLS on: plain HTTP that only redirects to the frontend.
+    pub redirect_port: Option<u16>,
     pub stats_port: Option<u16>,
     /// `DIR/<name>/haproxy.cfg`
     pub config: PathBuf,
@@ -145,15 +177,18 @@ impl Haproxy {
     pub fn start(dir: &Path, backends: &[Backend], opts: &HaproxyOptions) -> Result<Haproxy> {
         let binary = binaries::resolve(HAPROXY, opts.binary.as_deref())?;
         validate(backends, opts)?;
-        let ports = net::free_ports(if opts.stats { 2 } else { 1 })?;
+        let ports = net::free_ports(3)?;
         let frontend_port = ports[0];
-        let stats_port = ports.get(1).copied();
+        let stats_port = opts.stats.then_some(ports[1]);
+        let redirect_port = opts.tls.is_some().then_some(ports[2]);
         let own_dir = dir.join(&opts.name);
         std::fs::create_dir_all(&own_dir).map_err(|e| LabError::io("create", &own_dir, e))?;
         let config = own_dir.join("haproxy.cfg");
-        write_checked(&binary, &config, &render_config(frontend_port, stats_port, backends, opts))?;
+        let ports = Ports { frontend: frontend_port, stats: stats_port, redirect: redirect_port };
+        write_checked(&binary, &config, &render_config(ports, backends, opts))?;
 
-        let url = format!("http://{LOOPBACK}:{frontend_port}");
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{LOOPBACK}:{frontend_port}");
         let mut spec = ProcessSpec::new(HAPROXY_ROLE, &opts.name, &binary)
             .args(["-W".to_string(), "-f".to_string(), config.display().to_string()])
             .cwd(&own_dir)
@@ -170,9 +205,13 @@ impl Haproxy {
                 .health(format!("{stats}/stats;csv"))
                 .extra("stats_port", port);
         }
+        if let Some(port) = redirect_port {
+            spec = spec.url("redirect", format!("http://{LOOPBACK}:{port}")).extra("redirect_port", port);
+        }
         let component = process::start_process(dir, &spec)?;
         let haproxy = Haproxy {
             frontend_port,
+            redirect_port,
             stats_port,
             config,
             backends: backends.to_vec(),
@@ -186,9 +225,10 @@ impl Haproxy {
         Ok(haproxy)
     }
 
-    /// `http://127.0.0.1:<frontend port>`: where clients send requests.
+    /// `https://127.0.0.1:<frontend port>` (`http://` without TLS): where clients send requests.
     pub fn url(&self) -> String {
-        format!("http://{LOOPBACK}:{}", self.frontend_port)
+        let scheme = if self.opts.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{LOOPBACK}:{}", self.frontend_port)
     }
 
     pub fn frontend_addr(&self) -> SocketAddr {
@@ -223,7 +263,8 @@ impl Haproxy {
     /// list exactly the new servers. Ports stay the same.
     pub fn reload(&mut self, backends: &[Backend]) -> Result<()> {
         validate(backends, &self.opts)?;
-        let text = render_config(self.frontend_port, self.stats_port, backends, &self.opts);
+        let ports = Ports { frontend: self.frontend_port, stats: self.stats_port, redirect: self.redirect_port };
+        let text = render_config(ports, backends, &self.opts);
         write_checked(&self.binary, &self.config, &text)?;
         self.backends = backends.to_vec();
         self.component.extra.insert(
@@ -369,13 +410,29 @@ fn ms(d: Duration) -> u128 {
 /// shared rate limits, holds for the production balance; servers with equal loads take turns),
 /// and (with `stats_port`) a stats/metrics frontend. Only abnormal requests and server state
 /// changes are logged (to stdout: the component's log), so logging costs nothing under load.
-pub fn render_config(
-    frontend_port: u16,
-    stats_port: Option<u16>,
-    backends: &[Backend],
-    opts: &HaproxyOptions,
-) -> String {
+pub fn render_config(ports: Ports, backends: &[Backend], opts: &HaproxyOptions) -> String {
+    let (frontend_port, stats_port) = (ports.frontend, ports.stats);
     let inter = ms(opts.check_interval);
+    let quote = |p: &Path| serde_json::Value::from(p.display().to_string()).to_string();
+    // To the api nodes over TLS, each certificate checked against the CA and for the server's
+    // name (the lab issues each node's for its name); health checks go the same way.
+    let server_tls = |b: &Backend| match &opts.tls {
+        Some(tls) if b.tls => format!(" ssl verify required ca-file {} verifyhost {}", quote(&tls.ca_file), b.name),
+        _ => String::new(),
+    };
+    let bind_tls = match &opts.tls {
+        Some(tls) => format!(" ssl crt {}", quote(&tls.bundle)),
+        None => String::new(),
+    };
+    let redirect = match ports.redirect {
+        Some(port) => format!(
+            "\nfrontend api_http\n    \
+             bind {LOOPBACK}:{port}\n    \
+             # plain HTTP only sends clients to HTTPS (308 keeps a POST a POST)\n    \
+             http-request redirect prefix https://{LOOPBACK}:{frontend_port} code 308\n"
+        ),
+        None => String::new(),
+    };
     let servers: String = backends
         .iter()
         .map(|b| {
@@ -383,7 +440,7 @@ pub fn render_config(
                 SocketAddr::V4(a) => a.to_string(),
                 SocketAddr::V6(a) => format!("ipv6@{}:{}", a.ip(), a.port()),
             };
-            format!("    server {} {addr} check\n", b.name)
+            format!("    server {} {addr} check{}\n", b.name, server_tls(b))
         })
         .collect::<Vec<_>>()
         .concat();
@@ -421,8 +478,10 @@ pub fn render_config(
          {PROBLEM_ERRORS}\
          \n\
          frontend api\n    \
-         bind {LOOPBACK}:{frontend_port}\n    \
+         bind {LOOPBACK}:{frontend_port}{bind_tls}\n\
+         {METRICS_REFUSAL}    \
          default_backend {BACKEND_NAME}\n\
+         {redirect}\
          \n\
          backend {BACKEND_NAME}\n    \
          balance leastconn\n    \
@@ -438,6 +497,15 @@ pub fn render_config(
         rise = opts.rise,
         threads = opts.threads.max(1),
     )
+}
+
+/// The ports a config binds.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub frontend: u16,
+    pub stats: Option<u16>,
+    /// Plain HTTP redirecting to the frontend (with TLS).
+    pub redirect: Option<u16>,
 }
 
 /// The `api_nodes` servers of a `/stats;csv` document.
@@ -494,7 +562,8 @@ mod tests {
     #[test]
     fn config_has_checks_and_servers() {
         let b = [Backend::new("api-0", "127.0.0.1:9000".parse().expect("addr"))];
-        let text = render_config(8080, Some(8081), &b, &HaproxyOptions::default());
+        let text =
+            render_config(Ports { frontend: 8080, stats: Some(8081), redirect: None }, &b, &HaproxyOptions::default());
         assert!(text.contains("option httpchk GET /readyz"));
         assert!(text.contains("nbthread 1"), "one thread unless told otherwise");
         assert!(text.contains("inter 500ms fastinter 500ms downinter 500ms fall 2 rise 1"));

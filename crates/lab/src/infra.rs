@@ -3,25 +3,42 @@
 //! [`Infrastructure::finish`] to write the complete cluster.json and leave everything running.
 //! An `Infrastructure` dropped before `finish` (an error, a panicking test) stops all it started.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::binaries::{self, HAPROXY, NATS_SERVER};
 use crate::cluster::ClusterFile;
 use crate::error::{LabError, Result};
-use crate::haproxy::{Backend, Haproxy, HaproxyOptions};
-use crate::nats::{NatsCluster, NatsOptions, NATS_ROLE};
+use crate::haproxy::{Backend, Haproxy, HaproxyOptions, HaproxyTls};
+use crate::nats::{NatsCluster, NatsOptions, NatsTls, NATS_ROLE};
+use crate::pki::LabCa;
 use crate::postgres::{Postgres, PostgresAccess, PostgresOptions};
 use crate::process::{self, Component, ProcessGuard, ProcessSpec, Signal};
 
 /// Options of every piece `lab up` starts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct InfraOptions {
     pub nats: NatsOptions,
     pub haproxy: HaproxyOptions,
     /// Every process dies with the thread that started it (tests): overrides the sub-options
     /// and each [`ProcessSpec`].
     pub die_with_parent: bool,
+    /// A private CA in `DIR/tls` (cluster.json's `tls_ca`) and TLS on every link it starts:
+    /// NATS clients and routes, PostgreSQL. On by default.
+    pub tls: bool,
+}
+
+impl Default for InfraOptions {
+    fn default() -> Self {
+        InfraOptions {
+            nats: NatsOptions::default(),
+            haproxy: HaproxyOptions::default(),
+            die_with_parent: false,
+            tls: true,
+        }
+    }
 }
 
 impl InfraOptions {
@@ -43,7 +60,11 @@ pub struct Infrastructure {
     processes: ProcessGuard,
     postgres: Option<Postgres>,
     nats: NatsCluster,
+    ca: Option<LabCa>,
 }
+
+/// Where the lab's CA and certificates are, under DIR.
+pub const TLS_DIR: &str = "tls";
 
 /// Start the shared infrastructure in DIR (created if needed): check that nats-server and
 /// haproxy are installed, refuse a DIR whose cluster.json still has live processes, start the
@@ -74,15 +95,41 @@ pub fn up_infrastructure(dir: &Path, opts: &InfraOptions) -> Result<Infrastructu
     opts.nats.die_with_parent |= opts.die_with_parent;
     opts.haproxy.die_with_parent |= opts.die_with_parent;
 
+    let ca = if opts.tls { Some(LabCa::create(&dir.join(TLS_DIR), "resizer lab CA")?) } else { None };
+    if let Some(ca) = &ca {
+        let node_certs = (0..opts.nats.nodes).map(|i| ca.issue(&format!("nats-{i}"))).collect::<Result<Vec<_>>>()?;
+        opts.nats.tls = Some(NatsTls { ca_file: ca.ca_file().to_path_buf(), node_certs });
+    }
     let nats = NatsCluster::start(&dir, &opts.nats)?;
     let mut file = ClusterFile::new(&dir);
     for c in nats.components() {
         file.upsert(c);
     }
     file.fields.insert("nats_urls".into(), nats.client_urls().into());
-    let infra = Infrastructure { dir, opts, file, haproxy: None, processes: ProcessGuard::new(), postgres: None, nats };
+    if let Some(ca) = &ca {
+        file.fields.insert("tls_ca".into(), ca.ca_file().display().to_string().into());
+    }
+    let infra =
+        Infrastructure { dir, opts, file, haproxy: None, processes: ProcessGuard::new(), postgres: None, nats, ca };
     infra.file.write()?;
     Ok(infra)
+}
+
+/// HAProxy's certificate: issued by the lab's CA for `name`, chain and key in one file (its `crt`).
+fn haproxy_tls(ca: &LabCa, name: &str) -> Result<HaproxyTls> {
+    let files = ca.issue(name)?;
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| LabError::io("read", p, e));
+    let bundle = files.cert.with_extension("bundle.pem");
+    let text = read(&files.cert)? + &read(&files.key)?;
+    let _ = std::fs::remove_file(&bundle);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&bundle)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| LabError::io("write", &bundle, e))?;
+    Ok(HaproxyTls { bundle, ca_file: ca.ca_file().to_path_buf() })
 }
 
 impl Infrastructure {
@@ -98,6 +145,16 @@ impl Infrastructure {
     /// The NATS client URLs (also in cluster.json's `nats_urls` field).
     pub fn nats_urls(&self) -> Vec<String> {
         self.nats.client_urls()
+    }
+
+    /// The lab's CA, when it runs TLS ([`InfraOptions::tls`]): issue a node's certificate with it.
+    pub fn ca(&self) -> Option<&LabCa> {
+        self.ca.as_ref()
+    }
+
+    /// The CA certificate every client of the lab trusts (also cluster.json's `tls_ca`).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca.as_ref().map(LabCa::ca_file)
     }
 
     pub fn haproxy(&self) -> Option<&Haproxy> {
@@ -133,6 +190,9 @@ impl Infrastructure {
                 self.haproxy.as_mut()
             }
             None => {
+                if let Some(ca) = &self.ca {
+                    self.opts.haproxy.tls = Some(haproxy_tls(ca, &self.opts.haproxy.name)?);
+                }
                 let h = Haproxy::start(&self.dir, backends, &self.opts.haproxy)?;
                 self.haproxy = Some(h);
                 self.haproxy.as_mut()
@@ -142,6 +202,9 @@ impl Infrastructure {
         self.file.upsert(haproxy.component().clone());
         self.file.fields.insert("url".into(), haproxy.url().into());
         self.file.write()?;
+        if let Some(port) = haproxy.redirect_port {
+            self.file.fields.insert("http_url".into(), format!("http://{}:{port}", crate::net::LOOPBACK).into());
+        }
         if haproxy.stats_port.is_some() {
             haproxy.wait_servers(&names, Duration::from_secs(30))?;
         }
@@ -152,8 +215,8 @@ impl Infrastructure {
         self.postgres.as_ref()
     }
 
-    /// Start a private PostgreSQL server ([`Postgres`], default options) with its data in
-    /// `DIR/postgres`, record it in cluster.json (component `postgres`, field `postgres_url`) and
+    /// Start a private PostgreSQL server ([`Postgres`], default options; TLS only, with a
+    /// certificate of the lab's CA, when the lab runs TLS) with its data in `DIR/postgres`, record it in cluster.json (component `postgres`, field `postgres_url`) and
     /// wait until it accepts connections. A second call returns the running one.
     pub fn add_postgres(&mut self) -> Result<&Postgres> {
         self.add_postgres_with(PostgresAccess::default())
@@ -163,11 +226,12 @@ impl Infrastructure {
     /// [`PostgresAccess`]): set when the cluster is made, so only for a fresh DIR.
     pub fn add_postgres_with(&mut self, access: PostgresAccess) -> Result<&Postgres> {
         if self.postgres.is_none() {
-            let opts =
+            let mut opts =
                 PostgresOptions { die_with_parent: self.opts.die_with_parent, access, ..PostgresOptions::default() };
             if self.file.component(&opts.name).is_some() {
                 return Err(LabError::Invalid(format!("a component named {} already exists", opts.name)));
             }
+            opts.tls = self.ca.as_ref().map(|ca| ca.issue(&opts.name)).transpose()?;
             let postgres = Postgres::start(&self.dir, &opts)?;
             self.file.upsert(postgres.component().clone());
             self.file.fields.insert("postgres_url".into(), postgres.url().into());

@@ -45,7 +45,8 @@
 //! ```
 //!
 //! Files: `process.rs` spawning, signals and `/proc`; `net.rs` ports and waiting; `nats.rs` the
-//! NATS cluster; `haproxy.rs` the load balancer; `postgres.rs` PostgreSQL; `cluster.rs` cluster.json, down, status;
+//! NATS cluster; `haproxy.rs` the load balancer; `postgres.rs` PostgreSQL; `pki.rs` the lab's CA and
+//! node certificates; `cluster.rs` cluster.json, down, status;
 //! `infra.rs` the `lab up` steps; `binaries.rs` finding the programs.
 
 mod binaries;
@@ -55,6 +56,7 @@ mod haproxy;
 mod infra;
 mod nats;
 mod net;
+mod pki;
 mod postgres;
 mod process;
 
@@ -66,16 +68,21 @@ pub use cluster::{
     DownReport, LabGuard, CLUSTER_FILE,
 };
 pub use error::{LabError, MissingBinary, Result};
-pub use haproxy::{Backend, Haproxy, HaproxyOptions, ServerState, BACKEND_NAME, HAPROXY_ROLE, PROBLEM_ERRORS};
-pub use infra::{up_infrastructure, InfraOptions, Infrastructure};
+pub use haproxy::{
+    Backend, Haproxy, HaproxyOptions, HaproxyTls, ServerState, BACKEND_NAME, HAPROXY_ROLE, METRICS_REFUSAL,
+    PROBLEM_ERRORS,
+};
+pub use infra::{up_infrastructure, InfraOptions, Infrastructure, TLS_DIR};
 pub use nats::{
-    render_authorization, Jsz, MetaCluster, NatsAccount, NatsAuth, NatsCluster, NatsLink, NatsNode, NatsOptions,
-    NatsPermissions, NatsUser, Passwords, PeerInfo, Routez, StreamDetail, LEADER_ELECTION_BOUND, NATS_ROLE,
+    render_authorization, render_config as render_nats_config, Jsz, MetaCluster, NatsAccount, NatsAuth, NatsCluster,
+    NatsLink, NatsNode, NatsOptions, NatsPermissions, NatsTls, NatsUser, Passwords, PeerInfo, Routez, StreamDetail,
+    LEADER_ELECTION_BOUND, NATS_ROLE,
 };
 pub use net::{
-    free_port, free_ports, http_get, http_get_json, poll_until, tcp_accepts, wait_for_http_ok, wait_for_tcp,
-    HttpAnswer, LOOPBACK,
+    free_port, free_ports, http_get, http_get_json, http_get_trusting, poll_until, tcp_accepts, ureq_tls,
+    wait_for_http_ok, wait_for_http_ok_trusting, wait_for_tcp, HttpAnswer, LOOPBACK,
 };
+pub use pki::{CertFiles, LabCa};
 pub use postgres::{Postgres, PostgresAccess, PostgresOptions, POSTGRES_DATABASE, POSTGRES_ROLE, POSTGRES_USER};
 pub use process::{
     group_members, log_tail, logs_dir, process_state, respawn, send_signal, signal_leader, start_process,

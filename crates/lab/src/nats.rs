@@ -71,6 +71,21 @@ pub struct NatsOptions {
     /// NATS accounts (with `auth` set), each with its users, JetStream, and the subjects it
     /// shares with the others; the users' URLs come from [`NatsCluster::client_urls_as`].
     pub accounts: Vec<NatsAccount>,
+    /// TLS for clients and routes: clients must speak TLS (the servers present node `i`'s
+    /// certificate), routes verify each other's certificates against the CA both ways.
+    pub tls: Option<NatsTls>,
+    /// The login a server must present on the cluster port to join as a route (`cluster {
+    /// authorization }`, and in the route URLs): a server without it is refused.
+    pub route_auth: Option<NatsAuth>,
+}
+
+/// The certificates of a TLS cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTls {
+    /// The CA that signed the nodes' certificates (routes trust it; clients should too).
+    pub ca_file: PathBuf,
+    /// One per node, in node order.
+    pub node_certs: Vec<crate::pki::CertFiles>,
 }
 
 /// A NATS account: its own subjects and JetStream, and what it exports to or imports from others.
@@ -156,6 +171,8 @@ impl Default for NatsOptions {
             gogc: lab_gogc(),
             auth: None,
             accounts: Vec::new(),
+            tls: None,
+            route_auth: None,
         }
     }
 }
@@ -330,6 +347,9 @@ impl NatsCluster {
         if opts.auth.is_none() && !opts.accounts.is_empty() {
             return Err(LabError::Invalid("NATS accounts need `auth` (the operator) as well".into()));
         }
+        if opts.tls.as_ref().is_some_and(|t| t.node_certs.len() != opts.nodes) {
+            return Err(LabError::Invalid("NATS TLS needs one certificate per node".into()));
+        }
         let binary = binaries::resolve(NATS_SERVER, opts.binary.as_deref())?;
         let ports = net::free_ports(3 * opts.nodes)?;
         let n = opts.nodes;
@@ -349,7 +369,9 @@ impl NatsCluster {
             std::fs::create_dir_all(&node_dir).map_err(|e| LabError::io("create", &node_dir, e))?;
             let routes: Vec<u16> = (0..n).filter(|&j| j != i).map(|j| cluster_ports[j]).collect();
             let config = node_dir.join("nats.conf");
-            let text = render_config(&server_name, &node_dir, client[i], cluster_ports[i], monitor[i], &routes, opts);
+            let tls = opts.tls.as_ref().map(|t| (t.ca_file.as_path(), &t.node_certs[i]));
+            let text =
+                render_config(&server_name, &node_dir, client[i], cluster_ports[i], monitor[i], &routes, tls, opts);
             std::fs::write(&config, text).map_err(|e| LabError::io("write", &config, e))?;
             // It may hold the clients' password.
             std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -369,6 +391,7 @@ impl NatsCluster {
                 .extra("monitor_port", monitor[i])
                 .extra("cluster_name", opts.cluster_name.as_str())
                 .extra("config", config.display().to_string())
+                .extra("tls", opts.tls.is_some())
                 .die_with_parent(opts.die_with_parent);
             if let Some(procs) = opts.gomaxprocs {
                 spec = spec.env("GOMAXPROCS", procs.to_string());
@@ -796,8 +819,23 @@ pub fn render_authorization(operator: &NatsAuth, accounts: &[NatsAccount], passw
     out
 }
 
+/// A `tls { }` block (indented by `indent`) presenting `cert`; with `verify`, the peer must
+/// present a certificate signed by `ca` too.
+fn render_tls(indent: &str, ca: &Path, cert: &crate::pki::CertFiles, verify: bool) -> String {
+    let path = |p: &Path| quote(&p.display().to_string());
+    format!(
+        "{indent}tls {{\n{indent}  cert_file: {}\n{indent}  key_file: {}\n{indent}  ca_file: {}\n{indent}  verify: {verify}\n{indent}  timeout: 2\n{indent}}}\n",
+        path(&cert.cert),
+        path(&cert.key),
+        path(ca),
+    )
+}
+
 /// The config of one node. Store limits are explicit so that a lab never reserves the machine's
-/// whole memory and disk; everything listens on loopback only.
+/// whole memory and disk; everything listens on loopback only. With `tls` (the CA and this
+/// node's certificate) clients must speak TLS and routes verify each other; the monitoring
+/// port stays plain HTTP on loopback (the lab reads it).
+#[allow(clippy::too_many_arguments)]
 pub fn render_config(
     server_name: &str,
     node_dir: &Path,
@@ -805,19 +843,42 @@ pub fn render_config(
     cluster_port: u16,
     monitor_port: u16,
     route_ports: &[u16],
+    tls: Option<(&Path, &crate::pki::CertFiles)>,
     opts: &NatsOptions,
 ) -> String {
-    let routes: String =
-        route_ports.iter().map(|p| format!("    \"nats-route://{LOOPBACK}:{p}\"\n")).collect::<Vec<_>>().concat();
+    let route_login = match &opts.route_auth {
+        Some(auth) => {
+            let encode = |text: &str| utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
+            format!("{}:{}@", encode(&auth.user), encode(&auth.password))
+        }
+        None => String::new(),
+    };
+    let routes: String = route_ports
+        .iter()
+        .map(|p| format!("    \"nats-route://{route_login}{LOOPBACK}:{p}\"\n"))
+        .collect::<Vec<_>>()
+        .concat();
     // One node: standalone JetStream (a cluster block without routes would wait for peers).
     let cluster = if route_ports.is_empty() {
         String::new()
     } else {
+        let authorization = match &opts.route_auth {
+            Some(auth) => format!(
+                "  authorization {{\n    user: {}\n    password: {}\n    timeout: 2\n  }}\n",
+                quote(&auth.user),
+                quote(&auth.password)
+            ),
+            None => String::new(),
+        };
+        // nats-server verifies route certificates both ways whatever `verify` says.
+        let tls = tls.map(|(ca, cert)| render_tls("  ", ca, cert, true)).unwrap_or_default();
         format!(
-            "\ncluster {{\n  name: {}\n  listen: \"{LOOPBACK}:{cluster_port}\"\n  routes: [\n{routes}  ]\n}}\n",
+            "\ncluster {{\n  name: {}\n  listen: \"{LOOPBACK}:{cluster_port}\"\n{tls}{authorization}  routes: [\n{routes}  ]\n}}\n",
             quote(&opts.cluster_name)
         )
     };
+    // Clients prove who they are with their logins, not certificates: no `verify`.
+    let client_tls = tls.map(|(ca, cert)| render_tls("", ca, cert, false) + "\n").unwrap_or_default();
     format!(
         "# {server_name} of the lab's NATS cluster, written by the lab crate; a restart reuses it unchanged.\n\
          server_name: {name}\n\
@@ -825,6 +886,7 @@ pub fn render_config(
          http: \"{LOOPBACK}:{monitor_port}\"\n\
          logtime: true\n\
          \n\
+         {client_tls}\
          {authorization}\
          jetstream {{\n  \
            # nats-server stores under <store_dir>/jetstream\n  \

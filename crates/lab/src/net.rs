@@ -2,6 +2,7 @@
 //! and the polling loop every readiness check here is built on.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{LabError, Result};
@@ -134,8 +135,13 @@ pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> Result<()> {
 
 /// Wait until `GET url` answers 200.
 pub fn wait_for_http_ok(url: &str, timeout: Duration) -> Result<()> {
+    wait_for_http_ok_trusting(url, timeout, None)
+}
+
+/// [`wait_for_http_ok`], an `https://` URL's certificate checked against `ca`.
+pub fn wait_for_http_ok_trusting(url: &str, timeout: Duration, ca: Option<&Path>) -> Result<()> {
     poll_until(&format!("GET {url} to answer 200"), timeout, Duration::from_millis(50), || {
-        match http_get(url, Duration::from_millis(500)) {
+        match http_get_trusting(url, Duration::from_millis(500), ca) {
             Ok(answer) if answer.status == 200 => Ok(()),
             Ok(answer) => Err(format!("status {}: {}", answer.status, answer.body.trim())),
             Err(e) => Err(e.to_string()),
@@ -150,14 +156,33 @@ pub struct HttpAnswer {
     pub body: String,
 }
 
+/// ureq's TLS settings trusting only the CA certificates in `ca` (rustls on [`tls::provider`]):
+/// for the lab's own checks, the admin CLI and tests speaking HTTPS to the lab.
+pub fn ureq_tls(ca: &Path) -> Result<ureq::tls::TlsConfig> {
+    let invalid = |e: String| LabError::Invalid(format!("{}: {e}", ca.display()));
+    let certs = tls::certificate_chain(ca).map_err(|e| invalid(e.to_string()))?;
+    let certs = certs.iter().map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned()).collect();
+    Ok(ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(tls::provider())
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+        .build())
+}
+
 /// `GET url` with an overall timeout; any status is an answer (only no answer is an error).
 pub fn http_get(url: &str, timeout: Duration) -> Result<HttpAnswer> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_idle_connections(0)
-        .build()
-        .into();
+    http_get_trusting(url, timeout, None)
+}
+
+/// [`http_get`], an `https://` URL's certificate checked against `ca` (without it, https is
+/// refused: no system roots).
+pub fn http_get_trusting(url: &str, timeout: Duration, ca: Option<&Path>) -> Result<HttpAnswer> {
+    let mut config =
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).max_idle_connections(0);
+    if let Some(ca) = ca {
+        config = config.tls_config(ureq_tls(ca)?);
+    }
+    let agent: ureq::Agent = config.build().into();
     let mut response =
         agent.get(url).call().map_err(|e| LabError::Http { url: url.to_string(), message: e.to_string() })?;
     let status = response.status().as_u16();

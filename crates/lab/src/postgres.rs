@@ -86,6 +86,9 @@ pub struct PostgresAccess {
     /// statement per element, no newline inside one. They run again on a reused DIR, so they must
     /// be idempotent (passwords set with `ALTER ROLE`).
     pub setup: Vec<String>,
+    /// `ssl = on` with this certificate, and `hostssl` lines only in `pg_hba.conf`: a TCP client
+    /// without TLS is refused. None: plaintext and TLS-less `host` lines as `initdb` writes them.
+    pub tls: Option<crate::pki::CertFiles>,
 }
 
 impl Default for PostgresOptions {
@@ -99,6 +102,7 @@ impl Default for PostgresOptions {
             die_with_parent: false,
             ready_timeout: Duration::from_secs(30),
             access: PostgresAccess::default(),
+            tls: None,
         }
     }
 }
@@ -177,6 +181,13 @@ impl Postgres {
             server_args.push("-c".into());
             server_args.push(setting);
         }
+        if let Some(cert) = &opts.tls {
+            let passwords = opts.access.superuser_password.is_some();
+            for setting in install_tls(&own_dir, cert, passwords, programs.run_as.as_ref())? {
+                server_args.push("-c".into());
+                server_args.push(setting);
+            }
+        }
         let (program, args) = programs.command(&programs.postgres, server_args);
         let url = url_for(port, opts.access.superuser_password.as_deref());
         let spec = ProcessSpec::new(POSTGRES_ROLE, &opts.name, program)
@@ -187,6 +198,7 @@ impl Postgres {
             .extra("port", port)
             .extra("data_dir", data_dir.display().to_string())
             .extra("run_as", programs.run_as.as_ref().map(|u| u.name.clone()))
+            .extra("tls", opts.tls.is_some())
             .die_with_parent(opts.die_with_parent);
         let component = process::start_process(&dir, &spec)?;
         let postgres = Postgres {
@@ -601,6 +613,48 @@ impl Programs {
             Err(LabError::Exited { name: what.to_string(), log: log.to_path_buf(), tail: process::log_tail(log, 15) })
         }
     }
+}
+
+/// The server's copy of its certificate and key in `own_dir` (PostgreSQL refuses a key file
+/// that others may read, and must own it when it runs as its own user) and a `pg_hba.conf` that
+/// takes TCP connections over TLS only (`hostssl`; the Unix socket stays `trust` for local
+/// administration). Returns the settings that point the server at them.
+fn install_tls(
+    own_dir: &Path,
+    cert: &crate::pki::CertFiles,
+    passwords: bool,
+    run_as: Option<&SystemUser>,
+) -> Result<Vec<String>> {
+    let server_cert = own_dir.join("server.crt");
+    let server_key = own_dir.join("server.key");
+    let hba = own_dir.join("pg_hba.conf");
+    let copy = |from: &Path, to: &Path| std::fs::copy(from, to).map_err(|e| LabError::io("copy", from, e));
+    copy(&cert.cert, &server_cert)?;
+    copy(&cert.key, &server_key)?;
+    // With passwords (PostgresAccess), every TCP login proves its own; the socket stays the
+    // lab's (the server's system user only).
+    let method = if passwords { "scram-sha-256" } else { "trust" };
+    let lines = format!(
+        "# written by the lab: TCP only over TLS\n\
+         local   all all                trust\n\
+         hostssl all all 127.0.0.1/32   {method}\n\
+         hostssl all all ::1/128        {method}\n"
+    );
+    std::fs::write(&hba, lines).map_err(|e| LabError::io("write", &hba, e))?;
+    for (file, mode) in [(&server_cert, 0o644), (&server_key, 0o600), (&hba, 0o600)] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| LabError::io("chmod", file, e))?;
+        if let Some(user) = run_as {
+            std::os::unix::fs::chown(file, Some(user.uid), Some(user.gid))
+                .map_err(|e| LabError::io("chown", file, e))?;
+        }
+    }
+    Ok(vec![
+        "ssl=on".into(),
+        format!("ssl_cert_file={}", server_cert.display()),
+        format!("ssl_key_file={}", server_key.display()),
+        format!("hba_file={}", hba.display()),
+    ])
 }
 
 /// Add the search bit for others to `dir` (when root, so that the server's user can reach its

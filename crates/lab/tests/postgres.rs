@@ -3,19 +3,33 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::TestDir;
-use lab::{ClusterFile, InfraOptions, LabGuard, Postgres, PostgresOptions, ProcessState, POSTGRES_ROLE};
+use lab::{ClusterFile, InfraOptions, LabCa, LabGuard, Postgres, PostgresOptions, ProcessState, POSTGRES_ROLE};
 
 fn options() -> PostgresOptions {
     PostgresOptions { die_with_parent: true, ..PostgresOptions::default() }
 }
 
 fn connect(url: &str) -> postgres::Client {
+    try_connect(url, None).expect("connects")
+}
+
+/// Over TLS trusting `ca` (and requiring it), or plaintext without.
+fn try_connect(url: &str, ca: Option<&Path>) -> Result<postgres::Client, String> {
     let mut config: postgres::Config = url.parse().expect("the lab's URL parses");
     config.connect_timeout(Duration::from_secs(2));
-    config.connect(postgres::NoTls).expect("connects")
+    let connected = match ca {
+        Some(ca) => {
+            tls::PostgresTls::require(&mut config);
+            config.connect(tls::PostgresTls::new(ca).map_err(|e| e.to_string())?)
+        }
+        None => config.connect(postgres::NoTls),
+    };
+    // The client's message names only the kind of failure; the server's words are its source.
+    connected.map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
 }
 
 #[test]
@@ -90,7 +104,22 @@ fn lab_up_with_postgres_lists_it_restarts_it_and_down_leaves_nothing() {
     let mut infra = lab::up_infrastructure(dir.path(), &InfraOptions::for_tests()).expect("infrastructure");
     let url = infra.add_postgres().expect("PostgreSQL").url();
     assert_eq!(infra.cluster_file().fields.get("postgres_url").and_then(|v| v.as_str()), Some(url.as_str()));
-    connect(&url).batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7);").expect("write");
+    // The lab runs TLS: plaintext is refused by pg_hba.conf, a client trusting another CA
+    // refuses the server's certificate, a client trusting the lab's CA is served.
+    let ca = infra.ca_file().expect("the lab's CA").to_path_buf();
+    assert_eq!(infra.cluster_file().fields.get("tls_ca").and_then(|v| v.as_str()), ca.to_str());
+    let refused = try_connect(&url, None).err().expect("a plaintext client is refused");
+    assert!(refused.contains("no encryption"), "{refused}");
+    let other = LabCa::create(&dir.path().join("other-ca"), "another CA").expect("another CA");
+    let refused = try_connect(&url, Some(other.ca_file())).err().expect("a certificate of another CA is refused");
+    assert!(refused.to_lowercase().contains("unknownissuer"), "{refused}");
+    let connect = |url: &str| try_connect(url, Some(&ca)).expect("connects over TLS");
+    let mut client = connect(&url);
+    let ssl: bool =
+        client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).expect("ssl").get(0);
+    assert!(ssl, "the session is not encrypted");
+    client.batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7);").expect("write");
+    drop(client);
 
     // Restart through the infrastructure: new pid recorded, data kept.
     let old = infra.component("postgres").expect("recorded").pid;

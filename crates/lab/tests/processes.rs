@@ -190,7 +190,12 @@ fn lab_up_sequence_with_stand_in_api_nodes_then_down() {
         backends.push(Backend::new(name, ([127, 0, 0, 1], ports[1]).into()));
     }
     let url = infra.add_haproxy(&backends).expect("haproxy over the api nodes").url();
-    assert_eq!(lab::http_get(&format!("{url}/healthz"), Duration::from_secs(2)).expect("through haproxy").status, 200);
+    // The lab runs TLS: HAProxy serves https with a certificate of the lab's CA (its stand-in
+    // backends here are plain HTTP).
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = infra.ca_file().map(std::path::Path::to_path_buf);
+    let through = lab::http_get_trusting(&format!("{url}/healthz"), Duration::from_secs(2), ca.as_deref());
+    assert_eq!(through.expect("through haproxy").status, 200);
     // A second `up` in the same DIR is refused while this one runs.
     assert!(matches!(lab::up_infrastructure(dir.path(), &opts), Err(lab::LabError::AlreadyRunning { .. })));
 

@@ -3,6 +3,7 @@
 //! maps to statuses.
 
 use std::error::Error as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -20,8 +21,15 @@ use crate::wire::JobMessage;
 /// in the background if none answers yet (the caller's readiness reflects
 /// [`Client::connection_state`]); reconnects quickly after a node is lost, since requests wait
 /// on it. A `role`'s replies come to its own inbox prefix, the one its NATS user may subscribe
-/// to (`permissions.rs`); None keeps NATS's shared `_INBOX` (tools and tests).
-pub async fn connect(urls: &[String], name: &str, role: Option<Role>) -> Result<Client, QueueError> {
+/// to (`permissions.rs`); None keeps NATS's shared `_INBOX` (tools and tests). With `tls_ca`
+/// the connection must be TLS, the server's certificate signed by that CA and naming the host
+/// of the URL: a server offering plaintext is refused rather than spoken to.
+pub async fn connect(
+    urls: &[String],
+    name: &str,
+    role: Option<Role>,
+    tls_ca: Option<&Path>,
+) -> Result<Client, QueueError> {
     let (urls, credentials) = split_credentials(urls)?;
     let options = match credentials {
         Some(Credentials::UserPassword { user, password }) => ConnectOptions::with_user_and_password(user, password),
@@ -30,6 +38,13 @@ pub async fn connect(urls: &[String], name: &str, role: Option<Role>) -> Result<
     };
     let options = match role {
         Some(role) => options.custom_inbox_prefix(role.inbox_prefix()),
+        None => options,
+    };
+    let options = match tls_ca {
+        Some(ca) => {
+            let config = tls::client_config(ca).map_err(|e| QueueError::Config(format!("NATS TLS: {e}")))?;
+            options.require_tls(true).tls_client_config(config.as_ref().clone())
+        }
         None => options,
     };
     options

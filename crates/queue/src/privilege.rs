@@ -5,6 +5,7 @@
 //! everything. Each NATS server logs the refusal of a role's probe as a permissions violation
 //! on that subject, once per start.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
@@ -32,9 +33,9 @@ pub enum LoginScope {
 }
 
 /// Err when the login in `urls` may do what `role` must not (the probe was answered); meant to
-/// stop the role. Opens a connection of its own and closes it.
-pub async fn check_login_scope(urls: &[String], role: Role) -> Result<LoginScope, QueueError> {
-    let client = connect(urls, "login-scope-check", Some(role)).await?;
+/// stop the role. Opens a connection of its own (TLS with `tls_ca`, as the role's) and closes it.
+pub async fn check_login_scope(urls: &[String], tls_ca: Option<&Path>, role: Role) -> Result<LoginScope, QueueError> {
+    let client = connect(urls, "login-scope-check", Some(role), tls_ca).await?;
     let started = Instant::now();
     while client.connection_state() != State::Connected {
         if started.elapsed() > CONNECT_WAIT {

@@ -47,6 +47,10 @@ pub struct QueueSection {
     pub ack_wait_ms: u64,
     /// Deliveries that may run a job before it is failed as poison (422).
     pub max_attempts: u32,
+    /// A CA certificate file (PEM): NATS is then spoken only over TLS, the servers' certificates
+    /// checked against it and the URLs' hosts; a server offering plaintext is refused. Empty:
+    /// plaintext (`resizer dev` has no NATS).
+    pub tls_ca: String,
 }
 
 /// The `worker` role.
@@ -70,6 +74,9 @@ pub struct WorkerSection {
     /// any other origin is refused without a connection. Required: a worker refuses to start
     /// without it.
     pub api_origins: String,
+    /// A CA certificate file (PEM): api nodes' internal ports are then spoken to over TLS only
+    /// (`https://` origins), their certificates checked against it and the origin's host.
+    pub tls_ca: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +107,9 @@ pub struct UsageSection {
     /// The hourly rollups: empty means `<data_dir>/usage.sqlite`; a `postgres://` URL in the
     /// cluster (shared by the aggregators that write and the api nodes that read).
     pub rollups_database: String,
+    /// With a PostgreSQL `rollups_database`: a CA certificate file (PEM), as
+    /// `identity.database_tls_ca`.
+    pub rollups_tls_ca: String,
     /// Role `usage` (an aggregator): health, readiness and metrics.
     pub listen: String,
 }
@@ -149,6 +159,12 @@ pub struct ApiSection {
     /// Resize requests of one tenant in flight at once on this node (from admission to the
     /// answer); past it, 429 `too-many-in-flight` before the body is read.
     pub max_requests_in_flight_per_tenant: usize,
+    /// A certificate chain file (PEM): every listener of the node (public, admin, internal)
+    /// then speaks TLS only, and the internal URL workers are told is `https://`. Needs
+    /// `tls_key`. Empty: plain HTTP (`resizer dev`'s default).
+    pub tls_cert: String,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: String,
 }
 
 /// Defaults for tenants without their own limits.
@@ -179,6 +195,9 @@ pub struct IdentitySection {
     /// The store: a SQLite file (empty means `<data_dir>/identity.sqlite`) or a PostgreSQL URL
     /// (`postgres://user@host:port/db`: the cluster's identity service).
     pub database: String,
+    /// With a PostgreSQL `database`: a CA certificate file (PEM); connections then require TLS
+    /// and check the server's certificate against it and the URL's host (`verify-full`).
+    pub database_tls_ca: String,
     /// How often the credential cache takes changes made by other processes (store source).
     pub refresh_ms: u64,
     /// Where an api node's credentials come from: `store` (the database above, in this
@@ -221,6 +240,8 @@ impl Default for Config {
                 max_staged_bytes: 1 << 30,
                 max_body_bytes_in_flight: 0,
                 max_requests_in_flight_per_tenant: 64,
+                tls_cert: String::new(),
+                tls_key: String::new(),
             },
             limits: LimitsSection {
                 rate_per_sec: limits.rate_per_sec,
@@ -231,6 +252,7 @@ impl Default for Config {
             dispatch: DispatchSection { workers: 0, small_queue: 0, medium_queue: 0, large_queue: 0 },
             identity: IdentitySection {
                 database: String::new(),
+                database_tls_ca: String::new(),
                 refresh_ms: 250,
                 source: "store".into(),
                 relay_interval_ms: 250,
@@ -246,6 +268,7 @@ impl Default for Config {
                 spool_memory_dir: "/dev/shm".into(),
                 mode: "embedded".into(),
                 rollups_database: String::new(),
+                rollups_tls_ca: String::new(),
                 listen: "127.0.0.1:8095".into(),
             },
             queue: QueueSection {
@@ -256,6 +279,7 @@ impl Default for Config {
                 max_large_jobs: 256,
                 ack_wait_ms: 2000,
                 max_attempts: 3,
+                tls_ca: String::new(),
             },
             worker: WorkerSection {
                 listen: "127.0.0.1:8090".into(),
@@ -264,6 +288,7 @@ impl Default for Config {
                 node_id: String::new(),
                 pull_expires_ms: 1000,
                 api_origins: String::new(),
+                tls_ca: String::new(),
             },
             log: LogSection { level: "info".into(), format: "json".into() },
         }
@@ -402,6 +427,9 @@ impl Config {
                 queue::ACK_PROGRESS_EVERY.as_millis()
             );
         }
+        if self.api.tls_cert.trim().is_empty() != self.api.tls_key.trim().is_empty() {
+            bail!("api.tls_cert and api.tls_key go together: set both (TLS) or neither (plain HTTP)");
+        }
         if !matches!(self.usage.mode.as_str(), "embedded" | "ship") {
             bail!("usage.mode must be embedded or ship");
         }
@@ -418,7 +446,8 @@ impl Config {
     pub fn open_identity_store(&self) -> anyhow::Result<std::sync::Arc<dyn identity::Store>> {
         let database = &self.identity.database;
         if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-            let store = identity::PgIdentityStore::connect(database)
+            let tls = non_empty_path(&self.identity.database_tls_ca);
+            let store = identity::PgIdentityStore::connect(database, tls)
                 .with_context(|| format!("connecting to the identity database {}", queue::redact_url(database)))?;
             return Ok(std::sync::Arc::new(store));
         }
@@ -491,11 +520,35 @@ impl Config {
         if bound.ip().is_unspecified() {
             bail!(
                 "api.internal_listen is {bound}, which workers cannot connect to: set api.internal_url to this \
-                 node's internal URL as workers reach it (e.g. http://10.0.1.11:{})",
+                 node's internal URL as workers reach it (e.g. https://10.0.1.11:{})",
                 bound.port()
             );
         }
-        Ok(format!("http://{bound}"))
+        let scheme = if self.api_tls_enabled() { "https" } else { "http" };
+        Ok(format!("{scheme}://{bound}"))
+    }
+
+    fn api_tls_enabled(&self) -> bool {
+        non_empty_path(&self.api.tls_cert).is_some()
+    }
+
+    /// The TLS every listener of this node serves with (`api.tls_cert`, `api.tls_key`); None:
+    /// plain HTTP.
+    pub fn api_tls(&self) -> anyhow::Result<Option<std::sync::Arc<tls::ServerConfig>>> {
+        match (non_empty_path(&self.api.tls_cert), non_empty_path(&self.api.tls_key)) {
+            (Some(cert), Some(key)) => Ok(Some(tls::server_config(cert, key).context("api.tls_cert / api.tls_key")?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The worker's TLS to the api nodes' internal ports (`worker.tls_ca`); None: plain HTTP.
+    pub fn worker_internal_tls(&self) -> anyhow::Result<Option<std::sync::Arc<tls::ClientConfig>>> {
+        non_empty_path(&self.worker.tls_ca).map(|ca| tls::client_config(ca).context("worker.tls_ca")).transpose()
+    }
+
+    /// `queue.tls_ca` as a path, None when empty.
+    pub fn nats_tls_ca(&self) -> Option<&Path> {
+        non_empty_path(&self.queue.tls_ca)
     }
 
     pub fn nats_urls(&self) -> Vec<String> {
@@ -534,6 +587,11 @@ impl Config {
     }
 }
 
+/// A file key: None when empty (the feature is off).
+pub fn non_empty_path(value: &str) -> Option<&Path> {
+    (!value.trim().is_empty()).then(|| Path::new(value.trim()))
+}
+
 /// A key's environment variable: `api.listen` is `RESIZER_API_LISTEN`.
 fn env_name(path: &str) -> String {
     format!("RESIZER_{}", path.replace('.', "_").to_ascii_uppercase())
@@ -548,7 +606,8 @@ fn known_env() -> anyhow::Result<Vec<String>> {
 /// `RESIZER_*` variables among `env` that name no configuration key and none of the other
 /// tools' variables.
 fn unknown_env(env: &[(String, String)], known: &[String]) -> Vec<String> {
-    const OTHERS: &[&str] = &["RESIZER_ADMIN_URL", "RESIZER_ADMIN_TOKEN", "RESIZER_NATS_PASSWORD"];
+    const OTHERS: &[&str] =
+        &["RESIZER_ADMIN_URL", "RESIZER_ADMIN_TOKEN", "RESIZER_ADMIN_CA_FILE", "RESIZER_NATS_PASSWORD"];
     env.iter()
         .map(|(name, _)| name)
         .filter(|name| !known.contains(name) && !OTHERS.contains(&name.as_str()))

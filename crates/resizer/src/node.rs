@@ -124,9 +124,10 @@ pub enum RollupAccess {
 pub fn open_rollups(config: &Config, access: RollupAccess) -> anyhow::Result<Arc<usage::Rollups>> {
     let database = &config.usage.rollups_database;
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        let tls_ca = crate::config::non_empty_path(&config.usage.rollups_tls_ca);
         let rollups = match access {
-            RollupAccess::Write => usage::Rollups::connect_postgres(database),
-            RollupAccess::Read => usage::Rollups::connect_postgres_reader(database),
+            RollupAccess::Write => usage::Rollups::connect_postgres(database, tls_ca),
+            RollupAccess::Read => usage::Rollups::connect_postgres_reader(database, tls_ca),
         };
         return Ok(Arc::new(rollups.context("connecting to the usage rollups database")?));
     }
@@ -184,7 +185,7 @@ pub async fn serve_monitoring(
         header_timeout: Duration::from_millis(config.api.header_timeout_ms.max(1)),
         max_connections: MONITORING_CONNECTIONS,
     };
-    api::serve_with_limits(listener, router, limits, stop).await
+    api::serve_with_limits(listener, router, limits, None, stop).await
 }
 
 pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
@@ -196,9 +197,10 @@ pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
 /// Stops the process when its NATS login may do more than its role (`queue::check_login_scope`):
 /// the permission lists protect nothing then. Checked in the background, as soon as NATS
 /// answers, so a start is never held up by it; the process exits within seconds of starting.
-pub fn refuse_broad_nats_login(urls: Vec<String>, role: queue::Role) {
+pub fn refuse_broad_nats_login(urls: Vec<String>, tls_ca: Option<&std::path::Path>, role: queue::Role) {
+    let tls_ca = tls_ca.map(std::path::Path::to_path_buf);
     tokio::spawn(async move {
-        match queue::check_login_scope(&urls, role).await {
+        match queue::check_login_scope(&urls, tls_ca.as_deref(), role).await {
             Ok(queue::LoginScope::Narrow) => tracing::debug!(role = role.as_str(), "NATS login held to its role"),
             Ok(queue::LoginScope::Unchecked) => {
                 tracing::warn!(

@@ -22,6 +22,30 @@ use common::TempDir;
 use serde_json::Value;
 
 /// A lab cluster of this test; stopped (`lab down`) when dropped.
+/// Speaks NATS over TLS to `address` (after its plaintext INFO line, as NATS upgrades), trusting
+/// `ca`: sends `bytes`, returns everything the server says until it closes or goes quiet.
+fn nats_over_tls(address: &str, ca: &Path, bytes: &[u8]) -> String {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect(address).expect("NATS client port");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+    let mut info = String::new();
+    reader.read_line(&mut info).expect("INFO");
+    let config = tls::client_config(ca).expect("the lab's CA");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = rustls::StreamOwned::new(rustls::ClientConnection::new(config, name).expect("TLS"), stream);
+    tls.write_all(bytes).expect("write over TLS");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A ureq configuration trusting only the lab's CA: its HAProxy, api nodes and identity service
+/// speak HTTPS with certificates of it.
+fn agent_config(ca: &Path) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder().tls_config(lab::ureq_tls(ca).expect("the lab's CA"))
+}
+
 struct Lab {
     file: Value,
     dir: PathBuf,
@@ -68,7 +92,8 @@ impl Lab {
         );
         let file: Value = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
             .expect("cluster.json is JSON");
-        let agent = ureq::Agent::config_builder()
+        let ca = file["fields"]["tls_ca"].as_str().expect("the lab runs TLS: tls_ca in cluster.json");
+        let agent = agent_config(Path::new(ca))
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
@@ -120,6 +145,11 @@ impl Lab {
 
     /// cluster.json's `nats_identity_urls`: the NATS user that may do everything in the
     /// identity account, where the identity bucket is.
+    /// The lab's CA (cluster.json's `tls_ca`): what a client of its NATS or PostgreSQL trusts.
+    fn tls_ca(&self) -> PathBuf {
+        PathBuf::from(self.field("tls_ca"))
+    }
+
     fn identity_nats_urls(&self) -> Vec<String> {
         let urls = self.file["fields"]["nats_identity_urls"].as_array().expect("nats_identity_urls");
         urls.iter().map(|u| u.as_str().expect("URL").to_owned()).collect()
@@ -235,12 +265,13 @@ impl Load {
         let body = Arc::new(body);
         let url = format!("{}/v1/resize?{query}", lab.field("url"));
         let key = lab.field("demo_api_key");
+        let ca = lab.tls_ca();
         let threads = (0..clients)
             .map(|_| {
-                let (stop, samples, body, url, key) =
-                    (stop.clone(), samples.clone(), body.clone(), url.clone(), key.clone());
+                let (stop, samples, body, url, key, ca) =
+                    (stop.clone(), samples.clone(), body.clone(), url.clone(), key.clone(), ca.clone());
                 thread::spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                    let agent: ureq::Agent = agent_config(&ca)
                         .http_status_as_error(false)
                         .timeout_global(Some(Duration::from_secs(30)))
                         .build()
@@ -343,6 +374,32 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     let answer = lab.agent.get(&internal).header("authorization", "Bearer guess").call().expect("answer");
     assert_eq!(answer.status().as_u16(), 410, "an unknown job is gone whatever the token");
 
+    // TLS everywhere: the internal port answers no plaintext request and refuses a client that
+    // trusts another CA; HAProxy's plain-HTTP port only redirects to HTTPS; its public frontend
+    // does not serve the api nodes' /metrics.
+    let internal_addr = lab.url_of("api-0", "internal").trim_start_matches("https://").to_owned();
+    let mut plain = std::net::TcpStream::connect(&internal_addr).expect("the internal port");
+    plain.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let _ = plain.write_all(b"GET /internal/v1/jobs/0123/source HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/"), "plaintext answered: {}", String::from_utf8_lossy(&answer));
+    let other = lab::LabCa::create(&lab.dir.join("other-ca"), "another CA").expect("another CA");
+    let stranger: ureq::Agent = agent_config(other.ca_file()).build().into();
+    let refused = stranger.get(&internal).call().expect_err("a certificate of another CA");
+    assert!(refused.to_string().to_lowercase().contains("unknownissuer"), "{refused}");
+    let plain_lb: ureq::Agent =
+        ureq::Agent::config_builder().max_redirects(0).http_status_as_error(false).build().into();
+    let redirect =
+        plain_lb.post(format!("{}/v1/resize?width=10", lab.field("http_url"))).send(&b"x"[..]).expect("answer");
+    assert_eq!(redirect.status().as_u16(), 308);
+    let location = redirect.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(location, format!("{}/v1/resize?width=10", lab.field("url")));
+    let mut metrics = lab.agent.get(format!("{}/metrics", lab.field("url"))).call().expect("answer");
+    assert_eq!(metrics.status().as_u16(), 404);
+    let problem: Value = serde_json::from_str(&metrics.body_mut().read_to_string().expect("body")).expect("JSON");
+    assert_eq!(problem["type"], "urn:resizer:problem:not-found", "{problem}");
+
     // Every api node and worker counted its part; the results were accepted once each.
     let accepted = lab.metric_sum("api-0", "resizer_internal_results_total")
         + lab.metric_sum("api-1", "resizer_internal_results_total");
@@ -405,11 +462,15 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     let secret = password.split(|c: char| !c.is_ascii_alphanumeric()).max_by_key(|run| run.len()).unwrap_or("");
     assert!(secret.len() >= 24, "{password}");
     let address = first.rsplit_once('@').expect("host").1;
+    // In plaintext nothing is served at all (the lab runs TLS); over TLS, no login is refused.
     let mut nats = std::net::TcpStream::connect(address).expect("NATS client port");
     nats.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    nats.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").expect("CONNECT");
-    let mut answer = String::new();
-    let _ = nats.read_to_string(&mut answer); // the server closes the connection after its -ERR
+    let _ = nats.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n");
+    let mut answer = Vec::new();
+    let _ = nats.read_to_end(&mut answer); // the server hangs up on bytes that are no TLS handshake
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("\"tls_required\":true") && !answer.contains("PONG"), "{answer}");
+    let answer = nats_over_tls(address, &lab.tls_ca(), b"CONNECT {\"verbose\":false}\r\nPING\r\n");
     assert!(answer.to_lowercase().contains("authorization violation"), "{answer}");
     for entry in std::fs::read_dir(lab.dir.join("logs")).expect("DIR/logs") {
         let path = entry.expect("log").path();
@@ -486,8 +547,10 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let timeout = Duration::from_secs(2);
+        let ca = lab.tls_ca();
+        let ca = &ca;
         let connect = |urls: Vec<String>, role| async move {
-            let client = queue::connect(&urls, "permissions-test", Some(role)).await.expect("NATS");
+            let client = queue::connect(&urls, "permissions-test", Some(role), Some(ca)).await.expect("NATS");
             let mut js = async_nats::jetstream::new(client.clone());
             js.set_timeout(timeout);
             (client, js)
@@ -512,7 +575,8 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         // reply subject: in one account a pull whose reply subject was a bucket key made the
         // bucket store the pull's expiry notice as that tenant's entry. The bucket is in an
         // account of its own, out of the answers' reach.
-        let client = queue::connect(&identity_operator, "permissions-test", None).await.expect("NATS");
+        let client =
+            queue::connect(&identity_operator, "permissions-test", None, Some(&lab.tls_ca())).await.expect("NATS");
         let bucket = async_nats::jetstream::new(client).get_key_value("identity").await.expect("the identity bucket");
         let before = bucket.entry(demo_entry.as_str()).await.expect("entry").expect("the demo tenant's entry");
         let reply = format!("$KV.identity.{demo_entry}");
@@ -561,6 +625,8 @@ fn a_role_given_the_all_permissions_login_refuses_to_run(lab: &Lab) {
     let mut worker = Command::new(env!("CARGO_BIN_EXE_resizer"))
         .args(["worker", "--set", "worker.listen=127.0.0.1:0", "--set", "worker.api_origins=127.0.0.1/32"])
         .args(["--set", &format!("queue.nats_urls={}", urls.join(","))])
+        .args(["--set", &format!("queue.tls_ca={}", lab.tls_ca().display())])
+        .args(["--set", &format!("worker.tls_ca={}", lab.tls_ca().display())])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -598,7 +664,11 @@ fn each_database_login_holds_only_its_roles_tables(lab: &Lab) {
             .find_map(|v| std::str::from_utf8(v).ok()?.strip_prefix(prefix.as_str()).map(str::to_owned))
             .unwrap_or_else(|| panic!("{name} has no {variable}"))
     };
-    let connect = |url: &str| postgres::Client::connect(url, postgres::NoTls).expect("the role logs in");
+    let tls = tls::PostgresTls::new(&lab.tls_ca()).expect("the lab's CA");
+    let connect = |url: &str| {
+        let mut config: postgres::Config = url.parse().expect("a role's database URL");
+        tls::PostgresTls::require(&mut config).connect(tls.clone()).expect("the role logs in")
+    };
     let denied = |client: &mut postgres::Client, statement: &str| match client.batch_execute(statement) {
         Ok(()) => false,
         Err(e) => {
@@ -664,7 +734,8 @@ fn a_forged_jobs_origin_is_never_contacted(lab: &Lab) {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let client = queue::connect(&api_urls, "forgery-test", Some(queue::Role::Api)).await.expect("NATS");
+        let client =
+            queue::connect(&api_urls, "forgery-test", Some(queue::Role::Api), Some(&lab.tls_ca())).await.expect("NATS");
         let js = async_nats::jetstream::new(client);
         let payload = serde_json::to_vec(&job).expect("JSON");
         js.publish("jobs.fast.small", payload.into()).await.expect("publish").await.expect("stored");
@@ -999,12 +1070,10 @@ fn a_job_that_keeps_killing_its_workers_fails_with_422() {
     let lab = Lab::up(&["--workers", "2", "--worker-slots", "1", "--set", "queue.max_attempts=1"]);
     let body = common::png(3000, 2400);
     let (url, key) = (format!("{}/v1/resize?width=2000", lab.field("url")), lab.field("demo_api_key"));
+    let ca = lab.tls_ca();
     let request = thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent: ureq::Agent =
+            agent_config(&ca).http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
         resize_at(&agent, &url, &key, &body)
     });
     let victim = {
@@ -1047,8 +1116,9 @@ fn a_full_queue_is_answered_503_at_once() {
         .map(|_| {
             let (url, key, body) =
                 (format!("{}/v1/resize?width=100", lab.field("url")), lab.field("demo_api_key"), jpeg.clone());
+            let ca = lab.tls_ca();
             thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                let agent: ureq::Agent = agent_config(&ca).http_status_as_error(false).build().into();
                 resize_at(&agent, &url, &key, &body).0
             })
         })
@@ -1096,8 +1166,9 @@ fn large_images_past_a_nodes_share_are_refused_and_small_ones_queued() {
     let send = |node: &str, body: &[u8]| {
         let (url, key, body) =
             (format!("{}/v1/resize?width=100", lab.url_of(node, "http")), key.clone(), body.to_vec());
+        let ca = lab.tls_ca();
         thread::spawn(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let agent: ureq::Agent = agent_config(&ca).http_status_as_error(false).build().into();
             let (status, _, problem) = resize_at(&agent, &url, &key, &body);
             (status, problem)
         })
@@ -1185,7 +1256,7 @@ fn a_large_identity_bucket_reaches_a_restarted_api_node() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let entries = 16_000u64;
     runtime.block_on(async {
-        let client = queue::connect(&urls, "test", None).await.expect("NATS");
+        let client = queue::connect(&urls, "test", None, Some(&lab.tls_ca())).await.expect("NATS");
         for i in 0..entries {
             let id = 1_000_000 + i;
             let value = serde_json::json!({ "version": 1, "at_ms": 0, "tenant": { "id": id, "status": "active",
@@ -1230,7 +1301,7 @@ fn a_large_identity_bucket_reaches_a_restarted_api_node() {
     thread::sleep(Duration::from_millis(200));
     lab.restart("api-0");
     let ready = format!("{}/readyz", lab.url_of("api-0", "http"));
-    lab::wait_for_http_ok(&ready, Duration::from_secs(30)).expect("api-0 ready again");
+    lab::wait_for_http_ok_trusting(&ready, Duration::from_secs(30), Some(&lab.tls_ca())).expect("api-0 ready again");
     assert!(accepted(lab.auth_status("api-0", &lab.field("demo_api_key"))), "the demo key after the restart");
     both_accept(&new_key("after the restart"));
     lab.assert_no_nats_refusals();
@@ -1279,7 +1350,7 @@ fn a_frozen_rollups_database_holds_only_a_few_usage_reads() {
         let handles: Vec<_> = (0..sent)
             .map(|_| {
                 scope.spawn(|| {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                    let agent: ureq::Agent = agent_config(&lab.tls_ca())
                         .http_status_as_error(false)
                         .timeout_global(Some(Duration::from_secs(30)))
                         .build()
@@ -1362,7 +1433,7 @@ fn a_revoked_key_is_refused_by_every_api_node_within_a_second() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let deleted = runtime.block_on(async {
         use futures_util::StreamExt;
-        let client = queue::connect(&urls, "test", None).await.expect("NATS");
+        let client = queue::connect(&urls, "test", None, Some(&lab.tls_ca())).await.expect("NATS");
         let js = async_nats::jetstream::new(client);
         let stream = js.get_stream("KV_identity").await.expect("the identity bucket's stream");
         let names: Vec<String> =
@@ -1500,8 +1571,9 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
         .enumerate()
         .map(|(t, (_, key))| {
             let (stop, billed, url, key, jpeg) = (stop.clone(), billed.clone(), url.clone(), key.clone(), jpeg.clone());
+            let ca = lab.tls_ca();
             thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
+                let agent: ureq::Agent = agent_config(&ca)
                     .http_status_as_error(false)
                     .timeout_global(Some(Duration::from_secs(30)))
                     .build()
@@ -1544,7 +1616,7 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
         lab.restart(victim);
         if victim == "api-0" {
             let ready = format!("{}/readyz", lab.url_of("api-0", "http"));
-            lab::wait_for_http_ok(&ready, Duration::from_secs(30)).expect("api-0 back");
+            lab::wait_for_http_ok_trusting(&ready, Duration::from_secs(30), Some(&lab.tls_ca())).expect("api-0 back");
         }
     }
     thread::sleep(Duration::from_millis(1500));
@@ -1658,7 +1730,7 @@ fn an_unreadable_identity_entry_refuses_its_tenant_and_nothing_else() {
     let urls = lab.identity_nats_urls();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let client = queue::connect(&urls, "test", None).await.expect("NATS");
+        let client = queue::connect(&urls, "test", None, Some(&lab.tls_ca())).await.expect("NATS");
         let bucket = async_nats::jetstream::new(client).get_key_value("identity").await.expect("the identity bucket");
         let value = serde_json::json!({ "version": 1_000_000, "tenant": { "id": demo_id, "status": "archived" } });
         bucket.put(format!("t.{demo_id}"), value.to_string().into()).await.expect("put");
@@ -1745,95 +1817,26 @@ fn every_request_through_haproxy_gets_an_answer_while_its_tenant_is_rate_limited
         seen => Err(format!("auth status per node: {seen:?}")),
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let address = lab.field("url").trim_start_matches("http://").to_owned();
     // Bodies below and above the 1 MiB an api node drains of a refused request, as photos are
     // (the corpus's are 0.1-1.9 MB); not images: what passes the rate limit is answered 415
-    // after its body is read, which costs no conversion.
-    let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
-        [600 << 10, 1536 << 10, 900 << 10, 1900 << 10]
-            .into_iter()
-            .map(|len: usize| {
-                let head = format!(
-                    "POST /v1/resize?width=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
-                     Content-Type: image/jpeg\r\nContent-Length: {len}\r\n\r\n"
-                );
-                (head, vec![0x5a_u8; len])
-            })
-            .collect(),
-    );
-    let until = Instant::now() + Duration::from_secs(6);
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (address, bodies) = (address.clone(), bodies.clone());
-            thread::spawn(move || {
-                let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-                let mut next = 0;
-                // Kept-alive connections, as a load tool or a browser keeps them (HAProxy then
-                // reuses its own to the api nodes); a new one only after a close.
-                let mut connection: Option<std::net::TcpStream> = None;
-                while Instant::now() < until {
-                    let mut stream = match connection.take() {
-                        Some(stream) => stream,
-                        None => {
-                            let stream = std::net::TcpStream::connect(&address).expect("HAProxy");
-                            stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-                            stream
-                        }
-                    };
-                    let head = &bodies[next % bodies.len()].0;
-                    next += 1;
-                    if stream.write_all(head.as_bytes()).is_err() {
-                        continue; // closed while idle: not a request yet
-                    }
-                    let writer = {
-                        let (mut stream, bodies, which) =
-                            (stream.try_clone().expect("clone"), bodies.clone(), next - 1);
-                        thread::spawn(move || stream.write_all(&bodies[which % bodies.len()].1).is_ok())
-                    };
-                    let answer = read_http_answer(&mut stream);
-                    let body_sent = writer.join().expect("writer");
-                    let status = match &answer {
-                        Some((status, _)) => status.to_string(),
-                        None => "no answer".to_owned(),
-                    };
-                    *statuses.entry(status).or_default() += 1;
-                    if matches!(answer, Some((_, true))) && body_sent {
-                        connection = Some(stream);
-                    }
-                }
-                statuses
-            })
-        })
-        .collect();
-    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-    for client in clients {
-        for (status, count) in client.join().expect("client thread") {
-            *statuses.entry(status).or_default() += count;
-        }
+    // after its body is read, which costs no conversion. Sent by `resizer loadtest` over
+    // kept-alive HTTPS connections, as in the issue's runs.
+    let bodies = lab.dir.join("bodies");
+    std::fs::create_dir_all(&bodies).expect("bodies folder");
+    for (i, len) in [600usize << 10, 1536 << 10, 900 << 10, 1900 << 10].into_iter().enumerate() {
+        std::fs::write(bodies.join(format!("body-{i}.bin")), vec![0x5a_u8; len]).expect("a body");
     }
-    eprintln!("through HAProxy, rate-limited: {statuses:?}");
-    let answered: usize = statuses.iter().filter(|(s, _)| *s != "no answer").map(|(_, n)| n).sum();
-    assert!(statuses.get("429").is_some_and(|&n| n > 100), "the tenant was not held to its rate: {statuses:?}");
-    assert_eq!(statuses.get("no answer"), None, "requests left without an answer among {answered}: {statuses:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_resizer"))
+        .args(["loadtest", "--url", &format!("{}/v1/resize?width=100", lab.field("url")), "--key", &key])
+        .args(["--images", &bodies.display().to_string(), "--concurrency", "4", "--duration", "6", "--json"])
+        .args(["--ca-file", &lab.tls_ca().display().to_string()])
+        .output()
+        .expect("run resizer loadtest");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("the summary JSON");
+    eprintln!("through HAProxy, rate-limited: {} errors {}", summary["status"], summary["errors"]);
+    let refused = summary["status"]["429"].as_u64().unwrap_or(0);
+    assert!(refused > 100, "the tenant was not held to its rate: {summary}");
+    assert_eq!(summary["errors"].as_u64(), Some(0), "requests without an answer: {}", summary["first_error"]);
 }
 
-/// One HTTP/1.1 answer read from `stream` (head, then a Content-Length body): its status, and
-/// whether the connection stays open after it. None when the connection ends before a whole
-/// answer.
-fn read_http_answer(stream: &mut std::net::TcpStream) -> Option<(u16, bool)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let status = head.strip_prefix("http/1.1 ")?.get(..3)?.parse().ok()?;
-    let field = |name: &str| head.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-    let length: u64 = field("content-length:").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = Vec::new();
-    let read = stream.take(length).read_to_end(&mut body).ok()?;
-    (read as u64 == length).then_some((status, field("connection:") != Some("close")))
-}

@@ -847,3 +847,44 @@ fn an_early_answer_reaches_a_client_still_sending_its_body() -> Result {
     }
     Ok(())
 }
+
+/// `resizer dev` given a certificate (`api.tls_cert`, `api.tls_key`, as `--tls-cert` and
+/// `--tls-key` set them) serves both APIs over TLS only: dev.json says https, a client trusting
+/// the CA resizes and `resizer admin --ca-file` works, a plaintext request gets no HTTP answer,
+/// and a client trusting another CA refuses the certificate.
+#[test]
+fn dev_with_a_certificate_serves_https_only() {
+    let dir = common::TempDir::new();
+    let ca = lab::LabCa::create(&dir.0.join("tls"), "test CA").expect("CA");
+    let other = lab::LabCa::create(&dir.0.join("other"), "another CA").expect("another CA");
+    let cert = ca.issue("dev").expect("certificate");
+    let sets = [format!("api.tls_cert={}", cert.cert.display()), format!("api.tls_key={}", cert.key.display())];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let server = DevServer::start_in(dir, &sets).expect("dev starts").trusting(ca.ca_file());
+    assert!(server.api_url.starts_with("https://127.0.0.1:"), "{}", server.api_url);
+    assert!(server.admin_url.starts_with("https://127.0.0.1:"), "{}", server.admin_url);
+
+    let answer = server.resize("width=8", Some(&server.demo_key.clone()), &png(32, 32), &[]);
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let listed = server.admin_cli(&["--ca-file", &ca.ca_file().display().to_string(), "tenants", "list"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("demo"), "{}", String::from_utf8_lossy(&listed.stdout));
+
+    for url in [&server.api_url, &server.admin_url] {
+        let addr = url.trim_start_matches("https://");
+        let mut plain = TcpStream::connect(addr).expect("connect");
+        plain.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let _ = plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut answer = Vec::new();
+        let _ = plain.read_to_end(&mut answer);
+        assert!(!answer.starts_with(b"HTTP/"), "{url} answered plaintext: {}", String::from_utf8_lossy(&answer));
+
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(lab::ureq_tls(other.ca_file()).expect("CA"))
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let refused = agent.get(format!("{url}/healthz")).call().expect_err("a certificate of another CA");
+        assert!(refused.to_string().to_lowercase().contains("unknownissuer"), "{url}: {refused}");
+    }
+}

@@ -266,9 +266,12 @@ impl Lab {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let file = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
+        let file: Value = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
             .expect("cluster.json is JSON");
+        // The lab runs TLS: its nodes' certificates come from its own CA.
+        let ca = file["fields"]["tls_ca"].as_str().expect("tls_ca in cluster.json");
         let agent = ureq::Agent::config_builder()
+            .tls_config(lab::ureq_tls(std::path::Path::new(ca)).expect("the lab's CA"))
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()

@@ -25,6 +25,8 @@ pub enum RollupError {
     Sqlite(#[from] rusqlite::Error),
     #[error("usage rollups (PostgreSQL): {0}")]
     Postgres(#[from] postgres::Error),
+    #[error("usage rollups (PostgreSQL TLS): {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,8 @@ enum Store {
     /// One connection (the aggregator applies one batch at a time), reopened after a failure.
     Postgres {
         url: String,
+        /// None: plaintext connections.
+        tls: Option<tls::PostgresTls>,
         client: Box<Mutex<Option<postgres::Client>>>,
     },
 }
@@ -169,17 +173,23 @@ impl Rollups {
 
     /// The rollups in PostgreSQL at `url`, for a process that only reads them (api nodes, the
     /// identity service): no table is created, so its database role needs no more than `SELECT`
-    /// on them. Until an aggregator has made them, reads fail. Blocking.
-    pub fn connect_postgres_reader(url: &str) -> Result<Rollups, RollupError> {
-        let rollups = Rollups { store: Store::Postgres { url: url.to_owned(), client: Box::new(Mutex::new(None)) } };
+    /// on them. Until an aggregator has made them, reads fail. Blocking. `tls_ca` as for
+    /// [`connect_postgres`](Self::connect_postgres).
+    pub fn connect_postgres_reader(url: &str, tls_ca: Option<&Path>) -> Result<Rollups, RollupError> {
+        let tls = tls_ca.map(tls::PostgresTls::new).transpose()?;
+        let rollups =
+            Rollups { store: Store::Postgres { url: url.to_owned(), tls, client: Box::new(Mutex::new(None)) } };
         rollups.with_pg(|client| client.simple_query("SELECT 1").map(drop))?;
         Ok(rollups)
     }
 
     /// The rollups in PostgreSQL at `url` (tables created if missing), for the aggregators that
-    /// write them. Blocking.
-    pub fn connect_postgres(url: &str) -> Result<Rollups, RollupError> {
-        let rollups = Rollups { store: Store::Postgres { url: url.to_owned(), client: Box::new(Mutex::new(None)) } };
+    /// write them. Blocking. With `tls_ca` connections require TLS and a server certificate from
+    /// that CA naming the URL's host.
+    pub fn connect_postgres(url: &str, tls_ca: Option<&Path>) -> Result<Rollups, RollupError> {
+        let tls = tls_ca.map(tls::PostgresTls::new).transpose()?;
+        let rollups =
+            Rollups { store: Store::Postgres { url: url.to_owned(), tls, client: Box::new(Mutex::new(None)) } };
         // Several processes start at once (api nodes, aggregators): `IF NOT EXISTS` alone races
         // in PostgreSQL's catalog, so the schema is made under a transaction-scoped lock.
         rollups.with_pg(|client| {
@@ -204,7 +214,7 @@ impl Rollups {
         &self,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, RollupError> {
-        let Store::Postgres { url, client } = &self.store else {
+        let Store::Postgres { url, tls, client } = &self.store else {
             unreachable!("PostgreSQL paths are taken only for the PostgreSQL store")
         };
         let mut slot = client.lock().unwrap_or_else(PoisonError::into_inner);
@@ -221,7 +231,13 @@ impl Rollups {
                 .keepalives_idle(std::time::Duration::from_secs(10))
                 .keepalives_interval(std::time::Duration::from_secs(2))
                 .keepalives_retries(3);
-            let connect = || config.connect(postgres::NoTls);
+            if tls.is_some() {
+                tls::PostgresTls::require(&mut config);
+            }
+            let connect = || match tls {
+                Some(tls) => config.connect(tls.clone()),
+                None => config.connect(postgres::NoTls),
+            };
             *slot = Some(match tokio::runtime::Handle::try_current() {
                 Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                     tokio::task::block_in_place(connect)?

@@ -39,6 +39,11 @@ pub use status::Status;
 pub struct WorkerConfig {
     /// NATS servers (any one will do; the client fails over between them).
     pub nats_urls: Vec<String>,
+    /// The CA NATS servers' certificates are checked against; None: plaintext NATS.
+    pub nats_tls_ca: Option<std::path::PathBuf>,
+    /// TLS to the api nodes' internal ports (`https://` origins only), trusting one CA; None:
+    /// plain HTTP (`http://` origins only).
+    pub internal_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// This worker's id in logs, metrics and usage records.
     pub node_id: String,
     /// Jobs converted at once: the CPU pool's size (one per core by default).

@@ -30,7 +30,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     tokio::pin!(shutdown);
-    let client = queue::connect(&config.nats_urls, &config.node_id, Some(queue::Role::Worker)).await?;
+    let client =
+        queue::connect(&config.nats_urls, &config.node_id, Some(queue::Role::Worker), config.nats_tls_ca.as_deref())
+            .await?;
     status.set_client(client.clone());
     let js = jetstream::new(client.clone());
     let (fast, large) = tokio::select! {
@@ -51,7 +53,7 @@ pub async fn run(
     let context = Arc::new(JobContext {
         config: config.clone(),
         dispatcher: dispatcher.clone(),
-        transfer: transfer::Client::default(),
+        transfer: transfer::Client::new(config.internal_tls.clone()),
         status: status.clone(),
         client: client.clone(),
         js: js.clone(),

@@ -5,7 +5,7 @@
 //! threads already keep every core busy.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,10 +35,13 @@ pub(crate) enum TransferError {
     Unreachable(String),
 }
 
-/// Keep-alive HTTP/1.1 connections to the api nodes, by `host:port`.
+/// Keep-alive HTTP/1.1 connections to the api nodes, by `scheme://host:port`.
 #[derive(Default)]
 pub(crate) struct Client {
     idle: Mutex<HashMap<String, Vec<Connection>>>,
+    /// With it, only `https://` origins are spoken to, their certificates checked against the
+    /// CA it trusts and the origin's host; without it, only `http://` ones.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// One connection; its driver task ends with it.
@@ -54,6 +57,10 @@ impl Drop for Connection {
 }
 
 impl Client {
+    pub(crate) fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Client { idle: Mutex::default(), tls }
+    }
+
     /// The job's source bytes (at most `max_input_bytes`, which the api already enforced).
     pub(crate) async fn fetch(&self, job: &JobMessage, timeout: Duration) -> Result<Vec<u8>, TransferError> {
         let request = request(job, Method::GET, "source").body(Full::default());
@@ -94,11 +101,14 @@ impl Client {
     ) -> Result<Vec<u8>, TransferError> {
         let bad_origin = |what: &dyn std::fmt::Display| TransferError::Unreachable(format!("{}: {what}", job.origin));
         let mut request = request.map_err(|e| bad_origin(&e))?;
-        let node = match request.uri().authority() {
-            Some(authority) if request.uri().scheme_str() == Some("http") => authority.to_string(),
-            _ => return Err(bad_origin(&"not an http://host:port address")),
+        // A worker that trusts a CA speaks only TLS: a plaintext origin is refused, not used.
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let authority = match request.uri().authority() {
+            Some(authority) if request.uri().scheme_str() == Some(scheme) => authority.clone(),
+            _ => return Err(bad_origin(&format!("not an {scheme}://host:port address"))),
         };
-        let host = hyper::header::HeaderValue::from_str(&node).map_err(|e| bad_origin(&e))?;
+        let node = format!("{scheme}://{authority}");
+        let host = hyper::header::HeaderValue::from_str(authority.as_str()).map_err(|e| bad_origin(&e))?;
         request.headers_mut().insert(hyper::header::HOST, host);
         // On a connection of its own, the request line names the path only.
         if let Some(path) = request.uri().path_and_query() {
@@ -106,7 +116,7 @@ impl Client {
         }
         let mut connection = match self.idle_connection(&node) {
             Some(connection) => connection,
-            None => connect(&node).await?,
+            None => connect(&authority, self.tls.as_ref()).await?,
         };
         let response =
             connection.sender.send_request(request).await.map_err(|e| TransferError::Unreachable(error_chain(&e)))?;
@@ -174,16 +184,40 @@ async fn within<T>(
         .unwrap_or_else(|_| Err(TransferError::Unreachable(format!("no answer within {} ms", timeout.as_millis()))))
 }
 
-async fn connect(node: &str) -> Result<Connection, TransferError> {
+async fn connect(
+    authority: &hyper::http::uri::Authority,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Connection, TransferError> {
+    let node = authority.as_str();
     let unreachable = |what: String| TransferError::Unreachable(format!("{node}: {what}"));
+    let late = || unreachable(format!("no connection within {} ms", CONNECT_TIMEOUT.as_millis()));
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(node))
         .await
-        .map_err(|_| unreachable(format!("no connection within {} ms", CONNECT_TIMEOUT.as_millis())))?
+        .map_err(|_| late())?
         .map_err(|e| unreachable(e.to_string()))?;
     // Small requests answered at once: Nagle's delay would only add latency.
     stream.set_nodelay(true).map_err(|e| unreachable(e.to_string()))?;
+    let Some(config) = tls else { return handshake(TokioIo::new(stream), &unreachable).await };
+    // The certificate must name the origin's host (`[::1]` as the address `::1`).
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| unreachable(e.to_string()))?;
+    let stream =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream))
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| unreachable(format!("TLS: {e}")))?;
+    handshake(TokioIo::new(stream), &unreachable).await
+}
+
+async fn handshake<S>(
+    io: TokioIo<S>,
+    unreachable: &impl Fn(String) -> TransferError,
+) -> Result<Connection, TransferError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(error_chain(&e)))?;
+        hyper::client::conn::http1::handshake(io).await.map_err(|e| unreachable(error_chain(&e)))?;
     let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -243,7 +277,39 @@ mod tests {
     /// An api node's internal routes: job `big` has a source over the limit, `gone` is answered 410,
     /// anything else has the source `source of <job>`; a result is answered with its length.
     async fn api_node(connections: Arc<AtomicUsize>) -> String {
-        let app = axum::Router::new()
+        let app = internal_routes();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let address = listener.local_addr().expect("its address");
+        // Count the connections accepted, to see them reused.
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            connections.fetch_add(1, Ordering::Relaxed);
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}/")
+    }
+
+    /// The same routes served over TLS with `config`; returns the https origin.
+    async fn tls_api_node(config: Arc<rustls::ServerConfig>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let address = listener.local_addr().expect("its address");
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(internal_routes());
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        format!("https://{address}/")
+    }
+
+    fn internal_routes() -> axum::Router {
+        axum::Router::new()
             .route(
                 "/internal/v1/jobs/{job}/source",
                 get(|Path(job): Path<String>, headers: HeaderMap| async move {
@@ -265,15 +331,29 @@ mod tests {
                         _ => (StatusCode::BAD_REQUEST, format!("{} bytes", body.len())),
                     }
                 }),
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-        let address = listener.local_addr().expect("its address");
-        // Count the connections accepted, to see them reused.
-        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
-            connections.fetch_add(1, Ordering::Relaxed);
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{address}/")
+            )
+    }
+
+    /// With a CA, only https origins whose certificates it signed are spoken to: an http origin
+    /// is refused before any connection, a certificate of another CA at the handshake.
+    #[tokio::test]
+    async fn with_a_ca_only_https_origins_signed_by_it_are_spoken_to() {
+        let dir = std::env::temp_dir().join(format!("worker-tls-{}", std::process::id()));
+        let ca = lab::LabCa::create(&dir.join("ca"), "test CA").expect("CA");
+        let other = lab::LabCa::create(&dir.join("other"), "another CA").expect("another CA");
+        let cert = ca.issue("api-0").expect("certificate");
+        let origin = tls_api_node(tls::server_config(&cert.cert, &cert.key).expect("server config")).await;
+        let second = Duration::from_secs(1);
+        let client = Client::new(Some(tls::client_config(ca.ca_file()).expect("client config")));
+        assert_eq!(client.fetch(&job(&origin, "a"), second).await.expect("the source"), b"source of a");
+        client.give_back(&job(&origin, "a"), &meta(), b"image".to_vec(), second).await.expect("taken");
+        let plain = client.fetch(&job(&origin.replace("https://", "http://"), "a"), second).await;
+        assert!(matches!(plain, Err(TransferError::Unreachable(ref e)) if e.contains("not an https://")), "{plain:?}");
+        let stranger = Client::new(Some(tls::client_config(other.ca_file()).expect("client config")));
+        let refused = stranger.fetch(&job(&origin, "a"), second).await;
+        let unknown = |e: &str| e.to_lowercase().contains("unknownissuer");
+        assert!(matches!(refused, Err(TransferError::Unreachable(ref e)) if unknown(e)), "{refused:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn job(origin: &str, id: &str) -> JobMessage {

@@ -25,6 +25,13 @@ pub struct AdminArgs {
     /// `RESIZER_DATA_DIR`, the variable `resizer dev` reads too, else `resizer-data`.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The CA certificate (PEM) an `https://` admin URL's certificate is checked against; default
+    /// `RESIZER_ADMIN_CA_FILE`, else the lab's CA with `--lab` (no system roots: a private CA).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// A `resizer lab` cluster: its admin URL, token and CA from DIR/cluster.json.
+    #[arg(long, value_name = "DIR", conflicts_with = "data_dir")]
+    lab: Option<PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -234,15 +241,33 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         })?;
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
     };
-    let url = match args.url.clone().or_else(|| std::env::var("RESIZER_ADMIN_URL").ok()) {
-        Some(url) => url,
-        None => dev()?.admin_url,
+    let lab = match &args.lab {
+        Some(dir) => Some(lab::ClusterFile::read(dir)?),
+        None => None,
     };
-    let token = match args.token.clone().or_else(|| std::env::var("RESIZER_ADMIN_TOKEN").ok()) {
+    let lab_field = |name: &str| -> Option<String> {
+        lab.as_ref().and_then(|f| f.fields.get(name)).and_then(Value::as_str).map(str::to_owned)
+    };
+    let url =
+        match args.url.clone().or_else(|| std::env::var("RESIZER_ADMIN_URL").ok()).or_else(|| lab_field("admin_url")) {
+            Some(url) => url,
+            None => dev()?.admin_url,
+        };
+    let token = match args
+        .token
+        .clone()
+        .or_else(|| std::env::var("RESIZER_ADMIN_TOKEN").ok())
+        .or_else(|| lab_field("admin_token"))
+    {
         Some(token) => token,
         None => dev()?.admin_token,
     };
-    let client = Client { base: url.trim_end_matches('/').to_owned(), token, agent: agent() };
+    let ca_file = args
+        .ca_file
+        .clone()
+        .or_else(|| std::env::var_os("RESIZER_ADMIN_CA_FILE").map(PathBuf::from))
+        .or_else(|| lab_field("tls_ca").map(PathBuf::from));
+    let client = Client { base: url.trim_end_matches('/').to_owned(), token, agent: agent(ca_file.as_deref())? };
 
     let seg = |s: &str| form_path_segment(s);
     let (status, body) = match &args.command {
@@ -530,12 +555,14 @@ impl Client {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+/// With `ca`, https URLs are trusted only if that CA signed their certificate.
+fn agent(ca: Option<&std::path::Path>) -> anyhow::Result<ureq::Agent> {
+    let mut config =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30)));
+    if let Some(ca) = ca {
+        config = config.tls_config(lab::ureq_tls(ca)?);
+    }
+    Ok(config.build().into())
 }
 
 /// Percent-encodes a path segment (tenant names and key ids are plain, but be safe).

@@ -64,8 +64,9 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
         let internal = bind(&config.api.internal_listen, "api.internal_listen").await?;
         let origin = config.internal_origin(internal.local_addr()?)?;
-        let client = queue::connect(&nats_urls, &config.usage.node_id, Some(queue::Role::Api)).await?;
-        crate::node::refuse_broad_nats_login(nats_urls.clone(), queue::Role::Api);
+        let client =
+            queue::connect(&nats_urls, &config.usage.node_id, Some(queue::Role::Api), config.nats_tls_ca()).await?;
+        crate::node::refuse_broad_nats_login(nats_urls.clone(), config.nats_tls_ca(), queue::Role::Api);
         let credentials = match store {
             Some(store) => api::Credentials::Store(store),
             None => {
@@ -101,7 +102,8 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             node = config.usage.node_id,
             "resizer api started"
         );
-        let listeners = api::Listeners { public: Some(public), admin, internal: Some(internal) };
+        let listeners =
+            api::Listeners { public: Some(public), admin, internal: Some(internal), tls: config.api_tls()? };
         let conversions = api::Conversions::Queue(Box::new(backend));
         let usage_stream = (config.usage.mode == "ship").then(|| async_nats::jetstream::new(client.clone()));
         serve_node(&config, String::new(), credentials, cache, conversions, listeners, usage_stream).await

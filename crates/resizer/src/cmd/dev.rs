@@ -33,6 +33,12 @@ pub struct DevArgs {
     /// Admin API address [default: 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
+    /// Serve both APIs over TLS with this certificate chain (PEM; `api.tls_cert`) [default: plain HTTP].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM; `api.tls_key`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -47,6 +53,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(listen) = &args.admin_listen {
         extra.push(("api.admin_listen", listen.clone()));
+    }
+    if let Some(cert) = &args.tls_cert {
+        extra.push(("api.tls_cert", cert.display().to_string()));
+    }
+    if let Some(key) = &args.tls_key {
+        extra.push(("api.tls_key", key.display().to_string()));
     }
     let config = Config::load(&args.config, &extra)?;
     logging::init(&config.log)?;
@@ -75,13 +87,15 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(&sample, SAMPLE_JPEG).with_context(|| format!("writing {}", sample.display()))?;
     }
 
+    let tls = config.api_tls()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let public = bind(&config.api.listen, "api.listen / --listen").await?;
         let admin = bind(&config.api.admin_listen, "api.admin_listen / --admin-listen").await?;
         let file = DevFile {
-            api_url: format!("http://{}", public.local_addr()?),
-            admin_url: format!("http://{}", admin.local_addr()?),
+            api_url: format!("{scheme}://{}", public.local_addr()?),
+            admin_url: format!("{scheme}://{}", admin.local_addr()?),
             admin_token: admin_token.clone(),
             demo_api_key,
         };
@@ -102,7 +116,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
         let dispatcher = dispatch::Dispatcher::start(dispatch_config);
         let conversions = api::Conversions::Embedded(dispatcher);
-        let listeners = api::Listeners { public: Some(public), admin, internal: None };
+        let listeners = api::Listeners { public: Some(public), admin, internal: None, tls };
         serve_node(&config, admin_token, api::Credentials::Store(store), cache, conversions, listeners, None).await
     })?;
     Ok(ExitCode::SUCCESS)

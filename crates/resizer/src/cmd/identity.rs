@@ -46,8 +46,8 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
         tracing::info!(admin_url = %admin.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer identity started");
-        let client = queue::connect(&nats_urls, "identity", Some(queue::Role::Identity)).await?;
-        crate::node::refuse_broad_nats_login(nats_urls.clone(), queue::Role::Identity);
+        let client = queue::connect(&nats_urls, "identity", Some(queue::Role::Identity), config.nats_tls_ca()).await?;
+        crate::node::refuse_broad_nats_login(nats_urls.clone(), config.nats_tls_ca(), queue::Role::Identity);
         let cache = Arc::new(CredentialCache::new());
         let app = api::App::new(
             api_config,
@@ -63,7 +63,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
             app.identity_written(),
             Duration::from_millis(config.identity.relay_interval_ms.max(10)),
         ));
-        let listeners = api::Listeners { public: None, admin, internal: None };
+        let listeners = api::Listeners { public: None, admin, internal: None, tls: config.api_tls()? };
         let served = api::serve(app, listeners, crate::signals::shutdown()).await;
         relay.abort();
         served.map_err(anyhow::Error::from)

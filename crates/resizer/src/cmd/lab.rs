@@ -68,6 +68,10 @@ pub struct UpArgs {
     /// workers, at least 1: on one machine, workers with a core count each would oversubscribe it].
     #[arg(long)]
     pub worker_slots: Option<usize>,
+    /// Plaintext everywhere (no CA, no TLS on NATS, PostgreSQL, the api nodes or HAProxy): to
+    /// measure what TLS costs, never to run anything that matters.
+    #[arg(long)]
+    pub no_tls: bool,
     /// Extra `--set KEY=VALUE` for every api node and worker (repeatable), e.g. `api.request_timeout_ms=5000`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -116,8 +120,10 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // NATS takes a login, as it must wherever it runs: each role its own user, allowed only the
     // subjects the role uses (queue::permissions), in its URLs; `resizer` may do everything (for
     // operators and tests, in cluster.json's `nats_urls`).
-    let mut options = InfraOptions::default();
+    let mut options = InfraOptions { tls: !args.no_tls, ..InfraOptions::default() };
     options.nats.auth = Some(lab::NatsAuth { user: "resizer".into(), password: generate_admin_token()? });
+    // Routes log in too: a server that knows the cluster port but not this login cannot join.
+    options.nats.route_auth = Some(lab::NatsAuth { user: "route".into(), password: generate_admin_token()? });
     let roles_config =
         crate::config::Config::load(&crate::config::ConfigArgs { config: None, set: args.set.clone() }, &[])?;
     options.nats.accounts = nats_accounts(&roles_config.queue_config(), |_| generate_admin_token())?;
@@ -164,8 +170,18 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // What api nodes get instead: their admin ports only read (usage and audit).
     let read_token = generate_admin_token()?;
 
+    // Every role trusts the lab's CA for NATS and PostgreSQL (and refuses them without TLS).
+    let ca_file = infra.ca_file().map(Path::to_path_buf);
+    let ca = ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let scheme = if ca_file.is_some() { "https" } else { "http" };
+
     let common = |spec: ProcessSpec, role: queue::Role| -> ProcessSpec {
-        let mut spec = spec.env("RESIZER_QUEUE_NATS_URLS", &role_urls[&role]).env("RESIZER_LOG_FORMAT", "json");
+        let mut spec = spec
+            .env("RESIZER_QUEUE_NATS_URLS", &role_urls[&role])
+            .env("RESIZER_QUEUE_TLS_CA", &ca)
+            .env("RESIZER_IDENTITY_DATABASE_TLS_CA", &ca)
+            .env("RESIZER_USAGE_ROLLUPS_TLS_CA", &ca)
+            .env("RESIZER_LOG_FORMAT", "json");
         for kv in &args.set {
             spec = spec.args(["--set".to_owned(), kv.clone()]);
         }
@@ -178,7 +194,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let archive_url = format!("file://{}", dir.join("archive").display());
     std::fs::create_dir_all(dir.join("archive")).context("creating DIR/archive")?;
     let port = lab::free_port()?;
-    let admin_url = format!("http://{LOOPBACK}:{port}");
+    let admin_url = format!("{scheme}://{LOOPBACK}:{port}");
     let spec = ProcessSpec::new("identity", "identity", &program)
         .arg("identity")
         .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{port}"))
@@ -190,11 +206,13 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .url("admin", &admin_url)
         .url("metrics", format!("{admin_url}/metrics"))
         .health(format!("{admin_url}/readyz"));
+    let spec = serve_tls(&infra, spec, "identity")?;
     let identity = infra.start_process(common(spec, queue::Role::Identity))?;
-    lab::wait_for_http_ok(&format!("{admin_url}/healthz"), Duration::from_secs(30)).map_err(|e| {
-        anyhow::anyhow!("the identity service did not start: {e}\n--- its log ---\n{}", identity.log_tail(30))
-    })?;
-    let demo_key = demo_key(&admin_url, &admin_token)?;
+    lab::wait_for_http_ok_trusting(&format!("{admin_url}/healthz"), Duration::from_secs(30), ca_file.as_deref())
+        .map_err(|e| {
+            anyhow::anyhow!("the identity service did not start: {e}\n--- its log ---\n{}", identity.log_tail(30))
+        })?;
+    let demo_key = demo_key(&admin_url, &admin_token, ca_file.as_deref())?;
 
     // Usage: api nodes ship their spool batches to the usage stream; the aggregator applies them
     // (Parquet into DIR/archive, rollups in PostgreSQL), and api nodes read usage from there.
@@ -231,7 +249,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let name = format!("api-{i}");
         let ports = lab::free_ports(3)?;
         let (public, admin, internal) = (ports[0], ports[1], ports[2]);
-        let url = |port: u16| format!("http://{LOOPBACK}:{port}");
+        let url = |port: u16| format!("{scheme}://{LOOPBACK}:{port}");
         let spec = ProcessSpec::new("api", &name, &program)
             .arg("api")
             .env("RESIZER_API_LISTEN", format!("{LOOPBACK}:{public}"))
@@ -248,9 +266,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .url("internal", url(internal))
             .url("metrics", format!("{}/metrics", url(public)))
             .health(format!("{}/readyz", url(public)));
+        let spec = serve_tls(&infra, spec, &name)?;
         let component = infra.start_process(usage_env(common(spec, queue::Role::Api), "resizer_api"))?;
         health.push((component, format!("{}/readyz", url(public))));
-        backends.push(Backend::new(&name, ([127, 0, 0, 1], public).into()));
+        let addr = ([127, 0, 0, 1], public).into();
+        backends.push(if ca_file.is_some() { Backend::tls(&name, addr) } else { Backend::new(&name, addr) });
         internal_origins.push(url(internal));
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -266,12 +286,12 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .env("RESIZER_WORKER_API_ORIGINS", internal_origins.join(","))
             .url("metrics", format!("{url}/metrics"))
             .health(format!("{url}/readyz"));
-        spec = spec.env("RESIZER_WORKER_SLOTS", worker_slots.to_string());
+        spec = spec.env("RESIZER_WORKER_SLOTS", worker_slots.to_string()).env("RESIZER_WORKER_TLS_CA", &ca);
         let component = infra.start_process(common(spec, queue::Role::Worker))?;
         health.push((component, format!("{url}/readyz")));
     }
     for (component, ready) in &health {
-        lab::wait_for_http_ok(ready, Duration::from_secs(30)).map_err(|e| {
+        lab::wait_for_http_ok_trusting(ready, Duration::from_secs(30), ca_file.as_deref()).map_err(|e| {
             anyhow::anyhow!("{} did not become ready: {e}\n--- its log ---\n{}", component.name, component.log_tail(30))
         })?;
     }
@@ -289,6 +309,19 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let file = infra.finish(fields)?;
     print_summary(&dir, &url, &admin_url, &demo_key, file.components.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The identity service and api nodes serve every listener over TLS, each with a certificate of
+/// the lab's CA for its name (which HAProxy checks).
+fn serve_tls(infra: &lab::Infrastructure, spec: ProcessSpec, name: &str) -> anyhow::Result<ProcessSpec> {
+    Ok(match infra.ca() {
+        Some(authority) => {
+            let files = authority.issue(name)?;
+            spec.env("RESIZER_API_TLS_CERT", files.cert.display().to_string())
+                .env("RESIZER_API_TLS_KEY", files.key.display().to_string())
+        }
+        None => spec,
+    })
 }
 
 /// The NATS user with every permission in the identity account (the operator `resizer` is in
@@ -358,12 +391,13 @@ fn spool_memory_dir(dir: &Path) -> Option<PathBuf> {
 
 /// The demo tenant and a key for it, made through the identity service's admin API as any
 /// operator would.
-fn demo_key(admin_url: &str, admin_token: &str) -> anyhow::Result<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+fn demo_key(admin_url: &str, admin_token: &str, ca: Option<&Path>) -> anyhow::Result<String> {
+    let mut config =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(10)));
+    if let Some(ca) = ca {
+        config = config.tls_config(lab::ureq_tls(ca)?);
+    }
+    let agent: ureq::Agent = config.build().into();
     let post = |path: &str, body: serde_json::Value| -> anyhow::Result<serde_json::Value> {
         let mut response = agent
             .post(format!("{admin_url}{path}"))

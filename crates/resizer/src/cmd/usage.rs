@@ -80,8 +80,8 @@ async fn aggregate(config: &Config, nats_urls: &[String], status: &Status) -> an
             }
         };
         let aggregator = Arc::new(usage::Aggregator::new(rollups, open_archive(config)?));
-        let client = queue::connect(nats_urls, "usage", Some(queue::Role::Usage)).await?;
-        crate::node::refuse_broad_nats_login(nats_urls.to_vec(), queue::Role::Usage);
+        let client = queue::connect(nats_urls, "usage", Some(queue::Role::Usage), config.nats_tls_ca()).await?;
+        crate::node::refuse_broad_nats_login(nats_urls.to_vec(), config.nats_tls_ca(), queue::Role::Usage);
         let _ = status.client.set(client.clone());
         let js = jetstream::new(client);
         let consumer = loop {

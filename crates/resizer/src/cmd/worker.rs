@@ -2,6 +2,7 @@
 //! queue, fetches each source from the api node that staged it, converts it and hands the result
 //! back (the `worker` crate); it listens only for health, readiness and metrics.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     let worker_config = worker::WorkerConfig {
         nats_urls,
+        nats_tls_ca: config.nats_tls_ca().map(Path::to_path_buf),
+        internal_tls: config.worker_internal_tls()?,
         node_id: node_id.clone(),
         slots,
         prefetch: config.worker.prefetch,
@@ -70,7 +73,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                 .await
             }
         });
-        crate::node::refuse_broad_nats_login(worker_config.nats_urls.clone(), queue::Role::Worker);
+        crate::node::refuse_broad_nats_login(worker_config.nats_urls.clone(), config.nats_tls_ca(), queue::Role::Worker);
         let result = worker::run(worker_config, status, crate::signals::shutdown()).await;
         let _ = stop.send(());
         let _ = http.await;

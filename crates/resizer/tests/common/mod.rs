@@ -126,6 +126,17 @@ impl DevServer {
         }
     }
 
+    /// Speak HTTPS to it trusting only `ca` (a server started with `api.tls_cert`).
+    pub fn trusting(mut self, ca: &Path) -> DevServer {
+        self.agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .tls_config(lab::ureq_tls(ca).expect("the CA file"))
+            .build()
+            .into();
+        self
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.0.join("resizer-data")
     }

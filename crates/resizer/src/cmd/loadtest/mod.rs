@@ -60,11 +60,15 @@ use summary::{Objective, RampSummary, StepSummary, Summary, Totals};
 
 #[derive(Args, Debug)]
 pub struct LoadtestArgs {
-    /// Target: plain http://host[:port]/path?query (no TLS). `{file}` in it is replaced, request
-    /// by request, by the file name of the body taken (URL-encoded): for servers that read the
-    /// image from their own disk by name, with `--method GET`.
+    /// Target: http://host[:port]/path?query, or https:// with `--ca-file`. `{file}` in it is
+    /// replaced, request by request, by the file name of the body taken (URL-encoded): for
+    /// servers that read the image from their own disk by name, with `--method GET`.
     #[arg(long)]
     url: String,
+    /// For an https:// URL: the CA certificate (PEM) the server's certificate must be signed by
+    /// (e.g. a lab's DIR/tls/ca.pem). Each connection makes one handshake, then keeps alive.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// API key, sent as `Authorization: Bearer KEY`.
     #[arg(long)]
     key: Option<String>,
@@ -135,6 +139,8 @@ pub struct LoadConfig {
     pub duration: Duration,
     pub max_requests: Option<u64>,
     pub progress: Progress,
+    /// For an https target: the client's TLS configuration (trusting one CA).
+    pub tls: Option<Arc<tls::ClientConfig>>,
 }
 
 /// One body file: its name fills `{file}` in the URL.
@@ -161,9 +167,11 @@ pub enum Progress {
 /// Between two plain progress lines.
 const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
 
-/// A plain-HTTP target, split into what the connection and the request line need.
+/// An HTTP or HTTPS target, split into what the connection and the request line need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// https://: TLS on each connection.
+    pub https: bool,
     /// Host name or IP address, without the brackets of an IPv6 literal.
     pub host: String,
     pub port: u16,
@@ -179,7 +187,8 @@ const FILE_SLOT: &str = "%7Bfile%7D";
 impl Target {
     /// The URL as given (with `{file}`).
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.authority, self.path_and_query.replace(FILE_SLOT, "{file}"))
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.path_and_query.replace(FILE_SLOT, "{file}"))
     }
 }
 
@@ -337,6 +346,12 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
 
 pub fn config_from_args(args: &LoadtestArgs) -> anyhow::Result<LoadConfig> {
     let target = parse_url(&args.url)?;
+    let tls = match (&args.ca_file, target.https) {
+        (Some(ca), true) => Some(tls::client_config(ca).with_context(|| format!("--ca-file {}", ca.display()))?),
+        (None, true) => bail!("an https:// --url needs --ca-file (the CA its certificate is checked against)"),
+        (Some(_), false) => bail!("--ca-file is for an https:// --url"),
+        (None, false) => None,
+    };
     let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| anyhow!("--method {:?} is not an HTTP method", args.method))?;
     let mut headers = Vec::new();
@@ -386,6 +401,7 @@ pub fn config_from_args(args: &LoadtestArgs) -> anyhow::Result<LoadConfig> {
         duration,
         max_requests: args.requests,
         progress,
+        tls,
     })
 }
 
@@ -443,16 +459,15 @@ pub fn parse_ramp(text: &str) -> anyhow::Result<(Vec<f64>, f64)> {
     Ok((plan, step))
 }
 
-/// Splits `http://host[:port]/path?query`. Only plain HTTP: the generator speaks to our servers
-/// directly, without TLS in between.
+/// Splits `http://host[:port]/path?query` (or `https://`).
 pub fn parse_url(url: &str) -> anyhow::Result<Target> {
     let uri: Uri = url.replace("{file}", FILE_SLOT).parse().map_err(|e| anyhow!("invalid --url {url:?}: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => bail!("invalid --url {url:?}: https is not supported, only plain http://"),
-        Some(other) => bail!("invalid --url {url:?}: scheme {other:?} is not supported, only http://"),
-        None => bail!("invalid --url {url:?}: it must start with http://"),
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        Some(other) => bail!("invalid --url {url:?}: scheme {other:?} is not supported, only http:// and https://"),
+        None => bail!("invalid --url {url:?}: it must start with http:// or https://"),
+    };
     let Some(authority) = uri.authority() else { bail!("invalid --url {url:?}: no host") };
     if authority.as_str().contains('@') {
         bail!("invalid --url {url:?}: user names in the URL are not supported (use --key or --header)");
@@ -466,8 +481,9 @@ pub fn parse_url(url: &str) -> anyhow::Result<Target> {
         _ => "/".to_string(),
     };
     Ok(Target {
+        https,
         host: host.to_string(),
-        port: authority.port_u16().unwrap_or(80),
+        port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
         authority: authority.as_str().to_string(),
         path_and_query,
     })
@@ -551,7 +567,15 @@ pub async fn run_load(config: &LoadConfig, interrupt: impl Future<Output = ()>) 
         .ok_or_else(|| anyhow!("cannot resolve host {:?}", target.host))?;
     // One connection before the clock starts: if the server is not there, say so instead of
     // reporting a run made only of connection errors.
-    let first_connection = connect(addr)
+    let tls = match &config.tls {
+        Some(client) => {
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| anyhow!("host {:?}: {e}", target.host))?;
+            Some(Tls { connector: tokio_rustls::TlsConnector::from(client.clone()), name })
+        }
+        None => None,
+    };
+    let first_connection = connect(addr, tls.as_ref())
         .await
         .map_err(|e| anyhow!("cannot connect to {}: {}", target.authority, describe_io_error(&e)))?;
 
@@ -560,6 +584,7 @@ pub async fn run_load(config: &LoadConfig, interrupt: impl Future<Output = ()>) 
     let (stop_sender, mut stopped) = watch::channel(false);
     let run = Arc::new(RunState {
         addr,
+        tls,
         request,
         pacing: config.pacing,
         max_requests: config.max_requests,
@@ -622,6 +647,7 @@ pub async fn run_load(config: &LoadConfig, interrupt: impl Future<Output = ()>) 
 /// What the workers share: the request to send, the clock of the run, and a few counters.
 struct RunState {
     addr: SocketAddr,
+    tls: Option<Tls>,
     request: RequestTemplate,
     pacing: Pacing,
     max_requests: Option<u64>,
@@ -729,13 +755,29 @@ impl Drop for Connection {
     }
 }
 
-async fn connect(addr: SocketAddr) -> std::io::Result<Connection> {
+/// TLS to an https target: the handshake on each new connection, checked for the URL's host.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+async fn connect(addr: SocketAddr, tls: Option<&Tls>) -> std::io::Result<Connection> {
     let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| timed_out())??;
     // Requests are small writes answered at once: Nagle's delay would be measured as latency.
     stream.set_nodelay(true)?;
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+    let Some(tls) = tls else { return handshake(TokioIo::new(stream)).await };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connector.connect(tls.name.clone(), stream))
+        .await
+        .map_err(|_| timed_out())??;
+    handshake(TokioIo::new(stream)).await
+}
+
+async fn handshake<S>(io: TokioIo<S>) -> std::io::Result<Connection>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(std::io::Error::other)?;
     // The connection's own error also fails the request in flight, where it is counted.
     let driver = tokio::spawn(async move {
         let _ = connection.await;
@@ -827,7 +869,7 @@ async fn exchange(run: &RunState, connection: &mut Option<Connection>, scheduled
     }
     let open = match connection {
         Some(open) => open,
-        None => match connect(run.addr).await {
+        None => match connect(run.addr, run.tls.as_ref()).await {
             Ok(new) => connection.insert(new),
             Err(e) => return Outcome::ConnectFailed(describe_io_error(&e)),
         },
@@ -964,6 +1006,7 @@ mod tests {
         assert_eq!(
             target,
             Target {
+                https: false,
                 host: "127.0.0.1".into(),
                 port: 8080,
                 authority: "127.0.0.1:8080".into(),
@@ -972,18 +1015,19 @@ mod tests {
         );
         let target = parse_url("http://localhost").unwrap();
         assert_eq!((target.host.as_str(), target.port, target.path_and_query.as_str()), ("localhost", 80, "/"));
+        let target = parse_url("https://localhost/x").unwrap();
+        assert_eq!((target.https, target.port, target.url().as_str()), (true, 443, "https://localhost/x"));
         let target = parse_url("http://[::1]:9000/x").unwrap();
         assert_eq!((target.host.as_str(), target.port, target.authority.as_str()), ("::1", 9000, "[::1]:9000"));
     }
 
     #[test]
     fn url_must_be_plain_http_with_a_host() {
-        for url in ["https://127.0.0.1/", "ftp://host/", "garbage", "", "http://", "127.0.0.1:8080/x", "http://u@host/"]
-        {
+        for url in ["ftp://host/", "garbage", "", "http://", "127.0.0.1:8080/x", "http://u@host/"] {
             assert!(parse_url(url).is_err(), "{url:?} accepted");
         }
-        let error = parse_url("https://example.org/").unwrap_err().to_string();
-        assert!(error.contains("https is not supported"), "{error}");
+        let error = parse_url("ftp://example.org/").unwrap_err().to_string();
+        assert!(error.contains("only http:// and https://"), "{error}");
     }
 
     #[test]
@@ -1105,6 +1149,7 @@ mod tests {
             duration: Duration::from_millis(500),
             max_requests: None,
             progress: Progress::Off,
+            tls: None,
         }
     }
 
@@ -1120,7 +1165,7 @@ mod tests {
         parse_url(&format!("http://127.0.0.1:{port}/v1/resize?width=64")).unwrap()
     }
 
-    async fn answer_ok(mut stream: TcpStream) {
+    async fn answer_ok<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) {
         let mut buffer = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -1146,6 +1191,40 @@ mod tests {
                 return;
             }
         }
+    }
+
+    /// Over https: every connection is TLS checked against the CA given; a client trusting
+    /// another CA makes no first connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn https_targets_are_spoken_to_over_tls_checked_against_the_ca() {
+        let dir = std::env::temp_dir().join(format!("loadtest-tls-{}", std::process::id()));
+        let ca = lab::LabCa::create(&dir.join("ca"), "test CA").unwrap();
+        let other = lab::LabCa::create(&dir.join("other"), "another CA").unwrap();
+        let cert = ca.issue("server").unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&cert.cert, &cert.key).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        answer_ok(stream).await;
+                    }
+                });
+            }
+        });
+        let target = parse_url(&format!("https://127.0.0.1:{port}/v1/resize?width=64")).unwrap();
+        let mut config = test_config(target, Pacing::ClosedLoop);
+        config.tls = Some(tls::client_config(ca.ca_file()).unwrap());
+        let report = run_load(&config, std::future::pending()).await.unwrap();
+        let requests = report.counts.requests();
+        assert!(requests > 0);
+        assert_eq!(report.counts.status, BTreeMap::from([(200, requests)]));
+        config.tls = Some(tls::client_config(other.ca_file()).unwrap());
+        let refused = run_load(&config, std::future::pending()).await.map(|_| ()).unwrap_err().to_string();
+        assert!(refused.to_lowercase().contains("unknownissuer"), "{refused}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
