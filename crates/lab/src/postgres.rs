@@ -71,6 +71,9 @@ pub struct PostgresOptions {
     pub ready_timeout: Duration,
     /// Logins and what the database holds for them, set once when the cluster is made.
     pub access: PostgresAccess,
+    /// `ssl = on` with this certificate, and `hostssl` lines only in `pg_hba.conf`: a TCP client
+    /// without TLS is refused. None: plaintext and TLS-less `host` lines as `initdb` writes them.
+    pub tls: Option<crate::pki::CertFiles>,
 }
 
 /// Who may log in over TCP, and what exists for them. The default keeps `initdb`'s trust
@@ -86,9 +89,6 @@ pub struct PostgresAccess {
     /// statement per element, no newline inside one. They run again on a reused DIR, so they must
     /// be idempotent (passwords set with `ALTER ROLE`).
     pub setup: Vec<String>,
-    /// `ssl = on` with this certificate, and `hostssl` lines only in `pg_hba.conf`: a TCP client
-    /// without TLS is refused. None: plaintext and TLS-less `host` lines as `initdb` writes them.
-    pub tls: Option<crate::pki::CertFiles>,
 }
 
 impl Default for PostgresOptions {

@@ -1839,4 +1839,3 @@ fn every_request_through_haproxy_gets_an_answer_while_its_tenant_is_rate_limited
     assert!(refused > 100, "the tenant was not held to its rate: {summary}");
     assert_eq!(summary["errors"].as_u64(), Some(0), "requests without an answer: {}", summary["first_error"]);
 }
-
