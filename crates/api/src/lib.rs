@@ -57,7 +57,9 @@ use tokio::sync::Notify;
 pub use connections::{serve as serve_with_limits, ConnectionLimits};
 pub use conversions::{Conversions, QueueBackend};
 pub use identity_kv::ReplicaStatus;
-pub use operators::{check_strength, token_sha256_hex, Access, Operator, Operators, OperatorsError, MIN_TOKEN_LEN};
+pub use operators::{
+    check_strength, token_sha256_hex, Access, Operator, Operators, OperatorsError, MIN_TOKEN_LEN, THROTTLE_PER_MINUTE,
+};
 pub use problem::ApiError;
 pub use server::{serve, Listeners};
 
@@ -85,6 +87,9 @@ pub struct ApiConfig {
     pub max_body_bytes_in_flight: u64,
     /// Resize requests of one tenant in flight at once on this node; past it, 429.
     pub max_requests_in_flight_per_tenant: usize,
+    /// Wrong admin tokens one client address may present per minute (and at once); past it,
+    /// 429 `admin-throttled` without the token being checked.
+    pub admin_wrong_tokens_per_minute: u32,
 }
 
 /// Open connections at most, per listener.
@@ -116,6 +121,7 @@ impl Default for ApiConfig {
             max_connections: MaxConnections::from_budget(1024),
             max_body_bytes_in_flight: 256 << 20,
             max_requests_in_flight_per_tenant: 64,
+            admin_wrong_tokens_per_minute: operators::THROTTLE_PER_MINUTE,
         }
     }
 }
@@ -183,6 +189,7 @@ impl App {
         conversions: Conversions,
         metering: Option<Metering>,
     ) -> Arc<App> {
+        let admin_throttle = operators::AdminThrottle::new(config.admin_wrong_tokens_per_minute);
         Arc::new(App {
             body_budget: budget::BodyBudget::new(config.max_body_bytes_in_flight),
             tenants_in_flight: in_flight::TenantsInFlight::new(config.max_requests_in_flight_per_tenant),
@@ -195,7 +202,7 @@ impl App {
             read_limiter: ratelimit::RateLimiter::default(),
             metrics: metrics::Metrics::default(),
             metering,
-            admin_throttle: operators::AdminThrottle::default(),
+            admin_throttle,
             shutting_down: AtomicBool::new(false),
         })
     }

@@ -350,6 +350,13 @@ pub fn admin_document() -> Value {
     let errors = |extra: &[(&str, &str)]| {
         let mut m = Map::new();
         m.insert("401".into(), problem("Missing or wrong admin token (checked before the body is read)."));
+        m.insert("403".into(), problem("A write with a read-only operator token (`admin-forbidden`)."));
+        m.insert(
+            "429".into(),
+            problem(
+                "Too many wrong admin tokens from this address (`admin-throttled`): not checked until `Retry-After`.",
+            ),
+        );
         m.insert("413".into(), problem("The request body is over 64 KiB."));
         m.insert("414".into(), problem(&uri_too_long()));
         m.insert("431".into(), problem(&headers_too_large()));

@@ -249,13 +249,22 @@ fn constant_time_compare() {
     assert!(!ct_eq(&a, &b));
 }
 
-/// Wrong admin tokens per client address: a bucket of [`THROTTLE_BURST`] failures refilled at one
-/// per [`THROTTLE_REFILL`]. An empty bucket answers 429 without looking at the token, so a
-/// guesser learns nothing more until it refills. Keyed by the connection's peer address: behind
-/// HAProxy that is the proxy, which is why the admin frontend belongs on the management network.
-#[derive(Debug, Default)]
+/// Wrong admin tokens per client address: a bucket of `per_minute` failures (by default
+/// [`THROTTLE_PER_MINUTE`]) refilled over a minute. An empty bucket answers 429 without looking
+/// at the token, so a guesser learns nothing more until it refills. Keyed by the connection's
+/// peer address: behind HAProxy that is the proxy, which is why the admin frontend belongs on the
+/// management network.
+#[derive(Debug)]
 pub struct AdminThrottle {
     failures: Mutex<HashMap<IpAddr, Bucket>>,
+    burst: f64,
+    refill: Duration,
+}
+
+impl Default for AdminThrottle {
+    fn default() -> Self {
+        AdminThrottle::new(THROTTLE_PER_MINUTE)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -264,21 +273,29 @@ struct Bucket {
     at: Instant,
 }
 
-/// Wrong tokens a client may present before it is throttled.
-pub const THROTTLE_BURST: f64 = 10.0;
-/// One more wrong token allowed per this long.
-pub const THROTTLE_REFILL: Duration = Duration::from_secs(6);
+/// Wrong tokens a client may present at once, and again per minute (`api.admin_wrong_tokens_per_minute`).
+pub const THROTTLE_PER_MINUTE: u32 = 10;
 /// Clients remembered at most; past it the fullest buckets (the most forgiven) are dropped first.
 const THROTTLE_MAX_CLIENTS: usize = 4096;
 
 impl AdminThrottle {
+    /// `per_minute` wrong tokens at once, one more each `1/per_minute` of a minute (at least 1).
+    pub fn new(per_minute: u32) -> AdminThrottle {
+        let per_minute = per_minute.max(1);
+        AdminThrottle {
+            failures: Mutex::default(),
+            burst: f64::from(per_minute),
+            refill: Duration::from_secs(60) / per_minute,
+        }
+    }
+
     /// `Some(retry after)` when this client has no wrong guess left.
     pub fn refused(&self, client: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let failures = self.lock();
         let bucket = failures.get(&client)?;
-        let level = refilled(*bucket, now);
-        (level < 1.0).then(|| THROTTLE_REFILL.mul_f64(1.0 - level))
+        let level = self.refilled(*bucket, now);
+        (level < 1.0).then(|| self.refill.mul_f64(1.0 - level))
     }
 
     /// Counts a wrong token from this client.
@@ -286,7 +303,7 @@ impl AdminThrottle {
         let now = Instant::now();
         let mut failures = self.lock();
         if failures.len() >= THROTTLE_MAX_CLIENTS && !failures.contains_key(&client) {
-            failures.retain(|_, b| refilled(*b, now) < THROTTLE_BURST);
+            failures.retain(|_, b| self.refilled(*b, now) < self.burst);
             if failures.len() >= THROTTLE_MAX_CLIENTS {
                 // Still full of clients guessing right now: forget the oldest half.
                 let mut ages: Vec<Instant> = failures.values().map(|b| b.at).collect();
@@ -295,19 +312,20 @@ impl AdminThrottle {
                 failures.retain(|_, b| b.at > cut);
             }
         }
-        let bucket = failures.entry(client).or_insert(Bucket { level: THROTTLE_BURST, at: now });
-        bucket.level = (refilled(*bucket, now) - 1.0).max(0.0);
+        let full = Bucket { level: self.burst, at: now };
+        let bucket = failures.entry(client).or_insert(full);
+        bucket.level = (self.refilled(*bucket, now) - 1.0).max(0.0);
         bucket.at = now;
+    }
+
+    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        (bucket.level + elapsed / self.refill.as_secs_f64()).min(self.burst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
         self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-fn refilled(bucket: Bucket, now: Instant) -> f64 {
-    let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-    (bucket.level + elapsed / THROTTLE_REFILL.as_secs_f64()).min(THROTTLE_BURST)
 }
 
 #[cfg(test)]
@@ -368,12 +386,18 @@ mod tests {
         let throttle = AdminThrottle::default();
         let guesser: IpAddr = [10, 0, 0, 1].into();
         let other: IpAddr = [10, 0, 0, 2].into();
-        for _ in 0..THROTTLE_BURST as usize {
+        for _ in 0..THROTTLE_PER_MINUTE {
             assert!(throttle.refused(guesser).is_none());
             throttle.failed(guesser);
         }
         let wait = throttle.refused(guesser).expect("throttled after the burst");
-        assert!(wait <= THROTTLE_REFILL && wait > Duration::ZERO);
+        assert!(wait <= Duration::from_secs(6) && wait > Duration::ZERO);
         assert!(throttle.refused(other).is_none());
+        // A deployment that raises it (the contract test does) allows that many.
+        let relaxed = AdminThrottle::new(1000);
+        for _ in 0..999 {
+            relaxed.failed(guesser);
+        }
+        assert!(relaxed.refused(guesser).is_none());
     }
 }

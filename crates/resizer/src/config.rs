@@ -142,6 +142,10 @@ pub struct ApiSection {
     /// "read", `token_sha256`), read again when it changes: deleting an entry revokes that
     /// operator's token on every node reading the file. `resizer admin new-token` prints one.
     pub operators_file: String,
+    /// Wrong admin tokens one client address may present per minute (and at once); past it,
+    /// 429 `admin-throttled` without the token being checked. Behind a proxy the address is the
+    /// proxy's.
+    pub admin_wrong_tokens_per_minute: u32,
     /// Role `api`: where workers fetch staged images and return results. Keep it off the
     /// load balancer.
     pub internal_listen: String,
@@ -235,6 +239,7 @@ impl Default for Config {
                 admin_token: String::new(),
                 read_token: String::new(),
                 operators_file: String::new(),
+                admin_wrong_tokens_per_minute: api::THROTTLE_PER_MINUTE,
                 internal_listen: "127.0.0.1:8082".into(),
                 internal_url: String::new(),
                 max_staged_bytes: 1 << 30,
@@ -491,6 +496,7 @@ impl Config {
             },
             max_body_bytes_in_flight: self.body_budget(),
             max_requests_in_flight_per_tenant: self.api.max_requests_in_flight_per_tenant,
+            admin_wrong_tokens_per_minute: self.api.admin_wrong_tokens_per_minute,
         })
     }
 
