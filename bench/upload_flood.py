@@ -59,7 +59,34 @@ def noise_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
 
 
-class Dev:
+class Target:
+    """What the flood needs of a server: its addresses, the admin API, its process's figures."""
+
+    api: str
+    admin: str
+    admin_token: str
+    admin_tls = None
+    pid: int
+
+    def admin_post(self, path: str, body: dict) -> dict:
+        conn = http_connection(self.admin, self.admin_tls, 30)
+        conn.request("POST", path, json.dumps(body),
+                     {"authorization": f"Bearer {self.admin_token}", "content-type": "application/json"})
+        r = conn.getresponse()
+        text = r.read()
+        if r.status != 201:
+            raise SystemExit(f"admin {path}: {r.status} {text!r}")
+        return json.loads(text)
+
+    def status(self, field: str) -> int:
+        """A /proc/<pid>/status figure in KiB (VmRSS, VmHWM)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        return 0
+
+
+class Dev(Target):
     """A `resizer dev` process on free loopback ports in its own directory."""
 
     def __init__(self, resizer: str, sets: list[str]):
@@ -70,6 +97,7 @@ class Dev:
             cmd += ["--set", kv]
         self.log = open(self.dir / "server.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.pid = self.proc.pid
         started = time.monotonic()
         while not (data / "dev.json").exists():
             if self.proc.poll() is not None:
@@ -84,28 +112,11 @@ class Dev:
         self.admin_token = info["admin_token"]
         self.key = info["demo_api_key"]
 
-    tls = None  # resizer dev serves plain HTTP
-
-    def admin_post(self, path: str, body: dict) -> dict:
-        conn = http_connection(self.admin, self.tls, 30)
-        conn.request("POST", path, json.dumps(body),
-                     {"authorization": f"Bearer {self.admin_token}", "content-type": "application/json"})
-        r = conn.getresponse()
-        text = r.read()
-        if r.status != 201:
-            raise SystemExit(f"admin {path}: {r.status} {text!r}")
-        return json.loads(text)
+    tls = admin_tls = None  # resizer dev serves plain HTTP
 
     def tenant_key(self, name: str) -> str:
         tenant = self.admin_post("/v1/tenants", {"name": name, "limits": {}})
         return self.admin_post(f"/v1/tenants/{tenant['id']}/keys", {"label": "bench"})["key"]
-
-    def status(self, field: str) -> int:
-        """A /proc/<pid>/status figure in KiB (VmRSS, VmHWM)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        return 0
 
     def stop(self):
         self.proc.terminate()
@@ -118,7 +129,7 @@ class Dev:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Lab:
+class Lab(Target):
     """One api node of a running lab (`resizer lab up --dir DIR`): flooded directly, its RSS read."""
 
     def __init__(self, directory: str, node: str = "api-0"):
@@ -137,16 +148,6 @@ class Lab:
         self.key = fields["demo_api_key"]
         self.pid = component["pid"]
 
-    def admin_post(self, path: str, body: dict) -> dict:
-        conn = http_connection(self.admin, self.admin_tls, 30)
-        conn.request("POST", path, json.dumps(body),
-                     {"authorization": f"Bearer {self.admin_token}", "content-type": "application/json"})
-        r = conn.getresponse()
-        text = r.read()
-        if r.status != 201:
-            raise SystemExit(f"admin {path}: {r.status} {text!r}")
-        return json.loads(text)
-
     def tenant_key(self, name: str) -> str:
         # Its rate limit out of the way: what is measured is the flood's effect, not the limiter.
         limits = {"rate_per_sec": 1000000, "burst": 1000000}
@@ -161,12 +162,6 @@ class Lab:
                 return key
             time.sleep(0.1)
         raise SystemExit("the new tenant's key did not reach the api node within 10 s")
-
-    def status(self, field: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        return 0
 
     def stop(self):
         pass  # the lab is the caller's
