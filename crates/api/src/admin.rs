@@ -95,7 +95,9 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 pub(crate) const BODY_LIMIT: usize = 64 << 10;
 
 /// Runs an admin handler body: the token and its access first, then `handle` with the operator
-/// who asked; errors become problem+json.
+/// who asked; errors become problem+json. `token_first` has already refused a wrong token on the
+/// routes it layers; the token is looked up again here (two SHA-256 of a header, on the cold
+/// admin path) so that a handler is never reached unauthenticated, whatever the router's layers.
 async fn admin<F, Fut>(app: &Arc<App>, headers: &HeaderMap, rid: RequestId, needs: Access, handle: F) -> Response
 where
     F: FnOnce(Operator) -> Fut,
