@@ -82,6 +82,10 @@ pub struct DispatchConfig {
     /// Pool threads, one per core: the conversion is CPU-bound and single-threaded per image.
     /// Default: `std::thread::available_parallelism()` (1 if unknown). 0 is treated as 1.
     pub threads: usize,
+    /// Threads beyond `threads` that run small jobs only. Default 0. A worker with one thread
+    /// keeps one, so a small image pulled while a medium one (half a second) converts starts at
+    /// once: the two share the core for the few milliseconds the small one takes.
+    pub small_reserve: usize,
     /// Jobs of this many pixels (width × height) or more go to the medium lane. Default 1,000,000.
     pub medium_from_pixels: u64,
     /// Jobs of this many pixels or more go to the large lane. Default 16,000,000.
@@ -103,6 +107,7 @@ impl DispatchConfig {
         let threads = threads.max(1);
         DispatchConfig {
             threads,
+            small_reserve: 0,
             medium_from_pixels: 1_000_000,
             large_from_pixels: 16_000_000,
             capacity: PerLane { small: 32 * threads, medium: 4 * threads, large: 2 * threads },

@@ -34,14 +34,15 @@ impl Drop for Handle {
 }
 
 impl Dispatcher {
-    /// Starts `config.threads` pool threads (at least one).
+    /// Starts `config.threads` pool threads (at least one) and `config.small_reserve` more for
+    /// small jobs only.
     ///
     /// # Panics
     /// If the operating system refuses to create a thread (the threads already started exit).
     pub fn start(config: DispatchConfig) -> Dispatcher {
         let threads = config.threads.max(1);
         let handle = Arc::new(Handle { pool: Arc::new(Pool::new(config)) });
-        pool::spawn_threads(&handle.pool, threads);
+        pool::spawn_threads(&handle.pool, threads, handle.pool.config.small_reserve);
         Dispatcher { handle }
     }
 
@@ -65,7 +66,12 @@ impl Dispatcher {
         let lane = pool.config.lane_for(pixels);
         let (tx, rx) = oneshot::channel();
         let seq = pool.lock().admit(lane, work, deadline, Instant::now(), tx)?;
-        pool.work_ready.notify_one();
+        if lane == Lane::Small || pool.config.small_reserve == 0 {
+            pool.work_ready.notify_one();
+        } else {
+            // The one woken might be a small-only thread, which would go back to sleep on it.
+            pool.work_ready.notify_all();
+        }
 
         // From here until the answer, dropping this future withdraws the job (see `Ticket`).
         let mut ticket = Ticket { pool, lane, seq, armed: true };

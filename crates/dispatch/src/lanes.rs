@@ -10,7 +10,8 @@
 //! before it in the small and medium lanes (milliseconds to tens of milliseconds each). With one
 //! thread there is nothing to reserve: the thread takes the oldest job of any lane, and a small
 //! image may wait behind the large ones admitted before it (a one-core deployment trades that
-//! latency for never idling while only large jobs wait).
+//! latency for never idling while only large jobs wait). Threads of the `small_reserve` take
+//! small jobs only, so with them a small image waits for no other lane at all.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -50,6 +51,8 @@ pub(crate) struct Lanes {
     waiting: PerLane<VecDeque<Waiting>>,
     capacity: PerLane<usize>,
     threads: usize,
+    /// Threads that take small jobs only, beyond `threads`.
+    small_reserve: usize,
     /// Most threads that may run large jobs at once.
     large_limit: usize,
     next_seq: u64,
@@ -72,6 +75,7 @@ impl Lanes {
             waiting: PerLane::default(),
             capacity: config.capacity,
             threads,
+            small_reserve: config.small_reserve,
             large_limit: threads.saturating_sub(1).max(1),
             next_seq: 0,
             busy: 0,
@@ -126,14 +130,16 @@ impl Lanes {
         true
     }
 
-    /// The oldest job the lane policy lets a thread run now, marked as running. Jobs found
+    /// The oldest job the lane policy lets a thread run now, marked as running; a `small_only`
+    /// thread (`DispatchConfig::small_reserve`) looks at the small lane alone. Jobs found
     /// expired or abandoned on the way are dropped unprocessed (their submitters normally take
     /// them out first; this covers the instant between a deadline and the submitter's timer).
-    pub fn next_job(&mut self, now: Instant) -> Option<(Lane, Waiting)> {
+    pub fn next_job(&mut self, now: Instant, small_only: bool) -> Option<(Lane, Waiting)> {
         loop {
             let large_allowed = self.large_busy < self.large_limit;
             let lane = Lane::ALL
                 .into_iter()
+                .filter(|&lane| !small_only || lane == Lane::Small)
                 .filter(|lane| large_allowed || !lane.is_capped())
                 .filter_map(|lane| self.waiting.get(lane).front().map(|w| (w.seq, lane)))
                 .min()?
@@ -180,7 +186,11 @@ impl Lanes {
     }
 
     fn retry_after(&self, lane: Lane) -> Duration {
-        let serving = if lane.is_capped() { self.large_limit } else { self.threads };
+        let serving = match lane {
+            Lane::Large => self.large_limit,
+            Lane::Medium => self.threads,
+            Lane::Small => self.threads + self.small_reserve,
+        };
         retry_estimate(self.waiting.get(lane).len(), *self.mean_service.get(lane), serving)
     }
 
@@ -258,7 +268,7 @@ mod tests {
         let (_, _m) = push(&mut s, Lane::Medium, now);
         let (_, _s) = push(&mut s, Lane::Small, now);
         let (_, _l) = push(&mut s, Lane::Large, now);
-        let order: Vec<Lane> = std::iter::from_fn(|| s.next_job(now).map(|(lane, _)| lane)).collect();
+        let order: Vec<Lane> = std::iter::from_fn(|| s.next_job(now, false).map(|(lane, _)| lane)).collect();
         assert_eq!(order, [Lane::Medium, Lane::Small, Lane::Large]);
     }
 
@@ -267,8 +277,8 @@ mod tests {
         let mut s = lanes(2);
         let now = Instant::now();
         let _rx: Vec<_> = (0..3).map(|_| push(&mut s, Lane::Medium, now).1).collect();
-        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Medium));
-        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Medium));
+        assert_eq!(s.next_job(now, false).map(|j| j.0), Some(Lane::Medium));
+        assert_eq!(s.next_job(now, false).map(|j| j.0), Some(Lane::Medium));
         assert_eq!(s.stats().busy_threads, 2);
     }
 
@@ -279,14 +289,26 @@ mod tests {
         let _rx: Vec<_> = (0..3).map(|_| push(&mut s, Lane::Large, now).1).collect();
         let (_, _m) = push(&mut s, Lane::Medium, now);
         let (_, _s) = push(&mut s, Lane::Small, now);
-        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Large));
-        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Large));
+        assert_eq!(s.next_job(now, false).map(|j| j.0), Some(Lane::Large));
+        assert_eq!(s.next_job(now, false).map(|j| j.0), Some(Lane::Large));
         // Two of three threads run large jobs: the third takes the medium and small ones.
-        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Medium));
-        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Small));
-        assert!(s.next_job(now).is_none());
+        assert_eq!(s.next_job(now, false).map(|j| j.0), Some(Lane::Medium));
+        assert_eq!(s.next_job(now, false).map(|j| j.0), Some(Lane::Small));
+        assert!(s.next_job(now, false).is_none());
         s.finish(Lane::Large, Duration::from_millis(5));
-        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Large));
+        assert_eq!(s.next_job(now, false).map(|j| j.0), Some(Lane::Large));
+    }
+
+    #[test]
+    fn a_small_only_thread_takes_small_jobs_past_older_medium_ones() {
+        let mut s = lanes(1);
+        let now = Instant::now();
+        let (_, _m) = push(&mut s, Lane::Medium, now);
+        let (_, _l) = push(&mut s, Lane::Large, now);
+        assert!(s.next_job(now, true).is_none(), "a reserved thread leaves medium and large jobs alone");
+        let (small, _s) = push(&mut s, Lane::Small, now);
+        assert_eq!(s.next_job(now, true).map(|(_, q)| q.seq), Some(small));
+        assert_eq!(s.next_job(now, false).map(|j| j.0), Some(Lane::Medium));
     }
 
     #[test]
@@ -294,7 +316,7 @@ mod tests {
         let mut s = lanes(1);
         let now = Instant::now();
         let (_, _l) = push(&mut s, Lane::Large, now);
-        assert_eq!(s.next_job(now).map(|j| j.0), Some(Lane::Large));
+        assert_eq!(s.next_job(now, false).map(|j| j.0), Some(Lane::Large));
     }
 
     #[test]
@@ -325,7 +347,7 @@ mod tests {
         assert!(!s.withdraw(Lane::Medium, a, Withdrawal::Expired));
         assert!(s.withdraw(Lane::Small, c, Withdrawal::Expired));
         assert_eq!((s.cancelled, s.dropped_expired), (1, 1));
-        assert_eq!(s.next_job(now).map(|(_, q)| q.seq), Some(a));
+        assert_eq!(s.next_job(now, false).map(|(_, q)| q.seq), Some(a));
     }
 
     #[test]
@@ -338,7 +360,7 @@ mod tests {
         drop(abandoned);
         let (live, _rx) = push(&mut s, Lane::Small, now);
         let later = now + Duration::from_millis(10);
-        assert_eq!(s.next_job(later).map(|(_, q)| q.seq), Some(live));
+        assert_eq!(s.next_job(later, false).map(|(_, q)| q.seq), Some(live));
         assert!(matches!(expired.try_recv(), Ok(Err(DispatchError::DeadlineExceeded))));
         assert_eq!((s.dropped_expired, s.cancelled, s.busy), (1, 1, 1));
     }

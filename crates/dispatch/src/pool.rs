@@ -64,27 +64,29 @@ impl Pool {
     }
 }
 
-/// Spawns the pool's threads. Their number is counted before any starts, so `drained` cannot
-/// see zero live threads while some are still being spawned.
-pub(crate) fn spawn_threads(pool: &Arc<Pool>, threads: usize) {
-    pool.lock().live_threads = threads;
-    for i in 0..threads {
+/// Spawns the pool's threads: `threads` that run any lane, then `small_reserve` that run small
+/// jobs only. Their number is counted before any starts, so `drained` cannot see zero live
+/// threads while some are still being spawned.
+pub(crate) fn spawn_threads(pool: &Arc<Pool>, threads: usize, small_reserve: usize) {
+    pool.lock().live_threads = threads + small_reserve;
+    for i in 0..threads + small_reserve {
         let pool = Arc::clone(pool);
+        let small_only = i >= threads;
         std::thread::Builder::new()
             // The name operators see in panic messages and `top -H`; kept as it has always been.
-            .name(format!("dispatch-worker-{i}"))
-            .spawn(move || run(&pool))
+            .name(if small_only { format!("dispatch-small-{}", i - threads) } else { format!("dispatch-worker-{i}") })
+            .spawn(move || run(&pool, small_only))
             .expect("cannot spawn a dispatch pool thread");
     }
 }
 
-fn run(pool: &Pool) {
+fn run(pool: &Pool, small_only: bool) {
     let mut lanes = pool.lock();
     // Idle threads sleep on the condvar and need no wake-up when a running job finishes: the
     // thread that finishes picks the next job itself, using the large-lane slot it just freed, and
-    // every admission wakes a sleeper of its own.
+    // every admission wakes a sleeper of its own (every sleeper, when some take small jobs only).
     loop {
-        let Some((lane, job)) = lanes.next_job(Instant::now()) else {
+        let Some((lane, job)) = lanes.next_job(Instant::now(), small_only) else {
             if lanes.should_exit() {
                 // Others may be asleep on a lane-policy refusal for a job that is gone now
                 // (this thread may have just dropped it as expired): let them see the empty

@@ -9,7 +9,8 @@ use crate::config::PerLane;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatchStats {
     pub lanes: PerLane<LaneStats>,
-    /// The pool's threads (`DispatchConfig::threads`).
+    /// The pool's threads that run any lane (`DispatchConfig::threads`; the `small_reserve` ones
+    /// are not counted).
     pub threads: usize,
     /// Threads running a job now (including a job whose submitter has gone).
     pub busy_threads: usize,

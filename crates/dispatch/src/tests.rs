@@ -283,6 +283,28 @@ async fn one_thread_takes_the_oldest_job_of_any_lane() {
 }
 
 #[tokio::test]
+async fn a_small_reserve_thread_runs_small_jobs_while_the_only_thread_holds_a_medium_one() {
+    let d = Dispatcher::start(DispatchConfig { small_reserve: 1, ..DispatchConfig::with_threads(1) });
+    let (hold, gate) = gated();
+    let mut medium = pin!(d.submit_work(hold, MEDIUM, far()));
+    assert!(poll_once(medium.as_mut()).is_pending());
+    gate.wait_started();
+    // A second medium job waits for the one general thread; the reserved one must not take it.
+    let (next, next_gate) = gated();
+    let mut waiting_medium = pin!(d.submit_work(next, MEDIUM, far()));
+    assert!(poll_once(waiting_medium.as_mut()).is_pending());
+    assert_eq!(within(d.submit_work(Work::noop(), SMALL, far())).await.unwrap().lane, Lane::Small);
+    assert!(!next_gate.has_started(), "the reserved thread ran a medium job");
+    gate.release();
+    within(medium).await.unwrap();
+    next_gate.wait_started();
+    next_gate.release();
+    within(waiting_medium).await.unwrap();
+    let stats = d.stats();
+    assert_eq!((stats.completed, stats.threads), (3, 1));
+}
+
+#[tokio::test]
 async fn a_panic_is_answered_and_the_thread_carries_on() {
     let d = dispatcher(1);
     let boom = Work::Test(Box::new(|| panic!("boom in a test job")));

@@ -1,6 +1,6 @@
-//! Where the jobs go and how JetStream keeps them: one stream, one subject per size lane, two
-//! durable pull consumers shared by every worker — one for the small and medium lanes, one for
-//! the large lane (see [`PullClass`]). Every field has a documented default.
+//! Where the jobs go and how JetStream keeps them: one stream, one subject per size lane, and a
+//! durable pull consumer per lane shared by every worker (see [`PullClass`]). Every field has a
+//! documented default.
 
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ pub struct QueueConfig {
     pub stream: String,
     /// Subjects: `jobs.fast.small`, `jobs.fast.medium`, `jobs.large` (see [`QueueConfig::subject`]).
     pub subject_prefix: String,
-    /// The durable pull consumers every worker pulls from are `<consumer>-fast` and
-    /// `<consumer>-large` (`workers-fast`, `workers-large`).
+    /// The durable pull consumers every worker pulls from are `<consumer>-small`,
+    /// `<consumer>-medium` and `<consumer>-large` (`workers-small`, …).
     pub consumer: String,
     /// Copies of each job across the NATS cluster (3: one node may fail).
     pub replicas: usize,
@@ -50,56 +50,70 @@ impl Default for QueueConfig {
     }
 }
 
-/// Which consumer a lane's jobs are pulled from. A worker pulls small and medium jobs with every
-/// slot it has, and large ones (seconds each) with all its slots but one: a burst of huge images
-/// then never holds a small one behind it for seconds — the embedded dispatcher's lane rule, kept
-/// by each worker. JetStream delivers one consumer's jobs in arrival order, so the large lane
-/// needs a consumer of its own; nats-server 2.9 gives a consumer one filter subject, hence the
-/// `fast` level in the small and medium subjects.
+/// Which consumer a lane's jobs are pulled from: each lane its own, since JetStream delivers
+/// one consumer's jobs in arrival order, and a small image queued behind medium ones (half a
+/// second each) or large ones (seconds) waits for all of them. With a consumer per lane a worker
+/// pulls small jobs with pulls of their own and runs them on a thread kept for them, medium ones
+/// with its other threads, and large ones with all its threads but one — the embedded
+/// dispatcher's lane rules, kept by each worker. nats-server 2.9 gives a consumer one filter
+/// subject and a work-queue stream refuses overlapping ones: hence one subject per consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullClass {
-    Fast,
+    Small,
+    Medium,
     Large,
 }
 
 impl PullClass {
-    pub const ALL: [PullClass; 2] = [PullClass::Fast, PullClass::Large];
+    pub const ALL: [PullClass; 3] = [PullClass::Small, PullClass::Medium, PullClass::Large];
 
     pub fn of(lane: Lane) -> PullClass {
         match lane {
-            Lane::Small | Lane::Medium => PullClass::Fast,
+            Lane::Small => PullClass::Small,
+            Lane::Medium => PullClass::Medium,
             Lane::Large => PullClass::Large,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            PullClass::Fast => "fast",
+            PullClass::Small => "small",
+            PullClass::Medium => "medium",
             PullClass::Large => "large",
         }
     }
 }
 
 impl QueueConfig {
-    /// A lane's subject: `<prefix>.fast.<lane>` for small and medium, `<prefix>.large`.
+    /// A lane's subject: `<prefix>.fast.<lane>` for small and medium, `<prefix>.large`. (The
+    /// `fast` level stays from when one consumer took both: the stream keeps its subjects.)
     pub fn subject(&self, lane: Lane) -> String {
-        match PullClass::of(lane) {
-            PullClass::Fast => format!("{}.fast.{}", self.subject_prefix, lane.as_str()),
-            PullClass::Large => format!("{}.large", self.subject_prefix),
+        match lane {
+            Lane::Small | Lane::Medium => format!("{}.fast.{}", self.subject_prefix, lane.as_str()),
+            Lane::Large => format!("{}.large", self.subject_prefix),
         }
     }
 
-    /// The subjects a class's consumer takes.
+    /// The subject a class's consumer takes: its lane's.
     pub fn filter_subject(&self, class: PullClass) -> String {
-        match class {
-            PullClass::Fast => format!("{}.fast.*", self.subject_prefix),
-            PullClass::Large => format!("{}.large", self.subject_prefix),
-        }
+        let lane = match class {
+            PullClass::Small => Lane::Small,
+            PullClass::Medium => Lane::Medium,
+            PullClass::Large => Lane::Large,
+        };
+        self.subject(lane)
     }
 
-    /// A class's durable consumer: `<consumer>-fast`, `<consumer>-large`.
+    /// A class's durable consumer: `<consumer>-small`, `<consumer>-medium`, `<consumer>-large`.
     pub fn consumer_name(&self, class: PullClass) -> String {
         format!("{}-{}", self.consumer, class.as_str())
+    }
+
+    /// The consumer of small and medium jobs before they had one each (`<consumer>-fast`, filter
+    /// `<prefix>.fast.*`). It overlaps both of theirs, which a work-queue stream refuses, so a
+    /// worker of this version deletes it before making them.
+    pub fn retired_consumer_name(&self) -> String {
+        format!("{}-fast", self.consumer)
     }
 
     /// JetStream's `max_deliver`: the attempts that run, plus the one that fails the job.
@@ -127,5 +141,11 @@ mod tests {
         }
         assert_eq!(config.subject(Lane::Small), "jobs.fast.small");
         assert_eq!(config.consumer_name(PullClass::Large), "workers-large");
+        assert_eq!(config.consumer_name(PullClass::Small), "workers-small");
+        let retired = format!("{}.fast.*", config.subject_prefix);
+        assert!(
+            PullClass::ALL.iter().all(|&c| c == PullClass::Large || matches(&retired, &config.filter_subject(c))),
+            "the retired consumer's filter overlaps the small and medium ones, so it must go"
+        );
     }
 }

@@ -99,8 +99,8 @@ pub async fn existing_stream(js: &jetstream::Context, name: &str) -> Result<stre
     js.get_stream(name).await.map_err(|e| QueueError::Unavailable(format!("the {name} stream: {e}")))
 }
 
-/// One of the two durable pull consumers every worker shares ([`PullClass`]): explicit acks,
-/// redelivery after `ack_wait`, at most `max_deliver` deliveries.
+/// One of the durable pull consumers every worker shares, one per lane ([`PullClass`]):
+/// explicit acks, redelivery after `ack_wait`, at most `max_deliver` deliveries.
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     config: &QueueConfig,
@@ -124,6 +124,24 @@ pub async fn ensure_consumer(
         )
         .await
         .map_err(|e| QueueError::Unavailable(format!("creating the {name} consumer: {e}")))
+}
+
+/// Deletes the consumer that took small and medium jobs together before each had its own
+/// ([`QueueConfig::retired_consumer_name`]); one that is not there is fine. Its undelivered
+/// jobs are not lost: a work-queue stream keeps them for the new consumers. A job it had
+/// delivered and not yet acknowledged (an older worker still running) is kept too, and goes to
+/// the new consumers: at worst it is converted twice, and its api node answers once.
+pub async fn retire_fast_consumer(stream: &stream::Stream, config: &QueueConfig) -> Result<(), QueueError> {
+    let name = config.retired_consumer_name();
+    match stream.delete_consumer(&name).await {
+        Ok(_) => {
+            tracing::info!(consumer = name, "deleted the consumer older versions pulled small and medium jobs from");
+            Ok(())
+        }
+        Err(e) if matches!(e.kind(), stream::ConsumerErrorKind::JetStream(ref js)
+            if js.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => Ok(()),
+        Err(e) => Err(QueueError::Unavailable(format!("deleting the retired {name} consumer: {e}"))),
+    }
 }
 
 /// The api node's handle on the queue.

@@ -29,7 +29,7 @@ mod wire;
 pub use config::{PullClass, QueueConfig, ACK_PROGRESS_EVERY};
 pub use credentials::{redact_url, redact_urls};
 pub use error::QueueError;
-pub use jetstream::{connect, ensure_consumer, ensure_stream, existing_stream, JobQueue};
+pub use jetstream::{connect, ensure_consumer, ensure_stream, existing_stream, retire_fast_consumer, JobQueue};
 pub use permissions::{
     identity_api_prefix, identity_links, permissions, AccountLink, LinkKind, Permissions, Role, IDENTITY_ACCOUNT,
     SERVICE_ACCOUNT,

@@ -167,6 +167,9 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
                     jobs.filter_subject(class)
                 ));
             }
+            // The one consumer it may delete: the one older versions shared for small and
+            // medium jobs, which overlaps the new ones (`QueueConfig::retired_consumer_name`).
+            subjects.push(format!("{api}.CONSUMER.DELETE.{}.{}", jobs.stream, jobs.retired_consumer_name()));
             subjects
         }
         Role::Identity => {
@@ -233,8 +236,10 @@ mod tests {
             assert_eq!(may_publish("presence.api"), role == Role::Api, "{role:?}");
             assert!(p.publish.iter().all(|s| !s.starts_with("_INBOX")), "{role:?}: no one answers for another");
             assert!(
-                p.publish.iter().all(|s| !s.contains(".DELETE.") || s.contains("CONSUMER.DELETE.KV_")),
-                "{role:?}: deletes nothing but its own watch"
+                p.publish.iter().all(|s| !s.contains(".DELETE.")
+                    || s.contains("CONSUMER.DELETE.KV_")
+                    || (role == Role::Worker && s == "$JS.API.CONSUMER.DELETE.JOBS.workers-fast")),
+                "{role:?}: deletes nothing but its own watch (and a worker the retired job consumer)"
             );
             let creates: Vec<&str> =
                 p.publish.iter().filter_map(|s| s.strip_prefix("$JS.API.STREAM.CREATE.")).collect();

@@ -582,7 +582,7 @@ fn each_role_may_use_only_its_own_subjects(lab: &Lab) {
         let reply = format!("$KV.identity.{demo_entry}");
         let pull = serde_json::json!({ "batch": 1, "expires": 300_000_000 }).to_string();
         for (subject, body) in
-            [("$JS.API.CONSUMER.MSG.NEXT.JOBS.workers-fast", pull), ("$JS.API.STREAM.INFO.JOBS", String::new())]
+            [("$JS.API.CONSUMER.MSG.NEXT.JOBS.workers-small", pull), ("$JS.API.STREAM.INFO.JOBS", String::new())]
         {
             worker_client.publish_with_reply(subject, reply.clone(), body.into()).await.expect("publish");
         }

@@ -1,9 +1,10 @@
 //! The worker's main loop: connect, make sure the stream and consumers exist, then one task per
 //! slot, each pulling one job at a time — a slot asks for a job only when it is free, so jobs
-//! queue in JetStream (where any worker can take them), not inside a busy worker. Small and
-//! medium jobs are pulled by `slots + prefetch` tasks, large ones by `max(slots - 1, 1)` more
-//! (`queue::PullClass`): large jobs never take a worker's last thread, so a small job pulled
-//! while they run starts at once.
+//! queue in JetStream (where any worker can take them), not inside a busy worker. Each lane has
+//! its consumer (`queue::PullClass`): medium jobs are pulled by `slots + prefetch` tasks, large
+//! ones by `max(slots - 1, 1)` (large jobs never take a worker's last thread), and small ones
+//! by `slots + prefetch` plus one per thread kept for them ([`SMALL_RESERVE`]), so a small
+//! image is neither queued behind bigger ones in JetStream nor in the worker's pool.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +19,11 @@ use crate::job::{self, JobContext};
 use crate::status::Status;
 use crate::transfer;
 use crate::{WorkerConfig, WorkerError};
+
+/// Pool threads that run small jobs only, beyond the slots. One: on a worker with one slot, a
+/// small image pulled while a medium one converts (half a second) otherwise waits for it; with
+/// it the two share the core for the few milliseconds the small one takes.
+pub const SMALL_RESERVE: usize = 1;
 
 /// How long past its `expires` a pull may go unanswered before it is taken as lost.
 const PULL_GRACE: Duration = Duration::from_millis(500);
@@ -35,18 +41,21 @@ pub async fn run(
             .await?;
     status.set_client(client.clone());
     let js = jetstream::new(client.clone());
-    let (fast, large) = tokio::select! {
+    let [small, medium, large] = tokio::select! {
         () = &mut shutdown => return Ok(()),
         consumers = set_up(&js, &config) => consumers,
     };
     let slots = config.slots.max(1);
     // One pull per job held: the pool's threads plus the prefetched jobs waiting for them, which
     // every lane must be able to queue. Large jobs come on pulls of their own, at most one per
-    // thread the pool lets run them (it keeps one thread for small and medium ones).
+    // thread the pool lets run them (it keeps one thread for small and medium ones); small ones
+    // on pulls of their own too, one more per thread kept for them.
     let held = slots + config.prefetch;
     let large_pulls = slots.saturating_sub(1).max(1);
+    let small_pulls = held + SMALL_RESERVE;
     let mut pool = DispatchConfig::with_threads(slots);
-    pool.capacity.small = pool.capacity.small.max(held);
+    pool.small_reserve = SMALL_RESERVE;
+    pool.capacity.small = pool.capacity.small.max(small_pulls);
     pool.capacity.medium = pool.capacity.medium.max(held);
     pool.capacity.large = pool.capacity.large.max(held);
     let dispatcher = Dispatcher::start(pool);
@@ -59,12 +68,23 @@ pub async fn run(
         js: js.clone(),
     });
     status.set_ready(true);
-    tracing::info!(node = config.node_id, slots, prefetch = config.prefetch, large_pulls, "worker pulling jobs");
+    tracing::info!(
+        node = config.node_id,
+        slots,
+        small_reserve = SMALL_RESERVE,
+        prefetch = config.prefetch,
+        small_pulls,
+        large_pulls,
+        "worker pulling jobs"
+    );
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..small_pulls {
+        tasks.spawn(slot(small.clone(), context.clone(), stopped.clone()));
+    }
     for _ in 0..held {
-        tasks.spawn(slot(fast.clone(), context.clone(), stopped.clone()));
+        tasks.spawn(slot(medium.clone(), context.clone(), stopped.clone()));
     }
     for _ in 0..large_pulls {
         tasks.spawn(slot(large.clone(), context.clone(), stopped.clone()));
@@ -84,18 +104,22 @@ pub async fn run(
 
 type PullConsumer = consumer::Consumer<consumer::pull::Config>;
 
-/// Finds the job stream (the api nodes create it) and creates the two consumers if missing
-/// (small and medium jobs, large jobs), retrying until JetStream answers (NATS may still be
-/// electing its leaders when the worker starts, and the stream appears when the first api node
-/// does).
-async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> (PullConsumer, PullConsumer) {
+/// Finds the job stream (the api nodes create it) and creates the consumers if missing (one per
+/// lane, in `PullClass::ALL` order; the one older versions shared for small and medium jobs is
+/// deleted first), retrying until JetStream answers (NATS may still be electing its leaders when
+/// the worker starts, and the stream appears when the first api node does).
+async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> [PullConsumer; 3] {
     let mut logged = false;
     loop {
         let attempt = async {
             let stream = queue::existing_stream(js, &config.queue.stream).await?;
-            let fast = queue::ensure_consumer(&stream, &config.queue, queue::PullClass::Fast).await?;
-            let large = queue::ensure_consumer(&stream, &config.queue, queue::PullClass::Large).await?;
-            Ok::<_, queue::QueueError>((fast, large))
+            queue::retire_fast_consumer(&stream, &config.queue).await?;
+            let [small, medium, large] = queue::PullClass::ALL;
+            Ok::<_, queue::QueueError>([
+                queue::ensure_consumer(&stream, &config.queue, small).await?,
+                queue::ensure_consumer(&stream, &config.queue, medium).await?,
+                queue::ensure_consumer(&stream, &config.queue, large).await?,
+            ])
         };
         match attempt.await {
             Ok(consumers) => return consumers,
