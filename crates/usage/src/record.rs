@@ -10,7 +10,14 @@ use serde::{Deserialize, Serialize};
 pub type Text = compact_str::CompactString;
 
 /// `Ord` compares every field: the archive uses it to number records that share a request id.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// On the wire (JSON, in the usage stream's batches) a field missing from a record reads as its
+/// default, and a field this version does not know is ignored: api nodes and aggregators of
+/// neighbouring versions run side by side during an upgrade, and a record that one of them
+/// could not read would be a request never billed. A new field must therefore mean "nothing"
+/// at its default (0, empty), as every field here does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(default)]
 pub struct UsageRecord {
     /// The request id (`X-Request-Id`), the audit join key: made by the api node, or the one the
     /// client sent, which the client may reuse.
@@ -50,6 +57,24 @@ impl UsageRecord {
 
     pub fn output_pixels(&self) -> u64 {
         u64::from(self.output_width) * u64::from(self.output_height)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UsageRecord;
+
+    #[test]
+    fn a_record_of_another_version_is_read_with_defaults_for_what_it_lacks() {
+        // A record as a version without `worker`, `queue_wait_us` and `cpu_us` shipped it,
+        // with a field a later version added.
+        let json = r#"{"request_id":"r1","tenant":7,"key_id":"k1","time_ms":1764170000000,"node":"api-0",
+            "status":200,"error":"","params":"width=10","input_format":"png","input_bytes":1000,
+            "input_width":10,"input_height":10,"output_format":"webp","output_bytes":100,
+            "output_width":10,"output_height":10,"wall_us":5,"added_later":{"x":1}}"#;
+        let record: UsageRecord = serde_json::from_str(json).expect("read");
+        assert_eq!((record.tenant, record.status, record.input_bytes, record.output_pixels()), (7, 200, 1000, 100));
+        assert_eq!((record.worker.as_str(), record.queue_wait_us, record.cpu_us), ("", 0, 0));
     }
 }
 

@@ -96,6 +96,8 @@ pub struct Spool {
     /// An applied batch's emptied vector, for the next batch to fill: its memory is resident
     /// already, where a fresh one of the same size would fault in every page again.
     spare: Mutex<Vec<UsageRecord>>,
+    /// Why the last write to disk failed, until one succeeds (see [`Spool::health`]).
+    failing: Mutex<Option<String>>,
 }
 
 /// Sealed batches whose records stay in memory. The aggregator normally takes each within one
@@ -220,6 +222,18 @@ struct Queue {
     failures: VecDeque<(std::ops::RangeInclusive<u64>, String)>,
 }
 
+/// Writes, syncs and removes a small file in `dir`: whether its volume takes writes again.
+fn probe_volume(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(".probe");
+    let result = (|| {
+        let mut file = File::create(&path)?;
+        file.write_all(&[0u8; 4096])?;
+        file.sync_data()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
 /// An appender looks its outcome up right after the write (a task yield later), so a short
 /// history of failures is enough.
 const FAILURES_KEPT: usize = 1024;
@@ -280,6 +294,7 @@ impl Spool {
             active: Mutex::new(active),
             held: Mutex::default(),
             spare: Mutex::default(),
+            failing: Mutex::default(),
         })
     }
 
@@ -295,10 +310,10 @@ impl Spool {
     /// the batch first if it is full.
     pub fn append(&self, record: UsageRecord) -> Result<(), SpoolError> {
         if self.config.memory_dir.is_some() {
-            return self.append_to_memory(record);
+            return self.note_failure(self.append_to_memory(record));
         }
         let seq = self.enqueue(record)?;
-        self.write_through(seq)
+        self.note_disk_write(self.write_through(seq))
     }
 
     /// [`Spool::append`] for a request handler: it yields to the runtime once between queueing
@@ -308,11 +323,45 @@ impl Spool {
     pub async fn append_grouped(&self, record: UsageRecord) -> Result<(), SpoolError> {
         if self.config.memory_dir.is_some() {
             // No system call per record: nothing to group.
-            return self.append_to_memory(record);
+            return self.note_failure(self.append_to_memory(record));
         }
         let seq = self.enqueue(record)?;
         tokio::task::yield_now().await;
-        self.write_through(seq)
+        self.note_disk_write(self.write_through(seq))
+    }
+
+    /// Whether records can be written: Err with the reason while the last write to disk failed
+    /// (a full or read-only volume), and no later one succeeded. A node whose spool fails
+    /// answers every request 503 (no 200 without its record), so it must leave the load
+    /// balancer's rotation; out of it, no request writes, so this probes the spool's volume
+    /// itself (a small file written, synced and removed) to tell when it may come back.
+    /// Blocking (the probe) only while failing.
+    pub fn health(&self) -> Result<(), String> {
+        let Some(reason) = self.failing.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+            return Ok(());
+        };
+        match probe_volume(&self.dir) {
+            Ok(()) => {
+                *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                Ok(())
+            }
+            Err(e) => Err(format!("the usage spool cannot write ({reason}); a probe write failed too: {e}")),
+        }
+    }
+
+    fn note_failure<T>(&self, result: Result<T, SpoolError>) -> Result<T, SpoolError> {
+        if let Err(e) = &result {
+            *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+        }
+        result
+    }
+
+    /// A write to disk's outcome: a success clears an earlier failure.
+    fn note_disk_write<T>(&self, result: Result<T, SpoolError>) -> Result<T, SpoolError> {
+        if result.is_ok() {
+            *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        self.note_failure(result)
     }
 
     pub fn stats(&self) -> SpoolStats {
@@ -417,6 +466,10 @@ impl Spool {
     /// the batch if its first record is older than `max_batch_age`. Blocking: run it off the
     /// async runtime.
     pub fn tick(&self) -> Result<(), SpoolError> {
+        self.note_disk_write(self.tick_inner())
+    }
+
+    fn tick_inner(&self) -> Result<(), SpoolError> {
         let (to_sync, path) = {
             let mut active = self.lock();
             // Normally empty: an appender writes its own record. One whose task was dropped
@@ -912,6 +965,37 @@ pub(crate) mod tests {
             queue.fail_all("again".into());
         }
         assert_eq!(queue.failures.len(), FAILURES_KEPT);
+    }
+
+    /// A volume that stops taking writes, as the process sees it: the file-size limit
+    /// (RLIMIT_FSIZE) makes every write past it fail (EFBIG, with SIGXFSZ ignored), as a full
+    /// disk fails with ENOSPC. The limit is this process's only: nextest runs each test alone.
+    fn limit_file_size(bytes: u64) {
+        let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: plain system calls on this process's own signal disposition and limit.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0, "setrlimit");
+        }
+    }
+
+    #[test]
+    fn health_reports_a_failing_volume_and_clears_once_a_probe_write_succeeds() {
+        let dir = temp_dir("health");
+        let spool = Spool::open(&dir, SpoolConfig::default()).unwrap();
+        spool.append(record(0)).unwrap();
+        assert_eq!(spool.health(), Ok(()));
+        let written = spool.lock().bytes;
+        limit_file_size(written + 10);
+        let err = spool.append(record(1)).unwrap_err().to_string();
+        let health = spool.health().unwrap_err();
+        assert!(health.contains("cannot write") && health.contains(&err), "{health}");
+        assert!(spool.health().is_err(), "the probe fails as long as the volume does");
+        limit_file_size(libc::RLIM_INFINITY as u64);
+        assert_eq!(spool.health(), Ok(()), "the probe succeeds once the volume takes writes");
+        spool.append(record(2)).unwrap();
+        spool.flush().unwrap();
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
