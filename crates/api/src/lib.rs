@@ -232,6 +232,10 @@ impl App {
         self.identity_written.clone()
     }
 
+    pub(crate) fn spool(&self) -> Option<&usage::Spool> {
+        self.metering.as_ref().and_then(|m| m.spool.as_deref())
+    }
+
     /// How many api nodes share each tenant's rate limits: the nodes up in a cluster, 1 alone.
     fn api_nodes(&self) -> usize {
         self.conversions.queue().map_or(1, |q| q.api_peers.count())
@@ -245,6 +249,9 @@ impl App {
             Some("shutting down")
         } else if !self.cache.is_primed() {
             Some("the credential cache has not been loaded yet")
+        } else if self.spool().is_some_and(|spool| spool.health().is_err()) {
+            // Every request would be answered 503 (no 200 without its record): leave rotation.
+            Some("the usage spool cannot write (a full or read-only volume?); requests would fail")
         } else {
             self.conversions.ready().err()
         }

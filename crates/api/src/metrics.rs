@@ -60,6 +60,10 @@ pub struct Gauges {
     pub queue_connected: Option<bool>,
     /// Cluster mode: the api nodes up, which share each tenant's rate limits.
     pub api_nodes: Option<usize>,
+    /// Cluster mode, once asked: whether the job stream has a leader.
+    pub job_stream_leader: Option<bool>,
+    /// Whether the usage spool takes writes (`None` with metering off or no spool).
+    pub spool_writable: Option<bool>,
     /// Cluster api node: (watch live, replication lag, since the watch last heard from NATS).
     pub replica: Option<(bool, Duration, Option<Duration>)>,
     /// The usage spool's figures (`None` with metering off).
@@ -293,6 +297,22 @@ impl Metrics {
                 f64::from(u8::from(connected)),
             );
         }
+        if let Some(leader) = gauges.job_stream_leader {
+            gauge(
+                &mut out,
+                "resizer_job_stream_leader",
+                "1 while the job stream has a leader (asked every 2 s); 0: jobs wait for an election.",
+                f64::from(u8::from(leader)),
+            );
+        }
+        if let Some(writable) = gauges.spool_writable {
+            gauge(
+                &mut out,
+                "resizer_usage_spool_writable",
+                "1 while the usage spool takes writes; 0: every request is answered 503 and the node is not ready.",
+                f64::from(u8::from(writable)),
+            );
+        }
         if let Some(nodes) = gauges.api_nodes {
             gauge(
                 &mut out,
@@ -367,6 +387,8 @@ mod tests {
             tenants_in_flight: 1,
             queue_connected: None,
             api_nodes: None,
+            job_stream_leader: None,
+            spool_writable: None,
             replica: None,
             spool: Some(usage::SpoolStats { records: 7, writes: 3 }),
             cache_keys: 2,
@@ -394,6 +416,8 @@ mod tests {
             tenants_in_flight: 0,
             queue_connected: None,
             api_nodes: None,
+            job_stream_leader: None,
+            spool_writable: None,
             replica: None,
             spool: None,
             cache_keys: 0,

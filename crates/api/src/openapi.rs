@@ -267,7 +267,7 @@ fn operations_paths() -> Value {
         "/healthz": { "get": { "operationId": "healthz", "summary": "The process is alive (no token)",
             "responses": { "200": json_ok("Alive.") } } },
         "/readyz": { "get": { "operationId": "readyz", "summary": "Ready to serve (no token)",
-            "responses": { "200": json_ok("Ready."), "503": problem("Not ready (starting or shutting down).") } } },
+            "responses": { "200": json_ok("Ready."), "503": problem("Not ready: starting, shutting down, no NATS connection, or a usage spool that cannot write.") } } },
         "/metrics": { "get": { "operationId": "metrics", "summary": "Prometheus metrics (no token)",
             "responses": { "200": { "description": "Text exposition format.",
                 "content": { "text/plain": { "schema": { "type": "string" } } } } } } },

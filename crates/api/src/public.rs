@@ -194,6 +194,10 @@ pub async fn readyz(State(app): State<Arc<App>>, request: Request) -> Response {
                 // made without nasm does not, and is markedly slower; nothing else would tell).
                 body["jpeg_simd"] = imaging::jpeg_simd().into();
             }
+            if let Some(queue) = app.conversions.queue() {
+                // Reported, not a reason to be unready: see `JobQueue::watch_stream_leader`.
+                body["jobs"] = serde_json::json!({ "stream_leader": queue.queue.stream_leader() });
+            }
             if let Some(replica) = app.replica() {
                 // Still ready when the watch is down: requests are decided on the last known
                 // credentials (availability over consistency for the data plane); say how stale.
@@ -219,6 +223,8 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         tenants_in_flight: app.tenants_in_flight.tenants(),
         queue_connected: app.conversions.queue().map(|q| q.queue.connected()),
         api_nodes: app.conversions.queue().map(|q| q.api_peers.count()),
+        job_stream_leader: app.conversions.queue().and_then(|q| q.queue.stream_leader()),
+        spool_writable: app.spool().map(|spool| spool.health().is_ok()),
         replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),
         spool: app.metering.as_ref().and_then(|m| m.spool.as_ref()).map(|spool| spool.stats()),
         cache_keys: app.cache.len(),

@@ -4,8 +4,11 @@
 
 use std::error::Error as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{Client, ConnectOptions};
 use bytes::Bytes;
@@ -17,10 +20,16 @@ use crate::error::QueueError;
 use crate::permissions::Role;
 use crate::wire::JobMessage;
 
+/// How often a client pings its server. async-nats drops a connection once more than two pings
+/// go unanswered, so a frozen server (paused, cut off, its host hung while its sockets stay open)
+/// is left after 2–3 s, well inside the 10 s request deadline; at 5 s it took 10–15 s, longer
+/// than the deadline. A ping a second per connection costs the server nothing measurable.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Connects to any of `urls` (with the credentials they carry, see `credentials.rs`), retrying
 /// in the background if none answers yet (the caller's readiness reflects
 /// [`Client::connection_state`]); reconnects quickly after a node is lost, since requests wait
-/// on it. A `role`'s replies come to its own inbox prefix, the one its NATS user may subscribe
+/// on it, and leaves a server that stops answering within [`PING_INTERVAL`] × 3. A `role`'s replies come to its own inbox prefix, the one its NATS user may subscribe
 /// to (`permissions.rs`); None keeps NATS's shared `_INBOX` (tools and tests). With `tls_ca`
 /// the connection must be TLS, the server's certificate signed by that CA and naming the host
 /// of the URL: a server offering plaintext is refused rather than spoken to.
@@ -51,7 +60,7 @@ pub async fn connect(
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(1))
-        .ping_interval(Duration::from_secs(5))
+        .ping_interval(PING_INTERVAL)
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)))
         .connect(&urls[..])
         .await
@@ -150,7 +159,24 @@ pub struct JobQueue {
     client: Client,
     js: jetstream::Context,
     config: QueueConfig,
+    /// Publish attempts in a row, on any request, that got no acknowledgement in time.
+    unanswered: Arc<AtomicU32>,
+    /// What [`JobQueue::watch_stream_leader`] last saw: [`LEADER_UNKNOWN`], `LEADER_SEEN`,
+    /// `LEADER_NONE`.
+    leader: Arc<AtomicU8>,
 }
+
+const LEADER_UNKNOWN: u8 = 0;
+const LEADER_SEEN: u8 = 1;
+const LEADER_NONE: u8 = 2;
+
+/// How often the api node asks whether the job stream has a leader (for `/readyz` and metrics).
+const LEADER_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Publish attempts in a row without an acknowledgement after which the connection is dropped
+/// and another server tried, without waiting for the pings to time out: with jobs flowing, two
+/// silent seconds already say the server is gone or cut off from the stream's leader.
+const UNANSWERED_BEFORE_RECONNECT: u32 = 2;
 
 /// Longest wait for one publish acknowledgement before trying again under the same message id:
 /// short, so that a publish lost with a leader is re-sent soon after a new one is elected.
@@ -160,7 +186,13 @@ impl JobQueue {
     pub fn new(client: Client, config: QueueConfig) -> JobQueue {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(PUBLISH_ATTEMPT_TIMEOUT);
-        JobQueue { client, js, config }
+        JobQueue {
+            client,
+            js,
+            config,
+            unanswered: Arc::new(AtomicU32::new(0)),
+            leader: Arc::new(AtomicU8::new(LEADER_UNKNOWN)),
+        }
     }
 
     pub fn config(&self) -> &QueueConfig {
@@ -179,6 +211,47 @@ impl JobQueue {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// Whether the job stream had a leader when last asked (every 2 s by
+    /// [`JobQueue::watch_stream_leader`]); None before the first answer.
+    pub fn stream_leader(&self) -> Option<bool> {
+        match self.leader.load(Ordering::Relaxed) {
+            LEADER_SEEN => Some(true),
+            LEADER_NONE => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Asks the job stream for its leader every 2 s, for as long as the node runs. A stream
+    /// without one cannot store jobs: publishes wait (up to the request's deadline) for an
+    /// election. It is reported, not made a reason to leave the load balancer's rotation: every
+    /// api node sees the same stream, and taking them all out would turn the seconds of an
+    /// election into refusals for every request, including those that would have waited it out.
+    pub async fn watch_stream_leader(self) {
+        let mut last = LEADER_UNKNOWN;
+        loop {
+            // STREAM.INFO is answered by the stream's leader: no answer in time is no leader.
+            let leader = match self.js.get_stream(&self.config.stream).await {
+                Ok(stream) => {
+                    // A server outside a cluster leads its streams itself and names no leader.
+                    let cluster = stream.cached_info().cluster.as_ref();
+                    match cluster.is_none_or(|c| c.leader.as_deref().is_some_and(|l| !l.is_empty())) {
+                        true => LEADER_SEEN,
+                        false => LEADER_NONE,
+                    }
+                }
+                Err(_) => LEADER_NONE,
+            };
+            self.leader.store(leader, Ordering::Relaxed);
+            if leader != last && leader == LEADER_NONE {
+                tracing::warn!(stream = self.config.stream, "the job stream has no leader: jobs wait for an election");
+            } else if leader != last && last == LEADER_NONE {
+                tracing::info!(stream = self.config.stream, "the job stream has a leader again");
+            }
+            last = leader;
+            tokio::time::sleep(LEADER_CHECK_EVERY).await;
+        }
+    }
+
     /// Publishes `job` to its lane's subject and waits for JetStream to have stored it (on a
     /// quorum of its replicas). A full stream answers [`QueueError::Full`] at once. Without an
     /// answer (a lost connection, a stream leader being elected) it sends again under the same
@@ -195,10 +268,21 @@ impl JobQueue {
                 ack.await
             };
             match tokio::time::timeout_at(give_up.into(), attempt).await {
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(_)) => {
+                    self.unanswered.store(0, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Ok(Err(e)) if is_full(&e) => return Err(QueueError::Full),
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(_) => return Err(QueueError::Unavailable("no acknowledgement before the deadline".into())),
+                Ok(Err(e)) => {
+                    if e.kind() == PublishErrorKind::TimedOut {
+                        self.count_unanswered().await;
+                    }
+                    last_error = e.to_string();
+                }
+                Err(_) => {
+                    self.count_unanswered().await;
+                    return Err(QueueError::Unavailable("no acknowledgement before the deadline".into()));
+                }
             }
             // Pause a little so a queue without a leader is not hammered, then retry while the
             // request may still be answered in time.
@@ -207,6 +291,23 @@ impl JobQueue {
                 return Err(QueueError::Unavailable(last_error));
             }
             tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+impl JobQueue {
+    /// Books a publish attempt left unanswered; the [`UNANSWERED_BEFORE_RECONNECT`]th in a row
+    /// (counted across requests) drops the connection, once, and the count starts again.
+    async fn count_unanswered(&self) {
+        let in_a_row = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row == UNANSWERED_BEFORE_RECONNECT {
+            tracing::warn!(in_a_row, "NATS acknowledges no publish: leaving this server for another");
+            if let Err(e) = self.client.force_reconnect().await {
+                tracing::warn!(error = %e, "could not ask the NATS client to reconnect");
+            }
+        } else if in_a_row > 2 * UNANSWERED_BEFORE_RECONNECT {
+            // The new server is silent too (the stream has no leader): try again later.
+            self.unanswered.store(0, Ordering::Relaxed);
         }
     }
 }
