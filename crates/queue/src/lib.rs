@@ -7,7 +7,9 @@
 //! gives ([`JobQueue::publish`]), and the api node's [`Staging`]: the source bytes stay on the
 //! api node, the job carries only the node's internal address and a single-use, expiring
 //! capability token for them. It also carries the usage stream (`usage_stream.rs`): api nodes
-//! ship spool batches to it under their batch ids, the usage aggregators consume it. And what each
+//! ship spool batches to it under their batch ids, the usage aggregators consume it, and
+//! `usage_auth.rs` signs what an api node ships and checks it for the aggregators (each node's key
+//! derived from a master secret only they hold). And what each
 //! role may publish and subscribe to (`permissions.rs`), for the servers' user configuration, and
 //! the api nodes' count of each other (`presence.rs`), by which they share the tenants' rate limits and cluster-wide bounds.
 //!
@@ -23,6 +25,7 @@ mod permissions;
 mod presence;
 mod privilege;
 mod staging;
+mod usage_auth;
 mod usage_stream;
 mod wire;
 
@@ -37,6 +40,9 @@ pub use permissions::{
 pub use presence::{announce_and_count, node_share, ApiPeers, API_PRESENCE_SUBJECT};
 pub use privilege::{check_login_scope, LoginScope, PROBE_SUBJECT};
 pub use staging::{StagedJob, Staging, StagingError};
+pub use usage_auth::{
+    open_usage_message, BatchSigningSecret, NodeKey, OpenedBatch, RejectedBatch, Rejection, UsageAuthError, UsageSigner,
+};
 pub use usage_stream::{
     ensure_usage_consumer, ensure_usage_stream, ship_batch, usage_messages, USAGE_CONSUMER, USAGE_PART_BYTES,
     USAGE_STREAM, USAGE_SUBJECT,

@@ -1,6 +1,6 @@
 //! The usage stream: api nodes ship their sealed spool batches here, and the usage aggregators
 //! (`resizer usage`) consume them. Each batch is published under its batch id as the JetStream
-//! message id, so a batch shipped twice inside the duplicate window (an api node that died after
+//! message id (with part of its signature appended when the node signs: `usage_auth.rs`), so a batch shipped twice inside the duplicate window (an api node that died after
 //! publishing and before removing the batch from its spool) is stored once; past the window the
 //! aggregators' own record of applied batch ids still applies it once.
 
@@ -10,6 +10,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 
 use crate::error::QueueError;
+use crate::usage_auth::UsageSigner;
 
 pub const USAGE_STREAM: &str = "USAGE";
 pub const USAGE_SUBJECT: &str = "usage.batches";
@@ -90,10 +91,23 @@ pub fn usage_messages<T: serde::Serialize>(
     Ok(parts.into_iter().enumerate().map(|(i, part)| (format!("{batch_id}_p{i:03}"), part)).collect())
 }
 
-/// Publishes one batch and waits until JetStream has stored it (or knew it already).
-pub async fn ship_batch(js: &jetstream::Context, batch_id: &str, payload: Bytes) -> Result<(), QueueError> {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, batch_id);
+/// Publishes one batch and waits until JetStream has stored it (or knew it already): signed by
+/// `signer` when the node has a key (`usage_auth`), its JetStream id then carrying part of the
+/// signature; else unsigned under its batch id.
+pub async fn ship_batch(
+    js: &jetstream::Context,
+    batch_id: &str,
+    payload: Bytes,
+    signer: Option<&UsageSigner>,
+) -> Result<(), QueueError> {
+    let headers = match signer {
+        Some(signer) => signer.headers(batch_id, &payload),
+        None => {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, batch_id);
+            headers
+        }
+    };
     let ack = js
         .publish_with_headers(USAGE_SUBJECT, headers, payload)
         .await

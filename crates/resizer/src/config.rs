@@ -112,6 +112,15 @@ pub struct UsageSection {
     pub rollups_tls_ca: String,
     /// Role `usage` (an aggregator): health, readiness and metrics.
     pub listen: String,
+    /// Role `usage` (an aggregator): the master secret api nodes' usage-batch keys derive from
+    /// (at least 32 characters). With it, a shipped batch is applied only if signed by the node
+    /// its records name; others go to the quarantine table. Empty: batches are taken unchecked.
+    /// Never give it to an api node.
+    pub batch_signing_secret: String,
+    /// Role `api` (`mode = ship`): this node's key for signing the usage batches it ships (64
+    /// hex), derived from the aggregators' secret for `node_id`: `resizer usage batch-key --node
+    /// <node_id>` prints it. Empty: batches are shipped unsigned.
+    pub batch_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +284,8 @@ impl Default for Config {
                 rollups_database: String::new(),
                 rollups_tls_ca: String::new(),
                 listen: "127.0.0.1:8095".into(),
+                batch_signing_secret: String::new(),
+                batch_key: String::new(),
             },
             queue: QueueSection {
                 nats_urls: "nats://127.0.0.1:4222".into(),
@@ -438,6 +449,12 @@ impl Config {
         if !matches!(self.usage.mode.as_str(), "embedded" | "ship") {
             bail!("usage.mode must be embedded or ship");
         }
+        if !self.usage.batch_signing_secret.is_empty() {
+            self.batch_signing_secret()?;
+        }
+        if !self.usage.batch_key.is_empty() {
+            self.usage_signer()?;
+        }
         if !matches!(self.identity.source.as_str(), "store" | "replicated") {
             bail!("identity.source must be store or replicated");
         }
@@ -445,6 +462,26 @@ impl Config {
             bail!("log.format must be json or text");
         }
         Ok(())
+    }
+
+    /// `usage.batch_signing_secret`, None when empty; refused when weak, as the admin tokens are.
+    pub fn batch_signing_secret(&self) -> anyhow::Result<Option<queue::BatchSigningSecret>> {
+        let secret = &self.usage.batch_signing_secret;
+        if secret.is_empty() {
+            return Ok(None);
+        }
+        api::check_strength("usage.batch_signing_secret", secret)?;
+        Ok(Some(queue::BatchSigningSecret::new(secret)?))
+    }
+
+    /// What signs this node's usage batches: `usage.batch_key` for `usage.node_id`; None when
+    /// no key is set.
+    pub fn usage_signer(&self) -> anyhow::Result<Option<queue::UsageSigner>> {
+        if self.usage.batch_key.is_empty() {
+            return Ok(None);
+        }
+        let key = queue::NodeKey::from_hex(&self.usage.batch_key)?;
+        Ok(Some(queue::UsageSigner::new(&self.usage.node_id, key).context("usage.node_id")?))
     }
 
     /// The identity store this configuration names: SQLite, or PostgreSQL for a `postgres://` URL.
@@ -765,6 +802,29 @@ mod tests {
         assert!(Config::load_from(&args, &[], &[]).is_err());
         let args = ConfigArgs { config: None, set: vec!["limits.rate_per_sec=0".into()] };
         assert!(Config::load_from(&args, &[], &[]).is_err());
+    }
+
+    #[test]
+    fn usage_batch_secrets_are_checked_at_load() {
+        let load = |kv: &[&str]| {
+            let args = ConfigArgs { config: None, set: kv.iter().map(|s| (*s).to_owned()).collect() };
+            Config::load_from(&args, &[], &[])
+        };
+        let defaults = load(&[]).expect("defaults");
+        assert!(defaults.batch_signing_secret().expect("none").is_none());
+        assert!(defaults.usage_signer().expect("none").is_none(), "unsigned without a key");
+        let err = load(&["usage.batch_signing_secret=too-short"]).expect_err("short").to_string();
+        assert!(err.contains("usage.batch_signing_secret"), "{err}");
+        let secret = "Zq3vN8rT1xW5yB7mK2pL9sD4fG6hJ0cA";
+        let aggregator = load(&[&format!("usage.batch_signing_secret={secret}")]).expect("strong");
+        let key = aggregator.batch_signing_secret().expect("valid").expect("set").node_key("api-1").expect("key");
+        let api = load(&["usage.node_id=api-1", &format!("usage.batch_key={}", key.to_hex())]).expect("a key");
+        assert!(api.usage_signer().expect("valid").is_some());
+        let err = load(&["usage.batch_key=00ff"]).expect_err("not 32 bytes").to_string();
+        assert!(err.contains("usage.batch_key"), "{err}");
+        let err = load(&["usage.node_id=api 1", &format!("usage.batch_key={}", key.to_hex())])
+            .expect_err("a node id no header carries");
+        assert!(format!("{err:#}").contains("usage.node_id"), "{err:#}");
     }
 
     #[test]

@@ -43,9 +43,10 @@ pub async fn serve_node(
                 let task = match usage_stream {
                     Some(js) => {
                         let replicas = config.queue.replicas.max(1);
+                        let signer = config.usage_signer()?.map(Arc::new);
                         tokio::spawn(usage::run_shipping(
                             spool,
-                            move |id, records| ship(js.clone(), replicas, id, records),
+                            move |id, records| ship(js.clone(), replicas, signer.clone(), id, records),
                             fsync,
                             4,
                             stopped,
@@ -72,20 +73,23 @@ pub async fn serve_node(
 }
 
 /// One sealed batch to the usage stream (created if missing): one message under its batch id,
-/// or parts under their own ids when it is larger than a message may be.
+/// or parts under their own ids when it is larger than a message may be; each signed when the
+/// node has a key (`usage.batch_key`).
 async fn ship(
     js: async_nats::jetstream::Context,
     replicas: usize,
+    signer: Option<Arc<queue::UsageSigner>>,
     batch_id: String,
     records: Vec<usage::UsageRecord>,
 ) -> Result<(), String> {
     let messages = queue::usage_messages(&batch_id, &records).map_err(|e| e.to_string())?;
     for (id, payload) in messages {
         let payload = bytes::Bytes::from(payload);
-        if let Err(first) = queue::ship_batch(&js, &id, payload.clone()).await {
+        let signer = signer.as_deref();
+        if let Err(first) = queue::ship_batch(&js, &id, payload.clone(), signer).await {
             // The stream may not exist yet (a fresh cluster): create it and try once more.
             queue::ensure_usage_stream(&js, replicas).await.map_err(|e| format!("{first}; {e}"))?;
-            queue::ship_batch(&js, &id, payload).await.map_err(|e| e.to_string())?;
+            queue::ship_batch(&js, &id, payload, signer).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(())

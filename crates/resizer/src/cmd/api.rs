@@ -33,6 +33,14 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         );
     }
     api::Operators::new("", &config.api.read_token, None)?;
+    if !config.usage.batch_signing_secret.is_empty() {
+        // With the master secret a node could sign usage batches in any node's name.
+        bail!(
+            "an api node takes no usage.batch_signing_secret (RESIZER_USAGE_BATCH_SIGNING_SECRET): that is the \
+             aggregators'; give it its own usage.batch_key (`resizer usage batch-key --node {}`)",
+            config.usage.node_id
+        );
+    }
     let nats_urls = config.nats_urls();
     if nats_urls.is_empty() {
         bail!("the api role needs the job queue: set queue.nats_urls");
@@ -53,6 +61,12 @@ pub fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
             mode = config.usage.mode,
             "usage.mode is not `ship`: this api node aggregates its own usage; a cluster's api nodes ship it \
              to the aggregators (deploy/config/api.toml)"
+        );
+    }
+    if config.usage.enabled && config.usage.mode == "ship" && config.usage.batch_key.is_empty() {
+        tracing::warn!(
+            "usage.batch_key is not set: this api node ships its usage batches unsigned, which aggregators \
+             holding usage.batch_signing_secret refuse"
         );
     }
     let store = if replicated { None } else { Some(config.open_identity_store()?) };
