@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::archive::{Archive, ArchiveError};
 use crate::calendar::utc_date;
+use crate::quarantine::Quarantined;
 use crate::record::UsageRecord;
 use crate::rollup::{RollupError, Rollups};
 use crate::spool::{Spool, SpoolError};
@@ -62,6 +63,13 @@ impl Aggregator {
         let id = batch_id.to_owned();
         let applied = blocking(move || rollups.apply(&id, &records, now_ms())).await??;
         Ok(applied)
+    }
+
+    /// Keeps a message that is not applied (see `quarantine.rs`).
+    pub async fn quarantine(&self, message: Quarantined) -> Result<(), AggregateError> {
+        let rollups = self.rollups.clone();
+        blocking(move || rollups.quarantine(&message)).await??;
+        Ok(())
     }
 
     /// Merges the archive's small files, for partitions with more than `min_files`, keeping

@@ -6,19 +6,24 @@
 //! [`Aggregator`] that applies each batch exactly once to the raw-record [`Archive`] (Parquet
 //! through `object_store`) and to the hourly [`Rollups`] (SQLite embedded, PostgreSQL in the
 //! cluster), and the reads of both. In the cluster an api node ships its sealed batches
-//! ([`run_shipping`]) to the usage stream and aggregators elsewhere apply them.
+//! ([`run_shipping`]) to the usage stream and aggregators elsewhere apply them, keeping the
+//! messages they refuse to apply (not authentic, unreadable) in a quarantine beside the rollups
+//! ([`Quarantined`]); deciding what is authentic is the aggregator's caller's (the usage
+//! stream's signatures are `queue`'s).
 //!
 //! It must not know about HTTP (the api builds records and serves the reads) nor about tenants
 //! beyond their ids, and it never decides what a request costs: the rollups keep quantities per
 //! status, billing rules price them (docs/usage.md).
 //!
 //! Files: `record.rs`, `spool.rs`, `spool_loop.rs` (the tick loop both modes run over the spool),
-//! `ship.rs`, `aggregator.rs`, `rollup.rs`, `archive/` (its `mod.rs` lists its files),
+//! `ship.rs`, `aggregator.rs`, `rollup.rs`, `quarantine.rs` (refused messages, in the rollups'
+//! database), `archive/` (its `mod.rs` lists its files),
 //! `calendar.rs` (UTC dates: the archive's partition names, the aggregator's today).
 
 mod aggregator;
 mod archive;
 mod calendar;
+mod quarantine;
 mod record;
 mod rollup;
 mod ship;
@@ -28,6 +33,7 @@ mod spool_loop;
 pub use aggregator::{drain_spool, run_embedded, AggregateError, Aggregator};
 pub use archive::read::{AuditCursor, AuditPage};
 pub use archive::{Archive, ArchiveError};
+pub use quarantine::Quarantined;
 pub use record::{Text, UsageRecord};
 pub use rollup::{Bucket, Granularity, RollupError, Rollups, Totals};
 pub use ship::{run_shipping, ship_spool, ShipError};

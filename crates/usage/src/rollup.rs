@@ -4,6 +4,8 @@
 //! apply batches at once: the second to insert a batch id waits for the first's transaction and
 //! then finds it applied).
 //!
+//! The same database keeps the messages an aggregator refused (`quarantine.rs`).
+//!
 //! Buckets are UTC hours; a day is 24 of them (`granularity=day` sums them at read time, so there
 //! is one source of truth). Counts are kept per status, which is what billing rules and the
 //! "what the clients saw" checks need.
@@ -168,6 +170,7 @@ impl Rollups {
                  PRIMARY KEY (tenant, hour_ms, status)
              ) WITHOUT ROWID;",
         )?;
+        conn.execute_batch(crate::quarantine::SQLITE_SCHEMA)?;
         Ok(Rollups { store: Store::Sqlite(Mutex::new(conn)) })
     }
 
@@ -196,12 +199,17 @@ impl Rollups {
             let mut tx = client.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock(7262001)", &[])?;
             tx.batch_execute(PG_SCHEMA)?;
+            tx.batch_execute(crate::quarantine::PG_SCHEMA)?;
             tx.commit()
         })?;
         Ok(rollups)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.store, Store::Postgres { .. })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         match &self.store {
             Store::Sqlite(conn) => conn.lock().unwrap_or_else(PoisonError::into_inner),
             Store::Postgres { .. } => unreachable!("SQLite paths are taken only for the SQLite store"),
@@ -210,7 +218,7 @@ impl Rollups {
 
     /// Runs `f` on the PostgreSQL connection, opening it first if needed; a failed call drops
     /// the connection so the next call opens a fresh one (the database may have restarted).
-    fn with_pg<T>(
+    pub(crate) fn with_pg<T>(
         &self,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, RollupError> {

@@ -4,6 +4,10 @@
 //! Several may run at once: a batch goes to one of them at a time, and one that is redelivered
 //! (its aggregator died before acknowledging) finds its id applied and changes nothing.
 //! `usage.listen` serves its health, readiness and metrics.
+//!
+//! With `usage.batch_signing_secret` it applies only messages signed by the api node all their
+//! records name (`queue::open_usage_message`); any other goes to the quarantine table, is counted
+//! and acknowledged. `resizer usage batch-key --node <id>` prints an api node's key from it.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +30,24 @@ use crate::node::{bind, open_archive, open_rollups, serve_monitoring, RollupAcce
 pub struct UsageArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(subcommand)]
+    pub command: Option<UsageCommand>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UsageCommand {
+    /// Print an api node's `usage.batch_key`, derived from `usage.batch_signing_secret` (read from
+    /// the configuration or RESIZER_USAGE_BATCH_SIGNING_SECRET, never from the command line).
+    BatchKey(BatchKeyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BatchKeyArgs {
+    /// The api node's `usage.node_id`.
+    #[arg(long, value_name = "ID")]
+    pub node: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// A batch not acknowledged within this goes to another aggregator.
@@ -34,6 +56,9 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
 pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
+    if let Some(UsageCommand::BatchKey(key_args)) = args.command {
+        return print_batch_key(&key_args);
+    }
     let config = Config::load(&args.config, &[])?;
     logging::init(&config.log)?;
     let nats_urls = config.nats_urls();
@@ -48,6 +73,10 @@ pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
         let listener = bind(&config.usage.listen, "usage.listen").await?;
         tracing::info!(listen = %listener.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer usage started");
         let status = Arc::new(Status::default());
+        // Every reason at 0 from the start, so an alert on the rate sees the first one.
+        for rejection in queue::Rejection::ALL {
+            status.rejected.add(&[rejection.reason()], 0);
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn({
             let (router, config) = (router(status.clone()), config.clone());
@@ -80,6 +109,13 @@ async fn aggregate(config: &Config, nats_urls: &[String], status: &Status) -> an
             }
         };
         let aggregator = Arc::new(usage::Aggregator::new(rollups, open_archive(config)?));
+        let secret = config.batch_signing_secret()?;
+        if secret.is_none() {
+            tracing::warn!(
+                "usage batches are not authenticated (no usage.batch_signing_secret): anyone holding the api \
+                 nodes' NATS login can add or suppress usage"
+            );
+        }
         let client = queue::connect(nats_urls, "usage", Some(queue::Role::Usage), config.nats_tls_ca()).await?;
         crate::node::refuse_broad_nats_login(nats_urls.to_vec(), config.nats_tls_ca(), queue::Role::Usage);
         let _ = status.client.set(client.clone());
@@ -118,7 +154,7 @@ async fn aggregate(config: &Config, nats_urls: &[String], status: &Status) -> an
             };
             let give_up = tokio::time::Instant::now() + Duration::from_millis(1500);
             while let Ok(Some(Ok(message))) = tokio::time::timeout_at(give_up, batch.next()).await {
-                apply(&aggregator, message, status).await;
+                apply(&aggregator, secret.as_ref(), message, status).await;
             }
             if last_compaction.elapsed() >= COMPACT_EVERY {
                 last_compaction = tokio::time::Instant::now();
@@ -137,28 +173,22 @@ async fn aggregate(config: &Config, nats_urls: &[String], status: &Status) -> an
     }
 }
 
-/// One shipped batch: applied (or found applied), then acknowledged; on a failure it is handed
-/// back for a retry a second later.
-async fn apply(aggregator: &usage::Aggregator, message: jetstream::Message, status: &Status) {
-    let batch_id = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-        .map(|v| v.as_str().to_owned());
-    let Some(batch_id) = batch_id else {
-        tracing::error!("a usage message without a batch id; dropped");
-        status.batches.add(&["dropped"], 1);
-        let _ = message.ack_with(AckKind::Term).await;
-        return;
-    };
-    let records: Vec<usage::UsageRecord> = match serde_json::from_slice(&message.payload) {
-        Ok(records) => records,
-        Err(e) => {
-            tracing::error!(batch = batch_id, error = %e, "an unreadable usage batch; dropped");
-            status.batches.add(&["dropped"], 1);
-            let _ = message.ack_with(AckKind::Term).await;
-            return;
-        }
+/// One shipped batch: checked, applied (or found applied), then acknowledged; on a failure it
+/// is handed back for a retry a second later. A batch that may not be applied is quarantined,
+/// then acknowledged.
+async fn apply(
+    aggregator: &usage::Aggregator,
+    secret: Option<&queue::BatchSigningSecret>,
+    message: jetstream::Message,
+    status: &Status,
+) {
+    let opened =
+        queue::open_usage_message(secret, message.headers.as_ref(), &message.payload, |r: &usage::UsageRecord| {
+            r.node.as_str()
+        });
+    let (batch_id, records) = match opened {
+        Ok(opened) => (opened.message_id, opened.records),
+        Err(rejected) => return quarantine(aggregator, rejected, message, status).await,
     };
     let count = records.len();
     let started = Instant::now();
@@ -169,8 +199,7 @@ async fn apply(aggregator: &usage::Aggregator, message: jetstream::Message, stat
             if new {
                 status.batches.add(&["applied"], 1);
                 status.records.fetch_add(count as u64, Ordering::Relaxed);
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                status.last_applied_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+                status.last_applied_ms.store(now_ms(), Ordering::Relaxed);
             } else {
                 status.batches.add(&["replayed"], 1);
             }
@@ -189,6 +218,60 @@ async fn apply(aggregator: &usage::Aggregator, message: jetstream::Message, stat
     }
 }
 
+/// Keeps a refused message in the quarantine table, then acknowledges it; if it cannot be kept
+/// (the database is away) it is handed back, so it is never lost.
+async fn quarantine(
+    aggregator: &usage::Aggregator,
+    rejected: queue::RejectedBatch,
+    message: jetstream::Message,
+    status: &Status,
+) {
+    let reason = rejected.rejection.reason();
+    let kept = aggregator
+        .quarantine(usage::Quarantined {
+            message_id: rejected.message_id.clone(),
+            claimed_node: rejected.claimed_node.clone(),
+            reason: reason.to_owned(),
+            payload: message.payload.to_vec(),
+            received_ms: now_ms() as i64,
+        })
+        .await;
+    if let Err(e) = kept {
+        status.batches.add(&["failed"], 1);
+        tracing::warn!(message_id = rejected.message_id, reason, error = %e, "refused usage message not quarantined yet; retried");
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        return;
+    }
+    status.batches.add(&["rejected"], 1);
+    status.rejected.add(&[reason], 1);
+    tracing::warn!(
+        message_id = rejected.message_id,
+        claimed_node = rejected.claimed_node,
+        reason,
+        why = %rejected.rejection,
+        "usage message refused: not applied, kept in the quarantine table"
+    );
+    if let Err(e) = message.double_ack().await {
+        tracing::debug!(message_id = rejected.message_id, error = %e, "ack not confirmed; a redelivery is quarantined again");
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// `resizer usage batch-key --node ID`: the key an api node signs its usage batches with.
+fn print_batch_key(args: &BatchKeyArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config, &[])?;
+    let Some(secret) = config.batch_signing_secret()? else {
+        bail!("set usage.batch_signing_secret (in the configuration file or RESIZER_USAGE_BATCH_SIGNING_SECRET)");
+    };
+    let key = secret.node_key(&args.node)?;
+    // The value alone on stdout, for `RESIZER_USAGE_BATCH_KEY=$(resizer usage batch-key ...)`.
+    println!("{}", key.to_hex());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What the aggregator's listener reports.
 #[derive(Default)]
 struct Status {
@@ -197,8 +280,10 @@ struct Status {
     consuming: AtomicBool,
     stopping: AtomicBool,
     /// Batches taken off the stream, by outcome: applied, replayed (applied before), failed
-    /// (handed back for a retry), dropped (unreadable).
+    /// (handed back for a retry), rejected (quarantined).
     batches: promtext::Counters,
+    /// Messages quarantined, by reason (`queue::Rejection::reason`).
+    rejected: promtext::Counters,
     /// Records in the batches applied.
     records: AtomicU64,
     apply_seconds: promtext::Family,
@@ -246,8 +331,15 @@ async fn metrics(State(status): State<Arc<Status>>) -> impl IntoResponse {
     status.batches.render(
         &mut out,
         "resizer_usage_batches_total",
-        "Usage batches taken off the usage stream, by outcome (applied, replayed, failed, dropped).",
+        "Usage batches taken off the usage stream, by outcome (applied, replayed, failed, rejected).",
         &["outcome"],
+    );
+    status.rejected.render(
+        &mut out,
+        "resizer_usage_batches_rejected_total",
+        "Usage messages not applied but kept in the quarantine table, by reason (unsigned, unknown-framing, \
+         bad-signature, unreadable, foreign-node).",
+        &["reason"],
     );
     promtext::counter(
         &mut out,
