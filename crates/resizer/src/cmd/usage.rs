@@ -59,6 +59,7 @@ pub fn run(args: UsageArgs) -> anyhow::Result<ExitCode> {
     if let Some(UsageCommand::BatchKey(key_args)) = args.command {
         return print_batch_key(&key_args);
     }
+    secret_not_on_command_line(&args.config)?;
     let config = Config::load(&args.config, &[])?;
     logging::init(&config.log)?;
     let nats_urls = config.nats_urls();
@@ -262,6 +263,7 @@ fn now_ms() -> u64 {
 
 /// `resizer usage batch-key --node ID`: the key an api node signs its usage batches with.
 fn print_batch_key(args: &BatchKeyArgs) -> anyhow::Result<ExitCode> {
+    secret_not_on_command_line(&args.config)?;
     let config = Config::load(&args.config, &[])?;
     let Some(secret) = config.batch_signing_secret()? else {
         bail!("set usage.batch_signing_secret (in the configuration file or RESIZER_USAGE_BATCH_SIGNING_SECRET)");
@@ -270,6 +272,17 @@ fn print_batch_key(args: &BatchKeyArgs) -> anyhow::Result<ExitCode> {
     // The value alone on stdout, for `RESIZER_USAGE_BATCH_KEY=$(resizer usage batch-key ...)`.
     println!("{}", key.to_hex());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The master secret on a command line would be readable by every user of the machine (`ps`).
+fn secret_not_on_command_line(args: &ConfigArgs) -> anyhow::Result<()> {
+    if args.set.iter().any(|kv| kv.trim_start().starts_with("usage.batch_signing_secret")) {
+        bail!(
+            "usage.batch_signing_secret is not taken from the command line (any user may read it there): set it \
+             in the configuration file or RESIZER_USAGE_BATCH_SIGNING_SECRET"
+        );
+    }
+    Ok(())
 }
 
 /// What the aggregator's listener reports.
