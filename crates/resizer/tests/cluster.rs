@@ -480,6 +480,7 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
 
     each_role_may_use_only_its_own_subjects(&lab);
     a_forged_jobs_origin_is_never_contacted(&lab);
+    usage_batches_not_signed_by_the_node_they_name_are_quarantined(&lab);
     each_database_login_holds_only_its_roles_tables(&lab);
     a_role_given_the_all_permissions_login_refuses_to_run(&lab);
 
@@ -694,6 +695,7 @@ fn each_database_login_holds_only_its_roles_tables(lab: &Lab) {
     assert!(denied(&mut api, "CREATE TABLE planted (x INT)"), "the api node's login creates tables");
     for (who, client) in [("api node", &mut api), ("identity service", &mut identity)] {
         assert!(denied(client, "DELETE FROM usage_hourly"), "the {who}'s login may delete rollups");
+        assert!(denied(client, "DELETE FROM usage_quarantine"), "the {who}'s login may empty the quarantine");
         assert!(!denied(client, "SELECT count(*) FROM usage_hourly"), "the {who} reads the rollups");
     }
 }
@@ -749,6 +751,145 @@ fn a_forged_jobs_origin_is_never_contacted(lab: &Lab) {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("the forged job's origin {origin} was contacted: {other:?}"),
     }
+}
+
+/// A variable of a running component's environment, as the process has it.
+fn process_env(lab: &Lab, name: &str, variable: &str) -> String {
+    let pid = lab.component(name)["pid"].as_u64().expect("pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let prefix = format!("{variable}=");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|v| std::str::from_utf8(v).ok()?.strip_prefix(prefix.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| panic!("{name} has no {variable}"))
+}
+
+/// The api nodes' NATS login may publish to the usage stream, so it is no proof of who shipped a
+/// batch: each api node signs its batches with its own key (the lab gives each one), and the
+/// aggregator applies only those signed by the node their records name. With api-0's own NATS
+/// login and key, (a) an unsigned batch, (b) one signed with a made-up key, (c) one signed by
+/// api-0 in api-1's name and (d) one under a genuine batch's plain id (which, when ids were plain,
+/// made JetStream drop the genuine batch as a duplicate) are all refused into the quarantine
+/// table, and the tenant is billed exactly its own requests, including those shipped after.
+fn usage_batches_not_signed_by_the_node_they_name_are_quarantined(lab: &Lab) {
+    let tls = tls::PostgresTls::new(&lab.tls_ca()).expect("the lab's CA");
+    let mut config: postgres::Config = lab.field("postgres_url").parse().expect("the superuser's URL");
+    let mut db = tls::PostgresTls::require(&mut config).connect(tls).expect("PostgreSQL");
+    let genuine_id: String = db
+        .query_one("SELECT batch_id FROM usage_applied_batches ORDER BY applied_ms DESC LIMIT 1", &[])
+        .expect("a batch applied so far")
+        .get(0);
+    assert!(!genuine_id.contains('.'), "the rollups record the plain batch id: {genuine_id}");
+    let (_, demo) = lab.admin("GET", "/v1/tenants/demo", None);
+    let tenant = demo["id"].as_u64().expect("the demo tenant's id");
+    let billed = || {
+        let (status, usage) = lab.admin("GET", "/v1/tenants/demo/usage?granularity=day", None);
+        assert_eq!(status, 200, "{usage}");
+        usage["total"]["requests"].as_u64().unwrap_or(0)
+    };
+    let billed_before = billed();
+    let rejected =
+        |reason: &str| lab.metric_sum("usage-0", &format!("resizer_usage_batches_rejected_total{{reason=\"{reason}\""));
+    let (unsigned_before, bad_before, foreign_before) =
+        (rejected("unsigned"), rejected("bad-signature"), rejected("foreign-node"));
+
+    let invented = |node: &str| -> Vec<u8> {
+        let record = usage::UsageRecord {
+            request_id: "invented".into(),
+            tenant,
+            key_id: "invented".into(),
+            time_ms: queue::unix_millis() as i64,
+            node: node.into(),
+            worker: "".into(),
+            status: 200,
+            error: "".into(),
+            params: "width=10".into(),
+            input_format: "jpeg".into(),
+            input_bytes: 1 << 30,
+            input_width: 10_000,
+            input_height: 10_000,
+            output_format: "jpeg".into(),
+            output_bytes: 1 << 20,
+            output_width: 10,
+            output_height: 10,
+            queue_wait_us: 0,
+            wall_us: 1,
+            cpu_us: 1,
+        };
+        serde_json::to_vec(&vec![record; 10]).expect("JSON")
+    };
+    let unsigned = |id: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        headers
+    };
+    let api0_key = queue::NodeKey::from_hex(&process_env(lab, "api-0", "RESIZER_USAGE_BATCH_KEY")).expect("a key");
+    let api0 = queue::UsageSigner::new("api-0", api0_key).expect("signer");
+    let stranger =
+        queue::UsageSigner::new("api-0", queue::NodeKey::from_hex(&"5a".repeat(32)).expect("hex")).expect("signer");
+    let (payload_a, payload_b, payload_c, payload_d) =
+        (invented("api-0"), invented("api-0"), invented("api-1"), invented("api-0"));
+    let forged = [
+        (unsigned("forged-unsigned"), payload_a),
+        (stranger.headers("forged-wrong-key", &payload_b), payload_b),
+        (api0.headers("forged-for-api-1", &payload_c), payload_c),
+        (unsigned(&genuine_id), payload_d),
+    ];
+    let api_urls: Vec<String> =
+        process_env(lab, "api-0", "RESIZER_QUEUE_NATS_URLS").split(',').map(str::to_owned).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let client =
+            queue::connect(&api_urls, "forgery-test", Some(queue::Role::Api), Some(&lab.tls_ca())).await.expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        for (headers, payload) in forged {
+            let ack = js
+                .publish_with_headers(queue::USAGE_SUBJECT, headers, payload.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("the api login may publish usage");
+            // Stored, not taken for the genuine batch: a genuine batch's JetStream id carries
+            // its signature, so the plain id collides with nothing in the duplicate window.
+            assert!(!ack.duplicate, "a forged message was taken for a stored one");
+        }
+    });
+    // Genuine requests after the forgeries: still applied.
+    for _ in 0..2 {
+        let (status, _, _) = lab.resize("width=20", &sample_jpeg());
+        assert_eq!(status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (billed() < billed_before + 2
+        || rejected("unsigned") < unsigned_before + 2.0
+        || rejected("bad-signature") < bad_before + 1.0
+        || rejected("foreign-node") < foreign_before + 1.0)
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(billed(), billed_before + 2, "exactly the genuine requests are billed\n{}", lab.log_tails());
+    assert_eq!(rejected("unsigned"), unsigned_before + 2.0);
+    assert_eq!(rejected("bad-signature"), bad_before + 1.0);
+    assert_eq!(rejected("foreign-node"), foreign_before + 1.0);
+    let rows = db
+        .query("SELECT message_id, claimed_node, reason, length(payload) FROM usage_quarantine ORDER BY id", &[])
+        .expect("the quarantine table");
+    let kept: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            assert!(r.get::<_, i32>(3) > 1000, "the payload is kept");
+            (r.get(0), r.get(1), r.get(2))
+        })
+        .collect();
+    let has = |id: &str, node: &str, reason: &str| {
+        kept.iter().any(|(i, n, r)| (i.starts_with(id), n.as_str(), r.as_str()) == (true, node, reason))
+    };
+    assert!(has("forged-unsigned", "", "unsigned"), "{kept:?}");
+    assert!(has("forged-wrong-key.", "api-0", "bad-signature"), "{kept:?}");
+    assert!(has("forged-for-api-1.", "api-0", "foreign-node"), "{kept:?}");
+    assert!(has(&genuine_id, "", "unsigned"), "{kept:?}");
+    assert_eq!(kept.len(), 4, "nothing else refused: {kept:?}");
 }
 
 #[test]

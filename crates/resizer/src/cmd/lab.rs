@@ -7,8 +7,10 @@
 //!
 //! Identity: a PostgreSQL server of its own (initdb in DIR) under the identity service, which
 //! relays every change to a JetStream KV bucket that each api node watches. Usage: api nodes ship
-//! their spool batches to the usage stream; a `resizer usage` aggregator applies them (Parquet in
-//! DIR/archive, rollups in the same PostgreSQL), where every api node reads usage and audit.
+//! their spool batches to the usage stream, each signed with the node's own key derived from a
+//! master secret only the aggregators get; a `resizer usage` aggregator checks and applies them
+//! (Parquet in DIR/archive, rollups in the same PostgreSQL), where every api node reads usage and
+//! audit.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -229,6 +231,10 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             None => spec,
         }
     };
+    // Usage batches are signed: the aggregators hold the master secret, each api node only the
+    // key derived from it for its own node id.
+    let batch_signing_secret = generate_admin_token()?;
+    let batch_keys = queue::BatchSigningSecret::new(&batch_signing_secret)?;
     let mut health = Vec::new();
     for i in 0..args.aggregators.max(1) {
         let name = format!("usage-{i}");
@@ -237,6 +243,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .arg("usage")
             .env("RESIZER_USAGE_LISTEN", url.trim_start_matches("http://"))
             .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
+            .env("RESIZER_USAGE_BATCH_SIGNING_SECRET", &batch_signing_secret)
             .url("metrics", format!("{url}/metrics"))
             .health(format!("{url}/readyz"));
         let component = infra.start_process(usage_env(common(spec, queue::Role::Usage), "resizer_usage"))?;
@@ -261,6 +268,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .env("RESIZER_IDENTITY_JETSTREAM_PREFIX", queue::identity_api_prefix(identity_kv::BUCKET))
             .env("RESIZER_USAGE_MODE", "ship")
             .env("RESIZER_USAGE_NODE_ID", &name)
+            .env("RESIZER_USAGE_BATCH_KEY", batch_keys.node_key(&name)?.to_hex())
             .url("http", url(public))
             .url("admin", url(admin))
             .url("internal", url(internal))
