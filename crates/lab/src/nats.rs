@@ -216,6 +216,12 @@ impl NatsNode {
         };
         net::http_get_json(&url, MONITOR_TIMEOUT)
     }
+    /// The names clients gave their connections to this node (`GET /connz`): which node an
+    /// api node or worker talks to.
+    pub fn client_names(&self) -> Result<Vec<String>> {
+        let connz: Connz = net::http_get_json(&format!("{}/connz?limit=4096", self.monitor_url()), MONITOR_TIMEOUT)?;
+        Ok(connz.connections.into_iter().filter_map(|c| c.name).collect())
+    }
     /// `GET /routez`.
     pub fn routez(&self) -> Result<Routez> {
         net::http_get_json(&format!("{}/routez", self.monitor_url()), MONITOR_TIMEOUT)
@@ -232,6 +238,18 @@ impl NatsNode {
     pub fn meta_leader_seen(&self) -> Result<Option<String>> {
         Ok(self.jsz("")?.meta_cluster.and_then(|m| m.leader))
     }
+}
+
+/// The part of `/connz` the lab reads.
+#[derive(Debug, Clone, Deserialize)]
+struct Connz {
+    #[serde(default)]
+    connections: Vec<ConnzConnection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ConnzConnection {
+    name: Option<String>,
 }
 
 /// The part of `/jsz` the lab reads.

@@ -1176,9 +1176,10 @@ fn a_frozen_worker_delays_only_the_jobs_it_holds_and_none_is_delivered_twice() {
     thread::sleep(Duration::from_secs(3));
     let samples = load.finish();
 
-    // A frozen worker holds at most one job per slot plus its prefetch (it pulls one at a time
-    // for each): those wait for `ack_wait` and go elsewhere. Every other request keeps its latency.
-    let slots = 1 + 1;
+    // A frozen worker holds at most one small job per pull it has on the small lane's consumer:
+    // its slot, its thread kept for small jobs and its prefetch (it pulls one at a time for
+    // each): those wait for `ack_wait` and go elsewhere. Every other request keeps its latency.
+    let slots = 1 + worker::SMALL_RESERVE + 1;
     let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
     latencies.sort();
     let held = latencies.iter().filter(|&&l| l > Duration::from_millis(500)).count();
@@ -1194,7 +1195,7 @@ fn a_frozen_worker_delays_only_the_jobs_it_holds_and_none_is_delivered_twice() {
     assert!(samples.iter().all(|s| s.status == 200), "{:?}", statuses(&samples));
     assert!(
         held <= slots,
-        "{held} requests over 500 ms; the frozen worker could hold only {slots} (1 slot + 1 prefetched)"
+        "{held} requests over 500 ms; the frozen worker could hold only {slots} (1 slot, 1 kept for small jobs, 1 prefetched)"
     );
     assert!(p99 < Duration::from_millis(500), "p99 of the other requests {p99:?}");
 
@@ -1895,8 +1896,8 @@ fn an_unreadable_identity_entry_refuses_its_tenant_and_nothing_else() {
 /// once, not after them (with one consumer for every lane it waited for the jobs ahead of it).
 #[test]
 fn a_burst_of_large_images_does_not_hold_a_small_one() {
-    // Three large jobs: as many as the worker's small-and-medium pulls (2 slots + 1 prefetched),
-    // which with one consumer for every lane would all have taken one; WebP output of 20 MP
+    // Three large jobs: as many as the worker's medium pulls (2 slots + 1 prefetched), which
+    // with one consumer for every lane would all have taken one; WebP output of 20 MP
     // keeps each about a second on a core. Deadlines long enough for all three in a row.
     let lab = Lab::up(&["--workers", "1", "--worker-slots", "2", "--set", "api.request_timeout_ms=30000"]);
     let url = format!("{}/v1/resize?width=4999&format=webp", lab.field("url"));
@@ -1930,6 +1931,84 @@ fn a_burst_of_large_images_does_not_hold_a_small_one() {
     let mut ends: Vec<Duration> = large.iter().map(|&(_, took)| took).collect();
     ends.sort();
     assert!(ends[1] > ends[0] + first_large / 3, "large jobs ran side by side: {ends:?}");
+}
+
+/// Each lane has its consumer, and a worker keeps a thread for small jobs: on a worker with one
+/// slot (the lab's default on two cores), a small image sent while medium ones convert and wait
+/// is pulled and converted at once. With small and medium jobs on one consumer it waited for
+/// every medium job queued before it, and then for the worker's one thread (issue 22's upload
+/// flood: the other tenant's p99 654–693 ms).
+#[test]
+fn a_burst_of_medium_images_does_not_hold_a_small_one_on_a_one_slot_worker() {
+    let lab = Lab::up(&["--workers", "1", "--worker-slots", "1", "--set", "api.request_timeout_ms=30000"]);
+    let url = format!("{}/v1/resize?width=3199&format=webp", lab.field("url"));
+    let key = lab.field("demo_api_key");
+    // 12 MP: the medium lane (1–16 MP); WebP output near full size keeps each a good part of a
+    // second on a core.
+    let medium = Arc::new(common::png(4000, 3000));
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let (agent, url, key, medium) = (lab.agent.clone(), url.clone(), key.clone(), medium.clone());
+            thread::spawn(move || {
+                let started = Instant::now();
+                let status = resize_at(&agent, &url, &key, &medium).0;
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    assert!(wait_until_busy(&lab, "worker-0", Duration::from_secs(20)), "{}", lab.log_tails());
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (status, _, problem) = lab.resize("width=10", &common::png(64, 64));
+    let small = started.elapsed();
+    assert_eq!(status, 200, "{problem}");
+    let mediums: Vec<(u16, Duration)> = burst.into_iter().map(|t| t.join().expect("a medium request")).collect();
+    assert!(mediums.iter().all(|&(status, _)| status == 200), "{mediums:?}\n{}", lab.log_tails());
+    let first_medium = mediums.iter().map(|&(_, took)| took).min().unwrap_or_default();
+    eprintln!("small image: {small:?}; medium images: {mediums:?}");
+    assert!(small < Duration::from_millis(500) && small * 3 < first_medium, "small {small:?}, medium {mediums:?}");
+}
+
+/// A NATS server that freezes (SIGSTOP: its sockets stay open, nothing is answered) is left by
+/// the api node connected to it within a few seconds (pings every second, two unanswered drop the
+/// connection; two unacknowledged publishes force it), not the 10–15 s that pings every 5 s
+/// took, longer than a request's deadline. Requests go on meanwhile: none outlives its deadline.
+#[test]
+fn an_api_node_leaves_a_frozen_nats_server_within_seconds() {
+    let lab = Lab::up(&["--workers", "2"]);
+    let nats = lab.nats();
+    let serving = |client: &str, skip: Option<usize>| -> Vec<usize> {
+        let nodes = nats.nodes().iter().filter(|n| Some(n.index) != skip);
+        nodes.filter(|n| n.client_names().is_ok_and(|names| names.iter().any(|c| c == client))).map(|n| n.index).collect()
+    };
+    let index = *serving("api-0", None).first().expect("api-0 is connected to a NATS node");
+    let load = Load::start(&lab, "width=100", sample_jpeg(), 4, Duration::from_millis(10));
+    thread::sleep(Duration::from_secs(2));
+    let paused = Instant::now();
+    nats.stop(index).expect("SIGSTOP the api node's NATS server");
+    let moved = lab::poll_until("api-0 on another NATS node", Duration::from_secs(20), Duration::from_millis(100), || {
+        if serving("api-0", Some(index)).is_empty() {
+            Err("api-0 is still connected only to the frozen node".to_owned())
+        } else {
+            Ok(paused.elapsed())
+        }
+    });
+    thread::sleep(Duration::from_secs(15).saturating_sub(paused.elapsed()));
+    nats.cont(index).expect("SIGCONT");
+    thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+    let moved = moved.unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+    let slowest = samples.iter().map(|s| s.latency).max().unwrap_or_default();
+    let ratio = success_ratio(&samples);
+    eprintln!(
+        "SIGSTOP nats-{index} 15 s: api-0 on another node after {moved:?}; {} requests {:?}, success {:.2} %, slowest {slowest:?}",
+        samples.len(),
+        statuses(&samples),
+        ratio * 100.0
+    );
+    assert!(moved <= Duration::from_secs(5), "api-0 left the frozen server only after {moved:?}");
+    assert!(slowest <= Duration::from_secs(11), "a request outlived its 10 s deadline: {slowest:?}");
+    assert!(ratio >= 0.95, "success {:.2} % < 95 %: {:?}\n{}", ratio * 100.0, statuses(&samples), lab.log_tails());
 }
 
 /// Through HAProxy, a tenant over its rate limit still gets an HTTP answer to every request

@@ -31,7 +31,7 @@ use std::time::Duration;
 pub use http::router;
 pub use metrics::WorkerMetrics;
 pub use origins::{AllowedOrigins, InvalidOrigin};
-pub use pull::run;
+pub use pull::{run, SMALL_RESERVE};
 pub use status::Status;
 
 /// What a worker process needs.
