@@ -180,7 +180,9 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
             subjects
         }
         Role::Usage => {
-            let mut subjects = vec![format!("{api}.STREAM.INFO.{USAGE_STREAM}")];
+            // UPDATE: to lift an older version's age limit (`lift_usage_age_limit`).
+            let mut subjects =
+                vec![format!("{api}.STREAM.INFO.{USAGE_STREAM}"), format!("{api}.STREAM.UPDATE.{USAGE_STREAM}")];
             subjects.extend(pull_consumer(USAGE_STREAM, USAGE_CONSUMER));
             subjects
         }

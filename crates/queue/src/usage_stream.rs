@@ -18,7 +18,9 @@ pub const USAGE_SUBJECT: &str = "usage.batches";
 pub const USAGE_CONSUMER: &str = "aggregators";
 
 /// The stream, created if missing: work-queue retention (a batch leaves once an aggregator has
-/// applied it), `replicas` copies, kept up to a week while no aggregator runs.
+/// applied it), `replicas` copies, and no age limit: what is here is not billed yet, and must
+/// stay however long the aggregators are down. What bounds it is JetStream's storage: a full
+/// store refuses new batches, which then stay in the api nodes' spools (nothing is dropped).
 pub async fn ensure_usage_stream(js: &jetstream::Context, replicas: usize) -> Result<stream::Stream, QueueError> {
     js.get_or_create_stream(stream::Config {
         name: USAGE_STREAM.into(),
@@ -26,12 +28,29 @@ pub async fn ensure_usage_stream(js: &jetstream::Context, replicas: usize) -> Re
         retention: stream::RetentionPolicy::WorkQueue,
         num_replicas: replicas,
         storage: stream::StorageType::File,
-        max_age: Duration::from_secs(7 * 24 * 3600),
+        max_age: Duration::ZERO,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     })
     .await
     .map_err(|e| QueueError::Unavailable(format!("creating the {USAGE_STREAM} stream: {e}")))
+}
+
+/// Lifts an age limit from the usage stream: versions before this one made it with a week's,
+/// after which JetStream deleted unbilled batches while no aggregator ran. The aggregators (the
+/// one role allowed to update this stream) do it at start; they could discard every batch by
+/// acknowledging it anyway, so the permission gives them nothing new. Returns the limit lifted.
+pub async fn lift_usage_age_limit(js: &jetstream::Context, stream: &stream::Stream) -> Result<Option<Duration>, QueueError> {
+    let mut config = stream.cached_info().config.clone();
+    if config.max_age.is_zero() {
+        return Ok(None);
+    }
+    let old = config.max_age;
+    config.max_age = Duration::ZERO;
+    js.update_stream(config)
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("lifting the {USAGE_STREAM} stream's age limit ({old:?}): {e}")))?;
+    Ok(Some(old))
 }
 
 /// The aggregators' consumer: a batch not acknowledged within `ack_wait` (its aggregator died)

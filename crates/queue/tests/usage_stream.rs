@@ -1,0 +1,48 @@
+//! The usage stream against a real nats-server: made without an age limit, and one made by an
+//! older version (a week's limit, after which unbilled batches were deleted) has it lifted, its
+//! batches kept.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use lab::{NatsCluster, NatsOptions};
+
+#[tokio::test]
+async fn the_usage_stream_keeps_unbilled_batches_however_long_no_aggregator_runs() {
+    let dir = std::env::temp_dir().join(format!("queue-usage-stream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let opts = NatsOptions { nodes: 1, die_with_parent: true, ..NatsOptions::default() };
+    let nats = NatsCluster::start(&dir, &opts).expect("a one-node NATS server");
+    let client = queue::connect(&nats.client_urls(), "usage-stream-test", None, None).await.expect("NATS");
+    let js = jetstream::new(client);
+
+    // As an older version made it.
+    let week = Duration::from_secs(7 * 24 * 3600);
+    js.create_stream(stream::Config {
+        name: queue::USAGE_STREAM.into(),
+        subjects: vec![queue::USAGE_SUBJECT.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        max_age: week,
+        ..Default::default()
+    })
+    .await
+    .expect("the older stream");
+    js.publish(queue::USAGE_SUBJECT, "[]".into()).await.expect("publish").await.expect("stored");
+
+    let stream = queue::ensure_usage_stream(&js, 1).await.expect("the existing stream is kept");
+    assert_eq!(stream.cached_info().config.max_age, week);
+    assert_eq!(queue::lift_usage_age_limit(&js, &stream).await.expect("lifted"), Some(week));
+    let mut stream = js.get_stream(queue::USAGE_STREAM).await.expect("stream");
+    let info = stream.info().await.expect("info");
+    assert_eq!((info.config.max_age, info.state.messages), (Duration::ZERO, 1), "no limit, the batch kept");
+    assert_eq!(queue::lift_usage_age_limit(&js, &stream).await.expect("nothing to lift"), None);
+
+    // A fresh cluster's stream has none to begin with.
+    js.delete_stream(queue::USAGE_STREAM).await.expect("deleted");
+    let fresh = queue::ensure_usage_stream(&js, 1).await.expect("made");
+    assert_eq!(fresh.cached_info().config.max_age, Duration::ZERO);
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+}
