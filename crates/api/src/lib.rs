@@ -132,6 +132,8 @@ pub struct Metering {
     /// Where this node's records go before its answers leave; None where no request is resized
     /// (the identity service, which only reads usage and audit records).
     pub spool: Option<Arc<usage::Spool>>,
+    /// A cluster api node's shipped batches waiting for an aggregator's confirmation.
+    pub shipments: Option<Arc<usage::Shipments>>,
     pub rollups: Arc<usage::Rollups>,
     pub archive: usage::Archive,
     /// This api node's id in usage records.

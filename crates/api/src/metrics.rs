@@ -68,6 +68,8 @@ pub struct Gauges {
     pub replica: Option<(bool, Duration, Option<Duration>)>,
     /// The usage spool's figures (`None` with metering off).
     pub spool: Option<usage::SpoolStats>,
+    /// A cluster api node: batches shipped and not confirmed yet, and batches shipped again.
+    pub shipments: Option<(usize, u64)>,
     pub cache_keys: usize,
     pub cache_version: u64,
     pub ready: bool,
@@ -305,6 +307,20 @@ impl Metrics {
                 f64::from(u8::from(leader)),
             );
         }
+        if let Some((unconfirmed, again)) = gauges.shipments {
+            gauge(
+                &mut out,
+                "resizer_usage_batches_unconfirmed",
+                "Usage batches shipped and kept in the spool until an aggregator confirms them applied.",
+                unconfirmed as f64,
+            );
+            counter(
+                &mut out,
+                "resizer_usage_batches_shipped_again_total",
+                "Usage batches shipped again because no aggregator confirmed them in time (aggregators down, or the stream lost them).",
+                again,
+            );
+        }
         if let Some(writable) = gauges.spool_writable {
             gauge(
                 &mut out,
@@ -389,6 +405,7 @@ mod tests {
             api_nodes: None,
             job_stream_leader: None,
             spool_writable: None,
+            shipments: None,
             replica: None,
             spool: Some(usage::SpoolStats { records: 7, writes: 3 }),
             cache_keys: 2,
@@ -418,6 +435,7 @@ mod tests {
             api_nodes: None,
             job_stream_leader: None,
             spool_writable: None,
+            shipments: None,
             replica: None,
             spool: None,
             cache_keys: 0,

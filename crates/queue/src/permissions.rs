@@ -20,7 +20,7 @@
 
 use crate::config::{PullClass, QueueConfig};
 use crate::presence::API_PRESENCE_SUBJECT;
-use crate::usage_stream::{USAGE_CONSUMER, USAGE_STREAM, USAGE_SUBJECT};
+use crate::usage_stream::{USAGE_APPLIED_PREFIX, USAGE_CONSUMER, USAGE_STREAM, USAGE_SUBJECT};
 
 /// A process that logs in to NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -181,8 +181,12 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
         }
         Role::Usage => {
             // UPDATE: to lift an older version's age limit (`lift_usage_age_limit`).
-            let mut subjects =
-                vec![format!("{api}.STREAM.INFO.{USAGE_STREAM}"), format!("{api}.STREAM.UPDATE.{USAGE_STREAM}")];
+            // `usage.applied.<node>`: an api node deletes a batch only once told it is applied.
+            let mut subjects = vec![
+                format!("{api}.STREAM.INFO.{USAGE_STREAM}"),
+                format!("{api}.STREAM.UPDATE.{USAGE_STREAM}"),
+                format!("{USAGE_APPLIED_PREFIX}.*"),
+            ];
             subjects.extend(pull_consumer(USAGE_STREAM, USAGE_CONSUMER));
             subjects
         }
@@ -190,8 +194,11 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
     publish.sort();
     let mut subscribe = vec![format!("{}.>", role.inbox_prefix())];
     if role == Role::Api {
-        // The api nodes hear each other's presence (and only the api nodes announce one).
+        // The api nodes hear each other's presence (and only the api nodes announce one), and
+        // the aggregators' word that a batch is applied (they share one login: a node may hear
+        // another's batch ids, which tell it nothing it could use).
         subscribe.push(API_PRESENCE_SUBJECT.to_owned());
+        subscribe.push(format!("{USAGE_APPLIED_PREFIX}.*"));
     }
     Permissions { publish, subscribe }
 }
@@ -232,8 +239,9 @@ mod tests {
             assert_eq!(may_publish("usage.batches"), role == Role::Api, "{role:?}");
             let mut subscribe = vec![format!("_INBOX_{}.>", role.as_str())];
             if role == Role::Api {
-                subscribe.push("presence.api".into());
+                subscribe.extend(["presence.api".into(), "usage.applied.*".into()]);
             }
+            assert_eq!(may_publish("usage.applied.*"), role == Role::Usage, "{role:?}: only aggregators confirm");
             assert_eq!(p.subscribe, subscribe, "{role:?}");
             assert_eq!(may_publish("presence.api"), role == Role::Api, "{role:?}");
             assert!(p.publish.iter().all(|s| !s.starts_with("_INBOX")), "{role:?}: no one answers for another");

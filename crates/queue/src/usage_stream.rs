@@ -17,6 +17,18 @@ pub const USAGE_SUBJECT: &str = "usage.batches";
 /// The durable consumer all aggregators share: each batch goes to one of them at a time.
 pub const USAGE_CONSUMER: &str = "aggregators";
 
+/// Where an aggregator tells an api node that a message it shipped is in the rollups:
+/// `usage.applied.<node id>`, the message id as the payload. Only then does the node delete the
+/// batch from its spool. A JetStream acknowledgement is not enough to delete it: nats-server
+/// acknowledges before it syncs to disk, and acknowledged writes have been lost (power failure
+/// of every node; a crash with a partition).
+pub fn usage_applied_subject(node: &str) -> String {
+    format!("{USAGE_APPLIED_PREFIX}.{node}")
+}
+
+/// See [`usage_applied_subject`].
+pub const USAGE_APPLIED_PREFIX: &str = "usage.applied";
+
 /// The stream, created if missing: work-queue retention (a batch leaves once an aggregator has
 /// applied it), `replicas` copies, and no age limit: what is here is not billed yet, and must
 /// stay however long the aggregators are down. What bounds it is JetStream's storage: a full

@@ -117,6 +117,10 @@ pub struct UsageSection {
     /// its records name; others go to the quarantine table. Empty: batches are taken unchecked.
     /// Never give it to an api node.
     pub batch_signing_secret: String,
+    /// Role `api` (`mode = ship`): a shipped batch stays in the spool until an aggregator
+    /// confirms it is in the rollups; unconfirmed after this long, it is shipped again (the wait
+    /// doubling each time, up to 15 minutes). Default 30 s.
+    pub confirm_wait_ms: u64,
     /// Role `api` (`mode = ship`): this node's key for signing the usage batches it ships (64
     /// hex), derived from the aggregators' secret for `node_id`: `resizer usage batch-key --node
     /// <node_id>` prints it. Empty: batches are shipped unsigned.
@@ -285,6 +289,7 @@ impl Default for Config {
                 rollups_tls_ca: String::new(),
                 listen: "127.0.0.1:8095".into(),
                 batch_signing_secret: String::new(),
+                confirm_wait_ms: 30_000,
                 batch_key: String::new(),
             },
             queue: QueueSection {

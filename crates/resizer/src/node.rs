@@ -34,7 +34,7 @@ pub async fn serve_node(
             tokio::task::spawn_blocking(move || open_metering(&config)).await?
         };
         let (metering, usage_loop) = match opened? {
-            Some((metering, aggregator)) => {
+            Some((mut metering, aggregator)) => {
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let stopped = async move {
                     let _ = stopped.await;
@@ -44,11 +44,17 @@ pub async fn serve_node(
                     Some(js) => {
                         let replicas = config.queue.replicas.max(1);
                         let signer = config.usage_signer()?.map(Arc::new);
+                        let confirmations = hear_confirmations(&js, &config.usage.node_id).await?;
+                        let confirm_wait = Duration::from_millis(config.usage.confirm_wait_ms.max(1));
+                        let shipments = Arc::new(usage::Shipments::new(confirmations, confirm_wait));
+                        metering.shipments = Some(shipments.clone());
                         tokio::spawn(usage::run_shipping(
                             spool,
+                            shipments,
                             move |id, records| ship(js.clone(), replicas, signer.clone(), id, records),
                             fsync,
                             4,
+                            CONFIRMATIONS_AT_EXIT,
                             stopped,
                         ))
                     }
@@ -72,17 +78,47 @@ pub async fn serve_node(
     }
 }
 
+/// At shutdown, how long an api node waits for the aggregators to confirm its last batches
+/// before leaving them in the spool for its next start (under the shutdown grace of a unit).
+const CONFIRMATIONS_AT_EXIT: Duration = Duration::from_secs(3);
+
+/// Subscribes to the aggregators' confirmations for this node (`usage.applied.<node>`), which
+/// let it delete a batch from its spool. The client subscribes again by itself after a
+/// reconnect; a confirmation missed meanwhile only means the batch is shipped once more.
+async fn hear_confirmations(
+    js: &async_nats::jetstream::Context,
+    node_id: &str,
+) -> anyhow::Result<Arc<usage::Confirmations>> {
+    use futures_util::StreamExt;
+    let confirmations = Arc::new(usage::Confirmations::default());
+    let mut applied = js
+        .client()
+        .subscribe(queue::usage_applied_subject(node_id))
+        .await
+        .context("subscribing to the aggregators' confirmations")?;
+    let heard = confirmations.clone();
+    tokio::spawn(async move {
+        while let Some(message) = applied.next().await {
+            if let Ok(id) = std::str::from_utf8(&message.payload) {
+                heard.confirm(id);
+            }
+        }
+    });
+    Ok(confirmations)
+}
+
 /// One sealed batch to the usage stream (created if missing): one message under its batch id,
 /// or parts under their own ids when it is larger than a message may be; each signed when the
-/// node has a key (`usage.batch_key`).
+/// node has a key (`usage.batch_key`). Returns the messages' ids, which the aggregators confirm.
 async fn ship(
     js: async_nats::jetstream::Context,
     replicas: usize,
     signer: Option<Arc<queue::UsageSigner>>,
     batch_id: String,
     records: Vec<usage::UsageRecord>,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let messages = queue::usage_messages(&batch_id, &records).map_err(|e| e.to_string())?;
+    let ids = messages.iter().map(|(id, _)| id.clone()).collect();
     for (id, payload) in messages {
         let payload = bytes::Bytes::from(payload);
         let signer = signer.as_deref();
@@ -92,7 +128,7 @@ async fn ship(
             queue::ship_batch(&js, &id, payload, signer).await.map_err(|e| e.to_string())?;
         }
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// The usage archive the configuration names: `<data_dir>/archive` or `usage.archive_url`.
@@ -167,7 +203,14 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
     let aggregator = Arc::new(usage::Aggregator::new(rollups.clone(), archive.clone()));
     let rollup_reads = Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE));
     let metering =
-        api::Metering { spool: Some(spool), rollups, archive, node: config.usage.node_id.clone(), rollup_reads };
+        api::Metering {
+            spool: Some(spool),
+            shipments: None,
+            rollups,
+            archive,
+            node: config.usage.node_id.clone(),
+            rollup_reads,
+        };
     Ok(Some((metering, aggregator)))
 }
 

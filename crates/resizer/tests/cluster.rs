@@ -1840,6 +1840,80 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
     lab.assert_no_nats_refusals();
 }
 
+/// Billing does not rest on JetStream's acknowledgement: nats-server acknowledges before it syncs
+/// to disk, and a power failure of every node has lost acknowledged writes. Here the usage
+/// stream loses every batch it acknowledged (purged while the aggregator is frozen); each api
+/// node still holds its batches, since it deletes one only when an aggregator confirms it
+/// applied, ships them again, and every request is billed exactly once.
+///
+/// A stream that lost messages to a power failure lost their de-duplication entries with them (a
+/// restarted server rebuilds those from the messages it still has); a purge keeps them for the
+/// duplicate window, so the test's stream keeps them one second instead of two minutes.
+#[test]
+fn usage_batches_the_stream_acknowledged_and_lost_are_shipped_again_and_billed_once() {
+    let lab = Lab::up(&["--workers", "1", "--set", "usage.confirm_wait_ms=2000"]);
+    let billed = || {
+        let (status, usage) = lab.admin("GET", "/v1/tenants/demo/usage?granularity=day", None);
+        assert_eq!(status, 200, "{usage}");
+        usage["total"]["requests"].as_u64().unwrap_or(0)
+    };
+    let urls: Vec<String> = lab.file["fields"]["nats_urls"]
+        .as_array()
+        .expect("nats_urls")
+        .iter()
+        .map(|u| u.as_str().expect("URL").to_owned())
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let js = runtime.block_on(async {
+        let client = queue::connect(&urls, "power-loss-test", None, Some(&lab.tls_ca())).await.expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        let stream = queue::ensure_usage_stream(&js, 3).await.expect("the usage stream");
+        let mut config = stream.cached_info().config.clone();
+        config.duplicate_window = Duration::from_secs(1);
+        js.update_stream(config).await.expect("a short duplicate window");
+        js
+    });
+    let before = billed();
+    lab.signal("usage-0", lab::Signal::Stop);
+    let image = common::png(64, 64);
+    let sent = 30;
+    for _ in 0..sent {
+        let (status, _, problem) = lab.resize("width=10", &image);
+        assert_eq!(status, 200, "{problem}");
+    }
+    // Every batch sealed (at 1 s) and shipped (a pass every 200 ms): all stored, none applied.
+    thread::sleep(Duration::from_millis(2500));
+    let lost = runtime.block_on(async {
+        let mut stream = js.get_stream(queue::USAGE_STREAM).await.expect("the usage stream");
+        let stored = stream.info().await.expect("info").state.messages;
+        stream.purge().await.expect("purged");
+        stored
+    });
+    assert!(lost > 0, "no usage batch reached the stream");
+    let unconfirmed: f64 = ["api-0", "api-1"].iter().map(|n| lab.metric_sum(n, "resizer_usage_batches_unconfirmed")).sum();
+    assert!(unconfirmed >= 1.0, "the api nodes kept no batch for want of a confirmation");
+    lab.signal("usage-0", lab::Signal::Cont);
+    let until = Instant::now() + Duration::from_secs(30);
+    while billed() < before + sent {
+        assert!(
+            Instant::now() < until,
+            "billed {} of {sent} after the stream lost {lost} batches\n{}",
+            billed() - before,
+            lab.log_tails()
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+    // Past another wait, and a shipment again of anything unconfirmed: still once each.
+    thread::sleep(Duration::from_secs(5));
+    assert_eq!(billed() - before, sent, "billed once each");
+    let again: f64 =
+        ["api-0", "api-1"].iter().map(|n| lab.metric_sum(n, "resizer_usage_batches_shipped_again_total")).sum();
+    let left: f64 = ["api-0", "api-1"].iter().map(|n| lab.metric_sum(n, "resizer_usage_batches_unconfirmed")).sum();
+    eprintln!("the stream lost {lost} acknowledged batches; shipped again {again}; billed {sent} of {sent}; unconfirmed {left}");
+    assert!(again >= 1.0, "nothing was shipped again");
+    assert_eq!(left, 0.0, "every batch confirmed and gone from the spools");
+}
+
 #[test]
 fn an_unreadable_identity_entry_refuses_its_tenant_and_nothing_else() {
     let lab = Lab::up(&["--workers", "1", "--worker-slots", "1"]);

@@ -80,6 +80,7 @@ fn open_usage_reads(config: &Config) -> anyhow::Result<Option<api::Metering>> {
     }
     Ok(Some(api::Metering {
         spool: None,
+        shipments: None,
         rollups: open_rollups(config, RollupAccess::Read)?,
         archive: open_archive(config)?,
         node: "identity".into(),

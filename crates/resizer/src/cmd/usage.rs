@@ -193,10 +193,14 @@ async fn apply(
         queue::open_usage_message(secret, message.headers.as_ref(), &message.payload, |r: &usage::UsageRecord| {
             r.node.as_str()
         });
-    let (batch_id, records) = match opened {
-        Ok(opened) => (opened.message_id, opened.records),
+    let (batch_id, records, signer) = match opened {
+        Ok(opened) => (opened.message_id, opened.records, opened.node),
         Err(rejected) => return quarantine(aggregator, rejected, message, status).await,
     };
+    // Whom to tell it is applied: the node that signed it, or (unchecked) the one its records
+    // name. A quarantined message is never confirmed: one forged under a genuine batch's id
+    // would otherwise make that node delete the genuine batch unbilled.
+    let node = signer.or_else(|| records.first().map(|r| r.node.to_string()));
     let count = records.len();
     let started = Instant::now();
     let applied = aggregator.apply_batch(&batch_id, std::sync::Arc::new(records)).await;
@@ -215,6 +219,14 @@ async fn apply(
             // applied-batch record turns into nothing.
             if let Err(e) = message.double_ack().await {
                 tracing::debug!(batch = batch_id, error = %e, "ack not confirmed; a redelivery is harmless");
+            }
+            // Now the node may delete the batch. Lost (the node away), the node ships it again
+            // later, and this answers that copy the same way.
+            if let Some(node) = node {
+                let client = message.context.client();
+                if let Err(e) = client.publish(queue::usage_applied_subject(&node), batch_id.clone().into()).await {
+                    tracing::debug!(batch = batch_id, error = %e, "confirmation not sent; the node ships the batch again");
+                }
             }
         }
         Err(e) => {
