@@ -7,28 +7,6 @@ use rusqlite::params;
 
 use crate::rollup::{RollupError, Rollups};
 
-/// SQLite's table, created with the rollups.
-pub(crate) const SQLITE_SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS quarantine (
-        id           INTEGER PRIMARY KEY AUTOINCREMENT,
-        message_id   TEXT    NOT NULL,
-        claimed_node TEXT    NOT NULL,
-        reason       TEXT    NOT NULL,
-        payload      BLOB    NOT NULL,
-        received_ms  INTEGER NOT NULL
-    );";
-
-/// PostgreSQL's, created by the aggregators with the rollups (their role owns it).
-pub(crate) const PG_SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS usage_quarantine (
-        id           BIGSERIAL PRIMARY KEY,
-        message_id   TEXT   NOT NULL,
-        claimed_node TEXT   NOT NULL,
-        reason       TEXT   NOT NULL,
-        payload      BYTEA  NOT NULL,
-        received_ms  BIGINT NOT NULL
-    );";
-
 /// One refused message as it came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantined {

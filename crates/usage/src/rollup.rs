@@ -118,6 +118,29 @@ enum Store {
     },
 }
 
+/// The quarantine's table (`quarantine.rs`) in SQLite, created with the rollups: it lives in
+/// their database, and the schema with theirs, so that this file imports nothing from that one.
+const QUARANTINE_SQLITE_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS quarantine (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id   TEXT    NOT NULL,
+        claimed_node TEXT    NOT NULL,
+        reason       TEXT    NOT NULL,
+        payload      BLOB    NOT NULL,
+        received_ms  INTEGER NOT NULL
+    );";
+
+/// The quarantine's PostgreSQL table, created by the aggregators with the rollups (their role owns it).
+const QUARANTINE_PG_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS usage_quarantine (
+        id           BIGSERIAL PRIMARY KEY,
+        message_id   TEXT   NOT NULL,
+        claimed_node TEXT   NOT NULL,
+        reason       TEXT   NOT NULL,
+        payload      BYTEA  NOT NULL,
+        received_ms  BIGINT NOT NULL
+    );";
+
 /// The PostgreSQL schema; `IF NOT EXISTS` makes it safe for several processes to run it.
 const PG_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS usage_applied_batches (
@@ -170,7 +193,7 @@ impl Rollups {
                  PRIMARY KEY (tenant, hour_ms, status)
              ) WITHOUT ROWID;",
         )?;
-        conn.execute_batch(crate::quarantine::SQLITE_SCHEMA)?;
+        conn.execute_batch(QUARANTINE_SQLITE_SCHEMA)?;
         Ok(Rollups { store: Store::Sqlite(Mutex::new(conn)) })
     }
 
@@ -199,7 +222,7 @@ impl Rollups {
             let mut tx = client.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock(7262001)", &[])?;
             tx.batch_execute(PG_SCHEMA)?;
-            tx.batch_execute(crate::quarantine::PG_SCHEMA)?;
+            tx.batch_execute(QUARANTINE_PG_SCHEMA)?;
             tx.commit()
         })?;
         Ok(rollups)
