@@ -225,7 +225,11 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         api_nodes: app.conversions.queue().map(|q| q.api_peers.count()),
         job_stream_leader: app.conversions.queue().and_then(|q| q.queue.stream_leader()),
         spool_writable: app.spool().map(|spool| spool.health().is_ok()),
-        shipments: app.metering.as_ref().and_then(|m| m.shipments.as_ref()).map(|s| (s.unconfirmed(), s.shipped_again())),
+        shipments: app
+            .metering
+            .as_ref()
+            .and_then(|m| m.shipments.as_ref())
+            .map(|s| (s.unconfirmed(), s.shipped_again())),
         replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),
         spool: app.metering.as_ref().and_then(|m| m.spool.as_ref()).map(|spool| spool.stats()),
         cache_keys: app.cache.len(),

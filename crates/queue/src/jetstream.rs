@@ -147,8 +147,12 @@ pub async fn retire_fast_consumer(stream: &stream::Stream, config: &QueueConfig)
             tracing::info!(consumer = name, "deleted the consumer older versions pulled small and medium jobs from");
             Ok(())
         }
-        Err(e) if matches!(e.kind(), stream::ConsumerErrorKind::JetStream(ref js)
-            if js.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => Ok(()),
+        Err(e)
+            if matches!(e.kind(), stream::ConsumerErrorKind::JetStream(ref js)
+            if js.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(QueueError::Unavailable(format!("deleting the retired {name} consumer: {e}"))),
     }
 }

@@ -52,16 +52,19 @@ pub async fn ensure_usage_stream(js: &jetstream::Context, replicas: usize) -> Re
 /// after which JetStream deleted unbilled batches while no aggregator ran. The aggregators (the
 /// one role allowed to update this stream) do it at start; they could discard every batch by
 /// acknowledging it anyway, so the permission gives them nothing new. Returns the limit lifted.
-pub async fn lift_usage_age_limit(js: &jetstream::Context, stream: &stream::Stream) -> Result<Option<Duration>, QueueError> {
+pub async fn lift_usage_age_limit(
+    js: &jetstream::Context,
+    stream: &stream::Stream,
+) -> Result<Option<Duration>, QueueError> {
     let mut config = stream.cached_info().config.clone();
     if config.max_age.is_zero() {
         return Ok(None);
     }
     let old = config.max_age;
     config.max_age = Duration::ZERO;
-    js.update_stream(config)
-        .await
-        .map_err(|e| QueueError::Unavailable(format!("lifting the {USAGE_STREAM} stream's age limit ({old:?}): {e}")))?;
+    js.update_stream(config).await.map_err(|e| {
+        QueueError::Unavailable(format!("lifting the {USAGE_STREAM} stream's age limit ({old:?}): {e}"))
+    })?;
     Ok(Some(old))
 }
 

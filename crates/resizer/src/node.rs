@@ -202,15 +202,14 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
     let archive = open_archive(config)?;
     let aggregator = Arc::new(usage::Aggregator::new(rollups.clone(), archive.clone()));
     let rollup_reads = Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE));
-    let metering =
-        api::Metering {
-            spool: Some(spool),
-            shipments: None,
-            rollups,
-            archive,
-            node: config.usage.node_id.clone(),
-            rollup_reads,
-        };
+    let metering = api::Metering {
+        spool: Some(spool),
+        shipments: None,
+        rollups,
+        archive,
+        node: config.usage.node_id.clone(),
+        rollup_reads,
+    };
     Ok(Some((metering, aggregator)))
 }
 

@@ -1890,7 +1890,8 @@ fn usage_batches_the_stream_acknowledged_and_lost_are_shipped_again_and_billed_o
         stored
     });
     assert!(lost > 0, "no usage batch reached the stream");
-    let unconfirmed: f64 = ["api-0", "api-1"].iter().map(|n| lab.metric_sum(n, "resizer_usage_batches_unconfirmed")).sum();
+    let unconfirmed: f64 =
+        ["api-0", "api-1"].iter().map(|n| lab.metric_sum(n, "resizer_usage_batches_unconfirmed")).sum();
     assert!(unconfirmed >= 1.0, "the api nodes kept no batch for want of a confirmation");
     lab.signal("usage-0", lab::Signal::Cont);
     let until = Instant::now() + Duration::from_secs(30);
@@ -2053,20 +2054,24 @@ fn an_api_node_leaves_a_frozen_nats_server_within_seconds() {
     let nats = lab.nats();
     let serving = |client: &str, skip: Option<usize>| -> Vec<usize> {
         let nodes = nats.nodes().iter().filter(|n| Some(n.index) != skip);
-        nodes.filter(|n| n.client_names().is_ok_and(|names| names.iter().any(|c| c == client))).map(|n| n.index).collect()
+        nodes
+            .filter(|n| n.client_names().is_ok_and(|names| names.iter().any(|c| c == client)))
+            .map(|n| n.index)
+            .collect()
     };
     let index = *serving("api-0", None).first().expect("api-0 is connected to a NATS node");
     let load = Load::start(&lab, "width=100", sample_jpeg(), 4, Duration::from_millis(10));
     thread::sleep(Duration::from_secs(2));
     let paused = Instant::now();
     nats.stop(index).expect("SIGSTOP the api node's NATS server");
-    let moved = lab::poll_until("api-0 on another NATS node", Duration::from_secs(20), Duration::from_millis(100), || {
-        if serving("api-0", Some(index)).is_empty() {
-            Err("api-0 is still connected only to the frozen node".to_owned())
-        } else {
-            Ok(paused.elapsed())
-        }
-    });
+    let moved =
+        lab::poll_until("api-0 on another NATS node", Duration::from_secs(20), Duration::from_millis(100), || {
+            if serving("api-0", Some(index)).is_empty() {
+                Err("api-0 is still connected only to the frozen node".to_owned())
+            } else {
+                Ok(paused.elapsed())
+            }
+        });
     thread::sleep(Duration::from_secs(15).saturating_sub(paused.elapsed()));
     nats.cont(index).expect("SIGCONT");
     thread::sleep(Duration::from_secs(3));

@@ -237,7 +237,13 @@ mod tests {
     use crate::spool::{Spool, SpoolConfig};
 
     fn record(n: u64) -> UsageRecord {
-        UsageRecord { request_id: format!("r{n}").into(), tenant: 1, node: "api-0".into(), status: 200, ..Default::default() }
+        UsageRecord {
+            request_id: format!("r{n}").into(),
+            tenant: 1,
+            node: "api-0".into(),
+            status: 200,
+            ..Default::default()
+        }
     }
 
     /// The binary spawns the loop on the runtime: its future must be `Send`.
