@@ -4,7 +4,7 @@
 
 use std::error::Error as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,6 +165,11 @@ pub struct JobQueue {
     config: QueueConfig,
     /// Publish attempts in a row, on any request, that got no acknowledgement in time.
     unanswered: Arc<AtomicU32>,
+    /// When a publish was last acknowledged, and when a reconnect was last forced (ms since
+    /// `started`).
+    last_acked_ms: Arc<AtomicU64>,
+    last_forced_ms: Arc<AtomicU64>,
+    started: Instant,
     /// What [`JobQueue::watch_stream_leader`] last saw: [`LEADER_UNKNOWN`], `LEADER_SEEN`,
     /// `LEADER_NONE`.
     leader: Arc<AtomicU8>,
@@ -178,9 +183,14 @@ const LEADER_NONE: u8 = 2;
 const LEADER_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Publish attempts in a row without an acknowledgement after which the connection is dropped
-/// and another server tried, without waiting for the pings to time out: with jobs flowing, two
-/// silent seconds already say the server is gone or cut off from the stream's leader.
+/// and another server tried, without waiting for the pings to time out — if no publish at all
+/// was acknowledged for [`SILENCE_BEFORE_RECONNECT`] (two requests timing out together in one
+/// slow second are not a dead server), and at most once per [`RECONNECT_AT_MOST_EVERY`] (while
+/// a stream elects its leader every server is silent, and reconnecting cannot help: the cost of
+/// a reconnect, the subscriptions made again, is kept to one every few seconds).
 const UNANSWERED_BEFORE_RECONNECT: u32 = 2;
+const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_secs(2);
+const RECONNECT_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 
 /// Longest wait for one publish acknowledgement before trying again under the same message id:
 /// short, so that a publish lost with a leader is re-sent soon after a new one is elected.
@@ -195,6 +205,9 @@ impl JobQueue {
             js,
             config,
             unanswered: Arc::new(AtomicU32::new(0)),
+            last_acked_ms: Arc::new(AtomicU64::new(0)),
+            last_forced_ms: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
             leader: Arc::new(AtomicU8::new(LEADER_UNKNOWN)),
         }
     }
@@ -274,6 +287,7 @@ impl JobQueue {
             match tokio::time::timeout_at(give_up.into(), attempt).await {
                 Ok(Ok(_)) => {
                     self.unanswered.store(0, Ordering::Relaxed);
+                    self.last_acked_ms.store(self.elapsed_ms(), Ordering::Relaxed);
                     return Ok(());
                 }
                 Ok(Err(e)) if is_full(&e) => return Err(QueueError::Full),
@@ -300,18 +314,29 @@ impl JobQueue {
 }
 
 impl JobQueue {
-    /// Books a publish attempt left unanswered; the [`UNANSWERED_BEFORE_RECONNECT`]th in a row
-    /// (counted across requests) drops the connection, once, and the count starts again.
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Books a publish attempt left unanswered; see [`UNANSWERED_BEFORE_RECONNECT`] for when
+    /// that drops the connection.
     async fn count_unanswered(&self) {
         let in_a_row = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
-        if in_a_row == UNANSWERED_BEFORE_RECONNECT {
-            tracing::warn!(in_a_row, "NATS acknowledges no publish: leaving this server for another");
-            if let Err(e) = self.client.force_reconnect().await {
-                tracing::warn!(error = %e, "could not ask the NATS client to reconnect");
-            }
-        } else if in_a_row > 2 * UNANSWERED_BEFORE_RECONNECT {
-            // The new server is silent too (the stream has no leader): try again later.
-            self.unanswered.store(0, Ordering::Relaxed);
+        let now = self.elapsed_ms();
+        let silent = now.saturating_sub(self.last_acked_ms.load(Ordering::Relaxed));
+        let since_forced = now.saturating_sub(self.last_forced_ms.load(Ordering::Relaxed));
+        if in_a_row < UNANSWERED_BEFORE_RECONNECT
+            || silent < SILENCE_BEFORE_RECONNECT.as_millis() as u64
+            || (self.last_forced_ms.load(Ordering::Relaxed) > 0
+                && since_forced < RECONNECT_AT_MOST_EVERY.as_millis() as u64)
+        {
+            return;
+        }
+        self.last_forced_ms.store(now.max(1), Ordering::Relaxed);
+        self.unanswered.store(0, Ordering::Relaxed);
+        tracing::warn!(in_a_row, silent_ms = silent, "NATS acknowledges no publish: leaving this server for another");
+        if let Err(e) = self.client.force_reconnect().await {
+            tracing::warn!(error = %e, "could not ask the NATS client to reconnect");
         }
     }
 }

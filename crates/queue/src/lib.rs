@@ -44,8 +44,9 @@ pub use usage_auth::{
     open_usage_message, BatchSigningSecret, NodeKey, OpenedBatch, RejectedBatch, Rejection, UsageAuthError, UsageSigner,
 };
 pub use usage_stream::{
-    ensure_usage_consumer, ensure_usage_stream, lift_usage_age_limit, ship_batch, usage_applied_subject,
-    usage_messages, USAGE_APPLIED_PREFIX, USAGE_CONSUMER, USAGE_PART_BYTES, USAGE_STREAM, USAGE_SUBJECT,
+    ensure_usage_consumer, ensure_usage_stream, lift_usage_age_limit, ship_batch, usage_age_limit,
+    usage_applied_subject, usage_messages, USAGE_APPLIED_PREFIX, USAGE_CONSUMER, USAGE_PART_BYTES, USAGE_STREAM,
+    USAGE_SUBJECT,
 };
 pub use wire::output_format;
 pub use wire::{

@@ -180,13 +180,8 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
             subjects
         }
         Role::Usage => {
-            // UPDATE: to lift an older version's age limit (`lift_usage_age_limit`).
             // `usage.applied.<node>`: an api node deletes a batch only once told it is applied.
-            let mut subjects = vec![
-                format!("{api}.STREAM.INFO.{USAGE_STREAM}"),
-                format!("{api}.STREAM.UPDATE.{USAGE_STREAM}"),
-                format!("{USAGE_APPLIED_PREFIX}.*"),
-            ];
+            let mut subjects = vec![format!("{api}.STREAM.INFO.{USAGE_STREAM}"), format!("{USAGE_APPLIED_PREFIX}.*")];
             subjects.extend(pull_consumer(USAGE_STREAM, USAGE_CONSUMER));
             subjects
         }

@@ -48,19 +48,23 @@ pub async fn ensure_usage_stream(js: &jetstream::Context, replicas: usize) -> Re
     .map_err(|e| QueueError::Unavailable(format!("creating the {USAGE_STREAM} stream: {e}")))
 }
 
-/// Lifts an age limit from the usage stream: versions before this one made it with a week's,
-/// after which JetStream deleted unbilled batches while no aggregator ran. The aggregators (the
-/// one role allowed to update this stream) do it at start; they could discard every batch by
-/// acknowledging it anyway, so the permission gives them nothing new. Returns the limit lifted.
+/// The usage stream's age limit, if it has one: versions before this one made the stream with a
+/// week's, after which JetStream deletes unbilled batches while no aggregator runs. The
+/// aggregators say so loudly at start; lifting it is an operator's step with the `resizer` NATS
+/// login (`docs/cluster.md`), since the permission to update a stream's configuration is far
+/// wider than this one setting (subjects, limits, republishing) and no role should hold it.
+pub fn usage_age_limit(stream: &stream::Stream) -> Option<Duration> {
+    let max_age = stream.cached_info().config.max_age;
+    (!max_age.is_zero()).then_some(max_age)
+}
+
+/// Lifts the usage stream's age limit (see [`usage_age_limit`]): for an operator's login.
 pub async fn lift_usage_age_limit(
     js: &jetstream::Context,
     stream: &stream::Stream,
 ) -> Result<Option<Duration>, QueueError> {
+    let Some(old) = usage_age_limit(stream) else { return Ok(None) };
     let mut config = stream.cached_info().config.clone();
-    if config.max_age.is_zero() {
-        return Ok(None);
-    }
-    let old = config.max_age;
     config.max_age = Duration::ZERO;
     js.update_stream(config).await.map_err(|e| {
         QueueError::Unavailable(format!("lifting the {USAGE_STREAM} stream's age limit ({old:?}): {e}"))
@@ -133,7 +137,7 @@ pub async fn ship_batch(
     batch_id: &str,
     payload: Bytes,
     signer: Option<&UsageSigner>,
-) -> Result<(), QueueError> {
+) -> Result<u64, QueueError> {
     let headers = match signer {
         Some(signer) => signer.headers(batch_id, &payload),
         None => {
@@ -146,8 +150,8 @@ pub async fn ship_batch(
         .publish_with_headers(USAGE_SUBJECT, headers, payload)
         .await
         .map_err(|e| QueueError::Unavailable(format!("shipping usage batch {batch_id}: {e}")))?;
-    ack.await.map_err(|e| QueueError::Unavailable(format!("shipping usage batch {batch_id}: {e}")))?;
-    Ok(())
+    let stored = ack.await.map_err(|e| QueueError::Unavailable(format!("shipping usage batch {batch_id}: {e}")))?;
+    Ok(stored.sequence)
 }
 
 #[cfg(test)]

@@ -454,6 +454,13 @@ impl Config {
         if !matches!(self.usage.mode.as_str(), "embedded" | "ship") {
             bail!("usage.mode must be embedded or ship");
         }
+        // A shipping node hears its confirmations on `usage.applied.<node_id>`: one NATS token.
+        let node = &self.usage.node_id;
+        if self.usage.mode == "ship"
+            && (node.is_empty() || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            bail!("usage.node_id `{node}`: with usage.mode = ship use only letters, digits, - and _ (it names a NATS subject token)");
+        }
         if !self.usage.batch_signing_secret.is_empty() {
             self.batch_signing_secret()?;
         }

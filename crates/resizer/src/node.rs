@@ -48,10 +48,12 @@ pub async fn serve_node(
                         let confirm_wait = Duration::from_millis(config.usage.confirm_wait_ms.max(1));
                         let shipments = Arc::new(usage::Shipments::new(confirmations, confirm_wait));
                         metering.shipments = Some(shipments.clone());
+                        let span_js = js.clone();
                         tokio::spawn(usage::run_shipping(
                             spool,
                             shipments,
                             move |id, records| ship(js.clone(), replicas, signer.clone(), id, records),
+                            move || stream_span(span_js.clone()),
                             fsync,
                             4,
                             CONFIRMATIONS_AT_EXIT,
@@ -107,28 +109,40 @@ async fn hear_confirmations(
     Ok(confirmations)
 }
 
+/// The usage stream's first and last sequence numbers now; None if it cannot be asked.
+async fn stream_span(js: async_nats::jetstream::Context) -> usage::StreamSpan {
+    let stream = js.get_stream(queue::USAGE_STREAM).await.ok()?;
+    let state = &stream.cached_info().state;
+    Some((state.first_sequence, state.last_sequence))
+}
+
 /// One sealed batch to the usage stream (created if missing): one message under its batch id,
 /// or parts under their own ids when it is larger than a message may be; each signed when the
-/// node has a key (`usage.batch_key`). Returns the messages' ids, which the aggregators confirm.
+/// node has a key (`usage.batch_key`). Returns the messages' ids, which the aggregators confirm,
+/// and their sequence numbers in the stream.
 async fn ship(
     js: async_nats::jetstream::Context,
     replicas: usize,
     signer: Option<Arc<queue::UsageSigner>>,
     batch_id: String,
     records: Vec<usage::UsageRecord>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<(String, u64)>, String> {
     let messages = queue::usage_messages(&batch_id, &records).map_err(|e| e.to_string())?;
-    let ids = messages.iter().map(|(id, _)| id.clone()).collect();
+    let mut stored = Vec::with_capacity(messages.len());
     for (id, payload) in messages {
         let payload = bytes::Bytes::from(payload);
         let signer = signer.as_deref();
-        if let Err(first) = queue::ship_batch(&js, &id, payload.clone(), signer).await {
-            // The stream may not exist yet (a fresh cluster): create it and try once more.
-            queue::ensure_usage_stream(&js, replicas).await.map_err(|e| format!("{first}; {e}"))?;
-            queue::ship_batch(&js, &id, payload, signer).await.map_err(|e| e.to_string())?;
-        }
+        let sequence = match queue::ship_batch(&js, &id, payload.clone(), signer).await {
+            Ok(sequence) => sequence,
+            Err(first) => {
+                // The stream may not exist yet (a fresh cluster): create it and try once more.
+                queue::ensure_usage_stream(&js, replicas).await.map_err(|e| format!("{first}; {e}"))?;
+                queue::ship_batch(&js, &id, payload, signer).await.map_err(|e| e.to_string())?
+            }
+        };
+        stored.push((id, sequence));
     }
-    Ok(ids)
+    Ok(stored)
 }
 
 /// The usage archive the configuration names: `<data_dir>/archive` or `usage.archive_url`.

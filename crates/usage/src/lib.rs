@@ -36,5 +36,5 @@ pub use archive::{Archive, ArchiveError};
 pub use quarantine::Quarantined;
 pub use record::{Text, UsageRecord};
 pub use rollup::{Bucket, Granularity, RollupError, Rollups, Totals};
-pub use ship::{run_shipping, ship_spool, Confirmations, ShipError, ShipPass, Shipments, MAX_CONFIRM_WAIT};
+pub use ship::{run_shipping, ship_spool, Confirmations, ShipError, ShipPass, Shipments, StreamSpan, MAX_CONFIRM_WAIT};
 pub use spool::{read_batch, SealedBatch, Spool, SpoolConfig, SpoolError, SpoolStats};

@@ -1,7 +1,9 @@
 //! Usage messages an aggregator refused to apply (unsigned, a bad signature, records in another
 //! node's name, unreadable): kept with what they claimed and why, beside the rollups, so that a
-//! refused batch is never silently lost — an operator can read it, and apply it by hand if it
-//! turns out genuine. Rows are only added; nothing here reads them on the request path.
+//! refused batch is never silently lost — an operator can read it. A genuine batch refused here
+//! (a node with a wrong key) is not confirmed, so its node keeps it and ships it again until an
+//! aggregator applies it: fixing the key bills it; applying the quarantined copy by hand as well
+//! would bill it twice. Rows are only added; nothing here reads them on the request path.
 
 use rusqlite::params;
 

@@ -2,9 +2,11 @@
 //! shipper (the JetStream usage stream, wired by the binary) oldest first, and each is removed
 //! from the spool only once an aggregator has said it is in the rollups ([`Confirmations`]),
 //! not when the stream has stored it: a stream can lose what it acknowledged (nats-server
-//! acknowledges before it syncs to disk). A batch shipped and not confirmed within
-//! `confirm_wait` is shipped again, the wait doubling up to [`MAX_CONFIRM_WAIT`]; after a
-//! restart every batch left is shipped again. However often a batch arrives, the aggregators'
+//! acknowledges before it syncs to disk). A batch still unconfirmed `confirm_wait` after it was
+//! shipped is shipped again if it looks lost — the stream no longer spans its sequence numbers,
+//! or a batch shipped after it has been confirmed — and otherwise waits on (the aggregators are
+//! away; copies would only fill the stream), the wait doubling up to [`MAX_CONFIRM_WAIT`]. After
+//! a restart every batch left is shipped again. However often a batch arrives, the aggregators'
 //! record of applied batch ids makes it count once.
 
 use std::collections::{HashMap, HashSet};
@@ -72,6 +74,11 @@ impl Confirmations {
 struct Shipped {
     /// The messages it went as (one, or its parts).
     message_ids: Vec<String>,
+    /// Their sequence numbers in the stream (as its acknowledgements gave them).
+    sequences: Vec<u64>,
+    /// Shipping order on this node: a confirmed batch of a later order says the aggregators
+    /// run and this one was passed over.
+    order: u64,
     /// When it is shipped again if still unconfirmed, and the wait after that.
     again_at: Instant,
     wait: Duration,
@@ -85,11 +92,21 @@ pub struct Shipments {
     confirm_wait: Duration,
     shipped: Mutex<HashMap<String, Shipped>>,
     shipped_again: AtomicU64,
+    next_order: AtomicU64,
+    /// The latest order among the batches confirmed so far.
+    confirmed_order: AtomicU64,
 }
 
 impl Shipments {
     pub fn new(confirmations: Arc<Confirmations>, confirm_wait: Duration) -> Shipments {
-        Shipments { confirmations, confirm_wait, shipped: Mutex::default(), shipped_again: AtomicU64::new(0) }
+        Shipments {
+            confirmations,
+            confirm_wait,
+            shipped: Mutex::default(),
+            shipped_again: AtomicU64::new(0),
+            next_order: AtomicU64::new(1),
+            confirmed_order: AtomicU64::new(0),
+        }
     }
 
     fn shipped(&self) -> std::sync::MutexGuard<'_, HashMap<String, Shipped>> {
@@ -118,40 +135,85 @@ pub struct ShipPass {
     pub removed: usize,
 }
 
+/// The stream's first and last sequence numbers, as the shipper's stream reports them now.
+pub type StreamSpan = Option<(u64, u64)>;
+
+/// At most this many batches are shipped in one pass, so that a pass after a restart or an outage
+/// (every batch due at once) does not hold up the group fsync and the cutting of batches.
+const SHIPPED_PER_PASS: usize = 16;
+
 /// One pass over the sealed batches of `spool`, oldest first: a confirmed batch is removed, one
-/// never shipped (or unconfirmed past its wait) is shipped, the others wait. `ship` returns the
-/// ids of the messages the batch went as. Stops at the first batch `ship` refuses (the rest wait,
-/// in order, for the next pass).
-pub async fn ship_spool<F, Fut>(spool: &Arc<Spool>, shipments: &Shipments, ship: &F) -> Result<ShipPass, ShipError>
+/// never shipped is shipped, one unconfirmed past its wait is shipped again if it looks lost
+/// (`span`, asked at most once a pass: the stream no longer holds its sequence numbers; or a
+/// batch shipped after it is confirmed), the others wait. `ship` returns the ids and stream
+/// sequence numbers of the messages the batch went as. Stops at the first batch `ship` refuses
+/// (the rest wait, in order, for the next pass).
+pub async fn ship_spool<F, Fut, S, SFut>(
+    spool: &Arc<Spool>,
+    shipments: &Shipments,
+    ship: &F,
+    span: &S,
+) -> Result<ShipPass, ShipError>
 where
     F: Fn(String, Vec<UsageRecord>) -> Fut,
-    Fut: Future<Output = Result<Vec<String>, String>>,
+    Fut: Future<Output = Result<Vec<(String, u64)>, String>>,
+    S: Fn() -> SFut,
+    SFut: Future<Output = StreamSpan>,
 {
     let mut pass = ShipPass::default();
+    let mut asked: Option<StreamSpan> = None;
+    let mut sent = 0;
     for batch in sealed_batches(spool, ShipError::Task).await? {
+        if sent >= SHIPPED_PER_PASS {
+            break;
+        }
         let known = shipments.shipped().get(&batch.id).cloned();
         let again = match known {
             Some(shipped) if shipments.confirmations.take_all(&shipped.message_ids) => {
                 spool.remove(&batch)?;
                 shipments.shipped().remove(&batch.id);
+                shipments.confirmed_order.fetch_max(shipped.order, Ordering::Relaxed);
                 pass.removed += 1;
                 continue;
             }
             Some(shipped) if Instant::now() < shipped.again_at => continue,
-            Some(shipped) => Some(shipped.wait),
+            Some(shipped) => {
+                let stream_span = match asked {
+                    Some(known) => known,
+                    None => *asked.insert(span().await),
+                };
+                let gone =
+                    stream_span.is_some_and(|(first, last)| shipped.sequences.iter().any(|&s| s < first || s > last));
+                let passed_over = shipments.confirmed_order.load(Ordering::Relaxed) > shipped.order;
+                if !gone && !passed_over {
+                    // Still in the stream, and nothing after it confirmed: the aggregators are away.
+                    let wait = (shipped.wait * 2).min(MAX_CONFIRM_WAIT);
+                    if let Some(entry) = shipments.shipped().get_mut(&batch.id) {
+                        entry.again_at = Instant::now() + wait;
+                        entry.wait = wait;
+                    }
+                    tracing::info!(
+                        batch = batch.id,
+                        "usage: batch not confirmed yet, still in the stream; waiting for an aggregator"
+                    );
+                    continue;
+                }
+                Some(shipped.wait)
+            }
             None => None,
         };
         let records = take_batch(spool, &batch, ShipError::Task).await?;
         let count = records.len();
-        let message_ids = ship(batch.id.clone(), records)
+        let messages = ship(batch.id.clone(), records)
             .await
             .map_err(|message| ShipError::Ship { batch: batch.id.clone(), message })?;
+        sent += 1;
         let wait = match again {
             Some(last) => {
                 tracing::warn!(
                     batch = batch.id,
                     waited_s = last.as_secs(),
-                    "usage: no aggregator confirmed this batch; shipped again (it stays in the spool until one does)"
+                    "usage: an unconfirmed batch is gone from the stream or was passed over; shipped again (it stays in the spool until an aggregator confirms it)"
                 );
                 pass.shipped_again += 1;
                 shipments.shipped_again.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +221,10 @@ where
             }
             None => shipments.confirm_wait,
         };
-        shipments.shipped().insert(batch.id.clone(), Shipped { message_ids, again_at: Instant::now() + wait, wait });
+        let (message_ids, sequences) = messages.into_iter().unzip();
+        let order = shipments.next_order.fetch_add(1, Ordering::Relaxed);
+        let shipped = Shipped { message_ids, sequences, order, again_at: Instant::now() + wait, wait };
+        shipments.shipped().insert(batch.id.clone(), shipped);
         pass.shipped += count;
     }
     Ok(pass)
@@ -169,19 +234,23 @@ where
 /// shipping pass every `ship_every` fsyncs; when `stop` resolves, the open batch is sealed and
 /// shipped, confirmations are awaited for up to `final_wait`, and what is not confirmed stays in
 /// the spool for the next start.
-pub async fn run_shipping<F, Fut>(
+#[allow(clippy::too_many_arguments)] // each is a separate knob of the one loop the binary starts
+pub async fn run_shipping<F, Fut, S, SFut>(
     spool: Arc<Spool>,
     shipments: Arc<Shipments>,
     ship: F,
+    span: S,
     fsync_interval: Duration,
     ship_every: u32,
     final_wait: Duration,
     stop: impl Future<Output = ()>,
 ) where
     F: Fn(String, Vec<UsageRecord>) -> Fut,
-    Fut: Future<Output = Result<Vec<String>, String>>,
+    Fut: Future<Output = Result<Vec<(String, u64)>, String>>,
+    S: Fn() -> SFut,
+    SFut: Future<Output = StreamSpan>,
 {
-    let (spool, ship, shipments) = (&spool, &ship, &shipments);
+    let (spool, ship, shipments, span) = (&spool, &ship, &shipments, &span);
     let mut failing = false;
     run_spool_loop(
         spool,
@@ -189,7 +258,7 @@ pub async fn run_shipping<F, Fut>(
         ship_every,
         stop,
         ShipError::Task,
-        || async move { ship_spool(spool, shipments, ship).await.map(drop) },
+        || async move { ship_spool(spool, shipments, ship, span).await.map(drop) },
         |result| {
             match result {
                 Err(e) if !failing => {
@@ -208,7 +277,7 @@ pub async fn run_shipping<F, Fut>(
     .await;
     let give_up = Instant::now() + final_wait;
     loop {
-        match ship_spool(spool, shipments, ship).await {
+        match ship_spool(spool, shipments, ship, span).await {
             Ok(_) if shipments.unconfirmed() == 0 => {
                 tracing::info!("usage: every batch shipped and confirmed");
                 return;
@@ -251,15 +320,26 @@ mod tests {
     fn the_shipping_loop_can_be_spawned() {
         fn send<T: Send>(_: &T) {}
         fn check(spool: Arc<Spool>, shipments: Arc<Shipments>) {
-            let ship = |id: String, _: Vec<UsageRecord>| async move { Ok(vec![id]) };
-            send(&run_shipping(spool, shipments, ship, Duration::ZERO, 1, Duration::ZERO, std::future::pending()));
+            let ship = |id: String, _: Vec<UsageRecord>| async move { Ok(vec![(id, 1)]) };
+            let span = || async { Some((1, 1)) };
+            send(&run_shipping(
+                spool,
+                shipments,
+                ship,
+                span,
+                Duration::ZERO,
+                1,
+                Duration::ZERO,
+                std::future::pending(),
+            ));
         }
         let _ = check;
     }
 
     /// A batch the stream has stored stays in the spool until an aggregator confirms it (a stream
-    /// may lose what it acknowledged), is shipped again after the wait, the wait doubling, and
-    /// goes once confirmed.
+    /// may lose what it acknowledged). Unconfirmed past its wait, it is not shipped again while
+    /// the stream still spans it (the aggregators are away: a copy would only fill the stream);
+    /// once the stream no longer does, it is, and it goes once every part is confirmed.
     #[tokio::test(start_paused = true)]
     async fn a_batch_leaves_the_spool_only_once_an_aggregator_confirms_it() {
         let dir = std::env::temp_dir().join(format!("usage-ship-confirm-{}", std::process::id()));
@@ -274,30 +354,37 @@ mod tests {
             let sent = sent.clone();
             async move {
                 assert_eq!(records, vec![record(1)]);
-                sent.fetch_add(1, Ordering::SeqCst);
-                Ok(vec![format!("{id}_p000"), format!("{id}_p001")])
+                let n = sent.fetch_add(1, Ordering::SeqCst) as u64;
+                Ok(vec![(format!("{id}_p000"), 5 + 10 * n), (format!("{id}_p001"), 6 + 10 * n)])
             }
         };
-        let pass = ship_spool(&spool, &shipments, &ship).await.expect("pass");
+        let stream_span = Arc::new(std::sync::Mutex::new(Some((1, 6))));
+        let span = || {
+            let stream_span = stream_span.clone();
+            async move { *stream_span.lock().unwrap() }
+        };
+        let pass = ship_spool(&spool, &shipments, &ship, &span).await.expect("pass");
         assert_eq!((pass.shipped, sent.load(Ordering::SeqCst), shipments.unconfirmed()), (1, 1, 1));
         assert_eq!(spool.sealed().expect("sealed").len(), 1, "stored by the stream, still in the spool");
 
-        tokio::time::advance(Duration::from_secs(29)).await;
-        ship_spool(&spool, &shipments, &ship).await.expect("pass");
-        assert_eq!(sent.load(Ordering::SeqCst), 1, "not shipped again within the wait");
-        tokio::time::advance(Duration::from_secs(2)).await;
-        let pass = ship_spool(&spool, &shipments, &ship).await.expect("pass");
-        assert_eq!((pass.shipped_again, sent.load(Ordering::SeqCst)), (1, 2), "shipped again past the wait");
         tokio::time::advance(Duration::from_secs(31)).await;
-        ship_spool(&spool, &shipments, &ship).await.expect("pass");
-        assert_eq!(sent.load(Ordering::SeqCst), 2, "the wait doubled to 60 s");
+        ship_spool(&spool, &shipments, &ship, &span).await.expect("pass");
+        assert_eq!(sent.load(Ordering::SeqCst), 1, "still in the stream: not shipped again");
+        *stream_span.lock().unwrap() = Some((7, 9));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        ship_spool(&spool, &shipments, &ship, &span).await.expect("pass");
+        assert_eq!(sent.load(Ordering::SeqCst), 1, "the wait doubled to 60 s");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let pass = ship_spool(&spool, &shipments, &ship, &span).await.expect("pass");
+        assert_eq!((pass.shipped_again, sent.load(Ordering::SeqCst)), (1, 2), "gone from the stream: shipped again");
+        assert_eq!(shipments.shipped_again(), 1);
 
         let batch = spool.sealed().expect("sealed").remove(0).id;
         confirmations.confirm(&format!("{batch}_p000"));
-        ship_spool(&spool, &shipments, &ship).await.expect("pass");
+        ship_spool(&spool, &shipments, &ship, &span).await.expect("pass");
         assert_eq!(spool.sealed().expect("sealed").len(), 1, "one part of two confirmed is not enough");
         confirmations.confirm(&format!("{batch}_p001"));
-        let pass = ship_spool(&spool, &shipments, &ship).await.expect("pass");
+        let pass = ship_spool(&spool, &shipments, &ship, &span).await.expect("pass");
         assert_eq!((pass.removed, shipments.unconfirmed()), (1, 0));
         assert!(spool.sealed().expect("sealed").is_empty(), "confirmed: removed");
         assert_eq!(sent.load(Ordering::SeqCst), 2);

@@ -466,7 +466,10 @@ impl Spool {
     /// the batch if its first record is older than `max_batch_age`. Blocking: run it off the
     /// async runtime.
     pub fn tick(&self) -> Result<(), SpoolError> {
-        self.note_disk_write(self.tick_inner())
+        // A tick that succeeds may have written nothing (nothing queued, a sync of older bytes):
+        // it says nothing about whether the volume takes writes again, so it never clears a
+        // failure; an append that writes, or `health`'s probe, does.
+        self.note_failure(self.tick_inner())
     }
 
     fn tick_inner(&self) -> Result<(), SpoolError> {
@@ -988,10 +991,11 @@ pub(crate) mod tests {
         let written = spool.lock().bytes;
         limit_file_size(written + 10);
         let err = spool.append(record(1)).unwrap_err().to_string();
+        spool.tick().expect("a tick with nothing to write succeeds");
         let health = spool.health().unwrap_err();
         assert!(health.contains("cannot write") && health.contains(&err), "{health}");
         assert!(spool.health().is_err(), "the probe fails as long as the volume does");
-        limit_file_size(libc::RLIM_INFINITY as u64);
+        limit_file_size(libc::RLIM_INFINITY);
         assert_eq!(spool.health(), Ok(()), "the probe succeeds once the volume takes writes");
         spool.append(record(2)).unwrap();
         spool.flush().unwrap();

@@ -125,10 +125,12 @@ async fn aggregate(config: &Config, nats_urls: &[String], status: &Status) -> an
             let attempt = async {
                 // The api nodes create the stream when they ship their first batch.
                 let stream = queue::existing_stream(&js, queue::USAGE_STREAM).await?;
-                if let Some(old) = queue::lift_usage_age_limit(&js, &stream).await? {
-                    tracing::warn!(
-                        max_age_s = old.as_secs(),
-                        "the usage stream deleted batches older than this (made by an older version); limit lifted"
+                if let Some(limit) = queue::usage_age_limit(&stream) {
+                    tracing::error!(
+                        max_age_s = limit.as_secs(),
+                        "the usage stream deletes batches older than this, billed or not (made by an older \
+                         version): lift it with the resizer NATS login, `nats stream edit USAGE --max-age=0` \
+                         (docs/cluster.md)"
                     );
                 }
                 queue::ensure_usage_consumer(&stream, ACK_WAIT).await
