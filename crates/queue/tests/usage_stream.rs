@@ -47,3 +47,41 @@ async fn the_usage_stream_keeps_unbilled_batches_however_long_no_aggregator_runs
     drop(nats);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A batch's JetStream id carries part of its signature: a message forged under the batch's
+/// plain id (which anyone can guess) and stored first, within the duplicate window, does not make
+/// the stream drop the genuine batch as a duplicate, as it would an unsigned one.
+#[tokio::test]
+async fn a_message_stored_first_under_a_batchs_plain_id_does_not_take_the_signed_batchs_place() {
+    let dir = std::env::temp_dir().join(format!("queue-usage-forged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let opts = NatsOptions { nodes: 1, die_with_parent: true, ..NatsOptions::default() };
+    let nats = NatsCluster::start(&dir, &opts).expect("a one-node NATS server");
+    let client = queue::connect(&nats.client_urls(), "usage-forged-test", None, None).await.expect("NATS");
+    let js = jetstream::new(client);
+    queue::ensure_usage_stream(&js, 1).await.expect("the usage stream");
+
+    let forged = |id: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        headers
+    };
+    js.publish_with_headers(queue::USAGE_SUBJECT, forged("b-1"), "[]".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("the forgery is stored");
+    let secret = queue::BatchSigningSecret::new(&"s".repeat(16).repeat(3)).expect("a secret");
+    let signer = queue::UsageSigner::new("api-0", secret.node_key("api-0").expect("a key")).expect("a signer");
+    let genuine = queue::ship_batch(&js, "b-1", "[]".into(), Some(&signer)).await.expect("shipped");
+    let unsigned = queue::ship_batch(&js, "b-1", "[]".into(), None).await.expect("shipped");
+
+    let mut stream = js.get_stream(queue::USAGE_STREAM).await.expect("stream");
+    let messages = stream.info().await.expect("info").state.messages;
+    assert_eq!(genuine, 2, "the signed batch is stored after the forgery, not taken for it");
+    assert_eq!(unsigned, 1, "the control: unsigned, the stream takes it for the forgery (its sequence)");
+    assert_eq!(messages, 2);
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+}
