@@ -185,6 +185,19 @@ pub struct OpenedBatch<T> {
     pub records: Vec<T>,
 }
 
+impl<T> OpenedBatch<T> {
+    /// The id the aggregators record the batch as applied under (and name its archive object
+    /// by): for a signed batch its node's id as well, length first (`<len>-<node>-<id>`, within
+    /// the archive's alphabet, and no two nodes' keys alike), so that a node signing a message
+    /// under another node's batch id cannot make that genuine batch a replay. Unsigned: the id.
+    pub fn applied_key(&self) -> String {
+        match &self.node {
+            Some(node) => format!("{}-{node}-{}", node.len(), self.message_id),
+            None => self.message_id.clone(),
+        }
+    }
+}
+
 /// A message that may not be applied, with what it claimed, for the quarantine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedBatch {
@@ -290,6 +303,22 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signed_batch_is_recorded_under_its_node_and_id_so_no_node_can_replay_anothers() {
+        let opened = |node: Option<&str>, id: &str| OpenedBatch::<()> {
+            message_id: id.into(),
+            node: node.map(str::to_owned),
+            records: Vec::new(),
+        };
+        let genuine = opened(Some("api-1"), "1796521444504-000000-57ee_p001");
+        let forged = opened(Some("api-0"), "1796521444504-000000-57ee_p001");
+        assert_eq!(genuine.applied_key(), "5-api-1-1796521444504-000000-57ee_p001");
+        assert_ne!(genuine.applied_key(), forged.applied_key());
+        // No node's key can be written as another's: the length comes first.
+        assert_ne!(opened(Some("a"), "1-b-x").applied_key(), opened(Some("a-1-b"), "x").applied_key());
+        assert_eq!(opened(None, "b-1").applied_key(), "b-1");
+    }
 
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
     struct Row {

@@ -52,6 +52,13 @@ impl Aggregator {
     }
 
     /// Applies one batch (see the module docs). Returns whether it was new.
+    /// Whether `batch_id` is recorded as applied.
+    pub async fn is_applied(&self, batch_id: &str) -> Result<bool, AggregateError> {
+        let rollups = self.rollups.clone();
+        let id = batch_id.to_owned();
+        Ok(blocking(move || rollups.is_applied(&id)).await??)
+    }
+
     pub async fn apply_batch(&self, batch_id: &str, records: Arc<Vec<UsageRecord>>) -> Result<bool, AggregateError> {
         let rollups = self.rollups.clone();
         let id = batch_id.to_owned();

@@ -195,8 +195,8 @@ async fn apply(
         queue::open_usage_message(secret, message.headers.as_ref(), &message.payload, |r: &usage::UsageRecord| {
             r.node.as_str()
         });
-    let (batch_id, records, signer) = match opened {
-        Ok(opened) => (opened.message_id, opened.records, opened.node),
+    let (applied_key, batch_id, records, signer) = match opened {
+        Ok(opened) => (opened.applied_key(), opened.message_id, opened.records, opened.node),
         Err(rejected) => return quarantine(aggregator, rejected, message, status).await,
     };
     // Whom to tell it is applied: the node that signed it, or (unchecked) the one its records
@@ -205,7 +205,15 @@ async fn apply(
     let node = signer.or_else(|| records.first().map(|r| r.node.to_string()));
     let count = records.len();
     let started = Instant::now();
-    let applied = aggregator.apply_batch(&batch_id, std::sync::Arc::new(records)).await;
+    // A batch applied before keys named the node is recorded under its plain id.
+    let applied = match applied_key != batch_id {
+        true => match aggregator.is_applied(&batch_id).await {
+            Ok(true) => Ok(false),
+            Ok(false) => aggregator.apply_batch(&applied_key, std::sync::Arc::new(records)).await,
+            Err(e) => Err(e),
+        },
+        false => aggregator.apply_batch(&applied_key, std::sync::Arc::new(records)).await,
+    };
     status.apply_seconds.observe(&[], started.elapsed());
     match applied {
         Ok(new) => {
