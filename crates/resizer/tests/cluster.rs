@@ -2045,6 +2045,62 @@ fn a_burst_of_medium_images_does_not_hold_a_small_one_on_a_one_slot_worker() {
     assert!(small < Duration::from_millis(500) && small * 3 < first_medium, "small {small:?}, medium {mediums:?}");
 }
 
+/// Pauses, one at a time, under load through HAProxy: an api node (15 s), the identity service
+/// (10 s) and the usage aggregator (10 s). An api node frozen with requests in flight answers none
+/// of them: HAProxy ends each as a 504 just past the request deadline, takes the node out, and the
+/// other node serves; the identity service and the aggregator are off the request path. No request
+/// outlives its deadline by more than HAProxy's second, and every 200 the clients saw is billed
+/// once.
+#[test]
+fn pausing_an_api_node_the_identity_service_or_the_aggregator_costs_no_request_its_deadline() {
+    let lab = Lab::up(&["--workers", "2"]);
+    let billable = || {
+        let (status, usage) = lab.admin("GET", "/v1/tenants/demo/usage?granularity=day", None);
+        assert_eq!(status, 200, "{usage}");
+        usage["billable"]["requests"].as_u64().unwrap_or(0)
+    };
+    let before = billable();
+    let load = Load::start(&lab, "width=100", sample_jpeg(), 4, Duration::from_millis(10));
+    thread::sleep(Duration::from_secs(2));
+    let mut windows = Vec::new();
+    for (name, pause) in [
+        ("api-0", Duration::from_secs(15)),
+        ("identity", Duration::from_secs(10)),
+        ("usage-0", Duration::from_secs(10)),
+    ] {
+        let from = load.since_start();
+        lab.signal(name, lab::Signal::Stop);
+        thread::sleep(pause);
+        lab.signal(name, lab::Signal::Cont);
+        windows.push((name, from, load.since_start()));
+        thread::sleep(Duration::from_secs(3));
+    }
+    let samples = load.finish();
+    let slowest = samples.iter().map(|s| s.latency).max().unwrap_or_default();
+    let ok = samples.iter().filter(|s| s.status == 200).count() as u64;
+    // Sent while api-0 was frozen and out of HAProxy's rotation (its checks fail within ~1 s).
+    let (_, api_from, api_to) = windows[0];
+    let during: Vec<&Sample> =
+        samples.iter().filter(|s| s.sent > api_from + Duration::from_secs(2) && s.sent < api_to).collect();
+    eprintln!(
+        "pauses {windows:?}: {} requests {:?}, slowest {slowest:?}; {} sent while api-0 was out, {:?}",
+        samples.len(),
+        statuses(&samples),
+        during.len(),
+        statuses(&during.iter().map(|&&s| s).collect::<Vec<_>>())
+    );
+    assert!(slowest <= Duration::from_millis(11_500), "a request outlived its deadline: {slowest:?}");
+    assert!(!during.is_empty() && during.iter().all(|s| s.status == 200), "api-1 did not take api-0's share");
+    assert!(success_ratio(&samples) >= 0.95, "{:?}\n{}", statuses(&samples), lab.log_tails());
+    let until = Instant::now() + Duration::from_secs(60);
+    while billable() < before + ok {
+        assert!(Instant::now() < until, "billed {} of the {ok} 200s\n{}", billable() - before, lab.log_tails());
+        thread::sleep(Duration::from_millis(500));
+    }
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(billable() - before, ok, "every 200 billed once, nothing else billable");
+}
+
 /// A NATS server that freezes (SIGSTOP: its sockets stay open, nothing is answered) is left by
 /// the api node connected to it within a few seconds (pings every second, two unanswered drop the
 /// connection; two unacknowledged publishes force it), not the 10–15 s that pings every 5 s

@@ -117,6 +117,9 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// How long past the request deadline HAProxy waits for an api node's answer.
+const HAPROXY_PAST_DEADLINE: Duration = Duration::from_secs(1);
+
 fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let program = std::env::current_exe().context("finding this program's path")?;
     // NATS takes a login, as it must wherever it runs: each role its own user, allowed only the
@@ -129,6 +132,10 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let roles_config =
         crate::config::Config::load(&crate::config::ConfigArgs { config: None, set: args.set.clone() }, &[])?;
     options.nats.accounts = nats_accounts(&roles_config.queue_config(), |_| generate_admin_token())?;
+    // HAProxy waits for an api node a little past the request deadline (the node's own 504 gets
+    // through), not a minute: a frozen node's requests end as a 504 about when their deadline
+    // does, as in `deploy/haproxy.cfg`.
+    options.haproxy.timeout_server = Duration::from_millis(roles_config.api.request_timeout_ms) + HAPROXY_PAST_DEADLINE;
     let mut infra = lab::up_infrastructure(&args.dir, &options)?;
     let dir = infra.dir().to_path_buf();
     println!("NATS JetStream cluster up: {}", queue::redact_urls(&infra.nats_urls().join(",")));
