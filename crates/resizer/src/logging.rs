@@ -11,7 +11,14 @@ pub fn init(log: &LogSection) -> anyhow::Result<()> {
         .level
         .parse()
         .with_context(|| format!("log.level `{}`: use error, warn, info, debug or trace", log.level))?;
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false);
+    // A log line that cannot be written (stderr on a full disk) is dropped. By default the
+    // subscriber reports that with `eprintln!`, which panics when stderr fails too: every request
+    // that logged then died unanswered.
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .log_internal_errors(false);
     let installed = if log.format == "json" {
         builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init()
     } else {

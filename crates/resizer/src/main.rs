@@ -53,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Dev(_) | Command::Api(_) | Command::Worker(_) | Command::Identity(_) | Command::Usage(_) => {
             process_limits::private_files();
             process_limits::raise_open_files();
+            process_limits::file_size_limit_is_an_error();
         }
     }
     let result = match cli.command {

@@ -1,5 +1,5 @@
-//! Process-wide settings a command makes for itself at start: the open-files limit and the file
-//! mode of a server, and SIGPIPE for the command-line tools.
+//! Process-wide settings a command makes for itself at start: the open-files limit, the file
+//! mode and SIGXFSZ of a server, and SIGPIPE for the command-line tools.
 
 /// Raises the soft limit on open files to the hard one, as Go's runtime does for every program:
 /// the soft default of 1,024 is meant for shells, not servers. Called once, at a server's start.
@@ -33,6 +33,17 @@ pub fn die_on_closed_pipe() {
     // SAFETY: restores the default disposition of one signal before any thread is started.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// A write past the process's file-size limit (RLIMIT_FSIZE: a unit's `LimitFSIZE`, an
+/// operator's `prlimit`) fails with EFBIG, as a full disk fails with ENOSPC, instead of killing
+/// the server with SIGXFSZ: the usage spool then answers 503 and the node leaves rotation until
+/// writes work again, with no request answered 200 unrecorded.
+pub fn file_size_limit_is_an_error() {
+    // SAFETY: sets the disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

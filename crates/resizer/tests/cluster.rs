@@ -2101,6 +2101,74 @@ fn pausing_an_api_node_the_identity_service_or_the_aggregator_costs_no_request_i
     assert_eq!(billable() - before, ok, "every 200 billed once, nothing else billable");
 }
 
+/// An api node whose spool volume stops taking writes (here: its file-size limit lowered under it
+/// with `prlimit`, which fails writes as a full disk does) leaves HAProxy's rotation — `/readyz`
+/// turns 503 — while the other node serves, answers no request 200 without its record, and comes
+/// back once writes work again; every 200 is billed once.
+#[test]
+fn an_api_node_whose_spool_cannot_write_leaves_rotation_and_comes_back() {
+    let lab = Lab::up(&["--workers", "1"]);
+    let billable = || {
+        let (status, usage) = lab.admin("GET", "/v1/tenants/demo/usage?granularity=day", None);
+        assert_eq!(status, 200, "{usage}");
+        usage["billable"]["requests"].as_u64().unwrap_or(0)
+    };
+    let before = billable();
+    let pid = lab.component("api-0")["pid"].as_u64().expect("api-0's pid").to_string();
+    let ready = format!("{}/readyz", lab.url_of("api-0", "http"));
+    let readyz = || lab.agent.get(&ready).call().map(|r| r.status().as_u16()).unwrap_or(0);
+    let prlimit = |fsize: &str| {
+        let done = Command::new("prlimit").args(["--pid", &pid, &format!("--fsize={fsize}")]).status();
+        assert!(done.is_ok_and(|s| s.success()), "prlimit --fsize={fsize} on api-0 (util-linux)");
+    };
+    let wait_for = |what: &str, status: u16| {
+        lab::poll_until(what, Duration::from_secs(10), Duration::from_millis(100), || {
+            if readyz() == status {
+                Ok(())
+            } else {
+                Err(format!("readyz {}", readyz()))
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()))
+    };
+    let load = Load::start(&lab, "width=100", sample_jpeg(), 2, Duration::from_millis(10));
+    thread::sleep(Duration::from_secs(2));
+    let cut = load.since_start();
+    prlimit("1:unlimited");
+    wait_for("api-0 not ready once its spool cannot write", 503);
+    let out = load.since_start();
+    thread::sleep(Duration::from_secs(5));
+    let writable = lab.metric_sum("api-0", "resizer_usage_spool_writable");
+    prlimit("unlimited:unlimited");
+    wait_for("api-0 ready again once writes work", 200);
+    let back = load.since_start();
+    thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+    let ok = samples.iter().filter(|s| s.status == 200).count() as u64;
+    eprintln!(
+        "spool cut at {cut:?}, api-0 not ready at {out:?}, back at {back:?}: {} requests {:?}",
+        samples.len(),
+        statuses(&samples)
+    );
+    assert_eq!(writable, 0.0, "resizer_usage_spool_writable while writes fail");
+    // Until HAProxy's checks see the 503 (two failed checks, 500 ms apart) api-0 gets requests
+    // and answers them 503: a record it cannot write is no 200. After that, only api-1 answers.
+    let refused: Vec<&Sample> = samples.iter().filter(|s| s.status != 200).collect();
+    let taken_out = out + Duration::from_millis(1500);
+    assert!(
+        refused.iter().all(|s| s.status == 503 && s.sent >= cut && s.sent <= taken_out),
+        "answers other than 200, or 503s after HAProxy took api-0 out: {refused:?}\n{}",
+        lab.log_tails()
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while billable() < before + ok {
+        assert!(Instant::now() < until, "billed {} of the {ok} 200s\n{}", billable() - before, lab.log_tails());
+        thread::sleep(Duration::from_millis(500));
+    }
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(billable() - before, ok, "every 200 billed once");
+}
+
 /// A NATS server that freezes (SIGSTOP: its sockets stay open, nothing is answered) is left by
 /// the api node connected to it within a few seconds (pings every second, two unanswered drop the
 /// connection; two unacknowledged publishes force it), not the 10–15 s that pings every 5 s

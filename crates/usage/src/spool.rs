@@ -340,13 +340,59 @@ impl Spool {
         let Some(reason) = self.failing.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
             return Ok(());
         };
-        match probe_volume(&self.dir) {
+        match probe_volume(&self.dir).and_then(|()| self.recover_left_behind().map_err(std::io::Error::other)) {
             Ok(()) => {
                 *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 Ok(())
             }
             Err(e) => Err(format!("the usage spool cannot write ({reason}); a probe write failed too: {e}")),
         }
+    }
+
+    /// Once writes work again: seals the batches a failed cut left behind, as a start after a
+    /// crash would (`open`), so their records are shipped now rather than at the next start — the
+    /// memory files of this spool other than the active batch's, then the `open-` files other than
+    /// the active batch's. Under the active batch's lock, so no cut runs meanwhile.
+    fn recover_left_behind(&self) -> Result<(), SpoolError> {
+        let active = self.lock();
+        if let Some(memory_dir) = &self.config.memory_dir {
+            let current = active.memory.as_ref().map(|m| m.path.clone());
+            for entry in std::fs::read_dir(memory_dir).map_err(io(memory_dir))? {
+                let memory = entry.map_err(io(memory_dir))?.path();
+                let ours =
+                    memory.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&self.memory_prefix));
+                if !ours || Some(&memory) == current.as_ref() {
+                    continue;
+                }
+                let bytes = std::fs::read(&memory).map_err(io(&memory))?;
+                if let Some((id, lines)) = memory_contents(&bytes) {
+                    let disk = self.dir.join(format!("open-{id}.log"));
+                    if id != active.id && disk.exists() {
+                        let keep = intact_prefix(lines);
+                        let mut file = OpenOptions::new().write(true).truncate(true).open(&disk).map_err(io(&disk))?;
+                        file.write_all(&lines[..keep]).map_err(io(&disk))?;
+                        file.sync_all().map_err(io(&disk))?;
+                        tracing::info!(
+                            batch = id,
+                            bytes = keep,
+                            "usage spool: a batch left by a failed cut recovered from shared memory"
+                        );
+                    }
+                }
+                remove_if_present(&memory)?;
+            }
+        }
+        for entry in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let path = entry.map_err(io(&self.dir))?.path();
+            let Some(id) = file_batch_id(&path, "open-") else { continue };
+            if id == active.id {
+                continue;
+            }
+            recover_torn_tail(&path)?;
+            seal_file(&self.dir, &path, &id)?;
+            tracing::info!(batch = id, "usage spool: a batch left open by a failed cut sealed");
+        }
+        Ok(())
     }
 
     fn note_failure<T>(&self, result: Result<T, SpoolError>) -> Result<T, SpoolError> {
