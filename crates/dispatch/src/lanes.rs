@@ -201,7 +201,7 @@ impl Lanes {
                 capacity: *self.capacity.get(lane),
                 mean_service_time: *self.mean_service.get(lane),
             }),
-            threads: self.threads,
+            threads: self.threads + self.small_reserve,
             busy_threads: self.busy,
             completed: self.completed,
             dropped_expired: self.dropped_expired,

@@ -9,8 +9,8 @@ use crate::config::PerLane;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatchStats {
     pub lanes: PerLane<LaneStats>,
-    /// The pool's threads that run any lane (`DispatchConfig::threads`; the `small_reserve` ones
-    /// are not counted).
+    /// The pool's threads: `DispatchConfig::threads` plus the `small_reserve` ones (which
+    /// `busy_threads` counts too when they run a job).
     pub threads: usize,
     /// Threads running a job now (including a job whose submitter has gone).
     pub busy_threads: usize,

@@ -2060,6 +2060,18 @@ fn pausing_an_api_node_the_identity_service_or_the_aggregator_costs_no_request_i
         usage["billable"]["requests"].as_u64().unwrap_or(0)
     };
     let before = billable();
+    // The operator's fault verbs, as one practising on the lab would use them.
+    let verb = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_resizer"))
+            .arg("lab")
+            .arg(args[0])
+            .arg("--dir")
+            .arg(&lab.dir)
+            .args(&args[1..])
+            .output()
+            .expect("resizer lab");
+        assert!(out.status.success(), "resizer lab {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
     let load = Load::start(&lab, "width=100", sample_jpeg(), 4, Duration::from_millis(10));
     thread::sleep(Duration::from_secs(2));
     let mut windows = Vec::new();
@@ -2069,9 +2081,14 @@ fn pausing_an_api_node_the_identity_service_or_the_aggregator_costs_no_request_i
         ("usage-0", Duration::from_secs(10)),
     ] {
         let from = load.since_start();
-        lab.signal(name, lab::Signal::Stop);
+        verb(&["pause", name]);
         thread::sleep(pause);
-        lab.signal(name, lab::Signal::Cont);
+        // The last one is undone by `heal`, which resumes whatever is paused.
+        if name == "usage-0" {
+            verb(&["heal"]);
+        } else {
+            verb(&["resume", name]);
+        }
         windows.push((name, from, load.since_start()));
         thread::sleep(Duration::from_secs(3));
     }

@@ -36,6 +36,25 @@ pub enum LabCommand {
     Down(DirArgs),
     /// Show each process of the cluster in DIR: state, health, URLs.
     Status(StatusArgs),
+    /// Freeze a component (SIGSTOP): its sockets stay open and it answers nothing.
+    Pause(ComponentArgs),
+    /// Let a paused component run again (SIGCONT).
+    Resume(ComponentArgs),
+    /// kill -9 a component (its whole process group).
+    Kill(ComponentArgs),
+    /// Start a component again as it was started (killing it first if it runs).
+    Restart(ComponentArgs),
+    /// Undo the process faults: resume every paused component and start again every one gone.
+    Heal(DirArgs),
+}
+
+/// A component of the cluster in DIR, by its name in `lab status` (`api-0`, `nats-1`, `usage-0`,
+/// `identity`, `postgres`, `haproxy`...).
+#[derive(clap::Args, Debug)]
+pub struct ComponentArgs {
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    pub name: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -96,6 +115,28 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        LabCommand::Pause(c) => fault(&c, lab::Signal::Stop, "paused"),
+        LabCommand::Resume(c) => fault(&c, lab::Signal::Cont, "resumed"),
+        LabCommand::Kill(c) => fault(&c, lab::Signal::Kill, "killed"),
+        LabCommand::Restart(c) => {
+            let component = lab::restart_component(&c.dir, &c.name)?;
+            println!("{} restarted (pid {})", c.name, component.pid);
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Heal(dir) => {
+            let file = lab::ClusterFile::read(&dir.dir)?;
+            let live = file.live();
+            for component in &file.components {
+                if live.contains(&component.name) {
+                    lab::signal_component(&dir.dir, &component.name, lab::Signal::Cont)?;
+                } else {
+                    lab::restart_component(&dir.dir, &component.name)?;
+                    println!("{} restarted", component.name);
+                }
+            }
+            println!("healed: every component runs");
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::Status(status_args) => {
             let statuses = lab::status(&status_args.dir)?;
             if status_args.json {
@@ -115,6 +156,15 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             Ok(if all_well { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
+}
+
+/// Sends `signal` to component `c.name` of the cluster in `c.dir`.
+fn fault(c: &ComponentArgs, signal: lab::Signal, done: &str) -> anyhow::Result<ExitCode> {
+    if !lab::signal_component(&c.dir, &c.name, signal)? {
+        anyhow::bail!("{} is not running", c.name);
+    }
+    println!("{} {done}", c.name);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How long past the request deadline HAProxy waits for an api node's answer.
