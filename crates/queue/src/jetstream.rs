@@ -4,11 +4,10 @@
 
 use std::error::Error as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{Client, ConnectOptions};
 use bytes::Bytes;
@@ -23,14 +22,17 @@ use crate::wire::JobMessage;
 /// How often a client pings its server. async-nats drops a connection once more than two pings
 /// go unanswered, so a frozen server (paused, cut off, its host hung while its sockets stay open)
 /// is left after 2–3 s, well inside the 10 s request deadline; at 5 s it took 10–15 s, longer
-/// than the deadline. A ping a second per connection costs the server nothing measurable.
+/// than the deadline. A ping is a few bytes a second per connection. (Forcing a reconnect after
+/// publishes go unanswered was tried and dropped: during a stream's leader election every server
+/// is silent, and the reconnects only churned the api nodes' subscriptions.)
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Connects to any of `urls` (with the credentials they carry, see `credentials.rs`), retrying
 /// in the background if none answers yet (the caller's readiness reflects
 /// [`Client::connection_state`]); reconnects quickly after a node is lost, since requests wait
-/// on it, and leaves a server that stops answering within [`PING_INTERVAL`] × 3. A `role`'s replies come to its own inbox prefix, the one its NATS user may subscribe
-/// to (`permissions.rs`); None keeps NATS's shared `_INBOX` (tools and tests). With `tls_ca`
+/// on it, and leaves a server that stops answering within [`PING_INTERVAL`] × 3. A `role`'s
+/// replies come to its own inbox prefix, the one its NATS user may subscribe to
+/// (`permissions.rs`); None keeps NATS's shared `_INBOX` (tools and tests). With `tls_ca`
 /// the connection must be TLS, the server's certificate signed by that CA and naming the host
 /// of the URL: a server offering plaintext is refused rather than spoken to.
 pub async fn connect(
@@ -163,13 +165,6 @@ pub struct JobQueue {
     client: Client,
     js: jetstream::Context,
     config: QueueConfig,
-    /// Publish attempts in a row, on any request, that got no acknowledgement in time.
-    unanswered: Arc<AtomicU32>,
-    /// When a publish was last acknowledged, and when a reconnect was last forced (ms since
-    /// `started`).
-    last_acked_ms: Arc<AtomicU64>,
-    last_forced_ms: Arc<AtomicU64>,
-    started: Instant,
     /// What [`JobQueue::watch_stream_leader`] last saw: [`LEADER_UNKNOWN`], `LEADER_SEEN`,
     /// `LEADER_NONE`.
     leader: Arc<AtomicU8>,
@@ -182,16 +177,6 @@ const LEADER_NONE: u8 = 2;
 /// How often the api node asks whether the job stream has a leader (for `/readyz` and metrics).
 const LEADER_CHECK_EVERY: Duration = Duration::from_secs(2);
 
-/// Publish attempts in a row without an acknowledgement after which the connection is dropped
-/// and another server tried, without waiting for the pings to time out — if no publish at all
-/// was acknowledged for [`SILENCE_BEFORE_RECONNECT`] (two requests timing out together in one
-/// slow second are not a dead server), and at most once per [`RECONNECT_AT_MOST_EVERY`] (while
-/// a stream elects its leader every server is silent, and reconnecting cannot help: the cost of
-/// a reconnect, the subscriptions made again, is kept to one every few seconds).
-const UNANSWERED_BEFORE_RECONNECT: u32 = 2;
-const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_secs(2);
-const RECONNECT_AT_MOST_EVERY: Duration = Duration::from_secs(5);
-
 /// Longest wait for one publish acknowledgement before trying again under the same message id:
 /// short, so that a publish lost with a leader is re-sent soon after a new one is elected.
 const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -200,16 +185,7 @@ impl JobQueue {
     pub fn new(client: Client, config: QueueConfig) -> JobQueue {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(PUBLISH_ATTEMPT_TIMEOUT);
-        JobQueue {
-            client,
-            js,
-            config,
-            unanswered: Arc::new(AtomicU32::new(0)),
-            last_acked_ms: Arc::new(AtomicU64::new(0)),
-            last_forced_ms: Arc::new(AtomicU64::new(0)),
-            started: Instant::now(),
-            leader: Arc::new(AtomicU8::new(LEADER_UNKNOWN)),
-        }
+        JobQueue { client, js, config, leader: Arc::new(AtomicU8::new(LEADER_UNKNOWN)) }
     }
 
     pub fn config(&self) -> &QueueConfig {
@@ -285,22 +261,10 @@ impl JobQueue {
                 ack.await
             };
             match tokio::time::timeout_at(give_up.into(), attempt).await {
-                Ok(Ok(_)) => {
-                    self.unanswered.store(0, Ordering::Relaxed);
-                    self.last_acked_ms.store(self.elapsed_ms(), Ordering::Relaxed);
-                    return Ok(());
-                }
+                Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) if is_full(&e) => return Err(QueueError::Full),
-                Ok(Err(e)) => {
-                    if e.kind() == PublishErrorKind::TimedOut {
-                        self.count_unanswered().await;
-                    }
-                    last_error = e.to_string();
-                }
-                Err(_) => {
-                    self.count_unanswered().await;
-                    return Err(QueueError::Unavailable("no acknowledgement before the deadline".into()));
-                }
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => return Err(QueueError::Unavailable("no acknowledgement before the deadline".into())),
             }
             // Pause a little so a queue without a leader is not hammered, then retry while the
             // request may still be answered in time.
@@ -309,34 +273,6 @@ impl JobQueue {
                 return Err(QueueError::Unavailable(last_error));
             }
             tokio::time::sleep(pause).await;
-        }
-    }
-}
-
-impl JobQueue {
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Books a publish attempt left unanswered; see [`UNANSWERED_BEFORE_RECONNECT`] for when
-    /// that drops the connection.
-    async fn count_unanswered(&self) {
-        let in_a_row = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = self.elapsed_ms();
-        let silent = now.saturating_sub(self.last_acked_ms.load(Ordering::Relaxed));
-        let since_forced = now.saturating_sub(self.last_forced_ms.load(Ordering::Relaxed));
-        if in_a_row < UNANSWERED_BEFORE_RECONNECT
-            || silent < SILENCE_BEFORE_RECONNECT.as_millis() as u64
-            || (self.last_forced_ms.load(Ordering::Relaxed) > 0
-                && since_forced < RECONNECT_AT_MOST_EVERY.as_millis() as u64)
-        {
-            return;
-        }
-        self.last_forced_ms.store(now.max(1), Ordering::Relaxed);
-        self.unanswered.store(0, Ordering::Relaxed);
-        tracing::warn!(in_a_row, silent_ms = silent, "NATS acknowledges no publish: leaving this server for another");
-        if let Err(e) = self.client.force_reconnect().await {
-            tracing::warn!(error = %e, "could not ask the NATS client to reconnect");
         }
     }
 }
