@@ -21,10 +21,11 @@ use crate::wire::JobMessage;
 
 /// How often a client pings its server. async-nats drops a connection once more than two pings
 /// go unanswered, so a frozen server (paused, cut off, its host hung while its sockets stay open)
-/// is left after 2–3 s, well inside the 10 s request deadline; at 5 s it took 10–15 s, longer
-/// than the deadline. A ping is a few bytes a second per connection. (Forcing a reconnect after
+/// is left after 2–3 s (3.1 s in the cluster test), well inside the 10 s request deadline; at
+/// 5 s the same rule takes 10–15 s, longer than the deadline. A ping is a few bytes a second per connection. (Forcing a reconnect after
 /// publishes go unanswered was tried and dropped: during a stream's leader election every server
-/// is silent, and the reconnects only churned the api nodes' subscriptions.)
+/// is silent, so reconnecting cannot help, and it remakes the node's subscriptions; a leader-kill
+/// test lost an identity watch once while it was in, cause not proven.)
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Connects to any of `urls` (with the credentials they carry, see `credentials.rs`), retrying

@@ -4,18 +4,26 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use async_nats::jetstream::{self, stream};
 use lab::{NatsCluster, NatsOptions};
 
-#[tokio::test]
-async fn the_usage_stream_keeps_unbilled_batches_however_long_no_aggregator_runs() {
-    let dir = std::env::temp_dir().join(format!("queue-usage-stream-{}", std::process::id()));
+/// A one-node NATS server in a fresh temporary directory, and a JetStream client of it with every
+/// permission (what the `resizer` operator login has).
+async fn one_node(label: &str) -> (NatsCluster, PathBuf, jetstream::Context) {
+    let dir = std::env::temp_dir().join(format!("queue-usage-{label}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let opts = NatsOptions { nodes: 1, die_with_parent: true, ..NatsOptions::default() };
     let nats = NatsCluster::start(&dir, &opts).expect("a one-node NATS server");
-    let client = queue::connect(&nats.client_urls(), "usage-stream-test", None, None).await.expect("NATS");
-    let js = jetstream::new(client);
+    let client = queue::connect(&nats.client_urls(), label, None, None).await.expect("NATS");
+    (nats, dir, jetstream::new(client))
+}
+
+#[tokio::test]
+async fn the_usage_stream_keeps_unbilled_batches_however_long_no_aggregator_runs() {
+    let (nats, dir, js) = one_node("stream").await;
 
     // As an older version made it.
     let week = Duration::from_secs(7 * 24 * 3600);
@@ -53,13 +61,7 @@ async fn the_usage_stream_keeps_unbilled_batches_however_long_no_aggregator_runs
 /// the stream drop the genuine batch as a duplicate, as it would an unsigned one.
 #[tokio::test]
 async fn a_message_stored_first_under_a_batchs_plain_id_does_not_take_the_signed_batchs_place() {
-    let dir = std::env::temp_dir().join(format!("queue-usage-forged-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let opts = NatsOptions { nodes: 1, die_with_parent: true, ..NatsOptions::default() };
-    let nats = NatsCluster::start(&dir, &opts).expect("a one-node NATS server");
-    let client = queue::connect(&nats.client_urls(), "usage-forged-test", None, None).await.expect("NATS");
-    let js = jetstream::new(client);
+    let (nats, dir, js) = one_node("forged").await;
     queue::ensure_usage_stream(&js, 1).await.expect("the usage stream");
 
     let forged = |id: &str| {
