@@ -15,6 +15,10 @@ command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || need_pack
 command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need_packages+=(haproxy)
 # PostgreSQL for the lab and the identity store's tests; Debian puts initdb in /usr/lib/postgresql/<v>/bin.
 command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_packages+=(postgresql)
+# The lab on its own network (`lab up --netns`, the network fault tests): namespaces and a bridge
+# from iproute2, partitions, loss and the latency queue from iptables.
+command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || need_packages+=(iproute2)
+command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need_packages+=(iptables)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "installing: ${need_packages[*]}"

@@ -167,6 +167,12 @@ pub fn down(dir: &Path, grace: Duration) -> Result<DownReport> {
     if !left.is_empty() {
         return Err(LabError::Survivors(left));
     }
+    // The lab's own network, once nothing runs in it.
+    if let Some(network) = file.fields.get(crate::netns::NETWORK_FIELD) {
+        let record: crate::netns::NetworkRecord = serde_json::from_value(network.clone())
+            .map_err(|source| LabError::Json { path: ClusterFile::path(dir), source })?;
+        crate::netns::remove(&record)?;
+    }
     Ok(report)
 }
 

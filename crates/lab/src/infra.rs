@@ -13,6 +13,7 @@ use crate::cluster::ClusterFile;
 use crate::error::{LabError, Result};
 use crate::haproxy::{Backend, Haproxy, HaproxyOptions, HaproxyTls};
 use crate::nats::{NatsCluster, NatsOptions, NatsTls, NATS_ROLE};
+use crate::netns::{Host, LabNetwork, NetworkRecord, NETWORK_FIELD};
 use crate::pki::LabCa;
 use crate::postgres::{Postgres, PostgresAccess, PostgresOptions};
 use crate::process::{self, Component, ProcessGuard, ProcessSpec, Signal};
@@ -28,6 +29,9 @@ pub struct InfraOptions {
     /// A private CA in `DIR/tls` (cluster.json's `tls_ca`) and TLS on every link it starts:
     /// NATS clients and routes, PostgreSQL. On by default.
     pub tls: bool,
+    /// Every node in its own network namespace on a bridge of the lab's ([`crate::LabNetwork`]),
+    /// so that its links can be cut or slowed; off: everything on 127.0.0.1. Needs root.
+    pub netns: bool,
 }
 
 impl Default for InfraOptions {
@@ -37,6 +41,7 @@ impl Default for InfraOptions {
             haproxy: HaproxyOptions::default(),
             die_with_parent: false,
             tls: true,
+            netns: false,
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct Infrastructure {
     postgres: Option<Postgres>,
     nats: NatsCluster,
     ca: Option<LabCa>,
+    /// Removed last, once nothing runs in its namespaces.
+    network: Option<LabNetwork>,
 }
 
 /// Where the lab's CA and certificates are, under DIR.
@@ -95,13 +102,23 @@ pub fn up_infrastructure(dir: &Path, opts: &InfraOptions) -> Result<Infrastructu
     opts.nats.die_with_parent |= opts.die_with_parent;
     opts.haproxy.die_with_parent |= opts.die_with_parent;
 
+    let mut network = if opts.netns { Some(LabNetwork::create(&dir)?) } else { None };
+    let mut file = ClusterFile::new(&dir);
+    if let Some(network) = &mut network {
+        opts.nats.hosts =
+            (0..opts.nats.nodes).map(|i| network.add_host(&format!("nats-{i}"))).collect::<Result<_>>()?;
+        // Recorded before anything runs in it, so that `down` removes it whatever happens next.
+        file.fields.insert(NETWORK_FIELD.into(), network_field(network)?);
+        file.write()?;
+    }
     let ca = if opts.tls { Some(LabCa::create(&dir.join(TLS_DIR), "resizer lab CA")?) } else { None };
     if let Some(ca) = &ca {
-        let node_certs = (0..opts.nats.nodes).map(|i| ca.issue(&format!("nats-{i}"))).collect::<Result<Vec<_>>>()?;
+        let addr = |i: usize| opts.nats.hosts.get(i).map_or(crate::net::LOOPBACK, |h| h.addr);
+        let node_certs =
+            (0..opts.nats.nodes).map(|i| ca.issue_for(&format!("nats-{i}"), addr(i))).collect::<Result<Vec<_>>>()?;
         opts.nats.tls = Some(NatsTls { ca_file: ca.ca_file().to_path_buf(), node_certs });
     }
     let nats = NatsCluster::start(&dir, &opts.nats)?;
-    let mut file = ClusterFile::new(&dir);
     for c in nats.components() {
         file.upsert(c);
     }
@@ -109,10 +126,23 @@ pub fn up_infrastructure(dir: &Path, opts: &InfraOptions) -> Result<Infrastructu
     if let Some(ca) = &ca {
         file.fields.insert("tls_ca".into(), ca.ca_file().display().to_string().into());
     }
-    let infra =
-        Infrastructure { dir, opts, file, haproxy: None, processes: ProcessGuard::new(), postgres: None, nats, ca };
+    let infra = Infrastructure {
+        dir,
+        opts,
+        file,
+        haproxy: None,
+        processes: ProcessGuard::new(),
+        postgres: None,
+        nats,
+        ca,
+        network,
+    };
     infra.file.write()?;
     Ok(infra)
+}
+
+fn network_field(network: &LabNetwork) -> Result<serde_json::Value> {
+    serde_json::to_value(network.record()).map_err(|e| LabError::Invalid(format!("the network's record: {e}")))
 }
 
 /// HAProxy's certificate: issued by the lab's CA for `name`, chain and key in one file (its `crt`).
@@ -159,6 +189,31 @@ impl Infrastructure {
 
     pub fn haproxy(&self) -> Option<&Haproxy> {
         self.haproxy.as_ref()
+    }
+
+    /// Where component `name` is to run: its own namespace and address on the lab's network
+    /// ([`InfraOptions::netns`]), or 127.0.0.1 here. Pass it to [`ProcessSpec::netns`] and listen
+    /// on its address.
+    pub fn add_host(&mut self, name: &str) -> Result<Host> {
+        match &mut self.network {
+            Some(network) => {
+                let host = network.add_host(name)?;
+                self.file.fields.insert(NETWORK_FIELD.into(), network_field(network)?);
+                self.file.write()?;
+                Ok(host)
+            }
+            None => Ok(Host::loopback(name)),
+        }
+    }
+
+    /// The lab's own network, when it has one.
+    pub fn network(&self) -> Option<&NetworkRecord> {
+        self.network.as_ref().map(LabNetwork::record)
+    }
+
+    /// A certificate of the lab's CA for `host` (its name and address).
+    pub fn issue_cert(&self, host: &Host) -> Result<Option<crate::pki::CertFiles>> {
+        self.ca.as_ref().map(|ca| ca.issue_for(&host.name, host.addr)).transpose()
     }
 
     /// Start a process of ours (an api node, a worker) with its log in DIR/logs, record it in
@@ -231,7 +286,10 @@ impl Infrastructure {
             if self.file.component(&opts.name).is_some() {
                 return Err(LabError::Invalid(format!("a component named {} already exists", opts.name)));
             }
-            opts.tls = self.ca.as_ref().map(|ca| ca.issue(&opts.name)).transpose()?;
+            let host = self.add_host(&opts.name.clone())?;
+            opts.tls = self.issue_cert(&host)?;
+            opts.clients = self.network().map(NetworkRecord::subnet);
+            opts.host = Some(host);
             let postgres = Postgres::start(&self.dir, &opts)?;
             self.file.upsert(postgres.component().clone());
             self.file.fields.insert("postgres_url".into(), postgres.url().into());
@@ -306,6 +364,9 @@ impl Infrastructure {
         }
         if let Some(p) = &mut self.postgres {
             p.detach();
+        }
+        if let Some(n) = &mut self.network {
+            n.detach();
         }
         drop(std::mem::take(&mut self.processes).disarm());
     }

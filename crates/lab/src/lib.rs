@@ -46,7 +46,8 @@
 //!
 //! Files: `process.rs` spawning, signals and `/proc`; `net.rs` ports and waiting; `nats.rs` the
 //! NATS cluster; `haproxy.rs` the load balancer; `postgres.rs` PostgreSQL; `pki.rs` the lab's CA and
-//! node certificates; `cluster.rs` cluster.json, down, status;
+//! node certificates; `netns.rs` the lab's own network (`--netns`) and its faults; `cluster.rs`
+//! cluster.json, down, status;
 //! `infra.rs` the `lab up` steps; `binaries.rs` finding the programs.
 
 mod binaries;
@@ -56,6 +57,7 @@ mod haproxy;
 mod infra;
 mod nats;
 mod net;
+mod netns;
 mod pki;
 mod postgres;
 mod process;
@@ -81,6 +83,10 @@ pub use nats::{
 pub use net::{
     free_port, free_ports, http_get, http_get_json, http_get_trusting, poll_until, tcp_accepts, ureq_tls,
     wait_for_http_ok, wait_for_http_ok_trusting, wait_for_tcp, HttpAnswer, LOOPBACK,
+};
+pub use netns::{
+    heal_network, partition, remove as remove_network, run_delay_queue, slow, sweep_stale, Host, LabNetwork,
+    NetworkRecord, Slowness, FAULT_ROLE, NETWORK_FIELD,
 };
 pub use pki::{CertFiles, LabCa};
 pub use postgres::{Postgres, PostgresAccess, PostgresOptions, POSTGRES_DATABASE, POSTGRES_ROLE, POSTGRES_USER};

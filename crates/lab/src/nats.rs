@@ -18,7 +18,7 @@
 //! [`LEADER_ELECTION_BOUND`].
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub struct NatsOptions {
     /// The login a server must present on the cluster port to join as a route (`cluster {
     /// authorization }`, and in the route URLs): a server without it is refused.
     pub route_auth: Option<NatsAuth>,
+    /// Where each node runs (`lab up --netns`: its own namespace and address), one per node;
+    /// empty: all on 127.0.0.1 here.
+    pub hosts: Vec<crate::netns::Host>,
 }
 
 /// The certificates of a TLS cluster.
@@ -173,6 +176,7 @@ impl Default for NatsOptions {
             accounts: Vec::new(),
             tls: None,
             route_auth: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -183,6 +187,8 @@ pub struct NatsNode {
     pub index: usize,
     /// `server_name` in the config; also the component's name (`nats-0`...).
     pub server_name: String,
+    /// The address it listens on: 127.0.0.1, or its own on the lab's network.
+    pub addr: Ipv4Addr,
     pub client_port: u16,
     pub cluster_port: u16,
     pub monitor_port: u16,
@@ -193,16 +199,16 @@ pub struct NatsNode {
 }
 
 impl NatsNode {
-    /// `nats://127.0.0.1:<client port>`: what clients connect to.
+    /// `nats://<addr>:<client port>`: what clients connect to.
     pub fn client_url(&self) -> String {
-        format!("nats://{LOOPBACK}:{}", self.client_port)
+        format!("nats://{}:{}", self.addr, self.client_port)
     }
-    /// `http://127.0.0.1:<monitor port>`.
+    /// `http://<addr>:<monitor port>`.
     pub fn monitor_url(&self) -> String {
-        format!("http://{LOOPBACK}:{}", self.monitor_port)
+        format!("http://{}:{}", self.addr, self.monitor_port)
     }
     pub fn monitor_addr(&self) -> SocketAddr {
-        SocketAddr::from((LOOPBACK, self.monitor_port))
+        SocketAddr::from((self.addr, self.monitor_port))
     }
     pub fn state(&self) -> ProcessState {
         self.component.state()
@@ -368,6 +374,10 @@ impl NatsCluster {
         if opts.tls.as_ref().is_some_and(|t| t.node_certs.len() != opts.nodes) {
             return Err(LabError::Invalid("NATS TLS needs one certificate per node".into()));
         }
+        if !opts.hosts.is_empty() && opts.hosts.len() != opts.nodes {
+            return Err(LabError::Invalid("NATS nodes need one host each, or none".into()));
+        }
+        let host = |i: usize| opts.hosts.get(i).cloned().unwrap_or_else(|| crate::netns::Host::loopback(""));
         let binary = binaries::resolve(NATS_SERVER, opts.binary.as_deref())?;
         let ports = net::free_ports(3 * opts.nodes)?;
         let n = opts.nodes;
@@ -385,24 +395,37 @@ impl NatsCluster {
             let server_name = format!("nats-{i}");
             let node_dir = dir.join(&server_name);
             std::fs::create_dir_all(&node_dir).map_err(|e| LabError::io("create", &node_dir, e))?;
-            let routes: Vec<u16> = (0..n).filter(|&j| j != i).map(|j| cluster_ports[j]).collect();
+            let addr = host(i).addr;
+            let routes: Vec<SocketAddr> =
+                (0..n).filter(|&j| j != i).map(|j| SocketAddr::from((host(j).addr, cluster_ports[j]))).collect();
             let config = node_dir.join("nats.conf");
             let tls = opts.tls.as_ref().map(|t| (t.ca_file.as_path(), &t.node_certs[i]));
-            let text =
-                render_config(&server_name, &node_dir, client[i], cluster_ports[i], monitor[i], &routes, tls, opts);
+            let text = render_config(
+                &server_name,
+                &node_dir,
+                addr,
+                client[i],
+                cluster_ports[i],
+                monitor[i],
+                &routes,
+                tls,
+                opts,
+            );
             std::fs::write(&config, text).map_err(|e| LabError::io("write", &config, e))?;
             // It may hold the clients' password.
             std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .map_err(|e| LabError::io("chmod", &config, e))?;
-            let monitor_url = format!("http://{LOOPBACK}:{}", monitor[i]);
+            let monitor_url = format!("http://{addr}:{}", monitor[i]);
             let mut spec = ProcessSpec::new(NATS_ROLE, &server_name, &binary)
                 .args(["-c".to_string(), config.display().to_string()])
                 .cwd(&node_dir)
-                .url("client", format!("nats://{LOOPBACK}:{}", client[i]))
-                .url("cluster", format!("nats-route://{LOOPBACK}:{}", cluster_ports[i]))
+                .netns(host(i).netns)
+                .url("client", format!("nats://{addr}:{}", client[i]))
+                .url("cluster", format!("nats-route://{addr}:{}", cluster_ports[i]))
                 .url("monitor", &monitor_url)
                 .health(format!("{monitor_url}/healthz"))
                 .extra("index", i)
+                .extra("addr", addr.to_string())
                 .extra("server_name", server_name.as_str())
                 .extra("client_port", client[i])
                 .extra("cluster_port", cluster_ports[i])
@@ -422,6 +445,7 @@ impl NatsCluster {
             cluster.nodes.push(NatsNode {
                 index: i,
                 server_name,
+                addr,
                 client_port: client[i],
                 cluster_port: cluster_ports[i],
                 monitor_port: monitor[i],
@@ -469,6 +493,12 @@ impl NatsCluster {
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or(&c.name)
                     .to_string(),
+                addr: c
+                    .extra
+                    .get("addr")
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(LOOPBACK),
                 client_port: port("client_port")?,
                 cluster_port: port("cluster_port")?,
                 monitor_port: port("monitor_port")?,
@@ -525,7 +555,7 @@ impl NatsCluster {
             }
             None => String::new(),
         };
-        self.nodes.iter().map(|node| format!("nats://{login}{LOOPBACK}:{}", node.client_port)).collect()
+        self.nodes.iter().map(|node| format!("nats://{login}{}:{}", node.addr, node.client_port)).collect()
     }
 
     /// The nodes' components (current pids), for cluster.json.
@@ -857,10 +887,11 @@ fn render_tls(indent: &str, ca: &Path, cert: &crate::pki::CertFiles, verify: boo
 pub fn render_config(
     server_name: &str,
     node_dir: &Path,
+    addr: Ipv4Addr,
     client_port: u16,
     cluster_port: u16,
     monitor_port: u16,
-    route_ports: &[u16],
+    routes: &[SocketAddr],
     tls: Option<(&Path, &crate::pki::CertFiles)>,
     opts: &NatsOptions,
 ) -> String {
@@ -871,13 +902,10 @@ pub fn render_config(
         }
         None => String::new(),
     };
-    let routes: String = route_ports
-        .iter()
-        .map(|p| format!("    \"nats-route://{route_login}{LOOPBACK}:{p}\"\n"))
-        .collect::<Vec<_>>()
-        .concat();
+    let route_urls: String =
+        routes.iter().map(|a| format!("    \"nats-route://{route_login}{a}\"\n")).collect::<Vec<_>>().concat();
     // One node: standalone JetStream (a cluster block without routes would wait for peers).
-    let cluster = if route_ports.is_empty() {
+    let cluster = if routes.is_empty() {
         String::new()
     } else {
         let authorization = match &opts.route_auth {
@@ -891,7 +919,7 @@ pub fn render_config(
         // nats-server verifies route certificates both ways whatever `verify` says.
         let tls = tls.map(|(ca, cert)| render_tls("  ", ca, cert, true)).unwrap_or_default();
         format!(
-            "\ncluster {{\n  name: {}\n  listen: \"{LOOPBACK}:{cluster_port}\"\n{tls}{authorization}  routes: [\n{routes}  ]\n}}\n",
+            "\ncluster {{\n  name: {}\n  listen: \"{addr}:{cluster_port}\"\n{tls}{authorization}  routes: [\n{route_urls}  ]\n}}\n",
             quote(&opts.cluster_name)
         )
     };
@@ -900,8 +928,8 @@ pub fn render_config(
     format!(
         "# {server_name} of the lab's NATS cluster, written by the lab crate; a restart reuses it unchanged.\n\
          server_name: {name}\n\
-         listen: \"{LOOPBACK}:{client_port}\"\n\
-         http: \"{LOOPBACK}:{monitor_port}\"\n\
+         listen: \"{addr}:{client_port}\"\n\
+         http: \"{addr}:{monitor_port}\"\n\
          logtime: true\n\
          \n\
          {client_tls}\

@@ -107,7 +107,7 @@ fn listen_range(low: u16, high: u16) -> std::ops::Range<u16> {
 }
 
 /// A random number, good enough to spread choices: std's per-process random hash keys.
-fn random_u32() -> u32 {
+pub(crate) fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());

@@ -80,6 +80,12 @@ impl LabCa {
     /// A certificate for node `name`, valid for `localhost`, `127.0.0.1` and `name`, in
     /// `dir/<name>.pem` and `dir/<name>.key` (the key mode 0600), replacing any there.
     pub fn issue(&self, name: &str) -> Result<CertFiles> {
+        self.issue_for(name, Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`issue`](Self::issue) for a node that listens on `addr` (its own on the lab's network):
+    /// valid for that address as well.
+    pub fn issue_for(&self, name: &str, addr: Ipv4Addr) -> Result<CertFiles> {
         let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid_name {
             return Err(LabError::Invalid(format!("certificate name {name:?}: use letters, digits, - _ .")));
@@ -89,6 +95,9 @@ impl LabCa {
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), name.to_string()]).map_err(rcgen_error(&what))?;
         params.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        if addr != Ipv4Addr::LOCALHOST {
+            params.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(addr)));
+        }
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];

@@ -33,7 +33,7 @@
 //! (`postgres --single`), for the same reason.
 
 use std::ffi::CString;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -74,6 +74,10 @@ pub struct PostgresOptions {
     /// `ssl = on` with this certificate, and `hostssl` lines only in `pg_hba.conf`: a TCP client
     /// without TLS is refused. None: plaintext and TLS-less `host` lines as `initdb` writes them.
     pub tls: Option<crate::pki::CertFiles>,
+    /// Where it runs (`lab up --netns`: its own namespace and address); None: 127.0.0.1 here.
+    pub host: Option<crate::netns::Host>,
+    /// Another network TCP clients come from (`a.b.c.0/24`, the lab's own), besides loopback.
+    pub clients: Option<String>,
 }
 
 /// Who may log in over TCP, and what exists for them. The default keeps `initdb`'s trust
@@ -103,6 +107,8 @@ impl Default for PostgresOptions {
             ready_timeout: Duration::from_secs(30),
             access: PostgresAccess::default(),
             tls: None,
+            host: None,
+            clients: None,
         }
     }
 }
@@ -111,6 +117,8 @@ impl Default for PostgresOptions {
 /// [`detach`](Postgres::detach)ed or rebuilt with [`from_component`](Postgres::from_component).
 #[derive(Debug)]
 pub struct Postgres {
+    /// The address it listens on: 127.0.0.1, or its own on the lab's network.
+    pub addr: Ipv4Addr,
     pub port: u16,
     /// `DIR/<name>/data`
     pub data_dir: PathBuf,
@@ -149,6 +157,7 @@ impl Postgres {
         programs.set_up_access(&data_dir, &opts.access, &log)?;
 
         let port = net::free_port()?;
+        let addr = opts.host.as_ref().map_or(LOOPBACK, |h| h.addr);
         // A Unix socket path longer than sun_path (108 bytes) is refused at start; the lab's URL
         // is TCP, so a deep DIR just goes without the socket.
         let socket_dir = if run_dir.join(format!(".s.PGSQL.{port}.lock")).as_os_str().len() < 100 {
@@ -160,7 +169,7 @@ impl Postgres {
             "-D".to_string(),
             data_dir.display().to_string(),
             "-h".into(),
-            LOOPBACK.to_string(),
+            addr.to_string(),
             "-p".into(),
             port.to_string(),
             "-k".into(),
@@ -183,18 +192,24 @@ impl Postgres {
         }
         if let Some(cert) = &opts.tls {
             let passwords = opts.access.superuser_password.is_some();
-            for setting in install_tls(&own_dir, cert, passwords, programs.run_as.as_ref())? {
+            let clients = opts.clients.as_deref();
+            for setting in install_tls(&own_dir, cert, passwords, clients, programs.run_as.as_ref())? {
                 server_args.push("-c".into());
                 server_args.push(setting);
             }
         }
+        if let (None, Some(clients)) = (&opts.tls, &opts.clients) {
+            allow_plain_clients(&data_dir, clients, opts.access.superuser_password.is_some())?;
+        }
         let (program, args) = programs.command(&programs.postgres, server_args);
-        let url = url_for(port, opts.access.superuser_password.as_deref());
+        let url = url_for(addr, port, opts.access.superuser_password.as_deref());
         let spec = ProcessSpec::new(POSTGRES_ROLE, &opts.name, program)
             .args(args)
             .cwd(&own_dir)
+            .netns(opts.host.as_ref().and_then(|h| h.netns.clone()))
             .url("postgres", &url)
-            .health(format!("tcp://{LOOPBACK}:{port}"))
+            .health(format!("tcp://{addr}:{port}"))
+            .extra("addr", addr.to_string())
             .extra("port", port)
             .extra("data_dir", data_dir.display().to_string())
             .extra("run_as", programs.run_as.as_ref().map(|u| u.name.clone()))
@@ -202,6 +217,7 @@ impl Postgres {
             .die_with_parent(opts.die_with_parent);
         let component = process::start_process(&dir, &spec)?;
         let postgres = Postgres {
+            addr,
             port,
             data_dir,
             component,
@@ -229,7 +245,9 @@ impl Postgres {
             .and_then(serde_json::Value::as_str)
             .map(PathBuf::from)
             .ok_or_else(|| LabError::Invalid(format!("component {}: no `data_dir` in extra", component.name)))?;
+        let addr = component.extra.get("addr").and_then(serde_json::Value::as_str).and_then(|a| a.parse().ok());
         Ok(Postgres {
+            addr: addr.unwrap_or(LOOPBACK),
             port,
             data_dir,
             component: component.clone(),
@@ -242,11 +260,11 @@ impl Postgres {
     /// `postgres://resizer@127.0.0.1:<port>/resizer`, with the superuser's password when it
     /// has one.
     pub fn url(&self) -> String {
-        self.component.urls.get("postgres").cloned().unwrap_or_else(|| url_for(self.port, None))
+        self.component.urls.get("postgres").cloned().unwrap_or_else(|| url_for(self.addr, self.port, None))
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((LOOPBACK, self.port))
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.addr, self.port))
     }
 
     /// The server's component (current pid), for cluster.json.
@@ -349,7 +367,7 @@ impl Postgres {
             };
             if start.elapsed() >= timeout {
                 return Err(LabError::Timeout {
-                    what: format!("PostgreSQL to accept connections on {}", self.addr()),
+                    what: format!("PostgreSQL to accept connections on {}", self.socket_addr()),
                     waited: start.elapsed(),
                     detail: format!("{why}\n{}", self.component.log_tail(15)),
                 });
@@ -398,8 +416,8 @@ impl Postgres {
             Some("ready") => {}
             other => return Err(format!("server status {other:?}")),
         }
-        if !net::tcp_accepts(self.addr(), Duration::from_millis(250)) {
-            return Err(format!("{} refuses connections", self.addr()));
+        if !net::tcp_accepts(self.socket_addr(), Duration::from_millis(250)) {
+            return Err(format!("{} refuses connections", self.socket_addr()));
         }
         Ok(())
     }
@@ -454,11 +472,24 @@ fn stat_fields(pid: u32) -> Option<(char, u32)> {
     Some((state, rest.next()?.parse().ok()?))
 }
 
-fn url_for(port: u16, password: Option<&str>) -> String {
+fn url_for(addr: Ipv4Addr, port: u16, password: Option<&str>) -> String {
     match password {
-        Some(password) => format!("postgres://{POSTGRES_USER}:{password}@{LOOPBACK}:{port}/{POSTGRES_DATABASE}"),
-        None => format!("postgres://{POSTGRES_USER}@{LOOPBACK}:{port}/{POSTGRES_DATABASE}"),
+        Some(password) => format!("postgres://{POSTGRES_USER}:{password}@{addr}:{port}/{POSTGRES_DATABASE}"),
+        None => format!("postgres://{POSTGRES_USER}@{addr}:{port}/{POSTGRES_DATABASE}"),
     }
+}
+
+/// A plaintext server on the lab's own network: `initdb`'s `pg_hba.conf` lets in loopback only,
+/// so the lab's subnet is added (once; the file is kept on a reused DIR).
+fn allow_plain_clients(data_dir: &Path, clients: &str, passwords: bool) -> Result<()> {
+    let hba = data_dir.join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).map_err(|e| LabError::io("read", &hba, e))?;
+    let method = if passwords { "scram-sha-256" } else { "trust" };
+    let line = format!("host all all {clients} {method}\n");
+    if !text.contains(&line) {
+        std::fs::write(&hba, text + &line).map_err(|e| LabError::io("write", &hba, e))?;
+    }
+    Ok(())
 }
 
 /// The unprivileged account the server runs as when we are root.
@@ -623,6 +654,7 @@ fn install_tls(
     own_dir: &Path,
     cert: &crate::pki::CertFiles,
     passwords: bool,
+    clients: Option<&str>,
     run_as: Option<&SystemUser>,
 ) -> Result<Vec<String>> {
     let server_cert = own_dir.join("server.crt");
@@ -634,12 +666,15 @@ fn install_tls(
     // With passwords (PostgresAccess), every TCP login proves its own; the socket stays the
     // lab's (the server's system user only).
     let method = if passwords { "scram-sha-256" } else { "trust" };
-    let lines = format!(
+    let mut lines = format!(
         "# written by the lab: TCP only over TLS\n\
          local   all all                trust\n\
          hostssl all all 127.0.0.1/32   {method}\n\
          hostssl all all ::1/128        {method}\n"
     );
+    if let Some(clients) = clients {
+        lines += &format!("hostssl all all {clients} {method}\n");
+    }
     std::fs::write(&hba, lines).map_err(|e| LabError::io("write", &hba, e))?;
     for (file, mode) in [(&server_cert, 0o644), (&server_key, 0o600), (&hba, 0o600)] {
         std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))

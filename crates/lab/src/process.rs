@@ -49,6 +49,9 @@ pub struct Component {
     /// Anything else a caller wants recorded (ports, config path, node index...).
     #[serde(default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// The network namespace it runs in (`lab up --netns`); None: this machine's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl Component {
@@ -85,6 +88,8 @@ pub struct ProcessSpec {
     /// test runner killing the test process leaves nothing behind. Off for `lab up`, whose
     /// processes must outlive it.
     pub die_with_parent: bool,
+    /// Run it in this network namespace (an `ip netns` name); None: ours.
+    pub netns: Option<String>,
 }
 
 impl ProcessSpec {
@@ -123,6 +128,10 @@ impl ProcessSpec {
         self.die_with_parent = yes;
         self
     }
+    pub fn netns(mut self, netns: Option<String>) -> Self {
+        self.netns = netns;
+        self
+    }
 }
 
 /// The directory of every component's log: `DIR/logs`.
@@ -153,6 +162,7 @@ pub fn start_process(dir: &Path, spec: &ProcessSpec) -> Result<Component> {
         env: spec.env.clone(),
         cwd: spec.cwd.clone().unwrap_or_else(|| dir.to_path_buf()),
         extra: spec.extra.clone(),
+        netns: spec.netns.clone(),
     };
     spawn(component, spec.die_with_parent)
 }
@@ -178,6 +188,16 @@ fn spawn(mut component: Component, die_with_parent: bool) -> Result<Component> {
     };
     let stdout = open_log()?;
     let stderr = open_log()?;
+    // Opened here, entered in the child: setns(2) is async-signal-safe, opening a path is not
+    // something to do between fork and exec.
+    let netns = match &component.netns {
+        Some(name) => {
+            let path = Path::new("/run/netns").join(name);
+            Some(std::fs::File::open(&path).map_err(|e| LabError::io("open", &path, e))?)
+        }
+        None => None,
+    };
+    let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     let mut command = Command::new(&component.program);
     command
         .args(&component.args)
@@ -186,9 +206,14 @@ fn spawn(mut component: Component, die_with_parent: bool) -> Result<Component> {
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
-    // SAFETY: between fork and exec only async-signal-safe calls: setsid(2) and prctl(2).
+    // SAFETY: between fork and exec only async-signal-safe calls: setns(2), setsid(2), prctl(2).
     unsafe {
         command.pre_exec(move || {
+            if let Some(fd) = netns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::setsid() == -1 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -203,6 +228,7 @@ fn spawn(mut component: Component, die_with_parent: bool) -> Result<Component> {
         program: component.program.clone(),
         source,
     })?;
+    drop(netns);
     component.pid = child.id();
     // Until reaped, an exited child is a zombie that /proc still lists; it is read as gone.
     component.start_time = proc_stat(component.pid).map(|s| s.start_time).unwrap_or(0);

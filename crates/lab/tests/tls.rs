@@ -91,11 +91,13 @@ fn a_server_without_the_route_login_cannot_join_the_cluster() {
     let node_dir = dir.path().join("intruder");
     std::fs::create_dir_all(&node_dir).expect("dir");
     let cert = ca.issue("intruder").expect("certificate");
-    let routes: Vec<u16> = cluster.nodes().iter().map(|n| n.cluster_port).collect();
+    let routes: Vec<std::net::SocketAddr> =
+        cluster.nodes().iter().map(|n| std::net::SocketAddr::from((n.addr, n.cluster_port))).collect();
     let opts = NatsOptions { route_auth: None, cluster_name: cluster.cluster_name.clone(), ..NatsOptions::default() };
     let config = lab::render_nats_config(
         "intruder",
         &node_dir,
+        lab::LOOPBACK,
         ports[0],
         ports[1],
         ports[2],

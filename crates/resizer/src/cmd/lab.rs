@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use lab::{Backend, InfraOptions, ProcessSpec, LOOPBACK};
+use lab::{Backend, InfraOptions, ProcessSpec};
 
 use crate::node::generate_admin_token;
 
@@ -44,8 +44,41 @@ pub enum LabCommand {
     Kill(ComponentArgs),
     /// Start a component again as it was started (killing it first if it runs).
     Restart(ComponentArgs),
-    /// Undo the process faults: resume every paused component and start again every one gone.
+    /// Cut a component off from the others (a lab started with --netns): what it sends them and
+    /// what they send it is dropped. Undone by `heal`.
+    Partition(PartitionArgs),
+    /// Slow a component's links (a lab started with --netns): delay and loss on everything it
+    /// sends. Undone by `heal`.
+    Slow(SlowArgs),
+    /// Undo every fault: resume every paused component, start again every one gone, and lift
+    /// every partition and slowness.
     Heal(DirArgs),
+    /// The process `slow` starts inside a node's namespace to hold its packets back.
+    #[command(hide = true)]
+    DelayQueue,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PartitionArgs {
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    pub name: String,
+    /// Only from these components (comma-separated, e.g. `nats-0,nats-1,nats-2`) [default: all others].
+    #[arg(long, value_delimiter = ',')]
+    pub from: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SlowArgs {
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    pub name: String,
+    /// Added to every packet it sends, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub delay_ms: u64,
+    /// Share of the packets it sends that are dropped, in percent.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss_percent: f64,
 }
 
 /// A component of the cluster in DIR, by its name in `lab status` (`api-0`, `nats-1`, `usage-0`,
@@ -93,6 +126,11 @@ pub struct UpArgs {
     /// measure what TLS costs, never to run anything that matters.
     #[arg(long)]
     pub no_tls: bool,
+    /// Every node in its own network namespace with its own address, on a bridge of the lab's,
+    /// so that `partition` and `slow` can hurt one node's links (needs root, iproute2 and
+    /// iptables). HAProxy stays on this machine's loopback, where clients reach it.
+    #[arg(long)]
+    pub netns: bool,
     /// Extra `--set KEY=VALUE` for every api node and worker (repeatable), e.g. `api.request_timeout_ms=5000`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -123,7 +161,38 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             println!("{} restarted (pid {})", c.name, component.pid);
             Ok(ExitCode::SUCCESS)
         }
+        LabCommand::Partition(p) => {
+            let peers = lab::partition(&p.dir, &p.name, &p.from)?;
+            println!("{} cut off from {}", p.name, peers.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Slow(a) => {
+            let program = std::env::current_exe().context("finding this program's path")?;
+            let delay_process = ProcessSpec::new(lab::FAULT_ROLE, "delay", program).args(["lab", "delay-queue"]);
+            let slowness = lab::Slowness { delay: Duration::from_millis(a.delay_ms), loss_percent: a.loss_percent };
+            lab::slow(&a.dir, &a.name, slowness, delay_process)?;
+            println!("{}: +{} ms, {}% loss on what it sends", a.name, a.delay_ms, a.loss_percent);
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::DelayQueue => {
+            let number = |key: &str| -> anyhow::Result<u64> {
+                std::env::var(key)
+                    .with_context(|| format!("{key} is not set"))?
+                    .parse()
+                    .with_context(|| key.to_string())
+            };
+            let queue = u16::try_from(number("RESIZER_LAB_DELAY_QUEUE")?).context("RESIZER_LAB_DELAY_QUEUE")?;
+            lab::run_delay_queue(queue, Duration::from_millis(number("RESIZER_LAB_DELAY_MS")?))?;
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::Heal(dir) => {
+            let file = lab::ClusterFile::read(&dir.dir)?;
+            if file.fields.contains_key(lab::NETWORK_FIELD) {
+                let healed = lab::heal_network(&dir.dir)?;
+                if !healed.is_empty() {
+                    println!("network faults lifted: {}", healed.join(", "));
+                }
+            }
             let file = lab::ClusterFile::read(&dir.dir)?;
             let live = file.live();
             for component in &file.components {
@@ -175,7 +244,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // NATS takes a login, as it must wherever it runs: each role its own user, allowed only the
     // subjects the role uses (queue::permissions), in its URLs; `resizer` may do everything (for
     // operators and tests, in cluster.json's `nats_urls`).
-    let mut options = InfraOptions { tls: !args.no_tls, ..InfraOptions::default() };
+    let mut options = InfraOptions { tls: !args.no_tls, netns: args.netns, ..InfraOptions::default() };
     options.nats.auth = Some(lab::NatsAuth { user: "resizer".into(), password: generate_admin_token()? });
     // Routes log in too: a server that knows the cluster port but not this login cannot join.
     options.nats.route_auth = Some(lab::NatsAuth { user: "route".into(), password: generate_admin_token()? });
@@ -219,10 +288,10 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     ]);
     let access = lab::PostgresAccess { superuser_password: Some(generate_admin_token()?), setup };
     let postgres = infra.add_postgres_with(access)?;
-    let (postgres_url, postgres_port) = (postgres.url(), postgres.port);
+    let (postgres_url, postgres_addr) = (postgres.url(), postgres.socket_addr());
     let database_url = |role: &str| -> String {
         let password = logins.iter().find(|(r, _)| *r == role).map(|(_, p)| p.as_str()).unwrap_or_default();
-        format!("postgres://{role}:{password}@{LOOPBACK}:{postgres_port}/{}", lab::POSTGRES_DATABASE)
+        format!("postgres://{role}:{password}@{postgres_addr}/{}", lab::POSTGRES_DATABASE)
     };
     println!("PostgreSQL up: {}", queue::redact_url(&postgres_url));
     let admin_token = generate_admin_token()?;
@@ -253,10 +322,12 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let archive_url = format!("file://{}", dir.join("archive").display());
     std::fs::create_dir_all(dir.join("archive")).context("creating DIR/archive")?;
     let port = lab::free_port()?;
-    let admin_url = format!("{scheme}://{LOOPBACK}:{port}");
+    let host = infra.add_host("identity")?;
+    let admin_url = format!("{scheme}://{}:{port}", host.addr);
     let spec = ProcessSpec::new("identity", "identity", &program)
         .arg("identity")
-        .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{port}"))
+        .netns(host.netns.clone())
+        .env("RESIZER_API_ADMIN_LISTEN", format!("{}:{port}", host.addr))
         .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
         .env("RESIZER_API_READ_TOKEN", &read_token)
         .env("RESIZER_IDENTITY_DATABASE", database_url("resizer_identity"))
@@ -265,7 +336,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .url("admin", &admin_url)
         .url("metrics", format!("{admin_url}/metrics"))
         .health(format!("{admin_url}/readyz"));
-    let spec = serve_tls(&infra, spec, "identity")?;
+    let spec = serve_tls(&infra, spec, &host)?;
     let identity = infra.start_process(common(spec, queue::Role::Identity))?;
     lab::wait_for_http_ok_trusting(&format!("{admin_url}/healthz"), Duration::from_secs(30), ca_file.as_deref())
         .map_err(|e| {
@@ -295,9 +366,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let mut health = Vec::new();
     for i in 0..args.aggregators.max(1) {
         let name = format!("usage-{i}");
-        let url = format!("http://{LOOPBACK}:{}", lab::free_port()?);
+        let host = infra.add_host(&name)?;
+        let url = format!("http://{}:{}", host.addr, lab::free_port()?);
         let spec = ProcessSpec::new("usage", &name, &program)
             .arg("usage")
+            .netns(host.netns.clone())
             .env("RESIZER_USAGE_LISTEN", url.trim_start_matches("http://"))
             .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
             .env("RESIZER_USAGE_BATCH_SIGNING_SECRET", &batch_signing_secret)
@@ -313,12 +386,15 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let name = format!("api-{i}");
         let ports = lab::free_ports(3)?;
         let (public, admin, internal) = (ports[0], ports[1], ports[2]);
-        let url = |port: u16| format!("{scheme}://{LOOPBACK}:{port}");
+        let host = infra.add_host(&name)?;
+        let addr = host.addr;
+        let url = |port: u16| format!("{scheme}://{addr}:{port}");
         let spec = ProcessSpec::new("api", &name, &program)
             .arg("api")
-            .env("RESIZER_API_LISTEN", format!("{LOOPBACK}:{public}"))
-            .env("RESIZER_API_ADMIN_LISTEN", format!("{LOOPBACK}:{admin}"))
-            .env("RESIZER_API_INTERNAL_LISTEN", format!("{LOOPBACK}:{internal}"))
+            .netns(host.netns.clone())
+            .env("RESIZER_API_LISTEN", format!("{addr}:{public}"))
+            .env("RESIZER_API_ADMIN_LISTEN", format!("{addr}:{admin}"))
+            .env("RESIZER_API_INTERNAL_LISTEN", format!("{addr}:{internal}"))
             .env("RESIZER_API_READ_TOKEN", &read_token)
             .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
             .env("RESIZER_IDENTITY_SOURCE", "replicated")
@@ -331,10 +407,10 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .url("internal", url(internal))
             .url("metrics", format!("{}/metrics", url(public)))
             .health(format!("{}/readyz", url(public)));
-        let spec = serve_tls(&infra, spec, &name)?;
+        let spec = serve_tls(&infra, spec, &host)?;
         let component = infra.start_process(usage_env(common(spec, queue::Role::Api), "resizer_api"))?;
         health.push((component, format!("{}/readyz", url(public))));
-        let addr = ([127, 0, 0, 1], public).into();
+        let addr = (addr, public).into();
         backends.push(if ca_file.is_some() { Backend::tls(&name, addr) } else { Backend::new(&name, addr) });
         internal_origins.push(url(internal));
     }
@@ -343,10 +419,12 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     for i in 0..args.workers {
         let name = format!("worker-{i}");
         let port = lab::free_port()?;
-        let url = format!("http://{LOOPBACK}:{port}");
+        let host = infra.add_host(&name)?;
+        let url = format!("http://{}:{port}", host.addr);
         let mut spec = ProcessSpec::new("worker", &name, &program)
             .arg("worker")
-            .env("RESIZER_WORKER_LISTEN", format!("{LOOPBACK}:{port}"))
+            .netns(host.netns.clone())
+            .env("RESIZER_WORKER_LISTEN", format!("{}:{port}", host.addr))
             .env("RESIZER_WORKER_NODE_ID", &name)
             .env("RESIZER_WORKER_API_ORIGINS", internal_origins.join(","))
             .url("metrics", format!("{url}/metrics"))
@@ -378,13 +456,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
 
 /// The identity service and api nodes serve every listener over TLS, each with a certificate of
 /// the lab's CA for its name (which HAProxy checks).
-fn serve_tls(infra: &lab::Infrastructure, spec: ProcessSpec, name: &str) -> anyhow::Result<ProcessSpec> {
-    Ok(match infra.ca() {
-        Some(authority) => {
-            let files = authority.issue(name)?;
-            spec.env("RESIZER_API_TLS_CERT", files.cert.display().to_string())
-                .env("RESIZER_API_TLS_KEY", files.key.display().to_string())
-        }
+fn serve_tls(infra: &lab::Infrastructure, spec: ProcessSpec, host: &lab::Host) -> anyhow::Result<ProcessSpec> {
+    Ok(match infra.issue_cert(host)? {
+        Some(files) => spec
+            .env("RESIZER_API_TLS_CERT", files.cert.display().to_string())
+            .env("RESIZER_API_TLS_KEY", files.key.display().to_string()),
         None => spec,
     })
 }

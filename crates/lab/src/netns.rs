@@ -1,0 +1,486 @@
+//! The lab on a network of its own (`lab up --netns`): every node in its own network namespace,
+//! with its own address on a private /24, all joined by a bridge, so that each node's links can
+//! be cut or slowed on their own; and the network faults on it — partitions, loss, latency —
+//! with `heal` to undo them.
+//!
+//! The bridge lives in this machine's namespace with the subnet's first address, so the machine
+//! (tests, HAProxy, an operator's tools) reaches every node directly. The namespaces have no
+//! default route: nothing a node sends can leave the machine. Names carry a random lab id
+//! (`rz<id>-api-0`, bridge `rzb<id>`) so that labs started side by side never meet, and each
+//! network is registered in [`REGISTRY`] so that one a killed test left behind is removed by the
+//! next lab that starts (see [`sweep_stale`]).
+//!
+//! Faults are rules in the node's own namespace, so the node's end of every link is hurt and the
+//! rest of the lab is untouched: `iptables` DROP rules for a partition (both directions: what the
+//! node sends to a peer and what it receives from one), `-m statistic` for loss, and for latency
+//! an NFQUEUE rule whose packets a delay process ([`run_delay_queue`]) holds back before letting
+//! them go. (The kernels this runs on need not have `tc netem`; netfilter's queue is there.)
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LabError, Result};
+
+/// Where each lab network is registered while it exists: `<id>.json`, a [`NetworkRecord`].
+pub const REGISTRY: &str = "/run/resizer-lab";
+
+/// The cluster.json field holding the [`NetworkRecord`].
+pub const NETWORK_FIELD: &str = "network";
+
+/// The role of the processes a fault starts (the latency queues): `heal` stops them.
+pub const FAULT_ROLE: &str = "fault";
+
+/// The NFQUEUE number the latency rule and its delay process use inside a node's namespace
+/// (queues are per namespace).
+const DELAY_QUEUE: u16 = 7;
+
+/// Where a process runs: its namespace (None: this machine's own, on loopback) and its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// The component's name (`api-0`, `nats-1`...).
+    pub name: String,
+    /// The network namespace (`ip netns` name); None on the loopback lab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    pub addr: Ipv4Addr,
+}
+
+impl Host {
+    /// A process of the loopback lab: this machine's namespace, 127.0.0.1.
+    pub fn loopback(name: &str) -> Host {
+        Host { name: name.to_string(), netns: None, addr: crate::net::LOOPBACK }
+    }
+}
+
+/// What is needed to find and remove a lab network, from any process: in cluster.json and in
+/// [`REGISTRY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub bridge: String,
+    /// The /24's first address: the bridge's, this machine's side.
+    pub gateway: Ipv4Addr,
+    pub hosts: Vec<Host>,
+    /// The lab's DIR: a network whose DIR has no live component is stale.
+    pub dir: PathBuf,
+    pub created_unix: u64,
+}
+
+impl NetworkRecord {
+    /// The subnet, as `a.b.c.0/24`.
+    pub fn subnet(&self) -> String {
+        let [a, b, c, _] = self.gateway.octets();
+        format!("{a}.{b}.{c}.0/24")
+    }
+
+    pub fn host(&self, name: &str) -> Result<&Host> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| LabError::Invalid(format!("{name} has no host of its own on the lab's network")))
+    }
+
+    /// The record in DIR/cluster.json (an error naming `--netns` when the lab has none).
+    pub fn of_lab(dir: &Path) -> Result<NetworkRecord> {
+        let file = crate::cluster::ClusterFile::read(dir)?;
+        let value = file.fields.get(NETWORK_FIELD).cloned().ok_or_else(|| {
+            LabError::Invalid(format!(
+                "the lab in {} runs on loopback: network faults need a lab started with `lab up --netns`",
+                dir.display()
+            ))
+        })?;
+        serde_json::from_value(value).map_err(|source| LabError::Json { path: crate::ClusterFile::path(dir), source })
+    }
+}
+
+/// A lab network being built or running. Dropped without [`detach`](LabNetwork::detach), it
+/// removes every namespace and the bridge.
+#[derive(Debug)]
+pub struct LabNetwork {
+    record: NetworkRecord,
+    detached: bool,
+}
+
+impl LabNetwork {
+    /// Make the bridge and its /24 (a free one under 10.200.0.0/13), after removing stale lab
+    /// networks. Needs root (CAP_NET_ADMIN) and iproute2.
+    pub fn create(dir: &Path) -> Result<LabNetwork> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(LabError::Invalid(
+                "the lab's own network (--netns) makes network namespaces and a bridge: run it as root".into(),
+            ));
+        }
+        crate::binaries::find_program("ip")
+            .ok_or_else(|| LabError::Invalid("`ip` not found: install Debian's iproute2 package".into()))?;
+        std::fs::create_dir_all(REGISTRY).map_err(|e| LabError::io("create", Path::new(REGISTRY), e))?;
+        let lock = RegistryLock::take()?;
+        sweep_stale();
+        let id = format!("{:06x}", crate::net::random_u32() & 0xff_ffff);
+        let gateway = free_subnet()?;
+        let record = NetworkRecord {
+            bridge: format!("rzb{id}"),
+            id,
+            gateway,
+            hosts: Vec::new(),
+            dir: dir.to_path_buf(),
+            created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        };
+        let network = LabNetwork { record, detached: false };
+        // Registered before it exists: a failure halfway leaves a record the sweep can act on.
+        network.register()?;
+        let bridge = network.record.bridge.clone();
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("{gateway}/24"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        drop(lock);
+        Ok(network)
+    }
+
+    pub fn record(&self) -> &NetworkRecord {
+        &self.record
+    }
+
+    /// A namespace for component `name` with the next address, wired to the bridge.
+    pub fn add_host(&mut self, name: &str) -> Result<Host> {
+        if let Ok(host) = self.record.host(name) {
+            return Ok(host.clone());
+        }
+        let k = self.record.hosts.len();
+        if k > 250 {
+            return Err(LabError::Invalid("a lab network has room for 250 hosts".into()));
+        }
+        let [a, b, c, _] = self.record.gateway.octets();
+        let addr = Ipv4Addr::new(a, b, c, 2 + k as u8);
+        let id = &self.record.id;
+        let netns = format!("rz{id}-{name}");
+        let host = Host { name: name.to_string(), netns: Some(netns.clone()), addr };
+        self.record.hosts.push(host.clone());
+        self.register()?;
+        let (outside, inside) = (format!("rz{id}h{k}"), format!("rz{id}n{k}"));
+        ip(&["netns", "add", &netns])?;
+        ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside])?;
+        ip(&["link", "set", &inside, "netns", &netns])?;
+        ip(&["link", "set", &outside, "master", &self.record.bridge, "up"])?;
+        ip(&["-n", &netns, "link", "set", &inside, "name", "eth0"])?;
+        ip(&["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        Ok(host)
+    }
+
+    /// Leave the network in place when this is dropped (`lab up` hands it to `lab down`).
+    pub fn detach(&mut self) {
+        self.detached = true;
+    }
+
+    fn register(&self) -> Result<()> {
+        let path = registry_path(&self.record.id);
+        let bytes =
+            serde_json::to_vec_pretty(&self.record).map_err(|source| LabError::Json { path: path.clone(), source })?;
+        crate::cluster::write_atomic(&path, &bytes, 0o600)
+    }
+}
+
+impl Drop for LabNetwork {
+    fn drop(&mut self) {
+        if !self.detached {
+            if let Err(e) = remove(&self.record) {
+                eprintln!("lab: removing the lab's network: {e}");
+            }
+        }
+    }
+}
+
+/// Remove a lab network: its namespaces (their ends of the links go with them), the bridge, and
+/// its registration. Parts already gone are no error. Processes still running in a namespace
+/// keep it alive until they exit; stop them first.
+pub fn remove(record: &NetworkRecord) -> Result<()> {
+    let mut errors = Vec::new();
+    for host in &record.hosts {
+        if let Some(netns) = &host.netns {
+            if Path::new("/run/netns").join(netns).exists() {
+                if let Err(e) = ip(&["netns", "del", netns]) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    if Path::new("/sys/class/net").join(&record.bridge).exists() {
+        if let Err(e) = ip(&["link", "del", &record.bridge]) {
+            errors.push(e.to_string());
+        }
+    }
+    let _ = std::fs::remove_file(registry_path(&record.id));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Invalid(format!("removing lab network {}: {}", record.id, errors.join("; "))))
+    }
+}
+
+/// Remove every registered lab network that is stale: older than two minutes (a lab being set
+/// up is left alone) and whose DIR no longer has a cluster.json with a live component (a test
+/// that was killed, a DIR deleted without `down`).
+pub fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(REGISTRY) else { return };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let Ok(record) = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<NetworkRecord>(&b).map_err(|e| e.to_string()))
+        else {
+            continue;
+        };
+        let alive = crate::cluster::ClusterFile::read(&record.dir).is_ok_and(|f| !f.live().is_empty());
+        if !alive && now.saturating_sub(record.created_unix) > 120 {
+            let _ = remove(&record);
+        }
+    }
+}
+
+fn registry_path(id: &str) -> PathBuf {
+    Path::new(REGISTRY).join(format!("{id}.json"))
+}
+
+/// An exclusive lock on the registry while a subnet is chosen and taken.
+struct RegistryLock {
+    _held: std::fs::File,
+}
+
+impl RegistryLock {
+    fn take() -> Result<RegistryLock> {
+        let path = Path::new(REGISTRY).join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LabError::io("open", &path, e))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+            return Err(LabError::io("lock", &path, std::io::Error::last_os_error()));
+        }
+        Ok(RegistryLock { _held: file })
+    }
+}
+
+/// A /24 under 10.200.0.0/13 that no interface of this machine has an address in.
+fn free_subnet() -> Result<Ipv4Addr> {
+    let out = ip_output(&["-4", "-o", "addr", "show"])?;
+    let used: Vec<[u8; 3]> = out
+        .split_whitespace()
+        .filter_map(|w| w.split('/').next()?.parse::<Ipv4Addr>().ok())
+        .map(|a| {
+            let [x, y, z, _] = a.octets();
+            [x, y, z]
+        })
+        .collect();
+    let start = crate::net::random_u32();
+    for i in 0..2048u32 {
+        let n = (start.wrapping_add(i)) % 2048;
+        let candidate = [10, 200 + (n / 256) as u8, (n % 256) as u8];
+        if !used.contains(&candidate) {
+            return Ok(Ipv4Addr::new(candidate[0], candidate[1], candidate[2], 1));
+        }
+    }
+    Err(LabError::Invalid("no free /24 under 10.200.0.0/13 for the lab's network".into()))
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    ip_output(args).map(drop)
+}
+
+fn ip_output(args: &[&str]) -> Result<String> {
+    run("ip", None, args)
+}
+
+/// Run `program args` (inside `netns` when given, through `ip netns exec`), returning stdout;
+/// a failure carries the command and its stderr.
+fn run(program: &str, netns: Option<&str>, args: &[&str]) -> Result<String> {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    };
+    let out = command.args(args).stdin(Stdio::null()).output().map_err(|e| {
+        LabError::Invalid(format!("running {program}: {e} (iproute2 and iptables are Debian's packages)"))
+    })?;
+    if !out.status.success() {
+        return Err(LabError::Invalid(format!(
+            "`{}{program} {}` failed: {}",
+            netns.map(|n| format!("ip netns exec {n} ")).unwrap_or_default(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn iptables(netns: &str, args: &[&str]) -> Result<()> {
+    crate::binaries::find_program("iptables").ok_or_else(|| {
+        LabError::Invalid("`iptables` not found: network faults need Debian's iptables package".into())
+    })?;
+    run("iptables", Some(netns), args).map(drop)
+}
+
+fn netns_of(host: &Host) -> Result<&str> {
+    host.netns.as_deref().ok_or_else(|| LabError::Invalid(format!("{} runs in this machine's namespace", host.name)))
+}
+
+/// Cut component `name` off from `from` (component names; every other host of the lab when
+/// empty): whatever it sends them and whatever they send it is dropped, silently, as a pulled
+/// cable or a failed switch would. This machine's side of the bridge (HAProxy, tests, operators)
+/// is no lab host and still reaches it. Returns the peers cut off.
+pub fn partition(dir: &Path, name: &str, from: &[String]) -> Result<Vec<String>> {
+    let record = NetworkRecord::of_lab(dir)?;
+    let host = record.host(name)?;
+    let netns = netns_of(host)?;
+    let peers: Vec<&Host> = if from.is_empty() {
+        record.hosts.iter().filter(|h| h.name != name).collect()
+    } else {
+        from.iter().map(|f| record.host(f)).collect::<Result<_>>()?
+    };
+    for peer in &peers {
+        let addr = peer.addr.to_string();
+        iptables(netns, &["-I", "INPUT", "-s", &addr, "-j", "DROP"])?;
+        iptables(netns, &["-I", "OUTPUT", "-d", &addr, "-j", "DROP"])?;
+    }
+    Ok(peers.iter().map(|p| p.name.clone()).collect())
+}
+
+/// What [`slow`] does to a node's links.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Slowness {
+    /// Added to every packet the node sends on the lab's network.
+    pub delay: Duration,
+    /// Share of those packets dropped, 0 to 100.
+    pub loss_percent: f64,
+}
+
+/// Slow component `name`'s links: `delay` on everything it sends on the lab's network (so every
+/// round trip through it takes that much longer), `loss_percent` of it dropped. The delay is
+/// held by `delay_process` (a command running [`run_delay_queue`] with the queue number and delay
+/// it is given in `RESIZER_LAB_DELAY_QUEUE` and `RESIZER_LAB_DELAY_MS`), started in the node's
+/// namespace and recorded as a component of role [`FAULT_ROLE`]. Undone by [`heal_network`].
+pub fn slow(dir: &Path, name: &str, slowness: Slowness, delay_process: crate::ProcessSpec) -> Result<()> {
+    let record = NetworkRecord::of_lab(dir)?;
+    let netns = netns_of(record.host(name)?)?.to_string();
+    if !(0.0..=100.0).contains(&slowness.loss_percent) {
+        return Err(LabError::Invalid(format!("loss of {}% is no share", slowness.loss_percent)));
+    }
+    if slowness.loss_percent > 0.0 {
+        let p = format!("{:.4}", slowness.loss_percent / 100.0);
+        iptables(
+            &netns,
+            &["-A", "OUTPUT", "-o", "eth0", "-m", "statistic", "--mode", "random", "--probability", &p, "-j", "DROP"],
+        )?;
+    }
+    if !slowness.delay.is_zero() {
+        let mut file = crate::cluster::ClusterFile::read(dir)?;
+        let mut spec = delay_process;
+        spec.name = format!("delay-{name}");
+        spec.role = FAULT_ROLE.into();
+        spec.netns = Some(netns.clone());
+        spec = spec
+            .env("RESIZER_LAB_DELAY_QUEUE", DELAY_QUEUE.to_string())
+            .env("RESIZER_LAB_DELAY_MS", slowness.delay.as_millis().to_string());
+        if file.component(&spec.name).is_some_and(|c| c.state() != crate::ProcessState::Gone) {
+            return Err(LabError::Invalid(format!("{name} is slowed already: heal first")));
+        }
+        let component = crate::process::start_process(dir, &spec)?;
+        file.upsert(component.clone());
+        file.write()?;
+        // The queue must be bound before packets go to it; until then `--queue-bypass` would let
+        // them through undelayed, so wait for the process to say it is bound.
+        let started = Instant::now();
+        while !crate::process::log_tail(&component.log, 3).contains(&format!("delay queue {DELAY_QUEUE} bound")) {
+            if component.state() == crate::ProcessState::Gone || started.elapsed() > Duration::from_secs(5) {
+                return Err(LabError::Exited {
+                    name: component.name.clone(),
+                    log: component.log.clone(),
+                    tail: component.log_tail(10),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let queue = DELAY_QUEUE.to_string();
+        iptables(&netns, &["-A", "OUTPUT", "-o", "eth0", "-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"])?;
+    }
+    Ok(())
+}
+
+/// Undo every network fault of the lab in DIR: flush each namespace's rules and stop the delay
+/// processes. Returns the hosts that had rules.
+pub fn heal_network(dir: &Path) -> Result<Vec<String>> {
+    let record = NetworkRecord::of_lab(dir)?;
+    let mut healed = Vec::new();
+    for host in &record.hosts {
+        let Some(netns) = &host.netns else { continue };
+        if !Path::new("/run/netns").join(netns).exists() {
+            continue;
+        }
+        let rules = run("iptables", Some(netns), &["-S"])?;
+        if rules.lines().any(|l| l.starts_with("-A ")) {
+            iptables(netns, &["-F"])?;
+            healed.push(host.name.clone());
+        }
+    }
+    let mut file = crate::cluster::ClusterFile::read(dir)?;
+    let faults: Vec<crate::Component> = file.components.iter().filter(|c| c.role == FAULT_ROLE).cloned().collect();
+    crate::process::stop_components(&faults, Duration::from_secs(2))?;
+    file.components.retain(|c| c.role != FAULT_ROLE);
+    file.write()?;
+    Ok(healed)
+}
+
+/// The delay process's loop: bind NFQUEUE `queue` in this namespace and let each packet go
+/// `delay` after it arrived, in arrival order. Runs until killed. Prints `delay queue N bound`
+/// once packets may be sent to it.
+pub fn run_delay_queue(queue: u16, delay: Duration) -> Result<()> {
+    let fail = |what: &str, e: std::io::Error| LabError::Invalid(format!("delay queue {queue}: {what}: {e}"));
+    let mut q = nfq::Queue::open().map_err(|e| fail("open", e))?;
+    q.bind(queue).map_err(|e| fail("bind", e))?;
+    // Headers are enough to hold a packet back; copying whole packets is work for nothing.
+    q.set_copy_range(queue, 64).map_err(|e| fail("copy range", e))?;
+    // Thousands of packets are in flight at once; past the queue's length they would be dropped.
+    q.set_queue_max_len(queue, 65_536).map_err(|e| fail("queue length", e))?;
+    q.set_fail_open(queue, true).map_err(|e| fail("fail open", e))?;
+    q.set_nonblocking(true);
+    println!("delay queue {queue} bound, holding every packet {} ms", delay.as_millis());
+    let _ = std::io::stdout().flush();
+    let mut held: std::collections::VecDeque<(Instant, nfq::Message)> = std::collections::VecDeque::new();
+    loop {
+        loop {
+            match q.recv() {
+                Ok(mut msg) => {
+                    msg.set_verdict(nfq::Verdict::Accept);
+                    held.push_back((Instant::now() + delay, msg));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(fail("receive", e)),
+            }
+        }
+        let now = Instant::now();
+        while held.front().is_some_and(|(due, _)| *due <= now) {
+            if let Some((_, msg)) = held.pop_front() {
+                q.verdict(msg).map_err(|e| fail("verdict", e))?;
+            }
+        }
+        // A millisecond's sleep bounds the added jitter and costs a few hundred wake-ups a second.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
