@@ -192,7 +192,7 @@ fn apply_limits(value: &Value, base: TenantLimits) -> Result<TenantLimits, ApiEr
     let Value::Object(map) = value else {
         return Err(ApiError::BadRequest("`limits` must be a JSON object".into()));
     };
-    refuse_unknown_fields(map, &["rate_per_sec", "burst", "max_input_bytes", "max_input_pixels"])?;
+    refuse_unknown_fields(map, &["rate_per_sec", "burst", "max_input_bytes", "max_input_pixels", "quota"])?;
     let mut limits = base;
     let bad = |field: &str, what: &str| ApiError::BadRequest(format!("`limits.{field}` must be {what} or null"));
     if let Some(v) = map.get("rate_per_sec") {
@@ -213,6 +213,9 @@ fn apply_limits(value: &Value, base: TenantLimits) -> Result<TenantLimits, ApiEr
             *slot = if v.is_null() { None } else { Some(whole(v).ok_or_else(|| bad(field, "a positive integer"))?) };
         }
     }
+    if let Some(v) = map.get("quota") {
+        limits.quota = if v.is_null() { None } else { Some(crate::quota::from_json(v)?) };
+    }
     limits.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(limits)
 }
@@ -228,6 +231,7 @@ fn limits_json(limits: &TenantLimits) -> Value {
         "burst": limits.burst,
         "max_input_bytes": limits.max_input_bytes,
         "max_input_pixels": limits.max_input_pixels,
+        "quota": limits.quota.as_ref().map(crate::quota::to_json),
     })
 }
 
@@ -243,7 +247,11 @@ fn tenant_json(app: &App, tenant: &Tenant) -> Value {
             "burst": effective.burst,
             "max_input_bytes": effective.max_input_bytes,
             "max_input_pixels": effective.max_input_pixels,
+            "quota": effective.quota.as_ref().map(crate::quota::to_json),
         },
+        // Where the tenant stands against its quota, as this node's board knows it: the soft
+        // flag (`soft_reached`) is how an operator finds the tenants near their limits.
+        "quota_status": crate::quota::status(app, tenant.id, effective.quota.as_ref()),
         "created_at": time::rfc3339(tenant.created_at),
     })
 }
@@ -552,8 +560,10 @@ pub async fn tenant_usage(
     RawQuery(query): RawQuery,
 ) -> Response {
     admin(&app, &headers, rid, Access::Read, |_operator| async {
-        let tenant = resolve_tenant_id(&app, tenant).await?;
-        usage_report(&app, tenant.get(), query.as_deref().unwrap_or("")).await
+        let tenant = resolve_tenant(&app, tenant).await?;
+        let quota = tenant.limits.resolve(&app.config.default_limits).quota;
+        let status = crate::quota::status(&app, tenant.id, quota.as_ref());
+        usage_report(&app, tenant.id.get(), status, query.as_deref().unwrap_or("")).await
     })
     .await
 }

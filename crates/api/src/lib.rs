@@ -22,7 +22,7 @@
 //! `lingering.rs` (a close that does not reset a client still sending);
 //! `operators.rs` who may use the admin API (named tokens, access levels, the wrong-token
 //! throttle); `budget.rs` the node's budget of body bytes in flight; `in_flight.rs` each tenant's cap of
-//! requests in flight; `problem.rs` errors → problem+json; `ratelimit.rs`, `metrics.rs`, `openapi.rs`,
+//! requests in flight; `quota.rs` quota admission and reports; `problem.rs` errors → problem+json; `ratelimit.rs`, `metrics.rs`, `openapi.rs`,
 //! `request_id.rs`, `time.rs`.
 
 mod admin;
@@ -40,6 +40,7 @@ mod operators;
 mod outcome;
 mod problem;
 mod public;
+mod quota;
 mod ratelimit;
 mod request_id;
 mod resize;
@@ -140,6 +141,10 @@ pub struct Metering {
     pub node: String,
     /// Usage reads waiting for the rollups: at most [`ROLLUP_READS_AT_ONCE`].
     pub rollup_reads: Arc<tokio::sync::Semaphore>,
+    /// Each tenant's quota usage as this node knows it (published totals plus its own answers
+    /// since): what quota admission decides from. Fed by the aggregator of this process, or by
+    /// the cluster's totals bucket.
+    pub quota_board: Arc<usage::QuotaBoard>,
 }
 
 /// Usage reads that may wait for the rollups at once. Each holds a thread of the blocking pool
@@ -232,6 +237,10 @@ impl App {
     /// Notified after each admin write committed to the store.
     pub fn identity_written(&self) -> Arc<Notify> {
         self.identity_written.clone()
+    }
+
+    pub(crate) fn quota_board(&self) -> Option<&usage::QuotaBoard> {
+        self.metering.as_ref().map(|m| &*m.quota_board)
     }
 
     pub(crate) fn spool(&self) -> Option<&usage::Spool> {

@@ -23,6 +23,9 @@ pub struct Metrics {
     results: promtext::Counters,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     admission_refusals: promtext::Counters,
+    /// Resizes refused for the tenant's limits over time: `rate_limited`, or `quota_exceeded`
+    /// with the dimension used up.
+    tenant_limit_refusals: promtext::Counters,
     usage: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -112,6 +115,14 @@ impl Metrics {
         self.results.add(&[outcome], 1);
     }
 
+    pub fn quota_refused(&self, dimension: crate::quota::Dimension) {
+        self.tenant_limit_refusals.add(&["quota_exceeded", dimension.as_str()], 1);
+    }
+
+    pub fn rate_limited(&self) {
+        self.tenant_limit_refusals.add(&["rate_limited", ""], 1);
+    }
+
     pub fn admission_refused(&self, why: Refusal) {
         self.admission_refusals.add(&[why.label()], 1);
     }
@@ -198,6 +209,24 @@ impl Metrics {
         for why in Refusal::ALL {
             let (reason, n) = (why.label(), self.admission_refusals.get(&[why.label()]));
             let _ = writeln!(out, "resizer_admission_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP resizer_tenant_limit_refusals_total Resize requests refused (429) for the tenant's rate limit (kind rate_limited) or quota (kind quota_exceeded, with the dimension used up)."
+        );
+        let _ = writeln!(out, "# TYPE resizer_tenant_limit_refusals_total counter");
+        let _ = writeln!(
+            out,
+            "resizer_tenant_limit_refusals_total{{kind=\"rate_limited\",dimension=\"\"}} {}",
+            self.tenant_limit_refusals.get(&["rate_limited", ""])
+        );
+        for d in crate::quota::Dimension::ALL {
+            let n = self.tenant_limit_refusals.get(&["quota_exceeded", d.as_str()]);
+            let _ = writeln!(
+                out,
+                "resizer_tenant_limit_refusals_total{{kind=\"quota_exceeded\",dimension=\"{}\"}} {n}",
+                d.as_str()
+            );
         }
         let (held, budget) = gauges.body_bytes_in_flight;
         gauge(

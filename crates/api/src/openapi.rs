@@ -99,6 +99,53 @@ fn problem_schema() -> Value {
             "detail": { "type": "string" },
             "request_id": { "type": "string" },
             "retry_after_ms": { "type": "integer", "minimum": 1, "description": "With 429 and 503: the precise wait." },
+            "quota": { "type": "object", "required": ["dimension", "period_end"],
+                "description": "With `quota-exceeded`: the dimension used up, and when the period ends (the retry hint).",
+                "properties": {
+                    "dimension": { "type": "string", "enum": ["requests", "input_bytes", "output_megapixels", "cpu_seconds"] },
+                    "period_end": { "type": "string", "format": "date-time" } } },
+        },
+    })
+}
+
+/// A quota as the admin API reads and writes it (`limits.quota`).
+fn quota_schema() -> Value {
+    let limit = |what: &str, kind: &str| json!({ "type": [kind, "null"], "minimum": 0, "description": what });
+    json!({
+        "type": "object", "additionalProperties": false, "required": ["period"],
+        "description": "Hard limits per period on billable requests (answered 200); a dimension absent or null is not limited. A request is admitted while every limited dimension is below its limit.",
+        "properties": {
+            "period": { "type": "string", "enum": ["month", "rolling"],
+                "description": "`month`: the calendar month in UTC; `rolling`: consecutive windows of `period_seconds` from the Unix epoch." },
+            "period_seconds": { "type": ["integer", "null"], "minimum": 1, "maximum": identity::MAX_ROLLING_SECONDS },
+            "requests": limit("Billable requests.", "integer"),
+            "input_bytes": limit("Bytes of the billable requests' bodies.", "integer"),
+            "output_megapixels": limit("Megapixels of the billable outputs.", "number"),
+            "cpu_seconds": limit("CPU seconds of the billable conversions.", "number"),
+            "soft_percent": { "type": "integer", "minimum": 1, "maximum": 100, "default": 80,
+                "description": "The share of a limit at which the tenant is flagged (`soft_reached`)." },
+        },
+    })
+}
+
+/// Where a tenant stands against its quota (`quota_status` of a tenant, `quota` of a usage
+/// answer); null without a quota.
+fn quota_status_schema() -> Value {
+    let amount = json!({ "type": "number" });
+    json!({
+        "type": ["object", "null"],
+        "required": ["period", "period_start", "period_end", "soft_percent", "soft_reached", "exceeded", "dimensions"],
+        "properties": {
+            "period": { "type": "string", "enum": ["month", "rolling"] },
+            "period_seconds": { "type": ["integer", "null"] },
+            "period_start": { "type": "string", "format": "date-time" },
+            "period_end": { "type": "string", "format": "date-time" },
+            "soft_percent": { "type": "integer" },
+            "soft_reached": { "type": "boolean", "description": "Some dimension's usage is at or past its soft threshold." },
+            "exceeded": { "type": "boolean", "description": "Some dimension's usage is at its hard limit: resizes are refused (429 `quota-exceeded`) until `period_end`." },
+            "dimensions": { "type": "object", "additionalProperties": { "type": "object",
+                "required": ["limit", "used", "remaining", "soft_limit"],
+                "properties": { "limit": amount, "used": amount, "remaining": amount, "soft_limit": amount } } },
         },
     })
 }
@@ -171,10 +218,11 @@ fn usage_schema() -> Value {
     let mut total = totals.clone();
     total["description"] =
         json!("Every request, whatever its status; a refused image's pixels are the ones its header declared.");
-    json!({ "type": "object", "required": ["tenant", "from", "to", "granularity", "total", "billable", "buckets"],
+    json!({ "type": "object", "required": ["tenant", "from", "to", "granularity", "total", "billable", "buckets", "quota"],
         "properties": { "tenant": { "type": "integer" }, "from": { "type": "string" }, "to": { "type": "string" },
             "granularity": { "type": "string", "enum": ["hour", "day"] }, "total": total,
-            "billable": billable, "buckets": { "type": "array", "items": bucket } } })
+            "billable": billable, "buckets": { "type": "array", "items": bucket },
+            "quota": quota_status_schema() } })
 }
 
 pub fn public_document() -> Value {
@@ -216,7 +264,7 @@ pub fn public_document() -> Value {
     ] {
         responses.insert(status.into(), problem(description));
     }
-    responses.insert("429".into(), retry_problem("The tenant's rate limit was reached (`rate-limited`), or it has its cap of requests in flight on the node (`too-many-in-flight`, before the body is read)."));
+    responses.insert("429".into(), retry_problem("The tenant's rate limit was reached (`rate-limited`), its quota for the period is used up (`quota-exceeded`: Retry-After is the period's end), or it has its cap of requests in flight on the node (`too-many-in-flight`, before the body is read)."));
     responses.insert("503".into(), retry_problem("Overloaded or shutting down: the queue is over its budget, or the node holds its budget of request-body bytes in flight (`overloaded`, before the body is read when it declares its length), or (cluster) the job queue cannot be reached (`queue-unavailable`)."));
 
     json!({
@@ -295,6 +343,8 @@ pub fn admin_document() -> Value {
             "burst": { "type": ["integer", "null"], "minimum": 1, "maximum": 4_294_967_295u64 },
             "max_input_bytes": { "type": ["integer", "null"], "minimum": 1, "maximum": identity::MAX_INPUT_BYTES_CEILING },
             "max_input_pixels": { "type": ["integer", "null"], "minimum": 1, "maximum": identity::MAX_INPUT_PIXELS_CEILING },
+            "quota": { "oneOf": [quota_schema(), { "type": "null" }],
+                "description": "The tenant's quota; null: the deployment's default (`limits.quota`); a quota without limits: none." },
         },
     });
     let effective = json!({
@@ -303,15 +353,16 @@ pub fn admin_document() -> Value {
         "properties": {
             "rate_per_sec": { "type": "number" }, "burst": { "type": "integer" },
             "max_input_bytes": { "type": "integer" }, "max_input_pixels": { "type": "integer" },
+            "quota": { "oneOf": [quota_schema(), { "type": "null" }], "description": "The quota held to; null: none." },
         },
     });
     let tenant = json!({
         "type": "object",
-        "required": ["id", "name", "status", "limits", "effective_limits", "created_at"],
+        "required": ["id", "name", "status", "limits", "effective_limits", "quota_status", "created_at"],
         "properties": {
             "id": { "type": "integer" }, "name": { "type": "string" },
             "status": { "type": "string", "enum": ["active", "suspended"] },
-            "limits": limits, "effective_limits": effective,
+            "limits": limits, "effective_limits": effective, "quota_status": quota_status_schema(),
             "created_at": { "type": "string", "format": "date-time" },
         },
     });

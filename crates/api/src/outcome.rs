@@ -38,6 +38,8 @@ pub struct Outcome {
     pub detail: Option<String>,
     pub error: Option<String>,
     pub auth_failure: Option<&'static str>,
+    /// The time and billable amounts of the record spooled for a 200: what quota counting adds.
+    pub billed: Option<(i64, usage::Used)>,
 }
 
 #[derive(Clone, Copy)]

@@ -28,6 +28,19 @@ pub enum ApiError {
     AdminThrottled { retry_after: Duration },
     #[error("rate limit reached; retry after {} ms", retry_after.as_millis())]
     RateLimited { retry_after: Duration },
+    /// The tenant's quota for the period is used up in a dimension: refused until it ends.
+    #[error(
+        "the quota of {limit} {} per {period} is used up; it opens again at {}",
+        dimension.as_str(),
+        crate::time::rfc3339_ms(*period_end_ms)
+    )]
+    QuotaExceeded {
+        dimension: crate::quota::Dimension,
+        limit: String,
+        period: String,
+        period_end_ms: i64,
+        retry_after: Duration,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -108,6 +121,7 @@ impl ApiError {
             ApiError::AdminForbidden { .. } => k(403, "admin-forbidden", "Admin access required"),
             ApiError::AdminThrottled { .. } => k(429, "admin-throttled", "Too many wrong admin tokens"),
             ApiError::RateLimited { .. } => k(429, "rate-limited", "Rate limit reached"),
+            ApiError::QuotaExceeded { .. } => k(429, "quota-exceeded", "Quota exceeded"),
             ApiError::BadRequest(_) => k(400, "bad-request", "Bad request"),
             ApiError::BodyTooLarge { .. } => k(413, "too-large", "Input too large"),
             ApiError::BodyTimeout(_) => k(408, "body-timeout", "Request body too slow"),
@@ -161,7 +175,9 @@ impl ApiError {
     /// How long the client should wait before retrying, where that is known.
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after } | ApiError::AdminThrottled { retry_after } => Some(*retry_after),
+            ApiError::RateLimited { retry_after }
+            | ApiError::AdminThrottled { retry_after }
+            | ApiError::QuotaExceeded { retry_after, .. } => Some(*retry_after),
             ApiError::Dispatch(DispatchError::Overloaded { retry_after, .. }) => Some(*retry_after),
             ApiError::Dispatch(DispatchError::ShuttingDown) | ApiError::ShuttingDown => Some(Duration::from_secs(1)),
             ApiError::MeteringUnavailable(_) | ApiError::Queue(_) | ApiError::Store(StoreError::Storage(_)) => {
@@ -220,6 +236,12 @@ impl ApiError {
         if let Some(wait) = retry_after {
             body["retry_after_ms"] = serde_json::json!(retry_after_ms(wait));
         }
+        if let ApiError::QuotaExceeded { dimension, period_end_ms, .. } = &self {
+            body["quota"] = serde_json::json!({
+                "dimension": dimension.as_str(),
+                "period_end": crate::time::rfc3339_ms(*period_end_ms),
+            });
+        }
         let mut response = Response::new(axum::body::Body::from(body.to_string()));
         *response.status_mut() = kind.status;
         let headers = response.headers_mut();
@@ -266,6 +288,7 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "admin-forbidden",
     "admin-throttled",
     "rate-limited",
+    "quota-exceeded",
     "too-many-in-flight",
     "bad-request",
     "bad-parameter",

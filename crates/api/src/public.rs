@@ -24,6 +24,7 @@ use crate::conversions::Conversions;
 use crate::in_flight::TenantSlot;
 use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
+use crate::quota::{self, QuotaHold};
 use crate::request_id::RequestId;
 use crate::resize::{self, record_usage, Admitted};
 use crate::usage_report::usage_report;
@@ -39,12 +40,15 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
     // would make hyper invite the upload the answer refuses.
     let awaits_continue = awaits_continue(&parts.headers);
     let mut body = Some(body);
-    let mut held = Held { slot: None, body: app.body_budget.reservation() };
+    let mut held = Held { slot: None, body: app.body_budget.reservation(), quota: None };
     let response = match resize_inner(&app, &rid, parts, &mut body, arrival, &mut outcome, &mut held).await {
         Ok(response) => response,
         Err(e) => outcome.fail(e, &rid),
     };
     let mut response = record_usage(&app, &rid, parts_query.as_deref(), &mut outcome, response).await;
+    if let Some(quota) = held.quota.take() {
+        quota.finish(outcome.billed);
+    }
     // The answer is done: the input bytes and the tenant's place go back before a refused
     // body is drained (which holds neither).
     drop(held);
@@ -73,6 +77,8 @@ fn body_deadline(app: &App, arrival: Instant) -> tokio::time::Instant {
 struct Held<'a> {
     slot: Option<TenantSlot<'a>>,
     body: BodyBytes<'a>,
+    /// Its place among the tenant's requests counted against its quota, if it has one.
+    quota: Option<QuotaHold<'a>>,
 }
 
 /// One resize: admission, conversion, answer.
@@ -92,7 +98,7 @@ async fn resize_inner<'a>(
 }
 
 /// Admission of `POST /v1/resize`, the cheapest refusal first: the key, the tenant's requests
-/// in flight, its rate, the parameters, the body (within the tenant's byte limit and the node's
+/// in flight, its quota, its rate, the parameters, the body (within the tenant's byte limit and the node's
 /// budget of body bytes in flight, reserved before it is read), then the image's header.
 async fn admit<'a>(
     app: &'a App,
@@ -114,7 +120,17 @@ async fn admit<'a>(
         }
     }
     let limits = auth.limits().resolve(&app.config.default_limits);
-    app.take_token(&app.limiter, auth.tenant(), limits.rate_per_sec, limits.burst)?;
+    // Before the rate token too: a tenant past its quota spends no tokens on refusals.
+    if let (Some(quota), Some(board)) = (&limits.quota, app.quota_board()) {
+        let hold = quota::admit(board, auth.tenant().get(), quota, crate::time::now_ms()).inspect_err(|e| {
+            if let ApiError::QuotaExceeded { dimension, .. } = e {
+                app.metrics.quota_refused(*dimension);
+            }
+        })?;
+        held.quota = Some(hold);
+    }
+    app.take_token(&app.limiter, auth.tenant(), limits.rate_per_sec, limits.burst)
+        .inspect_err(|_| app.metrics.rate_limited())?;
 
     let query = parts.uri.query().unwrap_or("");
     let spec = ResizeSpec::from_query(query)?;
@@ -154,7 +170,9 @@ pub async fn usage(State(app): State<Arc<App>>, request: Request) -> Response {
         outcome.tenant = Some(auth.tenant());
         // Reads have their own bucket: a tenant throttled on resizes can still see its usage.
         app.take_token(&app.read_limiter, auth.tenant(), USAGE_READS_PER_SEC, USAGE_READ_BURST)?;
-        usage_report(&app, auth.tenant().get(), parts.uri.query().unwrap_or("")).await
+        let quota = auth.limits().resolve(&app.config.default_limits).quota;
+        let status = quota::status(&app, auth.tenant(), quota.as_ref());
+        usage_report(&app, auth.tenant().get(), status, parts.uri.query().unwrap_or("")).await
     }
     .await;
     let mut response = match result {

@@ -182,8 +182,12 @@ pub async fn record_usage(
     let Some(spool) = &metering.spool else {
         return outcome.fail(ApiError::MeteringUnavailable("this node has no usage spool".into()), rid);
     };
+    let billed = (record.status == 200).then(|| (record.time_ms, usage::Used::of(&record)));
     match spool.append_grouped(record).await {
-        Ok(()) => response,
+        Ok(()) => {
+            outcome.billed = billed;
+            response
+        }
         Err(e) => outcome.fail(ApiError::MeteringUnavailable(e.to_string()), rid),
     }
 }

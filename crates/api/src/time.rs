@@ -17,6 +17,11 @@ pub fn rfc3339(t: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
 }
 
+/// Now, in milliseconds since the epoch (what usage records keep).
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 pub fn rfc3339_ms(ms: i64) -> String {
     let t = if ms >= 0 {
         UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)

@@ -15,8 +15,9 @@ use crate::App;
 /// How long a usage read waits for the rollups.
 const USAGE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A tenant's rollups as JSON (shared by the public and the admin usage routes).
-pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Response, ApiError> {
+/// A tenant's rollups as JSON (shared by the public and the admin usage routes), with `quota`:
+/// the tenant's quota now (limit, used, remaining per dimension: `quota::report`), or null.
+pub async fn usage_report(app: &App, tenant: u64, quota: serde_json::Value, query: &str) -> Result<Response, ApiError> {
     let metering = app.metering.as_ref().ok_or(ApiError::NotReady(
         "usage is not read on this node: metering is off, or (identity service) usage.rollups_database is not set",
     ))?;
@@ -79,6 +80,7 @@ pub async fn usage_report(app: &App, tenant: u64, query: &str) -> Result<Respons
         "total": totals_json(&total),
         "billable": totals_json(&billable),
         "buckets": list,
+        "quota": quota,
     });
     Ok(json_response(StatusCode::OK, &body))
 }

@@ -32,6 +32,8 @@ pub fn encode(change: &Change) -> Bytes {
             "burst": t.limits.burst,
             "max_input_bytes": t.limits.max_input_bytes,
             "max_input_pixels": t.limits.max_input_pixels,
+            // Optional: a value without it (written before quotas) reads as "the default".
+            "quota": t.limits.quota.map(|q| q.to_string()),
         })
     };
     let value = match &change.kind {
@@ -65,6 +67,10 @@ pub fn decode(bytes: &[u8]) -> Result<Change, DecodeError> {
             burst: t["burst"].as_u64().and_then(|n| u32::try_from(n).ok()),
             max_input_bytes: t["max_input_bytes"].as_u64(),
             max_input_pixels: t["max_input_pixels"].as_u64(),
+            quota: match t["quota"].as_str() {
+                Some(text) => Some(text.parse().map_err(|e: identity::InvalidQuota| bad(&e.to_string()))?),
+                None => None,
+            },
         },
     };
     let kind = match v.get("key") {
@@ -123,6 +129,7 @@ mod tests {
                 burst: Some(9),
                 max_input_bytes: None,
                 max_input_pixels: Some(99),
+                quota: Some("rolling=60;requests=5;soft=80".parse().expect("a quota")),
             },
         };
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);

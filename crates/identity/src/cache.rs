@@ -186,6 +186,13 @@ impl CredentialCache {
         result
     }
 
+    /// A tenant's limits as the cache holds them with its keys; None for a tenant without keys.
+    /// A scan of every key: for callers outside the request path (the aggregator asks once per
+    /// tenant of a batch).
+    pub fn tenant_limits(&self, tenant: TenantId) -> Option<TenantLimits> {
+        self.load().entries.values().find(|e| e.tenant.id == tenant).map(|e| e.tenant.limits)
+    }
+
     /// The version of the last change applied (or of the snapshot); 0 when never fed.
     pub fn version(&self) -> u64 {
         self.load().version

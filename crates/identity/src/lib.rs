@@ -20,7 +20,7 @@
 //! error, `rules.rs` what both stores do alike (input rules, new records, column conversions),
 //! `backend.rs` the [`Store`] trait over both, `store.rs` the SQLite store, `migrations.rs` its
 //! schema, `pg.rs` the PostgreSQL store with its schema, `cache.rs` the credential cache,
-//! `feed.rs` store → cache.
+//! `feed.rs` store → cache, `quota.rs` a tenant's volume quota and its text form.
 
 mod backend;
 mod cache;
@@ -30,6 +30,7 @@ mod key;
 mod migrations;
 mod model;
 mod pg;
+mod quota;
 mod rules;
 mod store;
 
@@ -44,5 +45,6 @@ pub use model::{
     MAX_INPUT_BYTES_CEILING, MAX_INPUT_PIXELS_CEILING,
 };
 pub use pg::{PgIdentityStore, POOL_SIZE};
+pub use quota::{InvalidQuota, Quota, QuotaPeriod, DEFAULT_SOFT_PERCENT, MAX_ROLLING_SECONDS};
 pub use rules::MAX_KEY_LIFETIME;
 pub use store::IdentityStore;

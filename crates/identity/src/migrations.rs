@@ -72,6 +72,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         detail     TEXT    NOT NULL
     ) STRICT;
     "#,
+    // 3: a tenant's volume quota (NULL: the deployment's default), in its text form
+    // (`identity::Quota`), in the table and in each change.
+    r#"
+    ALTER TABLE tenants ADD COLUMN quota TEXT;
+    ALTER TABLE changes ADD COLUMN quota TEXT;
+    "#,
 ];
 
 /// The schema version this build reads and writes.

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::SystemTime;
 
 use crate::key::KeyId;
+use crate::quota::Quota;
 
 /// A tenant's id: assigned by the store, never reused. Not a secret and not a capability — it
 /// names a tenant in admin URLs, logs and usage records.
@@ -90,6 +91,9 @@ pub struct TenantLimits {
     pub max_input_bytes: Option<u64>,
     /// Largest width × height of an input image, as declared in its header. ≥ 1.
     pub max_input_pixels: Option<u64>,
+    /// The tenant's volume quota; `Some` of a quota without limits exempts it from the
+    /// deployment's default quota.
+    pub quota: Option<Quota>,
 }
 
 impl TenantLimits {
@@ -101,6 +105,7 @@ impl TenantLimits {
             // Clamped also here: a value stored before the ceilings existed must not apply.
             max_input_bytes: self.max_input_bytes.unwrap_or(defaults.max_input_bytes).min(MAX_INPUT_BYTES_CEILING),
             max_input_pixels: self.max_input_pixels.unwrap_or(defaults.max_input_pixels).min(MAX_INPUT_PIXELS_CEILING),
+            quota: self.quota.or(defaults.quota).filter(|q| !q.is_unlimited()),
         }
     }
 
@@ -122,6 +127,9 @@ impl TenantLimits {
         }
         if !in_range(self.max_input_pixels, MAX_INPUT_PIXELS_CEILING) {
             return Err(InvalidLimits("max_input_pixels must be between 1 and 4294967296"));
+        }
+        if let Some(quota) = &self.quota {
+            quota.validate().map_err(|_| InvalidLimits("the quota has a value out of range"))?;
         }
         Ok(())
     }
@@ -145,6 +153,8 @@ pub struct EffectiveLimits {
     pub burst: u32,
     pub max_input_bytes: u64,
     pub max_input_pixels: u64,
+    /// The quota the tenant is held to; None: none.
+    pub quota: Option<Quota>,
 }
 
 impl Default for EffectiveLimits {
@@ -153,7 +163,13 @@ impl Default for EffectiveLimits {
     /// (32 MiB, 100 megapixels) so that a tenant without overrides is bounded by the pipeline's
     /// own limits and nothing else.
     fn default() -> Self {
-        EffectiveLimits { rate_per_sec: 100.0, burst: 200, max_input_bytes: 32 << 20, max_input_pixels: 100_000_000 }
+        EffectiveLimits {
+            rate_per_sec: 100.0,
+            burst: 200,
+            max_input_bytes: 32 << 20,
+            max_input_pixels: 100_000_000,
+            quota: None,
+        }
     }
 }
 

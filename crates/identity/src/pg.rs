@@ -39,8 +39,9 @@ use crate::model::{
 };
 // Shared with the SQLite store: both accept, refuse and record alike.
 use crate::rules::{
-    from_ms, grace_end, issued_key, key_detail, limits_detail, log_tenant, new_tenant, now_ms, quoted, rotated_expiry,
-    rotation_detail, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label, validate_tenant_name, LogNote,
+    from_ms, grace_end, issued_key, key_detail, limits_detail, log_tenant, new_tenant, now_ms, quota_text, quoted,
+    rotated_expiry, rotation_detail, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label,
+    validate_tenant_name, LogNote,
 };
 
 /// Most connections one store holds open; a call beyond waits for one to be returned.
@@ -127,6 +128,12 @@ const PG_MIGRATIONS: &[&str] = &[
         detail     TEXT   NOT NULL
     );
     "#,
+    // 3: a tenant's volume quota (NULL: the deployment's default), in its text form (the
+    // SQLite schema's migration 3).
+    r#"
+    ALTER TABLE tenants ADD COLUMN quota TEXT;
+    ALTER TABLE changes ADD COLUMN quota TEXT;
+    "#,
 ];
 
 /// The schema version this build reads and writes.
@@ -203,11 +210,12 @@ impl PgIdentityStore {
             let created_at = now_ms();
             let l = SqlLimits::from(&limits);
             let inserted = tx.query_opt(
-                "INSERT INTO tenants (name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO tenants (name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at,
+                                      quota)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT DO NOTHING
                  RETURNING id",
-                &[&name, &TenantStatus::Active.as_str(), &l.rate, &l.burst, &l.bytes, &l.pixels, &created_at],
+                &[&name, &TenantStatus::Active.as_str(), &l.rate, &l.burst, &l.bytes, &l.pixels, &created_at, &l.quota],
             )?;
             // The only unique key a new row can collide with is the name's.
             let Some(row) = inserted else { return Err(StoreError::Conflict(name.to_string())) };
@@ -258,9 +266,10 @@ impl PgIdentityStore {
             }
             let l = SqlLimits::from(&limits);
             tx.execute(
-                "UPDATE tenants SET rate_per_sec = $2, burst = $3, max_input_bytes = $4, max_input_pixels = $5
+                "UPDATE tenants SET rate_per_sec = $2, burst = $3, max_input_bytes = $4, max_input_pixels = $5,
+                                    quota = $6
                  WHERE id = $1",
-                &[&sql_tenant(id), &l.rate, &l.burst, &l.bytes, &l.pixels],
+                &[&sql_tenant(id), &l.rate, &l.burst, &l.bytes, &l.pixels, &l.quota],
             )?;
             tenant.limits = limits;
             append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
@@ -410,7 +419,8 @@ impl PgIdentityStore {
             let version = head_version(tx)?;
             let rows = tx.query(
                 "SELECT k.id, k.secret_sha256, k.revoked_at IS NOT NULL,
-                        t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels, k.expires_at
+                        t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels, k.expires_at,
+                        t.quota
                  FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
                  ORDER BY k.id",
                 &[],
@@ -426,7 +436,7 @@ impl PgIdentityStore {
                         tenant: TenantState {
                             id: TenantId::new(row.try_get::<_, Unsigned>(3)?.0),
                             status: row.try_get::<_, Status>(4)?.0,
-                            limits: limits_from_row(row, 5)?,
+                            limits: limits_from_row(row, 5, 10)?,
                         },
                     })
                 })
@@ -440,7 +450,7 @@ impl PgIdentityStore {
         self.run(Access::Read, |tx| {
             let rows = tx.query(
                 "SELECT version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes, max_input_pixels,
-                        key_id, secret_sha256, revoked, expires_at
+                        key_id, secret_sha256, revoked, expires_at, quota
                  FROM changes WHERE version > $1 ORDER BY version",
                 &[&i64::try_from(version).unwrap_or(i64::MAX)],
             )?;
@@ -695,8 +705,8 @@ fn append_change(tx: &mut Transaction<'_>, at: i64, kind: &ChangeKind) -> Result
     let l = SqlLimits::from(&tenant.limits);
     tx.execute(
         "INSERT INTO changes (version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes,
-                              max_input_pixels, key_id, secret_sha256, revoked, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                              max_input_pixels, key_id, secret_sha256, revoked, expires_at, quota)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         &[
             &i64::try_from(version).unwrap_or(i64::MAX),
             &at,
@@ -711,6 +721,7 @@ fn append_change(tx: &mut Transaction<'_>, at: i64, kind: &ChangeKind) -> Result
             &key.map(|c| &c.secret_hash[..]),
             &key.map(|c| c.revoked),
             &key.and_then(|c| c.expires_at).map(to_ms),
+            &l.quota,
         ],
     )?;
     Ok(version)
@@ -776,7 +787,8 @@ fn head_version(tx: &mut Transaction<'_>) -> Result<u64, postgres::Error> {
     Ok(tx.query_one("SELECT COALESCE(MAX(version), 0) FROM changes", &[])?.try_get::<_, Unsigned>(0)?.0)
 }
 
-const TENANT_COLUMNS: &str = "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at";
+const TENANT_COLUMNS: &str =
+    "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at, quota";
 const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at, expires_at";
 const LOG_COLUMNS: &str = "id, at, operator, request_id, action, tenant_id, key_id, outcome, detail";
 
@@ -800,7 +812,7 @@ fn tenant_from_row(row: &Row) -> Result<Tenant, postgres::Error> {
         id: TenantId::new(row.try_get::<_, Unsigned>(0)?.0),
         name: row.try_get(1)?,
         status: row.try_get::<_, Status>(2)?.0,
-        limits: limits_from_row(row, 3)?,
+        limits: limits_from_row(row, 3, 8)?,
         created_at: from_ms(row.try_get(7)?),
     })
 }
@@ -834,7 +846,7 @@ fn change_from_row(row: &Row) -> Result<Change, postgres::Error> {
     let tenant = TenantState {
         id: TenantId::new(row.try_get::<_, Unsigned>(3)?.0),
         status: row.try_get::<_, Status>(4)?.0,
-        limits: limits_from_row(row, 5)?,
+        limits: limits_from_row(row, 5, 13)?,
     };
     let kind = match row.try_get::<_, &str>(2)? {
         "tenant" => ChangeKind::Tenant(tenant),
@@ -849,13 +861,14 @@ fn change_from_row(row: &Row) -> Result<Change, postgres::Error> {
     Ok(Change { version: row.try_get::<_, Unsigned>(0)?.0, at: from_ms(row.try_get(1)?), kind })
 }
 
-/// The four limit columns, in model order, starting at `first`.
-fn limits_from_row(row: &Row, first: usize) -> Result<TenantLimits, postgres::Error> {
+/// The four limit columns, in model order, starting at `first`, and the quota's text at `quota`.
+fn limits_from_row(row: &Row, first: usize, quota: usize) -> Result<TenantLimits, postgres::Error> {
     Ok(TenantLimits {
         rate_per_sec: row.try_get(first)?,
         burst: row.try_get::<_, Option<Unsigned<u32>>>(first + 1)?.map(|v| v.0),
         max_input_bytes: row.try_get::<_, Option<Unsigned>>(first + 2)?.map(|v| v.0),
         max_input_pixels: row.try_get::<_, Option<Unsigned>>(first + 3)?.map(|v| v.0),
+        quota: row.try_get::<_, Option<QuotaText>>(quota)?.map(|q| q.0),
     })
 }
 
@@ -866,6 +879,7 @@ struct SqlLimits {
     burst: Option<i64>,
     bytes: Option<i64>,
     pixels: Option<i64>,
+    quota: Option<String>,
 }
 
 impl From<&TenantLimits> for SqlLimits {
@@ -876,6 +890,7 @@ impl From<&TenantLimits> for SqlLimits {
             burst: l.burst.map(i64::from),
             bytes: l.max_input_bytes.map(signed),
             pixels: l.max_input_pixels.map(signed),
+            quota: quota_text(l),
         }
     }
 }
@@ -889,6 +904,8 @@ struct Unsigned<T = u64>(T);
 struct Status(TenantStatus);
 /// An API key id.
 struct Key(KeyId);
+/// A quota in its text form.
+struct QuotaText(crate::Quota);
 /// A SHA-256 digest.
 struct Hash([u8; 32]);
 /// An `admin_log.action` value.
@@ -912,6 +929,15 @@ where
 impl<'a> FromSql<'a> for Status {
     fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
         Ok(Status(<&str>::from_sql(ty, raw)?.parse()?))
+    }
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl<'a> FromSql<'a> for QuotaText {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(QuotaText(<&str>::from_sql(ty, raw)?.parse()?))
     }
     fn accepts(ty: &Type) -> bool {
         <&str as FromSql>::accepts(ty)

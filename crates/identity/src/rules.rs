@@ -188,14 +188,20 @@ pub(crate) fn grace_end(now_ms: i64, grace: Duration) -> Result<i64, StoreError>
     Ok(now_ms.saturating_add(grace.as_millis() as i64))
 }
 
+/// The quota column's value: its text form, NULL for the deployment's default.
+pub(crate) fn quota_text(limits: &TenantLimits) -> Option<String> {
+    limits.quota.map(|q| q.to_string())
+}
+
 pub(crate) fn limits_detail(limits: &TenantLimits) -> String {
     let show = |v: Option<String>| v.unwrap_or_else(|| "default".into());
     format!(
-        "rate_per_sec={} burst={} max_input_bytes={} max_input_pixels={}",
+        "rate_per_sec={} burst={} max_input_bytes={} max_input_pixels={} quota={}",
         show(limits.rate_per_sec.map(|v| v.to_string())),
         show(limits.burst.map(|v| v.to_string())),
         show(limits.max_input_bytes.map(|v| v.to_string())),
         show(limits.max_input_pixels.map(|v| v.to_string())),
+        show(quota_text(limits)),
     )
 }
 

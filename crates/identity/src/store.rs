@@ -21,8 +21,9 @@ use crate::model::{
     TenantLimits, TenantState, TenantStatus,
 };
 use crate::rules::{
-    from_ms, grace_end, issued_key, key_detail, limits_detail, log_tenant, new_tenant, now_ms, quoted, rotated_expiry,
-    rotation_detail, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label, validate_tenant_name, LogNote,
+    from_ms, grace_end, issued_key, key_detail, limits_detail, log_tenant, new_tenant, now_ms, quota_text, quoted,
+    rotated_expiry, rotation_detail, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label,
+    validate_tenant_name, LogNote,
 };
 
 /// How long a writer waits for another process's write lock before giving up with `Storage`.
@@ -72,8 +73,9 @@ impl IdentityStore {
             limits.validate()?;
             let created_at = now_ms();
             let inserted = tx.execute(
-                "INSERT INTO tenants (name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO tenants (name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at,
+                                      quota)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     name,
                     TenantStatus::Active.as_str(),
@@ -81,7 +83,8 @@ impl IdentityStore {
                     limits.burst,
                     limits.max_input_bytes,
                     limits.max_input_pixels,
-                    created_at
+                    created_at,
+                    quota_text(&limits)
                 ],
             );
             match inserted {
@@ -127,14 +130,16 @@ impl IdentityStore {
                 return Ok((tenant, asked.unchanged()));
             }
             tx.execute(
-                "UPDATE tenants SET rate_per_sec = ?2, burst = ?3, max_input_bytes = ?4, max_input_pixels = ?5
+                "UPDATE tenants SET rate_per_sec = ?2, burst = ?3, max_input_bytes = ?4, max_input_pixels = ?5,
+                                    quota = ?6
                  WHERE id = ?1",
                 params![
                     sql_tenant(id),
                     limits.rate_per_sec,
                     limits.burst,
                     limits.max_input_bytes,
-                    limits.max_input_pixels
+                    limits.max_input_pixels,
+                    quota_text(&limits)
                 ],
             )?;
             tenant.limits = limits;
@@ -283,7 +288,8 @@ impl IdentityStore {
         let version = head_version(&tx)?;
         let mut stmt = tx.prepare(
             "SELECT k.id, k.secret_sha256, k.revoked_at IS NOT NULL,
-                    t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels, k.expires_at
+                    t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels, k.expires_at,
+                    t.quota
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              ORDER BY k.id",
         )?;
@@ -297,7 +303,7 @@ impl IdentityStore {
                     tenant: TenantState {
                         id: TenantId::new(row.get(3)?),
                         status: status_from_row(row, 4)?,
-                        limits: limits_from_row(row, 5)?,
+                        limits: limits_from_row(row, 5, 10)?,
                     },
                 })
             })?
@@ -310,7 +316,7 @@ impl IdentityStore {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes, max_input_pixels,
-                    key_id, secret_sha256, revoked, expires_at
+                    key_id, secret_sha256, revoked, expires_at, quota
              FROM changes WHERE version > ?1 ORDER BY version",
         )?;
         let changes =
@@ -376,8 +382,8 @@ fn append_change(tx: &Transaction<'_>, at: i64, kind: &ChangeKind) -> Result<u64
     };
     tx.execute(
         "INSERT INTO changes (version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes,
-                              max_input_pixels, key_id, secret_sha256, revoked, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                              max_input_pixels, key_id, secret_sha256, revoked, expires_at, quota)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             version,
             at,
@@ -392,6 +398,7 @@ fn append_change(tx: &Transaction<'_>, at: i64, kind: &ChangeKind) -> Result<u64
             key.map(|c| &c.secret_hash[..]),
             key.map(|c| c.revoked),
             key.and_then(|c| c.expires_at).map(to_ms),
+            quota_text(&tenant.limits),
         ],
     )?;
     Ok(version)
@@ -452,7 +459,8 @@ fn head_version(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT COALESCE(MAX(version), 0) FROM changes", [], |row| row.get(0))
 }
 
-const TENANT_COLUMNS: &str = "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at";
+const TENANT_COLUMNS: &str =
+    "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at, quota";
 const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at, expires_at";
 const LOG_COLUMNS: &str = "id, at, operator, request_id, action, tenant_id, key_id, outcome, detail";
 
@@ -476,7 +484,7 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
         id: TenantId::new(row.get(0)?),
         name: row.get(1)?,
         status: status_from_row(row, 2)?,
-        limits: limits_from_row(row, 3)?,
+        limits: limits_from_row(row, 3, 8)?,
         created_at: from_ms(row.get(7)?),
     })
 }
@@ -513,7 +521,7 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
     let tenant = TenantState {
         id: TenantId::new(row.get(3)?),
         status: status_from_row(row, 4)?,
-        limits: limits_from_row(row, 5)?,
+        limits: limits_from_row(row, 5, 13)?,
     };
     let kind = match row.get_ref(2)?.as_str()? {
         "tenant" => ChangeKind::Tenant(tenant),
@@ -528,13 +536,17 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
     Ok(Change { version: row.get(0)?, at: from_ms(row.get(1)?), kind })
 }
 
-/// The four limit columns, in model order, starting at `first`.
-fn limits_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<TenantLimits> {
+/// The four limit columns, in model order, starting at `first`, and the quota's text at `quota`.
+fn limits_from_row(row: &Row<'_>, first: usize, quota: usize) -> rusqlite::Result<TenantLimits> {
     Ok(TenantLimits {
         rate_per_sec: row.get(first)?,
         burst: row.get(first + 1)?,
         max_input_bytes: row.get(first + 2)?,
         max_input_pixels: row.get(first + 3)?,
+        quota: match row.get_ref(quota)?.as_str_or_null()? {
+            Some(text) => Some(text.parse().map_err(|e| conversion_error(quota, e))?),
+            None => None,
+        },
     })
 }
 
@@ -716,6 +728,7 @@ mod tests {
             burst: Some(u32::MAX),
             max_input_bytes: Some(crate::MAX_INPUT_BYTES_CEILING),
             max_input_pixels: Some(1),
+            quota: Some("rolling=60;requests=9;output_pixels=0;soft=1".parse().unwrap()),
         };
         let tenant = store.create_tenant("big", limits).unwrap();
         assert_eq!(store.get_tenant(tenant.id).unwrap().limits, limits);

@@ -192,6 +192,21 @@ pub struct LimitsSection {
     pub burst: u32,
     pub max_input_bytes: u64,
     pub max_input_pixels: u64,
+    /// The volume quota of every tenant without its own, in its text form
+    /// (`month;requests=100000;input_bytes=53687091200;soft=80`, see `identity::Quota`, or
+    /// `rolling=<seconds>;...`); empty: none.
+    pub quota: String,
+}
+
+impl LimitsSection {
+    /// The default quota, if one is set.
+    pub fn default_quota(&self) -> anyhow::Result<Option<identity::Quota>> {
+        if self.quota.is_empty() {
+            return Ok(None);
+        }
+        let quota = self.quota.parse::<identity::Quota>().context("limits.quota")?;
+        Ok(Some(quota))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +281,7 @@ impl Default for Config {
                 burst: limits.burst,
                 max_input_bytes: limits.max_input_bytes,
                 max_input_pixels: limits.max_input_pixels,
+                quota: String::new(),
             },
             dispatch: DispatchSection { workers: 0, small_queue: 0, medium_queue: 0, large_queue: 0 },
             identity: IdentitySection {
@@ -428,6 +444,7 @@ impl Config {
                 identity::MAX_INPUT_PIXELS_CEILING
             );
         }
+        self.limits.default_quota()?;
         if self.api.max_body_bytes_in_flight != 0 && self.api.max_body_bytes_in_flight < self.limits.max_input_bytes {
             bail!(
                 "api.max_body_bytes_in_flight ({}) must be at least limits.max_input_bytes ({}): a body the \
@@ -519,6 +536,17 @@ impl Config {
         }
     }
 
+    /// The limits of every tenant without its own (`[limits]`).
+    pub fn default_limits(&self) -> anyhow::Result<identity::EffectiveLimits> {
+        Ok(identity::EffectiveLimits {
+            rate_per_sec: self.limits.rate_per_sec,
+            burst: self.limits.burst,
+            max_input_bytes: self.limits.max_input_bytes,
+            max_input_pixels: self.limits.max_input_pixels,
+            quota: self.limits.default_quota()?.filter(|q| !q.is_unlimited()),
+        })
+    }
+
     /// The api's configuration, with `admin_token` as the full-access token (dev passes the one
     /// it generated). Fails on a weak token or an unusable operators file.
     pub fn api_config(&self, admin_token: &str) -> anyhow::Result<api::ApiConfig> {
@@ -527,12 +555,7 @@ impl Config {
         Ok(api::ApiConfig {
             operators: std::sync::Arc::new(operators),
             request_timeout: Duration::from_millis(self.api.request_timeout_ms),
-            default_limits: identity::EffectiveLimits {
-                rate_per_sec: self.limits.rate_per_sec,
-                burst: self.limits.burst,
-                max_input_bytes: self.limits.max_input_bytes,
-                max_input_pixels: self.limits.max_input_pixels,
-            },
+            default_limits: self.default_limits()?,
             shutdown_grace: Duration::from_millis(self.api.shutdown_grace_ms),
             identity_refresh: Duration::from_millis(self.identity.refresh_ms.max(1)),
             header_timeout: Duration::from_millis(self.api.header_timeout_ms.max(1)),

@@ -31,7 +31,8 @@ pub async fn serve_node(
         // Off the runtime: opening PostgreSQL rollups blocks (and runs the client's own runtime).
         let opened = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || open_metering(&config)).await?
+            let cache = cache.clone();
+            tokio::task::spawn_blocking(move || open_metering(&config, cache)).await?
         };
         let (metering, usage_loop) = match opened? {
             Some((mut metering, aggregator)) => {
@@ -61,6 +62,11 @@ pub async fn serve_node(
                         ))
                     }
                     None => {
+                        // The board starts from the totals the rollups hold, after the batches a
+                        // crash left in the spool are applied: a restart forgets no answer.
+                        usage::drain_spool(&spool, &aggregator).await.context("applying the spool's batches")?;
+                        let published = aggregator.publish_quota_totals().await.context("reading the quota totals")?;
+                        tracing::debug!(tenants = published, "quota totals loaded");
                         tokio::spawn(usage::run_embedded(spool, aggregator, fsync, 4, Duration::from_secs(60), stopped))
                     }
                 };
@@ -190,7 +196,10 @@ pub fn open_rollups(config: &Config, access: RollupAccess) -> anyhow::Result<Arc
 }
 
 /// The spool, rollups and archive under the data directory (or the configured archive URL).
-fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<usage::Aggregator>)>> {
+fn open_metering(
+    config: &Config,
+    cache: Arc<CredentialCache>,
+) -> anyhow::Result<Option<(api::Metering, Arc<usage::Aggregator>)>> {
     if !config.usage.enabled {
         tracing::warn!("usage metering is off: requests are neither billed nor audited");
         return Ok(None);
@@ -214,7 +223,19 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
     let access = if config.usage.mode == "ship" { RollupAccess::Read } else { RollupAccess::Write };
     let rollups = open_rollups(config, access)?;
     let archive = open_archive(config)?;
-    let aggregator = Arc::new(usage::Aggregator::new(rollups.clone(), archive.clone()));
+    let quota_board = Arc::new(usage::QuotaBoard::new(&config.usage.node_id));
+    // The embedded aggregator sums each tenant's rolling quota windows too, reading the period
+    // from this node's credential cache, and publishes to this node's board.
+    let defaults = config.default_limits()?;
+    let rolling_period: usage::RollingPeriods = Arc::new(move |tenant| {
+        cache
+            .tenant_limits(identity::TenantId::new(tenant))
+            .and_then(|limits| limits.resolve(&defaults).quota)
+            .map_or(0, |quota| quota.period.as_seconds_code())
+    });
+    let aggregator = Arc::new(
+        usage::Aggregator::new(rollups.clone(), archive.clone()).with_quotas(rolling_period, quota_board.clone()),
+    );
     let rollup_reads = Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE));
     let metering = api::Metering {
         spool: Some(spool),
@@ -223,6 +244,7 @@ fn open_metering(config: &Config) -> anyhow::Result<Option<(api::Metering, Arc<u
         archive,
         node: config.usage.node_id.clone(),
         rollup_reads,
+        quota_board,
     };
     Ok(Some((metering, aggregator)))
 }

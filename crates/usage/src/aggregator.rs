@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::archive::{Archive, ArchiveError};
 use crate::calendar::utc_date;
 use crate::quarantine::Quarantined;
+use crate::quota::TotalsSink;
 use crate::record::UsageRecord;
 use crate::rollup::{RollupError, Rollups};
 use crate::spool::{Spool, SpoolError};
@@ -36,11 +37,39 @@ pub enum AggregateError {
 pub struct Aggregator {
     rollups: Arc<Rollups>,
     archive: Archive,
+    quotas: Option<QuotaPublishing>,
 }
+
+/// Which tenants have a rolling quota period (its seconds; 0: none), and where the totals go.
+struct QuotaPublishing {
+    rolling_period: RollingPeriods,
+    sink: Arc<dyn TotalsSink>,
+}
+
+/// A tenant's rolling quota period in seconds, 0 for none: what the aggregator sums besides
+/// every tenant's calendar month.
+pub type RollingPeriods = Arc<dyn Fn(u64) -> u32 + Send + Sync>;
 
 impl Aggregator {
     pub fn new(rollups: Arc<Rollups>, archive: Archive) -> Aggregator {
-        Aggregator { rollups, archive }
+        Aggregator { rollups, archive, quotas: None }
+    }
+
+    /// Sums quota totals with each batch and publishes the totals of the tenants a batch
+    /// billed to `sink` once it is applied.
+    pub fn with_quotas(mut self, rolling_period: RollingPeriods, sink: Arc<dyn TotalsSink>) -> Aggregator {
+        self.quotas = Some(QuotaPublishing { rolling_period, sink });
+        self
+    }
+
+    /// Publishes the totals of every window not yet ended (at start: the sink may be new).
+    pub async fn publish_quota_totals(&self) -> Result<usize, AggregateError> {
+        let Some(quotas) = &self.quotas else { return Ok(0) };
+        let rollups = self.rollups.clone();
+        let totals = blocking(move || rollups.quota_totals(None, now_ms())).await??;
+        let count = totals.len();
+        quotas.sink.publish(totals);
+        Ok(count)
     }
 
     pub fn rollups(&self) -> &Arc<Rollups> {
@@ -68,8 +97,28 @@ impl Aggregator {
         self.archive.write_batch(batch_id, records.clone()).await?;
         let rollups = self.rollups.clone();
         let id = batch_id.to_owned();
-        let applied = blocking(move || rollups.apply(&id, &records, now_ms())).await??;
-        Ok(applied)
+        let Some(quotas) = &self.quotas else {
+            return Ok(blocking(move || rollups.apply(&id, &records, now_ms())).await??);
+        };
+        let rolling_period = quotas.rolling_period.clone();
+        let totals = blocking(move || {
+            let now = now_ms();
+            if !rollups.apply_with_quotas(&id, &records, now, &*rolling_period)? {
+                return Ok(None);
+            }
+            let mut billed: Vec<u64> = records.iter().filter(|r| r.status == 200).map(|r| r.tenant).collect();
+            billed.sort_unstable();
+            billed.dedup();
+            rollups.quota_totals(Some(&billed), now).map(Some)
+        })
+        .await??;
+        match totals {
+            Some(totals) => {
+                quotas.sink.publish(totals);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Keeps a message that is not applied (see `quarantine.rs`).

@@ -20,6 +20,13 @@ pub(crate) fn utc_date(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The UTC calendar month holding `ms`: its first and its next month's first millisecond.
+pub(crate) fn month_bounds(ms: i64) -> (i64, i64) {
+    let (y, m, _) = civil_from_days(ms.div_euclid(DAY_MS));
+    let (next_y, next_m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    (days_from_civil(y, m, 1) * DAY_MS, days_from_civil(next_y, next_m, 1) * DAY_MS)
+}
+
 /// Days since 1970-01-01 of a strict `YYYY-MM-DD` calendar date.
 pub(crate) fn parse_date(s: &str) -> Option<i64> {
     let b = s.as_bytes();

@@ -16,7 +16,8 @@
 //! status, billing rules price them (docs/usage.md).
 //!
 //! Files: `record.rs`, `spool.rs`, `spool_loop.rs` (the tick loop both modes run over the spool),
-//! `ship.rs`, `aggregator.rs`, `rollup.rs`, `quarantine.rs` (refused messages, in the rollups'
+//! `ship.rs`, `aggregator.rs`, `rollup.rs`, `quota.rs` (quota totals per period, published to
+//! each api node's board of them), `quarantine.rs` (refused messages, in the rollups'
 //! database), `archive/` (its `mod.rs` lists its files),
 //! `calendar.rs` (UTC dates: the archive's partition names, the aggregator's today).
 
@@ -24,16 +25,18 @@ mod aggregator;
 mod archive;
 mod calendar;
 mod quarantine;
+mod quota;
 mod record;
 mod rollup;
 mod ship;
 mod spool;
 mod spool_loop;
 
-pub use aggregator::{drain_spool, run_embedded, AggregateError, Aggregator};
+pub use aggregator::{drain_spool, run_embedded, AggregateError, Aggregator, RollingPeriods};
 pub use archive::read::{AuditCursor, AuditPage};
 pub use archive::{Archive, ArchiveError};
 pub use quarantine::Quarantined;
+pub use quota::{period_window, PeriodTotals, QuotaBoard, TenantTotals, TotalsSink, Usage as QuotaUsage, Used, MONTH};
 pub use record::{Text, UsageRecord};
 pub use rollup::{Bucket, Granularity, RollupError, Rollups, Totals};
 pub use ship::{run_shipping, ship_spool, Confirmations, ShipError, ShipPass, Shipments, StreamSpan, MAX_CONFIRM_WAIT};

@@ -16,6 +16,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::quota::{batch_sums, NodeMarks, PeriodTotals, TenantTotals, Used, WindowSums, MONTH};
 use crate::record::UsageRecord;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -141,6 +142,49 @@ const QUARANTINE_PG_SCHEMA: &str = "
         received_ms  BIGINT NOT NULL
     );";
 
+/// The quota totals (`quota.rs`): billable sums per tenant and window of each quota period, and
+/// per tenant and api node the latest billable record's time they include. Written in each
+/// batch's transaction; a window's row is never read after it ends.
+const QUOTA_SQLITE_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS quota_totals (
+        tenant        INTEGER NOT NULL,
+        period_s      INTEGER NOT NULL,
+        start_ms      INTEGER NOT NULL,
+        end_ms        INTEGER NOT NULL,
+        requests      INTEGER NOT NULL,
+        input_bytes   INTEGER NOT NULL,
+        output_pixels INTEGER NOT NULL,
+        cpu_us        INTEGER NOT NULL,
+        PRIMARY KEY (tenant, period_s, start_ms)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS quota_marks (
+        tenant  INTEGER NOT NULL,
+        node    TEXT    NOT NULL,
+        time_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, node)
+    ) WITHOUT ROWID;";
+
+const QUOTA_PG_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS usage_quota_totals (
+        tenant        BIGINT  NOT NULL,
+        period_s      INTEGER NOT NULL,
+        start_ms      BIGINT  NOT NULL,
+        end_ms        BIGINT  NOT NULL,
+        requests      BIGINT  NOT NULL,
+        input_bytes   BIGINT  NOT NULL,
+        output_pixels BIGINT  NOT NULL,
+        cpu_us        BIGINT  NOT NULL,
+        PRIMARY KEY (tenant, period_s, start_ms)
+    );
+    CREATE TABLE IF NOT EXISTS usage_quota_marks (
+        tenant  BIGINT NOT NULL,
+        node    TEXT   NOT NULL,
+        time_ms BIGINT NOT NULL,
+        PRIMARY KEY (tenant, node)
+    );";
+
+const QUOTA_COLUMNS: [&str; 4] = ["requests", "input_bytes", "output_pixels", "cpu_us"];
+
 /// The PostgreSQL schema; `IF NOT EXISTS` makes it safe for several processes to run it.
 const PG_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS usage_applied_batches (
@@ -194,6 +238,7 @@ impl Rollups {
              ) WITHOUT ROWID;",
         )?;
         conn.execute_batch(QUARANTINE_SQLITE_SCHEMA)?;
+        conn.execute_batch(QUOTA_SQLITE_SCHEMA)?;
         Ok(Rollups { store: Store::Sqlite(Mutex::new(conn)) })
     }
 
@@ -223,6 +268,7 @@ impl Rollups {
             tx.execute("SELECT pg_advisory_xact_lock(7262001)", &[])?;
             tx.batch_execute(PG_SCHEMA)?;
             tx.batch_execute(QUARANTINE_PG_SCHEMA)?;
+            tx.batch_execute(QUOTA_PG_SCHEMA)?;
             tx.commit()
         })?;
         Ok(rollups)
@@ -307,13 +353,27 @@ impl Rollups {
     /// Adds a batch's records to the rollups, unless this batch id was applied before. Returns
     /// whether it was applied now. Blocking.
     pub fn apply(&self, batch_id: &str, records: &[UsageRecord], now_ms: i64) -> Result<bool, RollupError> {
+        self.apply_with_quotas(batch_id, records, now_ms, &|_| MONTH)
+    }
+
+    /// [`apply`](Self::apply), and the batch's billable usage to the quota totals in the same
+    /// transaction: every tenant's calendar month, and the window of the rolling period
+    /// `rolling_period` gives a tenant (0: none). Blocking.
+    pub fn apply_with_quotas(
+        &self,
+        batch_id: &str,
+        records: &[UsageRecord],
+        now_ms: i64,
+        rolling_period: &dyn Fn(u64) -> u32,
+    ) -> Result<bool, RollupError> {
+        let quota = batch_sums(records, rolling_period);
         let mut sums: BTreeMap<(u64, i64, u16), Totals> = BTreeMap::new();
         for r in records {
             let hour = r.time_ms.div_euclid(HOUR_MS) * HOUR_MS;
             sums.entry((r.tenant, hour, r.status)).or_default().add(&Totals::of(r));
         }
         if let Store::Postgres { .. } = self.store {
-            return self.with_pg(|c| apply_pg(c, batch_id, records.len(), &sums, now_ms));
+            return self.with_pg(|c| apply_pg(c, batch_id, records.len(), &sums, &quota, now_ms));
         }
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -345,9 +405,131 @@ impl Rollups {
                     db_int(t.cpu_us),
                 ])?;
             }
+            let (windows, marks) = &quota;
+            let mut upsert = tx.prepare_cached(&format!(
+                "INSERT INTO quota_totals (tenant, period_s, start_ms, end_ms, requests, input_bytes, output_pixels,
+                                           cpu_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (tenant, period_s, start_ms) DO UPDATE SET {}",
+                saturating_columns(&QUOTA_COLUMNS, "quota_totals", "excluded")
+            ))?;
+            for ((tenant, period_s, start), (end, u)) in windows {
+                upsert.execute(params![
+                    *tenant as i64,
+                    period_s,
+                    start,
+                    end,
+                    db_int(u.requests),
+                    db_int(u.input_bytes),
+                    db_int(u.output_pixels),
+                    db_int(u.cpu_us),
+                ])?;
+            }
+            let mut mark = tx.prepare_cached(
+                "INSERT INTO quota_marks (tenant, node, time_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, node) DO UPDATE SET time_ms = max(quota_marks.time_ms, excluded.time_ms)",
+            )?;
+            for ((tenant, node), time_ms) in marks {
+                mark.execute(params![*tenant as i64, node, time_ms])?;
+            }
         }
         tx.commit()?;
         Ok(true)
+    }
+
+    /// The quota totals of the windows not yet ended at `now_ms`, with the api nodes' marks:
+    /// of `tenants`, or of every tenant that has any (`None`). Blocking.
+    pub fn quota_totals(&self, tenants: Option<&[u64]>, now_ms: i64) -> Result<Vec<TenantTotals>, RollupError> {
+        let mut out: BTreeMap<u64, TenantTotals> = BTreeMap::new();
+        let mut add_period = |tenant: i64, p: PeriodTotals| {
+            let t = out
+                .entry(tenant as u64)
+                .or_insert_with(|| TenantTotals { tenant: tenant as u64, ..Default::default() });
+            t.periods.push(p);
+        };
+        let filter: Vec<i64> = tenants.map(|t| t.iter().map(|&t| db_int(t)).collect()).unwrap_or_default();
+        let marks: Vec<(i64, String, i64)>;
+        if let Store::Postgres { .. } = self.store {
+            let (periods, pg_marks) = self.with_pg(|c| {
+                let all = tenants.is_none();
+                let periods = c.query(
+                    "SELECT tenant, period_s, start_ms, end_ms, requests, input_bytes, output_pixels, cpu_us
+                     FROM usage_quota_totals WHERE end_ms > $1 AND ($2 OR tenant = ANY($3))",
+                    &[&now_ms, &all, &filter],
+                )?;
+                let marks = c.query(
+                    "SELECT tenant, node, time_ms FROM usage_quota_marks WHERE $1 OR tenant = ANY($2)",
+                    &[&all, &filter],
+                )?;
+                Ok((periods, marks))
+            })?;
+            for row in periods {
+                let period_s: i32 = row.try_get(1)?;
+                add_period(
+                    row.try_get(0)?,
+                    PeriodTotals {
+                        period_s: period_s as u32,
+                        start_ms: row.try_get(2)?,
+                        end_ms: row.try_get(3)?,
+                        used: Used {
+                            requests: row.try_get::<_, i64>(4)? as u64,
+                            input_bytes: row.try_get::<_, i64>(5)? as u64,
+                            output_pixels: row.try_get::<_, i64>(6)? as u64,
+                            cpu_us: row.try_get::<_, i64>(7)? as u64,
+                        },
+                    },
+                );
+            }
+            marks = pg_marks
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+                .collect::<Result<_, postgres::Error>>()?;
+        } else {
+            let conn = self.lock();
+            let tenant_list: Vec<Option<i64>> =
+                if tenants.is_none() { vec![None] } else { filter.iter().map(|&t| Some(t)).collect() };
+            let mut periods = conn.prepare_cached(
+                "SELECT tenant, period_s, start_ms, end_ms, requests, input_bytes, output_pixels, cpu_us
+                 FROM quota_totals WHERE end_ms > ?1 AND (?2 IS NULL OR tenant = ?2)",
+            )?;
+            let mut mark_rows =
+                conn.prepare_cached("SELECT tenant, node, time_ms FROM quota_marks WHERE ?1 IS NULL OR tenant = ?1")?;
+            let mut found = Vec::new();
+            for tenant in &tenant_list {
+                let rows = periods.query_map(params![now_ms, tenant], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        PeriodTotals {
+                            period_s: row.get(1)?,
+                            start_ms: row.get(2)?,
+                            end_ms: row.get(3)?,
+                            used: Used {
+                                requests: row.get::<_, i64>(4)? as u64,
+                                input_bytes: row.get::<_, i64>(5)? as u64,
+                                output_pixels: row.get::<_, i64>(6)? as u64,
+                                cpu_us: row.get::<_, i64>(7)? as u64,
+                            },
+                        },
+                    ))
+                })?;
+                for row in rows {
+                    let (tenant, p) = row?;
+                    add_period(tenant, p);
+                }
+                let rows = mark_rows.query_map(params![tenant], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                for row in rows {
+                    found.push(row?);
+                }
+            }
+            marks = found;
+        }
+        for (tenant, node, time_ms) in marks {
+            let t = out
+                .entry(tenant as u64)
+                .or_insert_with(|| TenantTotals { tenant: tenant as u64, ..Default::default() });
+            t.marks.insert(node, time_ms);
+        }
+        Ok(out.into_values().collect())
     }
 
     /// `tenant`'s usage in buckets of `granularity` covering `[from_ms, to_ms)`; buckets without
@@ -434,6 +616,7 @@ fn apply_pg(
     batch_id: &str,
     records: usize,
     sums: &BTreeMap<(u64, i64, u16), Totals>,
+    (windows, marks): &(WindowSums, NodeMarks),
     now_ms: i64,
 ) -> Result<bool, postgres::Error> {
     let mut tx = c.transaction()?;
@@ -468,6 +651,35 @@ fn apply_pg(
             ],
         )?;
     }
+    let upsert = tx.prepare(&format!(
+        "INSERT INTO usage_quota_totals (tenant, period_s, start_ms, end_ms, requests, input_bytes, output_pixels,
+                                         cpu_us)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (tenant, period_s, start_ms) DO UPDATE SET {}",
+        saturating_columns(&QUOTA_COLUMNS, "usage_quota_totals", "EXCLUDED")
+    ))?;
+    for ((tenant, period_s, start), (end, u)) in windows {
+        tx.execute(
+            &upsert,
+            &[
+                &(*tenant as i64),
+                &(*period_s as i32),
+                start,
+                end,
+                &db_int(u.requests),
+                &db_int(u.input_bytes),
+                &db_int(u.output_pixels),
+                &db_int(u.cpu_us),
+            ],
+        )?;
+    }
+    let mark = tx.prepare(
+        "INSERT INTO usage_quota_marks (tenant, node, time_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant, node) DO UPDATE SET time_ms = GREATEST(usage_quota_marks.time_ms, EXCLUDED.time_ms)",
+    )?;
+    for ((tenant, node), time_ms) in marks {
+        tx.execute(&mark, &[&(*tenant as i64), node, time_ms])?;
+    }
     tx.commit()?;
     Ok(true)
 }
@@ -476,13 +688,23 @@ fn apply_pg(
 /// column holds, instead of failing the batch (PostgreSQL: "bigint out of range") or turning
 /// into a REAL (SQLite). Both values are ≥ 0, so the subtraction cannot overflow.
 fn saturating_sums(table: &str, excluded: &str) -> String {
-    ["requests", "input_bytes", "output_bytes", "input_pixels", "output_pixels", "cpu_us"]
+    saturating_columns(
+        &["requests", "input_bytes", "output_bytes", "input_pixels", "output_pixels", "cpu_us"],
+        table,
+        excluded,
+    )
+}
+
+fn saturating_columns(columns: &[&str], table: &str, excluded: &str) -> String {
+    columns
+        .iter()
         .map(|c| {
             format!(
                 "{c} = CASE WHEN {table}.{c} > 9223372036854775807 - {excluded}.{c} THEN 9223372036854775807 \
                  ELSE {table}.{c} + {excluded}.{c} END"
             )
         })
+        .collect::<Vec<_>>()
         .join(", ")
 }
 

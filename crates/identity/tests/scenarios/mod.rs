@@ -113,11 +113,28 @@ pub fn tenants_are_created_read_listed_and_updated(store: &dyn Store) {
         burst: Some(u32::MAX),
         max_input_bytes: Some(identity::MAX_INPUT_BYTES_CEILING),
         max_input_pixels: Some(1),
+        quota: Some(identity::Quota {
+            period: identity::QuotaPeriod::Rolling { seconds: identity::MAX_ROLLING_SECONDS },
+            requests: Some(i64::MAX as u64),
+            input_bytes: Some(0),
+            output_pixels: None,
+            cpu_us: Some(1),
+            soft_percent: 100,
+        }),
     };
     let initech = store.create_tenant("initech", big).unwrap();
     assert_eq!(store.get_tenant(initech.id).unwrap().limits, big);
     let state = TenantState { id: initech.id, status: TenantStatus::Active, limits: big };
     assert_eq!(store.changes_since(0).unwrap().last().unwrap().kind, ChangeKind::Tenant(state));
+
+    // A quota is set, replaced and cleared like any limit, and travels in the outbox.
+    let month = identity::Quota { requests: Some(100_000), ..identity::Quota::unlimited(identity::QuotaPeriod::Month) };
+    let with_quota = TenantLimits { quota: Some(month), ..new_limits };
+    assert_eq!(store.update_limits(&alice(), acme.id, with_quota).unwrap().limits, with_quota);
+    assert_eq!(store.get_tenant(acme.id).unwrap().limits.quota, Some(month));
+    let state = TenantState { id: acme.id, status: TenantStatus::Active, limits: with_quota };
+    assert_eq!(store.changes_since(0).unwrap().last().unwrap().kind, ChangeKind::Tenant(state));
+    assert_eq!(store.update_limits(&alice(), acme.id, new_limits).unwrap().limits.quota, None);
 }
 
 pub fn tenant_names_are_unique_ignoring_case(store: &dyn Store) {
@@ -148,6 +165,17 @@ pub fn invalid_input_is_refused_before_anything_is_written(store: &dyn Store) {
         TenantLimits { burst: Some(0), ..TenantLimits::default() },
         TenantLimits { max_input_bytes: Some(0), ..TenantLimits::default() },
         TenantLimits { max_input_pixels: Some(u64::MAX), ..TenantLimits::default() },
+        TenantLimits {
+            quota: Some(identity::Quota {
+                requests: Some(u64::MAX),
+                ..identity::Quota::unlimited(identity::QuotaPeriod::Month)
+            }),
+            ..TenantLimits::default()
+        },
+        TenantLimits {
+            quota: Some(identity::Quota::unlimited(identity::QuotaPeriod::Rolling { seconds: 0 })),
+            ..TenantLimits::default()
+        },
     ];
     for limits in bad_limits {
         assert!(matches!(store.create_tenant("acme", limits), Err(StoreError::Invalid(_))), "{limits:?}");

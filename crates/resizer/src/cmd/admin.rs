@@ -193,6 +193,12 @@ struct LimitArgs {
     /// Largest input width × height.
     #[arg(long, value_name = "N|default")]
     max_input_pixels: Option<String>,
+    /// Volume quota: `month` or `rolling=SECONDS`, then `;requests=N`, `;input_bytes=N`,
+    /// `;output_pixels=N`, `;cpu_us=N`, `;soft=PERCENT` (each optional), e.g.
+    /// `month;requests=100000;soft=80`; `none` for no quota (overriding a default quota),
+    /// `default` for the deployment's.
+    #[arg(long, value_name = "SPEC|none|default")]
+    quota: Option<String>,
 }
 
 impl LimitArgs {
@@ -215,8 +221,33 @@ impl LimitArgs {
             };
             map.insert(field.into(), parsed);
         }
+        if let Some(raw) = &self.quota {
+            map.insert("quota".into(), quota_json(raw)?);
+        }
         Ok((!map.is_empty()).then_some(Value::Object(map)))
     }
+}
+
+/// `--quota` as the admin API's `limits.quota`.
+fn quota_json(raw: &str) -> anyhow::Result<Value> {
+    let quota: identity::Quota = match raw {
+        "default" => return Ok(Value::Null),
+        "none" => identity::Quota::unlimited(identity::QuotaPeriod::Month),
+        spec => spec.parse().with_context(|| format!("--quota `{spec}`"))?,
+    };
+    let (period, seconds) = match quota.period {
+        identity::QuotaPeriod::Month => ("month", None),
+        identity::QuotaPeriod::Rolling { seconds } => ("rolling", Some(seconds)),
+    };
+    Ok(json!({
+        "period": period,
+        "period_seconds": seconds,
+        "requests": quota.requests,
+        "input_bytes": quota.input_bytes,
+        "output_megapixels": quota.output_pixels.map(|p| p as f64 / 1e6),
+        "cpu_seconds": quota.cpu_us.map(|us| us as f64 / 1e6),
+        "soft_percent": quota.soft_percent,
+    }))
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
@@ -291,7 +322,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Tenants(TenantCommand::Update { tenant, limits }) => {
             let Some(limits) = limits.to_json()? else {
-                bail!("give at least one of --rate, --burst, --max-input-bytes, --max-input-pixels")
+                bail!("give at least one of --rate, --burst, --max-input-bytes, --max-input-pixels, --quota")
             };
             client.call("PATCH", &format!("/v1/tenants/{}", seg(tenant)), Some(json!({ "limits": limits })))?
         }
@@ -381,14 +412,27 @@ fn limit_cell(tenant: &Value, field: &str) -> String {
     }
 }
 
+/// Where a tenant stands against its quota, in a word.
+fn quota_cell(status: &Value) -> &'static str {
+    if status.is_null() {
+        "-"
+    } else if status["exceeded"].as_bool() == Some(true) {
+        "over"
+    } else if status["soft_reached"].as_bool() == Some(true) {
+        "soft"
+    } else {
+        "ok"
+    }
+}
+
 fn print_tenants_table(body: &Value) {
     println!(
-        "{:>6} {:<24} {:<10} {:>10} {:>8} {:>14} {:>14}  created",
-        "id", "name", "status", "rate/s", "burst", "max bytes", "max pixels"
+        "{:>6} {:<24} {:<10} {:>10} {:>8} {:>14} {:>14} {:<6}  created",
+        "id", "name", "status", "rate/s", "burst", "max bytes", "max pixels", "quota"
     );
     for t in body["tenants"].as_array().cloned().unwrap_or_default() {
         println!(
-            "{:>6} {:<24} {:<10} {:>10} {:>8} {:>14} {:>14}  {}",
+            "{:>6} {:<24} {:<10} {:>10} {:>8} {:>14} {:>14} {:<6}  {}",
             t["id"].as_u64().unwrap_or(0),
             t["name"].as_str().unwrap_or(""),
             t["status"].as_str().unwrap_or(""),
@@ -396,10 +440,12 @@ fn print_tenants_table(body: &Value) {
             limit_cell(&t, "burst"),
             limit_cell(&t, "max_input_bytes"),
             limit_cell(&t, "max_input_pixels"),
+            quota_cell(&t["quota_status"]),
             t["created_at"].as_str().unwrap_or(""),
         );
     }
     println!("(* the deployment's default: the tenant sets no limit of its own)");
+    println!("(quota: - none, ok, soft: at its soft threshold, over: refused until the period ends)");
 }
 
 fn print_keys_table(body: &Value) {

@@ -85,5 +85,6 @@ fn open_usage_reads(config: &Config) -> anyhow::Result<Option<api::Metering>> {
         archive: open_archive(config)?,
         node: "identity".into(),
         rollup_reads: Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE)),
+        quota_board: Arc::new(usage::QuotaBoard::new("identity")),
     }))
 }
