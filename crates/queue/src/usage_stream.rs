@@ -131,14 +131,16 @@ pub fn usage_messages<T: serde::Serialize>(
 
 /// Publishes one batch and waits until JetStream has stored it (or knew it already): signed by
 /// `signer` when the node has a key (`usage_auth`), its JetStream id then carrying part of the
-/// signature; else unsigned under its batch id.
+/// signature; else unsigned under its batch id. `extra_headers` travel with it unsigned (the
+/// quota periods hint: `usage::QUOTA_PERIODS_HEADER`).
 pub async fn ship_batch(
     js: &jetstream::Context,
     batch_id: &str,
     payload: Bytes,
     signer: Option<&UsageSigner>,
+    extra_headers: &[(&str, &str)],
 ) -> Result<u64, QueueError> {
-    let headers = match signer {
+    let mut headers = match signer {
         Some(signer) => signer.headers(batch_id, &payload),
         None => {
             let mut headers = async_nats::HeaderMap::new();
@@ -146,6 +148,9 @@ pub async fn ship_batch(
             headers
         }
     };
+    for (name, value) in extra_headers {
+        headers.insert(*name, *value);
+    }
     let ack = js
         .publish_with_headers(USAGE_SUBJECT, headers, payload)
         .await

@@ -76,8 +76,8 @@ async fn a_message_stored_first_under_a_batchs_plain_id_does_not_take_the_signed
         .expect("the forgery is stored");
     let secret = queue::BatchSigningSecret::new(&"s".repeat(16).repeat(3)).expect("a secret");
     let signer = queue::UsageSigner::new("api-0", secret.node_key("api-0").expect("a key")).expect("a signer");
-    let genuine = queue::ship_batch(&js, "b-1", "[]".into(), Some(&signer)).await.expect("shipped");
-    let unsigned = queue::ship_batch(&js, "b-1", "[]".into(), None).await.expect("shipped");
+    let genuine = queue::ship_batch(&js, "b-1", "[]".into(), Some(&signer), &[]).await.expect("shipped");
+    let unsigned = queue::ship_batch(&js, "b-1", "[]".into(), None, &[]).await.expect("shipped");
 
     let mut stream = js.get_stream(queue::USAGE_STREAM).await.expect("stream");
     let messages = stream.info().await.expect("info").state.messages;

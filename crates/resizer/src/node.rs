@@ -49,11 +49,20 @@ pub async fn serve_node(
                         let confirm_wait = Duration::from_millis(config.usage.confirm_wait_ms.max(1));
                         let shipments = Arc::new(usage::Shipments::new(confirmations, confirm_wait));
                         metering.shipments = Some(shipments.clone());
+                        // The quota totals come from the aggregators, through the rollups.
+                        tokio::spawn(usage::follow_totals(
+                            metering.rollups.clone(),
+                            metering.quota_board.clone(),
+                            false,
+                        ));
                         let span_js = js.clone();
+                        let (ship_cache, defaults) = (cache.clone(), config.default_limits()?);
                         tokio::spawn(usage::run_shipping(
                             spool,
                             shipments,
-                            move |id, records| ship(js.clone(), replicas, signer.clone(), id, records),
+                            move |id, records| {
+                                ship(js.clone(), replicas, signer.clone(), ship_cache.clone(), defaults, id, records)
+                            },
                             move || stream_span(span_js.clone()),
                             fsync,
                             4,
@@ -130,20 +139,34 @@ async fn ship(
     js: async_nats::jetstream::Context,
     replicas: usize,
     signer: Option<Arc<queue::UsageSigner>>,
+    cache: Arc<CredentialCache>,
+    defaults: identity::EffectiveLimits,
     batch_id: String,
     records: Vec<usage::UsageRecord>,
 ) -> Result<Vec<(String, u64)>, String> {
     let messages = queue::usage_messages(&batch_id, &records).map_err(|e| e.to_string())?;
+    // The rolling quota periods of the batch's billed tenants, for the aggregators' sums.
+    let mut periods = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| r.status == 200) {
+        periods.entry(r.tenant).or_insert_with(|| {
+            cache
+                .tenant_limits(identity::TenantId::new(r.tenant))
+                .and_then(|limits| limits.resolve(&defaults).quota)
+                .map_or(0, |quota| quota.period.as_seconds_code())
+        });
+    }
+    let periods = usage::rolling_periods_header(&periods);
+    let extra: Vec<(&str, &str)> = periods.as_deref().map(|p| (usage::QUOTA_PERIODS_HEADER, p)).into_iter().collect();
     let mut stored = Vec::with_capacity(messages.len());
     for (id, payload) in messages {
         let payload = bytes::Bytes::from(payload);
         let signer = signer.as_deref();
-        let sequence = match queue::ship_batch(&js, &id, payload.clone(), signer).await {
+        let sequence = match queue::ship_batch(&js, &id, payload.clone(), signer, &extra).await {
             Ok(sequence) => sequence,
             Err(first) => {
                 // The stream may not exist yet (a fresh cluster): create it and try once more.
                 queue::ensure_usage_stream(&js, replicas).await.map_err(|e| format!("{first}; {e}"))?;
-                queue::ship_batch(&js, &id, payload, signer).await.map_err(|e| e.to_string())?
+                queue::ship_batch(&js, &id, payload, signer, &extra).await.map_err(|e| e.to_string())?
             }
         };
         stored.push((id, sequence));

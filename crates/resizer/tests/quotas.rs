@@ -238,3 +238,219 @@ fn quotas_are_set_and_cleared_through_the_admin_api_and_cli_and_a_default_applie
     assert!(started.elapsed() < Duration::from_secs(30));
     Ok(())
 }
+
+/// The lab: two api nodes behind HAProxy, each deciding from the totals the aggregator commits
+/// (read from the rollups every 200 ms) plus its own answers since.
+mod lab_cluster {
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Value};
+
+    use super::{common, fresh_window};
+    use common::cluster::{resize_at, Lab};
+
+    /// How far behind a node's view of the other node's answers may be: a batch's age (100 ms
+    /// here), shipping and applying it, and the node's read of the totals (every 200 ms), with
+    /// room for a loaded 2-core machine. The documented bound is this lag × the rate.
+    const LAG: Duration = Duration::from_millis(1500);
+
+    fn tenant(lab: &Lab, name: &str, quota: Value) -> String {
+        let (status, body) =
+            lab.admin("POST", "/v1/tenants", Some(json!({ "name": name, "limits": { "quota": quota } })));
+        assert_eq!(status, 201, "{body}");
+        let (status, key) = lab.admin("POST", &format!("/v1/tenants/{name}/keys"), Some(json!({ "label": "q" })));
+        assert_eq!(status, 201, "{key}");
+        let key = key["key"].as_str().expect("key").to_owned();
+        // Both nodes know the key (the identity bucket's lag).
+        lab::poll_until("the key on both api nodes", Duration::from_secs(10), Duration::from_millis(50), || {
+            let known = ["api-0", "api-1"].iter().all(|n| {
+                let url = format!("{}/v1/usage", lab.url_of(n, "http"));
+                let status = lab.agent.get(&url).header("authorization", format!("Bearer {key}")).call();
+                status.is_ok_and(|r| r.status() == 200)
+            });
+            if known {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+        key
+    }
+
+    /// `clients` closed-loop clients through HAProxy until each has been refused `refusals`
+    /// times in a row: (200s, answers per second while they were served, the last refusal).
+    fn exhaust(lab: &Lab, key: &str, query: &str, image: &[u8], clients: usize) -> (usize, f64, Value) {
+        let url = format!("{}/v1/resize?{query}", lab.field("url"));
+        let start = Instant::now();
+        let results: Vec<(usize, Option<Duration>, Value)> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..clients)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let (mut ok, mut refused_in_a_row, mut last_ok, mut last) = (0, 0, None, Value::Null);
+                        while refused_in_a_row < 5 {
+                            assert!(start.elapsed() < Duration::from_secs(60), "no end to the 200s");
+                            let (status, _, body) = resize_at(&lab.agent, &url, key, image);
+                            match status {
+                                200 => {
+                                    ok += 1;
+                                    refused_in_a_row = 0;
+                                    last_ok = Some(start.elapsed());
+                                }
+                                429 => {
+                                    assert_eq!(body["type"], "urn:resizer:problem:quota-exceeded", "{body}");
+                                    refused_in_a_row += 1;
+                                    last = body;
+                                    thread::sleep(Duration::from_millis(50));
+                                }
+                                other => panic!("{other}: {body}"),
+                            }
+                        }
+                        (ok, last_ok, last)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("client")).collect()
+        });
+        let ok: usize = results.iter().map(|r| r.0).sum();
+        let served_for = results.iter().filter_map(|r| r.1).max().unwrap_or(Duration::from_millis(1));
+        (ok, ok as f64 / served_for.as_secs_f64(), results.into_iter().last().map(|r| r.2).unwrap_or(Value::Null))
+    }
+
+    /// Every node refuses the tenant now (no lag left): sent straight to each api node.
+    fn refused_everywhere(lab: &Lab, key: &str, query: &str, image: &[u8]) {
+        for node in ["api-0", "api-1"] {
+            let url = format!("{}/v1/resize?{query}", lab.url_of(node, "http"));
+            let (status, _, body) = resize_at(&lab.agent, &url, key, image);
+            assert_eq!((status, body["type"].as_str()), (429, Some("urn:resizer:problem:quota-exceeded")), "{node}");
+        }
+    }
+
+    /// The tenant's billable requests as the identity service's admin API reports its quota.
+    fn used(lab: &Lab, name: &str, dimension: &str) -> f64 {
+        let (status, tenant) = lab.admin("GET", &format!("/v1/tenants/{name}"), None);
+        assert_eq!(status, 200, "{tenant}");
+        tenant["quota_status"]["dimensions"][dimension]["used"].as_f64().unwrap_or(f64::NAN)
+    }
+
+    #[test]
+    fn quotas_hold_across_two_api_nodes_and_an_aggregator_outage() {
+        let lab = Lab::up(&["--workers", "1", "--set", "usage.batch_max_age_ms=100"]);
+        const PERIOD: u64 = 3600;
+        let image = common::png(16, 16);
+        let rolling = |limits: Value| {
+            let mut q = json!({ "period": "rolling", "period_seconds": PERIOD });
+            q.as_object_mut().expect("object").extend(limits.as_object().expect("object").clone());
+            q
+        };
+        // 8 x 8 outputs: 64 pixels each.
+        let dimensions = [
+            ("requests", rolling(json!({ "requests": 40 })), 40usize),
+            ("input_bytes", rolling(json!({ "input_bytes": 30 * image.len() })), 30),
+            ("output_megapixels", rolling(json!({ "output_megapixels": 25.0 * 64.0 / 1e6 })), 25),
+        ];
+        fresh_window(PERIOD, Duration::from_secs(600));
+        for (dimension, quota, n) in dimensions {
+            let name = format!("q-{}", dimension.replace('_', "-"));
+            let key = tenant(&lab, &name, quota);
+            let (ok, rate, last) = exhaust(&lab, &key, "width=8&height=8&fit=fill", &image, 4);
+            assert_eq!(last["quota"]["dimension"], dimension, "{last}");
+            let bound = (LAG.as_secs_f64() * rate).ceil() as usize;
+            eprintln!(
+                "{dimension}: quota {n}, {ok} served at {rate:.0}/s; overshoot {} (bound {bound})",
+                ok - n.min(ok)
+            );
+            assert!(ok >= n && ok <= n + bound, "{dimension}: {ok} served for a quota of {n} (bound +{bound})");
+            // Once the totals have caught up, both nodes refuse, and the count is the billing's.
+            thread::sleep(LAG);
+            refused_everywhere(&lab, &key, "width=8&height=8&fit=fill", &image);
+            let (status, usage) = lab.admin("GET", &format!("/v1/tenants/{name}/usage?granularity=day"), None);
+            assert_eq!(status, 200);
+            assert_eq!(usage["billable"]["requests"].as_u64(), Some(ok as u64), "{usage}");
+            assert_eq!(usage["quota"]["exceeded"], true, "{usage}");
+        }
+
+        // At a pace the totals can follow, the nodes see each other's answers: the overshoot is
+        // what passes in one lag (rate × lag), far below the other node's whole share.
+        const PACE: Duration = Duration::from_millis(50);
+        let key = tenant(&lab, "q-paced", rolling(json!({ "requests": 40 })));
+        let url = format!("{}/v1/resize?width=8", lab.field("url"));
+        let (mut ok, started) = (0usize, Instant::now());
+        loop {
+            let sent = Instant::now();
+            match resize_at(&lab.agent, &url, &key, &image) {
+                (200, _, _) => ok += 1,
+                (429, _, body) => {
+                    assert_eq!(body["type"], "urn:resizer:problem:quota-exceeded", "{body}");
+                    break;
+                }
+                (other, _, body) => panic!("{other}: {body}"),
+            }
+            thread::sleep(PACE.saturating_sub(sent.elapsed()));
+        }
+        let rate = ok as f64 / started.elapsed().as_secs_f64();
+        let bound = (LAG.as_secs_f64() * rate).ceil() as usize;
+        eprintln!(
+            "paced: quota 40, {ok} served at {rate:.1}/s; overshoot {} = {:.2} s of answers (bound {bound})",
+            ok - 40.min(ok),
+            (ok - 40.min(ok)) as f64 / rate
+        );
+        assert!(ok >= 40 && ok <= 40 + bound, "paced: {ok} served for a quota of 40 (bound +{bound})");
+
+        // An api node restarted reads the totals again before it could over-admit.
+        let key = tenant(&lab, "q-restart", rolling(json!({ "requests": 10 })));
+        let (ok, _, _) = exhaust(&lab, &key, "width=8", &image, 2);
+        thread::sleep(LAG);
+        lab.restart("api-0");
+        lab::poll_until("api-0 ready again", Duration::from_secs(20), Duration::from_millis(100), || {
+            let url = format!("{}/readyz", lab.url_of("api-0", "http"));
+            match lab.agent.get(&url).call() {
+                Ok(r) if r.status() == 200 => Ok(()),
+                _ => Err("not ready".to_string()),
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+        thread::sleep(Duration::from_millis(500));
+        refused_everywhere(&lab, &key, "width=8", &image);
+        assert_eq!(used(&lab, "q-restart", "requests"), ok as f64);
+
+        // The aggregator stops: each node goes on from the last total with its own answers, so
+        // the tenant may get the rest of its quota from each node (bounded: rest × nodes); once
+        // the aggregator is back the totals catch up and nobody is over-counted or lost.
+        let key = tenant(&lab, "q-outage", rolling(json!({ "requests": 30 })));
+        let url = format!("{}/v1/resize?width=8", lab.field("url"));
+        for _ in 0..10 {
+            assert_eq!(resize_at(&lab.agent, &url, &key, &image).0, 200);
+        }
+        thread::sleep(LAG);
+        lab.signal("usage-0", lab::Signal::Stop);
+        let (during, _, _) = exhaust(&lab, &key, "width=8", &image, 2);
+        eprintln!("aggregator stopped: {during} served of the 20 left (at most 20 per node)");
+        assert!((20..=40).contains(&during), "{during} served during the outage");
+        lab.signal("usage-0", lab::Signal::Cont);
+        lab::poll_until("the totals caught up", Duration::from_secs(30), Duration::from_millis(200), || {
+            let used = used(&lab, "q-outage", "requests");
+            if used == (10 + during) as f64 {
+                Ok(())
+            } else {
+                Err(format!("used {used}"))
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
+        refused_everywhere(&lab, &key, "width=8", &image);
+
+        // A short rolling period opens again on both nodes.
+        let key = tenant(&lab, "q-short", json!({ "period": "rolling", "period_seconds": 5, "requests": 4 }));
+        fresh_window(5, Duration::from_secs(4));
+        let (ok, _, last) = exhaust(&lab, &key, "width=8", &image, 1);
+        assert!(ok >= 4, "{ok}");
+        let wait = last["retry_after_ms"].as_u64().expect("retry_after_ms");
+        assert!(wait <= 5000, "{last}");
+        thread::sleep(Duration::from_millis(wait + 50));
+        for node in ["api-0", "api-1"] {
+            let url = format!("{}/v1/resize?width=8", lab.url_of(node, "http"));
+            assert_eq!(resize_at(&lab.agent, &url, &key, &image).0, 200, "{node}: the next window is open");
+        }
+    }
+}

@@ -89,6 +89,26 @@ impl Aggregator {
     }
 
     pub async fn apply_batch(&self, batch_id: &str, records: Arc<Vec<UsageRecord>>) -> Result<bool, AggregateError> {
+        self.apply(batch_id, records, None).await
+    }
+
+    /// [`apply_batch`](Self::apply_batch) with the rolling quota periods of the batch's tenants
+    /// as the batch came with them (a cluster aggregator: `QUOTA_PERIODS_HEADER`).
+    pub async fn apply_batch_with_periods(
+        &self,
+        batch_id: &str,
+        records: Arc<Vec<UsageRecord>>,
+        periods: std::collections::BTreeMap<u64, u32>,
+    ) -> Result<bool, AggregateError> {
+        self.apply(batch_id, records, Some(Arc::new(move |tenant| periods.get(&tenant).copied().unwrap_or(0)))).await
+    }
+
+    async fn apply(
+        &self,
+        batch_id: &str,
+        records: Arc<Vec<UsageRecord>>,
+        periods: Option<RollingPeriods>,
+    ) -> Result<bool, AggregateError> {
         let rollups = self.rollups.clone();
         let id = batch_id.to_owned();
         if blocking(move || rollups.is_applied(&id)).await?? {
@@ -98,7 +118,8 @@ impl Aggregator {
         let rollups = self.rollups.clone();
         let id = batch_id.to_owned();
         let Some(quotas) = &self.quotas else {
-            return Ok(blocking(move || rollups.apply(&id, &records, now_ms())).await??);
+            let periods = periods.unwrap_or_else(|| Arc::new(|_| 0));
+            return Ok(blocking(move || rollups.apply_with_quotas(&id, &records, now_ms(), &*periods)).await??);
         };
         let rolling_period = quotas.rolling_period.clone();
         let totals = blocking(move || {

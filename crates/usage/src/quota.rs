@@ -88,6 +88,29 @@ pub struct TenantTotals {
     pub marks: BTreeMap<String, i64>,
 }
 
+/// The usage-stream message header by which a cluster api node tells the aggregators the
+/// rolling quota periods of the tenants in a batch (`<tenant>=<seconds>,...`): the aggregators
+/// know no tenant's quota. A hint for the quota sums only: a wrong one shifts a tenant's rolling
+/// sums, never what is billed.
+pub const QUOTA_PERIODS_HEADER: &str = "Resizer-Quota-Periods";
+
+/// The header's value for `periods` (tenant → seconds; 0s left out); None when there are none.
+pub fn rolling_periods_header(periods: &BTreeMap<u64, u32>) -> Option<String> {
+    let parts: Vec<String> = periods.iter().filter(|(_, &s)| s != MONTH).map(|(t, s)| format!("{t}={s}")).collect();
+    (!parts.is_empty()).then(|| parts.join(","))
+}
+
+/// The header's periods; a malformed part is left out (that tenant is summed per month only).
+pub fn parse_rolling_periods(value: &str) -> BTreeMap<u64, u32> {
+    value
+        .split(',')
+        .filter_map(|part| {
+            let (tenant, seconds) = part.split_once('=')?;
+            Some((tenant.trim().parse().ok()?, seconds.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// Where an aggregator publishes the totals after each applied batch: the api's board in the
 /// same process (`resizer dev`), or the cluster's totals bucket.
 pub trait TotalsSink: Send + Sync {
@@ -229,6 +252,50 @@ impl QuotaBoard {
     /// Tenants the board has heard of, for reports.
     pub fn tenants(&self) -> Vec<u64> {
         self.lock().keys().copied().collect()
+    }
+}
+
+/// How often a cluster api node reads the quota totals the aggregators keep with the rollups.
+pub const TOTALS_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Every this many reads, the totals of every tenant (else of the tenants the board knows).
+const FULL_READ_EVERY: u32 = 25;
+
+/// A cluster api node's (and the identity service's) feed of its board: the totals the
+/// aggregators commit with each batch, read from the rollups database every
+/// [`TOTALS_POLL_INTERVAL`], off the request path: an api node reads the tenants it has
+/// admitted (every tenant's each 5 s); with `every_tenant` (the identity service, which admits
+/// none but reports every tenant's quota) every tenant's each time. When the read fails (the
+/// database away) the board keeps the last totals and its own count goes on from them.
+pub async fn follow_totals(
+    rollups: std::sync::Arc<crate::Rollups>,
+    board: std::sync::Arc<QuotaBoard>,
+    every_tenant: bool,
+) {
+    let mut reads: u32 = 0;
+    let mut failing = false;
+    loop {
+        let tenants = (!every_tenant && !reads.is_multiple_of(FULL_READ_EVERY)).then(|| board.tenants());
+        reads = reads.wrapping_add(1);
+        let rollups = rollups.clone();
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let read = tokio::task::spawn_blocking(move || rollups.quota_totals(tenants.as_deref(), now)).await;
+        match read {
+            Ok(Ok(totals)) => {
+                if failing {
+                    tracing::info!("quota totals: read again");
+                    failing = false;
+                }
+                board.publish(totals);
+            }
+            Ok(Err(e)) if !failing => {
+                tracing::warn!(error = %e, "quota totals: cannot read them; counting on from the last ones");
+                failing = true;
+            }
+            Ok(Err(_)) => {}
+            Err(e) => tracing::error!(error = %e, "quota totals: read task failed"),
+        }
+        tokio::time::sleep(TOTALS_POLL_INTERVAL).await;
     }
 }
 

@@ -44,6 +44,9 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
+        if let Some(reads) = &usage_reads {
+            tokio::spawn(usage::follow_totals(reads.rollups.clone(), reads.quota_board.clone(), true));
+        }
         let admin = bind(&config.api.admin_listen, "api.admin_listen").await?;
         tracing::info!(admin_url = %admin.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), "resizer identity started");
         let client = queue::connect(&nats_urls, "identity", Some(queue::Role::Identity), config.nats_tls_ca()).await?;
@@ -85,6 +88,7 @@ fn open_usage_reads(config: &Config) -> anyhow::Result<Option<api::Metering>> {
         archive: open_archive(config)?,
         node: "identity".into(),
         rollup_reads: Arc::new(tokio::sync::Semaphore::new(api::ROLLUP_READS_AT_ONCE)),
+        // Fed in the runtime (`follow_totals`): the admin API's quota status and soft flag.
         quota_board: Arc::new(usage::QuotaBoard::new("identity")),
     }))
 }

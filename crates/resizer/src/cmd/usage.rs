@@ -205,14 +205,22 @@ async fn apply(
     let node = signer.or_else(|| records.first().map(|r| r.node.to_string()));
     let count = records.len();
     let started = Instant::now();
+    // The tenants' rolling quota periods, as the shipping node knew them: the aggregator sums
+    // those windows too (every tenant's calendar month is summed anyway).
+    let periods = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(usage::QUOTA_PERIODS_HEADER))
+        .map(|v| usage::parse_rolling_periods(v.as_str()))
+        .unwrap_or_default();
     // A batch applied before keys named the node is recorded under its plain id.
     let applied = match applied_key != batch_id {
         true => match aggregator.is_applied(&batch_id).await {
             Ok(true) => Ok(false),
-            Ok(false) => aggregator.apply_batch(&applied_key, std::sync::Arc::new(records)).await,
+            Ok(false) => aggregator.apply_batch_with_periods(&applied_key, std::sync::Arc::new(records), periods).await,
             Err(e) => Err(e),
         },
-        false => aggregator.apply_batch(&applied_key, std::sync::Arc::new(records)).await,
+        false => aggregator.apply_batch_with_periods(&applied_key, std::sync::Arc::new(records), periods).await,
     };
     status.apply_seconds.observe(&[], started.elapsed());
     match applied {
