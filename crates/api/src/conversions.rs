@@ -104,6 +104,11 @@ impl Conversions {
         match self {
             Conversions::Embedded(_) => Ok(()),
             Conversions::Queue(b) if !b.queue.connected() => Err("not connected to the NATS job queue"),
+            // Connected, but the server has not answered for a while: cut off from it (a
+            // partition, a frozen server) until the client's own pings give up on it.
+            Conversions::Queue(b) if b.queue.server_silence().is_some_and(|d| d > queue::SERVER_SILENCE_LIMIT) => {
+                Err("the NATS server does not answer")
+            }
             Conversions::Queue(b) if !b.stream_ready.load(std::sync::atomic::Ordering::Relaxed) => {
                 Err("the job stream is not set up yet")
             }

@@ -53,6 +53,7 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
         let in_rotation = move || app.upgrade().is_some_and(|app| app.not_ready().is_none());
         tokio::spawn(async move { queue::announce_and_count(client, &node, peers, in_rotation).await });
         tokio::spawn(queue.queue.clone().watch_stream_leader());
+        tokio::spawn(queue.queue.clone().watch_server());
     }
     let feeder = app.store().is_some().then(|| tokio::spawn(feed_credentials(app.clone())));
 

@@ -4,7 +4,7 @@
 
 use std::error::Error as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -169,7 +169,25 @@ pub struct JobQueue {
     /// What [`JobQueue::watch_stream_leader`] last saw: [`LEADER_UNKNOWN`], `LEADER_SEEN`,
     /// `LEADER_NONE`.
     leader: Arc<AtomicU8>,
+    /// When the server last answered [`JobQueue::watch_server`]'s round trip, in milliseconds
+    /// after `born`; 0: never.
+    heard_ms: Arc<AtomicU64>,
+    born: Instant,
 }
+
+/// The subject of the api node's round trip to its NATS server: nobody subscribes to it, so the
+/// server itself answers at once with "no responders" — an answer that needs neither JetStream
+/// nor any other process, only the server and the link to it.
+pub const SERVER_PING_SUBJECT: &str = "ping.server";
+
+/// How often [`JobQueue::watch_server`] goes to the server and back.
+const SERVER_PING_EVERY: Duration = Duration::from_millis(250);
+
+/// Silence after which the server counts as unreachable for `/readyz` (a partition, a frozen
+/// server): with HAProxy checking every 500 ms and taking a node out after two failures, a node
+/// cut off from NATS leaves the rotation within 2 s. Long enough that a loaded but working
+/// server (round trips of tens of ms here) never trips it.
+pub const SERVER_SILENCE_LIMIT: Duration = Duration::from_millis(900);
 
 const LEADER_UNKNOWN: u8 = 0;
 const LEADER_SEEN: u8 = 1;
@@ -186,7 +204,43 @@ impl JobQueue {
     pub fn new(client: Client, config: QueueConfig) -> JobQueue {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(PUBLISH_ATTEMPT_TIMEOUT);
-        JobQueue { client, js, config, leader: Arc::new(AtomicU8::new(LEADER_UNKNOWN)) }
+        JobQueue {
+            client,
+            js,
+            config,
+            leader: Arc::new(AtomicU8::new(LEADER_UNKNOWN)),
+            heard_ms: Arc::new(AtomicU64::new(0)),
+            born: Instant::now(),
+        }
+    }
+
+    /// Goes to the NATS server and back every 250 ms, for as long as the node runs (a request
+    /// on [`SERVER_PING_SUBJECT`], answered "no responders" by the server itself), and notes
+    /// when it last came back: the client's own pings take seconds to give up on a silent server.
+    pub async fn watch_server(self) {
+        loop {
+            let sent = Instant::now();
+            let answer = tokio::time::timeout(SERVER_SILENCE_LIMIT, self.client.request(SERVER_PING_SUBJECT, Bytes::new()));
+            let heard = match answer.await {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
+                Err(_) => false,
+            };
+            if heard {
+                let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+                self.heard_ms.store(ms, Ordering::Relaxed);
+            }
+            tokio::time::sleep_until((sent + SERVER_PING_EVERY).into()).await;
+        }
+    }
+
+    /// Since the server last answered [`JobQueue::watch_server`]; None before its first answer
+    /// (or when the watch does not run).
+    pub fn server_silence(&self) -> Option<Duration> {
+        match self.heard_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.born.elapsed().saturating_sub(Duration::from_millis(ms))),
+        }
     }
 
     pub fn config(&self) -> &QueueConfig {

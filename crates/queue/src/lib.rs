@@ -32,7 +32,10 @@ mod wire;
 pub use config::{PullClass, QueueConfig, ACK_PROGRESS_EVERY};
 pub use credentials::{redact_url, redact_urls};
 pub use error::QueueError;
-pub use jetstream::{connect, ensure_consumer, ensure_stream, existing_stream, retire_fast_consumer, JobQueue};
+pub use jetstream::{
+    connect, ensure_consumer, ensure_stream, existing_stream, retire_fast_consumer, JobQueue, SERVER_PING_SUBJECT,
+    SERVER_SILENCE_LIMIT,
+};
 pub use permissions::{
     identity_api_prefix, identity_links, permissions, AccountLink, LinkKind, Permissions, Role, IDENTITY_ACCOUNT,
     SERVICE_ACCOUNT,

@@ -145,6 +145,8 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
         Role::Api => {
             let mut subjects =
                 vec![format!("{}.>", jobs.subject_prefix), USAGE_SUBJECT.to_owned(), API_PRESENCE_SUBJECT.to_owned()];
+            // Its round trip to the server (`JobQueue::watch_server`), which nobody subscribes to.
+            subjects.push(crate::jetstream::SERVER_PING_SUBJECT.to_owned());
             subjects.extend(stream_setup(&jobs.stream));
             subjects.extend(stream_setup(USAGE_STREAM));
             // Watching the bucket, in the identity account: an ordered consumer on its stream,
