@@ -298,14 +298,7 @@ impl Haproxy {
 
     /// Each server's state from `/stats;csv`. Needs `stats` on.
     pub fn server_states(&self) -> Result<Vec<ServerState>> {
-        let url =
-            format!("{};csv", self.stats_url().ok_or_else(|| LabError::Invalid("HAProxy runs without stats".into()))?);
-        let answer = net::http_get(&url, Duration::from_secs(1))?;
-        if answer.status != 200 {
-            return Err(LabError::BadAnswer { url, message: format!("status {}", answer.status) });
-        }
-        parse_stats_csv(&answer.body)
-            .ok_or(LabError::BadAnswer { url, message: "no pxname/svname/status columns".into() })
+        server_states_at(&self.stats_url().ok_or_else(|| LabError::Invalid("HAProxy runs without stats".into()))?)
     }
 
     /// Wait until the servers named in `up` are fully UP and every other server is out of
@@ -509,6 +502,17 @@ pub struct Ports {
 }
 
 /// The `api_nodes` servers of a `/stats;csv` document.
+/// Each server's state from the `/stats` page at `stats_url` (the component's `stats` URL in
+/// cluster.json), for a process that holds no [`Haproxy`] handle.
+pub fn server_states_at(stats_url: &str) -> Result<Vec<ServerState>> {
+    let url = format!("{stats_url};csv");
+    let answer = net::http_get(&url, Duration::from_secs(1))?;
+    if answer.status != 200 {
+        return Err(LabError::BadAnswer { url, message: format!("status {}", answer.status) });
+    }
+    parse_stats_csv(&answer.body).ok_or(LabError::BadAnswer { url, message: "no pxname/svname/status columns".into() })
+}
+
 fn parse_stats_csv(csv: &str) -> Option<Vec<ServerState>> {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next()?.trim_start_matches('#').trim().split(',').collect();

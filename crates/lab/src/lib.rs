@@ -71,8 +71,8 @@ pub use cluster::{
 };
 pub use error::{LabError, MissingBinary, Result};
 pub use haproxy::{
-    Backend, Haproxy, HaproxyOptions, HaproxyTls, ServerState, BACKEND_NAME, HAPROXY_ROLE, METRICS_REFUSAL,
-    PROBLEM_ERRORS,
+    server_states_at, Backend, Haproxy, HaproxyOptions, HaproxyTls, ServerState, BACKEND_NAME, HAPROXY_ROLE,
+    METRICS_REFUSAL, PROBLEM_ERRORS,
 };
 pub use infra::{up_infrastructure, InfraOptions, Infrastructure, TLS_DIR};
 pub use nats::{

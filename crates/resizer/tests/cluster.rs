@@ -9,19 +9,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::TempDir;
+use common::cluster::{agent_config, percentile, resize_at, sample_jpeg, statuses, success_ratio, Lab, Load, Sample};
 use serde_json::Value;
 
-/// A lab cluster of this test; stopped (`lab down`) when dropped.
 /// Speaks NATS over TLS to `address` (after its plaintext INFO line, as NATS upgrades), trusting
 /// `ca`: sends `bytes`, returns everything the server says until it closes or goes quiet.
 fn nats_over_tls(address: &str, ca: &Path, bytes: &[u8]) -> String {
@@ -40,85 +38,7 @@ fn nats_over_tls(address: &str, ca: &Path, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// A ureq configuration trusting only the lab's CA: its HAProxy, api nodes and identity service
-/// speak HTTPS with certificates of it.
-fn agent_config(ca: &Path) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
-    ureq::Agent::config_builder().tls_config(lab::ureq_tls(ca).expect("the lab's CA"))
-}
-
-struct Lab {
-    file: Value,
-    dir: PathBuf,
-    _guard: lab::LabGuard,
-    _tmp: TempDir,
-    agent: ureq::Agent,
-}
-
-impl Drop for Lab {
-    /// `lab down` removes the lab's shared-memory directory; a test that ends without it (the
-    /// guard kills the processes) removes it here.
-    fn drop(&mut self) {
-        if let Some(memory) = self.spool_memory_dir() {
-            let _ = std::fs::remove_dir_all(memory);
-        }
-    }
-}
-
 impl Lab {
-    /// The directory in /dev/shm the api nodes keep their open spool batches in.
-    fn spool_memory_dir(&self) -> Option<PathBuf> {
-        let components = self.file["components"].as_array()?;
-        let api = components.iter().find(|c| c["role"] == "api")?;
-        api["env"]["RESIZER_USAGE_SPOOL_MEMORY_DIR"].as_str().map(PathBuf::from)
-    }
-
-    fn up(args: &[&str]) -> Lab {
-        let tmp = TempDir::new();
-        let dir = tmp.0.join("lab");
-        let guard = lab::LabGuard::new(&dir);
-        let out = Command::new(env!("CARGO_BIN_EXE_resizer"))
-            .args(["lab", "up", "--dir"])
-            .arg(&dir)
-            .args(args)
-            // The load here is the cluster's, not one tenant's quota.
-            .args(["--set", "limits.rate_per_sec=1000000", "--set", "limits.burst=1000000"])
-            .output()
-            .expect("run resizer lab up");
-        assert!(
-            out.status.success(),
-            "resizer lab up failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let file: Value = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
-            .expect("cluster.json is JSON");
-        let ca = file["fields"]["tls_ca"].as_str().expect("the lab runs TLS: tls_ca in cluster.json");
-        let agent = agent_config(Path::new(ca))
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        Lab { file, dir, _guard: guard, _tmp: tmp, agent }
-    }
-
-    fn field(&self, name: &str) -> String {
-        self.file["fields"][name].as_str().unwrap_or_else(|| panic!("cluster.json has no field {name}")).to_owned()
-    }
-
-    fn component(&self, name: &str) -> Value {
-        let components = self.file["components"].as_array().expect("components");
-        components.iter().find(|c| c["name"] == name).cloned().unwrap_or_else(|| panic!("no component {name}"))
-    }
-
-    fn url_of(&self, name: &str, key: &str) -> String {
-        self.component(name)["urls"][key].as_str().unwrap_or_else(|| panic!("{name} has no {key} URL")).to_owned()
-    }
-
-    fn resize(&self, query: &str, body: &[u8]) -> (u16, Vec<u8>, Value) {
-        let url = format!("{}/v1/resize?{query}", self.field("url"));
-        resize_at(&self.agent, &url, &self.field("demo_api_key"), body)
-    }
-
     /// Jobs api node `node` published and JetStream stored, in `lane` or in all lanes.
     fn jobs_stored(&self, node: &str, lane: Option<&str>) -> f64 {
         let lanes = lane.map_or(vec!["small", "medium", "large"], |l| vec![l]);
@@ -128,28 +48,8 @@ impl Lab {
             .sum()
     }
 
-    /// Sum of every sample of `series` (any labels) in a component's /metrics.
-    fn metric_sum(&self, component: &str, series: &str) -> f64 {
-        metric_sum(&self.agent, &self.url_of(component, "metrics"), series)
-    }
-
-    fn signal(&self, name: &str, signal: lab::Signal) {
-        lab::signal_component(&self.dir, name, signal).unwrap_or_else(|e| panic!("signal {name}: {e}"));
-    }
-
-    fn nats(&self) -> lab::NatsCluster {
-        let file = lab::ClusterFile::read(&self.dir).expect("cluster.json");
-        let nats: Vec<lab::Component> = file.with_role(lab::NATS_ROLE).cloned().collect();
-        lab::NatsCluster::from_components(&nats).expect("the NATS nodes")
-    }
-
     /// cluster.json's `nats_identity_urls`: the NATS user that may do everything in the
     /// identity account, where the identity bucket is.
-    /// The lab's CA (cluster.json's `tls_ca`): what a client of its NATS or PostgreSQL trusts.
-    fn tls_ca(&self) -> PathBuf {
-        PathBuf::from(self.field("tls_ca"))
-    }
-
     fn identity_nats_urls(&self) -> Vec<String> {
         let urls = self.file["fields"]["nats_identity_urls"].as_array().expect("nats_identity_urls");
         urls.iter().map(|u| u.as_str().expect("URL").to_owned()).collect()
@@ -207,101 +107,6 @@ impl Lab {
         }
         out
     }
-
-    fn log_tails(&self) -> String {
-        let file = lab::ClusterFile::read(&self.dir).expect("cluster.json");
-        file.components.iter().map(|c| format!("--- {} ---\n{}\n", c.name, c.log_tail(15))).collect()
-    }
-}
-
-fn resize_at(agent: &ureq::Agent, url: &str, key: &str, body: &[u8]) -> (u16, Vec<u8>, Value) {
-    match agent.post(url).header("authorization", format!("Bearer {key}")).send(body) {
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            let bytes = response.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap_or_default();
-            let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            (status, bytes, json)
-        }
-        // A connection the server side dropped: what a client of a killed node sees.
-        Err(_) => (0, Vec::new(), Value::Null),
-    }
-}
-
-fn metric_sum(agent: &ureq::Agent, url: &str, series: &str) -> f64 {
-    let Ok(mut response) = agent.get(url).call() else { return f64::NAN };
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    text.lines()
-        .filter(|l| {
-            // `name` matches every label set; `name{a="b"` those that start so.
-            l.starts_with(series)
-                && (series.contains('{') || matches!(l.as_bytes().get(series.len()), Some(b'{' | b' ')))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// One request of a load: when it was sent (from the load's start), how long it took, status.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    sent: Duration,
-    latency: Duration,
-    status: u16,
-}
-
-/// A closed-loop load of `clients` threads sending `body` until stopped, each pausing `pause`
-/// between requests (a steady, modest rate that leaves the 2 cores room for the cluster).
-struct Load {
-    started: Instant,
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(lab: &Lab, query: &str, body: Vec<u8>, clients: usize, pause: Duration) -> Load {
-        let started = Instant::now();
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let body = Arc::new(body);
-        let url = format!("{}/v1/resize?{query}", lab.field("url"));
-        let key = lab.field("demo_api_key");
-        let ca = lab.tls_ca();
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, samples, body, url, key, ca) =
-                    (stop.clone(), samples.clone(), body.clone(), url.clone(), key.clone(), ca.clone());
-                thread::spawn(move || {
-                    let agent: ureq::Agent = agent_config(&ca)
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(30)))
-                        .build()
-                        .into();
-                    while !stop.load(Ordering::Relaxed) {
-                        let sent = started.elapsed();
-                        let t = Instant::now();
-                        let (status, _, _) = resize_at(&agent, &url, &key, &body);
-                        samples.lock().unwrap().push(Sample { sent, latency: t.elapsed(), status });
-                        thread::sleep(pause);
-                    }
-                })
-            })
-            .collect();
-        Load { started, stop, samples, threads }
-    }
-
-    fn since_start(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    fn finish(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().expect("load thread");
-        }
-        let mut samples = self.samples.lock().unwrap().clone();
-        samples.sort_by_key(|s| s.sent);
-        samples
-    }
 }
 
 /// The permission refusals ("Permissions Violation") in NATS server logs.
@@ -310,28 +115,6 @@ impl Load {
 fn nats_refusals(logs: &str) -> Vec<String> {
     let probe = format!("Subject \"{}\"", queue::PROBE_SUBJECT);
     logs.lines().filter(|l| l.contains("Violation") && !l.contains(&probe)).map(str::to_owned).collect()
-}
-
-fn statuses(samples: &[Sample]) -> BTreeMap<u16, usize> {
-    let mut counts = BTreeMap::new();
-    for s in samples {
-        *counts.entry(s.status).or_default() += 1;
-    }
-    counts
-}
-
-fn success_ratio(samples: &[Sample]) -> f64 {
-    samples.iter().filter(|s| s.status == 200).count() as f64 / samples.len().max(1) as f64
-}
-
-fn percentile(mut latencies: Vec<Duration>, p: f64) -> Duration {
-    latencies.sort();
-    let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1));
-    latencies.get(rank - 1).copied().unwrap_or_default()
-}
-
-fn sample_jpeg() -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample.jpg")).expect("examples/sample.jpg")
 }
 
 fn pid_alive(pid: u64) -> bool {
@@ -1347,52 +1130,6 @@ fn large_images_past_a_nodes_share_are_refused_and_small_ones_queued() {
 }
 
 impl Lab {
-    /// The demo tenant's usage today: `total` or `billable` requests.
-    fn demo_requests(&self, kind: &str) -> u64 {
-        let (status, usage) = self.admin("GET", "/v1/tenants/demo/usage?granularity=day", None);
-        assert_eq!(status, 200, "{usage}");
-        usage[kind]["requests"].as_u64().unwrap_or(0)
-    }
-
-    /// Waits (up to `within`) until the demo tenant's `kind` requests have grown from `before`
-    /// by `expected`, lets `settle` pass (redeliveries, batches shipped again), and checks they
-    /// grew by exactly that: every request counted once.
-    fn assert_billed_once(&self, kind: &str, before: u64, expected: u64, within: Duration, settle: Duration) {
-        let until = Instant::now() + within;
-        while self.demo_requests(kind) < before + expected {
-            let billed = self.demo_requests(kind) - before;
-            assert!(Instant::now() < until, "{kind}: billed {billed} of {expected}\n{}", self.log_tails());
-            thread::sleep(Duration::from_millis(250));
-        }
-        thread::sleep(settle);
-        assert_eq!(self.demo_requests(kind) - before, expected, "{kind}: counted once each");
-    }
-
-    /// A call to the identity service's admin API; returns (status, JSON body).
-    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}{path}", self.field("admin_url"));
-        let auth = format!("Bearer {}", self.field("admin_token"));
-        let result = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("authorization", &auth).call(),
-            (_, body) => self
-                .agent
-                .post(&url)
-                .header("authorization", &auth)
-                .header("content-type", "application/json")
-                .send(body.unwrap_or(Value::Null).to_string().as_bytes()),
-        };
-        match result {
-            Ok(mut r) => {
-                let status = r.status().as_u16();
-                (
-                    status,
-                    serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null),
-                )
-            }
-            Err(e) => panic!("admin {method} {path}: {e}"),
-        }
-    }
-
     /// What api node `node` answers a key with, on a route that authenticates and does no work.
     fn auth_status(&self, node: &str, key: &str) -> u16 {
         let url = format!("{}/v1/usage", self.url_of(node, "http"));
@@ -1670,28 +1407,6 @@ fn with_postgres_down_resizes_go_on_admin_writes_fail_503_and_writes_replicate_o
     }
 }
 
-impl Lab {
-    /// GET on a component's admin URL (api nodes serve usage and audit reads there), with the
-    /// read-only token, which is all an api node holds.
-    fn admin_get(&self, component: &str, path: &str) -> (u16, Value) {
-        let url = format!("{}{path}", self.url_of(component, "admin"));
-        match self.agent.get(&url).header("authorization", format!("Bearer {}", self.field("read_token"))).call() {
-            Ok(mut r) => {
-                let status = r.status().as_u16();
-                (
-                    status,
-                    serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null),
-                )
-            }
-            Err(_) => (0, Value::Null),
-        }
-    }
-
-    fn restart(&self, name: &str) {
-        lab::restart_component(&self.dir, name).unwrap_or_else(|e| panic!("restart {name}: {e}"));
-    }
-}
-
 /// One request of the usage load: tenant index, its own request id, what the client saw.
 #[derive(Debug, Clone)]
 struct Billed {
@@ -1785,75 +1500,11 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
         t.join().expect("load thread");
     }
     let billed = billed.lock().unwrap().clone();
-    let seen = |t: usize, status: u16| billed.iter().filter(|b| b.tenant == t && b.status == status).count();
 
     for (t, (tenant, _)) in tenants.iter().enumerate() {
-        // Drained when the audit holds every request the client saw answered 200.
-        let ok_ids: std::collections::BTreeSet<&str> =
-            billed.iter().filter(|b| b.tenant == t && b.status == 200).map(|b| b.request_id.as_str()).collect();
-        let dropped: std::collections::BTreeSet<&str> =
-            billed.iter().filter(|b| b.tenant == t && b.status == 0).map(|b| b.request_id.as_str()).collect();
-        let until = Instant::now() + Duration::from_secs(60);
-        let records = loop {
-            let (status, audit) = lab.admin_get("api-1", &format!("/v1/tenants/{tenant}/audit?limit=10000"));
-            let records: Vec<Value> =
-                if status == 200 { audit["records"].as_array().cloned().unwrap_or_default() } else { Vec::new() };
-            let have: std::collections::BTreeSet<&str> =
-                records.iter().filter_map(|r| r["request_id"].as_str()).collect();
-            if ok_ids.iter().all(|id| have.contains(id)) {
-                break records;
-            }
-            assert!(
-                Instant::now() < until,
-                "tenant {tenant}: the audit never caught up ({} of {} seen 200s)\n{}",
-                ok_ids.iter().filter(|id| have.contains(*id)).count(),
-                ok_ids.len(),
-                lab.log_tails()
-            );
-            thread::sleep(Duration::from_millis(500));
-        };
-        // Exactly one record per request id.
-        let mut ids: Vec<&str> = records.iter().filter_map(|r| r["request_id"].as_str()).collect();
-        let total = ids.len();
-        ids.sort_unstable();
-        ids.dedup();
-        assert_eq!(ids.len(), total, "tenant {tenant}: a request id recorded twice");
-        // A 200 record is a 200 the client saw, or a request whose node died before its answer
-        // left (the record is written first, so a kill -9 in between bills an unseen answer).
-        let recorded_ok: Vec<&str> =
-            records.iter().filter(|r| r["status"] == 200).filter_map(|r| r["request_id"].as_str()).collect();
-        let unseen: Vec<&&str> = recorded_ok.iter().filter(|id| !ok_ids.contains(**id)).collect();
-        assert!(
-            unseen.iter().all(|id| dropped.contains(**id)),
-            "tenant {tenant}: 200 records of requests the client saw otherwise: {unseen:?}"
-        );
-        // The rollups count each audit record once. An aggregator writes a batch's Parquet
-        // (the audit) before it commits the batch's rollups, so the audit may be a batch ahead
-        // for a moment: wait for them to agree, and fail only if they never do.
-        let until = Instant::now() + Duration::from_secs(30);
-        let rolled = loop {
-            let (status, usage) = lab.admin_get("api-0", &format!("/v1/tenants/{tenant}/usage?granularity=day"));
-            assert_eq!(status, 200, "{usage}");
-            let rolled: u64 = usage["buckets"]
-                .as_array()
-                .map(|b| b.iter().map(|b| b["by_status"]["200"]["requests"].as_u64().unwrap_or(0)).sum())
-                .unwrap_or(0);
-            if rolled as usize >= recorded_ok.len() || Instant::now() > until {
-                break rolled;
-            }
-            thread::sleep(Duration::from_millis(250));
-        };
-        eprintln!(
-            "tenant {tenant}: client saw {} × 200, {} dropped, {} other; audit {} records ({} × 200, {} of them unseen); rollups {} × 200",
-            seen(t, 200), dropped.len(), billed.iter().filter(|b| b.tenant == t && !matches!(b.status, 0 | 200)).count(),
-            total, recorded_ok.len(), unseen.len(), rolled
-        );
-        assert_eq!(rolled as usize, recorded_ok.len(), "tenant {tenant}: rollups ≠ audit");
-        assert_eq!(
-            rolled as usize,
-            seen(t, 200) + unseen.len(),
-            "tenant {tenant}: rollups ≠ seen 200s + unseen answers"
-        );
+        let answers: Vec<(String, u16)> =
+            billed.iter().filter(|b| b.tenant == t).map(|b| (b.request_id.clone(), b.status)).collect();
+        lab.assert_audit_matches(&tenant.to_string(), &answers);
     }
     lab.assert_no_nats_refusals();
 }
@@ -2057,17 +1708,7 @@ fn pausing_an_api_node_the_identity_service_or_the_aggregator_costs_no_request_i
     let lab = Lab::up(&["--workers", "2"]);
     let before = lab.demo_requests("billable");
     // The operator's fault verbs, as one practising on the lab would use them.
-    let verb = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_resizer"))
-            .arg("lab")
-            .arg(args[0])
-            .arg("--dir")
-            .arg(&lab.dir)
-            .args(&args[1..])
-            .output()
-            .expect("resizer lab");
-        assert!(out.status.success(), "resizer lab {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
+    let verb = |args: &[&str]| lab.verb(args);
     let load = Load::start(&lab, "width=100", sample_jpeg(), 4, Duration::from_millis(10));
     thread::sleep(Duration::from_secs(2));
     let mut windows = Vec::new();

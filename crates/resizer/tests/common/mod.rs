@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+pub mod cluster;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_resizer");
 
 pub struct DevServer {
