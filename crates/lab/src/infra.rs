@@ -206,6 +206,21 @@ impl Infrastructure {
         }
     }
 
+    /// A volume of `size_bytes` at `path` for component `name`, which `lab fill-spool` fills: a
+    /// tmpfs on the lab's own network ([`InfraOptions::netns`], run as root); without it, nothing
+    /// (`path` stays on DIR's disk). Returns whether one was mounted.
+    pub fn add_volume(&mut self, name: &str, path: &Path, size_bytes: u64) -> Result<bool> {
+        match &mut self.network {
+            Some(network) => {
+                network.add_volume(name, path, size_bytes)?;
+                self.file.fields.insert(NETWORK_FIELD.into(), network_field(network)?);
+                self.file.write()?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// The lab's own network, when it has one.
     pub fn network(&self) -> Option<&NetworkRecord> {
         self.network.as_ref().map(LabNetwork::record)

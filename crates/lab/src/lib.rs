@@ -85,8 +85,8 @@ pub use net::{
     wait_for_http_ok, wait_for_http_ok_trusting, wait_for_tcp, HttpAnswer, LOOPBACK,
 };
 pub use netns::{
-    heal_network, partition, remove as remove_network, run_delay_queue, slow, sweep_stale, Host, LabNetwork,
-    NetworkRecord, Slowness, FAULT_ROLE, NETWORK_FIELD,
+    fill_volume, heal_network, partition, remove as remove_network, run_delay_queue, slow, sweep_stale, Host,
+    LabNetwork, NetworkRecord, Slowness, Volume, FAULT_ROLE, NETWORK_FIELD,
 };
 pub use pki::{CertFiles, LabCa};
 pub use postgres::{Postgres, PostgresAccess, PostgresOptions, POSTGRES_DATABASE, POSTGRES_ROLE, POSTGRES_USER};

@@ -66,6 +66,9 @@ pub struct NetworkRecord {
     /// The /24's first address: the bridge's, this machine's side.
     pub gateway: Ipv4Addr,
     pub hosts: Vec<Host>,
+    /// Small volumes of the lab's own (tmpfs), which [`fill_volume`] can fill.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
     /// The lab's DIR: a network whose DIR has no live component is stale.
     pub dir: PathBuf,
     pub created_unix: u64,
@@ -98,6 +101,17 @@ impl NetworkRecord {
     }
 }
 
+/// A volume mounted for a component: a tmpfs of a fixed size at `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub component: String,
+    pub path: PathBuf,
+    pub size_bytes: u64,
+}
+
+/// The file [`fill_volume`] fills a volume with; [`heal_network`] removes it.
+const FILL_FILE: &str = ".lab-fill";
+
 /// A lab network being built or running. Dropped without [`detach`](LabNetwork::detach), it
 /// removes every namespace and the bridge.
 #[derive(Debug)]
@@ -128,6 +142,7 @@ impl LabNetwork {
             id,
             gateway,
             hosts: Vec::new(),
+            volumes: Vec::new(),
             dir: dir.to_path_buf(),
             created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         };
@@ -174,6 +189,17 @@ impl LabNetwork {
         Ok(host)
     }
 
+    /// Mount a tmpfs of `size_bytes` at `path` (created if needed) for component `name`: a
+    /// volume of its own that [`fill_volume`] can fill without touching the machine's disks.
+    pub fn add_volume(&mut self, name: &str, path: &Path, size_bytes: u64) -> Result<()> {
+        std::fs::create_dir_all(path).map_err(|e| LabError::io("create", path, e))?;
+        self.record.volumes.push(Volume { component: name.to_string(), path: path.to_path_buf(), size_bytes });
+        self.register()?;
+        let size = format!("size={size_bytes}");
+        let target = path.display().to_string();
+        run("mount", None, &["-t", "tmpfs", "-o", &size, "lab-volume", &target]).map(drop)
+    }
+
     /// Leave the network in place when this is dropped (`lab up` hands it to `lab down`).
     pub fn detach(&mut self) {
         self.detached = true;
@@ -202,6 +228,13 @@ impl Drop for LabNetwork {
 /// keep it alive until they exit; stop them first.
 pub fn remove(record: &NetworkRecord) -> Result<()> {
     let mut errors = Vec::new();
+    for volume in &record.volumes {
+        if is_mounted(&volume.path) {
+            if let Err(e) = run("umount", None, &[&volume.path.display().to_string()]) {
+                errors.push(e.to_string());
+            }
+        }
+    }
     for host in &record.hosts {
         if let Some(netns) = &host.netns {
             if Path::new("/run/netns").join(netns).exists() {
@@ -246,6 +279,13 @@ pub fn sweep_stale() {
             let _ = remove(&record);
         }
     }
+}
+
+/// Whether `path` is a mount point (listed in /proc/mounts).
+fn is_mounted(path: &Path) -> bool {
+    let target = path.display().to_string();
+    std::fs::read_to_string("/proc/mounts")
+        .is_ok_and(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(target.as_str())))
 }
 
 fn registry_path(id: &str) -> PathBuf {
@@ -422,8 +462,40 @@ pub fn slow(dir: &Path, name: &str, slowness: Slowness, delay_process: crate::Pr
     Ok(())
 }
 
-/// Undo every network fault of the lab in DIR: flush each namespace's rules and stop the delay
-/// processes. Returns the hosts that had rules.
+/// Fill component `name`'s volume ([`LabNetwork::add_volume`]) to the last byte, as a full disk
+/// would be: writes to it fail with ENOSPC until [`heal_network`]. Returns the bytes written.
+pub fn fill_volume(dir: &Path, name: &str) -> Result<u64> {
+    let record = NetworkRecord::of_lab(dir)?;
+    let volume = record
+        .volumes
+        .iter()
+        .find(|v| v.component == name)
+        .ok_or_else(|| LabError::Invalid(format!("{name} has no volume of the lab's to fill")))?;
+    let path = volume.path.join(FILL_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| LabError::io("open", &path, e))?;
+    let chunk = vec![0u8; 64 << 10];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => return Err(LabError::io("write", &path, e)),
+        }
+    }
+    // Whatever room a partial chunk left, byte by byte.
+    while file.write(&[0]).is_ok_and(|n| n == 1) {
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// Undo every network fault of the lab in DIR: flush each namespace's rules, stop the delay
+/// processes, empty the filled volumes. Returns what was healed.
 pub fn heal_network(dir: &Path) -> Result<Vec<String>> {
     let record = NetworkRecord::of_lab(dir)?;
     let mut healed = Vec::new();
@@ -436,6 +508,13 @@ pub fn heal_network(dir: &Path) -> Result<Vec<String>> {
         if rules.lines().any(|l| l.starts_with("-A ")) {
             iptables(netns, &["-F"])?;
             healed.push(host.name.clone());
+        }
+    }
+    for volume in &record.volumes {
+        let fill = volume.path.join(FILL_FILE);
+        if fill.exists() {
+            std::fs::remove_file(&fill).map_err(|e| LabError::io("remove", &fill, e))?;
+            healed.push(format!("{}'s volume", volume.component));
         }
     }
     let mut file = crate::cluster::ClusterFile::read(dir)?;

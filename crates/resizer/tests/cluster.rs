@@ -1750,21 +1750,15 @@ fn pausing_an_api_node_the_identity_service_or_the_aggregator_costs_no_request_i
     lab.assert_billed_once("billable", before, ok, Duration::from_secs(60), Duration::from_secs(2));
 }
 
-/// An api node whose spool volume stops taking writes (here: its file-size limit lowered under it
-/// with `prlimit`, which fails writes as a full disk does) leaves HAProxy's rotation — `/readyz`
-/// turns 503 — while the other node serves, answers no request 200 without its record, and comes
-/// back once writes work again; every 200 is billed once.
+/// An api node whose spool volume is full (`lab fill-spool`: on the lab's own network each api
+/// node's spool is a volume of its own) leaves HAProxy's rotation — `/readyz` turns 503 — while
+/// the other node serves, answers no request 200 without its record, and comes back once the
+/// volume has room again (`lab heal`); every 200 is in the audit once and billed once.
 #[test]
-fn an_api_node_whose_spool_cannot_write_leaves_rotation_and_comes_back() {
-    let lab = Lab::up(&["--workers", "1"]);
-    let before = lab.demo_requests("billable");
-    let pid = lab.component("api-0")["pid"].as_u64().expect("api-0's pid").to_string();
+fn an_api_node_whose_spool_volume_is_full_leaves_rotation_and_comes_back() {
+    let lab = Lab::up(&["--netns", "--workers", "1"]);
     let ready = format!("{}/readyz", lab.url_of("api-0", "http"));
     let readyz = || lab.agent.get(&ready).call().map(|r| r.status().as_u16()).unwrap_or(0);
-    let prlimit = |fsize: &str| {
-        let done = Command::new("prlimit").args(["--pid", &pid, &format!("--fsize={fsize}")]).status();
-        assert!(done.is_ok_and(|s| s.success()), "prlimit --fsize={fsize} on api-0 (util-linux)");
-    };
     let wait_for = |what: &str, status: u16| {
         lab::poll_until(what, Duration::from_secs(10), Duration::from_millis(100), || {
             if readyz() == status {
@@ -1778,19 +1772,18 @@ fn an_api_node_whose_spool_cannot_write_leaves_rotation_and_comes_back() {
     let load = Load::start(&lab, "width=100", sample_jpeg(), 2, Duration::from_millis(10));
     thread::sleep(Duration::from_secs(2));
     let cut = load.since_start();
-    prlimit("1:unlimited");
-    wait_for("api-0 not ready once its spool cannot write", 503);
+    lab.verb(&["fill-spool", "api-0"]);
+    wait_for("api-0 not ready once its spool volume is full", 503);
     let out = load.since_start();
     thread::sleep(Duration::from_secs(5));
     let writable = lab.metric_sum("api-0", "resizer_usage_spool_writable");
-    prlimit("unlimited:unlimited");
-    wait_for("api-0 ready again once writes work", 200);
+    lab.verb(&["heal"]);
+    wait_for("api-0 ready again once its volume has room", 200);
     let back = load.since_start();
     thread::sleep(Duration::from_secs(3));
     let samples = load.finish();
-    let ok = samples.iter().filter(|s| s.status == 200).count() as u64;
     eprintln!(
-        "spool cut at {cut:?}, api-0 not ready at {out:?}, back at {back:?}: {} requests {:?}",
+        "spool volume full at {cut:?}, api-0 not ready at {out:?}, back at {back:?}: {} requests {:?}",
         samples.len(),
         statuses(&samples)
     );
@@ -1804,7 +1797,8 @@ fn an_api_node_whose_spool_cannot_write_leaves_rotation_and_comes_back() {
         "answers other than 200, or 503s after HAProxy took api-0 out: {refused:?}\n{}",
         lab.log_tails()
     );
-    lab.assert_billed_once("billable", before, ok, Duration::from_secs(60), Duration::from_secs(2));
+    let answers: Vec<(String, u16)> = samples.iter().map(|s| (s.request_id(), s.status)).collect();
+    lab.assert_audit_matches("demo", &answers);
 }
 
 /// A NATS server that freezes (SIGSTOP: its sockets stay open, nothing is answered) is left by

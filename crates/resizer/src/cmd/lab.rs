@@ -50,6 +50,9 @@ pub enum LabCommand {
     /// Slow a component's links (a lab started with --netns): delay and loss on everything it
     /// sends. Undone by `heal`.
     Slow(SlowArgs),
+    /// Fill an api node's usage spool volume to the last byte (a lab started with --netns gives
+    /// each its own): a full disk. Undone by `heal`.
+    FillSpool(ComponentArgs),
     /// Undo every fault: resume every paused component, start again every one gone, and lift
     /// every partition and slowness.
     Heal(DirArgs),
@@ -174,6 +177,11 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             println!("{}: +{} ms, {}% loss on what it sends", a.name, a.delay_ms, a.loss_percent);
             Ok(ExitCode::SUCCESS)
         }
+        LabCommand::FillSpool(c) => {
+            let bytes = lab::fill_volume(&c.dir, &c.name)?;
+            println!("{}: spool volume filled ({bytes} bytes written)", c.name);
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::DelayQueue => {
             let number = |key: &str| -> anyhow::Result<u64> {
                 std::env::var(key)
@@ -235,6 +243,10 @@ fn fault(c: &ComponentArgs, signal: lab::Signal, done: &str) -> anyhow::Result<E
     println!("{} {done}", c.name);
     Ok(ExitCode::SUCCESS)
 }
+
+/// The size of an api node's spool volume on the lab's own network: room for hours of the
+/// lab's batches (a few KiB each, deleted once applied).
+const SPOOL_VOLUME_BYTES: u64 = 64 << 20;
 
 /// How long past the request deadline HAProxy waits for an api node's answer.
 const HAPROXY_PAST_DEADLINE: Duration = Duration::from_secs(1);
@@ -388,6 +400,8 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let (public, admin, internal) = (ports[0], ports[1], ports[2]);
         let host = infra.add_host(&name)?;
         let addr = host.addr;
+        // Its usage spool on a volume of its own (on the lab's own network), for `fill-spool`.
+        infra.add_volume(&name, &dir.join(&name).join("spool"), SPOOL_VOLUME_BYTES)?;
         let url = |port: u16| format!("{scheme}://{addr}:{port}");
         let spec = ProcessSpec::new("api", &name, &program)
             .arg("api")
