@@ -264,6 +264,7 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     each_role_may_use_only_its_own_subjects(&lab);
     a_forged_jobs_origin_is_never_contacted(&lab);
     usage_batches_not_signed_by_the_node_they_name_are_quarantined(&lab);
+    a_batch_shipped_by_an_api_node_of_the_previous_version_is_billed(&lab);
     each_database_login_holds_only_its_roles_tables(&lab);
     a_role_given_the_all_permissions_login_refuses_to_run(&lab);
 
@@ -670,6 +671,50 @@ fn usage_batches_not_signed_by_the_node_they_name_are_quarantined(lab: &Lab) {
     assert!(has("forged-for-api-1.", "api-0", "foreign-node"), "{kept:?}");
     assert!(has(&genuine_id, "", "unsigned"), "{kept:?}");
     assert_eq!(kept.len(), 4, "nothing else refused: {kept:?}");
+}
+
+/// An api node of the previous version, upgraded after the aggregator: its records are the JSON
+/// of that version, without the fields added since (written out here as it wrote them, signed
+/// with api-0's key as it would sign them). Every record is billed and in the audit.
+fn a_batch_shipped_by_an_api_node_of_the_previous_version_is_billed(lab: &Lab) {
+    let (_, demo) = lab.admin("GET", "/v1/tenants/demo", None);
+    let tenant = demo["id"].as_u64().expect("the demo tenant's id");
+    let before = lab.demo_requests("billable");
+    let now = queue::unix_millis();
+    let ids: Vec<String> = (0..3).map(|i| format!("previous-version-{now}-{i}")).collect();
+    // The JSON written out field by field, as the previous release's api node shipped it (and,
+    // for the first record, as an older one without `worker`, `queue_wait_us` and `cpu_us`):
+    // whatever fields the records have gained since are missing from it.
+    let records: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let newer = if i == 0 { "" } else { r#","worker":"worker-0","queue_wait_us":120,"cpu_us":900"# };
+            format!(
+                r#"{{"request_id":"{id}","tenant":{tenant},"key_id":"k","time_ms":{now},"node":"api-0","status":200,"error":"","params":"width=10","input_format":"png","input_bytes":1000,"input_width":10,"input_height":10,"output_format":"webp","output_bytes":100,"output_width":10,"output_height":10,"wall_us":5{newer}}}"#
+            )
+        })
+        .collect();
+    let payload = format!("[{}]", records.join(",")).into_bytes();
+    let key = queue::NodeKey::from_hex(&process_env(lab, "api-0", "RESIZER_USAGE_BATCH_KEY")).expect("a key");
+    let signer = queue::UsageSigner::new("api-0", key).expect("signer");
+    let headers = signer.headers(&format!("previous-version-{now}"), &payload);
+    let api_urls: Vec<String> =
+        process_env(lab, "api-0", "RESIZER_QUEUE_NATS_URLS").split(',').map(str::to_owned).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let client = queue::connect(&api_urls, "previous-version-test", Some(queue::Role::Api), Some(&lab.tls_ca()))
+            .await
+            .expect("NATS");
+        let js = async_nats::jetstream::new(client);
+        let ack = js.publish_with_headers(queue::USAGE_SUBJECT, headers, payload.into()).await.expect("publish");
+        assert!(!ack.await.expect("stored").duplicate);
+    });
+    lab.assert_billed_once("billable", before, 3, Duration::from_secs(20), Duration::from_secs(1));
+    let audit = lab.audit("demo");
+    for id in &ids {
+        assert_eq!(audit.iter().filter(|r| r["request_id"] == id.as_str()).count(), 1, "{id} in the audit once");
+    }
 }
 
 #[test]
