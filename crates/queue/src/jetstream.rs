@@ -172,8 +172,25 @@ pub struct JobQueue {
     /// When the server last answered [`JobQueue::watch_server`]'s round trip, in milliseconds
     /// after `born`; 0: never.
     heard_ms: Arc<AtomicU64>,
+    /// The last round trip to the server, in microseconds.
+    server_rtt_us: Arc<AtomicU64>,
     born: Instant,
+    /// Publish acknowledgements since [`JobQueue::watch_stream_leader`] last looked, and how many
+    /// of them took longer than [`SLOW_ACK`].
+    acks: Arc<AtomicU64>,
+    slow_acks: Arc<AtomicU64>,
 }
+
+/// A publish acknowledgement slower than this is slow: normally one takes a millisecond or two
+/// here, even under load.
+const SLOW_ACK: Duration = Duration::from_millis(150);
+
+/// Acknowledgements in one look (2 s) before their times are trusted to say the leader is slow.
+const SLOW_LEADER_MIN_ACKS: u64 = 8;
+
+/// At most one stepdown asked by a node in this long: a leader that is slow wherever it goes
+/// (the whole cluster overloaded) is not chased around.
+const STEPDOWN_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
 /// The subject of the api node's round trip to its NATS server: nobody subscribes to it, so the
 /// server itself answers at once with "no responders" — an answer that needs neither JetStream
@@ -210,7 +227,10 @@ impl JobQueue {
             config,
             leader: Arc::new(AtomicU8::new(LEADER_UNKNOWN)),
             heard_ms: Arc::new(AtomicU64::new(0)),
+            server_rtt_us: Arc::new(AtomicU64::new(0)),
             born: Instant::now(),
+            acks: Arc::new(AtomicU64::new(0)),
+            slow_acks: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -229,6 +249,8 @@ impl JobQueue {
             if heard {
                 let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
                 self.heard_ms.store(ms, Ordering::Relaxed);
+                let rtt = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.server_rtt_us.store(rtt, Ordering::Relaxed);
             }
             tokio::time::sleep_until((sent + SERVER_PING_EVERY).into()).await;
         }
@@ -274,21 +296,49 @@ impl JobQueue {
     /// election. It is reported, not made a reason to leave the load balancer's rotation: every
     /// api node sees the same stream, and taking them all out would turn the seconds of an
     /// election into refusals for every request, including those that would have waited it out.
+    ///
+    /// It also moves the leadership off a leader that is slow: when most of this node's publish
+    /// acknowledgements over a look took longer than [`SLOW_ACK`], under the same leader, while
+    /// its own server answers at once, it asks the stream's leader to step down (at most every
+    /// [`STEPDOWN_AT_MOST_EVERY`]). The leader is in three hops of every job — replication,
+    /// acknowledgement, delivery — so a leader whose links are slow slows every request; as a
+    /// follower it costs only the clients connected to it. The new leader is a current follower.
     pub async fn watch_stream_leader(self) {
         let mut last = LEADER_UNKNOWN;
+        let mut last_name = None::<String>;
+        let mut last_stepdown = None::<Instant>;
         loop {
             // STREAM.INFO is answered by the stream's leader: no answer in time is no leader.
-            let leader = match self.js.get_stream(&self.config.stream).await {
+            let (leader, name) = match self.js.get_stream(&self.config.stream).await {
                 Ok(stream) => {
                     // A server outside a cluster leads its streams itself and names no leader.
                     let cluster = stream.cached_info().cluster.as_ref();
+                    let name = cluster.and_then(|c| c.leader.clone()).filter(|l| !l.is_empty());
                     match cluster.is_none_or(|c| c.leader.as_deref().is_some_and(|l| !l.is_empty())) {
-                        true => LEADER_SEEN,
-                        false => LEADER_NONE,
+                        true => (LEADER_SEEN, name),
+                        false => (LEADER_NONE, None),
                     }
                 }
-                Err(_) => LEADER_NONE,
+                Err(_) => (LEADER_NONE, None),
             };
+            let (acks, slow) = (self.acks.swap(0, Ordering::Relaxed), self.slow_acks.swap(0, Ordering::Relaxed));
+            let server_quick = self.server_rtt_us.load(Ordering::Relaxed) < (SLOW_ACK / 3).as_micros() as u64;
+            let same_leader = name.is_some() && name == last_name;
+            let may_step_down = last_stepdown.is_none_or(|t| t.elapsed() >= STEPDOWN_AT_MOST_EVERY);
+            if same_leader && acks >= SLOW_LEADER_MIN_ACKS && slow * 2 > acks && server_quick && may_step_down {
+                last_stepdown = Some(Instant::now());
+                let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{}", self.config.stream);
+                let answer = tokio::time::timeout(Duration::from_secs(2), self.client.request(subject, Bytes::new())).await;
+                tracing::warn!(
+                    stream = self.config.stream,
+                    leader = name.as_deref().unwrap_or_default(),
+                    slow_acks = slow,
+                    acks,
+                    answered = matches!(answer, Ok(Ok(_))),
+                    "the job stream's leader is slow: asked it to step down"
+                );
+            }
+            last_name = name;
             self.leader.store(leader, Ordering::Relaxed);
             if leader != last && leader == LEADER_NONE {
                 tracing::warn!(stream = self.config.stream, "the job stream has no leader: jobs wait for an election");
@@ -315,8 +365,15 @@ impl JobQueue {
                 let ack = self.js.publish_with_headers(subject.clone(), headers, payload.clone()).await?;
                 ack.await
             };
+            let sent = Instant::now();
             match tokio::time::timeout_at(give_up.into(), attempt).await {
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(_)) => {
+                    self.acks.fetch_add(1, Ordering::Relaxed);
+                    if sent.elapsed() > SLOW_ACK {
+                        self.slow_acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(());
+                }
                 Ok(Err(e)) if is_full(&e) => return Err(QueueError::Full),
                 Ok(Err(e)) => last_error = e.to_string(),
                 Err(_) => return Err(QueueError::Unavailable("no acknowledgement before the deadline".into())),

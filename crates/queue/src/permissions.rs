@@ -147,6 +147,8 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
                 vec![format!("{}.>", jobs.subject_prefix), USAGE_SUBJECT.to_owned(), API_PRESENCE_SUBJECT.to_owned()];
             // Its round trip to the server (`JobQueue::watch_server`), which nobody subscribes to.
             subjects.push(crate::jetstream::SERVER_PING_SUBJECT.to_owned());
+            // Moving the job stream's leadership off a slow leader (`JobQueue::watch_stream_leader`).
+            subjects.push(format!("{api}.STREAM.LEADER.STEPDOWN.{}", jobs.stream));
             subjects.extend(stream_setup(&jobs.stream));
             subjects.extend(stream_setup(USAGE_STREAM));
             // Watching the bucket, in the identity account: an ordered consumer on its stream,

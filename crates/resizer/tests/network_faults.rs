@@ -132,18 +132,18 @@ fn an_api_node_cut_off_from_nats_leaves_rotation_within_2_s_and_comes_back() {
 }
 
 /// 100 ms added to everything one NATS node sends, for 30 s: a follower of the job stream, then
-/// its leader. A follower costs the requests little (a quorum does not wait for it). The leader
-/// is in three hops of every request — the stored job's replication and acknowledgement, and its
-/// delivery to a worker — so each request takes about 300 ms longer while it is slow: its p99 is
-/// measured and bounded at 1 s here, and docs/cluster.md gives the figures.
+/// its leader. A follower costs only the clients connected to it a hop. The leader is in three
+/// hops of every request — the stored job's replication and acknowledgement, and its delivery to
+/// a worker — so the api nodes, seeing their acknowledgements slow while their own servers answer
+/// at once, ask it to step down, and a follower leads instead.
 #[test]
-fn latency_of_100_ms_on_a_nats_follower_keeps_p99_under_500_ms() {
+fn latency_of_100_ms_on_a_nats_node_keeps_p99_under_500_ms() {
     let lab = Lab::up(&["--netns", "--workers", "2"]);
     let load = Load::start(&lab, "width=100", sample_jpeg(), 4, Duration::from_millis(10));
     thread::sleep(Duration::from_secs(2));
     let nats = lab.nats();
     let mut windows = Vec::new();
-    for (what, bound) in [("follower", Duration::from_millis(500)), ("JOBS leader", Duration::from_secs(1))] {
+    for what in ["follower", "JOBS leader"] {
         let leader = nats.stream_leader("JOBS").expect("jsz").expect("the job stream has a leader");
         let victim = match what {
             "follower" => {
@@ -156,13 +156,20 @@ fn latency_of_100_ms_on_a_nats_follower_keeps_p99_under_500_ms() {
         thread::sleep(Duration::from_secs(30));
         lab.verb(&["heal"]);
         let to = load.since_start();
-        windows.push((what, victim, bound, Window { what, from, to }));
+        windows.push((what, victim, Window { what, from, to }));
         thread::sleep(Duration::from_secs(3));
     }
     let samples = load.finish();
-    let before: Vec<Duration> = samples.iter().filter(|s| s.sent < windows[0].3.from).map(|s| s.latency).collect();
+    let before: Vec<Duration> = samples.iter().filter(|s| s.sent < windows[0].2.from).map(|s| s.latency).collect();
     eprintln!("before any latency: p99 {:?}", percentile(before, 0.99));
-    for (what, victim, bound, w) in &windows {
+    let stepdowns = ["api-0", "api-1"]
+        .iter()
+        .map(|n| {
+            lab::log_tail(&lab.dir.join(format!("logs/{n}.log")), 100_000).matches("asked it to step down").count()
+        })
+        .sum::<usize>();
+    eprintln!("stepdowns asked by the api nodes: {stepdowns}");
+    for (what, victim, w) in &windows {
         let during: Vec<Duration> =
             samples.iter().filter(|s| s.sent >= w.from && s.sent <= w.to).map(|s| s.latency).collect();
         let p99 = percentile(during.clone(), 0.99);
@@ -171,8 +178,8 @@ fn latency_of_100_ms_on_a_nats_follower_keeps_p99_under_500_ms() {
             during.len(),
             percentile(during, 0.5)
         );
-        assert!(p99 < *bound, "p99 {p99:?} with 100 ms on {victim}'s links ({what})");
+        assert!(p99 < Duration::from_millis(500), "p99 {p99:?} with 100 ms on {victim}'s links ({what})");
     }
-    let windows: Vec<Window> = windows.iter().map(|w| w.3).collect();
+    let windows: Vec<Window> = windows.iter().map(|w| w.2).collect();
     report(&lab, &samples, &windows, Duration::ZERO);
 }
