@@ -1,7 +1,9 @@
 //! # lab
 //!
 //! The cluster on one machine (`resizer lab up --dir DIR`, `down`, `status`): the processes of
-//! the distributed deployment started on free loopback ports for tests, benchmarks and users.
+//! the distributed deployment started on free loopback ports — or, with `--netns`, each in a
+//! network namespace of its own on a bridge, so that its links can be cut or slowed
+//! ([`LabNetwork`], [`partition`], [`slow`]) — for tests, benchmarks and users.
 //! It owns process orchestration only — a NATS JetStream cluster of N `nats-server` processes
 //! ([`NatsCluster`]), HAProxy in front of the api nodes ([`Haproxy`]), a private PostgreSQL
 //! server with its own `initdb` in DIR ([`Postgres`]), any other process through
