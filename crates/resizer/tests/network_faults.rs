@@ -129,6 +129,22 @@ fn an_api_node_cut_off_from_nats_leaves_rotation_within_2_s_and_comes_back() {
     assert!(left <= Duration::from_secs(2), "api-0 stayed in rotation {left:?} after the cut");
     assert!(healed.elapsed() < Duration::from_secs(15));
     report(&lab, &samples, &[Window { what: "api-0 cut off from NATS", from, to }], Duration::from_secs(12));
+    // `down` (the lab's guard) leaves no namespace, bridge or volume of this lab behind.
+    let network: lab::NetworkRecord =
+        serde_json::from_value(lab.file["fields"][lab::NETWORK_FIELD].clone()).expect("the network's record");
+    drop(lab);
+    let namespaces = std::fs::read_dir("/run/netns").map(|d| d.flatten().count()).unwrap_or(0);
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("rz{}-", network.id)))
+        .collect();
+    assert!(left.is_empty(), "namespaces left after down: {left:?} (of {namespaces})");
+    assert!(!std::path::Path::new("/sys/class/net").join(&network.bridge).exists(), "the bridge left after down");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    assert!(network.volumes.iter().all(|v| !mounts.contains(&v.path.display().to_string())), "a volume left mounted");
 }
 
 /// 100 ms added to everything one NATS node sends, for 30 s: a follower of the job stream, then
