@@ -350,7 +350,7 @@ mod lab_cluster {
             ("input_bytes", rolling(json!({ "input_bytes": 30 * image.len() })), 30),
             ("output_megapixels", rolling(json!({ "output_megapixels": 25.0 * 64.0 / 1e6 })), 25),
         ];
-        fresh_window(PERIOD, Duration::from_secs(600));
+        fresh_window(PERIOD, Duration::from_secs(120));
         for (dimension, quota, n) in dimensions {
             let name = format!("q-{}", dimension.replace('_', "-"));
             let key = tenant(&lab, &name, quota);

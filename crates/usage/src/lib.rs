@@ -5,7 +5,8 @@
 //! [`Spool`] (append-only, written before the response, cut into batches with unique ids), the
 //! [`Aggregator`] that applies each batch exactly once to the raw-record [`Archive`] (Parquet
 //! through `object_store`) and to the hourly [`Rollups`] (SQLite embedded, PostgreSQL in the
-//! cluster), and the reads of both. In the cluster an api node ships its sealed batches
+//! cluster), and the reads of both; with the rollups, each tenant's billable sums per quota
+//! window, and the api node's board of them that quota admission decides from. In the cluster an api node ships its sealed batches
 //! ([`run_shipping`]) to the usage stream and aggregators elsewhere apply them, keeping the
 //! messages they refuse to apply (not authentic, unreadable) in a quarantine beside the rollups
 //! ([`Quarantined`]); deciding what is authentic is the aggregator's caller's (the usage
