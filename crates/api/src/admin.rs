@@ -560,10 +560,21 @@ pub async fn tenant_usage(
     RawQuery(query): RawQuery,
 ) -> Response {
     admin(&app, &headers, rid, Access::Read, |_operator| async {
-        let tenant = resolve_tenant(&app, tenant).await?;
-        let quota = tenant.limits.resolve(&app.config.default_limits).quota;
-        let status = crate::quota::status(&app, tenant.id, quota.as_ref());
-        usage_report(&app, tenant.id.get(), status, query.as_deref().unwrap_or("")).await
+        // The quota from the store where it is here, else (a cluster api node, which reads
+        // usage by numeric id) from the credential cache.
+        let (id, limits) = match app.store() {
+            Some(_) => {
+                let tenant = resolve_tenant(&app, tenant).await?;
+                (tenant.id, Some(tenant.limits))
+            }
+            None => {
+                let id = resolve_tenant_id(&app, tenant).await?;
+                (id, app.cache().tenant_limits(id))
+            }
+        };
+        let quota = limits.unwrap_or_default().resolve(&app.config.default_limits).quota;
+        let status = crate::quota::status(&app, id, quota.as_ref());
+        usage_report(&app, id.get(), status, query.as_deref().unwrap_or("")).await
     })
     .await
 }

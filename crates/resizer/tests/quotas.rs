@@ -446,6 +446,14 @@ mod lab_cluster {
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log_tails()));
         refused_everywhere(&lab, &key, "width=8", &image);
+        // An api node's admin port (read token, usage by numeric id) reports the quota too.
+        let (_, tenant_json) = lab.admin("GET", "/v1/tenants/q-restart", None);
+        let id = tenant_json["id"].as_u64().expect("tenant id");
+        for node in ["api-0", "api-1"] {
+            let (status, usage) = lab.admin_get(node, &format!("/v1/tenants/{id}/usage"));
+            assert_eq!(status, 200, "{node}: {usage}");
+            assert_eq!(usage["quota"]["dimensions"]["requests"]["used"].as_f64(), Some(ok as f64), "{node}: {usage}");
+        }
 
         // The aggregator stops: each node goes on from the last total with its own answers, so
         // the tenant may get the rest of its quota from each node (bounded: rest × nodes); once
