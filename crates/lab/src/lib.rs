@@ -48,13 +48,14 @@
 //!
 //! Files: `process.rs` spawning, signals and `/proc`; `net.rs` ports and waiting; `nats.rs` the
 //! NATS cluster; `haproxy.rs` the load balancer; `postgres.rs` PostgreSQL; `pki.rs` the lab's CA and
-//! node certificates; `netns.rs` the lab's own network (`--netns`) and its faults; `cluster.rs`
+//! node certificates; `netns.rs` the lab's own network (`--netns`); `faults.rs` the faults on it; `cluster.rs`
 //! cluster.json, down, status;
 //! `infra.rs` the `lab up` steps; `binaries.rs` finding the programs.
 
 mod binaries;
 mod cluster;
 mod error;
+mod faults;
 mod haproxy;
 mod infra;
 mod nats;
@@ -72,6 +73,7 @@ pub use cluster::{
     DownReport, LabGuard, CLUSTER_FILE,
 };
 pub use error::{LabError, MissingBinary, Result};
+pub use faults::{fill_volume, heal_network, partition, run_delay_queue, slow, Slowness, FAULT_ROLE};
 pub use haproxy::{
     server_states_at, Backend, Haproxy, HaproxyOptions, HaproxyTls, ServerState, BACKEND_NAME, HAPROXY_ROLE,
     METRICS_REFUSAL, PROBLEM_ERRORS,
@@ -86,10 +88,7 @@ pub use net::{
     free_port, free_ports, http_get, http_get_json, http_get_trusting, poll_until, tcp_accepts, ureq_tls,
     wait_for_http_ok, wait_for_http_ok_trusting, wait_for_tcp, HttpAnswer, LOOPBACK,
 };
-pub use netns::{
-    fill_volume, heal_network, partition, remove as remove_network, run_delay_queue, slow, sweep_stale, Host,
-    LabNetwork, NetworkRecord, Slowness, Volume, FAULT_ROLE, NETWORK_FIELD,
-};
+pub use netns::{remove as remove_network, sweep_stale, Host, LabNetwork, NetworkRecord, Volume, NETWORK_FIELD};
 pub use pki::{CertFiles, LabCa};
 pub use postgres::{Postgres, PostgresAccess, PostgresOptions, POSTGRES_DATABASE, POSTGRES_ROLE, POSTGRES_USER};
 pub use process::{

@@ -1,7 +1,6 @@
 //! The lab on a network of its own (`lab up --netns`): every node in its own network namespace,
 //! with its own address on a private /24, all joined by a bridge, so that each node's links can
-//! be cut or slowed on their own; and the network faults on it — partitions, loss, latency —
-//! with `heal` to undo them.
+//! be cut or slowed on their own (`faults.rs` does that), and small volumes of the lab's own.
 //!
 //! The bridge lives in this machine's namespace with the subnet's first address, so the machine
 //! (tests, HAProxy, an operator's tools) reaches every node directly. The namespaces have no
@@ -9,18 +8,11 @@
 //! (`rz<id>-api-0`, bridge `rzb<id>`) so that labs started side by side never meet, and each
 //! network is registered in [`REGISTRY`] so that one a killed test left behind is removed by the
 //! next lab that starts (see [`sweep_stale`]).
-//!
-//! Faults are rules in the node's own namespace, so the node's end of every link is hurt and the
-//! rest of the lab is untouched: `iptables` DROP rules for a partition (both directions: what the
-//! node sends to a peer and what it receives from one), `-m statistic` for loss, and for latency
-//! an NFQUEUE rule whose packets a delay process ([`run_delay_queue`]) holds back before letting
-//! them go. (The kernels this runs on need not have `tc netem`; netfilter's queue is there.)
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,13 +23,6 @@ pub const REGISTRY: &str = "/run/resizer-lab";
 
 /// The cluster.json field holding the [`NetworkRecord`].
 pub const NETWORK_FIELD: &str = "network";
-
-/// The role of the processes a fault starts (the latency queues): `heal` stops them.
-pub const FAULT_ROLE: &str = "fault";
-
-/// The NFQUEUE number the latency rule and its delay process use inside a node's namespace
-/// (queues are per namespace).
-const DELAY_QUEUE: u16 = 7;
 
 /// Where a process runs: its namespace (None: this machine's own, on loopback) and its address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +51,7 @@ pub struct NetworkRecord {
     /// The /24's first address: the bridge's, this machine's side.
     pub gateway: Ipv4Addr,
     pub hosts: Vec<Host>,
-    /// Small volumes of the lab's own (tmpfs), which [`fill_volume`] can fill.
+    /// Small volumes of the lab's own (tmpfs), which [`crate::fill_volume`] can fill.
     #[serde(default)]
     pub volumes: Vec<Volume>,
     /// The lab's DIR: a network whose DIR has no live component is stale.
@@ -87,18 +72,6 @@ impl NetworkRecord {
             .find(|h| h.name == name)
             .ok_or_else(|| LabError::Invalid(format!("{name} has no host of its own on the lab's network")))
     }
-
-    /// The record in DIR/cluster.json (an error naming `--netns` when the lab has none).
-    pub fn of_lab(dir: &Path) -> Result<NetworkRecord> {
-        let file = crate::cluster::ClusterFile::read(dir)?;
-        let value = file.fields.get(NETWORK_FIELD).cloned().ok_or_else(|| {
-            LabError::Invalid(format!(
-                "the lab in {} runs on loopback: network faults need a lab started with `lab up --netns`",
-                dir.display()
-            ))
-        })?;
-        serde_json::from_value(value).map_err(|source| LabError::Json { path: crate::ClusterFile::path(dir), source })
-    }
 }
 
 /// A volume mounted for a component: a tmpfs of a fixed size at `path`.
@@ -108,9 +81,6 @@ pub struct Volume {
     pub path: PathBuf,
     pub size_bytes: u64,
 }
-
-/// The file [`fill_volume`] fills a volume with; [`heal_network`] removes it.
-const FILL_FILE: &str = ".lab-fill";
 
 /// A lab network being built or running. Dropped without [`detach`](LabNetwork::detach), it
 /// removes every namespace and the bridge.
@@ -190,7 +160,7 @@ impl LabNetwork {
     }
 
     /// Mount a tmpfs of `size_bytes` at `path` (created if needed) for component `name`: a
-    /// volume of its own that [`fill_volume`] can fill without touching the machine's disks.
+    /// volume of its own that [`crate::fill_volume`] can fill without touching the machine's disks.
     pub fn add_volume(&mut self, name: &str, path: &Path, size_bytes: u64) -> Result<()> {
         std::fs::create_dir_all(path).map_err(|e| LabError::io("create", path, e))?;
         self.record.volumes.push(Volume { component: name.to_string(), path: path.to_path_buf(), size_bytes });
@@ -209,7 +179,10 @@ impl LabNetwork {
         let path = registry_path(&self.record.id);
         let bytes =
             serde_json::to_vec_pretty(&self.record).map_err(|source| LabError::Json { path: path.clone(), source })?;
-        crate::cluster::write_atomic(&path, &bytes, 0o600)
+        // Whole or not at all: a sweep may read it at any moment.
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, bytes).map_err(|e| LabError::io("write", &partial, e))?;
+        std::fs::rename(&partial, &path).map_err(|e| LabError::io("rename", &path, e))
     }
 }
 
@@ -258,8 +231,8 @@ pub fn remove(record: &NetworkRecord) -> Result<()> {
 }
 
 /// Remove every registered lab network that is stale: older than two minutes (a lab being set
-/// up is left alone) and whose DIR no longer has a cluster.json with a live component (a test
-/// that was killed, a DIR deleted without `down`).
+/// up is left alone) with no process left in any of its namespaces (a killed test's processes
+/// die with it; a DIR deleted without `down`).
 pub fn sweep_stale() {
     let Ok(entries) = std::fs::read_dir(REGISTRY) else { return };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -274,7 +247,11 @@ pub fn sweep_stale() {
         else {
             continue;
         };
-        let alive = crate::cluster::ClusterFile::read(&record.dir).is_ok_and(|f| !f.live().is_empty());
+        let alive = record
+            .hosts
+            .iter()
+            .filter_map(|h| h.netns.as_deref())
+            .any(|ns| ip_output(&["netns", "pids", ns]).is_ok_and(|pids| !pids.trim().is_empty()));
         if !alive && now.saturating_sub(record.created_unix) > 120 {
             let _ = remove(&record);
         }
@@ -346,7 +323,7 @@ fn ip_output(args: &[&str]) -> Result<String> {
 
 /// Run `program args` (inside `netns` when given, through `ip netns exec`), returning stdout;
 /// a failure carries the command and its stderr.
-fn run(program: &str, netns: Option<&str>, args: &[&str]) -> Result<String> {
+pub(crate) fn run(program: &str, netns: Option<&str>, args: &[&str]) -> Result<String> {
     let mut command = match netns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -367,199 +344,4 @@ fn run(program: &str, netns: Option<&str>, args: &[&str]) -> Result<String> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn iptables(netns: &str, args: &[&str]) -> Result<()> {
-    crate::binaries::find_program("iptables").ok_or_else(|| {
-        LabError::Invalid("`iptables` not found: network faults need Debian's iptables package".into())
-    })?;
-    run("iptables", Some(netns), args).map(drop)
-}
-
-fn netns_of(host: &Host) -> Result<&str> {
-    host.netns.as_deref().ok_or_else(|| LabError::Invalid(format!("{} runs in this machine's namespace", host.name)))
-}
-
-/// Cut component `name` off from `from` (component names; every other host of the lab when
-/// empty): whatever it sends them and whatever they send it is dropped, silently, as a pulled
-/// cable or a failed switch would. This machine's side of the bridge (HAProxy, tests, operators)
-/// is no lab host and still reaches it. Returns the peers cut off.
-pub fn partition(dir: &Path, name: &str, from: &[String]) -> Result<Vec<String>> {
-    let record = NetworkRecord::of_lab(dir)?;
-    let host = record.host(name)?;
-    let netns = netns_of(host)?;
-    let peers: Vec<&Host> = if from.is_empty() {
-        record.hosts.iter().filter(|h| h.name != name).collect()
-    } else {
-        from.iter().map(|f| record.host(f)).collect::<Result<_>>()?
-    };
-    for peer in &peers {
-        let addr = peer.addr.to_string();
-        iptables(netns, &["-I", "INPUT", "-s", &addr, "-j", "DROP"])?;
-        iptables(netns, &["-I", "OUTPUT", "-d", &addr, "-j", "DROP"])?;
-    }
-    Ok(peers.iter().map(|p| p.name.clone()).collect())
-}
-
-/// What [`slow`] does to a node's links.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Slowness {
-    /// Added to every packet the node sends on the lab's network.
-    pub delay: Duration,
-    /// Share of those packets dropped, 0 to 100.
-    pub loss_percent: f64,
-}
-
-/// Slow component `name`'s links: `delay` on everything it sends on the lab's network (so every
-/// round trip through it takes that much longer), `loss_percent` of it dropped. The delay is
-/// held by `delay_process` (a command running [`run_delay_queue`] with the queue number and delay
-/// it is given in `RESIZER_LAB_DELAY_QUEUE` and `RESIZER_LAB_DELAY_MS`), started in the node's
-/// namespace and recorded as a component of role [`FAULT_ROLE`]. Undone by [`heal_network`].
-pub fn slow(dir: &Path, name: &str, slowness: Slowness, delay_process: crate::ProcessSpec) -> Result<()> {
-    let record = NetworkRecord::of_lab(dir)?;
-    let netns = netns_of(record.host(name)?)?.to_string();
-    if !(0.0..=100.0).contains(&slowness.loss_percent) {
-        return Err(LabError::Invalid(format!("loss of {}% is no share", slowness.loss_percent)));
-    }
-    if slowness.loss_percent > 0.0 {
-        let p = format!("{:.4}", slowness.loss_percent / 100.0);
-        iptables(
-            &netns,
-            &["-A", "OUTPUT", "-o", "eth0", "-m", "statistic", "--mode", "random", "--probability", &p, "-j", "DROP"],
-        )?;
-    }
-    if !slowness.delay.is_zero() {
-        let mut file = crate::cluster::ClusterFile::read(dir)?;
-        let mut spec = delay_process;
-        spec.name = format!("delay-{name}");
-        spec.role = FAULT_ROLE.into();
-        spec.netns = Some(netns.clone());
-        spec = spec
-            .env("RESIZER_LAB_DELAY_QUEUE", DELAY_QUEUE.to_string())
-            .env("RESIZER_LAB_DELAY_MS", slowness.delay.as_millis().to_string());
-        if file.component(&spec.name).is_some_and(|c| c.state() != crate::ProcessState::Gone) {
-            return Err(LabError::Invalid(format!("{name} is slowed already: heal first")));
-        }
-        let component = crate::process::start_process(dir, &spec)?;
-        file.upsert(component.clone());
-        file.write()?;
-        // The queue must be bound before packets go to it; until then `--queue-bypass` would let
-        // them through undelayed, so wait for the process to say it is bound.
-        let started = Instant::now();
-        while !crate::process::log_tail(&component.log, 3).contains(&format!("delay queue {DELAY_QUEUE} bound")) {
-            if component.state() == crate::ProcessState::Gone || started.elapsed() > Duration::from_secs(5) {
-                return Err(LabError::Exited {
-                    name: component.name.clone(),
-                    log: component.log.clone(),
-                    tail: component.log_tail(10),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let queue = DELAY_QUEUE.to_string();
-        iptables(&netns, &["-A", "OUTPUT", "-o", "eth0", "-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"])?;
-    }
-    Ok(())
-}
-
-/// Fill component `name`'s volume ([`LabNetwork::add_volume`]) to the last byte, as a full disk
-/// would be: writes to it fail with ENOSPC until [`heal_network`]. Returns the bytes written.
-pub fn fill_volume(dir: &Path, name: &str) -> Result<u64> {
-    let record = NetworkRecord::of_lab(dir)?;
-    let volume = record
-        .volumes
-        .iter()
-        .find(|v| v.component == name)
-        .ok_or_else(|| LabError::Invalid(format!("{name} has no volume of the lab's to fill")))?;
-    let path = volume.path.join(FILL_FILE);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| LabError::io("open", &path, e))?;
-    let chunk = vec![0u8; 64 << 10];
-    let mut written = 0u64;
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => return Err(LabError::io("write", &path, e)),
-        }
-    }
-    // Whatever room a partial chunk left, byte by byte.
-    while file.write(&[0]).is_ok_and(|n| n == 1) {
-        written += 1;
-    }
-    Ok(written)
-}
-
-/// Undo every network fault of the lab in DIR: flush each namespace's rules, stop the delay
-/// processes, empty the filled volumes. Returns what was healed.
-pub fn heal_network(dir: &Path) -> Result<Vec<String>> {
-    let record = NetworkRecord::of_lab(dir)?;
-    let mut healed = Vec::new();
-    for host in &record.hosts {
-        let Some(netns) = &host.netns else { continue };
-        if !Path::new("/run/netns").join(netns).exists() {
-            continue;
-        }
-        let rules = run("iptables", Some(netns), &["-S"])?;
-        if rules.lines().any(|l| l.starts_with("-A ")) {
-            iptables(netns, &["-F"])?;
-            healed.push(host.name.clone());
-        }
-    }
-    for volume in &record.volumes {
-        let fill = volume.path.join(FILL_FILE);
-        if fill.exists() {
-            std::fs::remove_file(&fill).map_err(|e| LabError::io("remove", &fill, e))?;
-            healed.push(format!("{}'s volume", volume.component));
-        }
-    }
-    let mut file = crate::cluster::ClusterFile::read(dir)?;
-    let faults: Vec<crate::Component> = file.components.iter().filter(|c| c.role == FAULT_ROLE).cloned().collect();
-    crate::process::stop_components(&faults, Duration::from_secs(2))?;
-    file.components.retain(|c| c.role != FAULT_ROLE);
-    file.write()?;
-    Ok(healed)
-}
-
-/// The delay process's loop: bind NFQUEUE `queue` in this namespace and let each packet go
-/// `delay` after it arrived, in arrival order. Runs until killed. Prints `delay queue N bound`
-/// once packets may be sent to it.
-pub fn run_delay_queue(queue: u16, delay: Duration) -> Result<()> {
-    let fail = |what: &str, e: std::io::Error| LabError::Invalid(format!("delay queue {queue}: {what}: {e}"));
-    let mut q = nfq::Queue::open().map_err(|e| fail("open", e))?;
-    q.bind(queue).map_err(|e| fail("bind", e))?;
-    // Headers are enough to hold a packet back; copying whole packets is work for nothing.
-    q.set_copy_range(queue, 64).map_err(|e| fail("copy range", e))?;
-    // Thousands of packets are in flight at once; past the queue's length they would be dropped.
-    q.set_queue_max_len(queue, 65_536).map_err(|e| fail("queue length", e))?;
-    q.set_fail_open(queue, true).map_err(|e| fail("fail open", e))?;
-    q.set_nonblocking(true);
-    println!("delay queue {queue} bound, holding every packet {} ms", delay.as_millis());
-    let _ = std::io::stdout().flush();
-    let mut held: std::collections::VecDeque<(Instant, nfq::Message)> = std::collections::VecDeque::new();
-    loop {
-        loop {
-            match q.recv() {
-                Ok(mut msg) => {
-                    msg.set_verdict(nfq::Verdict::Accept);
-                    held.push_back((Instant::now() + delay, msg));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(fail("receive", e)),
-            }
-        }
-        let now = Instant::now();
-        while held.front().is_some_and(|(due, _)| *due <= now) {
-            if let Some((_, msg)) = held.pop_front() {
-                q.verdict(msg).map_err(|e| fail("verdict", e))?;
-            }
-        }
-        // A millisecond's sleep bounds the added jitter and costs a few hundred wake-ups a second.
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }

@@ -16,7 +16,7 @@ use dispatch::Lane;
 use crate::config::{PullClass, QueueConfig};
 use crate::credentials::{split_credentials, Credentials};
 use crate::error::QueueError;
-use crate::permissions::Role;
+use crate::permissions::{Role, SERVER_PING_SUBJECT};
 use crate::wire::JobMessage;
 
 /// How often a client pings its server. async-nats drops a connection once more than two pings
@@ -192,11 +192,6 @@ const SLOW_LEADER_MIN_ACKS: u64 = 8;
 /// (the whole cluster overloaded) is not chased around.
 const STEPDOWN_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
-/// The subject of the api node's round trip to its NATS server: nobody subscribes to it, so the
-/// server itself answers at once with "no responders" — an answer that needs neither JetStream
-/// nor any other process, only the server and the link to it.
-pub const SERVER_PING_SUBJECT: &str = "ping.server";
-
 /// How often [`JobQueue::watch_server`] goes to the server and back.
 const SERVER_PING_EVERY: Duration = Duration::from_millis(250);
 
@@ -240,7 +235,8 @@ impl JobQueue {
     pub async fn watch_server(self) {
         loop {
             let sent = Instant::now();
-            let answer = tokio::time::timeout(SERVER_SILENCE_LIMIT, self.client.request(SERVER_PING_SUBJECT, Bytes::new()));
+            let answer =
+                tokio::time::timeout(SERVER_SILENCE_LIMIT, self.client.request(SERVER_PING_SUBJECT, Bytes::new()));
             let heard = match answer.await {
                 Ok(Ok(_)) => true,
                 Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
@@ -328,7 +324,8 @@ impl JobQueue {
             if same_leader && acks >= SLOW_LEADER_MIN_ACKS && slow * 2 > acks && server_quick && may_step_down {
                 last_stepdown = Some(Instant::now());
                 let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{}", self.config.stream);
-                let answer = tokio::time::timeout(Duration::from_secs(2), self.client.request(subject, Bytes::new())).await;
+                let answer =
+                    tokio::time::timeout(Duration::from_secs(2), self.client.request(subject, Bytes::new())).await;
                 tracing::warn!(
                     stream = self.config.stream,
                     leader = name.as_deref().unwrap_or_default(),

@@ -33,12 +33,11 @@ pub use config::{PullClass, QueueConfig, ACK_PROGRESS_EVERY};
 pub use credentials::{redact_url, redact_urls};
 pub use error::QueueError;
 pub use jetstream::{
-    connect, ensure_consumer, ensure_stream, existing_stream, retire_fast_consumer, JobQueue, SERVER_PING_SUBJECT,
-    SERVER_SILENCE_LIMIT,
+    connect, ensure_consumer, ensure_stream, existing_stream, retire_fast_consumer, JobQueue, SERVER_SILENCE_LIMIT,
 };
 pub use permissions::{
     identity_api_prefix, identity_links, permissions, AccountLink, LinkKind, Permissions, Role, IDENTITY_ACCOUNT,
-    SERVICE_ACCOUNT,
+    SERVER_PING_SUBJECT, SERVICE_ACCOUNT,
 };
 pub use presence::{announce_and_count, node_share, ApiPeers, API_PRESENCE_SUBJECT};
 pub use privilege::{check_login_scope, LoginScope, PROBE_SUBJECT};

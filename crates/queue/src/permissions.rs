@@ -121,6 +121,11 @@ pub struct Permissions {
     pub subscribe: Vec<String>,
 }
 
+/// The subject of the api node's round trip to its NATS server: nobody subscribes to it, so the
+/// server itself answers at once with "no responders" — an answer that needs neither JetStream
+/// nor any other process, only the server and the link to it.
+pub const SERVER_PING_SUBJECT: &str = "ping.server";
+
 /// The subjects `role` needs, for the job stream of `jobs` and the identity bucket
 /// `identity_bucket`.
 pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Permissions {
@@ -146,7 +151,7 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
             let mut subjects =
                 vec![format!("{}.>", jobs.subject_prefix), USAGE_SUBJECT.to_owned(), API_PRESENCE_SUBJECT.to_owned()];
             // Its round trip to the server (`JobQueue::watch_server`), which nobody subscribes to.
-            subjects.push(crate::jetstream::SERVER_PING_SUBJECT.to_owned());
+            subjects.push(SERVER_PING_SUBJECT.to_owned());
             // Moving the job stream's leadership off a slow leader (`JobQueue::watch_stream_leader`).
             subjects.push(format!("{api}.STREAM.LEADER.STEPDOWN.{}", jobs.stream));
             subjects.extend(stream_setup(&jobs.stream));
