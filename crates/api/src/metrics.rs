@@ -115,8 +115,8 @@ impl Metrics {
         self.results.add(&[outcome], 1);
     }
 
-    pub fn quota_refused(&self, dimension: crate::quota::Dimension) {
-        self.tenant_limit_refusals.add(&["quota_exceeded", dimension.as_str()], 1);
+    pub fn quota_refused(&self, dimension: &str) {
+        self.tenant_limit_refusals.add(&["quota_exceeded", dimension], 1);
     }
 
     pub fn rate_limited(&self) {

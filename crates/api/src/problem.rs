@@ -30,12 +30,12 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     /// The tenant's quota for the period is used up in a dimension: refused until it ends.
     #[error(
-        "the quota of {limit} {} per {period} is used up; it opens again at {}",
-        dimension.as_str(),
+        "the quota of {limit} {dimension} per {period} is used up; it opens again at {}",
         crate::time::rfc3339_ms(*period_end_ms)
     )]
     QuotaExceeded {
-        dimension: crate::quota::Dimension,
+        /// The dimension's name (`requests`, `input_bytes`...: `quota::Dimension::as_str`).
+        dimension: &'static str,
         limit: String,
         period: String,
         period_end_ms: i64,
@@ -238,7 +238,7 @@ impl ApiError {
         }
         if let ApiError::QuotaExceeded { dimension, period_end_ms, .. } = &self {
             body["quota"] = serde_json::json!({
-                "dimension": dimension.as_str(),
+                "dimension": dimension,
                 "period_end": crate::time::rfc3339_ms(*period_end_ms),
             });
         }

@@ -124,7 +124,7 @@ async fn admit<'a>(
     if let (Some(quota), Some(board)) = (&limits.quota, app.quota_board()) {
         let hold = quota::admit(board, auth.tenant().get(), quota, crate::time::now_ms()).inspect_err(|e| {
             if let ApiError::QuotaExceeded { dimension, .. } = e {
-                app.metrics.quota_refused(*dimension);
+                app.metrics.quota_refused(dimension);
             }
         })?;
         held.quota = Some(hold);

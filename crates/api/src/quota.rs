@@ -103,7 +103,7 @@ pub fn admit<'a>(board: &'a QuotaBoard, tenant: u64, quota: &Quota, now_ms: i64)
         {
             None => Ok(()),
             Some((dimension, limit)) => Err(ApiError::QuotaExceeded {
-                dimension,
+                dimension: dimension.as_str(),
                 limit: dimension.shown(limit).to_string(),
                 period: period_name(quota.period),
                 period_end_ms: usage.end_ms,

@@ -38,10 +38,10 @@ pub use archive::read::{AuditCursor, AuditPage};
 pub use archive::{Archive, ArchiveError};
 pub use quarantine::Quarantined;
 pub use quota::{
-    follow_totals, parse_rolling_periods, period_window, rolling_periods_header, PeriodTotals, QuotaBoard,
-    TenantTotals, TotalsSink, Usage as QuotaUsage, Used, MONTH, QUOTA_PERIODS_HEADER, TOTALS_POLL_INTERVAL,
+    parse_rolling_periods, period_window, rolling_periods_header, PeriodTotals, QuotaBoard, TenantTotals, TotalsSink,
+    Usage as QuotaUsage, Used, MONTH, QUOTA_PERIODS_HEADER,
 };
 pub use record::{Text, UsageRecord};
-pub use rollup::{Bucket, Granularity, RollupError, Rollups, Totals};
+pub use rollup::{follow_totals, Bucket, Granularity, RollupError, Rollups, Totals, TOTALS_POLL_INTERVAL};
 pub use ship::{run_shipping, ship_spool, Confirmations, ShipError, ShipPass, Shipments, StreamSpan, MAX_CONFIRM_WAIT};
 pub use spool::{read_batch, SealedBatch, Spool, SpoolConfig, SpoolError, SpoolStats};

@@ -255,50 +255,6 @@ impl QuotaBoard {
     }
 }
 
-/// How often a cluster api node reads the quota totals the aggregators keep with the rollups.
-pub const TOTALS_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
-/// Every this many reads, the totals of every tenant (else of the tenants the board knows).
-const FULL_READ_EVERY: u32 = 25;
-
-/// A cluster api node's (and the identity service's) feed of its board: the totals the
-/// aggregators commit with each batch, read from the rollups database every
-/// [`TOTALS_POLL_INTERVAL`], off the request path: an api node reads the tenants it has
-/// admitted (every tenant's each 5 s); with `every_tenant` (the identity service, which admits
-/// none but reports every tenant's quota) every tenant's each time. When the read fails (the
-/// database away) the board keeps the last totals and its own count goes on from them.
-pub async fn follow_totals(
-    rollups: std::sync::Arc<crate::Rollups>,
-    board: std::sync::Arc<QuotaBoard>,
-    every_tenant: bool,
-) {
-    let mut reads: u32 = 0;
-    let mut failing = false;
-    loop {
-        let tenants = (!every_tenant && !reads.is_multiple_of(FULL_READ_EVERY)).then(|| board.tenants());
-        reads = reads.wrapping_add(1);
-        let rollups = rollups.clone();
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let read = tokio::task::spawn_blocking(move || rollups.quota_totals(tenants.as_deref(), now)).await;
-        match read {
-            Ok(Ok(totals)) => {
-                if failing {
-                    tracing::info!("quota totals: read again");
-                    failing = false;
-                }
-                board.publish(totals);
-            }
-            Ok(Err(e)) if !failing => {
-                tracing::warn!(error = %e, "quota totals: cannot read them; counting on from the last ones");
-                failing = true;
-            }
-            Ok(Err(_)) => {}
-            Err(e) => tracing::error!(error = %e, "quota totals: read task failed"),
-        }
-        tokio::time::sleep(TOTALS_POLL_INTERVAL).await;
-    }
-}
-
 impl TotalsSink for QuotaBoard {
     fn publish(&self, totals: Vec<TenantTotals>) {
         let mut tenants = self.lock();
