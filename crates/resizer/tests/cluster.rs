@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::{agent_config, percentile, resize_at, sample_jpeg, statuses, success_ratio, Lab, Load, Sample};
+use common::cluster::{
+    agent_config, client_agent, percentile, resize_at, sample_jpeg, statuses, success_ratio, Lab, Load, Sample,
+};
 use serde_json::Value;
 
 /// Speaks NATS over TLS to `address` (after its plaintext INFO line, as NATS upgrades), trusting
@@ -51,8 +53,7 @@ impl Lab {
     /// cluster.json's `nats_identity_urls`: the NATS user that may do everything in the
     /// identity account, where the identity bucket is.
     fn identity_nats_urls(&self) -> Vec<String> {
-        let urls = self.file["fields"]["nats_identity_urls"].as_array().expect("nats_identity_urls");
-        urls.iter().map(|u| u.as_str().expect("URL").to_owned()).collect()
+        self.urls("nats_identity_urls")
     }
 
     /// Every NATS server's log so far, one after the other.
@@ -401,12 +402,7 @@ fn a_role_given_the_all_permissions_login_refuses_to_run(lab: &Lab) {
         let probed = format!("User \"{user}\", Subject \"{}\"", queue::PROBE_SUBJECT);
         assert!(logs.contains(&probed), "no login check of the {user} role in the NATS logs");
     }
-    let urls: Vec<String> = lab.file["fields"]["nats_urls"]
-        .as_array()
-        .expect("nats_urls")
-        .iter()
-        .map(|u| u.as_str().expect("URL").to_owned())
-        .collect();
+    let urls = lab.urls("nats_urls");
     let mut worker = Command::new(env!("CARGO_BIN_EXE_resizer"))
         .args(["worker", "--set", "worker.listen=127.0.0.1:0", "--set", "worker.api_origins=127.0.0.1/32"])
         .args(["--set", &format!("queue.nats_urls={}", urls.join(","))])
@@ -1039,8 +1035,7 @@ fn a_job_that_keeps_killing_its_workers_fails_with_422() {
     let (url, key) = (format!("{}/v1/resize?width=2000", lab.field("url")), lab.field("demo_api_key"));
     let ca = lab.tls_ca();
     let request = thread::spawn(move || {
-        let agent: ureq::Agent =
-            agent_config(&ca).http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into();
+        let agent = client_agent(&ca);
         resize_at(&agent, &url, &key, &body)
     });
     let victim = {
@@ -1292,11 +1287,7 @@ fn a_frozen_rollups_database_holds_only_a_few_usage_reads() {
         let handles: Vec<_> = (0..sent)
             .map(|_| {
                 scope.spawn(|| {
-                    let agent: ureq::Agent = agent_config(&lab.tls_ca())
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(30)))
-                        .build()
-                        .into();
+                    let agent = client_agent(&lab.tls_ca());
                     let started = Instant::now();
                     let status = agent
                         .get(&url)
@@ -1493,11 +1484,7 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
             let (stop, billed, url, key, jpeg) = (stop.clone(), billed.clone(), url.clone(), key.clone(), jpeg.clone());
             let ca = lab.tls_ca();
             thread::spawn(move || {
-                let agent: ureq::Agent = agent_config(&ca)
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(30)))
-                    .build()
-                    .into();
+                let agent = client_agent(&ca);
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
@@ -1566,12 +1553,7 @@ fn usage_counts_every_answered_request_once_across_kill_9_of_each_component() {
 #[test]
 fn usage_batches_the_stream_acknowledged_and_lost_are_shipped_again_and_billed_once() {
     let lab = Lab::up(&["--workers", "1", "--set", "usage.confirm_wait_ms=2000"]);
-    let urls: Vec<String> = lab.file["fields"]["nats_urls"]
-        .as_array()
-        .expect("nats_urls")
-        .iter()
-        .map(|u| u.as_str().expect("URL").to_owned())
-        .collect();
+    let urls = lab.urls("nats_urls");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let js = runtime.block_on(async {
         let client = queue::connect(&urls, "power-loss-test", None, Some(&lab.tls_ca())).await.expect("NATS");

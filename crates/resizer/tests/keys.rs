@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{png, DevServer, Response, TempDir};
+use common::cluster::Lab;
+use common::{png, DevServer, Response};
 use serde_json::{json, Value};
 
 type Result = anyhow::Result<()>;
@@ -242,60 +241,10 @@ fn admin_writes_are_logged_with_their_operator_and_a_read_only_write_is_not() ->
     Ok(())
 }
 
-/// A lab cluster, stopped when dropped (the guard runs `lab down`).
-struct Lab {
-    file: Value,
-    _guard: lab::LabGuard,
-    _tmp: TempDir,
-    agent: ureq::Agent,
-}
-
 impl Lab {
-    fn up() -> Lab {
-        let tmp = TempDir::new();
-        let dir: PathBuf = tmp.0.join("lab");
-        let guard = lab::LabGuard::new(&dir);
-        let out = Command::new(common::BIN)
-            .args(["lab", "up", "--workers", "1", "--worker-slots", "1", "--dir"])
-            .arg(&dir)
-            .output()
-            .expect("run resizer lab up");
-        assert!(
-            out.status.success(),
-            "resizer lab up failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let file: Value = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
-            .expect("cluster.json is JSON");
-        // The lab runs TLS: its nodes' certificates come from its own CA.
-        let ca = file["fields"]["tls_ca"].as_str().expect("tls_ca in cluster.json");
-        let agent = ureq::Agent::config_builder()
-            .tls_config(lab::ureq_tls(std::path::Path::new(ca)).expect("the lab's CA"))
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        Lab { file, _guard: guard, _tmp: tmp, agent }
-    }
-
-    fn field(&self, name: &str) -> String {
-        self.file["fields"][name].as_str().unwrap_or_else(|| panic!("cluster.json has no field {name}")).to_owned()
-    }
-
     /// A POST to the identity service's admin API: (status, JSON body).
     fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let url = format!("{}{path}", self.field("admin_url"));
-        let auth = format!("Bearer {}", self.field("admin_token"));
-        let mut r = self
-            .agent
-            .post(&url)
-            .header("authorization", &auth)
-            .header("content-type", "application/json")
-            .send(body.to_string().as_bytes())
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-        let status = r.status().as_u16();
-        (status, serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or(Value::Null))
+        self.admin("POST", path, Some(body))
     }
 
     fn api_nodes(&self) -> Vec<String> {
@@ -347,7 +296,7 @@ fn accepted(status: u16, _problem: &str) -> bool {
 
 #[test]
 fn in_the_cluster_a_keys_expiry_and_a_rotation_hold_on_every_api_node() {
-    let lab = Lab::up();
+    let lab = Lab::up(&["--workers", "1", "--worker-slots", "1"]);
     let (status, short) = lab.admin_post("/v1/tenants/demo/keys", json!({ "label": "brief", "expires_in_s": 3 }));
     assert_eq!(status, 201, "{short}");
     let short = short["key"].as_str().expect("key").to_owned();

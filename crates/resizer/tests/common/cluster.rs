@@ -20,6 +20,12 @@ pub fn agent_config(ca: &Path) -> ureq::config::ConfigBuilder<ureq::typestate::A
     ureq::Agent::config_builder().tls_config(lab::ureq_tls(ca).expect("the lab's CA"))
 }
 
+/// A client of the lab as the tests' loads are: trusts its CA, takes HTTP errors as answers, and
+/// gives up on a request after 30 s.
+pub fn client_agent(ca: &Path) -> ureq::Agent {
+    agent_config(ca).http_status_as_error(false).timeout_global(Some(Duration::from_secs(30))).build().into()
+}
+
 pub struct Lab {
     /// cluster.json as `lab up` left it.
     pub file: Value,
@@ -69,12 +75,14 @@ impl Lab {
         let file: Value = serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
             .expect("cluster.json is JSON");
         let ca = file["fields"]["tls_ca"].as_str().expect("the lab runs TLS: tls_ca in cluster.json");
-        let agent = agent_config(Path::new(ca))
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent = client_agent(Path::new(ca));
         Lab { file, dir, _guard: guard, _tmp: tmp, agent }
+    }
+
+    /// cluster.json's list field `name` (`nats_urls`, `nats_identity_urls`).
+    pub fn urls(&self, name: &str) -> Vec<String> {
+        let urls = self.file["fields"][name].as_array().unwrap_or_else(|| panic!("cluster.json has no list {name}"));
+        urls.iter().map(|u| u.as_str().expect("URL").to_owned()).collect()
     }
 
     pub fn field(&self, name: &str) -> String {
@@ -205,11 +213,7 @@ impl Load {
                 let (stop, samples, body, url, key, ca) =
                     (stop.clone(), samples.clone(), body.clone(), url.clone(), key.clone(), ca.clone());
                 thread::spawn(move || {
-                    let agent: ureq::Agent = agent_config(&ca)
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(30)))
-                        .build()
-                        .into();
+                    let agent = client_agent(&ca);
                     while !stop.load(Ordering::Relaxed) {
                         let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
                         let request_id =
