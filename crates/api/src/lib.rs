@@ -55,6 +55,8 @@ use std::time::{Duration, Instant};
 use identity::{CredentialCache, EffectiveLimits};
 use tokio::sync::Notify;
 
+/// A quota as the admin API shows it: what `resizer admin tenants update --quota` sends.
+pub use quota::to_json as quota_json;
 pub use connections::{serve as serve_with_limits, ConnectionLimits};
 pub use conversions::{Conversions, QueueBackend};
 pub use identity_kv::ReplicaStatus;

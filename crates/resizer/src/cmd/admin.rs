@@ -235,19 +235,7 @@ fn quota_json(raw: &str) -> anyhow::Result<Value> {
         "none" => identity::Quota::unlimited(identity::QuotaPeriod::Month),
         spec => spec.parse().with_context(|| format!("--quota `{spec}`"))?,
     };
-    let (period, seconds) = match quota.period {
-        identity::QuotaPeriod::Month => ("month", None),
-        identity::QuotaPeriod::Rolling { seconds } => ("rolling", Some(seconds)),
-    };
-    Ok(json!({
-        "period": period,
-        "period_seconds": seconds,
-        "requests": quota.requests,
-        "input_bytes": quota.input_bytes,
-        "output_megapixels": quota.output_pixels.map(|p| p as f64 / 1e6),
-        "cpu_seconds": quota.cpu_us.map(|us| us as f64 / 1e6),
-        "soft_percent": quota.soft_percent,
-    }))
+    Ok(api::quota_json(&quota))
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
