@@ -55,8 +55,6 @@ use std::time::{Duration, Instant};
 use identity::{CredentialCache, EffectiveLimits};
 use tokio::sync::Notify;
 
-/// A quota as the admin API shows it: what `resizer admin tenants update --quota` sends.
-pub use quota::to_json as quota_json;
 pub use connections::{serve as serve_with_limits, ConnectionLimits};
 pub use conversions::{Conversions, QueueBackend};
 pub use identity_kv::ReplicaStatus;
@@ -64,6 +62,8 @@ pub use operators::{
     check_strength, token_sha256_hex, Access, Operator, Operators, OperatorsError, MIN_TOKEN_LEN, THROTTLE_PER_MINUTE,
 };
 pub use problem::ApiError;
+/// A quota as the admin API shows it: what `resizer admin tenants update --quota` sends.
+pub use quota::to_json as quota_json;
 pub use server::{serve, Listeners};
 
 /// What the api needs to know that is not in the identity store.
