@@ -478,6 +478,9 @@ pub fn render_config(ports: Ports, backends: &[Backend], opts: &HaproxyOptions) 
          \n\
          backend {BACKEND_NAME}\n    \
          balance leastconn\n    \
+         # the body (up to a buffer) is read before HAProxy decides, so its own early answer (503:\n    \
+         # no server up) reaches a client still sending a small upload instead of a reset\n    \
+         option http-buffer-request\n    \
          option httpchk GET {path}\n    \
          http-check expect status 200\n    \
          default-server inter {inter}ms fastinter {inter}ms downinter {inter}ms fall {fall} rise {rise}\n\
