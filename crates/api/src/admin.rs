@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Extension;
 use identity::{
-    Actor, AdminRecord, ApiKey, KeyId, Store, StoreError, Tenant, TenantId, TenantLimits, TenantStatus,
+    Actor, AdminRecord, ApiKey, KeyId, KeyPurpose, Store, StoreError, Tenant, TenantId, TenantLimits, TenantStatus,
     MAX_KEY_LIFETIME,
 };
 use serde_json::{json, Map, Value};
@@ -192,7 +192,10 @@ fn apply_limits(value: &Value, base: TenantLimits) -> Result<TenantLimits, ApiEr
     let Value::Object(map) = value else {
         return Err(ApiError::BadRequest("`limits` must be a JSON object".into()));
     };
-    refuse_unknown_fields(map, &["rate_per_sec", "burst", "max_input_bytes", "max_input_pixels", "quota"])?;
+    refuse_unknown_fields(
+        map,
+        &["rate_per_sec", "burst", "max_input_bytes", "max_input_pixels", "quota", "sources", "cache_max_age_secs"],
+    )?;
     let mut limits = base;
     let bad = |field: &str, what: &str| ApiError::BadRequest(format!("`limits.{field}` must be {what} or null"));
     if let Some(v) = map.get("rate_per_sec") {
@@ -216,6 +219,30 @@ fn apply_limits(value: &Value, base: TenantLimits) -> Result<TenantLimits, ApiEr
     if let Some(v) = map.get("quota") {
         limits.quota = if v.is_null() { None } else { Some(crate::quota::from_json(v)?) };
     }
+    if let Some(v) = map.get("sources") {
+        limits.sources = match v {
+            Value::Null => None,
+            Value::Array(items) => {
+                let entries = items
+                    .iter()
+                    .map(|item| item.as_str().ok_or_else(|| bad("sources", "an array of strings")))
+                    .collect::<Result<Vec<&str>, _>>()?;
+                Some(identity::SourceList::from_entries(&entries).map_err(|e| ApiError::BadRequest(e.to_string()))?)
+            }
+            _ => return Err(bad("sources", "an array of strings")),
+        };
+    }
+    if let Some(v) = map.get("cache_max_age_secs") {
+        limits.cache_max_age_secs = if v.is_null() {
+            None
+        } else {
+            Some(
+                whole(v)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad("cache_max_age_secs", "a whole number of seconds"))?,
+            )
+        };
+    }
     limits.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(limits)
 }
@@ -232,6 +259,8 @@ fn limits_json(limits: &TenantLimits) -> Value {
         "max_input_bytes": limits.max_input_bytes,
         "max_input_pixels": limits.max_input_pixels,
         "quota": limits.quota.as_ref().map(crate::quota::to_json),
+        "sources": limits.sources.as_ref().map(|s| s.entries().to_vec()),
+        "cache_max_age_secs": limits.cache_max_age_secs,
     })
 }
 
@@ -248,6 +277,7 @@ fn tenant_json(app: &App, tenant: &Tenant) -> Value {
             "max_input_bytes": effective.max_input_bytes,
             "max_input_pixels": effective.max_input_pixels,
             "quota": effective.quota.as_ref().map(crate::quota::to_json),
+            "cache_max_age_secs": effective.cache_max_age_secs,
         },
         // Where the tenant stands against its quota, as this node's board knows it: the soft
         // flag (`soft_reached`) is how an operator finds the tenants near their limits.
@@ -264,7 +294,21 @@ fn key_json(key: &ApiKey) -> Value {
         "created_at": time::rfc3339(key.created_at),
         "revoked_at": key.revoked_at.map(time::rfc3339),
         "expires_at": key.expires_at.map(time::rfc3339),
+        "purpose": key.purpose.as_str(),
     })
+}
+
+/// What a new key's holder is shown once: an API key's full token in `key`, or a signing key's
+/// secret in `signing_secret` (its token authenticates nothing, so it is not shown).
+fn with_secret(app: &App, mut body: Value, key: &ApiKey, token: String) -> Result<Value, ApiError> {
+    match key.purpose {
+        KeyPurpose::Api => body["key"] = Value::String(token),
+        KeyPurpose::Signing => {
+            let signing = app.config.url_signing.as_ref().ok_or(ApiError::UrlSigningOff)?;
+            body["signing_secret"] = Value::String(signing.key_secret(key.id).to_hex());
+        }
+    }
+    Ok(body)
 }
 
 /// A body's `<at_field>` (an RFC 3339 time in the future) or `<in_field>` (whole seconds from
@@ -416,19 +460,29 @@ pub async fn create_key(
     admin(app, &headers, rid, Access::Admin, |operator| async move {
         let actor = actor(&operator, &by);
         let map = parse_json(&body)?;
-        refuse_unknown_fields(&map, &["label", "expires_at", "expires_in_s"])?;
+        refuse_unknown_fields(&map, &["label", "expires_at", "expires_in_s", "purpose"])?;
         let label = match map.get("label") {
             None => "default".to_owned(),
             Some(v) => v.as_str().ok_or_else(|| ApiError::BadRequest("`label` must be a string".into()))?.to_owned(),
         };
         let expires_at = requested_expiry(&map, "expires_at", "expires_in_s")?;
+        let purpose = match map.get("purpose") {
+            None => KeyPurpose::Api,
+            Some(v) => v
+                .as_str()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| ApiError::BadRequest("`purpose` must be \"api\" (the default) or \"signing\"".into()))?,
+        };
+        // Refused before anything is written: a signing key whose secret cannot be shown is no use.
+        if purpose == KeyPurpose::Signing && app.config.url_signing.is_none() {
+            return Err(ApiError::UrlSigningOff);
+        }
         let tenant = resolve_tenant(app, tenant).await?;
-        let (key, secret) =
-            with_store(app, move |store| store.create_key_as(&actor, tenant.id, &label, expires_at)).await?;
+        let (key, token) =
+            with_store(app, move |store| store.create_key_as(&actor, tenant.id, &label, expires_at, purpose)).await?;
         written(app).await;
-        let mut body = key_json(&key);
-        // The only time the full key exists outside the client: it is not stored, only its hash.
-        body["key"] = Value::String(secret);
+        // The only time the full key (or the signing secret) is shown: the store keeps a hash.
+        let body = with_secret(app, key_json(&key), &key, token)?;
         Ok(json_response(StatusCode::CREATED, &body))
     })
     .await
@@ -483,9 +537,8 @@ pub async fn rotate_key(
         let id: KeyId = key.parse().map_err(|_| ApiError::NotFound(format!("API key {key}")))?;
         let rotation = with_store(app, move |store| store.rotate_key(&actor, id, grace, new_expires_at)).await?;
         written(app).await;
-        let mut body = key_json(&rotation.new);
-        // The only time the new key exists outside the client: it is not stored, only its hash.
-        body["key"] = Value::String(rotation.token);
+        // The only time the new key (or its signing secret) is shown: the store keeps a hash.
+        let mut body = with_secret(app, key_json(&rotation.new), &rotation.new, rotation.token)?;
         body["old_key"] = key_json(&rotation.old);
         Ok(json_response(StatusCode::CREATED, &body))
     })
@@ -627,15 +680,23 @@ mod tests {
     #[test]
     fn limits_patch_sets_clears_and_keeps() {
         let base = TenantLimits { rate_per_sec: Some(5.0), burst: Some(10), ..TenantLimits::default() };
-        let patched = apply_limits(&json!({ "burst": null, "max_input_bytes": 1000 }), base).expect("valid patch");
+        let patched =
+            apply_limits(&json!({ "burst": null, "max_input_bytes": 1000 }), base.clone()).expect("valid patch");
         assert_eq!(patched.rate_per_sec, Some(5.0));
         assert_eq!(patched.burst, None);
         assert_eq!(patched.max_input_bytes, Some(1000));
-        assert!(apply_limits(&json!({ "rate": 1 }), base).is_err());
-        assert!(apply_limits(&json!({ "rate_per_sec": -1 }), base).is_err());
-        assert!(apply_limits(&json!({ "burst": "ten" }), base).is_err());
-        assert!(apply_limits(&json!({ "burst": 2.5 }), base).is_err());
-        assert_eq!(apply_limits(&json!({ "burst": 262.0 }), base).expect("whole").burst, Some(262));
+        assert!(apply_limits(&json!({ "rate": 1 }), base.clone()).is_err());
+        assert!(apply_limits(&json!({ "rate_per_sec": -1 }), base.clone()).is_err());
+        assert!(apply_limits(&json!({ "burst": "ten" }), base.clone()).is_err());
+        assert!(apply_limits(&json!({ "burst": 2.5 }), base.clone()).is_err());
+        assert_eq!(apply_limits(&json!({ "burst": 262.0 }), base.clone()).expect("whole").burst, Some(262));
+        let urls = apply_limits(&json!({ "sources": ["Images.Example.com"], "cache_max_age_secs": 60 }), base.clone())
+            .expect("sources and max-age");
+        assert_eq!(urls.sources.as_ref().map(|s| s.entries().to_vec()), Some(vec!["images.example.com".to_owned()]));
+        assert_eq!(urls.cache_max_age_secs, Some(60));
+        assert!(apply_limits(&json!({ "sources": "images.example.com" }), base.clone()).is_err(), "not an array");
+        assert!(apply_limits(&json!({ "sources": ["ftp://x/"] }), base.clone()).is_err());
+        assert!(apply_limits(&json!({ "cache_max_age_secs": -1 }), base).is_err());
     }
 
     #[test]

@@ -28,6 +28,7 @@
 mod admin;
 mod body;
 mod budget;
+mod by_url;
 mod connections;
 mod conversions;
 mod credentials;
@@ -45,6 +46,7 @@ mod ratelimit;
 mod request_id;
 mod resize;
 mod server;
+mod signed_url;
 mod time;
 mod usage_report;
 
@@ -65,6 +67,7 @@ pub use problem::ApiError;
 /// A quota as the admin API shows it: what `resizer admin tenants update --quota` sends.
 pub use quota::to_json as quota_json;
 pub use server::{serve, Listeners};
+pub use signed_url::{signed_path, BadSigningSecret, KeySecret, UrlSigning, URL_PREFIX};
 
 /// What the api needs to know that is not in the identity store.
 #[derive(Debug, Clone)]
@@ -93,6 +96,12 @@ pub struct ApiConfig {
     /// Wrong admin tokens one client address may present per minute (and at once); past it,
     /// 429 `admin-throttled` without the token being checked.
     pub admin_wrong_tokens_per_minute: u32,
+    /// The deployment's URL signing secret (`api.url_signing_secret_file`): signed GET URLs and
+    /// signing keys need it; without it both are refused.
+    pub url_signing: Option<UrlSigning>,
+    /// How this node fetches the sources of signed URLs (allowed private hosts, time-outs,
+    /// redirects, the source cache's bytes).
+    pub origin: origin::OriginPolicy,
 }
 
 /// Open connections at most, per listener.
@@ -125,6 +134,8 @@ impl Default for ApiConfig {
             max_body_bytes_in_flight: 256 << 20,
             max_requests_in_flight_per_tenant: 64,
             admin_wrong_tokens_per_minute: operators::THROTTLE_PER_MINUTE,
+            url_signing: None,
+            origin: origin::OriginPolicy::default(),
         }
     }
 }
@@ -188,6 +199,9 @@ pub struct App {
     admin_throttle: operators::AdminThrottle,
     /// Set when shutdown begins: `/readyz` turns 503 so the load balancer drains this node.
     shutting_down: AtomicBool,
+    /// Signed URLs' sources, fetched through the address guard and kept within a bytes budget;
+    /// `None` where signed URLs are off.
+    sources: Option<Arc<origin::SourceCache>>,
 }
 
 impl App {
@@ -197,9 +211,16 @@ impl App {
         cache: Arc<CredentialCache>,
         conversions: Conversions,
         metering: Option<Metering>,
-    ) -> Arc<App> {
+    ) -> Result<Arc<App>, origin::OriginError> {
         let admin_throttle = operators::AdminThrottle::new(config.admin_wrong_tokens_per_minute);
-        Arc::new(App {
+        let sources = match config.url_signing {
+            Some(_) => {
+                let fetcher = origin::Fetcher::new(config.origin.clone())?;
+                Some(Arc::new(origin::SourceCache::new(fetcher, config.origin.cache_bytes)))
+            }
+            None => None,
+        };
+        Ok(Arc::new(App {
             body_budget: budget::BodyBudget::new(config.max_body_bytes_in_flight),
             tenants_in_flight: in_flight::TenantsInFlight::new(config.max_requests_in_flight_per_tenant),
             config,
@@ -213,7 +234,8 @@ impl App {
             metering,
             admin_throttle,
             shutting_down: AtomicBool::new(false),
-        })
+            sources,
+        }))
     }
 
     pub fn cache(&self) -> &CredentialCache {

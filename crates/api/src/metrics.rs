@@ -27,6 +27,10 @@ pub struct Metrics {
     /// with the dimension used up.
     tenant_limit_refusals: promtext::Counters,
     usage: Mutex<BTreeMap<&'static str, u64>>,
+    /// Signed-URL sources by how they were had: `hit`, `revalidated`, `fetched`, and
+    /// `not_modified` for a 304 answered without a conversion.
+    sources: promtext::Counters,
+    source_bytes_fetched: std::sync::atomic::AtomicU64,
 }
 
 /// Why admission refused a request for what this node holds in flight.
@@ -75,6 +79,8 @@ pub struct Gauges {
     pub shipments: Option<(usize, u64)>,
     pub cache_keys: usize,
     pub cache_version: u64,
+    /// The source cache's (entries, bytes held), where signed URLs are on.
+    pub source_cache: Option<(u64, u64)>,
     pub ready: bool,
 }
 
@@ -117,6 +123,23 @@ impl Metrics {
 
     pub fn quota_refused(&self, dimension: &str) {
         self.tenant_limit_refusals.add(&["quota_exceeded", dimension], 1);
+    }
+
+    /// A signed URL's source, had from the node's source cache as `outcome` says, with the
+    /// bytes this request transferred from the origin.
+    pub fn source(&self, outcome: origin::CacheOutcome, fetched_bytes: u64) {
+        let label = match outcome {
+            origin::CacheOutcome::Hit => "hit",
+            origin::CacheOutcome::Revalidated => "revalidated",
+            origin::CacheOutcome::Fetched => "fetched",
+        };
+        self.sources.add(&[label], 1);
+        self.source_bytes_fetched.fetch_add(fetched_bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A signed URL answered 304: its ETag matched, nothing was converted.
+    pub fn source_not_modified(&self) {
+        self.sources.add(&["not_modified"], 1);
     }
 
     pub fn rate_limited(&self) {
@@ -197,7 +220,17 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP resizer_auth_failures_total Requests refused by authentication, by reason.");
         let _ = writeln!(out, "# TYPE resizer_auth_failures_total counter");
-        for reason in ["missing", "malformed", "unknown", "revoked", "expired", "suspended"] {
+        for reason in [
+            "missing",
+            "malformed",
+            "unknown",
+            "revoked",
+            "expired",
+            "suspended",
+            "signing_key",
+            "bad_signature",
+            "url_expired",
+        ] {
             let n = self.auth_failures.lock().unwrap_or_else(PoisonError::into_inner).get(reason).copied();
             let _ = writeln!(out, "resizer_auth_failures_total{{reason=\"{reason}\"}} {}", n.unwrap_or(0));
         }
@@ -367,6 +400,32 @@ impl Metrics {
             );
         }
         gauge(&mut out, "resizer_credential_cache_keys", "API keys in the credential cache.", gauges.cache_keys as f64);
+        let _ = writeln!(
+            out,
+            "# HELP resizer_sources_total Signed-URL requests by how their source was had (hit, revalidated, fetched) or answered 304 without a conversion (not_modified)."
+        );
+        let _ = writeln!(out, "# TYPE resizer_sources_total counter");
+        for outcome in ["hit", "revalidated", "fetched", "not_modified"] {
+            let _ = writeln!(out, "resizer_sources_total{{outcome=\"{outcome}\"}} {}", self.sources.get(&[outcome]));
+        }
+        let _ = writeln!(out, "# HELP resizer_source_fetched_bytes_total Source bytes transferred from origins.");
+        let _ = writeln!(out, "# TYPE resizer_source_fetched_bytes_total counter");
+        let fetched = self.source_bytes_fetched.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "resizer_source_fetched_bytes_total {fetched}");
+        if let Some((entries, bytes)) = gauges.source_cache {
+            gauge(
+                &mut out,
+                "resizer_source_cache_entries",
+                "Sources held in this node's source cache.",
+                entries as f64,
+            );
+            gauge(
+                &mut out,
+                "resizer_source_cache_bytes",
+                "Bytes of sources held in this node's source cache.",
+                bytes as f64,
+            );
+        }
         gauge(
             &mut out,
             "resizer_credential_cache_version",
@@ -438,6 +497,7 @@ mod tests {
             replica: None,
             spool: Some(usage::SpoolStats { records: 7, writes: 3 }),
             cache_keys: 2,
+            source_cache: Some((1, 100)),
             cache_version: 5,
             ready: true,
         });
@@ -468,6 +528,7 @@ mod tests {
             replica: None,
             spool: None,
             cache_keys: 0,
+            source_cache: None,
             cache_version: 0,
             ready: true,
         });

@@ -40,6 +40,10 @@ pub struct Outcome {
     pub auth_failure: Option<&'static str>,
     /// The time and billable amounts of the record spooled for a 200: what quota counting adds.
     pub billed: Option<(i64, usage::Used)>,
+    /// A signed URL's source: `hit`, `revalidated` or `fetched` from its origin.
+    pub source: Option<&'static str>,
+    /// Source bytes this request transferred from the origin.
+    pub source_fetched_bytes: u64,
 }
 
 #[derive(Clone, Copy)]

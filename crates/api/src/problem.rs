@@ -11,6 +11,7 @@ use identity::{AuthError, StoreError};
 use imaging::ImagingError;
 
 use crate::request_id::RequestId;
+use crate::signed_url::UrlError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -88,6 +89,15 @@ pub enum ApiError {
     /// (`api.max_requests_in_flight_per_tenant`): refused before the body is read.
     #[error("{0}")]
     TooManyInFlight(#[from] crate::in_flight::TooManyInFlight),
+    /// A signed URL that is not the route's shape, not signed by its key, or past its `exp`.
+    #[error("{0}")]
+    SignedUrl(#[from] crate::signed_url::UrlError),
+    /// Signed URLs need `api.url_signing_secret_file`, which this deployment does not set.
+    #[error("signed URLs are off on this deployment: set api.url_signing_secret_file")]
+    UrlSigningOff,
+    /// The source of a signed URL could not be had (refused, unreachable, too slow, too large).
+    #[error("{0}")]
+    Source(#[from] origin::FetchError),
     /// A failure of ours that no client input explains (a worker panic, the database gone).
     #[error("internal error")]
     Internal(String),
@@ -117,6 +127,12 @@ impl ApiError {
             // same as for an unknown key (get a valid one), but told apart so it knows why.
             ApiError::Auth(AuthError::Expired) => k(401, "key-expired", "API key expired"),
             ApiError::Auth(AuthError::TenantSuspended) => k(403, "tenant-suspended", "Tenant suspended"),
+            ApiError::Auth(AuthError::SigningKey) => k(401, "signing-key", "A signing key is not an API key"),
+            ApiError::SignedUrl(UrlError::Malformed(_)) => k(400, "bad-url", "Not a signed URL"),
+            ApiError::SignedUrl(UrlError::BadSignature) => k(403, "bad-signature", "Signature does not match"),
+            ApiError::SignedUrl(UrlError::Expired(_)) => k(403, "url-expired", "Signed URL expired"),
+            ApiError::UrlSigningOff => k(404, "url-signing-off", "Signed URLs are off"),
+            ApiError::Source(e) => source_kind(e),
             ApiError::AdminUnauthorized => k(401, "admin-unauthorized", "Admin token required"),
             ApiError::AdminForbidden { .. } => k(403, "admin-forbidden", "Admin access required"),
             ApiError::AdminThrottled { .. } => k(429, "admin-throttled", "Too many wrong admin tokens"),
@@ -199,6 +215,9 @@ impl ApiError {
             ApiError::Auth(AuthError::Revoked) => Some("revoked"),
             ApiError::Auth(AuthError::Expired) => Some("expired"),
             ApiError::Auth(AuthError::TenantSuspended) => Some("suspended"),
+            ApiError::Auth(AuthError::SigningKey) => Some("signing_key"),
+            ApiError::SignedUrl(UrlError::BadSignature) => Some("bad_signature"),
+            ApiError::SignedUrl(UrlError::Expired(_)) => Some("url_expired"),
             _ => None,
         }
     }
@@ -277,6 +296,23 @@ fn imaging_kind(e: &ImagingError) -> Kind {
     k(class.status, class.slug, class.title)
 }
 
+/// A source that could not be had: the status and slug are the origin crate's; the title is
+/// the API's words for them.
+fn source_kind(e: &origin::FetchError) -> Kind {
+    let title = match e.slug() {
+        "bad-source-url" => "Bad source URL",
+        "source-not-allowed" => "Source not allowed",
+        "source-address-forbidden" => "Source address forbidden",
+        "source-not-found" => "Source not found",
+        "too-many-redirects" => "Too many redirects",
+        "origin-unreachable" => "Origin unreachable",
+        "origin-timeout" => "Origin too slow",
+        "too-large" => "Input too large",
+        _ => "Origin error",
+    };
+    k(e.status(), e.slug(), title)
+}
+
 /// Every problem `type` the API can answer, for the OpenAPI document.
 pub const PROBLEM_TYPES: &[&str] = &[
     "missing-key",
@@ -309,6 +345,19 @@ pub const PROBLEM_TYPES: &[&str] = &[
     "metering-unavailable",
     "queue-unavailable",
     "identity-store-unavailable",
+    "signing-key",
+    "bad-url",
+    "bad-signature",
+    "url-expired",
+    "url-signing-off",
+    "bad-source-url",
+    "source-not-allowed",
+    "source-address-forbidden",
+    "source-not-found",
+    "origin-error",
+    "too-many-redirects",
+    "origin-unreachable",
+    "origin-timeout",
     "internal",
     // Answered by the load balancer in front, not by this process (`lab::PROBLEM_ERRORS`,
     // `deploy/haproxy.cfg`), so that clients see one set of types.
@@ -356,6 +405,20 @@ mod tests {
             (ApiError::NotReady("x"), 503),
             (ApiError::BodyBudget(crate::budget::OverBudget { limit: 10, held: 8, wanted: 4 }), 503),
             (ApiError::TooManyInFlight(crate::in_flight::TooManyInFlight { cap: 2 }), 429),
+            (ApiError::Auth(AuthError::SigningKey), 401),
+            (ApiError::SignedUrl(UrlError::Malformed("x".into())), 400),
+            (ApiError::SignedUrl(UrlError::BadSignature), 403),
+            (ApiError::SignedUrl(UrlError::Expired(1)), 403),
+            (ApiError::UrlSigningOff, 404),
+            (ApiError::Source(origin::FetchError::BadUrl("x".into())), 400),
+            (ApiError::Source(origin::FetchError::NotAllowed("x".into())), 403),
+            (ApiError::Source(origin::FetchError::ForbiddenAddress("x".into())), 403),
+            (ApiError::Source(origin::FetchError::OriginStatus(404)), 404),
+            (ApiError::Source(origin::FetchError::OriginStatus(500)), 502),
+            (ApiError::Source(origin::FetchError::TooManyRedirects), 502),
+            (ApiError::Source(origin::FetchError::Unreachable("x".into())), 502),
+            (ApiError::Source(origin::FetchError::TooSlow), 504),
+            (ApiError::Source(origin::FetchError::TooLarge { limit: 1 }), 413),
         ];
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");

@@ -19,14 +19,12 @@ use identity::Authenticated;
 use imaging::ResizeSpec;
 
 use crate::body::{awaits_continue, drain, json_response, read_body, DRAIN_LIMIT};
-use crate::budget::BodyBytes;
 use crate::conversions::Conversions;
-use crate::in_flight::TenantSlot;
 use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
-use crate::quota::{self, QuotaHold};
+use crate::quota;
 use crate::request_id::RequestId;
-use crate::resize::{self, record_usage, Admitted};
+use crate::resize::{self, record_usage, Admitted, Held};
 use crate::usage_report::usage_report;
 use crate::{metrics, openapi, App};
 
@@ -40,7 +38,7 @@ pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
     // would make hyper invite the upload the answer refuses.
     let awaits_continue = awaits_continue(&parts.headers);
     let mut body = Some(body);
-    let mut held = Held { slot: None, body: app.body_budget.reservation(), quota: None };
+    let mut held = Held::new(&app);
     let response = match resize_inner(&app, &rid, parts, &mut body, arrival, &mut outcome, &mut held).await {
         Ok(response) => response,
         Err(e) => outcome.fail(e, &rid),
@@ -71,16 +69,6 @@ fn body_deadline(app: &App, arrival: Instant) -> tokio::time::Instant {
     tokio::time::Instant::from_std(arrival + app.config.request_timeout)
 }
 
-/// What a resize holds of the node from its admission until its answer is done: its tenant's
-/// place among the requests in flight and its body's bytes in the node's budget. Dropped, it
-/// gives both back.
-struct Held<'a> {
-    slot: Option<TenantSlot<'a>>,
-    body: BodyBytes<'a>,
-    /// Its place among the tenant's requests counted against its quota, if it has one.
-    quota: Option<QuotaHold<'a>>,
-}
-
 /// One resize: admission, conversion, answer.
 async fn resize_inner<'a>(
     app: &'a App,
@@ -109,28 +97,7 @@ async fn admit<'a>(
     held: &mut Held<'a>,
 ) -> Result<Admitted, ApiError> {
     let auth = authenticate(app, &parts.headers)?;
-    outcome.tenant = Some(auth.tenant());
-    outcome.key = Some(auth.key().as_str().to_owned());
-    // Before the rate token: a request refused for the cap costs the tenant no token.
-    match app.tenants_in_flight.take(auth.tenant()) {
-        Ok(slot) => held.slot = Some(slot),
-        Err(capped) => {
-            app.metrics.admission_refused(metrics::Refusal::TenantInFlight);
-            return Err(capped.into());
-        }
-    }
-    let limits = auth.limits().resolve(&app.config.default_limits);
-    // Before the rate token too: a tenant past its quota spends no tokens on refusals.
-    if let (Some(quota), Some(board)) = (&limits.quota, app.quota_board()) {
-        let hold = quota::admit(board, auth.tenant().get(), quota, crate::time::now_ms()).inspect_err(|e| {
-            if let ApiError::QuotaExceeded { dimension, .. } = e {
-                app.metrics.quota_refused(dimension);
-            }
-        })?;
-        held.quota = Some(hold);
-    }
-    app.take_token(&app.limiter, auth.tenant(), limits.rate_per_sec, limits.burst)
-        .inspect_err(|_| app.metrics.rate_limited())?;
+    let limits = resize::admit_tenant(app, &auth, outcome, held)?;
 
     let query = parts.uri.query().unwrap_or("");
     let spec = ResizeSpec::from_query(query)?;
@@ -251,6 +218,10 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         replica: app.replica().map(|r| (r.watching(), r.lag(), r.since_contact())),
         spool: app.metering.as_ref().and_then(|m| m.spool.as_ref()).map(|spool| spool.stats()),
         cache_keys: app.cache.len(),
+        source_cache: app.sources.as_ref().map(|c| {
+            let stats = c.stats();
+            (stats.entries, stats.bytes_held)
+        }),
         cache_version: app.cache.version(),
         ready: app.not_ready().is_none(),
     };

@@ -2,8 +2,9 @@
 //! data: admission once the image bytes are in hand ([`admit_image`]: header probe, pixel
 //! limit, output format), the conversion ([`convert`]), the answer ([`answer`]: metrics, the
 //! outcome, the image response), and the usage record spooled before it leaves
-//! ([`record_usage`]). `POST /v1/resize` runs them after its own admission (key, rate,
-//! parameters, body); another route that resizes runs them after its own.
+//! ([`record_usage`]). Both resizing routes (`POST /v1/resize`, the signed `GET /v1/img/…`)
+//! authenticate in their own way, pass [`admit_tenant`] (in-flight place, quota, rate), get
+//! the image's bytes in their own way (a body, a source), then run these.
 //!
 //! It must not read a request or authenticate (the handlers do), must not decode pixels (the
 //! conversion runs on the dispatcher's threads or a worker), and must not import a handler.
@@ -13,14 +14,66 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
-use identity::EffectiveLimits;
+use identity::{Authenticated, EffectiveLimits};
 use imaging::{ImagingError, LimitExceeded, Limits, OutputFormat, ResizeSpec};
 
+use crate::budget::BodyBytes;
 use crate::conversions::{ConversionRequest, Converted};
+use crate::in_flight::TenantSlot;
 use crate::outcome::{Conversion, Outcome};
 use crate::problem::ApiError;
+use crate::quota::{self, QuotaHold};
 use crate::request_id::RequestId;
-use crate::App;
+use crate::{metrics, App};
+
+/// What a resize holds of the node from its admission until its answer is done: its tenant's
+/// place among the requests in flight and its input's bytes in the node's budget. Dropped, it
+/// gives both back.
+pub struct Held<'a> {
+    pub slot: Option<TenantSlot<'a>>,
+    pub body: BodyBytes<'a>,
+    /// Its place among the tenant's requests counted against its quota, if it has one.
+    pub quota: Option<QuotaHold<'a>>,
+}
+
+impl<'a> Held<'a> {
+    pub fn new(app: &'a App) -> Held<'a> {
+        Held { slot: None, body: app.body_budget.reservation(), quota: None }
+    }
+}
+
+/// The admission every resizing route makes once it knows the tenant, cheapest refusal first:
+/// the tenant's place among its requests in flight (before the rate token, so a request refused
+/// for the cap costs no token), its quota (a tenant past it spends no tokens on refusals), its
+/// rate token. Answers the tenant's limits with the deployment's defaults filled in.
+pub fn admit_tenant<'a>(
+    app: &'a App,
+    auth: &Authenticated,
+    outcome: &mut Outcome,
+    held: &mut Held<'a>,
+) -> Result<EffectiveLimits, ApiError> {
+    outcome.tenant = Some(auth.tenant());
+    outcome.key = Some(auth.key().as_str().to_owned());
+    match app.tenants_in_flight.take(auth.tenant()) {
+        Ok(slot) => held.slot = Some(slot),
+        Err(capped) => {
+            app.metrics.admission_refused(metrics::Refusal::TenantInFlight);
+            return Err(capped.into());
+        }
+    }
+    let limits = auth.limits().resolve(&app.config.default_limits);
+    if let (Some(quota), Some(board)) = (&limits.quota, app.quota_board()) {
+        let hold = quota::admit(board, auth.tenant().get(), quota, crate::time::now_ms()).inspect_err(|e| {
+            if let ApiError::QuotaExceeded { dimension, .. } = e {
+                app.metrics.quota_refused(dimension);
+            }
+        })?;
+        held.quota = Some(hold);
+    }
+    app.take_token(&app.limiter, auth.tenant(), limits.rate_per_sec, limits.burst)
+        .inspect_err(|_| app.metrics.rate_limited())?;
+    Ok(limits)
+}
 
 /// A request admitted to conversion: the image, what is asked of it, and the limits it is held
 /// to.
@@ -214,7 +267,7 @@ fn recorded_params(query: &str) -> std::borrow::Cow<'_, str> {
 /// smallest at equal quality) if named outright, then the format that follows the input's, then
 /// JPEG.
 /// Without `Accept`, or when it takes none of ours, the format that follows the input's.
-fn format_for(headers: &HeaderMap, following: OutputFormat) -> OutputFormat {
+pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat) -> OutputFormat {
     // (type, q) of every item of every Accept header.
     let items: Vec<(String, f32)> = headers
         .get_all(header::ACCEPT)

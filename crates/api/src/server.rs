@@ -25,7 +25,7 @@ use crate::credentials::{feed_credentials, refresh_credentials};
 use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
 use crate::request_id::{self, RequestId};
-use crate::{admin, internal, public, App};
+use crate::{admin, by_url, internal, public, App};
 
 /// The public and admin listeners, bound by the caller (so it knows the ports before serving).
 pub struct Listeners {
@@ -126,6 +126,7 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
 fn public_router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/resize", post(public::resize))
+        .route("/v1/img/{*signed}", get(by_url::image))
         .route("/v1/usage", get(public::usage))
         .route("/healthz", get(public::healthz))
         .route("/readyz", get(public::readyz))
@@ -213,6 +214,7 @@ async fn track(State(app): State<Arc<App>>, mut request: Request, next: Next) ->
             error = outcome.error.as_deref(), "request failed");
     } else {
         tracing::info!(request_id = rid.as_str(), %method, path, route, status, ms, tenant, lane = outcome.lane,
+            source = outcome.source, source_fetched_bytes = outcome.source_fetched_bytes,
             detail = outcome.detail.as_deref(), error = outcome.error.as_deref(), "request");
     }
     response

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use identity::{Change, ChangeKind, Credential, KeyId, TenantId, TenantLimits, TenantState, TenantStatus};
+use identity::{Change, ChangeKind, Credential, KeyId, KeyPurpose, TenantId, TenantLimits, TenantState, TenantStatus};
 use serde_json::{json, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,9 @@ pub fn encode(change: &Change) -> Bytes {
             "max_input_pixels": t.limits.max_input_pixels,
             // Optional: a value without it (written before quotas) reads as "the default".
             "quota": t.limits.quota.map(|q| q.to_string()),
+            // Optional, like the quota: absent reads as none set.
+            "sources": t.limits.sources.as_ref().map(|s| s.to_string()),
+            "cache_max_age_secs": t.limits.cache_max_age_secs,
         })
     };
     let value = match &change.kind {
@@ -47,6 +50,7 @@ pub fn encode(change: &Change) -> Bytes {
                 "secret_sha256": hex(&c.secret_hash),
                 "revoked": c.revoked,
                 "expires_at_ms": c.expires_at.map(ms_since_epoch),
+                "purpose": c.purpose.as_str(),
             },
         }),
     };
@@ -71,6 +75,11 @@ pub fn decode(bytes: &[u8]) -> Result<Change, DecodeError> {
                 Some(text) => Some(text.parse().map_err(|e: identity::InvalidQuota| bad(&e.to_string()))?),
                 None => None,
             },
+            sources: match t["sources"].as_str() {
+                Some(text) => Some(text.parse().map_err(|e: identity::InvalidSources| bad(&e.to_string()))?),
+                None => None,
+            },
+            cache_max_age_secs: t["cache_max_age_secs"].as_u64().and_then(|n| u32::try_from(n).ok()),
         },
     };
     let kind = match v.get("key") {
@@ -84,6 +93,12 @@ pub fn decode(bytes: &[u8]) -> Result<Change, DecodeError> {
             expires_at: match k.get("expires_at_ms") {
                 None | Some(Value::Null) => None,
                 Some(ms) => Some(UNIX_EPOCH + Duration::from_millis(ms.as_u64().ok_or_else(|| bad("bad expiry"))?)),
+            },
+            // Absent (an older writer): an API key, the only kind there was. Anything else must
+            // be a purpose this build knows: a signing key must never read as an API key.
+            purpose: match k.get("purpose") {
+                None | Some(Value::Null) => KeyPurpose::Api,
+                Some(p) => p.as_str().and_then(|p| p.parse().ok()).ok_or_else(|| bad("bad key purpose"))?,
             },
             tenant,
         }),
@@ -130,21 +145,31 @@ mod tests {
                 max_input_bytes: None,
                 max_input_pixels: Some(99),
                 quota: Some("rolling=60;requests=5;soft=80".parse().expect("a quota")),
+                sources: Some("images.example.com https://cdn.example.com/a/".parse().expect("sources")),
+                cache_max_age_secs: Some(3600),
             },
         };
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let key: KeyId = "AbCdEf012345".parse().expect("a key id");
         let expires_at = Some(UNIX_EPOCH + Duration::from_millis(1_800_000_000_456));
         for kind in [
-            ChangeKind::Tenant(tenant),
+            ChangeKind::Tenant(tenant.clone()),
             ChangeKind::Credential(Credential {
                 key,
                 secret_hash: [0xab; 32],
                 revoked: true,
                 expires_at: None,
+                purpose: KeyPurpose::Signing,
+                tenant: tenant.clone(),
+            }),
+            ChangeKind::Credential(Credential {
+                key,
+                secret_hash: [0xab; 32],
+                revoked: false,
+                expires_at,
+                purpose: KeyPurpose::Api,
                 tenant,
             }),
-            ChangeKind::Credential(Credential { key, secret_hash: [0xab; 32], revoked: false, expires_at, tenant }),
         ] {
             let change = Change { version: 42, at, kind };
             assert_eq!(decode(&encode(&change)).expect("decodes"), change);
@@ -158,12 +183,16 @@ mod tests {
             "burst":null,"max_input_bytes":null,"max_input_pixels":null},
             "key":{"id":"AbCdEf012345","secret_sha256":"abababababababababababababababababababababababababababababababab","revoked":false}}"#;
         match decode(old).expect("an old value decodes").kind {
-            ChangeKind::Credential(c) => assert_eq!((c.revoked, c.expires_at), (false, None)),
+            ChangeKind::Credential(c) => {
+                assert_eq!((c.revoked, c.expires_at, c.purpose), (false, None, KeyPurpose::Api))
+            }
             other => panic!("expected a key change, got {other:?}"),
         }
         let text = std::str::from_utf8(old).expect("utf-8");
         let garbled = text.replace(r#""revoked":false"#, r#""revoked":false,"expires_at_ms":"soon""#);
         assert!(decode(garbled.as_bytes()).is_err());
+        let unknown_purpose = text.replace(r#""revoked":false"#, r#""revoked":false,"purpose":"admin""#);
+        assert!(decode(unknown_purpose.as_bytes()).is_err());
         assert!(decode(b"not json").is_err());
     }
 }

@@ -209,9 +209,9 @@ fn compacted_snapshot(changes: Vec<Change>) -> Snapshot {
     let version = changes.iter().map(|c| c.version).max().unwrap_or(0);
     let mut tenants: HashMap<TenantId, (u64, TenantState)> = HashMap::new();
     let mut newer_tenant = |v: u64, t: &TenantState| {
-        let slot = tenants.entry(t.id).or_insert_with(|| (v, *t));
+        let slot = tenants.entry(t.id).or_insert_with(|| (v, t.clone()));
         if v >= slot.0 {
-            *slot = (v, *t);
+            *slot = (v, t.clone());
         }
     };
     for change in &changes {
@@ -225,7 +225,7 @@ fn compacted_snapshot(changes: Vec<Change>) -> Snapshot {
         .filter_map(|change| match change.kind {
             ChangeKind::Credential(mut c) => {
                 if let Some((_, t)) = tenants.get(&c.tenant.id) {
-                    c.tenant = *t;
+                    c.tenant = t.clone();
                 }
                 Some(c)
             }

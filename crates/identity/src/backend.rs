@@ -14,6 +14,7 @@ use crate::key::KeyId;
 use crate::model::{
     Actor, AdminRecord, ApiKey, Change, Rotation, Snapshot, Tenant, TenantId, TenantLimits, TenantStatus,
 };
+use crate::sources::KeyPurpose;
 use crate::store::IdentityStore;
 
 pub trait Store: Send + Sync {
@@ -23,13 +24,16 @@ pub trait Store: Send + Sync {
     fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
     fn update_limits(&self, actor: &Actor, id: TenantId, limits: TenantLimits) -> Result<Tenant, StoreError>;
     fn set_status(&self, actor: &Actor, id: TenantId, status: TenantStatus) -> Result<Tenant, StoreError>;
-    /// The new key and, once only, its full token; `expires_at` must be in the future.
+    /// The new key and, once only, its full token; `expires_at` must be in the future. A
+    /// signing key's token is of no use to anyone (it authenticates nothing): the api gives out
+    /// the key's derived signing secret instead.
     fn create_key_as(
         &self,
         actor: &Actor,
         tenant: TenantId,
         label: &str,
         expires_at: Option<SystemTime>,
+        purpose: KeyPurpose,
     ) -> Result<(ApiKey, String), StoreError>;
     fn get_key(&self, id: KeyId) -> Result<ApiKey, StoreError>;
     fn list_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>, StoreError>;
@@ -61,7 +65,7 @@ pub trait Store: Send + Sync {
 
     /// A key the process makes for itself (the dev demo key), logged as [`Actor::process`].
     fn create_key(&self, tenant: TenantId, label: &str) -> Result<(ApiKey, String), StoreError> {
-        self.create_key_as(&Actor::process(), tenant, label, None)
+        self.create_key_as(&Actor::process(), tenant, label, None, KeyPurpose::Api)
     }
 }
 
@@ -93,8 +97,9 @@ macro_rules! delegate_store {
                 tenant: TenantId,
                 label: &str,
                 expires_at: Option<SystemTime>,
+                purpose: KeyPurpose,
             ) -> Result<(ApiKey, String), StoreError> {
-                <$ty>::create_key_as(self, actor, tenant, label, expires_at)
+                <$ty>::create_key_as(self, actor, tenant, label, expires_at, purpose)
             }
             fn get_key(&self, id: KeyId) -> Result<ApiKey, StoreError> {
                 <$ty>::get_key(self, id)

@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 use crate::key::{ct_eq, parse_key, KeyFormatError, KeyId};
 use crate::model::{Change, ChangeKind, Credential, Snapshot, TenantId, TenantLimits, TenantState, TenantStatus};
+use crate::sources::KeyPurpose;
 
 /// Why a presented key was refused. The api maps `Malformed`, `UnknownKey` and `Expired` to 401,
 /// `Revoked` and `TenantSuspended` to 403.
@@ -40,6 +41,9 @@ pub enum AuthError {
     /// The key is genuine but its tenant is suspended.
     #[error("the tenant of this API key is suspended")]
     TenantSuspended,
+    /// The key is genuine but signs URLs: it authenticates no request.
+    #[error("this is a URL signing key, not an API key")]
+    SigningKey,
 }
 
 /// Proof that a request presented a valid key of an active tenant. Only
@@ -62,8 +66,8 @@ impl Authenticated {
 
     /// The tenant's overrides; resolve them against the deployment's defaults with
     /// [`TenantLimits::resolve`].
-    pub fn limits(&self) -> TenantLimits {
-        self.limits
+    pub fn limits(&self) -> &TenantLimits {
+        &self.limits
     }
 }
 
@@ -95,12 +99,35 @@ struct Entry {
     secret_hash: [u8; 32],
     revoked: bool,
     expires_at: Option<SystemTime>,
+    purpose: KeyPurpose,
     tenant: TenantState,
 }
 
 impl Entry {
     fn of(c: Credential) -> (KeyId, Entry) {
-        (c.key, Entry { secret_hash: c.secret_hash, revoked: c.revoked, expires_at: c.expires_at, tenant: c.tenant })
+        let entry = Entry {
+            secret_hash: c.secret_hash,
+            revoked: c.revoked,
+            expires_at: c.expires_at,
+            purpose: c.purpose,
+            tenant: c.tenant,
+        };
+        (c.key, entry)
+    }
+
+    /// Revocation, expiry (from `expires_at` on, that instant included) and the tenant's
+    /// status, in that order.
+    fn check_standing(&self, now: SystemTime) -> Result<(), AuthError> {
+        if self.revoked {
+            return Err(AuthError::Revoked);
+        }
+        if self.expires_at.is_some_and(|end| now >= end) {
+            return Err(AuthError::Expired);
+        }
+        if self.tenant.status == TenantStatus::Suspended {
+            return Err(AuthError::TenantSuspended);
+        }
+        Ok(())
     }
 }
 
@@ -129,16 +156,22 @@ impl CredentialCache {
         if !ct_eq(&hash, &entry.secret_hash) {
             return Err(AuthError::UnknownKey);
         }
-        if entry.revoked {
-            return Err(AuthError::Revoked);
+        entry.check_standing(now)?;
+        if entry.purpose != KeyPurpose::Api {
+            return Err(AuthError::SigningKey);
         }
-        if entry.expires_at.is_some_and(|end| now >= end) {
-            return Err(AuthError::Expired);
-        }
-        if entry.tenant.status == TenantStatus::Suspended {
-            return Err(AuthError::TenantSuspended);
-        }
-        Ok(Authenticated { tenant: entry.tenant.id, key, limits: entry.tenant.limits })
+        Ok(Authenticated { tenant: entry.tenant.id, key, limits: entry.tenant.limits.clone() })
+    }
+
+    /// The standing of the signing key a signed URL names, at `now`: the URL's signature has
+    /// been checked by the caller against the key's secret (which this cache does not hold).
+    /// An API key's id named as a signing key is unknown: the purposes never mix.
+    pub fn signing_key_at(&self, key: KeyId, now: SystemTime) -> Result<Authenticated, AuthError> {
+        let state = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let entry =
+            state.entries.get(&key).filter(|e| e.purpose == KeyPurpose::Signing).ok_or(AuthError::UnknownKey)?;
+        entry.check_standing(now)?;
+        Ok(Authenticated { tenant: entry.tenant.id, key, limits: entry.tenant.limits.clone() })
     }
 
     /// Replaces the whole state with `snapshot`, unless the cache is already past it (a slower
@@ -190,7 +223,7 @@ impl CredentialCache {
     /// A scan of every key: for callers outside the request path (the aggregator asks once per
     /// tenant of a batch).
     pub fn tenant_limits(&self, tenant: TenantId) -> Option<TenantLimits> {
-        self.load().entries.values().find(|e| e.tenant.id == tenant).map(|e| e.tenant.limits)
+        self.load().entries.values().find(|e| e.tenant.id == tenant).map(|e| e.tenant.limits.clone())
     }
 
     /// The version of the last change applied (or of the snapshot); 0 when never fed.
@@ -225,7 +258,8 @@ impl CredentialCache {
                 secret_hash: e.secret_hash,
                 revoked: e.revoked,
                 expires_at: e.expires_at,
-                tenant: e.tenant,
+                purpose: e.purpose,
+                tenant: e.tenant.clone(),
             })
             .collect();
         credentials.sort_by_key(|c| c.key);
@@ -249,7 +283,7 @@ fn apply(state: &mut State, change: Change) {
         ChangeKind::Tenant(tenant) => {
             // A tenant without keys has nothing here; its keys' own changes will carry its state.
             for entry in state.entries.values_mut().filter(|e| e.tenant.id == tenant.id) {
-                entry.tenant = tenant;
+                entry.tenant = tenant.clone();
             }
         }
         ChangeKind::Credential(c) => {
@@ -279,7 +313,14 @@ mod tests {
     }
 
     fn credential(id: KeyId, revoked: bool, tenant: TenantState) -> Credential {
-        Credential { key: id, secret_hash: secret_hash(SECRET), revoked, expires_at: None, tenant }
+        Credential {
+            key: id,
+            secret_hash: secret_hash(SECRET),
+            revoked,
+            expires_at: None,
+            purpose: KeyPurpose::Api,
+            tenant,
+        }
     }
 
     fn change(version: u64, kind: ChangeKind) -> Change {
@@ -293,19 +334,36 @@ mod tests {
     }
 
     #[test]
+    fn a_signing_key_authenticates_nothing_and_an_api_key_signs_nothing() {
+        let (signing, api, revoked) = (key_id("SigningSigni"), key_id("ApiKeyApiKey"), key_id("RevokedSigni"));
+        let as_signing = |c: Credential| Credential { purpose: KeyPurpose::Signing, ..c };
+        let cache = cache_with(vec![
+            as_signing(credential(signing, false, active())),
+            credential(api, false, active()),
+            as_signing(credential(revoked, true, active())),
+        ]);
+        let now = SystemTime::now();
+        assert_eq!(cache.signing_key_at(signing, now).map(|a| a.tenant()), Ok(TENANT));
+        assert_eq!(cache.authenticate(&format_key(signing, SECRET)), Err(AuthError::SigningKey));
+        assert_eq!(cache.signing_key_at(api, now), Err(AuthError::UnknownKey));
+        assert_eq!(cache.signing_key_at(revoked, now), Err(AuthError::Revoked));
+        assert_eq!(cache.signing_key_at(key_id("NobodyNobody"), now), Err(AuthError::UnknownKey));
+    }
+
+    #[test]
     fn authenticate_outcomes() {
         let good = key_id("GoodGoodGood");
         let revoked = key_id("RevokedRevok");
         let suspended = key_id("SuspendedSus");
         let limits = TenantLimits { burst: Some(3), ..TenantLimits::default() };
         let cache = cache_with(vec![
-            credential(good, false, TenantState { limits, ..active() }),
+            credential(good, false, TenantState { limits: limits.clone(), ..active() }),
             credential(revoked, true, active()),
             credential(suspended, false, TenantState { status: TenantStatus::Suspended, ..active() }),
         ]);
 
         let ok = cache.authenticate(&format_key(good, SECRET)).unwrap();
-        assert_eq!((ok.tenant(), ok.key(), ok.limits()), (TENANT, good, limits));
+        assert_eq!((ok.tenant(), ok.key(), ok.limits()), (TENANT, good, &limits));
 
         assert_eq!(cache.authenticate(&format_key(revoked, SECRET)), Err(AuthError::Revoked));
         assert_eq!(cache.authenticate(&format_key(suspended, SECRET)), Err(AuthError::TenantSuspended));

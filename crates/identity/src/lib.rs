@@ -20,7 +20,8 @@
 //! error, `rules.rs` what both stores do alike (input rules, new records, column conversions),
 //! `backend.rs` the [`Store`] trait over both, `store.rs` the SQLite store, `migrations.rs` its
 //! schema, `pg.rs` the PostgreSQL store with its schema, `cache.rs` the credential cache,
-//! `feed.rs` store → cache, `quota.rs` a tenant's volume quota and its text form.
+//! `feed.rs` store → cache, `quota.rs` a tenant's volume quota and its text form, `sources.rs`
+//! where a tenant's signed URLs may fetch from and what a key is for (API or URL signing).
 
 mod backend;
 mod cache;
@@ -32,6 +33,7 @@ mod model;
 mod pg;
 mod quota;
 mod rules;
+mod sources;
 mod store;
 
 pub use backend::Store;
@@ -42,9 +44,10 @@ pub use key::{parse_key, InvalidKeyId, KeyFormatError, KeyId, ParsedKey, KEY_LEN
 pub use model::{
     Actor, AdminAction, AdminRecord, ApiKey, Change, ChangeKind, Credential, EffectiveLimits, InvalidAction,
     InvalidLimits, InvalidStatus, Rotation, Snapshot, Tenant, TenantId, TenantLimits, TenantState, TenantStatus,
-    MAX_INPUT_BYTES_CEILING, MAX_INPUT_PIXELS_CEILING,
+    MAX_CACHE_MAX_AGE_SECS, MAX_INPUT_BYTES_CEILING, MAX_INPUT_PIXELS_CEILING,
 };
 pub use pg::{PgIdentityStore, POOL_SIZE};
 pub use quota::{InvalidQuota, Quota, QuotaPeriod, DEFAULT_SOFT_PERCENT, MAX_ROLLING_SECONDS};
 pub use rules::MAX_KEY_LIFETIME;
+pub use sources::{InvalidPurpose, InvalidSources, KeyPurpose, SourceList, MAX_SOURCE_ENTRIES};
 pub use store::IdentityStore;

@@ -78,6 +78,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE tenants ADD COLUMN quota TEXT;
     ALTER TABLE changes ADD COLUMN quota TEXT;
     "#,
+    // 4: signed URLs: where a tenant's sources may come from (`identity::SourceList` text, NULL:
+    // nowhere), its answers' max-age (NULL: the default), and what a key is for.
+    r#"
+    ALTER TABLE tenants ADD COLUMN sources TEXT;
+    ALTER TABLE tenants ADD COLUMN cache_max_age INTEGER CHECK (cache_max_age >= 0);
+    ALTER TABLE api_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'api' CHECK (purpose IN ('api', 'signing'));
+    ALTER TABLE changes ADD COLUMN sources TEXT;
+    ALTER TABLE changes ADD COLUMN cache_max_age INTEGER;
+    ALTER TABLE changes ADD COLUMN purpose TEXT CHECK (purpose IS NULL OR kind = 'key');
+    "#,
 ];
 
 /// The schema version this build reads and writes.

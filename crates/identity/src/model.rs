@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use crate::key::KeyId;
 use crate::quota::Quota;
+use crate::sources::{KeyPurpose, SourceList};
 
 /// A tenant's id: assigned by the store, never reused. Not a secret and not a capability — it
 /// names a tenant in admin URLs, logs and usage records.
@@ -81,7 +82,7 @@ pub struct InvalidStatus;
 /// which the api takes from its configuration (see [`EffectiveLimits`]) — so changing the global
 /// default changes every tenant that has not been given its own value, which is what an operator
 /// expects. The store only holds what was set explicitly.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TenantLimits {
     /// Sustained requests per second (token bucket refill rate). Finite and > 0.
     pub rate_per_sec: Option<f64>,
@@ -94,7 +95,14 @@ pub struct TenantLimits {
     /// The tenant's volume quota; `Some` of a quota without limits exempts it from the
     /// deployment's default quota.
     pub quota: Option<Quota>,
+    /// Where the tenant's signed URLs may fetch sources from; `None` or empty: nowhere.
+    pub sources: Option<SourceList>,
+    /// `Cache-Control: max-age` of the tenant's signed-URL answers, in seconds.
+    pub cache_max_age_secs: Option<u32>,
 }
+
+/// The longest `max-age` a tenant may be given: ten years.
+pub const MAX_CACHE_MAX_AGE_SECS: u32 = 10 * 365 * 86_400;
 
 impl TenantLimits {
     /// Every override, with the defaults filling the gaps.
@@ -106,6 +114,7 @@ impl TenantLimits {
             max_input_bytes: self.max_input_bytes.unwrap_or(defaults.max_input_bytes).min(MAX_INPUT_BYTES_CEILING),
             max_input_pixels: self.max_input_pixels.unwrap_or(defaults.max_input_pixels).min(MAX_INPUT_PIXELS_CEILING),
             quota: self.quota.or(defaults.quota).filter(|q| !q.is_unlimited()),
+            cache_max_age_secs: self.cache_max_age_secs.unwrap_or(defaults.cache_max_age_secs),
         }
     }
 
@@ -127,6 +136,9 @@ impl TenantLimits {
         }
         if !in_range(self.max_input_pixels, MAX_INPUT_PIXELS_CEILING) {
             return Err(InvalidLimits("max_input_pixels must be between 1 and 4294967296"));
+        }
+        if self.cache_max_age_secs.is_some_and(|s| s > MAX_CACHE_MAX_AGE_SECS) {
+            return Err(InvalidLimits("cache_max_age_secs must be at most 315360000 (ten years)"));
         }
         if let Some(quota) = &self.quota {
             quota.validate().map_err(|_| InvalidLimits("the quota has a value out of range"))?;
@@ -155,6 +167,8 @@ pub struct EffectiveLimits {
     pub max_input_pixels: u64,
     /// The quota the tenant is held to; None: none.
     pub quota: Option<Quota>,
+    /// `Cache-Control: max-age` of signed-URL answers.
+    pub cache_max_age_secs: u32,
 }
 
 impl Default for EffectiveLimits {
@@ -169,6 +183,9 @@ impl Default for EffectiveLimits {
             max_input_bytes: 32 << 20,
             max_input_pixels: 100_000_000,
             quota: None,
+            // A year, as imgproxy and thumbor default: a signed URL's answer changes only
+            // with its source, whose validator is in the ETag.
+            cache_max_age_secs: 365 * 86_400,
         }
     }
 }
@@ -197,10 +214,12 @@ pub struct ApiKey {
     /// From this instant on the key is refused (HTTP 401 `key-expired`); `None`: it never expires.
     /// Set at creation, or by a rotation (which only ever brings it closer).
     pub expires_at: Option<SystemTime>,
+    /// An API key or a URL signing key; fixed at creation.
+    pub purpose: KeyPurpose,
 }
 
 /// What the data plane needs to know about a tenant to decide a request.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantState {
     pub id: TenantId,
     pub status: TenantStatus,
@@ -219,6 +238,7 @@ pub struct Credential {
     /// The key is refused from this instant on (millisecond precision); checked against the
     /// clock at every request, so expiry needs no change to travel.
     pub expires_at: Option<SystemTime>,
+    pub purpose: KeyPurpose,
     /// The key's tenant as of the version this credential was read at.
     pub tenant: TenantState,
 }

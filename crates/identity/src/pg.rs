@@ -40,9 +40,10 @@ use crate::model::{
 // Shared with the SQLite store: both accept, refuse and record alike.
 use crate::rules::{
     from_ms, grace_end, issued_key, key_detail, limits_detail, log_tenant, new_tenant, now_ms, quota_text, quoted,
-    rotated_expiry, rotation_detail, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label,
+    rotated_expiry, rotation_detail, sources_text, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label,
     validate_tenant_name, LogNote,
 };
+use crate::sources::KeyPurpose;
 
 /// Most connections one store holds open; a call beyond waits for one to be returned.
 pub const POOL_SIZE: usize = 8;
@@ -134,6 +135,15 @@ const PG_MIGRATIONS: &[&str] = &[
     ALTER TABLE tenants ADD COLUMN quota TEXT;
     ALTER TABLE changes ADD COLUMN quota TEXT;
     "#,
+    // 4: signed URLs: a tenant's sources and max-age, a key's purpose (SQLite's migration 4).
+    r#"
+    ALTER TABLE tenants ADD COLUMN sources TEXT;
+    ALTER TABLE tenants ADD COLUMN cache_max_age BIGINT CHECK (cache_max_age >= 0);
+    ALTER TABLE api_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'api' CHECK (purpose IN ('api', 'signing'));
+    ALTER TABLE changes ADD COLUMN sources TEXT;
+    ALTER TABLE changes ADD COLUMN cache_max_age BIGINT;
+    ALTER TABLE changes ADD COLUMN purpose TEXT CHECK (purpose IS NULL OR kind = 'key');
+    "#,
 ];
 
 /// The schema version this build reads and writes.
@@ -211,17 +221,29 @@ impl PgIdentityStore {
             let l = SqlLimits::from(&limits);
             let inserted = tx.query_opt(
                 "INSERT INTO tenants (name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at,
-                                      quota)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                      quota, sources, cache_max_age)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT DO NOTHING
                  RETURNING id",
-                &[&name, &TenantStatus::Active.as_str(), &l.rate, &l.burst, &l.bytes, &l.pixels, &created_at, &l.quota],
+                &[
+                    &name,
+                    &TenantStatus::Active.as_str(),
+                    &l.rate,
+                    &l.burst,
+                    &l.bytes,
+                    &l.pixels,
+                    &created_at,
+                    &l.quota,
+                    &l.sources,
+                    &l.max_age,
+                ],
             )?;
             // The only unique key a new row can collide with is the name's.
             let Some(row) = inserted else { return Err(StoreError::Conflict(name.to_string())) };
-            let tenant = new_tenant(TenantId::new(row.try_get::<_, Unsigned>(0)?.0), name, limits, created_at);
+            let detail = format!("name={} {}", quoted(name), limits_detail(&limits));
+            let tenant = new_tenant(TenantId::new(row.try_get::<_, Unsigned>(0)?.0), name, limits.clone(), created_at);
             append_change(tx, created_at, &ChangeKind::Tenant(tenant_state(&tenant)))?;
-            let note = LogNote::tenant(tenant.id, format!("name={} {}", quoted(name), limits_detail(&limits)));
+            let note = LogNote::tenant(tenant.id, detail);
             Ok((tenant, note))
         })
     }
@@ -267,11 +289,11 @@ impl PgIdentityStore {
             let l = SqlLimits::from(&limits);
             tx.execute(
                 "UPDATE tenants SET rate_per_sec = $2, burst = $3, max_input_bytes = $4, max_input_pixels = $5,
-                                    quota = $6
+                                    quota = $6, sources = $7, cache_max_age = $8
                  WHERE id = $1",
-                &[&sql_tenant(id), &l.rate, &l.burst, &l.bytes, &l.pixels, &l.quota],
+                &[&sql_tenant(id), &l.rate, &l.burst, &l.bytes, &l.pixels, &l.quota, &l.sources, &l.max_age],
             )?;
-            tenant.limits = limits;
+            tenant.limits = limits.clone();
             append_change(tx, now_ms(), &ChangeKind::Tenant(tenant_state(&tenant)))?;
             Ok((tenant, asked.clone()))
         })
@@ -294,7 +316,7 @@ impl PgIdentityStore {
 
     /// A key the process makes for itself, logged as [`Actor::process`].
     pub fn create_key(&self, tenant: TenantId, label: &str) -> Result<(ApiKey, String), StoreError> {
-        self.create_key_as(&Actor::process(), tenant, label, None)
+        self.create_key_as(&Actor::process(), tenant, label, None, KeyPurpose::Api)
     }
 
     /// Issues a key, refused from `expires_at` on if given (which must be in the future). The
@@ -307,14 +329,15 @@ impl PgIdentityStore {
         tenant: TenantId,
         label: &str,
         expires_at: Option<SystemTime>,
+        purpose: KeyPurpose,
     ) -> Result<(ApiKey, String), StoreError> {
-        let asked = LogNote { tenant: Some(tenant), key: None, detail: key_detail(label, expires_at) };
+        let asked = LogNote { tenant: Some(tenant), key: None, detail: key_detail(label, expires_at, purpose) };
         self.logged_write(actor, AdminAction::CreateKey, asked.clone(), |tx| {
             validate_label(label)?;
             let created_at = now_ms();
             let expires_at = expires_at.map(|t| validate_expiry(t, created_at)).transpose()?;
             let owner = tenant_by_id(tx, tenant)?;
-            let (api_key, token) = issue_key(tx, &owner, label, created_at, expires_at)?;
+            let (api_key, token) = issue_key(tx, &owner, label, created_at, expires_at, purpose)?;
             let note = LogNote { key: Some(api_key.id), ..asked.clone() };
             Ok(((api_key, token), note))
         })
@@ -355,6 +378,7 @@ impl PgIdentityStore {
                 secret_hash,
                 revoked: true,
                 expires_at: api_key.expires_at,
+                purpose: api_key.purpose,
                 tenant: tenant_state(&owner),
             };
             append_change(tx, revoked_at, &ChangeKind::Credential(credential))?;
@@ -386,10 +410,11 @@ impl PgIdentityStore {
                 secret_hash,
                 revoked: false,
                 expires_at: old.expires_at,
+                purpose: old.purpose,
                 tenant: tenant_state(&owner),
             };
             append_change(tx, now, &ChangeKind::Credential(credential))?;
-            let (new, token) = issue_key(tx, &owner, &old.label.clone(), now, new_expires_at)?;
+            let (new, token) = issue_key(tx, &owner, &old.label.clone(), now, new_expires_at, old.purpose)?;
             let note = LogNote::key(Some(old.tenant), id, rotation_detail(&new, old_expires_at));
             Ok((Rotation { old: old.clone(), new, token }, note))
         })
@@ -420,7 +445,7 @@ impl PgIdentityStore {
             let rows = tx.query(
                 "SELECT k.id, k.secret_sha256, k.revoked_at IS NOT NULL,
                         t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels, k.expires_at,
-                        t.quota
+                        t.quota, t.sources, t.cache_max_age, k.purpose
                  FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
                  ORDER BY k.id",
                 &[],
@@ -433,6 +458,7 @@ impl PgIdentityStore {
                         secret_hash: row.try_get::<_, Hash>(1)?.0,
                         revoked: row.try_get(2)?,
                         expires_at: row.try_get::<_, Option<i64>>(9)?.map(from_ms),
+                        purpose: purpose_from_row(row, 13)?,
                         tenant: TenantState {
                             id: TenantId::new(row.try_get::<_, Unsigned>(3)?.0),
                             status: row.try_get::<_, Status>(4)?.0,
@@ -450,7 +476,7 @@ impl PgIdentityStore {
         self.run(Access::Read, |tx| {
             let rows = tx.query(
                 "SELECT version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes, max_input_pixels,
-                        key_id, secret_sha256, revoked, expires_at, quota
+                        key_id, secret_sha256, revoked, expires_at, quota, sources, cache_max_age, purpose
                  FROM changes WHERE version > $1 ORDER BY version",
                 &[&i64::try_from(version).unwrap_or(i64::MAX)],
             )?;
@@ -705,8 +731,9 @@ fn append_change(tx: &mut Transaction<'_>, at: i64, kind: &ChangeKind) -> Result
     let l = SqlLimits::from(&tenant.limits);
     tx.execute(
         "INSERT INTO changes (version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes,
-                              max_input_pixels, key_id, secret_sha256, revoked, expires_at, quota)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                              max_input_pixels, key_id, secret_sha256, revoked, expires_at, quota, sources,
+                              cache_max_age, purpose)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         &[
             &i64::try_from(version).unwrap_or(i64::MAX),
             &at,
@@ -722,6 +749,9 @@ fn append_change(tx: &mut Transaction<'_>, at: i64, kind: &ChangeKind) -> Result
             &key.map(|c| c.revoked),
             &key.and_then(|c| c.expires_at).map(to_ms),
             &l.quota,
+            &l.sources,
+            &l.max_age,
+            &key.map(|c| c.purpose.as_str()),
         ],
     )?;
     Ok(version)
@@ -734,6 +764,7 @@ fn issue_key(
     label: &str,
     created_at: i64,
     expires_at: Option<i64>,
+    purpose: KeyPurpose,
 ) -> Result<(ApiKey, String), StoreError> {
     let mut attempt = 0;
     loop {
@@ -745,15 +776,23 @@ fn issue_key(
         let on_conflict = if attempt < KEY_ID_ATTEMPTS { "ON CONFLICT (id) DO NOTHING" } else { "" };
         let inserted = tx.execute(
             &format!(
-                "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) {on_conflict}"
+                "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at, expires_at, purpose)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) {on_conflict}"
             ),
-            &[&new.id.as_str(), &sql_tenant(owner.id), &label, &&new.secret_hash[..], &created_at, &expires_at],
+            &[
+                &new.id.as_str(),
+                &sql_tenant(owner.id),
+                &label,
+                &&new.secret_hash[..],
+                &created_at,
+                &expires_at,
+                &purpose.as_str(),
+            ],
         )?;
         if inserted == 0 {
             continue;
         }
-        let (api_key, credential) = issued_key(&new, owner, label, created_at, expires_at);
+        let (api_key, credential) = issued_key(&new, owner, label, created_at, expires_at, purpose);
         append_change(tx, created_at, &ChangeKind::Credential(credential))?;
         return Ok((api_key, new.token));
     }
@@ -788,8 +827,8 @@ fn head_version(tx: &mut Transaction<'_>) -> Result<u64, postgres::Error> {
 }
 
 const TENANT_COLUMNS: &str =
-    "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at, quota";
-const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at, expires_at";
+    "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at, quota, sources, cache_max_age";
+const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at, expires_at, purpose";
 const LOG_COLUMNS: &str = "id, at, operator, request_id, action, tenant_id, key_id, outcome, detail";
 
 /// A key and its secret's hash.
@@ -797,7 +836,7 @@ fn key_by_id(tx: &mut Transaction<'_>, id: KeyId) -> Result<(ApiKey, [u8; 32]), 
     let row = tx
         .query_opt(&format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = $1"), &[&id.as_str()])?
         .ok_or(StoreError::NotFound(Missing::Key(id)))?;
-    Ok((key_from_row(&row)?, row.try_get::<_, Hash>(6)?.0))
+    Ok((key_from_row(&row)?, row.try_get::<_, Hash>(7)?.0))
 }
 
 fn tenant_by_id(tx: &mut Transaction<'_>, id: TenantId) -> Result<Tenant, StoreError> {
@@ -825,6 +864,7 @@ fn key_from_row(row: &Row) -> Result<ApiKey, postgres::Error> {
         created_at: from_ms(row.try_get(3)?),
         revoked_at: row.try_get::<_, Option<i64>>(4)?.map(from_ms),
         expires_at: row.try_get::<_, Option<i64>>(5)?.map(from_ms),
+        purpose: purpose_from_row(row, 6)?,
     })
 }
 
@@ -855,6 +895,7 @@ fn change_from_row(row: &Row) -> Result<Change, postgres::Error> {
             secret_hash: row.try_get::<_, Hash>(10)?.0,
             revoked: row.try_get(11)?,
             expires_at: row.try_get::<_, Option<i64>>(12)?.map(from_ms),
+            purpose: purpose_from_row(row, 16)?,
             tenant,
         }),
     };
@@ -869,7 +910,14 @@ fn limits_from_row(row: &Row, first: usize, quota: usize) -> Result<TenantLimits
         max_input_bytes: row.try_get::<_, Option<Unsigned>>(first + 2)?.map(|v| v.0),
         max_input_pixels: row.try_get::<_, Option<Unsigned>>(first + 3)?.map(|v| v.0),
         quota: row.try_get::<_, Option<QuotaText>>(quota)?.map(|q| q.0),
+        sources: row.try_get::<_, Option<SourcesText>>(quota + 1)?.map(|s| s.0),
+        cache_max_age_secs: row.try_get::<_, Option<Unsigned<u32>>>(quota + 2)?.map(|v| v.0),
     })
+}
+
+/// A key's purpose column; NULL (a tenant change's row) reads as an API key.
+fn purpose_from_row(row: &Row, idx: usize) -> Result<KeyPurpose, postgres::Error> {
+    Ok(row.try_get::<_, Option<Purpose>>(idx)?.map_or(KeyPurpose::Api, |p| p.0))
 }
 
 /// Limits as PostgreSQL binds them (it has no unsigned integers). `validate` has kept every value
@@ -880,6 +928,8 @@ struct SqlLimits {
     bytes: Option<i64>,
     pixels: Option<i64>,
     quota: Option<String>,
+    sources: Option<String>,
+    max_age: Option<i64>,
 }
 
 impl From<&TenantLimits> for SqlLimits {
@@ -891,6 +941,8 @@ impl From<&TenantLimits> for SqlLimits {
             bytes: l.max_input_bytes.map(signed),
             pixels: l.max_input_pixels.map(signed),
             quota: quota_text(l),
+            sources: sources_text(l),
+            max_age: l.cache_max_age_secs.map(i64::from),
         }
     }
 }
@@ -906,6 +958,10 @@ struct Status(TenantStatus);
 struct Key(KeyId);
 /// A quota in its text form.
 struct QuotaText(crate::Quota);
+/// A tenant's sources in their text form.
+struct SourcesText(crate::SourceList);
+/// An `api_keys.purpose` / `changes.purpose` value.
+struct Purpose(KeyPurpose);
 /// A SHA-256 digest.
 struct Hash([u8; 32]);
 /// An `admin_log.action` value.
@@ -929,6 +985,24 @@ where
 impl<'a> FromSql<'a> for Status {
     fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
         Ok(Status(<&str>::from_sql(ty, raw)?.parse()?))
+    }
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl<'a> FromSql<'a> for SourcesText {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(SourcesText(<&str>::from_sql(ty, raw)?.parse()?))
+    }
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl<'a> FromSql<'a> for Purpose {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, DecodeError> {
+        Ok(Purpose(<&str>::from_sql(ty, raw)?.parse()?))
     }
     fn accepts(ty: &Type) -> bool {
         <&str as FromSql>::accepts(ty)

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::StoreError;
 use crate::key::{KeyId, NewKey};
 use crate::model::{ApiKey, Credential, Tenant, TenantId, TenantLimits, TenantState, TenantStatus};
+use crate::sources::{KeyPurpose, SourceList};
 
 /// The furthest ahead a key's expiry may be set: a century, so that every expiry fits the
 /// stores' signed millisecond columns with room to spare.
@@ -36,7 +37,7 @@ pub(crate) fn validate_label(label: &str) -> Result<(), StoreError> {
 }
 
 pub(crate) fn tenant_state(tenant: &Tenant) -> TenantState {
-    TenantState { id: tenant.id, status: tenant.status, limits: tenant.limits }
+    TenantState { id: tenant.id, status: tenant.status, limits: tenant.limits.clone() }
 }
 
 /// A tenant id as SQLite and PostgreSQL bind it. Ids above 2^63 - 1 cannot exist (rowids and
@@ -93,6 +94,7 @@ pub(crate) fn issued_key(
     label: &str,
     created_at: i64,
     expires_at: Option<i64>,
+    purpose: KeyPurpose,
 ) -> (ApiKey, Credential) {
     let api_key = ApiKey {
         id: new.id,
@@ -101,12 +103,14 @@ pub(crate) fn issued_key(
         created_at: from_ms(created_at),
         revoked_at: None,
         expires_at: expires_at.map(from_ms),
+        purpose,
     };
     let credential = Credential {
         key: new.id,
         secret_hash: new.secret_hash,
         revoked: false,
         expires_at: expires_at.map(from_ms),
+        purpose,
         tenant: tenant_state(owner),
     };
     (api_key, credential)
@@ -165,11 +169,15 @@ pub(crate) fn quoted(s: &str) -> String {
     format!("{cut:?}")
 }
 
-pub(crate) fn key_detail(label: &str, expires_at: Option<SystemTime>) -> String {
-    match expires_at {
-        Some(t) => format!("label={} expires_at={}", quoted(label), time_detail(to_ms(t))),
-        None => format!("label={}", quoted(label)),
+pub(crate) fn key_detail(label: &str, expires_at: Option<SystemTime>, purpose: KeyPurpose) -> String {
+    let mut detail = format!("label={}", quoted(label));
+    if let Some(t) = expires_at {
+        detail.push_str(&format!(" expires_at={}", time_detail(to_ms(t))));
     }
+    if purpose != KeyPurpose::Api {
+        detail.push_str(&format!(" purpose={}", purpose.as_str()));
+    }
+    detail
 }
 
 pub(crate) fn rotation_detail(new: &ApiKey, old_expires_at: i64) -> String {
@@ -193,15 +201,27 @@ pub(crate) fn quota_text(limits: &TenantLimits) -> Option<String> {
     limits.quota.map(|q| q.to_string())
 }
 
+/// The sources column's value: its text form, NULL for none set.
+pub(crate) fn sources_text(limits: &TenantLimits) -> Option<String> {
+    limits.sources.as_ref().map(SourceList::to_string)
+}
+
+/// The sources column read back; a value this build cannot read is refused rather than widened.
+pub(crate) fn sources_from_text(text: Option<String>) -> Result<Option<SourceList>, crate::sources::InvalidSources> {
+    text.map(|t| t.parse()).transpose()
+}
+
 pub(crate) fn limits_detail(limits: &TenantLimits) -> String {
     let show = |v: Option<String>| v.unwrap_or_else(|| "default".into());
     format!(
-        "rate_per_sec={} burst={} max_input_bytes={} max_input_pixels={} quota={}",
+        "rate_per_sec={} burst={} max_input_bytes={} max_input_pixels={} quota={} sources={} cache_max_age_secs={}",
         show(limits.rate_per_sec.map(|v| v.to_string())),
         show(limits.burst.map(|v| v.to_string())),
         show(limits.max_input_bytes.map(|v| v.to_string())),
         show(limits.max_input_pixels.map(|v| v.to_string())),
         show(quota_text(limits)),
+        show(sources_text(limits).map(|t| quoted(&t))),
+        show(limits.cache_max_age_secs.map(|v| v.to_string())),
     )
 }
 

@@ -22,9 +22,10 @@ use crate::model::{
 };
 use crate::rules::{
     from_ms, grace_end, issued_key, key_detail, limits_detail, log_tenant, new_tenant, now_ms, quota_text, quoted,
-    rotated_expiry, rotation_detail, sql_tenant, tenant_state, to_ms, validate_expiry, validate_label,
-    validate_tenant_name, LogNote,
+    rotated_expiry, rotation_detail, sources_from_text, sources_text, sql_tenant, tenant_state, to_ms, validate_expiry,
+    validate_label, validate_tenant_name, LogNote,
 };
+use crate::sources::KeyPurpose;
 
 /// How long a writer waits for another process's write lock before giving up with `Storage`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,8 +75,8 @@ impl IdentityStore {
             let created_at = now_ms();
             let inserted = tx.execute(
                 "INSERT INTO tenants (name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at,
-                                      quota)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                      quota, sources, cache_max_age)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     name,
                     TenantStatus::Active.as_str(),
@@ -84,7 +85,9 @@ impl IdentityStore {
                     limits.max_input_bytes,
                     limits.max_input_pixels,
                     created_at,
-                    quota_text(&limits)
+                    quota_text(&limits),
+                    sources_text(&limits),
+                    limits.cache_max_age_secs
                 ],
             );
             match inserted {
@@ -92,9 +95,9 @@ impl IdentityStore {
                 other => other?,
             };
             let id = TenantId::new(u64::try_from(tx.last_insert_rowid()).expect("AUTOINCREMENT rowids are positive"));
+            let note = LogNote::tenant(id, format!("name={} {}", quoted(name), limits_detail(&limits)));
             let tenant = new_tenant(id, name, limits, created_at);
             append_change(tx, created_at, &ChangeKind::Tenant(tenant_state(&tenant)))?;
-            let note = LogNote::tenant(id, format!("name={} {}", quoted(name), limits_detail(&limits)));
             Ok((tenant, note))
         })
     }
@@ -131,7 +134,7 @@ impl IdentityStore {
             }
             tx.execute(
                 "UPDATE tenants SET rate_per_sec = ?2, burst = ?3, max_input_bytes = ?4, max_input_pixels = ?5,
-                                    quota = ?6
+                                    quota = ?6, sources = ?7, cache_max_age = ?8
                  WHERE id = ?1",
                 params![
                     sql_tenant(id),
@@ -139,7 +142,9 @@ impl IdentityStore {
                     limits.burst,
                     limits.max_input_bytes,
                     limits.max_input_pixels,
-                    quota_text(&limits)
+                    quota_text(&limits),
+                    sources_text(&limits),
+                    limits.cache_max_age_secs
                 ],
             )?;
             tenant.limits = limits;
@@ -165,7 +170,7 @@ impl IdentityStore {
 
     /// A key the process makes for itself (the dev demo key), logged as [`Actor::process`].
     pub fn create_key(&self, tenant: TenantId, label: &str) -> Result<(ApiKey, String), StoreError> {
-        self.create_key_as(&Actor::process(), tenant, label, None)
+        self.create_key_as(&Actor::process(), tenant, label, None, KeyPurpose::Api)
     }
 
     /// Issues a key, refused from `expires_at` on if given (which must be in the future). The
@@ -178,14 +183,15 @@ impl IdentityStore {
         tenant: TenantId,
         label: &str,
         expires_at: Option<SystemTime>,
+        purpose: KeyPurpose,
     ) -> Result<(ApiKey, String), StoreError> {
-        let asked = LogNote { tenant: Some(tenant), key: None, detail: key_detail(label, expires_at) };
+        let asked = LogNote { tenant: Some(tenant), key: None, detail: key_detail(label, expires_at, purpose) };
         self.logged_write(actor, AdminAction::CreateKey, asked.clone(), |tx| {
             validate_label(label)?;
             let created_at = now_ms();
             let expires_at = expires_at.map(|t| validate_expiry(t, created_at)).transpose()?;
             let owner = tenant_by_id(tx, tenant)?;
-            let (api_key, token) = issue_key(tx, &owner, label, created_at, expires_at)?;
+            let (api_key, token) = issue_key(tx, &owner, label, created_at, expires_at, purpose)?;
             Ok(((api_key.clone(), token), LogNote { key: Some(api_key.id), ..asked }))
         })
     }
@@ -225,6 +231,7 @@ impl IdentityStore {
                 secret_hash,
                 revoked: true,
                 expires_at: api_key.expires_at,
+                purpose: api_key.purpose,
                 tenant: tenant_state(&owner),
             };
             append_change(tx, revoked_at, &ChangeKind::Credential(credential))?;
@@ -256,10 +263,11 @@ impl IdentityStore {
                 secret_hash,
                 revoked: false,
                 expires_at: old.expires_at,
+                purpose: old.purpose,
                 tenant: tenant_state(&owner),
             };
             append_change(tx, now, &ChangeKind::Credential(credential))?;
-            let (new, token) = issue_key(tx, &owner, &old.label, now, new_expires_at)?;
+            let (new, token) = issue_key(tx, &owner, &old.label, now, new_expires_at, old.purpose)?;
             let note = LogNote::key(Some(old.tenant), id, rotation_detail(&new, old_expires_at));
             Ok((Rotation { old, new, token }, note))
         })
@@ -289,7 +297,7 @@ impl IdentityStore {
         let mut stmt = tx.prepare(
             "SELECT k.id, k.secret_sha256, k.revoked_at IS NOT NULL,
                     t.id, t.status, t.rate_per_sec, t.burst, t.max_input_bytes, t.max_input_pixels, k.expires_at,
-                    t.quota
+                    t.quota, t.sources, t.cache_max_age, k.purpose
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              ORDER BY k.id",
         )?;
@@ -300,6 +308,7 @@ impl IdentityStore {
                     secret_hash: hash_from_row(row, 1)?,
                     revoked: row.get(2)?,
                     expires_at: row.get::<_, Option<i64>>(9)?.map(from_ms),
+                    purpose: purpose_from_row(row, 13)?,
                     tenant: TenantState {
                         id: TenantId::new(row.get(3)?),
                         status: status_from_row(row, 4)?,
@@ -316,7 +325,7 @@ impl IdentityStore {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes, max_input_pixels,
-                    key_id, secret_sha256, revoked, expires_at, quota
+                    key_id, secret_sha256, revoked, expires_at, quota, sources, cache_max_age, purpose
              FROM changes WHERE version > ?1 ORDER BY version",
         )?;
         let changes =
@@ -382,8 +391,9 @@ fn append_change(tx: &Transaction<'_>, at: i64, kind: &ChangeKind) -> Result<u64
     };
     tx.execute(
         "INSERT INTO changes (version, at, kind, tenant_id, status, rate_per_sec, burst, max_input_bytes,
-                              max_input_pixels, key_id, secret_sha256, revoked, expires_at, quota)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                              max_input_pixels, key_id, secret_sha256, revoked, expires_at, quota, sources,
+                              cache_max_age, purpose)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             version,
             at,
@@ -399,6 +409,9 @@ fn append_change(tx: &Transaction<'_>, at: i64, kind: &ChangeKind) -> Result<u64
             key.map(|c| c.revoked),
             key.and_then(|c| c.expires_at).map(to_ms),
             quota_text(&tenant.limits),
+            sources_text(&tenant.limits),
+            tenant.limits.cache_max_age_secs,
+            key.map(|c| c.purpose.as_str()),
         ],
     )?;
     Ok(version)
@@ -411,21 +424,30 @@ fn issue_key(
     label: &str,
     created_at: i64,
     expires_at: Option<i64>,
+    purpose: KeyPurpose,
 ) -> Result<(ApiKey, String), StoreError> {
     let mut attempts = 0;
     loop {
         attempts += 1;
         let new = key::generate().map_err(StorageError::entropy)?;
         let inserted = tx.execute(
-            "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![new.id.as_str(), sql_tenant(owner.id), label, &new.secret_hash[..], created_at, expires_at],
+            "INSERT INTO api_keys (id, tenant_id, label, secret_sha256, created_at, expires_at, purpose)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                new.id.as_str(),
+                sql_tenant(owner.id),
+                label,
+                &new.secret_hash[..],
+                created_at,
+                expires_at,
+                purpose.as_str()
+            ],
         );
         match inserted {
             Err(e) if is_unique_violation(&e) && attempts < KEY_ID_ATTEMPTS => continue,
             other => other?,
         };
-        let (api_key, credential) = issued_key(&new, owner, label, created_at, expires_at);
+        let (api_key, credential) = issued_key(&new, owner, label, created_at, expires_at, purpose);
         append_change(tx, created_at, &ChangeKind::Credential(credential))?;
         return Ok((api_key, new.token));
     }
@@ -460,14 +482,14 @@ fn head_version(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 const TENANT_COLUMNS: &str =
-    "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at, quota";
-const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at, expires_at";
+    "id, name, status, rate_per_sec, burst, max_input_bytes, max_input_pixels, created_at, quota, sources, cache_max_age";
+const KEY_COLUMNS: &str = "id, tenant_id, label, created_at, revoked_at, expires_at, purpose";
 const LOG_COLUMNS: &str = "id, at, operator, request_id, action, tenant_id, key_id, outcome, detail";
 
 /// A key and its secret's hash.
 fn key_by_id(conn: &Connection, id: KeyId) -> Result<(ApiKey, [u8; 32]), StoreError> {
     conn.query_row(&format!("SELECT {KEY_COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?1"), [id.as_str()], |row| {
-        Ok((key_from_row(row)?, hash_from_row(row, 6)?))
+        Ok((key_from_row(row)?, hash_from_row(row, 7)?))
     })
     .optional()?
     .ok_or(StoreError::NotFound(Missing::Key(id)))
@@ -497,6 +519,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
         created_at: from_ms(row.get(3)?),
         revoked_at: row.get::<_, Option<i64>>(4)?.map(from_ms),
         expires_at: row.get::<_, Option<i64>>(5)?.map(from_ms),
+        purpose: purpose_from_row(row, 6)?,
     })
 }
 
@@ -530,13 +553,15 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
             secret_hash: hash_from_row(row, 10)?,
             revoked: row.get(11)?,
             expires_at: row.get::<_, Option<i64>>(12)?.map(from_ms),
+            purpose: purpose_from_row(row, 16)?,
             tenant,
         }),
     };
     Ok(Change { version: row.get(0)?, at: from_ms(row.get(1)?), kind })
 }
 
-/// The four limit columns, in model order, starting at `first`, and the quota's text at `quota`.
+/// The four limit columns, in model order, starting at `first`, and the quota's text at `quota`
+/// followed by the sources' text and the cache max-age.
 fn limits_from_row(row: &Row<'_>, first: usize, quota: usize) -> rusqlite::Result<TenantLimits> {
     Ok(TenantLimits {
         rate_per_sec: row.get(first)?,
@@ -547,7 +572,17 @@ fn limits_from_row(row: &Row<'_>, first: usize, quota: usize) -> rusqlite::Resul
             Some(text) => Some(text.parse().map_err(|e| conversion_error(quota, e))?),
             None => None,
         },
+        sources: sources_from_text(row.get(quota + 1)?).map_err(|e| conversion_error(quota + 1, e))?,
+        cache_max_age_secs: row.get(quota + 2)?,
     })
+}
+
+/// A key's purpose column; NULL (a tenant change's row) reads as an API key.
+fn purpose_from_row(row: &Row<'_>, idx: usize) -> rusqlite::Result<KeyPurpose> {
+    match row.get_ref(idx)?.as_str_or_null()? {
+        Some(text) => text.parse().map_err(|e| conversion_error(idx, e)),
+        None => Ok(KeyPurpose::Api),
+    }
 }
 
 fn status_from_row(row: &Row<'_>, idx: usize) -> rusqlite::Result<TenantStatus> {
@@ -729,8 +764,10 @@ mod tests {
             max_input_bytes: Some(crate::MAX_INPUT_BYTES_CEILING),
             max_input_pixels: Some(1),
             quota: Some("rolling=60;requests=9;output_pixels=0;soft=1".parse().unwrap()),
+            sources: Some("images.example.com https://cdn.example.com/a/".parse().unwrap()),
+            cache_max_age_secs: Some(0),
         };
-        let tenant = store.create_tenant("big", limits).unwrap();
+        let tenant = store.create_tenant("big", limits.clone()).unwrap();
         assert_eq!(store.get_tenant(tenant.id).unwrap().limits, limits);
         let change = store.changes_since(0).unwrap().pop().unwrap();
         assert_eq!(change.kind, ChangeKind::Tenant(tenant_state(&tenant)));

@@ -121,14 +121,14 @@ fn feed_answers_a_hole_in_the_outbox_with_a_snapshot() {
 fn every_authentication_outcome_end_to_end() {
     let f = fixture();
     let limits = TenantLimits { burst: Some(5), max_input_pixels: Some(1_000_000), ..TenantLimits::default() };
-    f.store.update_limits(&Actor::process(), f.tenant, limits).unwrap();
+    f.store.update_limits(&Actor::process(), f.tenant, limits.clone()).unwrap();
     let (key, token) = f.store.create_key(f.tenant, "ci").unwrap();
     let (spare, spare_token) = f.store.create_key(f.tenant, "spare").unwrap();
     let cache = CredentialCache::new();
     feed(&f.store, &cache).unwrap();
 
     let ok = cache.authenticate(&token).unwrap();
-    assert_eq!((ok.tenant(), ok.key(), ok.limits()), (f.tenant, key.id, limits));
+    assert_eq!((ok.tenant(), ok.key(), ok.limits()), (f.tenant, key.id, &limits));
 
     assert_eq!(cache.authenticate("Bearer abc"), Err(AuthError::Malformed(KeyFormatError::Prefix)));
     assert_eq!(cache.authenticate(&token[..40]), Err(AuthError::Malformed(KeyFormatError::Length(40))));

@@ -25,6 +25,31 @@ pub struct Config {
     pub queue: QueueSection,
     pub worker: WorkerSection,
     pub log: LogSection,
+    pub sources: SourcesSection,
+}
+
+/// How api nodes fetch the sources of signed GET URLs (docs/urls.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesSection {
+    /// Hosts (`name` or `name:port`, comma-separated) that may resolve to loopback, private or
+    /// link-local addresses: an internal origin, or a test's. Every other source must resolve
+    /// to public addresses only.
+    pub allow_private: String,
+    /// Connecting to an origin (DNS, TCP and TLS each) must take no longer.
+    pub connect_timeout_ms: u64,
+    /// A whole fetch (redirects and body included) must take no longer: 504 past it. Below
+    /// `api.request_timeout_ms`, so that the conversion still has time.
+    pub total_timeout_ms: u64,
+    /// Redirects followed at most, each checked like the source.
+    pub max_redirects: u32,
+    /// A CA file (PEM) trusted for https origins besides the system's roots.
+    pub extra_ca_file: String,
+    /// Bytes of sources kept on this node between requests.
+    pub cache_bytes: u64,
+    /// A kept source without freshness from its origin is used this long before it is
+    /// revalidated with a conditional GET.
+    pub revalidate_after_ms: u64,
 }
 
 /// The cluster's job queue (roles `api` and `worker`): NATS JetStream.
@@ -182,6 +207,11 @@ pub struct ApiSection {
     pub tls_cert: String,
     /// The private key of `tls_cert` (PEM).
     pub tls_key: String,
+    /// A file holding the deployment's URL signing secret, 64 hex digits (`openssl rand -hex
+    /// 32`), from which each signing key's secret is derived (docs/urls.md). The identity
+    /// service and every api node need the same file. Empty: signed URLs are off (`resizer dev`
+    /// makes one in its data directory).
+    pub url_signing_secret_file: String,
 }
 
 /// Defaults for tenants without their own limits.
@@ -196,6 +226,8 @@ pub struct LimitsSection {
     /// (`month;requests=100000;input_bytes=53687091200;soft=80`, see `identity::Quota`, or
     /// `rolling=<seconds>;...`); empty: none.
     pub quota: String,
+    /// `Cache-Control: max-age` of signed-URL answers for tenants without their own.
+    pub cache_max_age_secs: u32,
 }
 
 impl LimitsSection {
@@ -275,6 +307,7 @@ impl Default for Config {
                 max_requests_in_flight_per_tenant: 64,
                 tls_cert: String::new(),
                 tls_key: String::new(),
+                url_signing_secret_file: String::new(),
             },
             limits: LimitsSection {
                 rate_per_sec: limits.rate_per_sec,
@@ -282,6 +315,7 @@ impl Default for Config {
                 max_input_bytes: limits.max_input_bytes,
                 max_input_pixels: limits.max_input_pixels,
                 quota: String::new(),
+                cache_max_age_secs: limits.cache_max_age_secs,
             },
             dispatch: DispatchSection { workers: 0, small_queue: 0, medium_queue: 0, large_queue: 0 },
             identity: IdentitySection {
@@ -328,6 +362,19 @@ impl Default for Config {
                 tls_ca: String::new(),
             },
             log: LogSection { level: "info".into(), format: "json".into() },
+            sources: {
+                let policy = origin::OriginPolicy::default();
+                let ms = |d: Duration| d.as_millis() as u64;
+                SourcesSection {
+                    allow_private: String::new(),
+                    connect_timeout_ms: ms(policy.connect_timeout),
+                    total_timeout_ms: ms(policy.total_timeout),
+                    max_redirects: policy.max_redirects,
+                    extra_ca_file: String::new(),
+                    cache_bytes: policy.cache_bytes,
+                    revalidate_after_ms: ms(policy.revalidate_after),
+                }
+            },
         }
     }
 }
@@ -340,6 +387,11 @@ impl Default for ApiSection {
 impl Default for LimitsSection {
     fn default() -> Self {
         Config::default().limits
+    }
+}
+impl Default for SourcesSection {
+    fn default() -> Self {
+        Config::default().sources
     }
 }
 impl Default for DispatchSection {
@@ -544,7 +596,41 @@ impl Config {
             max_input_bytes: self.limits.max_input_bytes,
             max_input_pixels: self.limits.max_input_pixels,
             quota: self.limits.default_quota()?.filter(|q| !q.is_unlimited()),
+            cache_max_age_secs: self.limits.cache_max_age_secs,
         })
+    }
+
+    /// The URL signing secret from `api.url_signing_secret_file`, if set.
+    pub fn url_signing(&self) -> anyhow::Result<Option<api::UrlSigning>> {
+        if self.api.url_signing_secret_file.is_empty() {
+            return Ok(None);
+        }
+        let path = &self.api.url_signing_secret_file;
+        let text = std::fs::read_to_string(path).with_context(|| format!("api.url_signing_secret_file {path}"))?;
+        let signing =
+            api::UrlSigning::from_hex(&text).with_context(|| format!("api.url_signing_secret_file {path}"))?;
+        Ok(Some(signing))
+    }
+
+    /// How this node fetches signed URLs' sources.
+    pub fn origin_policy(&self) -> origin::OriginPolicy {
+        let s = &self.sources;
+        origin::OriginPolicy {
+            allow_private: s
+                .allow_private
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            connect_timeout: Duration::from_millis(s.connect_timeout_ms.max(1)),
+            total_timeout: Duration::from_millis(s.total_timeout_ms.max(1)),
+            max_redirects: s.max_redirects,
+            extra_ca: (!s.extra_ca_file.is_empty()).then(|| PathBuf::from(&s.extra_ca_file)),
+            revalidate_after: Duration::from_millis(s.revalidate_after_ms),
+            cache_bytes: s.cache_bytes,
+            ..origin::OriginPolicy::default()
+        }
     }
 
     /// The api's configuration, with `admin_token` as the full-access token (dev passes the one
@@ -569,6 +655,8 @@ impl Config {
             max_body_bytes_in_flight: self.body_budget(),
             max_requests_in_flight_per_tenant: self.api.max_requests_in_flight_per_tenant,
             admin_wrong_tokens_per_minute: self.api.admin_wrong_tokens_per_minute,
+            url_signing: self.url_signing()?,
+            origin: self.origin_policy(),
         })
     }
 
@@ -684,8 +772,13 @@ fn known_env() -> anyhow::Result<Vec<String>> {
 /// `RESIZER_*` variables among `env` that name no configuration key and none of the other
 /// tools' variables.
 fn unknown_env(env: &[(String, String)], known: &[String]) -> Vec<String> {
-    const OTHERS: &[&str] =
-        &["RESIZER_ADMIN_URL", "RESIZER_ADMIN_TOKEN", "RESIZER_ADMIN_CA_FILE", "RESIZER_NATS_PASSWORD"];
+    const OTHERS: &[&str] = &[
+        "RESIZER_ADMIN_URL",
+        "RESIZER_ADMIN_TOKEN",
+        "RESIZER_ADMIN_CA_FILE",
+        "RESIZER_NATS_PASSWORD",
+        "RESIZER_URL_SECRET",
+    ];
     env.iter()
         .map(|(name, _)| name)
         .filter(|name| !known.contains(name) && !OTHERS.contains(&name.as_str()))

@@ -38,6 +38,8 @@ enum Command {
     Resize(cmd::resize::ResizeArgs),
     /// HTTP load against a running deployment, with a latency report.
     Loadtest(cmd::loadtest::LoadtestArgs),
+    /// A signed GET URL for a source image and options, made with a signing key (no server call).
+    Url(cmd::url::UrlArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,7 +51,9 @@ fn main() -> std::process::ExitCode {
         // admin CLI and the lab send small bodies our servers read whole (a refused admin body is
         // drained up to 1 MiB before the answer), so they end quietly on a closed stdout instead.
         Command::Loadtest(_) => {}
-        Command::Lab(_) | Command::Admin(_) | Command::Resize(_) => process_limits::die_on_closed_pipe(),
+        Command::Lab(_) | Command::Admin(_) | Command::Resize(_) | Command::Url(_) => {
+            process_limits::die_on_closed_pipe()
+        }
         Command::Dev(_) | Command::Api(_) | Command::Worker(_) | Command::Identity(_) | Command::Usage(_) => {
             process_limits::private_files();
             process_limits::raise_open_files();
@@ -66,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Admin(args) => cmd::admin::run(args),
         Command::Resize(args) => cmd::resize::run(args),
         Command::Loadtest(args) => cmd::loadtest::run(args),
+        Command::Url(args) => cmd::url::run(args),
     };
     match result {
         Ok(code) => code,

@@ -83,7 +83,8 @@ pub async fn serve_node(
             }
             None => (None, None),
         };
-        let app = api::App::new(config.api_config(&admin_token)?, credentials, cache, conversions, metering);
+        let app = api::App::new(config.api_config(&admin_token)?, credentials, cache, conversions, metering)
+            .context("sources.extra_ca_file")?;
         let served = api::serve(app, listeners, crate::signals::shutdown()).await;
         // After the last answer: seal the open batch and apply everything, so the audit is complete.
         if let Some((stop, task)) = usage_loop {

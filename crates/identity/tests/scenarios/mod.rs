@@ -12,8 +12,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use identity::{
-    parse_key, Actor, AdminAction, AuthError, ChangeKind, Credential, CredentialCache, KeyId, Missing, Snapshot, Store,
-    StoreError, TenantId, TenantLimits, TenantState, TenantStatus,
+    parse_key, Actor, AdminAction, AuthError, ChangeKind, Credential, CredentialCache, KeyId, KeyPurpose, Missing,
+    Snapshot, Store, StoreError, TenantId, TenantLimits, TenantState, TenantStatus,
 };
 
 /// One `#[test]` per scenario below, each on a fresh store from `$with_store`. A scenario missing
@@ -25,6 +25,7 @@ macro_rules! store_scenarios {
             tenant_names_are_unique_ignoring_case,
             invalid_input_is_refused_before_anything_is_written,
             keys_are_issued_once_listed_and_revoked,
+            a_signing_keys_purpose_is_kept_travels_and_survives_rotation,
             suspension_round_trips_and_repeats_are_no_ops,
             every_mutation_appends_one_change_with_the_next_version,
             snapshot_holds_every_credential_at_its_version,
@@ -80,8 +81,8 @@ pub fn assert_outbox_matches_tables(store: &dyn Store) {
 
 pub fn tenants_are_created_read_listed_and_updated(store: &dyn Store) {
     let limits = TenantLimits { rate_per_sec: Some(20.0), burst: Some(40), ..TenantLimits::default() };
-    let acme = store.create_tenant("acme", limits).unwrap();
-    assert_eq!((acme.name.as_str(), acme.status, acme.limits), ("acme", TenantStatus::Active, limits));
+    let acme = store.create_tenant("acme", limits.clone()).unwrap();
+    assert_eq!((acme.name.as_str(), acme.status, &acme.limits), ("acme", TenantStatus::Active, &limits));
     let globex = store.create_tenant("globex", TenantLimits::default()).unwrap();
     assert_ne!(acme.id, globex.id);
 
@@ -90,7 +91,7 @@ pub fn tenants_are_created_read_listed_and_updated(store: &dyn Store) {
     assert_eq!(store.list_tenants().unwrap(), vec![acme.clone(), globex.clone()]);
 
     let new_limits = TenantLimits { max_input_bytes: Some(1 << 20), ..TenantLimits::default() };
-    let updated = store.update_limits(&alice(), acme.id, new_limits).unwrap();
+    let updated = store.update_limits(&alice(), acme.id, new_limits.clone()).unwrap();
     assert_eq!(updated.limits, new_limits);
     assert_eq!(store.get_tenant(acme.id).unwrap().limits, new_limits);
     assert_eq!(updated.created_at, acme.created_at);
@@ -121,16 +122,18 @@ pub fn tenants_are_created_read_listed_and_updated(store: &dyn Store) {
             cpu_us: Some(1),
             soft_percent: 100,
         }),
+        sources: Some("images.example.com *.cdn.example.com http://intranet:8080/x/".parse().unwrap()),
+        cache_max_age_secs: Some(identity::MAX_CACHE_MAX_AGE_SECS),
     };
-    let initech = store.create_tenant("initech", big).unwrap();
+    let initech = store.create_tenant("initech", big.clone()).unwrap();
     assert_eq!(store.get_tenant(initech.id).unwrap().limits, big);
     let state = TenantState { id: initech.id, status: TenantStatus::Active, limits: big };
     assert_eq!(store.changes_since(0).unwrap().last().unwrap().kind, ChangeKind::Tenant(state));
 
     // A quota is set, replaced and cleared like any limit, and travels in the outbox.
     let month = identity::Quota { requests: Some(100_000), ..identity::Quota::unlimited(identity::QuotaPeriod::Month) };
-    let with_quota = TenantLimits { quota: Some(month), ..new_limits };
-    assert_eq!(store.update_limits(&alice(), acme.id, with_quota).unwrap().limits, with_quota);
+    let with_quota = TenantLimits { quota: Some(month), ..new_limits.clone() };
+    assert_eq!(store.update_limits(&alice(), acme.id, with_quota.clone()).unwrap().limits, with_quota);
     assert_eq!(store.get_tenant(acme.id).unwrap().limits.quota, Some(month));
     let state = TenantState { id: acme.id, status: TenantStatus::Active, limits: with_quota };
     assert_eq!(store.changes_since(0).unwrap().last().unwrap().kind, ChangeKind::Tenant(state));
@@ -177,12 +180,15 @@ pub fn invalid_input_is_refused_before_anything_is_written(store: &dyn Store) {
             ..TenantLimits::default()
         },
     ];
-    for limits in bad_limits {
-        assert!(matches!(store.create_tenant("acme", limits), Err(StoreError::Invalid(_))), "{limits:?}");
+    for limits in bad_limits.clone() {
+        assert!(matches!(store.create_tenant("acme", limits.clone()), Err(StoreError::Invalid(_))), "{limits:?}");
     }
     let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
     for limits in bad_limits {
-        assert!(matches!(store.update_limits(&alice(), acme.id, limits), Err(StoreError::Invalid(_))), "{limits:?}");
+        assert!(
+            matches!(store.update_limits(&alice(), acme.id, limits.clone()), Err(StoreError::Invalid(_))),
+            "{limits:?}"
+        );
     }
     for label in ["", "tab\there", &"l".repeat(101)] {
         assert!(matches!(store.create_key(acme.id, label), Err(StoreError::Invalid(_))), "{label:?}");
@@ -226,6 +232,30 @@ pub fn keys_are_issued_once_listed_and_revoked(store: &dyn Store) {
     assert!(matches!(store.get_key(unknown), Err(StoreError::NotFound(_))));
 }
 
+pub fn a_signing_keys_purpose_is_kept_travels_and_survives_rotation(store: &dyn Store) {
+    let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
+    let (api, _) = store.create_key(acme.id, "backend").unwrap();
+    let (signing, token) = store.create_key_as(&alice(), acme.id, "pages", None, KeyPurpose::Signing).unwrap();
+    assert_eq!((api.purpose, signing.purpose), (KeyPurpose::Api, KeyPurpose::Signing));
+    assert_eq!(store.get_key(signing.id).unwrap(), signing);
+    assert_eq!(last_credential(store).purpose, KeyPurpose::Signing);
+    let cache = CredentialCache::new();
+    cache.apply_snapshot(store.snapshot().unwrap());
+    assert_eq!(cache.authenticate(&token), Err(AuthError::SigningKey), "a signing key authenticates nothing");
+    assert_eq!(cache.signing_key_at(signing.id, SystemTime::now()).map(|a| a.tenant()), Ok(acme.id));
+    assert_eq!(cache.signing_key_at(api.id, SystemTime::now()), Err(AuthError::UnknownKey));
+
+    let rotation = store.rotate_key(&alice(), signing.id, Duration::from_secs(60), None).unwrap();
+    assert_eq!(rotation.new.purpose, KeyPurpose::Signing, "a rotation keeps what the key is for");
+    let revoked = store.revoke_key(&alice(), rotation.new.id).unwrap();
+    assert_eq!(revoked.purpose, KeyPurpose::Signing);
+    let fed = CredentialCache::new();
+    fed.apply_snapshot(Snapshot::default());
+    fed.apply_changes(store.changes_since(0).unwrap()).unwrap();
+    assert_eq!(fed.signing_key_at(rotation.new.id, SystemTime::now()), Err(AuthError::Revoked));
+    assert_eq!(fed.to_snapshot().credentials, store.snapshot().unwrap().credentials);
+}
+
 pub fn suspension_round_trips_and_repeats_are_no_ops(store: &dyn Store) {
     let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
     let suspended = store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
@@ -247,11 +277,11 @@ pub fn every_mutation_appends_one_change_with_the_next_version(store: &dyn Store
     let acme = store.create_tenant("acme", TenantLimits::default()).unwrap();
     let (key, token) = store.create_key(acme.id, "ci").unwrap();
     let limits = TenantLimits { burst: Some(9), ..TenantLimits::default() };
-    store.update_limits(&alice(), acme.id, limits).unwrap();
+    store.update_limits(&alice(), acme.id, limits.clone()).unwrap();
     store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
     // Repeats are no-ops: no change.
     store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
-    store.update_limits(&alice(), acme.id, limits).unwrap();
+    store.update_limits(&alice(), acme.id, limits.clone()).unwrap();
     store.revoke_key(&alice(), key.id).unwrap();
 
     let changes = store.changes_since(0).unwrap();
@@ -303,11 +333,11 @@ pub fn a_key_expiry_is_kept_and_travels_with_the_key(store: &dyn Store) {
     // Sub-millisecond parts are dropped: the stores keep milliseconds.
     let asked = SystemTime::now() + Duration::from_secs(3600) + Duration::from_micros(1500);
     let end = UNIX_EPOCH + Duration::from_millis(ms(asked) as u64);
-    let (key, token) = store.create_key_as(&alice(), acme.id, "ci", Some(asked)).unwrap();
+    let (key, token) = store.create_key_as(&alice(), acme.id, "ci", Some(asked), KeyPurpose::Api).unwrap();
     assert_eq!(key.expires_at, Some(end));
     assert_eq!(store.get_key(key.id).unwrap(), key);
     assert_eq!(store.list_keys(acme.id).unwrap(), vec![key.clone()]);
-    let (lasting, _) = store.create_key_as(&alice(), acme.id, "forever", None).unwrap();
+    let (lasting, _) = store.create_key_as(&alice(), acme.id, "forever", None, KeyPurpose::Api).unwrap();
     assert_eq!(lasting.expires_at, None);
 
     // In the outbox and in the snapshot alike, so every cache learns it however it is fed.
@@ -331,7 +361,7 @@ pub fn a_key_expiry_is_kept_and_travels_with_the_key(store: &dyn Store) {
     let version = store.version().unwrap();
     let now = SystemTime::now();
     for bad in [now - Duration::from_secs(1), UNIX_EPOCH, now + identity::MAX_KEY_LIFETIME + Duration::from_secs(60)] {
-        let refused = store.create_key_as(&alice(), acme.id, "late", Some(bad));
+        let refused = store.create_key_as(&alice(), acme.id, "late", Some(bad), KeyPurpose::Api);
         assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
     }
     assert_eq!(store.version().unwrap(), version);
@@ -424,14 +454,14 @@ pub fn the_admin_log_names_who_did_what_to_which_and_how_it_ended(store: &dyn St
     let limits = TenantLimits { burst: Some(9), ..TenantLimits::default() };
     store.update_limits(&bob, acme.id, limits).unwrap();
     store.set_status(&alice(), acme.id, TenantStatus::Suspended).unwrap();
-    let (key, token) = store.create_key_as(&bob, acme.id, "ci", None).unwrap();
+    let (key, token) = store.create_key_as(&bob, acme.id, "ci", None, KeyPurpose::Api).unwrap();
     let rotation = store.rotate_key(&alice(), key.id, Duration::from_secs(60), None).unwrap();
     store.revoke_key(&bob, rotation.new.id).unwrap();
     // Refusals are logged with what refused them; a process's own write with its own name.
     assert!(store.create_tenant_as(&bob, "ACME", TenantLimits::default()).is_err());
     assert!(store.rotate_key(&alice(), rotation.new.id, Duration::from_secs(60), None).is_err());
     let missing = TenantId::new(999);
-    assert!(store.create_key_as(&bob, missing, "x", None).is_err());
+    assert!(store.create_key_as(&bob, missing, "x", None, KeyPurpose::Api).is_err());
     store.create_tenant("demo", TenantLimits::default()).unwrap();
 
     let log = store.admin_log(None, 100).unwrap();
@@ -481,7 +511,7 @@ pub fn the_admin_log_names_who_did_what_to_which_and_how_it_ended(store: &dyn St
 
     // An absurd id from a URL is refused and logged without making the log unreadable.
     let absurd = TenantId::new(u64::MAX);
-    assert!(matches!(store.create_key_as(&bob, absurd, "x", None), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.create_key_as(&bob, absurd, "x", None, KeyPurpose::Api), Err(StoreError::NotFound(_))));
     assert!(matches!(store.set_status(&bob, absurd, TenantStatus::Suspended), Err(StoreError::NotFound(_))));
     let newest = store.admin_log(None, 2).unwrap();
     assert_eq!(

@@ -160,6 +160,10 @@ enum KeyCommand {
         /// The key stops working this long from now: 30d, 12h, 90m, 45s, 2w (default: never).
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
+        /// A URL signing key (its secret, printed once, signs GET URLs; it authenticates no
+        /// request) instead of an API key.
+        #[arg(long)]
+        signing: bool,
     },
     /// A new key for the same tenant and label (printed once); the old one keeps working for
     /// the grace, then stops.
@@ -199,6 +203,14 @@ struct LimitArgs {
     /// `default` for the deployment's.
     #[arg(long, value_name = "SPEC|none|default")]
     quota: Option<String>,
+    /// Where signed URLs may fetch sources from, comma-separated: hosts (`img.example.com`,
+    /// https only), subdomains (`*.example.com`), URL prefixes (`https://cdn.example.com/a/`,
+    /// `http://…` for plain HTTP); `none` for nowhere.
+    #[arg(long, value_name = "LIST|none")]
+    sources: Option<String>,
+    /// `Cache-Control: max-age` of signed-URL answers, in seconds.
+    #[arg(long, value_name = "SECONDS|default")]
+    cache_max_age: Option<String>,
 }
 
 impl LimitArgs {
@@ -209,6 +221,7 @@ impl LimitArgs {
             ("burst", &self.burst),
             ("max_input_bytes", &self.max_input_bytes),
             ("max_input_pixels", &self.max_input_pixels),
+            ("cache_max_age_secs", &self.cache_max_age),
         ] {
             let Some(raw) = value else { continue };
             let parsed = if raw == "default" {
@@ -223,6 +236,13 @@ impl LimitArgs {
         }
         if let Some(raw) = &self.quota {
             map.insert("quota".into(), quota_json(raw)?);
+        }
+        if let Some(raw) = &self.sources {
+            let entries: Vec<&str> = match raw.as_str() {
+                "none" => Vec::new(),
+                list => list.split(',').map(str::trim).filter(|e| !e.is_empty()).collect(),
+            };
+            map.insert("sources".into(), json!(entries));
         }
         Ok((!map.is_empty()).then_some(Value::Object(map)))
     }
@@ -310,7 +330,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Tenants(TenantCommand::Update { tenant, limits }) => {
             let Some(limits) = limits.to_json()? else {
-                bail!("give at least one of --rate, --burst, --max-input-bytes, --max-input-pixels, --quota")
+                bail!(
+                    "give at least one of --rate, --burst, --max-input-bytes, --max-input-pixels, --quota, --sources, \
+                     --cache-max-age"
+                )
             };
             client.call("PATCH", &format!("/v1/tenants/{}", seg(tenant)), Some(json!({ "limits": limits })))?
         }
@@ -328,8 +351,11 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             }
             (status, body)
         }
-        AdminCommand::Keys(KeyCommand::Create { tenant, label, expires_in }) => {
+        AdminCommand::Keys(KeyCommand::Create { tenant, label, expires_in, signing }) => {
             let mut body = json!({ "label": label });
+            if *signing {
+                body["purpose"] = json!("signing");
+            }
             if let Some(lifetime) = expires_in {
                 body["expires_in_s"] = json!(seconds(lifetime, "--expires-in")?);
             }
@@ -437,12 +463,16 @@ fn print_tenants_table(body: &Value) {
 }
 
 fn print_keys_table(body: &Value) {
-    println!("{:<14} {:>6} {:<24} {:<26} {:<26} revoked", "key id", "tenant", "label", "created", "expires");
+    println!(
+        "{:<14} {:>6} {:<8} {:<24} {:<26} {:<26} revoked",
+        "key id", "tenant", "purpose", "label", "created", "expires"
+    );
     for k in body["keys"].as_array().cloned().unwrap_or_default() {
         println!(
-            "{:<14} {:>6} {:<24} {:<26} {:<26} {}",
+            "{:<14} {:>6} {:<8} {:<24} {:<26} {:<26} {}",
             k["id"].as_str().unwrap_or(""),
             k["tenant_id"].as_u64().unwrap_or(0),
+            k["purpose"].as_str().unwrap_or("api"),
             k["label"].as_str().unwrap_or(""),
             k["created_at"].as_str().unwrap_or(""),
             k["expires_at"].as_str().unwrap_or("never"),

@@ -60,11 +60,19 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     if let Some(key) = &args.tls_key {
         extra.push(("api.tls_key", key.display().to_string()));
     }
-    let config = Config::load(&args.config, &extra)?;
+    let mut config = Config::load(&args.config, &extra)?;
     logging::init(&config.log)?;
 
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    if config.api.url_signing_secret_file.is_empty() {
+        // Signed URLs work out of the box: the secret is made once and kept with the data.
+        let path = config.data_dir.join("url-signing.secret");
+        ensure_url_signing_secret(&path)?;
+        config.api.url_signing_secret_file = path.display().to_string();
+    }
+    let config = config;
     let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let dev_json = data_dir.join("dev.json");
     let previous = dev_file::read(&dev_json);
 
@@ -120,6 +128,23 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         serve_node(&config, admin_token, api::Credentials::Store(store), cache, conversions, listeners, None).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A URL signing secret at `path` (64 hex digits, mode 0600), made if there is none.
+fn ensure_url_signing_secret(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy for the URL signing secret: {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{hex}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// The demo tenant and a key for it: the key from the last run if it still works, else a new one.

@@ -58,7 +58,8 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
             cache,
             api::Conversions::None,
             usage_reads,
-        );
+        )
+        .context("sources.extra_ca_file")?;
         let relay = tokio::spawn(identity_kv::relay(
             store,
             async_nats::jetstream::new(client),

@@ -5,5 +5,6 @@ pub mod identity;
 pub mod lab;
 pub mod loadtest;
 pub mod resize;
+pub mod url;
 pub mod usage;
 pub mod worker;

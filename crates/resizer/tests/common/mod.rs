@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod origin;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_resizer");
 
@@ -190,6 +191,15 @@ impl DevServer {
 
     pub fn get(&self, path: &str) -> Response {
         into_response(self.agent.get(format!("{}{path}", self.api_url)).call())
+    }
+
+    /// `GET {path}` on the public API with extra headers (`Accept`, `If-None-Match`...).
+    pub fn get_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = self.agent.get(format!("{}{path}", self.api_url));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        into_response(request.call())
     }
 
     /// An admin call with the admin token; `body` is sent as JSON when given.
