@@ -301,11 +301,71 @@ pub fn public_document() -> Value {
                     "500": problem("A failure of the server."),
                 },
             } },
+            "/v1/img/{key}/{signature}/{options}/{source}": { "get": signed_get() },
             "/healthz": operations["/healthz"], "/readyz": operations["/readyz"], "/metrics": operations["/metrics"],
             "/openapi.json": { "get": { "operationId": "openapi", "summary": "This document",
                 "responses": { "200": json_ok("OpenAPI 3.1.") } } },
         },
         "components": components(),
+    })
+}
+
+/// `GET /v1/img/…`: an image by a signed URL (docs/urls.md).
+fn signed_get() -> Value {
+    let segment = |name: &str, description: &str| {
+        json!({ "name": name, "in": "path", "required": true, "description": description,
+            "schema": { "type": "string", "pattern": "^[^/]+$" } })
+    };
+    let image = json!({ "schema": { "type": "string", "format": "binary" } });
+    let caching = json!({
+        "X-Request-Id": { "$ref": "#/components/headers/RequestId" },
+        "ETag": { "description": "Strong: the source's validator, the options, the pipeline version and what `Accept` decided.", "schema": { "type": "string" } },
+        "Cache-Control": { "description": "`public, max-age=N`: the tenant's `cache_max_age_secs`.", "schema": { "type": "string" } },
+    });
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({ "description": "The resized image.", "headers": caching.clone(),
+        "content": { "image/jpeg": image, "image/png": image, "image/webp": image } }),
+    );
+    responses.insert("304".into(), json!({ "description": "`If-None-Match` named the current ETag: no fetch or conversion was made.", "headers": caching }));
+    let (uri_too_long, headers_too_large) = (uri_too_long(), headers_too_large());
+    for (status, description) in [
+        ("400", "Not a signed URL's shape (`bad-url`), bad options, or a source that is not an http(s) URL (`bad-source-url`)."),
+        ("401", "The signing key has expired (`key-expired`)."),
+        ("403", "The signature does not match (`bad-signature`, checked before anything else), the URL's `exp` has passed (`url-expired`), the key was revoked or its tenant suspended, or the source is not among the tenant's (`source-not-allowed`) or resolves to a private address (`source-address-forbidden`)."),
+        ("404", "Signed URLs are off on this deployment (`url-signing-off`), or the origin answered 404 or 410 (`source-not-found`)."),
+        ("413", "The source or its declared pixel count is over the tenant's limit."),
+        ("414", uri_too_long.as_str()),
+        ("415", "The source is not a JPEG, PNG, WebP or GIF."),
+        ("422", "The source is corrupt or cannot be decoded."),
+        ("431", headers_too_large.as_str()),
+        ("500", "A failure of the server."),
+        ("502", "The origin failed (`origin-error`), could not be reached (`origin-unreachable`) or redirected too often (`too-many-redirects`)."),
+        ("504", "The origin (`origin-timeout`) or the conversion (`deadline-exceeded`) was too slow."),
+    ] {
+        responses.insert(status.into(), problem(description));
+    }
+    responses.insert(
+        "429".into(),
+        retry_problem("The tenant's rate limit, quota or cap of requests in flight, as for a POST."),
+    );
+    responses.insert(
+        "503".into(),
+        retry_problem("Overloaded, shutting down, or (cluster) the job queue cannot be reached."),
+    );
+    json!({
+        "operationId": "imageBySignedUrl",
+        "summary": "An image by a signed URL, for <img src>, browsers and CDNs",
+        "description": "The signature is base64url (no padding) of HMAC-SHA256 under the signing key's secret over `<key>/<options>/<source>` as they appear in the URL. No Authorization header: the signature is the credential.",
+        "parameters": [
+            segment("key", "A signing key's id; it names the tenant."),
+            segment("signature", "base64url of HMAC-SHA256 over `<key>/<options>/<source>`."),
+            segment("options", "The parameters of POST /v1/resize with `,` for `&` (`width=300,format=auto`), and `exp=<Unix seconds>` for a URL that expires."),
+            segment("source", "The source image's URL in base64url without padding; a `.ext` after it is ignored."),
+            { "name": "If-None-Match", "in": "header", "required": false, "schema": { "type": "string" } },
+        ],
+        "responses": responses,
     })
 }
 
@@ -345,6 +405,11 @@ pub fn admin_document() -> Value {
             "max_input_pixels": { "type": ["integer", "null"], "minimum": 1, "maximum": identity::MAX_INPUT_PIXELS_CEILING },
             "quota": { "oneOf": [quota_schema(), { "type": "null" }],
                 "description": "The tenant's quota; null: the deployment's default (`limits.quota`); a quota without limits: none." },
+            "sources": { "type": ["array", "null"], "maxItems": identity::MAX_SOURCE_ENTRIES,
+                "items": { "type": "string", "minLength": 1, "maxLength": 255 },
+                "description": "Where signed URLs may fetch sources from (docs/urls.md): hosts (https), `*.` subdomains, or URL prefixes (`http://` ones allow plain HTTP); null or empty: nowhere." },
+            "cache_max_age_secs": { "type": ["integer", "null"], "minimum": 0, "maximum": identity::MAX_CACHE_MAX_AGE_SECS,
+                "description": "`Cache-Control: max-age` of signed-URL answers; null: the deployment's default." },
         },
     });
     let effective = json!({
@@ -354,6 +419,7 @@ pub fn admin_document() -> Value {
             "rate_per_sec": { "type": "number" }, "burst": { "type": "integer" },
             "max_input_bytes": { "type": "integer" }, "max_input_pixels": { "type": "integer" },
             "quota": { "oneOf": [quota_schema(), { "type": "null" }], "description": "The quota held to; null: none." },
+            "cache_max_age_secs": { "type": "integer" },
         },
     });
     let tenant = json!({
@@ -375,7 +441,11 @@ pub fn admin_document() -> Value {
             "revoked_at": { "type": ["string", "null"], "format": "date-time" },
             "expires_at": { "type": ["string", "null"], "format": "date-time",
                 "description": "From this instant on the key is refused with 401 `key-expired`; null: it never expires." },
-            "key": { "type": "string", "description": "Only in the answer to create and rotate: the full key, shown once." },
+            "key": { "type": "string", "description": "Only in the answer to creating or rotating an API key: the full key, shown once." },
+            "purpose": { "type": "string", "enum": ["api", "signing"],
+                "description": "`api`: authenticates requests; `signing`: signs GET URLs (docs/urls.md) and authenticates nothing." },
+            "signing_secret": { "type": "string", "pattern": "^[0-9a-f]{64}$",
+                "description": "Only in the answer to creating or rotating a signing key: its secret, shown once." },
         },
     });
     let expires_at = json!({ "type": "string", "format": "date-time",
@@ -448,8 +518,9 @@ pub fn admin_document() -> Value {
                 "post": { "operationId": "createKey",
                     "requestBody": body(json!({ "type": "object", "additionalProperties": false, "properties": {
                         "label": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" },
-                        "expires_at": expires_at.clone(), "expires_in_s": expires_in.clone() } })),
-                    "responses": with(errors(&[("400", "Invalid label or expiry (malformed, in the past, both given)."), ("404", "No such tenant.")]), "201", ok("The new key; `key` holds the full key, shown only this once.", key.clone())) },
+                        "expires_at": expires_at.clone(), "expires_in_s": expires_in.clone(),
+                        "purpose": { "type": "string", "enum": ["api", "signing"], "default": "api" } } })),
+                    "responses": with(errors(&[("400", "Invalid label, expiry (malformed, in the past, both given) or purpose."), ("404", "No such tenant, or (`url-signing-off`) a signing key where signed URLs are off.")]), "201", ok("The new key; `key` holds an API key's full key, `signing_secret` a signing key's secret, shown only this once.", key.clone())) },
             },
             "/v1/tenants/{tenant}/usage": {
                 "parameters": tenant_param,
@@ -481,7 +552,7 @@ pub fn admin_document() -> Value {
                                 "description": "How long the old key keeps working, in seconds (0: it stops now)." },
                             "old_key_expires_at": { "type": "string", "format": "date-time", "description": "When the old key stops working (not in the past)." },
                             "expires_at": expires_at, "expires_in_s": expires_in } })),
-                    "responses": with(errors(&[("400", "Bad grace or expiry."), ("404", "No such key."), ("409", "The key is revoked or expired.")]), "201",
+                    "responses": with(errors(&[("400", "Bad grace or expiry."), ("404", "No such key, or (`url-signing-off`) a signing key where signed URLs are off."), ("409", "The key is revoked or expired.")]), "201",
                         ok("The new key (`key` holds the full key, shown only this once), with the old one in `old_key`.", key)) },
             },
             "/v1/admin/audit": {
