@@ -19,6 +19,8 @@ command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/
 # from iproute2, partitions, loss and the latency queue from iptables.
 command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || need_packages+=(iproute2)
 command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need_packages+=(iptables)
+# Headless Chromium loads the signed-URL example page (crates/resizer/tests/browser.rs).
+[[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "installing: ${need_packages[*]}"

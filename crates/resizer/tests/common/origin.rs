@@ -1,6 +1,7 @@
 //! A tiny origin for signed-URL tests: plain HTTP/1.1 on a free loopback port, serving the
 //! images a test puts in it with an ETag each (304 to a matching `If-None-Match`), redirects, and
-//! counting every connection and request so a test can prove a fetch did or did not happen.
+//! counting every connection and request so a test can prove a fetch did or did not happen. It
+//! also serves plain files with their own content type (an HTML page for a browser to load).
 //! Stopped (its thread ends) when dropped.
 
 use std::collections::HashMap;
@@ -18,6 +19,8 @@ pub enum Resource {
     Image { bytes: Vec<u8>, etag: String, cache_control: Option<String> },
     /// A redirect to `location`.
     Redirect { status: u16, location: String },
+    /// A file served as is with `content_type` (no ETag, no caching headers).
+    File { bytes: Vec<u8>, content_type: String },
 }
 
 #[derive(Default)]
@@ -72,6 +75,11 @@ impl TestOrigin {
 
     pub fn put_image(&self, path: &str, bytes: &[u8], etag: &str) {
         self.put(path, Resource::Image { bytes: bytes.to_vec(), etag: etag.to_owned(), cache_control: None });
+    }
+
+    /// A file with its content type, e.g. `text/html; charset=utf-8`.
+    pub fn put_file(&self, path: &str, bytes: &[u8], content_type: &str) {
+        self.put(path, Resource::File { bytes: bytes.to_vec(), content_type: content_type.to_owned() });
     }
 
     pub fn connections(&self) -> usize {
@@ -132,6 +140,11 @@ fn serve(stream: TcpStream, state: &State) {
             Some(Resource::Redirect { status, location }) => (
                 format!("HTTP/1.1 {status} Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n").into_bytes(),
                 Vec::new(),
+            ),
+            Some(Resource::File { bytes, content_type }) => (
+                format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n", bytes.len())
+                    .into_bytes(),
+                bytes,
             ),
             Some(Resource::Image { bytes, etag, cache_control }) => {
                 let control = cache_control.map(|c| format!("cache-control: {c}\r\n")).unwrap_or_default();
