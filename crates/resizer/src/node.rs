@@ -338,6 +338,23 @@ pub fn generate_admin_token() -> anyhow::Result<String> {
     Ok(format!("rsza_{chars}"))
 }
 
+/// A URL signing secret at `path` (64 hex digits, mode 0600), made if there is none.
+pub fn ensure_url_signing_secret(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy for the URL signing secret: {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{hex}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 /// What a node that converts images says at start when libjpeg-turbo runs without its SIMD
 /// kernels: correct, but JPEG markedly slower, and nothing else would tell. On x86 the cause is a
 /// build made without `nasm` (mozjpeg-sys builds the kernels with it and silently does without).

@@ -14,7 +14,7 @@ use identity::{CredentialCache, IdentityStore, StoreError, TenantLimits};
 use crate::config::{Config, ConfigArgs};
 use crate::dev_file::{self, DevFile};
 use crate::logging;
-use crate::node::{bind, generate_admin_token, jpeg_without_simd, serve_node};
+use crate::node::{bind, ensure_url_signing_secret, generate_admin_token, jpeg_without_simd, serve_node};
 
 /// A small picture shipped in the binary, written to the data directory so the printed `curl`
 /// line works from any directory.
@@ -128,23 +128,6 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         serve_node(&config, admin_token, api::Credentials::Store(store), cache, conversions, listeners, None).await
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A URL signing secret at `path` (64 hex digits, mode 0600), made if there is none.
-fn ensure_url_signing_secret(path: &Path) -> anyhow::Result<()> {
-    if path.exists() {
-        return Ok(());
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no entropy for the URL signing secret: {e}"))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
-    std::io::Write::write_all(&mut file, format!("{hex}\n").as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// The demo tenant and a key for it: the key from the last run if it still works, else a new one.

@@ -307,6 +307,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     };
     println!("PostgreSQL up: {}", queue::redact_url(&postgres_url));
     let admin_token = generate_admin_token()?;
+    // Signed URLs: the identity service (which shows a new signing key's secret) and every api
+    // node (which checks signatures) read the one deployment secret.
+    let url_signing_secret = dir.join("url-signing.secret");
+    crate::node::ensure_url_signing_secret(&url_signing_secret)?;
+    let url_signing_secret = url_signing_secret.display().to_string();
     // What api nodes get instead: their admin ports only read (usage and audit).
     let read_token = generate_admin_token()?;
 
@@ -342,6 +347,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .env("RESIZER_API_ADMIN_LISTEN", format!("{}:{port}", host.addr))
         .env("RESIZER_API_ADMIN_TOKEN", &admin_token)
         .env("RESIZER_API_READ_TOKEN", &read_token)
+        .env("RESIZER_API_URL_SIGNING_SECRET_FILE", &url_signing_secret)
         .env("RESIZER_IDENTITY_DATABASE", database_url("resizer_identity"))
         .env("RESIZER_USAGE_ROLLUPS_DATABASE", database_url("resizer_identity"))
         .env("RESIZER_USAGE_ARCHIVE_URL", &archive_url)
@@ -410,6 +416,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .env("RESIZER_API_ADMIN_LISTEN", format!("{addr}:{admin}"))
             .env("RESIZER_API_INTERNAL_LISTEN", format!("{addr}:{internal}"))
             .env("RESIZER_API_READ_TOKEN", &read_token)
+            .env("RESIZER_API_URL_SIGNING_SECRET_FILE", &url_signing_secret)
             .env("RESIZER_DATA_DIR", dir.join(&name).display().to_string())
             .env("RESIZER_IDENTITY_SOURCE", "replicated")
             .env("RESIZER_IDENTITY_JETSTREAM_PREFIX", queue::identity_api_prefix(identity_kv::BUCKET))
