@@ -51,6 +51,14 @@ pub async fn image(State(app): State<Arc<App>>, request: Request) -> Response {
         Err(e) => outcome.fail(e, &rid),
     };
     let mut response = record_usage(&app, &rid, recorded.as_deref(), &mut outcome, response).await;
+    // A signed URL is a public link, and a page on any origin may read what it answers (its
+    // image, its ETag, its problem): what `<img crossorigin>`, canvas and fetch() need.
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("etag, x-image-width, x-image-height, x-request-id, server-timing"),
+    );
     if let Some(quota) = held.quota.take() {
         quota.finish(outcome.billed);
     }

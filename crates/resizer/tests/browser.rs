@@ -3,8 +3,8 @@
 //! Chromium (Debian's `chromium`) loading it. The page reports, per image, what the browser got;
 //! the test checks that every image arrived decoded at the width its URL asked (for `srcset`, the
 //! candidate the browser chose), in the format negotiated from Chromium's `Accept`. The page
-//! reads each content type with a second, cross-origin `fetch()` sending an image's `Accept`;
-//! the API sends no CORS headers, so Chromium runs with `--disable-web-security`. It also takes
+//! reads each content type with a second, cross-origin `fetch()` sending an image's `Accept`,
+//! which the signed route's CORS headers allow (`Access-Control-Allow-Origin: *`). It also takes
 //! the screenshot docs/urls.md shows (`RESIZER_WRITE_SCREENSHOT=1` rewrites
 //! docs/images/signed-urls-page.png; otherwise it goes to the test's temporary directory).
 //!
@@ -71,10 +71,6 @@ fn run_chromium(dir: &Path, name: &str, url: &str, extra: &[String]) -> String {
         "--disable-component-update",
         "--hide-scrollbars",
         "--force-device-scale-factor=1",
-        // The page reads each answer's content type with fetch(): a cross-origin request (the
-        // page is on the origin, the images on the API), and the API sends no CORS headers.
-        // The <img> loads themselves need no CORS and are unaffected.
-        "--disable-web-security",
         "--virtual-time-budget=20000",
     ])
     .arg(format!("--user-data-dir={}", profile.display()))

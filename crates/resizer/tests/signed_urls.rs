@@ -77,6 +77,7 @@ fn a_signed_url_is_resized_with_caching_headers_and_answered_304_without_a_fetch
     assert_eq!(first.header("cache-control"), Some("public, max-age=31536000"));
     assert_eq!(first.header("last-modified"), Some("Sat, 05 Dec 2026 10:00:00 GMT"));
     assert_eq!(first.header("vary"), None, "the format was asked for, not negotiated");
+    assert_eq!(first.header("access-control-allow-origin"), Some("*"));
     assert_eq!(origin.requests("/photo.jpg"), 1);
 
     // Another size of the same original: converted again, fetched once per node.
