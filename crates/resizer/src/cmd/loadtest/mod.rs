@@ -82,6 +82,10 @@ pub struct LoadtestArgs {
     /// Repeatable; requests take the bodies in turn. Sent as application/octet-stream.
     #[arg(long = "body", visible_alias = "images", value_name = "FILE_OR_DIR")]
     bodies: Vec<PathBuf>,
+    /// Request targets, one per line (`/v1/img/…`), taken in turn on the URL's host instead of
+    /// its path: for signed URLs, each naming its own image.
+    #[arg(long, value_name = "FILE")]
+    paths: Option<PathBuf>,
     /// Connections. In open loop (--rate, --ramp) also the most requests in flight: give it at
     /// least rate × the latency you accept (e.g. 256 for 500 req/s at 500 ms).
     #[arg(long, default_value_t = 16)]
@@ -133,6 +137,8 @@ pub struct LoadConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Taken in turn, one per request; empty means requests without a body.
     pub bodies: Vec<Body>,
+    /// Request targets taken in turn instead of the URL's path; empty: the URL's.
+    pub paths: Vec<String>,
     pub concurrency: usize,
     pub pacing: Pacing,
     pub warmup: Duration,
@@ -390,11 +396,23 @@ pub fn config_from_args(args: &LoadtestArgs) -> anyhow::Result<LoadConfig> {
     } else {
         Progress::Lines { label: String::new() }
     };
+    let paths = match &args.paths {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("--paths {}", file.display()))?;
+            let paths: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+            if paths.is_empty() {
+                bail!("--paths {}: no request target in it", file.display());
+            }
+            paths
+        }
+        None => Vec::new(),
+    };
     Ok(LoadConfig {
         target,
         method,
         headers,
         bodies,
+        paths,
         concurrency: args.concurrency,
         pacing,
         warmup: seconds_arg("--warmup", args.warmup)?,
@@ -708,7 +726,13 @@ impl RequestTemplate {
             headers.append(name.clone(), value.clone());
         }
         let path = &config.target.path_and_query;
-        let uris = if path.contains(FILE_SLOT) {
+        let uris = if !config.paths.is_empty() {
+            config
+                .paths
+                .iter()
+                .map(|p| p.parse().with_context(|| format!("--paths: {p:?} is not a valid request target")))
+                .collect::<anyhow::Result<_>>()?
+        } else if path.contains(FILE_SLOT) {
             if config.bodies.is_empty() {
                 bail!("the URL names {{file}} but no --images (--body) folder gives file names");
             }
@@ -1070,6 +1094,18 @@ mod tests {
     }
 
     #[test]
+    fn paths_from_a_file_are_taken_in_turn_on_the_urls_host() {
+        let mut config = test_config(parse_url("http://127.0.0.1:1/ignored").unwrap(), Pacing::ClosedLoop);
+        config.method = Method::GET;
+        config.paths = vec!["/v1/img/a".into(), "/v1/img/b?x=1".into()];
+        let template = RequestTemplate::new(&config).unwrap();
+        let uris: Vec<String> = (0..3).map(|i| template.build(i).uri().to_string()).collect();
+        assert_eq!(uris, ["/v1/img/a", "/v1/img/b?x=1", "/v1/img/a"]);
+        config.paths = vec!["not a target".into()];
+        assert!(RequestTemplate::new(&config).is_err());
+    }
+
+    #[test]
     fn times_are_seconds_or_carry_a_unit() {
         assert_eq!(parse_seconds("10"), Ok(10.0));
         assert_eq!(parse_seconds("2.5"), Ok(2.5));
@@ -1143,6 +1179,7 @@ mod tests {
                 Body { name: "a b.jpg".into(), bytes: Bytes::from_static(b"hello") },
                 Body { name: "c.jpg".into(), bytes: Bytes::from_static(b"image bytes") },
             ],
+            paths: Vec::new(),
             concurrency: 2,
             pacing,
             warmup: Duration::from_millis(100),
