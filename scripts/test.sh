@@ -21,6 +21,9 @@ command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || need_packages+=(iproute2)
 command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need_packages+=(iptables)
 # Headless Chromium loads the signed-URL example page (crates/resizer/tests/browser.rs).
 [[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
+# promtool (Debian's prometheus package) checks the alert rules, their tests and the dashboard's
+# queries (scripts/check_prometheus.sh).
+command -v promtool >/dev/null || need_packages+=(prometheus)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "installing: ${need_packages[*]}"
@@ -47,6 +50,8 @@ fi
 # The house's two structural rules: no file import circle inside a crate, and ARCHITECTURE.md's
 # code map naming every top-level module of every crate.
 python3 scripts/check_house.py
+# The Prometheus rules, their unit tests, the example config and the Grafana dashboard's queries.
+scripts/check_prometheus.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-nextest >/dev/null; then
