@@ -106,19 +106,18 @@ async fn image_inner<'a>(
     // The source is held in memory until the answer is done: it counts in the node's budget
     // like a body would.
     held.body.cover(source.bytes.len() as u64)?;
-    // Recorded before the conditional below: a 304 decided after a fetch still metered it.
-    outcome.source = Some(match source.outcome {
-        CacheOutcome::Hit => "hit",
-        CacheOutcome::Revalidated => "revalidated",
-        CacheOutcome::Fetched => "fetched",
-    });
-    outcome.source_fetched_bytes = source.fetched_bytes;
     let etag = etag(&source.validator, &options.query, &negotiation);
     if if_none_match(&parts.headers, &etag) {
         app.metrics.source_not_modified();
         return Ok(not_modified(&etag, &limits, spec.format.is_none()));
     }
     outcome.input_bytes = source.bytes.len() as u64;
+    outcome.source = Some(match source.outcome {
+        CacheOutcome::Hit => "hit",
+        CacheOutcome::Revalidated => "revalidated",
+        CacheOutcome::Fetched => "fetched",
+    });
+    outcome.source_fetched_bytes = source.fetched_bytes;
     let admitted = resize::admit_image(source.bytes, spec, &options.query, &limits, &parts.headers, outcome)?;
     let negotiated = admitted.negotiated;
     let done = resize::convert(app, rid, admitted, arrival).await?;

@@ -169,7 +169,7 @@ fn a_changed_origin_gives_a_new_etag_after_revalidation() {
         cache_control: Some("no-cache".to_owned()),
     };
     origin.put("/live.jpg", image("\"a\"", SAMPLE));
-    let (server, tenant, key_id, secret) = setup(&origin, &[]);
+    let (server, _, key_id, secret) = setup(&origin, &[]);
     let path = sign(&key_id, &secret, "width=80,format=jpeg", &format!("{}/live.jpg", origin.base()));
     let first = server.get(&path);
     assert_eq!(first.status, 200);
@@ -184,37 +184,6 @@ fn a_changed_origin_gives_a_new_etag_after_revalidation() {
     assert_eq!(changed.status, 200);
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
     assert_eq!(image_size(&changed.body), (80, 60));
-
-    // Each record says how its source was had, the 304 decided after a revalidation too.
-    let started = Instant::now();
-    let mut seen: Vec<(u64, String, u64)>;
-    loop {
-        let audit = server.admin("GET", &format!("/v1/tenants/{tenant}/audit?limit=100"), None);
-        seen = audit.json()["records"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|r| {
-                let source = r["source"].as_str().unwrap_or_default().to_owned();
-                (r["status"].as_u64().unwrap_or(0), source, r["source_bytes"].as_u64().unwrap_or(0))
-            })
-            .collect();
-        if seen.len() >= 3 || started.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let new_size = common::png(160, 120).len() as u64;
-    // Sorted: records of the same millisecond may come in either order.
-    seen.sort();
-    let mut expected = vec![
-        (200, "fetched".to_owned(), SAMPLE.len() as u64),
-        (200, "fetched".to_owned(), new_size),
-        (304, "revalidated".to_owned(), 0),
-    ];
-    expected.sort();
-    assert_eq!(seen, expected);
 }
 
 #[test]
