@@ -257,6 +257,25 @@ pub fn success_ratio(samples: &[Sample]) -> f64 {
     samples.iter().filter(|s| s.status == 200).count() as f64 / samples.len().max(1) as f64
 }
 
+/// Polls `refused` on each of `nodes` until every one says so (each node dropped once it has),
+/// failing after `within`: how long it took from `since`. What a revocation test measures.
+pub fn until_every_node_refuses(
+    nodes: &[&str],
+    since: Instant,
+    within: Duration,
+    mut refused: impl FnMut(&str) -> bool,
+) -> Duration {
+    let mut pending: Vec<&str> = nodes.to_vec();
+    while !pending.is_empty() {
+        assert!(since.elapsed() < within, "revocation never reached {pending:?}");
+        pending.retain(|n| !refused(n));
+        if !pending.is_empty() {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    since.elapsed()
+}
+
 pub fn percentile(mut latencies: Vec<Duration>, p: f64) -> Duration {
     latencies.sort();
     let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1));
