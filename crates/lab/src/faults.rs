@@ -126,7 +126,8 @@ pub fn slow(dir: &Path, name: &str, slowness: Slowness, delay_process: ProcessSp
 }
 
 /// Fill component `name`'s volume ([`crate::LabNetwork::add_volume`]) to the last byte, as a full disk
-/// would be: writes to it fail with ENOSPC until [`heal_network`]. Returns the bytes written.
+/// would be, and keep it full ([`keep_full`]): writes to it fail with ENOSPC until
+/// [`heal_network`]. Returns the bytes written.
 pub fn fill_volume(dir: &Path, name: &str) -> Result<u64> {
     let record = network_of(dir)?;
     let volume = record
@@ -154,7 +155,29 @@ pub fn fill_volume(dir: &Path, name: &str) -> Result<u64> {
     while file.write(&[0]).is_ok_and(|n| n == 1) {
         written += 1;
     }
+    keep_full(dir, name, &path)?;
     Ok(written)
+}
+
+/// Keeps a filled volume full, as a disk is that another writer fills: without it, a file the
+/// component deletes (a usage batch shipped) gives room back and its writes succeed again, so
+/// whether it ever sees ENOSPC would depend on timing. A shell loop of component `name`'s, of
+/// role [`FAULT_ROLE`], appends to `fill` whatever room appears; [`heal_network`] stops it
+/// before it empties the volume.
+fn keep_full(dir: &Path, name: &str, fill: &Path) -> Result<()> {
+    let mut file = ClusterFile::read(dir)?;
+    let spec = ProcessSpec::new(FAULT_ROLE, format!("fill-{name}"), "/bin/sh").args([
+        "-c".to_owned(),
+        "while :; do cat /dev/zero >> \"$1\" 2>/dev/null; sleep 0.02; done".to_owned(),
+        "keep-full".to_owned(),
+        fill.display().to_string(),
+    ]);
+    if file.component(&spec.name).is_some_and(|c| c.state() != ProcessState::Gone) {
+        return Ok(());
+    }
+    let component = process::start_process(dir, &spec)?;
+    file.upsert(component);
+    file.write().map(drop)
 }
 
 /// Undo every network fault of the lab in DIR: flush each namespace's rules, stop the delay
@@ -173,6 +196,12 @@ pub fn heal_network(dir: &Path) -> Result<Vec<String>> {
             healed.push(host.name.clone());
         }
     }
+    // The fault processes first: the one keeping a volume full would fill it again.
+    let mut file = ClusterFile::read(dir)?;
+    let faults: Vec<Component> = file.components.iter().filter(|c| c.role == FAULT_ROLE).cloned().collect();
+    process::stop_components(&faults, Duration::from_secs(2))?;
+    file.components.retain(|c| c.role != FAULT_ROLE);
+    file.write()?;
     for volume in &record.volumes {
         let fill = volume.path.join(FILL_FILE);
         if fill.exists() {
@@ -180,11 +209,6 @@ pub fn heal_network(dir: &Path) -> Result<Vec<String>> {
             healed.push(format!("{}'s volume", volume.component));
         }
     }
-    let mut file = ClusterFile::read(dir)?;
-    let faults: Vec<Component> = file.components.iter().filter(|c| c.role == FAULT_ROLE).cloned().collect();
-    process::stop_components(&faults, Duration::from_secs(2))?;
-    file.components.retain(|c| c.role != FAULT_ROLE);
-    file.write()?;
     Ok(healed)
 }
 
