@@ -205,10 +205,13 @@ fn range_params(rollups: bool) -> Vec<Value> {
 
 fn usage_schema() -> Value {
     let totals = json!({ "type": "object",
-        "required": ["requests", "input_bytes", "output_bytes", "input_megapixels", "output_megapixels", "cpu_ms"],
+        "required": ["requests", "input_bytes", "output_bytes", "input_megapixels", "output_megapixels", "cpu_ms",
+            "source_bytes"],
         "properties": { "requests": { "type": "integer" }, "input_bytes": { "type": "integer" },
             "output_bytes": { "type": "integer" }, "input_megapixels": { "type": "number" },
-            "output_megapixels": { "type": "number" }, "cpu_ms": { "type": "number" } } });
+            "output_megapixels": { "type": "number" }, "cpu_ms": { "type": "number" },
+            "source_bytes": { "type": "integer", "minimum": 0,
+                "description": "Source bytes transferred from the tenant's origins by signed GETs (0 for POSTs, source-cache hits, revalidations and 304s)." } } });
     let mut billable = totals.clone();
     billable["description"] = json!("What the billing rules bill: the requests answered 200.");
     let mut bucket = totals.clone();

@@ -231,6 +231,9 @@ pub async fn record_usage(
         queue_wait_us: conversion.map_or(0, |c| micros(c.queue_wait)),
         wall_us: conversion.map_or(0, |c| micros(c.wall)),
         cpu_us: conversion.map_or(0, |c| micros(c.cpu)),
+        // A signed GET's source (POST: none).
+        source_bytes: outcome.source_fetched_bytes,
+        source: outcome.source.unwrap_or_default().into(),
     };
     let Some(spool) = &metering.spool else {
         return outcome.fail(ApiError::MeteringUnavailable("this node has no usage spool".into()), rid);

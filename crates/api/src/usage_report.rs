@@ -93,6 +93,7 @@ fn totals_json(t: &usage::Totals) -> serde_json::Value {
         "input_megapixels": t.input_pixels as f64 / 1e6,
         "output_megapixels": t.output_pixels as f64 / 1e6,
         "cpu_ms": t.cpu_us as f64 / 1e3,
+        "source_bytes": t.source_bytes,
     })
 }
 

@@ -592,6 +592,8 @@ fn usage_batches_not_signed_by_the_node_they_name_are_quarantined(lab: &Lab) {
             queue_wait_us: 0,
             wall_us: 1,
             cpu_us: 1,
+            source_bytes: 0,
+            source: "".into(),
         };
         serde_json::to_vec(&vec![record; 10]).expect("JSON")
     };

@@ -134,8 +134,29 @@ fn a_signed_url_is_resized_with_caching_headers_and_answered_304_without_a_fetch
         .iter()
         .filter(|r| r["status"] == 200)
         .all(|r| r["input_bytes"].as_u64() == Some(SAMPLE.len() as u64)));
+    // Each record says where its source came from and what it transferred from the origin: the
+    // first GET fetched the sample, the other 200s found it in the node's source cache, and the
+    // 304 (answered from the cache's current validator) read no source at all.
+    let sources: Vec<(u64, &str, u64)> = records
+        .iter()
+        .map(|r| {
+            let source = r["source"].as_str().unwrap_or_else(|| panic!("a source field: {r}"));
+            (r["status"].as_u64().unwrap_or(0), source, r["source_bytes"].as_u64().expect("source_bytes"))
+        })
+        .collect();
+    let count =
+        |status: u64, source: &str, bytes: u64| sources.iter().filter(|&&s| s == (status, source, bytes)).count();
+    assert_eq!(count(200, "fetched", SAMPLE.len() as u64), 1, "{sources:?}");
+    assert_eq!(count(200, "hit", 0), 4, "{sources:?}");
+    assert_eq!(count(304, "", 0), 1, "{sources:?}");
     let usage = server.admin("GET", &format!("/v1/tenants/{tenant}/usage?granularity=day"), None);
-    assert_eq!(usage.json()["billable"]["requests"].as_u64(), Some(5), "{}", usage.json());
+    let usage = usage.json();
+    assert_eq!(usage["billable"]["requests"].as_u64(), Some(5), "{usage}");
+    assert_eq!(usage["billable"]["source_bytes"].as_u64(), Some(SAMPLE.len() as u64), "{usage}");
+    assert_eq!(usage["total"]["source_bytes"].as_u64(), Some(SAMPLE.len() as u64), "{usage}");
+    let day = &usage["buckets"][0];
+    assert_eq!(day["by_status"]["304"]["source_bytes"].as_u64(), Some(0), "{usage}");
+    assert_eq!(day["billable"]["source_bytes"].as_u64(), Some(SAMPLE.len() as u64), "{usage}");
 }
 
 #[test]

@@ -30,6 +30,8 @@ fn record(n: u64, tenants: u64) -> UsageRecord {
         queue_wait_us: 1400,
         wall_us: 60,
         cpu_us: 45,
+        source_bytes: 0,
+        source: Default::default(),
     }
 }
 

@@ -31,6 +31,8 @@ fn record(tenant: u64, time_ms: i64, status: u16) -> UsageRecord {
         queue_wait_us: 100,
         wall_us: 10_000,
         cpu_us: 9_000,
+        source_bytes: 0,
+        source: Default::default(),
     }
 }
 

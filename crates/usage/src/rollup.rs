@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::quota::{batch_sums, NodeMarks, PeriodTotals, TenantTotals, Used, WindowSums, MONTH};
 use crate::record::UsageRecord;
@@ -56,6 +56,8 @@ pub struct Totals {
     pub input_pixels: u64,
     pub output_pixels: u64,
     pub cpu_us: u64,
+    /// Source bytes transferred from the tenants' origins (signed GETs).
+    pub source_bytes: u64,
 }
 
 impl Totals {
@@ -68,6 +70,7 @@ impl Totals {
         self.input_pixels = self.input_pixels.saturating_add(other.input_pixels);
         self.output_pixels = self.output_pixels.saturating_add(other.output_pixels);
         self.cpu_us = self.cpu_us.saturating_add(other.cpu_us);
+        self.source_bytes = self.source_bytes.saturating_add(other.source_bytes);
     }
 
     fn of(record: &UsageRecord) -> Totals {
@@ -78,6 +81,7 @@ impl Totals {
             input_pixels: record.input_pixels(),
             output_pixels: record.output_pixels(),
             cpu_us: record.cpu_us,
+            source_bytes: record.source_bytes,
         }
     }
 }
@@ -185,6 +189,14 @@ const QUOTA_PG_SCHEMA: &str = "
 
 const QUOTA_COLUMNS: [&str; 4] = ["requests", "input_bytes", "output_pixels", "cpu_us"];
 
+/// The sums added to the hourly table after its first release (`hourly` in SQLite, `usage_hourly`
+/// in PostgreSQL), with their type in each: (column, SQLite type, PostgreSQL type). The
+/// `CREATE TABLE` statements stay as first released; every open that may write adds the columns
+/// missing here, `NOT NULL DEFAULT 0`, so a database made by an older build is brought up to date
+/// (its hours read 0) and a fresh one takes the same path. The default also keeps an older
+/// aggregator's inserts, which do not name them, working during an upgrade. Append only.
+const HOURLY_ADDED_SUMS: &[(&str, &str, &str)] = &[("source_bytes", "INTEGER", "BIGINT")];
+
 /// The PostgreSQL schema; `IF NOT EXISTS` makes it safe for several processes to run it.
 const PG_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS usage_applied_batches (
@@ -216,7 +228,7 @@ impl Rollups {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Rollups, RollupError> {
+    fn init(mut conn: Connection) -> Result<Rollups, RollupError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS applied_batches (
@@ -239,6 +251,19 @@ impl Rollups {
         )?;
         conn.execute_batch(QUARANTINE_SQLITE_SCHEMA)?;
         conn.execute_batch(QUOTA_SQLITE_SCHEMA)?;
+        // IMMEDIATE: two processes opening the same database must not both add a column.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (column, sqlite_type, _) in HOURLY_ADDED_SUMS {
+            let present: bool = tx.query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('hourly') WHERE name = ?1",
+                [column],
+                |row| row.get(0),
+            )?;
+            if !present {
+                tx.execute_batch(&format!("ALTER TABLE hourly ADD COLUMN {column} {sqlite_type} NOT NULL DEFAULT 0"))?;
+            }
+        }
+        tx.commit()?;
         Ok(Rollups { store: Store::Sqlite(Mutex::new(conn)) })
     }
 
@@ -267,6 +292,11 @@ impl Rollups {
             let mut tx = client.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock(7262001)", &[])?;
             tx.batch_execute(PG_SCHEMA)?;
+            for (column, _, pg_type) in HOURLY_ADDED_SUMS {
+                tx.batch_execute(&format!(
+                    "ALTER TABLE usage_hourly ADD COLUMN IF NOT EXISTS {column} {pg_type} NOT NULL DEFAULT 0"
+                ))?;
+            }
             tx.batch_execute(QUARANTINE_PG_SCHEMA)?;
             tx.batch_execute(QUOTA_PG_SCHEMA)?;
             tx.commit()
@@ -387,8 +417,8 @@ impl Rollups {
         {
             let mut upsert = tx.prepare_cached(&format!(
                 "INSERT INTO hourly (tenant, hour_ms, status, requests, input_bytes, output_bytes, input_pixels,
-                                     output_pixels, cpu_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                     output_pixels, cpu_us, source_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (tenant, hour_ms, status) DO UPDATE SET {}",
                 saturating_sums("hourly", "excluded")
             ))?;
@@ -403,6 +433,7 @@ impl Rollups {
                     db_int(t.input_pixels),
                     db_int(t.output_pixels),
                     db_int(t.cpu_us),
+                    db_int(t.source_bytes),
                 ])?;
             }
             let (windows, marks) = &quota;
@@ -546,13 +577,22 @@ impl Rollups {
         let step = granularity.millis();
         let mut buckets: BTreeMap<i64, BTreeMap<u16, Totals>> = BTreeMap::new();
         if let Store::Postgres { .. } = self.store {
-            let rows = self.with_pg(|c| {
-                c.query(
-                    "SELECT hour_ms, status, requests, input_bytes, output_bytes, input_pixels, output_pixels, cpu_us
-                     FROM usage_hourly WHERE tenant = $1 AND hour_ms >= $2 AND hour_ms < $3 ORDER BY hour_ms",
-                    &[&(tenant as i64), &from_hour, &to_ms],
-                )
-            })?;
+            let select = |source_bytes: &str| {
+                let sql = format!(
+                    "SELECT hour_ms, status, requests, input_bytes, output_bytes, input_pixels, output_pixels, cpu_us,
+                            {source_bytes}
+                     FROM usage_hourly WHERE tenant = $1 AND hour_ms >= $2 AND hour_ms < $3 ORDER BY hour_ms"
+                );
+                self.with_pg(|c| c.query(&sql, &[&(tenant as i64), &from_hour, &to_ms]))
+            };
+            // A reader (an api node, which makes no tables) may be upgraded before the aggregators
+            // that add `source_bytes`: until they have, its hours read 0.
+            let rows = match select("source_bytes") {
+                Err(RollupError::Postgres(e)) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_COLUMN) => {
+                    select("0::BIGINT")?
+                }
+                rows => rows?,
+            };
             for row in rows {
                 let hour: i64 = row.get(0);
                 let status = u16::try_from(row.get::<_, i32>(1)).unwrap_or(0);
@@ -564,6 +604,7 @@ impl Rollups {
                     input_pixels: n(5),
                     output_pixels: n(6),
                     cpu_us: n(7),
+                    source_bytes: n(8),
                 };
                 buckets.entry(hour.div_euclid(step) * step).or_default().entry(status).or_default().add(&totals);
             }
@@ -571,7 +612,8 @@ impl Rollups {
         }
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT hour_ms, status, requests, input_bytes, output_bytes, input_pixels, output_pixels, cpu_us
+            "SELECT hour_ms, status, requests, input_bytes, output_bytes, input_pixels, output_pixels, cpu_us,
+                    source_bytes
              FROM hourly WHERE tenant = ?1 AND hour_ms >= ?2 AND hour_ms < ?3 ORDER BY hour_ms",
         )?;
         let rows = stmt.query_map(params![tenant as i64, from_hour, to_ms], |row| {
@@ -585,6 +627,7 @@ impl Rollups {
                     input_pixels: row.get::<_, i64>(5)? as u64,
                     output_pixels: row.get::<_, i64>(6)? as u64,
                     cpu_us: row.get::<_, i64>(7)? as u64,
+                    source_bytes: row.get::<_, i64>(8)? as u64,
                 },
             ))
         })?;
@@ -630,8 +673,8 @@ fn apply_pg(
     }
     let upsert = tx.prepare(&format!(
         "INSERT INTO usage_hourly (tenant, hour_ms, status, requests, input_bytes, output_bytes, input_pixels,
-                                   output_pixels, cpu_us)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                   output_pixels, cpu_us, source_bytes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (tenant, hour_ms, status) DO UPDATE SET {}",
         saturating_sums("usage_hourly", "EXCLUDED")
     ))?;
@@ -648,6 +691,7 @@ fn apply_pg(
                 &db_int(t.input_pixels),
                 &db_int(t.output_pixels),
                 &db_int(t.cpu_us),
+                &db_int(t.source_bytes),
             ],
         )?;
     }
@@ -689,7 +733,7 @@ fn apply_pg(
 /// into a REAL (SQLite). Both values are ≥ 0, so the subtraction cannot overflow.
 fn saturating_sums(table: &str, excluded: &str) -> String {
     saturating_columns(
-        &["requests", "input_bytes", "output_bytes", "input_pixels", "output_pixels", "cpu_us"],
+        &["requests", "input_bytes", "output_bytes", "input_pixels", "output_pixels", "cpu_us", "source_bytes"],
         table,
         excluded,
     )
@@ -777,6 +821,81 @@ mod tests {
         assert_eq!(totals.requests, 3);
         assert_eq!(totals.input_bytes, 100 + 103 + 106);
         assert_eq!(totals.input_pixels, 3 * 200);
+        // Of those, record 3 fetched its source (odd records do).
+        assert_eq!(totals.source_bytes, 1003);
+        assert_eq!(buckets[0].billable().source_bytes, 1003);
+    }
+
+    /// The hourly table as the builds before `source_bytes` made it.
+    const HOURLY_BEFORE_SOURCE_BYTES: &str = "
+        CREATE TABLE applied_batches (
+            batch_id TEXT PRIMARY KEY,
+            records INTEGER NOT NULL,
+            applied_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE hourly (
+            tenant INTEGER NOT NULL,
+            hour_ms INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            input_bytes INTEGER NOT NULL,
+            output_bytes INTEGER NOT NULL,
+            input_pixels INTEGER NOT NULL,
+            output_pixels INTEGER NOT NULL,
+            cpu_us INTEGER NOT NULL,
+            PRIMARY KEY (tenant, hour_ms, status)
+        ) WITHOUT ROWID;";
+
+    #[test]
+    fn a_database_of_an_older_build_gains_source_bytes_and_keeps_its_hours() {
+        let dir = std::env::temp_dir().join(format!("usage-rollups-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rollups.sqlite");
+        let r = record(1);
+        let hour = r.time_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(HOURLY_BEFORE_SOURCE_BYTES).unwrap();
+            old.execute(
+                "INSERT INTO hourly VALUES (?1, ?2, 200, 5, 500, 250, 1000, 250, 450)",
+                params![r.tenant as i64, hour],
+            )
+            .unwrap();
+        }
+        let rollups = Rollups::open(&path).unwrap();
+        let before = rollups.query(r.tenant, hour, hour + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!(
+            before[0].billable(),
+            Totals {
+                requests: 5,
+                input_bytes: 500,
+                output_bytes: 250,
+                input_pixels: 1000,
+                output_pixels: 250,
+                cpu_us: 450,
+                source_bytes: 0
+            }
+        );
+        assert!(rollups.apply("b1", std::slice::from_ref(&r), 0).unwrap());
+        let after = rollups.query(r.tenant, hour, hour + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!((after[0].billable().requests, after[0].billable().source_bytes), (6, r.source_bytes));
+        drop(rollups);
+        // Opening it again adds nothing; an older aggregator's insert, which does not name the
+        // column, still works (its sums read 0).
+        let rollups = Rollups::open(&path).unwrap();
+        rollups
+            .lock()
+            .execute(
+                "INSERT INTO hourly (tenant, hour_ms, status, requests, input_bytes, output_bytes, input_pixels,
+                                     output_pixels, cpu_us) VALUES (?1, ?2, 429, 1, 0, 0, 0, 0, 0)",
+                params![r.tenant as i64, hour],
+            )
+            .unwrap();
+        let again = rollups.query(r.tenant, hour, hour + HOUR_MS, Granularity::Hour).unwrap();
+        assert_eq!((again[0].total().requests, again[0].total().source_bytes), (7, r.source_bytes));
+        drop(rollups);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

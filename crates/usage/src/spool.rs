@@ -818,6 +818,9 @@ pub(crate) mod tests {
             queue_wait_us: 3,
             wall_us: 100,
             cpu_us: 90,
+            // Odd records as signed GETs that fetched their source.
+            source_bytes: if n % 2 == 1 { 1000 + n } else { 0 },
+            source: if n % 2 == 1 { "fetched".into() } else { Default::default() },
         }
     }
 

@@ -40,6 +40,8 @@ EXPECTED = [
     ("queue_wait_us", U64),
     ("wall_us", U64),
     ("cpu_us", U64),
+    ("source_bytes", U64),
+    ("source", UTF8),
     ("batch_id", UTF8),
     ("batch_seq", U32),
 ]

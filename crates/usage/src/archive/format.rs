@@ -31,8 +31,13 @@
 //! | `queue_wait_us` | INT64 UINT_64 / UInt64                | time queued before a worker took the job, µs         |
 //! | `wall_us`       | INT64 UINT_64 / UInt64                | wall time of the request, µs                         |
 //! | `cpu_us`        | INT64 UINT_64 / UInt64                | CPU time of the conversion, µs                       |
+//! | `source_bytes`  | INT64 UINT_64 / UInt64                | source bytes transferred from the tenant's origin (signed GET); 0 for POST, cache hits, revalidations, 304s |
+//! | `source`        | BYTE_ARRAY UTF8 / Utf8                | a signed GET's source: `hit`, `revalidated`, `fetched`; empty for POST or when none was read |
 //! | `batch_id`      | BYTE_ARRAY UTF8 / Utf8                | the spool batch that delivered the record (not a `UsageRecord` field) |
 //! | `batch_seq`     | INT32 UINT_32 / UInt32                | the record's rank among that batch's records with the same `time_ms` and `request_id`, 0 for most (not a `UsageRecord` field) |
+//!
+//! Files written before `source_bytes` and `source` lack those two columns and read with 0 and
+//! empty; files written before `batch_seq` lack it and read as rank 0.
 //!
 //! `crates/usage/tests/read_parquet.py` checks these names and types with pyarrow.
 
@@ -80,6 +85,8 @@ fn schema() -> SchemaRef {
         u64("queue_wait_us"),
         u64("wall_us"),
         u64("cpu_us"),
+        u64("source_bytes"),
+        utf8("source"),
         utf8("batch_id"),
         u32("batch_seq"),
     ]))
@@ -101,12 +108,12 @@ pub(super) enum Compress {
 /// Encodes rows (already in file order) as one Parquet file. Deterministic: same rows, same bytes.
 pub(super) fn encode(rows: &[RowRef<'_>], compress: Compress) -> Result<Bytes, ArchiveError> {
     // One pass over the rows fills every column: a batch's records are cold by now (written a
-    // second ago on other threads), and a pass per column would stream them from memory 21 times.
+    // second ago on other threads), and a pass per column would stream them from memory 24 times.
     let n = rows.len();
     let text = || StringBuilder::with_capacity(n, n * 8);
     let (mut request_id, mut key_id, mut node, mut worker) = (text(), text(), text(), text());
-    let (mut error, mut params, mut input_format, mut output_format, mut batch_id) =
-        (text(), text(), text(), text(), text());
+    let (mut error, mut params, mut input_format, mut output_format, mut source, mut batch_id) =
+        (text(), text(), text(), text(), text(), text());
     let mut tenant = UInt64Builder::with_capacity(n);
     let mut time_ms = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut status = UInt16Builder::with_capacity(n);
@@ -115,6 +122,7 @@ pub(super) fn encode(rows: &[RowRef<'_>], compress: Compress) -> Result<Bytes, A
     let (mut output_width, mut output_height) = (UInt32Builder::with_capacity(n), UInt32Builder::with_capacity(n));
     let (mut queue_wait_us, mut wall_us, mut cpu_us) =
         (UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n));
+    let mut source_bytes = UInt64Builder::with_capacity(n);
     let mut batch_seq = UInt32Builder::with_capacity(n);
     for row in rows {
         let r = row.record;
@@ -138,6 +146,8 @@ pub(super) fn encode(rows: &[RowRef<'_>], compress: Compress) -> Result<Bytes, A
         queue_wait_us.append_value(r.queue_wait_us);
         wall_us.append_value(r.wall_us);
         cpu_us.append_value(r.cpu_us);
+        source_bytes.append_value(r.source_bytes);
+        source.append_value(&r.source);
         batch_id.append_value(row.batch_id);
         batch_seq.append_value(row.batch_seq);
     }
@@ -163,6 +173,8 @@ pub(super) fn encode(rows: &[RowRef<'_>], compress: Compress) -> Result<Bytes, A
         Arc::new(queue_wait_us.finish()),
         Arc::new(wall_us.finish()),
         Arc::new(cpu_us.finish()),
+        Arc::new(source_bytes.finish()),
+        Arc::new(source.finish()),
         Arc::new(batch_id.finish()),
         Arc::new(batch_seq.finish()),
     ];
@@ -228,7 +240,10 @@ pub(super) fn decode(path: &Path, bytes: Bytes) -> Result<Vec<Row>, ArchiveError
         );
         let time_ms = c.get::<TimestampMillisecondArray>("time_ms")?;
         let status = c.get::<UInt16Array>("status")?;
+        // Columns that older files do not have.
         let batch_seq = c.get_optional::<UInt32Array>("batch_seq")?;
+        let source_bytes = c.get_optional::<UInt64Array>("source_bytes")?;
+        let source = c.get_optional::<StringArray>("source")?;
         // Every column of a RecordBatch has the batch's length, so indexes below are in bounds.
         for i in 0..batch.num_rows() {
             let record = UsageRecord {
@@ -252,6 +267,8 @@ pub(super) fn decode(path: &Path, bytes: Bytes) -> Result<Vec<Row>, ArchiveError
                 queue_wait_us: queue_wait_us.value(i),
                 wall_us: wall_us.value(i),
                 cpu_us: cpu_us.value(i),
+                source_bytes: source_bytes.map_or(0, |c| c.value(i)),
+                source: source.map_or("", |c| c.value(i)).into(),
             };
             let batch_seq = batch_seq.map_or(0, |seq| seq.value(i));
             rows.push(Row { batch_id: batch_id.value(i).into(), batch_seq, record });
@@ -298,16 +315,17 @@ mod tests {
     use crate::archive::tests::{record, temp_archive, EVENING};
     use crate::record::UsageRecord;
 
-    /// Rewrites an archive file as versions before `batch_seq` wrote it: the same rows without
-    /// that column.
-    fn drop_batch_seq_column(path: &std::path::Path) {
+    /// Rewrites an archive file as older versions wrote it: the same rows without `columns`.
+    fn drop_columns(path: &std::path::Path, columns: &[&str]) {
         let bytes = Bytes::from(std::fs::read(path).expect("file"));
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).expect("reader");
         let batches: Vec<RecordBatch> = reader
             .map(|batch| {
                 let mut batch = batch.expect("batch");
-                let index = batch.schema().index_of("batch_seq").expect("the column");
-                batch.remove_column(index);
+                for column in columns {
+                    let index = batch.schema().index_of(column).expect("the column");
+                    batch.remove_column(index);
+                }
                 batch
             })
             .collect();
@@ -323,7 +341,7 @@ mod tests {
         let (tmp, archive) = temp_archive("old-files");
         let dup = record("dup", 6, EVENING);
         archive.write_batch("old", vec![dup.clone(), dup.clone(), record("a", 6, EVENING - 1)]).await.expect("write");
-        drop_batch_seq_column(&tmp.0.join("tenant=6/date=2024-03-09/batch-old.parquet"));
+        drop_columns(&tmp.0.join("tenant=6/date=2024-03-09/batch-old.parquet"), &["batch_seq"]);
         archive.write_batch("new", vec![dup.clone(), dup.clone()]).await.expect("write");
         let dups = |records: Vec<UsageRecord>| records.iter().filter(|r| r.request_id == "dup").count();
         // The old file's two identical rows are one, as the old versions read them; the new
@@ -332,5 +350,22 @@ mod tests {
         assert_eq!(archive.compact_day(6, "2024-03-09", &|_: &str| true).await.expect("compact"), 2);
         let read = archive.read(6, 0, i64::MAX).await.expect("read");
         assert_eq!((dups(read.clone()), read.len()), (3, 4));
+    }
+
+    #[tokio::test]
+    async fn files_written_before_the_source_columns_read_as_no_source_and_compact_with_newer_ones() {
+        let (tmp, archive) = temp_archive("no-source");
+        let old = [record("a", 6, EVENING - 2), record("b", 6, EVENING - 1)];
+        assert!(old.iter().all(|r| r.source_bytes > 0), "the fixture has source bytes to lose");
+        archive.write_batch("old", old.to_vec()).await.expect("write");
+        drop_columns(&tmp.0.join("tenant=6/date=2024-03-09/batch-old.parquet"), &["source_bytes", "source"]);
+        let new = record("c", 6, EVENING);
+        archive.write_batch("new", vec![new.clone()]).await.expect("write");
+        let as_old = |r: &UsageRecord| UsageRecord { source_bytes: 0, source: "".into(), ..r.clone() };
+        let expected = vec![as_old(&old[0]), as_old(&old[1]), new];
+        assert_eq!(archive.read(6, 0, i64::MAX).await.expect("read"), expected);
+        // Compaction writes them all with the columns, the old rows with 0 and empty.
+        assert_eq!(archive.compact_day(6, "2024-03-09", &|_: &str| true).await.expect("compact"), 2);
+        assert_eq!(archive.read(6, 0, i64::MAX).await.expect("read"), expected);
     }
 }

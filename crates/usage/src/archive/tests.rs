@@ -61,6 +61,8 @@ pub(super) fn record(request_id: &str, tenant: u64, time_ms: i64) -> UsageRecord
         queue_wait_us: 10 + n,
         wall_us: u64::MAX - n,
         cpu_us: 5_000 + n,
+        source_bytes: 70_000 + n,
+        source: ["", "hit", "revalidated", "fetched"][n as usize % 4].into(),
     }
 }
 
