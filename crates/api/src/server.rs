@@ -132,6 +132,8 @@ fn public_router(app: Arc<App>) -> Router {
         .route("/readyz", get(public::readyz))
         .route("/metrics", get(public::metrics))
         .route("/openapi.json", get(public::openapi_json))
+        // The tenant console's static pages; what they show comes from the routes above.
+        .merge(console::tenant_router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
@@ -155,6 +157,9 @@ fn admin_router(app: Arc<App>) -> Router {
         .route("/readyz", get(public::readyz))
         .route("/metrics", get(public::metrics))
         .route("/openapi.json", get(admin::openapi_json))
+        // The operator console's static pages, outside the token layer like health: they hold
+        // no data, and every call they make carries the operator's token.
+        .merge(console::operator_router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
