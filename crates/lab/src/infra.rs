@@ -17,6 +17,7 @@ use crate::netns::{Host, LabNetwork, NetworkRecord, NETWORK_FIELD};
 use crate::pki::LabCa;
 use crate::postgres::{Postgres, PostgresAccess, PostgresOptions};
 use crate::process::{self, Component, ProcessGuard, ProcessSpec, Signal};
+use crate::prometheus::{PrometheusOptions, PROMETHEUS_URL_FIELD};
 
 /// Options of every piece `lab up` starts.
 #[derive(Debug, Clone)]
@@ -279,6 +280,44 @@ impl Infrastructure {
             haproxy.wait_servers(&names, Duration::from_secs(30))?;
         }
         Ok(haproxy)
+    }
+
+    /// Start Prometheus ([`crate::prometheus`]) scraping every component recorded so far whose
+    /// role `opts.jobs` names (https targets checked against the lab's CA), with `opts.rule_files`;
+    /// record it (component `prometheus`, cluster.json's `prometheus_url`) and wait until it is
+    /// ready. Call it last, once every node to scrape is recorded. Returns its URL.
+    pub fn add_prometheus(&mut self, opts: &PrometheusOptions) -> Result<String> {
+        let mut opts = opts.clone();
+        opts.die_with_parent |= self.opts.die_with_parent;
+        let start = crate::prometheus::prepare(&self.dir, &self.file.components, self.ca_file(), &opts)?;
+        let component = self.start_process(start.spec)?;
+        self.file.fields.insert(PROMETHEUS_URL_FIELD.into(), start.url.clone().into());
+        self.file.write()?;
+        let ready = format!("{}/-/ready", start.url);
+        crate::net::poll_until("Prometheus to be ready", Duration::from_secs(30), Duration::from_millis(100), || {
+            if component.state() == process::ProcessState::Gone {
+                return Ok(false);
+            }
+            match crate::net::http_get(&ready, Duration::from_millis(500)) {
+                Ok(answer) if answer.status == 200 => Ok(true),
+                Ok(answer) => Err(format!("status {}: {}", answer.status, answer.body.trim())),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .map_err(|e| match e {
+            LabError::Timeout { what, waited, detail } => {
+                LabError::Timeout { what, waited, detail: format!("{detail}\n{}", component.log_tail(15)) }
+            }
+            e => e,
+        })
+        .and_then(|up| match up {
+            true => Ok(start.url),
+            false => Err(LabError::Exited {
+                name: component.name.clone(),
+                log: component.log.clone(),
+                tail: component.log_tail(15),
+            }),
+        })
     }
 
     pub fn postgres(&self) -> Option<&Postgres> {

@@ -50,7 +50,8 @@
 //! NATS cluster; `haproxy.rs` the load balancer; `postgres.rs` PostgreSQL; `pki.rs` the lab's CA and
 //! node certificates; `netns.rs` the lab's own network (`--netns`); `faults.rs` the faults on it; `cluster.rs`
 //! cluster.json, down, status;
-//! `infra.rs` the `lab up` steps; `binaries.rs` finding the programs.
+//! `infra.rs` the `lab up` steps; `binaries.rs` finding the programs; `prometheus.rs` Prometheus
+//! scraping the lab (`lab up --prometheus`).
 
 mod binaries;
 mod cluster;
@@ -64,6 +65,7 @@ mod netns;
 mod pki;
 mod postgres;
 mod process;
+mod prometheus;
 
 pub use binaries::{
     check_binaries, find_postgres_program, find_program, HAPROXY, INITDB, NATS_SERVER, POSTGRES, SETPRIV,
@@ -94,4 +96,8 @@ pub use postgres::{Postgres, PostgresAccess, PostgresOptions, POSTGRES_DATABASE,
 pub use process::{
     group_members, log_tail, logs_dir, process_state, respawn, send_signal, signal_leader, start_process,
     stop_components, wait_gone, Component, ProcessGuard, ProcessSpec, ProcessState, Signal,
+};
+pub use prometheus::{
+    render_config as render_prometheus_config, scale_rule_durations, PrometheusOptions, RuleFile, PROMETHEUS,
+    PROMETHEUS_ROLE, PROMETHEUS_URL_FIELD,
 };

@@ -134,6 +134,12 @@ pub struct UpArgs {
     /// iptables). HAProxy stays on this machine's loopback, where clients reach it.
     #[arg(long)]
     pub netns: bool,
+    /// Also start Prometheus (Debian's `prometheus` package, never its system service) scraping
+    /// every api node, worker, aggregator, the identity service and HAProxy every second, with
+    /// deploy/prometheus's rules and alerts (built in), each `for:` divided by 15
+    /// (docs/monitoring.md). Its URL is cluster.json's `prometheus_url`.
+    #[arg(long)]
+    pub prometheus: bool,
     /// Extra `--set KEY=VALUE` for every api node and worker (repeatable), e.g. `api.request_timeout_ms=5000`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -251,8 +257,46 @@ const SPOOL_VOLUME_BYTES: u64 = 64 << 20;
 /// How long past the request deadline HAProxy waits for an api node's answer.
 const HAPROXY_PAST_DEADLINE: Duration = Duration::from_secs(1);
 
+/// deploy/prometheus's recording rules and alerts, built into the binary: `lab up --prometheus`
+/// works without the repository.
+const PROMETHEUS_RULES: &str = include_str!("../../../../deploy/prometheus/rules.yml");
+const PROMETHEUS_ALERTS: &str = include_str!("../../../../deploy/prometheus/alerts.yml");
+
+/// The lab's Prometheus scrapes every second where deploy/prometheus/prometheus.yml scrapes every
+/// 15: its alerts' `for:` and rule groups' `interval:` are divided by as much, so that an alert
+/// of `for: 2m` fires 8 s after its condition holds.
+const PROMETHEUS_TIME_SCALE: u32 = 15;
+
+/// Roles scraped by the lab's Prometheus and their job names, as in
+/// deploy/prometheus/prometheus.yml (the dashboard selects on them).
+const PROMETHEUS_JOBS: [(&str, &str); 5] = [
+    ("api", "resizer-api"),
+    ("identity", "resizer-identity"),
+    ("worker", "resizer-worker"),
+    ("usage", "resizer-usage"),
+    (lab::HAPROXY_ROLE, "haproxy"),
+];
+
+fn prometheus_options() -> anyhow::Result<lab::PrometheusOptions> {
+    let rule_files = [("rules.yml", PROMETHEUS_RULES), ("alerts.yml", PROMETHEUS_ALERTS)]
+        .into_iter()
+        .map(|(name, text)| {
+            Ok(lab::RuleFile { name: name.into(), text: lab::scale_rule_durations(text, PROMETHEUS_TIME_SCALE)? })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(lab::PrometheusOptions {
+        jobs: PROMETHEUS_JOBS.iter().map(|(role, job)| ((*role).to_owned(), (*job).to_owned())).collect(),
+        rule_files,
+        ..lab::PrometheusOptions::default()
+    })
+}
+
 fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let program = std::env::current_exe().context("finding this program's path")?;
+    // Fail before starting anything when Prometheus is asked for and not installed.
+    if args.prometheus && lab::find_program(lab::PROMETHEUS.program).is_none() {
+        return Err(lab::LabError::MissingBinaries(vec![lab::PROMETHEUS]).into());
+    }
     // NATS takes a login, as it must wherever it runs: each role its own user, allowed only the
     // subjects the role uses (queue::permissions), in its URLs; `resizer` may do everything (for
     // operators and tests, in cluster.json's `nats_urls`).
@@ -461,6 +505,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     }
     infra.add_haproxy(&backends)?;
     let url = infra.haproxy().map(|h| h.url().to_owned()).unwrap_or_default();
+    let prometheus_url = if args.prometheus { Some(infra.add_prometheus(&prometheus_options()?)?) } else { None };
 
     let mut fields = serde_json::Map::new();
     fields.insert("admin_url".into(), admin_url.clone().into());
@@ -471,7 +516,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     // The identity account's operator login, for tools that look into the identity bucket.
     fields.insert("nats_identity_urls".into(), infra.nats().client_urls_as(IDENTITY_OPERATOR)?.into());
     let file = infra.finish(fields)?;
-    print_summary(&dir, &url, &admin_url, &demo_key, file.components.len());
+    print_summary(&dir, &url, &admin_url, &demo_key, prometheus_url.as_deref(), file.components.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -584,11 +629,21 @@ fn demo_key(admin_url: &str, admin_token: &str, ca: Option<&Path>) -> anyhow::Re
     key["key"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("the admin API returned no key: {key}"))
 }
 
-fn print_summary(dir: &Path, url: &str, admin_url: &str, demo_key: &str, components: usize) {
+fn print_summary(
+    dir: &Path,
+    url: &str,
+    admin_url: &str,
+    demo_key: &str,
+    prometheus_url: Option<&str>,
+    components: usize,
+) {
     println!("lab cluster up: {components} processes (see {})", dir.join(lab::CLUSTER_FILE).display());
     println!("  public API (HAProxy): {url}");
     println!("  admin API:            {admin_url}   (admin token in cluster.json)");
     println!("  demo API key:         {demo_key}");
+    if let Some(prometheus_url) = prometheus_url {
+        println!("  Prometheus:           {prometheus_url}   (alerts: {prometheus_url}/alerts)");
+    }
     println!("try it:");
     println!("  curl -sS -H 'Authorization: Bearer {demo_key}' --data-binary @photo.jpg '{url}/v1/resize?width=300' -o thumb.jpg");
     println!("stop it:  resizer lab down --dir {}", dir.display());
@@ -605,6 +660,40 @@ mod tests {
         let accounts = nats_accounts(&queue::QueueConfig::default(), |user| Ok(variable(user))).expect("accounts");
         let operator = lab::NatsAuth { user: "resizer".into(), password: "RESIZER_NATS_PASSWORD".into() };
         lab::render_authorization(&operator, &accounts, lab::Passwords::FromEnvironment)
+    }
+
+    #[test]
+    fn the_labs_prometheus_loads_the_deploy_rules_with_shorter_waits_that_promtool_accepts() {
+        let opts = prometheus_options().expect("options");
+        let alerts = &opts.rule_files.iter().find(|r| r.name == "alerts.yml").expect("alerts.yml").text;
+        assert!(PROMETHEUS_ALERTS
+            .contains("alert: ResizerNodeNotReady\n        expr: resizer_ready == 0\n        for: 2m\n"));
+        assert!(
+            alerts.contains("alert: ResizerNodeNotReady\n        expr: resizer_ready == 0\n        for: 8s\n"),
+            "{alerts}"
+        );
+        assert_eq!(alerts.lines().count(), PROMETHEUS_ALERTS.lines().count());
+        let Some(promtool) = lab::find_program("promtool") else { return };
+        let dir = std::env::temp_dir().join(format!("resizer-lab-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let paths: Vec<PathBuf> = opts
+            .rule_files
+            .iter()
+            .map(|r| {
+                let path = dir.join(&r.name);
+                std::fs::write(&path, &r.text).expect("write");
+                path
+            })
+            .collect();
+        let out =
+            std::process::Command::new(promtool).arg("check").arg("rules").args(&paths).output().expect("promtool");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
