@@ -133,7 +133,7 @@ fn public_router(app: Arc<App>) -> Router {
         .route("/metrics", get(public::metrics))
         .route("/openapi.json", get(public::openapi_json))
         // The tenant console's static pages; what they show comes from the routes above.
-        .merge(console::tenant_router())
+        .merge(console::tenant_router().layer(middleware::map_response(console_route)))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
@@ -159,10 +159,16 @@ fn admin_router(app: Arc<App>) -> Router {
         .route("/openapi.json", get(admin::openapi_json))
         // The operator console's static pages, outside the token layer like health: they hold
         // no data, and every call they make carries the operator's token.
-        .merge(console::operator_router())
+        .merge(console::operator_router().layer(middleware::map_response(console_route)))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
+}
+
+/// The console's files are counted and logged under one route label of their own.
+async fn console_route(mut response: Response) -> Response {
+    response.extensions_mut().insert(Route("console"));
+    response
 }
 
 async fn not_found(request: Request) -> Response {

@@ -234,6 +234,79 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
 }
 
+/// What the usage view drew (totals, every bar, the status legend), against what `GET /v1/usage`
+/// answers for the very query the page asked.
+fn check_usage_drawn(browser: &Browser, server: &DevServer, key: &str, granularity: &str) {
+    let drawn = browser.script(
+        r#"const view = document.getElementById('usage-view');
+           const charts = {};
+           for (const f of view.querySelectorAll('figure[data-metric]')) {
+             charts[f.dataset.metric] = {
+               total: Number(f.dataset.total),
+               slots: [...f.querySelectorAll('g.slot')].filter((g) => Number(g.dataset.value) > 0)
+                 .map((g) => ({ start: g.dataset.start, value: Number(g.dataset.value),
+                   statuses: Object.fromEntries([...g.querySelectorAll('rect[data-status]')].map((r) => [r.dataset.status, Number(r.dataset.value)])) })),
+             };
+           }
+           const cards = Object.fromEntries([...view.querySelectorAll('[data-total][data-value]')].map((c) => [c.dataset.total, Number(c.dataset.value)]));
+           const legend = Object.fromEntries([...view.querySelectorAll('.legend li')].map((li) => [li.dataset.status, Number(li.dataset.requests)]));
+           return { query: view.dataset.query, charts, cards, legend };"#,
+    );
+    let query = drawn["query"].as_str().expect("the page's query");
+    assert!(query.contains(&format!("granularity={granularity}")), "{query}");
+    let usage = server.get_with_key(&format!("/v1/usage?{query}"), key);
+    assert_eq!(usage.status, 200, "{}", String::from_utf8_lossy(&usage.body));
+    let usage = usage.json();
+    assert_eq!(usage["total"]["requests"].as_u64(), Some(7), "{usage}");
+    let charts = &drawn["charts"];
+    for metric in ["requests", "input_bytes", "output_bytes", "input_megapixels", "output_megapixels", "cpu_ms"] {
+        let want = usage["total"][metric].as_f64().expect("a total");
+        let got = charts[metric]["total"].as_f64().unwrap_or(f64::NAN);
+        assert!(close(got, want), "{metric}: the chart totals {got}, the API {want}");
+        // Bucket by bucket: every bucket with traffic is a bar of its value at its start.
+        let buckets = usage["buckets"].as_array().expect("buckets");
+        let slots = charts[metric]["slots"].as_array().expect("slots");
+        let nonzero: Vec<&Value> = buckets.iter().filter(|b| b[metric].as_f64().unwrap_or(0.0) > 0.0).collect();
+        assert_eq!(slots.len(), nonzero.len(), "{metric}: bars {slots:?}, buckets {nonzero:?}");
+        for (slot, bucket) in slots.iter().zip(&nonzero) {
+            let start_ms = |s: &str| s.replace(".000Z", "Z");
+            assert_eq!(
+                start_ms(slot["start"].as_str().unwrap_or("")),
+                start_ms(bucket["start"].as_str().unwrap_or(""))
+            );
+            assert!(
+                close(slot["value"].as_f64().unwrap_or(f64::NAN), bucket[metric].as_f64().unwrap_or(0.0)),
+                "{metric}"
+            );
+        }
+    }
+    for (metric, card) in [("requests", "requests"), ("input_bytes", "input_bytes"), ("cpu_ms", "cpu_ms")] {
+        assert!(close(
+            drawn["cards"][card].as_f64().unwrap_or(f64::NAN),
+            usage["total"][metric].as_f64().unwrap_or(0.0)
+        ));
+    }
+    assert_eq!(drawn["cards"]["billable_requests"].as_u64(), usage["billable"]["requests"].as_u64());
+    // By status: the legend and the stacked bars count what the API counts.
+    let mut by_status = serde_json::Map::new();
+    for bucket in usage["buckets"].as_array().expect("buckets") {
+        for (status, totals) in bucket["by_status"].as_object().expect("by_status") {
+            let n =
+                by_status.get(status).and_then(Value::as_u64).unwrap_or(0) + totals["requests"].as_u64().unwrap_or(0);
+            by_status.insert(status.clone(), n.into());
+        }
+    }
+    assert_eq!(Value::Object(by_status.clone()), json!({ "200": 4, "400": 2, "415": 1 }));
+    assert_eq!(drawn["legend"], Value::Object(by_status));
+    let stacked: u64 = charts["requests"]["slots"]
+        .as_array()
+        .expect("slots")
+        .iter()
+        .flat_map(|s| s["statuses"].as_object().into_iter().flat_map(|m| m.values().filter_map(Value::as_u64)))
+        .sum();
+    assert_eq!(stacked, 7);
+}
+
 #[test]
 fn the_tenant_console_charts_what_the_usage_api_answers_and_resizes_in_try_it() {
     browser_programs();
@@ -290,75 +363,23 @@ fn the_tenant_console_charts_what_the_usage_api_answers_and_resizes_in_try_it() 
     assert_eq!(browser.script("return localStorage.length;"), json!(0), "the key is kept in the tab only");
 
     // What the page drew, against what the API answers for the very query it asked.
-    let drawn = browser.script(
-        r#"const view = document.getElementById('usage-view');
-           const charts = {};
-           for (const f of view.querySelectorAll('figure[data-metric]')) {
-             charts[f.dataset.metric] = {
-               total: Number(f.dataset.total),
-               slots: [...f.querySelectorAll('g.slot')].filter((g) => Number(g.dataset.value) > 0)
-                 .map((g) => ({ start: g.dataset.start, value: Number(g.dataset.value),
-                   statuses: Object.fromEntries([...g.querySelectorAll('rect[data-status]')].map((r) => [r.dataset.status, Number(r.dataset.value)])) })),
-             };
-           }
-           const cards = Object.fromEntries([...view.querySelectorAll('[data-total][data-value]')].map((c) => [c.dataset.total, Number(c.dataset.value)]));
-           const legend = Object.fromEntries([...view.querySelectorAll('.legend li')].map((li) => [li.dataset.status, Number(li.dataset.requests)]));
-           return { query: view.dataset.query, charts, cards, legend };"#,
-    );
-    let query = drawn["query"].as_str().expect("the page's query");
-    assert!(query.contains("granularity=hour"), "{query}");
-    let usage = server.get_with_key(&format!("/v1/usage?{query}"), &key);
-    assert_eq!(usage.status, 200, "{}", String::from_utf8_lossy(&usage.body));
-    let usage = usage.json();
-    assert_eq!(usage["total"]["requests"].as_u64(), Some(7), "{usage}");
-    let charts = &drawn["charts"];
-    for metric in ["requests", "input_bytes", "output_bytes", "input_megapixels", "output_megapixels", "cpu_ms"] {
-        let want = usage["total"][metric].as_f64().expect("a total");
-        let got = charts[metric]["total"].as_f64().unwrap_or(f64::NAN);
-        assert!(close(got, want), "{metric}: the chart totals {got}, the API {want}");
-        // Bucket by bucket: every bucket with traffic is a bar of its value at its start.
-        let buckets = usage["buckets"].as_array().expect("buckets");
-        let slots = charts[metric]["slots"].as_array().expect("slots");
-        let nonzero: Vec<&Value> = buckets.iter().filter(|b| b[metric].as_f64().unwrap_or(0.0) > 0.0).collect();
-        assert_eq!(slots.len(), nonzero.len(), "{metric}: bars {slots:?}, buckets {nonzero:?}");
-        for (slot, bucket) in slots.iter().zip(&nonzero) {
-            let start_ms = |s: &str| s.replace(".000Z", "Z");
-            assert_eq!(
-                start_ms(slot["start"].as_str().unwrap_or("")),
-                start_ms(bucket["start"].as_str().unwrap_or(""))
-            );
-            assert!(
-                close(slot["value"].as_f64().unwrap_or(f64::NAN), bucket[metric].as_f64().unwrap_or(0.0)),
-                "{metric}"
-            );
-        }
-    }
-    for (metric, card) in [("requests", "requests"), ("input_bytes", "input_bytes"), ("cpu_ms", "cpu_ms")] {
-        assert!(close(
-            drawn["cards"][card].as_f64().unwrap_or(f64::NAN),
-            usage["total"][metric].as_f64().unwrap_or(0.0)
-        ));
-    }
-    assert_eq!(drawn["cards"]["billable_requests"].as_u64(), usage["billable"]["requests"].as_u64());
-    // By status: the legend and the stacked bars count what the API counts.
-    let mut by_status = serde_json::Map::new();
-    for bucket in usage["buckets"].as_array().expect("buckets") {
-        for (status, totals) in bucket["by_status"].as_object().expect("by_status") {
-            let n =
-                by_status.get(status).and_then(Value::as_u64).unwrap_or(0) + totals["requests"].as_u64().unwrap_or(0);
-            by_status.insert(status.clone(), n.into());
-        }
-    }
-    assert_eq!(Value::Object(by_status.clone()), json!({ "200": 4, "400": 2, "415": 1 }));
-    assert_eq!(drawn["legend"], Value::Object(by_status));
-    let stacked: u64 = charts["requests"]["slots"]
-        .as_array()
-        .expect("slots")
-        .iter()
-        .flat_map(|s| s["statuses"].as_object().into_iter().flat_map(|m| m.values().filter_map(Value::as_u64)))
-        .sum();
-    assert_eq!(stacked, 7);
+    check_usage_drawn(&browser, &server, &key, "hour");
     browser.screenshot("tenant-usage");
+    // By day: the same checks on the last 30 days.
+    browser.click("label[for=by-day]");
+    browser.wait_for(
+        "document.body.dataset.usage === 'ready' && document.getElementById('usage-view').dataset.query.includes('granularity=day')",
+        "the usage by day",
+    );
+    check_usage_drawn(&browser, &server, &key, "day");
+    browser.click("label[for=by-hour]");
+    browser.wait_for(
+        "document.body.dataset.usage === 'ready' && document.getElementById('usage-view').dataset.query.includes('granularity=hour')",
+        "the usage by hour again",
+    );
+    // The console's own files are counted under a route label of their own.
+    let metrics = String::from_utf8_lossy(&server.get("/metrics").body).into_owned();
+    assert!(metrics.contains(r#"resizer_http_request_duration_seconds_count{route="console",status="200"}"#));
 
     // Limits: the quota report the usage answer carries.
     browser.goto(&format!("{}/console/#limits", server.api_url));
