@@ -386,6 +386,12 @@ fn the_tenant_console_charts_what_the_usage_api_answers_and_resizes_in_try_it() 
     browser.wait_for("document.body.dataset.usage === 'ready' && !document.getElementById('limits').hidden", "limits");
     let quota_row = browser.text("#quota-view tr[data-dimension=requests]");
     assert!(quota_row.contains("1,000"), "the quota's limit: {quota_row}");
+    let quota = server.get_with_key("/v1/usage", &key).json()["quota"]["dimensions"]["requests"].clone();
+    let (used, remaining) = (quota["used"].as_u64().expect("used"), quota["remaining"].as_u64().expect("remaining"));
+    assert!(
+        quota_row.contains(&format!("{used}")) && quota_row.contains(&format!("{remaining}")),
+        "{quota_row} vs {quota}"
+    );
     assert_eq!(
         browser.script("return document.querySelector('#quota-view [data-quota-state]').dataset.quotaState;"),
         json!("ok")
@@ -465,8 +471,8 @@ fn the_operator_console_creates_a_key_that_works_and_revokes_it_so_the_api_refus
     assert!(message.contains("That operator token was not accepted (Admin token required"), "{message}");
     browser.screenshot("operator-sign-in");
 
-    browser.type_into("#token", &server.admin_token);
-    browser.click("#sign-in-form button[type=submit]");
+    // By keyboard: the token, then Enter in the field.
+    browser.type_into("#token", &format!("{}\u{E007}", server.admin_token));
     browser.wait_for("document.body.dataset.tenants === 'ready'", "the tenants");
     let row = browser.text(&format!("#tenant-table tr[data-tenant=\"{tenant}\"]"));
     assert!(row.contains("console-operator") && row.contains("active") && row.contains("50"), "{row}");
