@@ -21,6 +21,8 @@ command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || need_packages+=(iproute2)
 command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need_packages+=(iptables)
 # Headless Chromium loads the signed-URL example page (crates/resizer/tests/browser.rs).
 [[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
+# WebDriver for the web console tests (crates/resizer/tests/console.rs).
+[[ -x /usr/bin/chromedriver ]] || need_packages+=(chromium-driver)
 # promtool (Debian's prometheus package) checks the alert rules, their tests and the dashboard's
 # queries (scripts/check_prometheus.sh).
 command -v promtool >/dev/null || need_packages+=(prometheus)
