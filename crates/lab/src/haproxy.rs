@@ -419,7 +419,7 @@ pub fn render_config(ports: Ports, backends: &[Backend], opts: &HaproxyOptions) 
     };
     let redirect = match ports.redirect {
         Some(port) => format!(
-            "\nfrontend api_http\n    \
+            "\nfrontend public_http\n    \
              bind {LOOPBACK}:{port}\n    \
              # plain HTTP only sends clients to HTTPS (308 keeps a POST a POST)\n    \
              http-request redirect prefix https://{LOOPBACK}:{frontend_port} code 308\n"
@@ -470,7 +470,8 @@ pub fn render_config(ports: Ports, backends: &[Backend], opts: &HaproxyOptions) 
          timeout check {inter}ms\n\
          {PROBLEM_ERRORS}\
          \n\
-         frontend api\n    \
+         # named as in deploy/haproxy.cfg, whose name the dashboard selects\n\
+         frontend public\n    \
          bind {LOOPBACK}:{frontend_port}{bind_tls}\n\
          {METRICS_REFUSAL}    \
          default_backend {BACKEND_NAME}\n\
@@ -555,7 +556,7 @@ mod tests {
 
     #[test]
     fn stats_csv_servers() {
-        let csv = "# pxname,svname,qcur,status,\napi,FRONTEND,,OPEN,\napi_nodes,api-0,0,UP,\napi_nodes,api-1,0,DOWN 1/2,\napi_nodes,BACKEND,0,UP,\n";
+        let csv = "# pxname,svname,qcur,status,\npublic,FRONTEND,,OPEN,\napi_nodes,api-0,0,UP,\napi_nodes,api-1,0,DOWN 1/2,\napi_nodes,BACKEND,0,UP,\n";
         let states = parse_stats_csv(csv).expect("parses");
         assert_eq!(
             states,

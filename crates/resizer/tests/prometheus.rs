@@ -84,8 +84,50 @@ fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs_f64()
 }
 
-/// Requests answered by the api nodes on `POST /v1/resize`, as Prometheus holds them.
-const RESIZE_COUNT: &str = r#"resizer_http_request_duration_seconds_count{job="resizer-api",route="resize"}"#;
+/// Requests the api nodes answered 200 on `POST /v1/resize`, as Prometheus holds them.
+const RESIZE_COUNT: &str =
+    r#"resizer_http_request_duration_seconds_count{job="resizer-api",route="resize",status="200"}"#;
+
+/// Dashboard queries (panel title, query refId) with no data in a healthy lab cluster, and why.
+const EMPTY_IN_THE_LAB: [(&str, &str, &str); 6] = [
+    ("Errors (5xx) by route and status", "A", "no 5xx under a healthy load"),
+    (
+        "Jobs staged for workers (cluster) / waiting in lanes (embedded)",
+        "B",
+        "the embedded pool's lanes: resizer dev only",
+    ),
+    (
+        "Jobs staged for workers (cluster) / waiting in lanes (embedded)",
+        "C",
+        "the embedded pool's lanes: resizer dev only",
+    ),
+    ("Worker utilisation", "B", "the embedded pool's threads: resizer dev only"),
+    ("Worker jobs by outcome", "B", "redeliveries: no worker died holding a job"),
+    ("Archive compaction", "A", "no compaction run within the test's minute"),
+];
+
+/// Every PromQL query of deploy/grafana/resizer.json: (panel title, refId, expr) with Grafana's
+/// variables replaced as Grafana would over a short range.
+fn dashboard_queries() -> Vec<(String, String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/resizer.json");
+    let dashboard: Value = serde_json::from_slice(&std::fs::read(&path).expect("the dashboard")).expect("JSON");
+    fn walk(panels: &Value, out: &mut Vec<(String, String, String)>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str().filter(|e| !e.is_empty()) {
+                    let expr =
+                        expr.replace("$__rate_interval", "1m").replace("$__interval", "1m").replace("$__range", "1h");
+                    let title = panel["title"].as_str().unwrap_or_default().to_owned();
+                    out.push((title, target["refId"].as_str().unwrap_or_default().to_owned(), expr));
+                }
+            }
+            walk(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
 
 /// A closed loop of `clients` threads for `duration`, each pausing `pause` after each answer (to
 /// leave the shared 2 cores some room): each request's completion time (unix seconds) and status.
@@ -168,10 +210,14 @@ fn the_labs_prometheus_scrapes_every_node_counts_the_load_and_fires_alerts_on_fa
 
     // Warm-up: the series of each api node exists before the measured load, so that rate()
     // sees the load from its first request.
+    // A refused key and a refused parameter too, for the dashboard's refusal panels.
     let jpeg = sample_jpeg();
     for _ in 0..4 {
         assert_eq!(lab.resize("width=64", &jpeg).0, 200, "{}", lab.log_tails());
     }
+    let wrong_key = format!("{}/v1/resize?width=64", lab.field("url"));
+    assert_eq!(common::cluster::resize_at(&lab.agent, &wrong_key, "rsz_wrong", &jpeg).0, 401);
+    assert_eq!(lab.resize("width=64&fit=bogus", &jpeg).0, 400);
     let total = format!("sum({RESIZE_COUNT})");
     poll("the warm-up counted", Duration::from_secs(10), || match prometheus.scalar(&total, None) {
         Some(4.0) => Ok(()),
@@ -210,7 +256,7 @@ fn the_labs_prometheus_scrapes_every_node_counts_the_load_and_fires_alerts_on_fa
         let query = format!("sum(rate({RESIZE_COUNT}[15s]))");
         let computed = prometheus.scalar(&query, Some(eval)).expect("a rate");
         let haproxy = prometheus
-            .scalar(r#"sum(rate(haproxy_frontend_http_requests_total{proxy="api"}[15s]))"#, Some(eval))
+            .scalar(r#"sum(rate(haproxy_frontend_http_requests_total{proxy="public"}[15s]))"#, Some(eval))
             .expect("HAProxy's rate");
         let client = answered.iter().filter(|(t, _)| *t > eval - window && *t <= eval).count() as f64 / window;
         let gap = (computed - client).abs() / client;
@@ -230,8 +276,54 @@ fn the_labs_prometheus_scrapes_every_node_counts_the_load_and_fires_alerts_on_fa
     poll("the SLO recording rule", Duration::from_secs(10), || {
         prometheus.scalar("resizer:slo_requests:rate5m", None).filter(|r| *r > 0.0).ok_or("no value".to_string())
     });
-    let firing_before = prometheus.alerts();
-    assert!(firing_before.is_empty(), "alerts before any fault: {firing_before:?}");
+    // Every query of the dashboard and every recording rule returns data from the lab under
+    // load (the load ended seconds ago: the 1m windows still hold it), but for the few listed
+    // above; every series an alert reads exists, so no alert is quiet for want of data.
+    let mut empty = Vec::new();
+    let queries = dashboard_queries();
+    for (title, ref_id, expr) in &queries {
+        let data = prometheus.api("query", &[("query", expr)]);
+        let has_data = data["result"].as_array().is_some_and(|r| !r.is_empty());
+        let allowed = EMPTY_IN_THE_LAB.iter().any(|(t, r, _)| t == title && r == ref_id);
+        if !has_data && !allowed {
+            empty.push(format!("dashboard {title:?} {ref_id}: {expr}"));
+        }
+    }
+    let rules = prometheus.api("rules", &[]);
+    let (mut recorded, mut alert_series) = (0, BTreeSet::new());
+    for rule in rules["groups"].as_array().expect("groups").iter().flat_map(|g| g["rules"].as_array().expect("rules")) {
+        let query = rule["query"].as_str().expect("query");
+        assert_eq!(rule["health"], "ok", "{rule}");
+        if rule["type"] == "recording" {
+            recorded += 1;
+            let data = prometheus.api("query", &[("query", query)]);
+            if data["result"].as_array().is_none_or(|r| r.is_empty()) {
+                empty.push(format!("recording rule {}: {query}", rule["name"]));
+            }
+        } else {
+            let names = query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'));
+            alert_series
+                .extend(names.filter(|n| n.starts_with("resizer_") || n.starts_with("haproxy_")).map(str::to_owned));
+        }
+    }
+    for name in &alert_series {
+        if prometheus.scalar(&format!("count({name})"), None).is_none() {
+            empty.push(format!("no series {name}, which an alert reads"));
+        }
+    }
+    eprintln!(
+        "{} dashboard queries ({} allowed empty), {recorded} recording rules, {} series the alerts read: {} without data",
+        queries.len(),
+        EMPTY_IN_THE_LAB.len(),
+        alert_series.len(),
+        empty.len()
+    );
+    assert!(empty.is_empty(), "without data in the lab under load:\n{}", empty.join("\n"));
+
+    // None firing before the faults (one may be pending: a scrape slower than its 1 s timeout on
+    // a loaded machine reads as `up == 0` for a second).
+    let firing_before: Vec<_> = prometheus.alerts().into_iter().filter(|(_, state)| state == "firing").collect();
+    assert!(firing_before.is_empty(), "alerts firing before any fault: {firing_before:?}");
 
     // Faults: a worker killed (kill -9: its target goes down) and every NATS server frozen
     // (SIGSTOP: each role loses NATS, the api nodes leave HAProxy's rotation, the job stream has
