@@ -334,10 +334,10 @@ fn signed_get() -> Value {
     responses.insert("304".into(), json!({ "description": "`If-None-Match` named the current ETag: no fetch or conversion was made.", "headers": caching }));
     let (uri_too_long, headers_too_large) = (uri_too_long(), headers_too_large());
     for (status, description) in [
-        ("400", "Not a signed URL's shape (`bad-url`), bad options, or a source that is not an http(s) URL (`bad-source-url`)."),
+        ("400", "Not a signed URL's shape (`bad-url`), bad options, or a source that is not an http(s) URL or an s3:// key of a registered bucket (`bad-source-url`)."),
         ("401", "The signing key has expired (`key-expired`)."),
         ("403", "The signature does not match (`bad-signature`, checked before anything else), the URL's `exp` has passed (`url-expired`), the key was revoked or its tenant suspended, or the source is not among the tenant's (`source-not-allowed`) or resolves to a private address (`source-address-forbidden`)."),
-        ("404", "Signed URLs are off on this deployment (`url-signing-off`), or the origin answered 404 or 410 (`source-not-found`)."),
+        ("404", "Signed URLs are off on this deployment (`url-signing-off`), or the origin answered 404 or 410, or the bucket has no such key (`source-not-found`)."),
         ("413", "The source or its declared pixel count is over the tenant's limit."),
         ("414", uri_too_long.as_str()),
         ("415", "The source is not a JPEG, PNG, WebP or GIF."),
@@ -365,7 +365,7 @@ fn signed_get() -> Value {
             segment("key", "A signing key's id; it names the tenant."),
             segment("signature", "base64url of HMAC-SHA256 over `<key>/<options>/<source>`."),
             segment("options", "The parameters of POST /v1/resize with `,` for `&` (`width=300,format=auto`), and `exp=<Unix seconds>` for a URL that expires."),
-            segment("source", "The source image's URL in base64url without padding; a `.ext` after it is ignored."),
+            segment("source", "The source image's URL (`https://…`, `http://…` or `s3://<registered bucket>/<key>`) in base64url without padding; a `.ext` after it is ignored."),
             { "name": "If-None-Match", "in": "header", "required": false, "schema": { "type": "string" } },
         ],
         "responses": responses,

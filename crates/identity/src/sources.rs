@@ -8,8 +8,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// A tenant's allow-list of sources. An entry is a host (`images.example.com`, https only), a
-/// host's subdomains (`*.example.com`), or a URL prefix (`https://cdn.example.com/shop/`, or
-/// `http://…` to allow plain HTTP for it). Cheap to clone: the entries are shared.
+/// host's subdomains (`*.example.com`), a URL prefix (`https://cdn.example.com/shop/`, or
+/// `http://…` to allow plain HTTP for it), or a prefix in a bucket the deployment registered
+/// (`s3://photos/shop/`). Cheap to clone: the entries are shared.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourceList(Arc<[String]>);
 
@@ -74,8 +75,8 @@ fn normalise(entry: &str) -> Result<String, InvalidSources> {
     let (scheme, rest) = match entry.split_once("://") {
         Some((scheme, rest)) => {
             let scheme = scheme.to_ascii_lowercase();
-            if scheme != "https" && scheme != "http" {
-                return Err(bad("a prefix starts with https:// or http://"));
+            if scheme != "https" && scheme != "http" && scheme != "s3" {
+                return Err(bad("a prefix starts with https://, http:// or s3://"));
             }
             (Some(scheme), rest)
         }
@@ -87,6 +88,15 @@ fn normalise(entry: &str) -> Result<String, InvalidSources> {
     };
     if scheme.is_none() && !path.is_empty() {
         return Err(bad("a path needs the scheme: https://host/path/"));
+    }
+    if scheme.as_deref() == Some("s3") {
+        // A registered bucket's name (lowercase letters, digits, `-`) and a key prefix.
+        let name_ok = !authority.is_empty()
+            && authority.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok || path.is_empty() {
+            return Err(bad("a bucket prefix is s3://<bucket name>/ or s3://<bucket name>/<key prefix>"));
+        }
+        return Ok(format!("s3://{authority}{path}"));
     }
     if authority.contains('@') {
         return Err(bad("no user name or password"));
@@ -156,12 +166,18 @@ mod tests {
     #[test]
     fn entries_are_normalised_and_round_trip_through_text() {
         let list: SourceList =
-            "Images.Example.com *.cdn.example.com HTTPS://Shop.example.com/Photos/ http://intranet:8080/x/"
+            "Images.Example.com *.cdn.example.com HTTPS://Shop.example.com/Photos/ http://intranet:8080/x/ S3://photos/Shop/"
                 .parse()
                 .unwrap();
         assert_eq!(
             list.entries(),
-            ["images.example.com", "*.cdn.example.com", "https://shop.example.com/Photos/", "http://intranet:8080/x/"]
+            [
+                "images.example.com",
+                "*.cdn.example.com",
+                "https://shop.example.com/Photos/",
+                "http://intranet:8080/x/",
+                "s3://photos/Shop/"
+            ]
         );
         assert_eq!(list.to_string().parse::<SourceList>().unwrap(), list);
         assert!("".parse::<SourceList>().unwrap().is_empty());
@@ -179,6 +195,10 @@ mod tests {
             ".example.com",
             "*.",
             "bücher.example",
+            "s3://photos",
+            "s3://Photos/",
+            "s3://photos:9000/",
+            "s3://key:secret@photos/",
         ] {
             let e = SourceList::from_entries(&[bad]).unwrap_err();
             assert!(e.0.contains("source"), "{bad}: {e}");

@@ -72,4 +72,6 @@ pub enum OriginError {
     ExtraCa(#[from] tls::TlsError),
     #[error("TLS configuration for origins: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("sources.buckets: bucket {name}: {reason}")]
+    Bucket { name: String, reason: String },
 }

@@ -7,9 +7,10 @@
 //!
 //! `policy.rs` the node's [`OriginPolicy`] and a tenant's [`SourceRules`]; `address.rs` the
 //! guard on resolved addresses; `fetch.rs` the [`Fetcher`] (its own TCP, TLS and HTTP/1
-//! connections); `cache.rs` the [`SourceCache`]; `error.rs` [`FetchError`] with its statuses.
+//! connections); `bucket.rs` sources in the deployment's S3-compatible buckets; `cache.rs` the [`SourceCache`]; `error.rs` [`FetchError`] with its statuses.
 
 mod address;
+mod bucket;
 mod cache;
 mod error;
 mod fetch;
@@ -22,4 +23,4 @@ pub use address::is_public;
 pub use cache::{CacheOutcome, CacheStats, Source, SourceCache};
 pub use error::{FetchError, OriginError};
 pub use fetch::{Fetched, Fetcher, Validators};
-pub use policy::{OriginPolicy, SourceRules};
+pub use policy::{BucketSpec, OriginPolicy, SourceRules};

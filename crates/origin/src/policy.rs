@@ -26,6 +26,19 @@ pub struct OriginPolicy {
     /// The source cache's byte budget.
     pub cache_bytes: u64,
     pub user_agent: String,
+    /// The S3-compatible buckets sources may name as `s3://<name>/<key>`.
+    pub buckets: Vec<BucketSpec>,
+}
+
+/// A bucket registered by the deployment, as configured: sources `s3://<name>/<key>` are the
+/// objects `<prefix>/<key>` of the bucket `url` (`s3://bucket[/prefix]`) names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketSpec {
+    pub name: String,
+    pub url: String,
+    /// object_store's S3 options: endpoint, region, access_key_id, secret_access_key,
+    /// allow_http, ...
+    pub options: Vec<(String, String)>,
 }
 
 impl Default for OriginPolicy {
@@ -39,6 +52,7 @@ impl Default for OriginPolicy {
             revalidate_after: Duration::from_secs(60),
             cache_bytes: 256 << 20,
             user_agent: format!("resizer/{}", env!("CARGO_PKG_VERSION")),
+            buckets: Vec::new(),
         }
     }
 }
@@ -66,7 +80,9 @@ impl OriginPolicy {
 /// (`*.example.com`, not `example.com` itself), either with `:port`, or a URL prefix
 /// (`https://cdn.example.com/customer-a/`: same scheme, host and port, and a path starting with
 /// the prefix's). A host entry without a port allows only the scheme's default port (80, 443).
-/// `http://` sources only with `allow_http`. No entries, no sources.
+/// `http://` sources only with `allow_http`. A bucket the deployment registered is allowed by a
+/// prefix only (`s3://photos/customer-a/`, or `s3://photos/` for all of it), never by a host
+/// entry. No entries, no sources.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceRules {
     pub allowed: Vec<String>,
@@ -96,8 +112,8 @@ pub(crate) fn origin_of(url: &Url) -> String {
     }
 }
 
-/// A source URL as this crate accepts it: absolute `https://` or `http://` with a host, no
-/// userinfo; the fragment dropped (it is never sent).
+/// A source URL as this crate accepts it: absolute `https://` or `http://` with a host, or
+/// `s3://<bucket name>/<key>`; no userinfo; the fragment dropped (it is never sent).
 pub(crate) fn parse_source(text: &str) -> Result<Url, FetchError> {
     let mut url = Url::parse(text.trim()).map_err(|e| FetchError::BadUrl(e.to_string()))?;
     check_form(&url)?;
@@ -106,8 +122,11 @@ pub(crate) fn parse_source(text: &str) -> Result<Url, FetchError> {
 }
 
 pub(crate) fn check_form(url: &Url) -> Result<(), FetchError> {
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(FetchError::BadUrl(format!("scheme {}: only https:// and http:// sources", url.scheme())));
+    if !matches!(url.scheme(), "https" | "http" | "s3") {
+        return Err(FetchError::BadUrl(format!("scheme {}: only https://, http:// and s3:// sources", url.scheme())));
+    }
+    if url.scheme() == "s3" && url.port().is_some() {
+        return Err(FetchError::BadUrl("an s3:// source names a registered bucket, without a port".to_string()));
     }
     if !url.username().is_empty() || url.password().is_some() {
         // Credentials have no place in a URL that browsers and CDNs pass around.
@@ -153,6 +172,17 @@ impl Entry {
     }
 
     fn matches(&self, url: &Url) -> bool {
+        if url.scheme() == "s3" {
+            // A registered bucket: its name and a key prefix, nothing else.
+            return match self {
+                Entry::Prefix(prefix) => {
+                    prefix.scheme() == "s3"
+                        && prefix.host_str() == url.host_str()
+                        && url.path().starts_with(prefix.path())
+                }
+                Entry::Host { .. } | Entry::Subdomains { .. } => false,
+            };
+        }
         let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { return false };
         let port_ok = |wanted: &Option<u16>| match wanted {
             Some(wanted) => *wanted == port,

@@ -50,6 +50,12 @@ pub struct SourcesSection {
     /// A kept source without freshness from its origin is used this long before it is
     /// revalidated with a conditional GET.
     pub revalidate_after_ms: u64,
+    /// S3-compatible buckets that tenants' sources may name as `s3://<name>/<key>` (a tenant
+    /// needs an `s3://<name>/…` prefix among its sources too), `;`-separated:
+    /// `<name>=s3://<bucket>[/<prefix>] <option>=<value>,…` with object_store's S3 options
+    /// (endpoint, region, access_key_id, secret_access_key, allow_http, …). The credentials
+    /// stay in the deployment: a URL carries only the name.
+    pub buckets: String,
 }
 
 /// The cluster's job queue (roles `api` and `worker`): NATS JetStream.
@@ -373,6 +379,7 @@ impl Default for Config {
                     extra_ca_file: String::new(),
                     cache_bytes: policy.cache_bytes,
                     revalidate_after_ms: ms(policy.revalidate_after),
+                    buckets: String::new(),
                 }
             },
         }
@@ -613,9 +620,9 @@ impl Config {
     }
 
     /// How this node fetches signed URLs' sources.
-    pub fn origin_policy(&self) -> origin::OriginPolicy {
+    pub fn origin_policy(&self) -> anyhow::Result<origin::OriginPolicy> {
         let s = &self.sources;
-        origin::OriginPolicy {
+        Ok(origin::OriginPolicy {
             allow_private: s
                 .allow_private
                 .split(',')
@@ -629,8 +636,9 @@ impl Config {
             extra_ca: (!s.extra_ca_file.is_empty()).then(|| PathBuf::from(&s.extra_ca_file)),
             revalidate_after: Duration::from_millis(s.revalidate_after_ms),
             cache_bytes: s.cache_bytes,
+            buckets: parse_buckets(&s.buckets)?,
             ..origin::OriginPolicy::default()
-        }
+        })
     }
 
     /// The api's configuration, with `admin_token` as the full-access token (dev passes the one
@@ -656,7 +664,7 @@ impl Config {
             max_requests_in_flight_per_tenant: self.api.max_requests_in_flight_per_tenant,
             admin_wrong_tokens_per_minute: self.api.admin_wrong_tokens_per_minute,
             url_signing: self.url_signing()?,
-            origin: self.origin_policy(),
+            origin: self.origin_policy()?,
         })
     }
 
@@ -758,6 +766,29 @@ pub fn non_empty_path(value: &str) -> Option<&Path> {
     (!value.trim().is_empty()).then(|| Path::new(value.trim()))
 }
 
+/// `sources.buckets`: `<name>=s3://<bucket>[/<prefix>] <option>=<value>,…` entries, `;` between.
+fn parse_buckets(text: &str) -> anyhow::Result<Vec<origin::BucketSpec>> {
+    let mut buckets = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (head, options) = entry.split_once(char::is_whitespace).unwrap_or((entry, ""));
+        let Some((name, url)) = head.split_once('=') else {
+            anyhow::bail!("sources.buckets: `{head}` is not <name>=s3://<bucket>[/<prefix>]");
+        };
+        let options = options
+            .split(',')
+            .map(str::trim)
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+                // The option's name only: its value may be a secret.
+                None => anyhow::bail!("sources.buckets: an option of bucket {name} is not key=value"),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        buckets.push(origin::BucketSpec { name: name.trim().to_owned(), url: url.trim().to_owned(), options });
+    }
+    Ok(buckets)
+}
+
 /// A key's environment variable: `api.listen` is `RESIZER_API_LISTEN`.
 fn env_name(path: &str) -> String {
     format!("RESIZER_{}", path.replace('.', "_").to_ascii_uppercase())
@@ -848,6 +879,23 @@ fn set(table: &mut toml::Table, path: &str, value: toml::Value) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_are_named_with_their_url_and_options() {
+        let buckets = parse_buckets(
+            " photos=s3://acme-originals/shop endpoint=http://minio:9000, region=eu-west-1,allow_http=true ;\
+             archive=s3://old-bucket",
+        )
+        .expect("valid");
+        assert_eq!(buckets.len(), 2);
+        assert_eq!((buckets[0].name.as_str(), buckets[0].url.as_str()), ("photos", "s3://acme-originals/shop"));
+        assert_eq!(buckets[0].options[1], ("region".to_owned(), "eu-west-1".to_owned()));
+        assert_eq!((buckets[1].name.as_str(), buckets[1].options.len()), ("archive", 0));
+        assert!(parse_buckets("").expect("none").is_empty());
+        assert!(parse_buckets("s3://no-name").is_err());
+        let error = parse_buckets("photos=s3://b secret_access_key").expect_err("no value").to_string();
+        assert!(!error.contains("secret_access_key"), "an option's text may be a secret: {error}");
+    }
 
     #[test]
     fn layers_override_in_order() {

@@ -2,7 +2,8 @@
 //! s3://bucket/prefix` against moto's S3 server (PyPI `moto[server]`, which scripts/test.sh
 //! installs into target/s3-venv; RESIZER_TEST_MOTO_SERVER names another `moto_server`). The
 //! records land as Parquet objects in the documented tenant/date layout, nothing is archived
-//! locally, and the admin audit reads them back from the bucket.
+//! locally, and the admin audit reads them back from the bucket. And signed URLs' sources in a
+//! bucket the deployment registered (`sources.buckets`).
 
 mod common;
 
@@ -120,5 +121,93 @@ fn the_usage_archive_goes_to_s3_compatible_storage_and_the_audit_reads_it_back()
         assert!(key.contains("/date=") && key.ends_with(".parquet"), "unexpected object {key}");
     }
     assert!(!server.data_dir().join("archive").exists(), "a local archive was written too");
+    Ok(())
+}
+
+const SAMPLE: &[u8] = include_bytes!("../../../examples/sample.jpg");
+
+/// Signed GET URLs whose source is in an S3-compatible bucket the deployment registered
+/// (`sources.buckets`, here moto's): the tenant names it `s3://photos/<key>`, its allow-list
+/// holds a prefix of it, and the node reads the object with the deployment's credentials. The
+/// object is read once per node (its ETag kept, a 304 answered without reading it), the prefix,
+/// missing objects and the tenant's byte limit are refused with their problems, and the usage
+/// record carries the bytes read.
+#[test]
+fn signed_urls_read_sources_from_a_registered_bucket_within_the_tenants_prefix() -> anyhow::Result<()> {
+    let moto = Moto::start()?;
+    let bucket = "tenant-originals";
+    let put = |key: &str, bytes: &[u8]| {
+        ureq::put(&format!("{}/{bucket}/{key}", moto.url)).send(bytes).with_context(|| format!("putting {key}"))
+    };
+    ureq::put(&format!("{}/{bucket}", moto.url)).send_empty().context("creating the bucket")?;
+    put("shop/photo.jpg", SAMPLE)?;
+    put("shop/huge.jpg", &[0u8; 120_000])?;
+    put("other-tenant/secret.jpg", SAMPLE)?;
+    let buckets = format!(
+        "sources.buckets=photos=s3://{bucket} endpoint={},region=us-east-1,access_key_id=test,\
+         secret_access_key=test,allow_http=true",
+        moto.url
+    );
+    let server = DevServer::start(&[&buckets])?;
+    let created = server.admin(
+        "POST",
+        "/v1/tenants",
+        Some(json!({ "name": "shop", "limits": { "sources": ["s3://photos/shop/"], "max_input_bytes": 100_000 } })),
+    );
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let tenant = created.json()["id"].as_u64().context("tenant id")?;
+    let key = server.admin(
+        "POST",
+        &format!("/v1/tenants/{tenant}/keys"),
+        Some(json!({ "label": "pages", "purpose": "signing" })),
+    );
+    assert_eq!(key.status, 201, "{}", String::from_utf8_lossy(&key.body));
+    let (key_id, secret) = (
+        key.json()["id"].as_str().context("key id")?.parse()?,
+        api::KeySecret::from_hex(key.json()["signing_secret"].as_str().context("secret")?).context("a hex secret")?,
+    );
+    let sign = |options: &str, source: &str| api::signed_path(key_id, &secret, options, source);
+    let problem = |path: &str| {
+        let r = server.get(path);
+        (r.status, r.json()["type"].as_str().unwrap_or_default().rsplit(':').next().unwrap_or_default().to_owned())
+    };
+
+    let path = sign("width=100,format=jpeg", "s3://photos/shop/photo.jpg");
+    let first = server.get(&path);
+    assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+    assert_eq!(imaging::probe(&first.body).map(|p| p.width).ok(), Some(100));
+    let etag = first.header("etag").context("an ETag")?.to_owned();
+    assert!(first.header("last-modified").is_some_and(|l| l.ends_with(" GMT")), "{:?}", first.header("last-modified"));
+    let second = server.get(&sign("width=50,format=jpeg", "s3://photos/shop/photo.jpg"));
+    assert_eq!(second.status, 200);
+    let revalidated = server.get_with_headers(&path, &[("if-none-match", &etag)]);
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(server.metric("resizer_sources_total{outcome=\"fetched\"}"), 1.0, "read from the bucket once");
+    assert_eq!(server.metric("resizer_sources_total{outcome=\"hit\"}"), 1.0);
+
+    assert_eq!(problem(&sign("width=100", "s3://photos/other-tenant/secret.jpg")), (403, "source-not-allowed".into()));
+    assert_eq!(
+        problem(&sign("width=100", "s3://photos/shop/../other-tenant/secret.jpg")),
+        (403, "source-not-allowed".into())
+    );
+    assert_eq!(problem(&sign("width=100", "s3://photos/shop/missing.jpg")), (404, "source-not-found".into()));
+    assert_eq!(problem(&sign("width=100", "s3://photos/shop/huge.jpg")), (413, "too-large".into()));
+    assert_eq!(problem(&sign("width=100", "s3://photos/shop/a%2F..%2F..%2Fx.jpg")), (400, "bad-source-url".into()));
+
+    // The record of the first GET carries the object's bytes as read from the bucket.
+    let started = Instant::now();
+    loop {
+        let audit = server.admin("GET", &format!("/v1/tenants/{tenant}/audit?limit=100"), None);
+        let records = audit.json()["records"].as_array().cloned().unwrap_or_default();
+        let fetched: Vec<u64> =
+            records.iter().filter(|r| r["source"] == "fetched").filter_map(|r| r["source_bytes"].as_u64()).collect();
+        if fetched == [SAMPLE.len() as u64] {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            bail!("no record of one fetch of {} bytes: {records:?}", SAMPLE.len());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Ok(())
 }
