@@ -10,7 +10,8 @@
 //! their spool batches to the usage stream, each signed with the node's own key derived from a
 //! master secret only the aggregators get; a `resizer usage` aggregator checks and applies them
 //! (Parquet in DIR/archive, rollups in the same PostgreSQL), where every api node reads usage and
-//! audit.
+//! audit. With `--prometheus`, Prometheus scraping every node with deploy/prometheus's rules
+//! (docs/monitoring.md).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
