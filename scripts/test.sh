@@ -23,6 +23,8 @@ command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need_packages+=
 [[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
 # WebDriver for the web console tests (crates/resizer/tests/console.rs).
 [[ -x /usr/bin/chromedriver ]] || need_packages+=(chromium-driver)
+# npm fetches axe-core, the console test's accessibility check (below).
+command -v npm >/dev/null || need_packages+=(npm)
 # promtool (Debian's prometheus package) checks the alert rules, their tests and the dashboard's
 # queries (scripts/check_prometheus.sh).
 command -v promtool >/dev/null || need_packages+=(prometheus)
@@ -47,6 +49,13 @@ if ! target/s3-venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ !
         exit 1
     }
     target/s3-venv/bin/pip install --quiet "moto[server]==$MOTO_VERSION"
+fi
+
+# axe-core (npm) is the accessibility check the console test runs in Chromium
+# (crates/resizer/tests/console.rs); it lives under target/ (gitignored), pinned.
+AXE_VERSION=4.11.0
+if ! grep -q "\"version\": \"$AXE_VERSION\"" target/axe/node_modules/axe-core/package.json 2>/dev/null; then
+    npm install --silent --no-audit --no-fund --prefix target/axe "axe-core@$AXE_VERSION"
 fi
 
 # The house's two structural rules: no file import circle inside a crate, and ARCHITECTURE.md's

@@ -5,6 +5,8 @@
 //! width asked; the operator console must create a key that works and revoke it so that the API
 //! refuses it. A wrong key or token must be told in words. Each page's screenshot goes to
 //! docs/images/console-*.png with `RESIZER_WRITE_SCREENSHOT=1`, else to the temporary directory.
+//! Both consoles must work by keyboard alone and pass axe-core (npm, installed by
+//! scripts/test.sh into target/axe) with no serious or critical violation.
 //!
 //! chromedriver runs on a free loopback port in its own process group, with Chromium's profile
 //! in the test's temporary directory; the group is killed when the test ends, also on failure.
@@ -187,6 +189,55 @@ impl Browser {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Presses `keys` (WebDriver key codes: `\u{E004}` Tab, `\u{E007}` Enter, or characters)
+    /// on whatever has the focus, as a keyboard would.
+    fn press(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|k| {
+                [
+                    json!({ "type": "keyDown", "value": k.to_string() }),
+                    json!({ "type": "keyUp", "value": k.to_string() }),
+                ]
+            })
+            .collect();
+        self.command(
+            "POST",
+            "/actions",
+            Some(json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] })),
+        );
+    }
+
+    /// Tabs through the page until the element `css` has the focus (at most 40 presses), failing
+    /// with where the focus went: reachable by keyboard, in the page's tab order.
+    fn tab_to(&self, css: &str) {
+        let mut visited = Vec::new();
+        for _ in 0..40 {
+            let focused = self.script(&format!(
+                "const a = document.activeElement; return a && a.matches({css:?}) ? true : (a ? a.outerHTML.slice(0, 80) : null);"
+            ));
+            if focused == Value::Bool(true) {
+                return;
+            }
+            visited.push(focused);
+            self.press(TAB);
+        }
+        panic!("{css} never got the focus by Tab; the focus went to: {visited:?}");
+    }
+
+    /// axe-core's serious and critical violations on the page as it is now.
+    fn axe_violations(&self, axe: &str) -> Vec<Value> {
+        let script = format!(
+            "{axe}\n;const done = arguments[arguments.length - 1];\
+             axe.run(document, {{ resultTypes: ['violations'] }}).then(r => done(r.violations\
+               .filter(v => v.impact === 'serious' || v.impact === 'critical')\
+               .map(v => ({{ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ')) }}))))\
+             .catch(e => done([{{ error: String(e) }}]));"
+        );
+        let found = self.command("POST", "/execute/async", Some(json!({ "script": script, "args": [] })));
+        found.as_array().cloned().unwrap_or_else(|| panic!("axe's answer: {found}"))
     }
 
     fn text(&self, css: &str) -> String {
@@ -528,4 +579,76 @@ fn the_operator_console_creates_a_key_that_works_and_revokes_it_so_the_api_refus
     assert_eq!(browser.text("[data-fact=ready]"), "ready");
     assert!(browser.text("#gauges").contains("resizer_ready"));
     browser.screenshot("operator-health");
+}
+
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
+
+/// axe-core's browser build, which scripts/test.sh installs from npm into target/axe
+/// (`RESIZER_TEST_AXE` names another axe.min.js); the test fails, never skips, without it.
+fn axe_source() -> String {
+    let path = std::env::var_os("RESIZER_TEST_AXE").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/axe/node_modules/axe-core/axe.min.js")
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "this test needs axe-core at {} ({e}): run scripts/test.sh, which installs it with \
+             `npm install --prefix target/axe axe-core@<version>`",
+            path.display()
+        )
+    })
+}
+
+/// Both consoles are used by keyboard alone (Tab to a field, type, Enter; Tab to a link, Enter)
+/// and every page passes axe-core with no serious or critical violation (WCAG 2 A and AA rules
+/// among the rest: labels, contrast, names, landmarks).
+#[test]
+fn the_consoles_work_by_keyboard_and_pass_axe_with_no_serious_violations() {
+    browser_programs();
+    let axe = axe_source();
+    let dir = TempDir::new();
+    let server = DevServer::start(&["usage.batch_max_age_ms=100"]).expect("resizer dev");
+    let (tenant, key) = server.tenant_with_key("console-a11y", json!({}));
+    assert_eq!(server.resize("width=40", Some(&key), &png(120, 80), &[]).status, 200);
+    wait_for_usage(&server, &key, 1);
+    let mut violations = Vec::new();
+    let mut check = |browser: &Browser, page: &str| {
+        for v in browser.axe_violations(&axe) {
+            violations.push(format!("{page}: {v}"));
+        }
+    };
+
+    let browser = Browser::start(&dir.0, "a11y-tenant");
+    browser.goto(&format!("{}/console/", server.api_url));
+    browser.wait_for("document.getElementById('key')", "the sign-in form");
+    check(&browser, "tenant sign-in");
+    browser.tab_to("#key");
+    browser.press(&format!("{key}{ENTER}"));
+    browser.wait_for("document.body.dataset.usage === 'ready'", "the usage charts, signed in by keyboard");
+    check(&browser, "tenant usage");
+    for (link, section) in [("limits", "limits"), ("try", "try"), ("usage", "usage")] {
+        browser.tab_to(&format!("nav a[href='#{link}']"));
+        browser.press(ENTER);
+        browser.wait_for(&format!("!document.getElementById('{section}').hidden"), &format!("#{section} by keyboard"));
+        check(&browser, &format!("tenant {section}"));
+    }
+    drop(browser);
+
+    let browser = Browser::start(&dir.0, "a11y-operator");
+    browser.goto(&format!("{}/console/", server.admin_url));
+    browser.wait_for("document.getElementById('token')", "the sign-in form");
+    check(&browser, "operator sign-in");
+    browser.tab_to("#token");
+    browser.press(&format!("{}{ENTER}", server.admin_token));
+    browser.wait_for("document.body.dataset.tenants === 'ready'", "the tenants, signed in by keyboard");
+    check(&browser, "operator tenants");
+    browser.tab_to(&format!("#tenant-table tr[data-tenant='{tenant}'] a"));
+    browser.press(ENTER);
+    browser.wait_for("document.body.dataset.tenant === 'ready'", "the tenant's page by keyboard");
+    check(&browser, "operator tenant");
+    browser.tab_to("nav a[href='#health']");
+    browser.press(ENTER);
+    browser.wait_for("document.body.dataset.health === 'ready'", "health by keyboard");
+    check(&browser, "operator health");
+    assert!(violations.is_empty(), "axe-core found serious or critical violations:\n{}", violations.join("\n"));
 }
