@@ -143,5 +143,32 @@ pub fn decoder_memory(probe: &Probe, decode_scale: u32) -> u64 {
                 .map_or((w, h), |g| (w.max(g.frame_extent_width.into()), h.max(g.frame_extent_height.into())));
             w * h * 4 + fw * fh * 5
         }
+        ImageFormat::Avif | ImageFormat::Heic => heif_memory(probe, scale),
     }
+}
+
+/// Bytes libheif holds per grid tile besides its pixels (the tile's image and decoder state,
+/// allocated and freed tile by tile): what makes a grid of thousands of tiny tiles costly.
+const HEIF_TILE_OVERHEAD: u64 = 128 << 10;
+
+/// libheif's peak: the codec's frame of one coded image (a tile, for grids) and libheif's own
+/// copy of the whole image in YCbCr (alpha, a second coded image, as a plane), at 2 bytes a
+/// sample past 8 bits; the interleaved 8-bit RGB(A) it converts that to (through 16-bit RGB for
+/// deeper images); our copy, shrunk on load; and the per-tile overhead.
+fn heif_memory(probe: &Probe, scale: u64) -> u64 {
+    let (w, h) = (u64::from(probe.width), u64::from(probe.height));
+    let Some(heif) = &probe.heif else { return w * h * 16 };
+    let sample = if probe.bit_depth > 8 { 2 } else { 1 };
+    // Samples per 2 pixels: 4:0:0 2, 4:2:0 3, 4:2:2 4, 4:4:4 6.
+    let halves = [2, 3, 4, 6][usize::from(heif.chroma_format.min(3))];
+    let alpha = u64::from(probe.has_alpha);
+    let tile = u64::from(heif.tile_width) * u64::from(heif.tile_height);
+    // Saturating: a tile's size has not been checked against anything yet.
+    let planes = |pixels: u64| pixels.saturating_mul(halves + 2 * alpha) / 2 * sample;
+    let codec = planes(tile);
+    let image = planes(heif.coded_pixels.max(w * h));
+    let channels = 3 + alpha;
+    let rgb = w * h * channels * if sample == 2 { 3 } else { 1 };
+    let ours = w.div_ceil(scale) * h.div_ceil(scale) * channels;
+    [codec, image, rgb, ours, u64::from(heif.tiles) * HEIF_TILE_OVERHEAD].into_iter().fold(0, u64::saturating_add)
 }

@@ -86,6 +86,8 @@ impl OutputFormat {
             ImageFormat::Jpeg => OutputFormat::Jpeg,
             ImageFormat::Png | ImageFormat::Gif => OutputFormat::Png,
             ImageFormat::Webp => OutputFormat::Webp,
+            // HEIF input has no family encoder of its own here: JPEG, as a camera's photo.
+            ImageFormat::Avif | ImageFormat::Heic => OutputFormat::Jpeg,
         }
     }
 }

@@ -84,6 +84,7 @@ fn the_output_format_follows_the_input_unless_asked() {
             ImageFormat::Jpeg => "jpeg",
             ImageFormat::Png | ImageFormat::Gif => "png",
             ImageFormat::Webp => "webp",
+            ImageFormat::Avif | ImageFormat::Heic => "jpeg",
         };
         assert_eq!(run(&input, "width=32").report.format.as_str(), expected, "{name}");
         assert_eq!(run(&input, "width=32&format=auto").report.format.as_str(), expected, "{name}");
@@ -159,7 +160,7 @@ fn metadata(bytes: &[u8]) -> Vec<String> {
             .filter(|c| !matches!(c, b"VP8 " | b"VP8L" | b"VP8X" | b"ALPH"))
             .map(|c| String::from_utf8_lossy(&c).into_owned())
             .collect(),
-        ImageFormat::Gif => unreachable!(),
+        ImageFormat::Gif | ImageFormat::Avif | ImageFormat::Heic => unreachable!(),
     }
 }
 
@@ -213,7 +214,7 @@ fn embedded_icc(bytes: &[u8]) -> Option<Vec<u8>> {
             let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
             reader.info().icc_profile.as_ref().map(|p| p.to_vec())
         }
-        ImageFormat::Gif => None,
+        ImageFormat::Gif | ImageFormat::Avif | ImageFormat::Heic => None,
     }
 }
 

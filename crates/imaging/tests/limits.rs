@@ -348,6 +348,7 @@ fn magic_len(input: &[u8]) -> usize {
         imaging::ImageFormat::Png => 8,
         imaging::ImageFormat::Webp => 12,
         imaging::ImageFormat::Gif => 6,
+        imaging::ImageFormat::Avif | imaging::ImageFormat::Heic => 12,
     }
 }
 

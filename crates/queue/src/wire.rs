@@ -122,9 +122,7 @@ impl WireReport {
 
     /// `None` when a format name is not one this build knows (a worker of another version).
     pub fn to_report(&self) -> Option<Report> {
-        let input_format = [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp, ImageFormat::Gif]
-            .into_iter()
-            .find(|f| f.as_str() == self.input_format)?;
+        let input_format = ImageFormat::ALL.into_iter().find(|f| f.as_str() == self.input_format)?;
         Some(Report {
             input_format,
             input_width: self.input_width,

@@ -1,9 +1,10 @@
 //! Decoding, with shrink-on-load: when the target is much smaller than the source, the decoder
 //! delivers a 1/2, 1/4 or 1/8 image (JPEG in the DCT domain; WebP through libwebp's scaler;
-//! PNG by box-averaging rows as they stream out), leaving the final, high-quality step to the
+//! PNG, AVIF and HEIC by box-averaging rows as they stream out), leaving the final, high-quality step to the
 //! resampler.
 
 mod gif;
+mod heif;
 pub(crate) mod jpeg;
 mod png;
 mod webp;
@@ -31,7 +32,7 @@ const RESAMPLER_HEADROOM: f64 = 2.0;
 pub fn shrink_on_load(format: ImageFormat, src: (u32, u32), target: (u32, u32)) -> u32 {
     let factor = (f64::from(src.0) / f64::from(target.0.max(1))).min(f64::from(src.1) / f64::from(target.1.max(1)));
     match format {
-        ImageFormat::Jpeg | ImageFormat::Webp | ImageFormat::Png => {
+        ImageFormat::Jpeg | ImageFormat::Webp | ImageFormat::Png | ImageFormat::Avif | ImageFormat::Heic => {
             [8u32, 4, 2].into_iter().find(|&d| factor >= f64::from(d) * RESAMPLER_HEADROOM).unwrap_or(1)
         }
         ImageFormat::Gif => 1,
@@ -55,6 +56,7 @@ pub fn decode(input: &[u8], probe: &Probe, scale: u32, limits: &Limits) -> Resul
         ImageFormat::Png => png::decode(input, scale),
         ImageFormat::Webp => webp::decode(input, probe, scale),
         ImageFormat::Gif => gif::decode(input, limits),
+        ImageFormat::Avif | ImageFormat::Heic => heif::decode(input, probe, scale),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Header-only image probing: the pipeline's first defence against decompression bombs.
 //!
 //! This module owns format detection (magic bytes only) and the parsing of the header and
-//! container structure of JPEG, PNG, WebP and GIF: dimensions, frame counts, EXIF orientation,
+//! container structure of JPEG, PNG, WebP, GIF, AVIF and HEIC: dimensions, frame counts, EXIF orientation,
 //! alpha, ICC presence and the codec details the limits need. It never decodes pixels, never
 //! verifies checksums (the decoders do), and never allocates memory proportional to anything the
 //! file declares. Every walk is one bounded forward pass over the input (O(file size)), and every
@@ -14,11 +14,13 @@
 //! `complete == false`, because a partial image may still be worth decoding; the caller decides.
 //!
 //! Layout: this file is the shared face (the format switch, [`Probe`] and the checked readers
-//! every walk uses); each container has its own file (`jpeg`, `png`, `webp`, `gif`), and `exif`
-//! reads the orientation that JPEG, PNG and WebP all carry in the same TIFF structure.
+//! every walk uses); each container has its own file (`jpeg`, `png`, `webp`, `gif`, and
+//! `isobmff` for AVIF and HEIC), and `exif` reads the orientation that JPEG, PNG and WebP all
+//! carry in the same TIFF structure.
 
 mod exif;
 mod gif;
+mod isobmff;
 mod jpeg;
 mod png;
 #[cfg(test)]
@@ -26,10 +28,12 @@ mod test_headers;
 mod webp;
 
 pub use gif::GifInfo;
+pub use isobmff::HeifInfo;
 pub use jpeg::JpegInfo;
 pub use png::PngInfo;
 
 use gif::probe_gif;
+use isobmff::probe_isobmff;
 use jpeg::probe_jpeg;
 use png::probe_png;
 use webp::probe_webp;
@@ -45,6 +49,12 @@ pub enum ImageFormat {
     Webp,
     /// GIF87a or GIF89a.
     Gif,
+    /// AVIF: HEIF with AV1-coded images (ISOBMFF `ftyp` brand `avif`/`avis`, or `mif1` and an
+    /// `av01` primary item).
+    Avif,
+    /// HEIC: HEIF with HEVC-coded images (`ftyp` brand `heic`/`heix`/…, or `mif1` and an `hvc1`
+    /// primary item).
+    Heic,
 }
 
 impl ImageFormat {
@@ -55,10 +65,15 @@ impl ImageFormat {
             Self::Png => ("png", "image/png", "png"),
             Self::Webp => ("webp", "image/webp", "webp"),
             Self::Gif => ("gif", "image/gif", "gif"),
+            Self::Avif => ("avif", "image/avif", "avif"),
+            Self::Heic => ("heic", "image/heic", "heic"),
         }
     }
 
-    /// Short lowercase name: "jpeg", "png", "webp" or "gif".
+    /// Every format, for looking one up by name (a job's report from a worker).
+    pub const ALL: [ImageFormat; 6] = [Self::Jpeg, Self::Png, Self::Webp, Self::Gif, Self::Avif, Self::Heic];
+
+    /// Short lowercase name: "jpeg", "png", "webp", "gif", "avif" or "heic".
     pub fn as_str(self) -> &'static str {
         self.names().0
     }
@@ -107,6 +122,8 @@ pub struct Probe {
     pub png: Option<PngInfo>,
     /// GIF details; `Some` iff `format == Gif`.
     pub gif: Option<GifInfo>,
+    /// AVIF and HEIC details; `Some` iff `format` is one of them.
+    pub heif: Option<HeifInfo>,
     /// WebP: the (first) image is lossless VP8L, whose decoder holds the whole image as 32-bit
     /// pixels before any scaling, so it costs 4 bytes per pixel whatever the output size.
     pub webp_lossless: bool,
@@ -127,6 +144,7 @@ impl Probe {
             jpeg: None,
             png: None,
             gif: None,
+            heif: None,
             webp_lossless: false,
         }
     }
@@ -144,10 +162,10 @@ impl Probe {
 }
 
 /// Why an input could not be probed.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq)]
 pub enum ProbeError {
     /// The magic bytes match none of the supported formats.
-    #[error("not a supported image format (expected JPEG, PNG, WebP or GIF)")]
+    #[error("not a supported image format (expected JPEG, PNG, WebP, GIF, AVIF or HEIC)")]
     Unsupported,
     /// The headers are self-contradictory or invalid; no decoder would accept them.
     #[error("image header is corrupt: {0}")]
@@ -167,6 +185,8 @@ pub fn probe(bytes: &[u8]) -> Result<Probe, ProbeError> {
         probe_webp(bytes)
     } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
         probe_gif(bytes)
+    } else if bytes.get(4..8) == Some(&b"ftyp"[..]) {
+        probe_isobmff(bytes)
     } else {
         Err(ProbeError::Unsupported)
     }

@@ -497,7 +497,29 @@ pub fn decode(bytes: &[u8]) -> Image {
         ImageFormat::Png => decode_png(bytes),
         ImageFormat::Webp => decode_webp(bytes),
         ImageFormat::Gif => panic!("the pipeline never writes GIF"),
+        ImageFormat::Avif | ImageFormat::Heic => decode_heif(bytes),
     }
+}
+
+/// An AVIF or HEIC decoded by libheif's own tool, `heif-convert` (Debian's libheif-examples),
+/// with its transformations (irot, imir) applied: the reference our decoding is checked against.
+pub fn decode_heif(bytes: &[u8]) -> Image {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("imaging-heif-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (input, output) = (dir.join("in.heif"), dir.join("out.png"));
+    std::fs::write(&input, bytes).expect("write the HEIF");
+    let status = std::process::Command::new("heif-convert")
+        .arg(&input)
+        .arg(&output)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("heif-convert runs (apt-get install libheif-examples)");
+    assert!(status.success(), "heif-convert failed");
+    let png = std::fs::read(&output).expect("heif-convert's PNG");
+    let _ = std::fs::remove_dir_all(&dir);
+    decode_png(&png)
 }
 
 /// Decodes an output and checks it against its report: same size, same format.
