@@ -34,7 +34,7 @@ use crate::operators::{Access, Operator};
 use crate::outcome::{Outcome, Route};
 use crate::problem::ApiError;
 use crate::request_id::RequestId;
-use crate::usage_report::{usage_report, UsageQuery};
+use crate::usage_report::{audit_page, usage_report};
 use crate::{openapi, time, App};
 
 /// After an admin write: this node's cache takes it before the answer, and the relay (if any)
@@ -643,28 +643,10 @@ pub async fn tenant_audit(
     RawQuery(query): RawQuery,
 ) -> Response {
     admin(&app, &headers, rid, Access::Read, |_operator| async {
-        let metering = app.metering.as_ref().ok_or(ApiError::NotReady("usage and audit are not read on this node: metering is off, or (identity service) usage.rollups_database is not set"))?;
-        let range = UsageQuery::parse(query.as_deref().unwrap_or(""), false)?;
         let tenant = resolve_tenant_id(&app, tenant).await?;
-        let page = metering
-            .archive
-            .read_page(tenant.get(), range.from_ms, range.to_ms, range.after.as_ref(), range.limit)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let list: Vec<Value> = page.records.iter().map(record_json).collect();
-        let mut body = json!({ "tenant": tenant.get(), "records": list, "truncated": page.next.is_some() });
-        if let Some(next) = &page.next {
-            body["next"] = Value::String(next.encode());
-        }
-        Ok(json_response(StatusCode::OK, &body))
+        audit_page(&app, tenant, query.as_deref().unwrap_or("")).await
     })
     .await
-}
-
-fn record_json(r: &usage::UsageRecord) -> Value {
-    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-    v["time"] = Value::String(time::rfc3339_ms(r.time_ms));
-    v
 }
 
 pub async fn openapi_json() -> Response {

@@ -1,13 +1,34 @@
 //! Feeding this node's credential cache from the identity store in this process (`resizer dev`,
 //! the identity service): on an interval, and at once after an admin write. A cluster api node's
-//! cache is fed by the JetStream KV watch instead, and this does nothing there.
+//! cache is fed by the JetStream KV watch instead, and this does nothing there. And asking the
+//! cache about a request's bearer key ([`authenticate`]), for every handler that takes one.
 //!
 //! It must not decide credentials (that is `identity`'s cache) or block the runtime: the store
 //! is read on the blocking pool.
 
 use std::sync::Arc;
 
+use axum::http::{header, HeaderMap};
+use identity::Authenticated;
+
+use crate::problem::ApiError;
 use crate::App;
+
+/// Reads of a tenant's own records (usage, audit, limits) have a bucket of their own: a tenant
+/// throttled on resizes can still see why.
+pub const OWN_READS_PER_SEC: f64 = 10.0;
+pub const OWN_READ_BURST: u32 = 20;
+
+/// The key from `Authorization: Bearer <key>`, decided by the credential cache.
+pub fn authenticate(app: &App, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
+    let value = value.to_str().map_err(|_| ApiError::Auth(identity::AuthError::UnknownKey))?;
+    let key = match value.split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
+        _ => return Err(ApiError::MissingKey),
+    };
+    app.cache.authenticate(key).map_err(ApiError::Auth)
+}
 
 /// Keeps the credential cache within `identity_refresh` of the store.
 pub async fn feed_credentials(app: Arc<App>) {

@@ -14,7 +14,8 @@
 //! must not block the runtime: the SQLite store is only touched from `spawn_blocking`.
 //!
 //! Files: `server.rs` wiring and shutdown (it imports the handlers, never the other way);
-//! `public.rs`, `admin.rs` and `internal.rs` the handlers, which never import each other;
+//! `public.rs`, `own.rs` (a tenant's own audit and limits), `admin.rs` and `internal.rs` the
+//! handlers, which never import each other;
 //! `resize.rs` the steps of a resize after the body (image admission, conversion, answer, usage
 //! record); `outcome.rs` what a request came to (for the log, metrics and usage); `body.rs`
 //! reading, draining and JSON bodies; `usage_report.rs` usage reads; `credentials.rs` feeding
@@ -39,6 +40,7 @@ mod metrics;
 mod openapi;
 mod operators;
 mod outcome;
+mod own;
 mod problem;
 mod public;
 mod quota;

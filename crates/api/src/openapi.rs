@@ -203,6 +203,14 @@ fn range_params(rollups: bool) -> Vec<Value> {
     params
 }
 
+/// One page of a tenant's usage records (`GET /v1/audit`, the admin audit).
+fn audit_schema() -> Value {
+    json!({ "type": "object", "required": ["tenant", "records", "truncated"],
+        "properties": { "tenant": { "type": "integer" }, "truncated": { "type": "boolean", "description": "More records in the range: ask again with `after` = `next`." },
+            "next": { "type": "string", "description": "Present when `truncated`: the `after` of the next page." },
+            "records": { "type": "array", "items": { "type": "object", "required": ["request_id", "tenant", "time", "status"] } } } })
+}
+
 fn usage_schema() -> Value {
     let totals = json!({ "type": "object",
         "required": ["requests", "input_bytes", "output_bytes", "input_megapixels", "output_megapixels", "cpu_ms",
@@ -284,6 +292,51 @@ pub fn public_document() -> Value {
                     "content": { "application/octet-stream": image, "image/jpeg": image, "image/png": image,
                         "image/webp": image, "image/gif": image } },
                 "responses": responses,
+            } },
+            "/v1/audit": { "get": {
+                "operationId": "audit",
+                "summary": "The caller's own usage records (its recent requests), from the archive",
+                "security": [{ "bearer": [] }],
+                "parameters": range_params(false),
+                "responses": {
+                    "200": { "description": "The records, oldest first.",
+                        "headers": { "X-Request-Id": { "$ref": "#/components/headers/RequestId" } },
+                        "content": { "application/json": { "schema": audit_schema() } } },
+                    "400": problem("Bad range, limit or cursor, or an unknown parameter."),
+                    "401": problem("No API key, an unknown or malformed one, or an expired one (`key-expired`)."),
+                    "403": problem("The key was revoked, or its tenant is suspended."),
+                    "414": problem(&uri_too_long),
+                    "429": retry_problem("More than 10 reads of the tenant's own records per second."),
+                    "431": problem(&headers_too_large),
+                    "503": problem("Metering is off on this node."),
+                    "500": problem("A failure of the server."),
+                },
+            } },
+            "/v1/limits": { "get": {
+                "operationId": "limits",
+                "summary": "The caller's effective limits, its quota now, and its rate limit's state on this node",
+                "security": [{ "bearer": [] }],
+                "responses": {
+                    "200": { "description": "Limits, rate limit and quota.",
+                        "headers": { "X-Request-Id": { "$ref": "#/components/headers/RequestId" } },
+                        "content": { "application/json": { "schema": { "type": "object",
+                            "required": ["tenant", "limits", "rate_limit", "quota"],
+                            "properties": {
+                                "tenant": { "type": "integer" },
+                                "limits": { "type": "object",
+                                    "required": ["rate_per_sec", "burst", "max_input_bytes", "max_input_pixels", "cache_max_age_secs", "sources"],
+                                    "properties": { "sources": { "type": "array", "items": { "type": "string" } } } },
+                                "rate_limit": { "type": "object", "required": ["api_nodes", "node_rate_per_sec", "node_burst", "node_available"],
+                                    "description": "Each api node holds an equal share of the rate and burst; `node_available` is how many requests this node would take at once now.",
+                                    "properties": { "node_available": { "type": "integer", "minimum": 0 } } },
+                                "quota": { "description": "The quota now (limit, used, remaining per dimension), or null without one." } } } } } },
+                    "401": problem("No API key, an unknown or malformed one, or an expired one (`key-expired`)."),
+                    "403": problem("The key was revoked, or its tenant is suspended."),
+                    "414": problem(&uri_too_long),
+                    "429": retry_problem("More than 10 reads of the tenant's own records per second."),
+                    "431": problem(&headers_too_large),
+                    "500": problem("A failure of the server."),
+                },
             } },
             "/v1/usage": { "get": {
                 "operationId": "usage",
@@ -534,10 +587,7 @@ pub fn admin_document() -> Value {
                 "parameters": tenant_param,
                 "get": { "operationId": "tenantAudit", "parameters": range_params(false),
                     "responses": with(errors(&[("400", "Bad range, limit or cursor."), ("404", "No such tenant."), ("503", "Metering is off.")]), "200",
-                        ok("The tenant's usage records, oldest first.", json!({ "type": "object", "required": ["tenant", "records", "truncated"],
-                            "properties": { "tenant": { "type": "integer" }, "truncated": { "type": "boolean", "description": "More records in the range: ask again with `after` = `next`." },
-                                "next": { "type": "string", "description": "Present when `truncated`: the `after` of the next page." },
-                                "records": { "type": "array", "items": { "type": "object", "required": ["request_id", "tenant", "time", "status"] } } } }))) },
+                        ok("The tenant's usage records, oldest first.", audit_schema())) },
             },
             "/v1/keys/{key}/revoke": {
                 "post": { "operationId": "revokeKey",

@@ -13,13 +13,13 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use identity::Authenticated;
 use imaging::ResizeSpec;
 
 use crate::body::{awaits_continue, drain, json_response, read_body, DRAIN_LIMIT};
 use crate::conversions::Conversions;
+use crate::credentials::{authenticate, OWN_READS_PER_SEC, OWN_READ_BURST};
 use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
 use crate::quota;
@@ -123,9 +123,6 @@ async fn admit<'a>(
     resize::admit_image(input, spec, query, &limits, &parts.headers, outcome)
 }
 
-const USAGE_READS_PER_SEC: f64 = 10.0;
-const USAGE_READ_BURST: u32 = 20;
-
 /// `GET /v1/usage?from=&to=&granularity=hour|day`: the caller's own tenant, nobody else's.
 pub async fn usage(State(app): State<Arc<App>>, request: Request) -> Response {
     let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
@@ -136,7 +133,7 @@ pub async fn usage(State(app): State<Arc<App>>, request: Request) -> Response {
         let auth = authenticate(&app, &parts.headers)?;
         outcome.tenant = Some(auth.tenant());
         // Reads have their own bucket: a tenant throttled on resizes can still see its usage.
-        app.take_token(&app.read_limiter, auth.tenant(), USAGE_READS_PER_SEC, USAGE_READ_BURST)?;
+        app.take_token(&app.read_limiter, auth.tenant(), OWN_READS_PER_SEC, OWN_READ_BURST)?;
         let quota = auth.limits().resolve(&app.config.default_limits).quota;
         let status = quota::status(&app, auth.tenant(), quota.as_ref());
         usage_report(&app, auth.tenant().get(), status, parts.uri.query().unwrap_or("")).await
@@ -149,17 +146,6 @@ pub async fn usage(State(app): State<Arc<App>>, request: Request) -> Response {
     response.extensions_mut().insert(Route("usage"));
     response.extensions_mut().insert(outcome);
     response
-}
-
-/// The key from `Authorization: Bearer <key>`, decided by the credential cache.
-fn authenticate(app: &App, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;
-    let value = value.to_str().map_err(|_| ApiError::Auth(identity::AuthError::UnknownKey))?;
-    let key = match value.split_once(' ') {
-        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
-        _ => return Err(ApiError::MissingKey),
-    };
-    app.cache.authenticate(key).map_err(ApiError::Auth)
 }
 
 pub async fn healthz() -> Response {

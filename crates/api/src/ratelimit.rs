@@ -47,6 +47,20 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// The tokens `tenant`'s bucket holds at `now`, taking none: a tenant never seen has a full
+    /// bucket.
+    pub fn available(&self, tenant: TenantId, rate_per_sec: f64, burst: u32, now: Instant) -> f64 {
+        let shard = &self.shards[(tenant.get() % SHARDS as u64) as usize];
+        let buckets = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let capacity = f64::from(burst.max(1));
+        buckets.get(&tenant).map_or(capacity, |bucket| {
+            let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+            (bucket.tokens + elapsed * rate_per_sec).min(capacity)
+        })
+    }
+}
+
 /// A node's share of a tenant's limits when `nodes` api nodes take its requests: the rate
 /// divided among them, and the burst too (at least one request, or a small burst would refuse
 /// everything).

@@ -25,7 +25,7 @@ use crate::credentials::{feed_credentials, refresh_credentials};
 use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
 use crate::request_id::{self, RequestId};
-use crate::{admin, by_url, internal, public, App};
+use crate::{admin, by_url, internal, own, public, App};
 
 /// The public and admin listeners, bound by the caller (so it knows the ports before serving).
 pub struct Listeners {
@@ -128,6 +128,8 @@ fn public_router(app: Arc<App>) -> Router {
         .route("/v1/resize", post(public::resize))
         .route("/v1/img/{*signed}", get(by_url::image))
         .route("/v1/usage", get(public::usage))
+        .route("/v1/audit", get(own::audit))
+        .route("/v1/limits", get(own::limits))
         .route("/healthz", get(public::healthz))
         .route("/readyz", get(public::readyz))
         .route("/metrics", get(public::metrics))

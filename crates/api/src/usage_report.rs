@@ -1,6 +1,7 @@
-//! A tenant's usage as JSON, read from the rollups, and the query both usage routes and the
-//! audit route take (`from`, `to`, `granularity`, `limit`, `after`). Shared by the public
-//! `GET /v1/usage` (the caller's own tenant) and the admin usage and audit routes.
+//! A tenant's usage as JSON, read from the rollups, its audit records from the archive, and the
+//! query the usage and audit routes take (`from`, `to`, `granularity`, `limit`, `after`).
+//! Shared by the public `GET /v1/usage` and `GET /v1/audit` (the caller's own tenant) and the
+//! admin usage and audit routes.
 //!
 //! It must not authenticate or rate-limit (the handlers do, each its own way), or import a
 //! handler.
@@ -14,6 +15,33 @@ use crate::App;
 
 /// How long a usage read waits for the rollups.
 const USAGE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One page of a tenant's raw records from the archive, oldest first (at most `limit`, then the
+/// next page from `after=<next>`), as JSON: the admin audit route's and the tenant's own
+/// `GET /v1/audit`. Records reach the archive within about a second of their request.
+pub async fn audit_page(app: &App, tenant: identity::TenantId, query: &str) -> Result<Response, ApiError> {
+    let metering = app.metering.as_ref().ok_or(ApiError::NotReady(
+        "usage and audit are not read on this node: metering is off, or (identity service) usage.rollups_database is not set",
+    ))?;
+    let range = UsageQuery::parse(query, false)?;
+    let page = metering
+        .archive
+        .read_page(tenant.get(), range.from_ms, range.to_ms, range.after.as_ref(), range.limit)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let list: Vec<serde_json::Value> = page.records.iter().map(record_json).collect();
+    let mut body = serde_json::json!({ "tenant": tenant.get(), "records": list, "truncated": page.next.is_some() });
+    if let Some(next) = &page.next {
+        body["next"] = serde_json::Value::String(next.encode());
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn record_json(r: &usage::UsageRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
+    v["time"] = serde_json::Value::String(crate::time::rfc3339_ms(r.time_ms));
+    v
+}
 
 /// A tenant's rollups as JSON (shared by the public and the admin usage routes), with `quota`:
 /// the tenant's quota now (limit, used, remaining per dimension: `quota::report`), or null.

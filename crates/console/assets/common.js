@@ -290,6 +290,22 @@ const Console = (() => {
     target.append(table);
   }
 
+  /** Audit records (an audit answer's `records`, oldest first) into `body`, the last 20 newest
+   * first; says so when there are none. */
+  function renderAudit(body, records) {
+    body.replaceChildren();
+    const last = (records || []).slice(-20).reverse();
+    for (const r of last) {
+      body.append(el("tr", { "data-request": r.request_id },
+        el("td", { text: r.time }), el("td", { text: `${r.status}${r.error ? ` ${r.error}` : ""}` }),
+        el("td", {}, el("code", { text: r.params || "" })),
+        el("td", { text: `${r.input_format || "?"} ${bytes(r.input_bytes)}` }),
+        el("td", { text: r.output_format ? `${r.output_format} ${r.output_width}×${r.output_height} ${bytes(r.output_bytes)}` : "—" }),
+        el("td", {}, el("code", { text: r.request_id }))));
+    }
+    if (!last.length) body.append(el("tr", {}, el("td", { colspan: "6", text: "No requests in the past hour." })));
+  }
+
   /** Shows the panel named by the location's hash among `panels` (tab-like navigation). */
   function route(panels, fallback) {
     const name = (location.hash || "").slice(1) || fallback;
@@ -301,5 +317,5 @@ const Console = (() => {
     return name in panels ? name : fallback;
   }
 
-  return { ApiProblem, call, showError, clearError, el, bytes, number, usageQuery, renderUsage, renderQuota, route };
+  return { ApiProblem, call, showError, clearError, el, bytes, number, usageQuery, renderUsage, renderQuota, renderAudit, route };
 })();

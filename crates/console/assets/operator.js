@@ -239,17 +239,7 @@
     const from = new Date(Date.now() - 3600 * 1000).toISOString();
     try {
       const answer = await call(`/v1/tenants/${current.id}/audit?from=${encodeURIComponent(from)}&limit=1000`, { token: token() });
-      body.replaceChildren();
-      const records = (answer.records || []).slice(-20).reverse();
-      for (const r of records) {
-        body.append(el("tr", { "data-request": r.request_id },
-          el("td", { text: r.time }), el("td", { text: `${r.status}${r.error ? ` ${r.error}` : ""}` }),
-          el("td", {}, el("code", { text: r.params || "" })),
-          el("td", { text: `${r.input_format || "?"} ${bytes(r.input_bytes)}` }),
-          el("td", { text: r.output_format ? `${r.output_format} ${r.output_width}×${r.output_height} ${bytes(r.output_bytes)}` : "—" }),
-          el("td", {}, el("code", { text: r.request_id }))));
-      }
-      if (!records.length) body.append(el("tr", {}, el("td", { colspan: "6", text: "No requests in the past hour." })));
+      Console.renderAudit(body, answer.records);
     } catch (e) {
       body.replaceChildren(el("tr", {}, el("td", { colspan: "6", text: `The audit is not available here: ${e.message}` })));
     }

@@ -1,6 +1,6 @@
 // The tenant console: sign in with an API key (kept in sessionStorage, this tab only), usage
-// charts from GET /v1/usage, the quota report and rate-limit refusals, and "try it"
-// (POST /v1/resize). Every call is the public API's; its problem+json is shown in words.
+// charts from GET /v1/usage with the recent requests of GET /v1/audit, the limits, rate limit
+// and quota (GET /v1/limits, /v1/usage), and "try it" (POST /v1/resize). Every call is the public API's; its problem+json is shown in words.
 "use strict";
 
 (() => {
@@ -38,6 +38,63 @@
     }
     const name = Console.route(panels, "usage");
     if (name === "usage" || name === "limits") loadUsage();
+    if (name === "usage") loadAudit();
+    if (name === "limits") loadLimits();
+  }
+
+  /** A refused read: a key that stopped working signs the tab out, anything else is shown. */
+  function refused(e) {
+    if (e.status === 401 || e.status === 403) {
+      sessionStorage.removeItem(STORAGE);
+      show();
+      showError(error, signInMessage(e));
+    } else {
+      showError(error, e);
+    }
+  }
+
+  async function loadAudit() {
+    const body = $("audit-table").querySelector("tbody");
+    const from = new Date(Date.now() - 3600 * 1000).toISOString();
+    document.body.dataset.audit = "loading";
+    try {
+      const answer = await call(`/v1/audit?from=${encodeURIComponent(from)}&limit=1000`, { token: key() });
+      Console.renderAudit(body, answer.records);
+      document.body.dataset.audit = "ready";
+    } catch (e) {
+      document.body.dataset.audit = "failed";
+      refused(e);
+    }
+  }
+
+  async function loadLimits() {
+    document.body.dataset.limits = "loading";
+    try {
+      const answer = await call("/v1/limits", { token: key() });
+      const l = answer.limits;
+      const rows = [
+        ["rate_per_sec", "Requests per second", number(l.rate_per_sec, 2)],
+        ["burst", "Burst (requests at once)", number(l.burst)],
+        ["max_input_bytes", "Largest input", bytes(l.max_input_bytes)],
+        ["max_input_pixels", "Largest input (megapixels)", number(l.max_input_pixels / 1e6, 1)],
+        ["cache_max_age_secs", "Cache lifetime of signed URLs' answers", `${number(l.cache_max_age_secs)} s`],
+        ["sources", "Signed URLs' sources", l.sources.length ? l.sources.join(" ") : "none"],
+      ];
+      const body = el("tbody");
+      for (const [name, label, value] of rows) {
+        body.append(el("tr", { "data-limit": name }, el("th", { scope: "row", text: label }), el("td", { text: value })));
+      }
+      $("limits-view").replaceChildren(el("table", {}, el("caption", { text: "Your limits" }), body));
+      const r = answer.rate_limit;
+      $("rate-now").dataset.available = String(r.node_available);
+      $("rate-now").textContent = `Each of the ${number(r.api_nodes)} api node(s) holds an equal share: ` +
+        `${number(r.node_rate_per_sec, 2)} requests per second, bursts of ${number(r.node_burst)}. ` +
+        `The node that answered could take ${number(r.node_available)} request(s) at once now.`;
+      document.body.dataset.limits = "ready";
+    } catch (e) {
+      document.body.dataset.limits = "failed";
+      refused(e);
+    }
   }
 
   async function loadUsage() {
@@ -57,13 +114,7 @@
       document.body.dataset.usage = "ready";
     } catch (e) {
       document.body.dataset.usage = "failed";
-      if (e.status === 401 || e.status === 403) {
-        sessionStorage.removeItem(STORAGE);
-        show();
-        showError(error, signInMessage(e));
-      } else {
-        showError(error, e);
-      }
+      refused(e);
     } finally {
       view.removeAttribute("aria-busy");
     }

@@ -415,6 +415,21 @@ fn the_tenant_console_charts_what_the_usage_api_answers_and_resizes_in_try_it() 
 
     // What the page drew, against what the API answers for the very query it asked.
     check_usage_drawn(&browser, &server, &key, "hour");
+    // The recent requests: each record of GET /v1/audit, by request id and status.
+    browser.wait_for("document.body.dataset.audit === 'ready'", "the recent requests");
+    let audit = server.get_with_key("/v1/audit?limit=1000", &key).json();
+    let records = audit["records"].as_array().expect("records").clone();
+    assert_eq!(records.len(), 7, "{audit}");
+    let rows = browser.script(
+        "return [...document.querySelectorAll('#audit-table tr[data-request]')].map(r => [r.dataset.request, r.cells[1].textContent]);",
+    );
+    let mut drawn: Vec<(String, String)> = serde_json::from_value(rows).expect("rows");
+    let mut expected: Vec<(String, String)> =
+        records.iter().map(|r| (r["request_id"].as_str().unwrap_or("").to_owned(), r["status"].to_string())).collect();
+    drawn.iter_mut().for_each(|(_, status)| status.truncate(3));
+    drawn.sort();
+    expected.sort();
+    assert_eq!(drawn, expected, "the audit table against GET /v1/audit");
     browser.screenshot("tenant-usage");
     // By day: the same checks on the last 30 days.
     browser.click("label[for=by-day]");
@@ -432,9 +447,21 @@ fn the_tenant_console_charts_what_the_usage_api_answers_and_resizes_in_try_it() 
     let metrics = String::from_utf8_lossy(&server.get("/metrics").body).into_owned();
     assert!(metrics.contains(r#"resizer_http_request_duration_seconds_count{route="console",status="200"}"#));
 
-    // Limits: the quota report the usage answer carries.
+    // Limits: the tenant's limits and rate limit (GET /v1/limits), and the quota report the
+    // usage answer carries.
     browser.goto(&format!("{}/console/#limits", server.api_url));
-    browser.wait_for("document.body.dataset.usage === 'ready' && !document.getElementById('limits').hidden", "limits");
+    browser.wait_for(
+        "document.body.dataset.usage === 'ready' && document.body.dataset.limits === 'ready' && !document.getElementById('limits').hidden",
+        "limits",
+    );
+    let limits = server.get_with_key("/v1/limits", &key).json();
+    assert_eq!(limits["limits"]["burst"], 200, "the deployment's default burst: {limits}");
+    assert!(browser.text("#limits-view tr[data-limit=burst]").contains("200"));
+    let rate = browser.text("#limits-view tr[data-limit=rate_per_sec]");
+    assert!(rate.contains("100"), "the default 100 requests/s: {rate}");
+    let available = browser.script("return Number(document.getElementById('rate-now').dataset.available);");
+    // 7 requests taken from a full bucket of 200 (a few tokens back since), and a page read.
+    assert!(available.as_u64().is_some_and(|a| (193..=200).contains(&a)), "{available}");
     let quota_row = browser.text("#quota-view tr[data-dimension=requests]");
     assert!(quota_row.contains("1,000"), "the quota's limit: {quota_row}");
     let quota = server.get_with_key("/v1/usage", &key).json()["quota"]["dimensions"]["requests"].clone();

@@ -310,3 +310,39 @@ fn admin_cli_shows_usage_and_audit_as_tables_and_json() -> Result {
     assert_eq!(out.status.code(), Some(1), "a bad granularity is refused");
     Ok(())
 }
+
+/// A tenant reads its own recent requests (`GET /v1/audit`) and limits (`GET /v1/limits`) with
+/// its API key: only its own records, never another tenant's, and its own limits with the rate
+/// limit's tokens as this node holds them.
+#[test]
+fn a_tenant_reads_its_own_audit_and_limits_and_nothing_of_another_tenant() -> Result {
+    let server = DevServer::start(&["usage.batch_max_age_ms=100"])?;
+    // A rate so slow that no token comes back during the test: what was taken stays taken.
+    let (_, slow_key) = server.tenant_with_key("own-slow", json!({ "rate_per_sec": 0.001, "burst": 5 }));
+    let (_, other_key) = server.tenant_with_key("own-other", json!({}));
+    let image = png(40, 30);
+    for (key, id) in [(&slow_key, "own-a-1"), (&slow_key, "own-a-2"), (&other_key, "own-b-1")] {
+        assert_eq!(server.resize("width=10", Some(key), &image, &[("x-request-id", id)]).status, 200, "{id}");
+    }
+    let ids = |key: &str| -> Option<Vec<String>> {
+        let answer = server.get_with_key("/v1/audit?limit=100", key);
+        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        let records = answer.json()["records"].as_array().cloned().unwrap_or_default();
+        let mut ids: Vec<String> = records.iter().filter_map(|r| r["request_id"].as_str().map(str::to_owned)).collect();
+        ids.sort();
+        (!ids.is_empty()).then_some(ids)
+    };
+    assert_eq!(wait_for(|| ids(&slow_key).filter(|i| i.len() == 2))?, ["own-a-1", "own-a-2"]);
+    assert_eq!(wait_for(|| ids(&other_key))?, ["own-b-1"]);
+    let refused = server.get_with_key("/v1/audit?tenant=2", &slow_key);
+    assert_eq!(refused.status, 400, "no parameter names a tenant");
+    assert_eq!(server.get("/v1/audit").status, 401);
+
+    let limits = server.get_with_key("/v1/limits", &slow_key).json();
+    assert_eq!(limits["limits"]["burst"], 5, "{limits}");
+    assert_eq!(limits["limits"]["rate_per_sec"], 0.001, "{limits}");
+    assert_eq!(limits["rate_limit"]["api_nodes"], 1);
+    assert_eq!(limits["rate_limit"]["node_available"], 3, "5 tokens, 2 taken: {limits}");
+    assert_eq!(server.get_with_key("/v1/limits", &other_key).json()["limits"]["burst"], 200, "the default");
+    Ok(())
+}
