@@ -23,6 +23,11 @@ command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need_packages+=
 [[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
 # WebDriver for the web console tests (crates/resizer/tests/console.rs).
 [[ -x /usr/bin/chromedriver ]] || need_packages+=(chromium-driver)
+# libheif decodes AVIF and HEIC input (opened at run time: without it they are answered 415), and
+# its heif-convert is the reference the decoding tests compare with (crates/imaging/tests/heif.rs,
+# crates/resizer/tests/heif.rs).
+compgen -G '/usr/lib/*/libheif.so.1' >/dev/null || [[ -e /usr/lib/libheif.so.1 ]] || need_packages+=(libheif1)
+command -v heif-convert >/dev/null || need_packages+=(libheif-examples)
 # npm fetches axe-core, the console test's accessibility check (below).
 command -v npm >/dev/null || need_packages+=(npm)
 # promtool (Debian's prometheus package) checks the alert rules, their tests and the dashboard's

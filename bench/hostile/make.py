@@ -468,6 +468,127 @@ def bombs(out):
          "chunks", "any", "1000x1000 grey PNG split into 500k empty IDATs + 1-byte IDATs")
 
 
+# ---------------------------------------------------------------- AVIF / HEIC (ISOBMFF)
+
+
+def bx(kind, body):
+    return struct.pack(">I", len(body) + 8) + kind + body
+
+
+def fullbox(kind, version, flags, body):
+    return bx(kind, struct.pack(">I", (version << 24) | flags) + body)
+
+
+def heif_file(primary_type, tiles=(), grid=None, ispe=(64, 48), tile_ispe=None, iinf_count=None,
+              brand=b"avif", extra_top=b""):
+    """A HEIF whose item 1 is `primary_type` (`av01`, or `grid` over `tiles`), with one ispe
+    each, every item's data 4 bytes of mdat (the grid's payload in idat). Only the structure is
+    real: the coded data is filler, which is what a decoder must refuse cleanly."""
+    items = [1] + list(tiles)
+    infes = [fullbox(b"infe", 2, 0, struct.pack(">HH4sB", 1, 0, primary_type, 0))]
+    infes += [fullbox(b"infe", 2, 0, struct.pack(">HH4sB", t, 0, b"av01", 0)) for t in tiles]
+    count = len(infes) if iinf_count is None else iinf_count
+    iinf = fullbox(b"iinf", 1, 0, struct.pack(">I", count) + b"".join(infes))
+    iref = b""
+    if tiles:
+        iref = fullbox(b"iref", 1, 0, bx(b"dimg", struct.pack(">IH", 1, len(tiles))
+                                          + b"".join(struct.pack(">I", t) for t in tiles)))
+    props = fullbox(b"ispe", 0, 0, struct.pack(">II", *ispe))
+    assoc = [(1, [1])]
+    if tiles:
+        props += fullbox(b"ispe", 0, 0, struct.pack(">II", *(tile_ispe or ispe)))
+        assoc += [(t, [2]) for t in tiles]
+    ipma = struct.pack(">I", len(assoc)) + b"".join(
+        struct.pack(">IB", item, len(ps)) + bytes(0x80 | p for p in ps) for item, ps in assoc)
+    iprp = bx(b"iprp", bx(b"ipco", props) + fullbox(b"ipma", 1, 0, ipma))
+    pitm = fullbox(b"pitm", 0, 0, struct.pack(">H", 1))
+    hdlr = fullbox(b"hdlr", 0, 0, b"\0\0\0\0pict" + bytes(13))
+    idat_payload = b""
+    if grid is not None:
+        rows, cols, w, h = grid
+        idat_payload = struct.pack(">BBBBII", 0, 1, rows - 1, cols - 1, w, h)
+    idat = bx(b"idat", idat_payload)
+    ftyp = bx(b"ftyp", brand + bytes(4) + b"mif1" + brand)
+    iloc_len = 18 + 18 * len(items)
+    meta_len = 12 + len(hdlr) + len(pitm) + len(iinf) + len(iref) + len(iprp) + len(idat) + iloc_len
+    mdat_start = len(ftyp) + meta_len + 8
+    iloc = bytes([0x44, 0]) + struct.pack(">I", len(items))
+    for i, item in enumerate(items):
+        if item == 1 and idat_payload:
+            iloc += struct.pack(">IHHHII", item, 1, 0, 1, 0, len(idat_payload))
+        else:
+            iloc += struct.pack(">IHHHII", item, 0, 0, 1, mdat_start + 4 * i, 4)
+    meta = fullbox(b"meta", 0, 0, hdlr + pitm + fullbox(b"iloc", 2, 0, iloc) + iinf + iref + iprp + idat)
+    assert len(meta) == meta_len
+    return ftyp + meta + bx(b"mdat", b"\xAA" * (4 * len(items))) + extra_top
+
+
+def heif_samples(out, s):
+    """Real AVIF and HEIC made by heif-enc (Debian's libheif-examples) from a PNG; skipped, with a
+    word on stderr, where heif-enc is missing."""
+    import shutil
+    import subprocess
+    import tempfile
+    if not shutil.which("heif-enc"):
+        print("make.py: heif-enc not found (apt-get install libheif-examples): no AVIF/HEIC samples",
+              file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "in.png")
+        with open(src, "wb") as f:
+            f.write(pil(photo(1024, 768, "RGBA", seed=8), "PNG"))
+        for name in ("sample.avif", "sample.heic"):
+            dst = os.path.join(tmp, name)
+            subprocess.run(["heif-enc", "-q", "60", "-o", dst, src], check=True, stdout=subprocess.DEVNULL)
+            with open(dst, "rb") as f:
+                data = f.read()
+            s[name] = data
+            emit(out, name, data, "sample", "ok", f"real {name[-4:].upper()} 1024x768 with alpha (heif-enc); must convert")
+
+
+def heif_bombs(out):
+    still = heif_file(b"av01")
+    meta_at = 24  # after the 24-byte ftyp
+    b = bytearray(still)
+    b[meta_at:meta_at + 4] = struct.pack(">I", 0xFFFFFFFF)
+    emit(out, "avif_meta_past_eof.avif", bytes(b), "heif", "reject", "meta box size 2^32-1, past the end of the file")
+    large = still[:meta_at] + struct.pack(">I4sQ", 1, b"meta", 1 << 63) + still[meta_at + 8:]
+    emit(out, "avif_largesize_meta.avif", large, "heif", "reject", "meta with a 64-bit size of 2^63 (size-1 bomb)")
+    b = bytearray(still)
+    b[meta_at + 12:meta_at + 16] = struct.pack(">I", 0)
+    emit(out, "avif_size0_child.avif", bytes(b), "heif", "reject", "meta's first child of size 0 (to the end), swallowing the rest")
+    depth = 1_000_000
+    nested = b"".join(struct.pack(">I4s", (depth - i) * 8, b"meta") for i in range(depth))
+    emit(out, "avif_nested_1m.avif", still[:meta_at] + nested, "heif", "reject", "1,000,000 boxes each inside the last")
+    emit(out, "avif_iinf_2e32.avif", heif_file(b"av01", iinf_count=0xFFFFFFFF), "heif", "reject",
+         "iinf declaring 2^32-1 items (holds one)")
+    emit(out, "avif_ispe_65535.avif", heif_file(b"av01", ispe=(65535, 65535)), "heif", "reject",
+         "ispe 65535x65535 over 4 bytes of data")
+    emit(out, "avif_ispe_20000x5000.avif", heif_file(b"av01", ispe=(20000, 5000)), "heif", "reject",
+         "ispe 20000x5000 (100 MP, at the pixel limit) over 4 bytes of data: the decoder must refuse the data")
+    tiles = list(range(2, 6))
+    emit(out, "avif_grid_2x2_65535.avif",
+         heif_file(b"grid", tiles, grid=(2, 2, 65535, 65535), ispe=(65535, 65535), tile_ispe=(65535, 65535)),
+         "heif", "reject", "grid 65535x65535 of 2x2 tiles of 65535x65535")
+    tiles = list(range(2, 2 + 256))
+    emit(out, "avif_grid_overhang.avif",
+         heif_file(b"grid", tiles, grid=(16, 16, 1, 1), ispe=(1, 1), tile_ispe=(16384, 16384)),
+         "heif", "reject", "1x1 grid from 16x16 tiles of 16384x16384 (64 GP to decode)")
+    tiles = list(range(2, 2 + 1600))
+    emit(out, "avif_grid_1600_tiles.avif",
+         heif_file(b"grid", tiles, grid=(40, 40, 40, 40), ispe=(40, 40), tile_ispe=(1, 1)),
+         "heif", "reject", "40x40 grid of 1600 1x1 tiles")
+    b = bytearray(heif_file(b"grid", [2], grid=(1, 1, 64, 48)))
+    at = b.index(b"idat") + 4
+    b[at + 2:at + 4] = b"\xff\xff"
+    emit(out, "avif_grid_256x256_declared.avif", bytes(b), "heif", "reject",
+         "grid declaring 256x256 tiles with one dimg reference")
+    stsz = fullbox(b"stsz", 0, 0, struct.pack(">II", 0, 100_000))
+    moov = bx(b"moov", bx(b"trak", bx(b"mdia", bx(b"minf", bx(b"stbl", stsz)))))
+    seq = heif_file(b"av01", brand=b"avis", extra_top=moov)
+    emit(out, "avis_100000_frames.avif", seq, "heif", "reject", "avis sequence whose track declares 100,000 samples")
+
+
 def broken(out, s):
     """Truncated at 10/50/90 %, bit-flipped, and the samples' formats behind wrong content."""
     for name, data in s.items():
@@ -503,7 +624,9 @@ def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     s = samples(out)
+    heif_samples(out, s)
     bombs(out)
+    heif_bombs(out)
     broken(out, s)
     for row in MANIFEST:
         print("\t".join(row))
