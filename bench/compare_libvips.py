@@ -15,6 +15,10 @@ per-contestant output directory.  Three contestants, each pinned to one core wit
   pyvips        taskset -c 1 .venv/bin/python pyvips_worker.py ... (newest libvips from
                   pyvips-binary, in-process loop; VIPS_CONCURRENCY=1, cache off)
                 → images / time of the loop, measured inside the process
+  sharp         taskset -c 1 node sharp_worker.js ... (sharp from npm with its own libvips,
+                  in-process loop; sharp.concurrency(1), UV_THREADPOOL_SIZE=1, cache off)
+                → images / time of the loop, measured inside the process. The strongest
+                  libvips user per core: the anchor of docs/benchmarks.md.
 
 The contestants run round-robin (ours, vipsthumbnail, pyvips, ours, ...) for one
 warm-up round (discarded) and then --rounds measured rounds.  Reported per
@@ -23,8 +27,8 @@ three (an apples-to-apples column: it includes process start-up for everyone), a
 the ratios ours / each libvips.  The last round's outputs stay in --out-root for
 ssim.py.
 
-Needs only the standard library; the pyvips worker runs under bench/.venv
-(see install_peers.sh).
+Needs only the standard library; the pyvips worker runs under bench/.venv and the sharp
+worker under Node with bench/node_modules (see install_peers.sh).
 """
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 DEFAULT_RESIZER = BENCH.parent / "target" / "release" / "resizer"
 DEFAULT_PYTHON = BENCH / ".venv" / "bin" / "python"
-CONTESTANTS = ("ours", "vipsthumbnail", "pyvips")
+CONTESTANTS = ("ours", "vipsthumbnail", "pyvips", "sharp")
+PEERS = ("sharp", "pyvips", "vipsthumbnail")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -266,6 +271,28 @@ class PyVips(Contestant):
                 "images_per_sec": j["images_per_sec"]}
 
 
+class Sharp(Contestant):
+    name = "sharp"
+
+    def __init__(self, args, files, out):
+        super().__init__(args, files, out)
+        # sharp runs its work on libuv's pool: one thread, like everyone else.
+        self.env["UV_THREADPOOL_SIZE"] = "1"
+
+    def command(self):
+        return self.pin() + [
+            self.a.node, str(BENCH / "sharp_worker.js"), "--out", str(self.out),
+            "--size", str(self.a.size), "--quality", str(self.a.quality), "--format", self.a.format,
+        ] + (["--allow-enlarge"] if self.a.allow_enlarge else []) + [str(f) for f in self.files]
+
+    def parse(self, r, n, written):
+        j = last_json_line(r["stdout"])
+        if j is None:
+            raise RuntimeError(f"sharp worker failed (rc={r['rc']}): {r['stderr'][-800:]}")
+        return {"images": j["images"], "failed": j["failed"], "seconds": j["seconds"],
+                "images_per_sec": j["images_per_sec"]}
+
+
 # --------------------------------------------------------------------------- main
 
 def versions(a, active: list[str]) -> dict:
@@ -282,6 +309,11 @@ def versions(a, active: list[str]) -> dict:
         v["pyvips"] = sh([str(a.python), "-c",
                           "import pyvips;print(f'pyvips {pyvips.__version__}, libvips '"
                           "f'{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}')"])
+    if "sharp" in active:
+        v["sharp"] = sh([a.node, "-e",
+                         "const s=require(process.argv[1]);"
+                         "console.log(`sharp ${s.versions.sharp}, libvips ${s.versions.vips}, node ${process.version}`)",
+                         str(BENCH / "node_modules" / "sharp")])
     if "ours" in active:
         v["ours"] = sh([str(a.resizer), "--version"])
     return v
@@ -315,6 +347,8 @@ def main() -> int:
     ap.add_argument("--skip-ours", action="store_true")
     ap.add_argument("--skip-vipsthumbnail", action="store_true")
     ap.add_argument("--skip-pyvips", action="store_true")
+    ap.add_argument("--node", default="node", help="Node.js for the sharp worker")
+    ap.add_argument("--skip-sharp", action="store_true")
     ap.add_argument("--allow-enlarge", action="store_true",
                     help="let libvips upscale small inputs (default: shrink only, like --fit inside)")
     ap.add_argument("--timeout", type=float, default=300, help="per-run timeout in seconds")
@@ -358,13 +392,17 @@ def main() -> int:
         if not os.access(a.python, os.X_OK):
             ap.error(f"{a.python} not found: run bench/install_peers.sh or pass --skip-pyvips")
         active.append("pyvips")
+    if not a.skip_sharp:
+        if shutil.which(a.node) is None or not (BENCH / "node_modules" / "sharp").is_dir():
+            ap.error("node or bench/node_modules/sharp not found: run bench/install_peers.sh or pass --skip-sharp")
+        active.append("sharp")
     if not active:
         ap.error("every contestant skipped")
 
     out_root = a.out_root or Path(tempfile.mkdtemp(prefix=f"bench-{a.dir.name}-"))
     out_root = out_root.resolve()
     out_root.mkdir(parents=True, exist_ok=True)
-    classes = {"ours": Ours, "vipsthumbnail": VipsThumbnail, "pyvips": PyVips}
+    classes = {"ours": Ours, "vipsthumbnail": VipsThumbnail, "pyvips": PyVips, "sharp": Sharp}
     cs = [classes[n](a, files, out_root / n) for n in active]
 
     info = versions(a, active)
@@ -423,7 +461,7 @@ def main() -> int:
     ratios = {}
     if "ours" in summary:
         o = summary["ours"]
-        for peer in ("vipsthumbnail", "pyvips"):
+        for peer in PEERS:
             if peer in summary:
                 p = summary[peer]
                 # Paired: ours and the peer ran back to back in the same round, so slow drifts of
@@ -444,8 +482,10 @@ def main() -> int:
         "ours": "ours (resizer)",
         "vipsthumbnail": f"vipsthumbnail ({info.get('vipsthumbnail', '?')}, Debian)",
         "pyvips": f"pyvips in-process ({info.get('pyvips', '?')})",
+        "sharp": f"sharp in-process ({info.get('sharp', '?')})",
     }
-    how = {"ours": "own JSON", "vipsthumbnail": "process wall", "pyvips": "in-process loop"}
+    how = {"ours": "own JSON", "vipsthumbnail": "process wall", "pyvips": "in-process loop",
+           "sharp": "in-process loop"}
     fmt_desc = f"JPEG Q{a.quality}" if a.format == "jpeg" else "PNG"
     print(f"### {a.dir} — {len(files)} images → fit inside {a.size}x{a.size}, {fmt_desc}, "
           f"1 core (taskset -c {a.core})\n")

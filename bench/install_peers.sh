@@ -7,6 +7,7 @@
 #   - GNU time (/usr/bin/time -f %M for peak RSS)            apt: time
 #   - bench/.venv: pyvips + pyvips-binary (newest libvips wheel), numpy, pillow,
 #     scikit-image (SSIM)
+#   - bench/node_modules: sharp (npm, its own prebuilt libvips), pinned: SHARP_VERSION
 #
 # Usage: bash bench/install_peers.sh        (as root, or with the apt packages already present)
 # Env:   PYTHON=python3.11 to choose the interpreter for the venv.
@@ -60,9 +61,19 @@ else
     echo "== venv packages present"
 fi
 
+# sharp from npm (Node >= 20.9; its platform package brings a prebuilt libvips).
+SHARP_VERSION="${SHARP_VERSION:-0.35.5}"
+if ! grep -q "\"version\": \"$SHARP_VERSION\"" "$BENCH_DIR/node_modules/sharp/package.json" 2>/dev/null; then
+    command -v npm >/dev/null || { echo "error: npm not found: apt-get install -y npm (sharp comes from npm)" >&2; exit 1; }
+    echo "== npm install sharp@$SHARP_VERSION"
+    npm install --silent --no-audit --no-fund --no-save --prefix "$BENCH_DIR" "sharp@$SHARP_VERSION"
+else
+    echo "== sharp $SHARP_VERSION present"
+fi
+
 # .gitignore for the venv and run outputs (kept in sync if someone deleted it).
 if [[ ! -f "$BENCH_DIR/.gitignore" ]]; then
-    printf '.venv/\nresults/\n__pycache__/\n' > "$BENCH_DIR/.gitignore"
+    printf '.venv/\nresults/\n__pycache__/\nnode_modules/\n' > "$BENCH_DIR/.gitignore"
 fi
 
 echo "== versions"

@@ -2,8 +2,8 @@
 """Thumbnail quality: SSIM of each contestant's output against a float Lanczos3 reference.
 
 For every input image in INPUT_DIR and every contestant directory in OUT_ROOT (the
-`--out-root` of compare_libvips.py: OUT_ROOT/ours, OUT_ROOT/vipsthumbnail,
-OUT_ROOT/pyvips; outputs matched to inputs by file stem):
+`--out-root` of compare_libvips.py: OUT_ROOT/ours, OUT_ROOT/sharp, OUT_ROOT/pyvips,
+OUT_ROOT/vipsthumbnail; outputs matched to inputs by file stem):
 
   reference = Pillow full decode → ImageOps.exif_transpose → RGB → float32 numpy →
               each channel resized in mode 'F' with Image.LANCZOS (Lanczos3) to the exact
@@ -11,7 +11,7 @@ OUT_ROOT/pyvips; outputs matched to inputs by file stem):
   score     = skimage.metrics.structural_similarity(output, reference,
                                                    channel_axis=2, data_range=255)
 
-The reference is computed in gamma-encoded sRGB values (as all three contestants
+The reference is computed in gamma-encoded sRGB values (as all the contestants
 resize), straight from the full-resolution decode (no JPEG shrink-on-load), so it
 shows what shrink-on-load, kernel and rounding choices cost.
 
@@ -44,7 +44,7 @@ except ImportError as e:  # pragma: no cover
     sys.exit(f"{e}: run with bench/.venv/bin/python (see bench/install_peers.sh)")
 
 Image.MAX_IMAGE_PIXELS = None  # the large/ corpus is trusted input
-ORDER = ("ours", "vipsthumbnail", "pyvips")
+ORDER = ("ours", "sharp", "pyvips", "vipsthumbnail")
 
 
 def find_outputs(d: Path) -> dict[str, Path]:
