@@ -232,7 +232,7 @@ pub fn decode(input: &[u8], probe: &Probe, scale: u32) -> Result<Decoded, Imagin
     if u32::try_from(hw).ok() != Some(probe.width) || u32::try_from(hh).ok() != Some(probe.height) {
         return Err(corrupt("image size disagrees with the header"));
     }
-    let icc = color_profile(lib, &handle);
+    let icc = color_profile(lib, &handle).or_else(|| probe.heif.as_ref().and_then(|h| h.nclx).and_then(nclx_profile));
     // SAFETY: allocation of libheif's own options struct, freed by its guard.
     let options = unsafe { (lib.options_alloc)() };
     if options.is_null() {
@@ -304,8 +304,35 @@ pub fn decode(input: &[u8], probe: &Probe, scale: u32) -> Result<Decoded, Imagin
     Ok(Decoded { bitmap, icc })
 }
 
-/// The ICC profile (`colr` of type `prof` or `rICC`), if any; an nclx-only image is taken as
-/// sRGB.
+/// An ICC profile standing for an nclx colour description that is not sRGB's (Display P3,
+/// BT.2020, … with an SDR transfer), so the colour step converts it like an embedded profile.
+/// `None` for sRGB or unspecified, and for what an 8-bit transform cannot honestly do (PQ, HLG):
+/// those are taken as sRGB.
+fn nclx_profile([primaries, transfer, _]: [u16; 3]) -> Option<Vec<u8>> {
+    use moxcms::{CicpColorPrimaries, CicpProfile, ColorProfile, MatrixCoefficients, TransferCharacteristics};
+    if matches!(primaries, 1 | 2) && matches!(transfer, 1 | 2 | 6 | 13 | 14 | 15) {
+        return None;
+    }
+    // Unspecified transfer with stated primaries: the sRGB curve, as browsers assume.
+    let transfer = if transfer == 2 { 13 } else { transfer };
+    if !matches!(transfer, 1 | 4 | 5 | 6 | 8 | 13 | 14 | 15) {
+        return None;
+    }
+    let primaries = if primaries == 2 { 1 } else { primaries };
+    let cicp = CicpProfile {
+        color_primaries: CicpColorPrimaries::try_from(u8::try_from(primaries).ok()?).ok()?,
+        transfer_characteristics: TransferCharacteristics::try_from(u8::try_from(transfer).ok()?).ok()?,
+        matrix_coefficients: MatrixCoefficients::Bt709,
+        full_range: true,
+    };
+    let mut profile = ColorProfile::new_from_cicp(cicp);
+    // A fixed date: the same image must give the same bytes (and hit the transform cache).
+    profile.creation_date_time =
+        moxcms::ColorDateTime { year: 2026, month: 1, day_of_the_month: 1, hours: 0, minutes: 0, seconds: 0 };
+    profile.encode().ok()
+}
+
+/// The ICC profile (`colr` of type `prof` or `rICC`), if any.
 fn color_profile(lib: &Lib, handle: &HandleGuard) -> Option<Vec<u8>> {
     // SAFETY: the handle is live.
     let size = unsafe { (lib.raw_color_profile_size)(handle.1) };

@@ -40,6 +40,9 @@ pub struct HeifInfo {
     /// Chroma of the coded images (`hvcC`/`av1C`): 0 monochrome, 1 4:2:0, 2 4:2:2, 3 4:4:4
     /// (also when the box is missing or odd: the costliest).
     pub chroma_format: u8,
+    /// The primary image's `colr` of type `nclx`: colour primaries, transfer characteristics
+    /// and matrix coefficients (ITU-T H.273 code points).
+    pub nclx: Option<[u16; 3]>,
     /// An image sequence (`avis`, `msf1`): `Probe::frames` counts its first track's samples;
     /// the still (primary) image is what is decoded.
     pub sequence: bool,
@@ -360,6 +363,7 @@ fn probe_meta(d: &[u8], meta: &[u8], family: ImageFormat) -> Result<Probe, Probe
     let mut clap = false;
     let mut bits = None;
     let mut chroma = None;
+    let mut nclx = None;
     for &i in &primary_props {
         let Some((kind, body)) = prop(&props, i) else { return Err(Corrupt("item property index out of range")) };
         match &kind {
@@ -376,7 +380,15 @@ fn probe_meta(d: &[u8], meta: &[u8], family: ImageFormat) -> Result<Probe, Probe
                 let axis = body.first().ok_or(Corrupt("imir box too short"))? & 1;
                 orientation = then(orientation, if axis == 0 { 4 } else { 2 });
             }
-            b"colr" => p.has_icc |= matches!(body.get(..4), Some(b"prof" | b"rICC")),
+            b"colr" => match body.get(..4) {
+                Some(b"prof" | b"rICC") => p.has_icc = true,
+                Some(b"nclx") => {
+                    if let (Some(cp), Some(tc), Some(mc)) = (be16(body, 4), be16(body, 6), be16(body, 8)) {
+                        nclx.get_or_insert([cp, tc, mc]);
+                    }
+                }
+                _ => {}
+            },
             b"clap" => clap = true,
             b"hvcC" | b"av1C" => chroma = Some(chroma_format(&kind, body)),
             _ => {}
@@ -423,6 +435,7 @@ fn probe_meta(d: &[u8], meta: &[u8], family: ImageFormat) -> Result<Probe, Probe
         coded_pixels,
         clap,
         chroma_format: chroma.unwrap_or(3),
+        nclx,
         sequence: false,
     });
     Ok(p)
