@@ -158,21 +158,23 @@ const HEIF_TILE_OVERHEAD: u64 = 256 << 10;
 /// sample past 8 bits; the interleaved 8-bit RGB(A) it converts that to (through 16-bit RGB for
 /// deeper images); our copy, shrunk on load; and the per-tile overhead.
 fn heif_memory(probe: &Probe, scale: u64) -> u64 {
-    let (w, h) = (u64::from(probe.width), u64::from(probe.height));
-    let Some(heif) = &probe.heif else { return w * h * 16 };
+    let Some(heif) = &probe.heif else { return u64::from(probe.width) * u64::from(probe.height) * 16 };
+    // What libheif decodes, before the clean-aperture crop.
+    let (w, h) = (u64::from(heif.full_width), u64::from(heif.full_height));
     let sample = if probe.bit_depth > 8 { 2 } else { 1 };
     // Samples per 2 pixels: 4:0:0 2, 4:2:0 3, 4:2:2 4, 4:4:4 6.
     let halves = [2, 3, 4, 6][usize::from(heif.chroma_format.min(3))];
     let alpha = u64::from(probe.has_alpha);
     let tile = u64::from(heif.tile_width) * u64::from(heif.tile_height);
-    // Saturating: a tile's size has not been checked against anything yet.
+    // Saturating: neither a tile's size nor the size before the clean aperture has been
+    // checked against anything yet.
     let planes = |pixels: u64| pixels.saturating_mul(halves + 2 * alpha) / 2 * sample;
     // The codec's own pictures: libde265 grew RSS by ~100 MiB on a 12 MP 4:2:0 HEIC decoded
     // whole, about three frames' worth besides libheif's and ours.
     let codec = planes(tile).saturating_mul(3);
     let image = planes(heif.coded_pixels.max(w * h));
     let channels = 3 + alpha;
-    let rgb = w * h * channels * if sample == 2 { 3 } else { 1 };
-    let ours = w.div_ceil(scale) * h.div_ceil(scale) * channels;
+    let rgb = (w * h).saturating_mul(channels * if sample == 2 { 3 } else { 1 });
+    let ours = (w.div_ceil(scale) * h.div_ceil(scale)).saturating_mul(channels);
     [codec, image, rgb, ours, u64::from(heif.tiles) * HEIF_TILE_OVERHEAD].into_iter().fold(0, u64::saturating_add)
 }

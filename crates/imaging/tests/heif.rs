@@ -18,7 +18,7 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-const FIXTURES: [&str; 14] = [
+const FIXTURES: [&str; 16] = [
     "rgb.avif",
     "rgb.heic",
     "alpha.avif",
@@ -33,6 +33,8 @@ const FIXTURES: [&str; 14] = [
     "rot270_mirror0.heic",
     "mirror1.avif",
     "mirror1.heic",
+    "clap_rot90.avif",
+    "clap_rot90.heic",
 ];
 
 // ---- probe ----
@@ -58,6 +60,9 @@ fn probes_size_orientation_depth_and_alpha_from_the_header() {
         // imir 1: left-right, EXIF 2.
         ("mirror1.avif", ImageFormat::Avif, 64, 48, 2, 8, false),
         ("mirror1.heic", ImageFormat::Heic, 64, 48, 2, 8, false),
+        // clap 41x31 (the stored size is the crop's), then irot 1.
+        ("clap_rot90.avif", ImageFormat::Avif, 41, 31, 8, 8, false),
+        ("clap_rot90.heic", ImageFormat::Heic, 41, 31, 8, 8, false),
     ];
     for (name, format, w, h, orientation, bits, alpha) in expected {
         let p = imaging::probe(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));

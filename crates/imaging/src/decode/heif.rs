@@ -205,7 +205,9 @@ pub fn decode(input: &[u8], probe: &Probe, scale: u32) -> Result<Decoded, Imagin
     let ctx = ContextGuard(lib, ctx);
     // The probe's sizes (tiles included) are what the limits accepted: libheif refuses any
     // image item larger, whatever the file says elsewhere. Its limit is exclusive.
-    let largest = probe.width.max(probe.height).max(probe.heif.as_ref().map_or(0, |h| h.tile_width.max(h.tile_height)));
+    let heif = probe.heif.as_ref().ok_or_else(|| ImagingError::Internal("HEIF probe without details".into()))?;
+    let (full_w, full_h) = (heif.full_width, heif.full_height);
+    let largest = full_w.max(full_h).max(heif.tile_width).max(heif.tile_height);
     let largest = c_int::try_from(largest.saturating_add(1)).unwrap_or(c_int::MAX);
     // SAFETY: ctx is live; both calls only store a number in it.
     unsafe {
@@ -229,7 +231,7 @@ pub fn decode(input: &[u8], probe: &Probe, scale: u32) -> Result<Decoded, Imagin
     let (hw, hh, alpha) =
         unsafe { ((lib.handle_width)(handle.1), (lib.handle_height)(handle.1), (lib.handle_has_alpha)(handle.1) != 0) };
     // The stored size (ispe), which the decoder delivers with transformations ignored.
-    if u32::try_from(hw).ok() != Some(probe.width) || u32::try_from(hh).ok() != Some(probe.height) {
+    if u32::try_from(hw).ok() != Some(full_w) || u32::try_from(hh).ok() != Some(full_h) {
         return Err(corrupt("image size disagrees with the header"));
     }
     let icc = color_profile(lib, &handle).or_else(|| probe.heif.as_ref().and_then(|h| h.nclx).and_then(nclx_profile));
@@ -274,13 +276,20 @@ pub fn decode(input: &[u8], probe: &Probe, scale: u32) -> Result<Decoded, Imagin
     let (Ok(w), Ok(h), Ok(stride)) = (usize::try_from(w), usize::try_from(h), usize::try_from(stride)) else {
         return Err(corrupt("decoder returned no image"));
     };
-    if plane.is_null() || bits != 8 || w != probe.width as usize || h != probe.height as usize || stride < w * c {
+    if plane.is_null() || bits != 8 || w != full_w as usize || h != full_h as usize || stride < w * c {
         return Err(corrupt("decoder returned an unexpected pixel format"));
     }
+    // The clean aperture, inside the image (the probe checked it against the same size).
+    let [left, top, cw, ch] = heif.clap.unwrap_or([0, 0, full_w, full_h]).map(|v| v as usize);
+    if left + cw > w || top + ch > h {
+        return Err(corrupt("clean aperture outside the image"));
+    }
+    let (w, h) = (cw, ch);
     let row = |y: usize| {
-        // SAFETY: the plane holds h rows of `stride` bytes, each with w * c bytes of pixels
-        // (checked above), valid while `image` lives.
-        unsafe { std::slice::from_raw_parts(plane.add(y * stride), w * c) }
+        // SAFETY: the plane holds `full_h` rows of `stride` bytes, each with `full_w * c` bytes
+        // of pixels (checked above), and the aperture lies inside them; valid while `image`
+        // lives.
+        unsafe { std::slice::from_raw_parts(plane.add((top + y) * stride + left * c), w * c) }
     };
     let bitmap = if scale > 1 {
         let s = scale as usize;

@@ -34,9 +34,16 @@ pub struct HeifInfo {
     /// Pixels the decoder decodes: tiles × tile size, which a grid's tiles may make larger than
     /// the displayed width × height (tiles overhang the right and bottom edges).
     pub coded_pixels: u64,
-    /// The primary image carries a clean-aperture crop (`clap`). It is not applied: the decoded
-    /// image keeps the encoder's padding (a few pixels at most in files seen in practice).
-    pub clap: bool,
+    /// The primary image's clean-aperture crop (`clap`) as (left, top, width, height) in the
+    /// coded image (before `irot`/`imir`): `Probe::width`/`height` are its size, and the decoder
+    /// copies only it. `None` without a `clap`, or with one that follows a rotation or mirror in
+    /// the associations (then not applied: the encoder's padding stays) or lies outside.
+    pub clap: Option<[u32; 4]>,
+    /// The coded image's size (`ispe`, or the grid's output size): what libheif decodes,
+    /// before the `clap` crop.
+    pub full_width: u32,
+    /// See `full_width`.
+    pub full_height: u32,
     /// Chroma of the coded images (`hvcC`/`av1C`): 0 monochrome, 1 4:2:0, 2 4:2:2, 3 4:4:4
     /// (also when the box is missing or odd: the costliest).
     pub chroma_format: u8,
@@ -360,7 +367,8 @@ fn probe_meta(d: &[u8], meta: &[u8], family: ImageFormat) -> Result<Probe, Probe
     let mut p = Probe::new(format);
     let mut orientation = 1u8;
     let mut size = None;
-    let mut clap = false;
+    let mut clap = None;
+    let mut transformed = false;
     let mut bits = None;
     let mut chroma = None;
     let mut nclx = None;
@@ -372,6 +380,7 @@ fn probe_meta(d: &[u8], meta: &[u8], family: ImageFormat) -> Result<Probe, Probe
             b"irot" => {
                 let angle = body.first().ok_or(Corrupt("irot box too short"))? & 3;
                 orientation = then(orientation, [1, 8, 3, 6][usize::from(angle)]);
+                transformed = true;
             }
             b"imir" => {
                 // 0: top-bottom, 1: left-right, as libheif and libavif read it (ISO/IEC
@@ -379,6 +388,7 @@ fn probe_meta(d: &[u8], meta: &[u8], family: ImageFormat) -> Result<Probe, Probe
                 // read the other way by no one who writes these files).
                 let axis = body.first().ok_or(Corrupt("imir box too short"))? & 1;
                 orientation = then(orientation, if axis == 0 { 4 } else { 2 });
+                transformed = true;
             }
             b"colr" => match body.get(..4) {
                 Some(b"prof" | b"rICC") => p.has_icc = true,
@@ -389,7 +399,7 @@ fn probe_meta(d: &[u8], meta: &[u8], family: ImageFormat) -> Result<Probe, Probe
                 }
                 _ => {}
             },
-            b"clap" => clap = true,
+            b"clap" if !transformed => clap = clean_aperture(body),
             b"hvcC" | b"av1C" => chroma = Some(chroma_format(&kind, body)),
             _ => {}
         }
@@ -420,8 +430,8 @@ fn probe_meta(d: &[u8], meta: &[u8], family: ImageFormat) -> Result<Probe, Probe
     for &t in &refs.tiles {
         present &= loc_of(t).is_some_and(|l| l.present);
     }
-    p.width = w;
-    p.height = h;
+    let clap = clap.and_then(|f| f(w, h));
+    (p.width, p.height) = clap.map_or((w, h), |[_, _, cw, ch]| (cw, ch));
     p.orientation = orientation;
     p.has_alpha = alpha;
     p.bit_depth = bits.unwrap_or(8);
@@ -434,6 +444,8 @@ fn probe_meta(d: &[u8], meta: &[u8], family: ImageFormat) -> Result<Probe, Probe
         tile_height: th,
         coded_pixels,
         clap,
+        full_width: w,
+        full_height: h,
         chroma_format: chroma.unwrap_or(3),
         nclx,
         sequence: false,
@@ -684,6 +696,32 @@ fn pixi(body: &[u8]) -> u8 {
         (Some(1..), Some(&bits)) if (1..=16).contains(&bits) => bits,
         _ => 8,
     }
+}
+
+/// A `clap` box as the crop it makes of a `w` x `h` image, rounded as libheif 1.15 does (checked
+/// against heif-convert): width, height, left and top edges to the nearest pixel, halves up,
+/// around the centre moved by the offsets. `None` when it is malformed or reaches outside the image.
+fn clean_aperture(body: &[u8]) -> Option<impl Fn(u32, u32) -> Option<[u32; 4]>> {
+    let n = |i: usize| be32(body, i * 4);
+    let fraction = |i: usize, signed: bool| -> Option<f64> {
+        let (num, den) = (n(i)?, n(i + 1)?);
+        let num = if signed { f64::from(num as i32) } else { f64::from(num) };
+        (den != 0).then(|| num / f64::from(den))
+    };
+    let (cw, ch) = (fraction(0, false)?, fraction(2, false)?);
+    let (dx, dy) = (fraction(4, true)?, fraction(6, true)?);
+    Some(move |w: u32, h: u32| {
+        let left = (dx + (f64::from(w) - 1.0) / 2.0 - (cw - 1.0) / 2.0 + 0.5).floor();
+        let top = (dy + (f64::from(h) - 1.0) / 2.0 - (ch - 1.0) / 2.0 + 0.5).floor();
+        let (cw, ch) = (cw.round(), ch.round());
+        let inside = left >= 0.0 && top >= 0.0 && cw >= 1.0 && ch >= 1.0;
+        (inside && left + cw <= f64::from(w) && top + ch <= f64::from(h)).then_some([
+            left as u32,
+            top as u32,
+            cw as u32,
+            ch as u32,
+        ])
+    })
 }
 
 /// hvcC: `chroma_format_idc` in byte 16; av1C: `mono_chrome` and the subsampling bits of
