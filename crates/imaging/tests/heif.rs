@@ -18,7 +18,7 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-const FIXTURES: [&str; 16] = [
+const FIXTURES: [&str; 17] = [
     "rgb.avif",
     "rgb.heic",
     "alpha.avif",
@@ -35,6 +35,7 @@ const FIXTURES: [&str; 16] = [
     "mirror1.heic",
     "clap_rot90.avif",
     "clap_rot90.heic",
+    "grid2x3.avif",
 ];
 
 // ---- probe ----
@@ -80,6 +81,12 @@ fn probes_size_orientation_depth_and_alpha_from_the_header() {
         assert_eq!(heif.coded_pixels, u64::from(tile.0 * tile.1), "{name}");
         assert!(heif.items > u32::from(alpha), "{name}: {} items", heif.items);
     }
+    // A grid of 2 x 3 tiles of 64x48 cropped to 180x90.
+    let p = imaging::probe(&fixture("grid2x3.avif")).unwrap();
+    assert_eq!((p.format, p.width, p.height, p.orientation), (ImageFormat::Avif, 180, 90, 1));
+    let heif = p.heif.unwrap();
+    assert_eq!((heif.tiles, heif.tile_width, heif.tile_height, heif.coded_pixels), (6, 64, 48, 6 * 64 * 48));
+    assert_eq!(heif.items, 7);
     assert_eq!(ImageFormat::Avif.mime(), "image/avif");
     assert_eq!(ImageFormat::Heic.mime(), "image/heic");
 }
