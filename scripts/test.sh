@@ -28,6 +28,9 @@ command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need_packages+=
 # crates/resizer/tests/heif.rs).
 compgen -G '/usr/lib/*/libheif.so.1' >/dev/null || [[ -e /usr/lib/libheif.so.1 ]] || need_packages+=(libheif1)
 command -v heif-convert >/dev/null || need_packages+=(libheif-examples)
+# avifdec (libavif, with dav1d) decodes the AVIF our encoder writes, independently of it
+# (crates/imaging/src/encode/avif.rs's tests, crates/resizer/tests/avif.rs).
+command -v avifdec >/dev/null || need_packages+=(libavif-bin)
 # npm fetches axe-core, the console test's accessibility check (below).
 command -v npm >/dev/null || need_packages+=(npm)
 # promtool (Debian's prometheus package) checks the alert rules, their tests and the dashboard's

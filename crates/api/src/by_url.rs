@@ -23,7 +23,7 @@ use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use identity::{EffectiveLimits, SourceList};
-use imaging::{OutputFormat, ResizeSpec};
+use imaging::OutputFormat;
 use origin::{CacheOutcome, SourceRules};
 use sha2::{Digest, Sha256};
 
@@ -87,11 +87,11 @@ async fn image_inner<'a>(
     let options = url.options(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))?;
     let auth = app.cache.signing_key_at(url.key, now).map_err(ApiError::Auth)?;
     let limits = resize::admit_tenant(app, &auth, outcome, held)?;
-    let spec = ResizeSpec::from_query(&options.query)?;
+    let spec = resize::parse_spec(app, &options.query)?;
     *recorded = Some(options.query.clone());
     let source_url = url.source_url()?;
     let rules = rules_for(&source_url, auth.limits().sources.as_ref());
-    let negotiation = negotiation_class(&parts.headers, spec.format.is_none());
+    let negotiation = negotiation_class(&parts.headers, spec.format.is_none(), app.config.avif.auto);
 
     // Conditional: answered from what the cache knows, with no fetch, while it is current.
     if let Some(validator) = sources.current_validator(&source_url, &rules) {
@@ -118,7 +118,15 @@ async fn image_inner<'a>(
         CacheOutcome::Fetched => "fetched",
     });
     outcome.source_fetched_bytes = source.fetched_bytes;
-    let admitted = resize::admit_image(source.bytes, spec, &options.query, &limits, &parts.headers, outcome)?;
+    let admitted = resize::admit_image(
+        source.bytes,
+        spec,
+        &options.query,
+        &limits,
+        &parts.headers,
+        app.config.avif.auto,
+        outcome,
+    )?;
     let negotiated = admitted.negotiated;
     let done = resize::convert(app, rid, admitted, arrival).await?;
     let mut response = resize::answer(app, done, negotiated, outcome);
@@ -142,14 +150,16 @@ fn rules_for(source_url: &str, sources: Option<&SourceList>) -> SourceRules {
 
 /// What `Accept` decides about the output: for `format=auto`, the format chosen for each
 /// family an input can have; nothing otherwise. Two requests in the same class get the same
-/// bytes for the same source, whatever the rest of their `Accept` says.
-fn negotiation_class(headers: &HeaderMap, negotiated: bool) -> String {
+/// bytes for the same source, whatever the rest of their `Accept` says. `avif` (the deployment's
+/// `api.auto_avif`) is part of the decision, so turning it on or off changes the ETags of the
+/// browsers it concerns, and only theirs.
+fn negotiation_class(headers: &HeaderMap, negotiated: bool, avif: bool) -> String {
     if !negotiated {
         return String::new();
     }
     [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp]
         .into_iter()
-        .map(|following| resize::format_for(headers, following).as_str())
+        .map(|following| resize::format_for(headers, following, avif).as_str())
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -237,8 +247,15 @@ mod tests {
     fn the_negotiation_class_depends_on_accept_only_for_auto() {
         let mut browser = HeaderMap::new();
         browser.insert(header::ACCEPT, HeaderValue::from_static("image/webp,*/*"));
-        assert_eq!(negotiation_class(&browser, true), "webp,webp,webp");
-        assert_eq!(negotiation_class(&HeaderMap::new(), true), "jpeg,png,webp");
-        assert_eq!(negotiation_class(&browser, false), "");
+        assert_eq!(negotiation_class(&browser, true, true), "webp,webp,webp");
+        assert_eq!(negotiation_class(&HeaderMap::new(), true, true), "jpeg,png,webp");
+        assert_eq!(negotiation_class(&browser, false, true), "");
+        // Chromium: AVIF where the deployment allows it in `auto`, WebP where not; each its class.
+        let mut chromium = HeaderMap::new();
+        let accept = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+        chromium.insert(header::ACCEPT, HeaderValue::from_static(accept));
+        assert_eq!(negotiation_class(&chromium, true, true), "avif,avif,avif");
+        assert_eq!(negotiation_class(&chromium, true, false), "webp,webp,webp");
+        assert_eq!(negotiation_class(&chromium, false, true), "");
     }
 }

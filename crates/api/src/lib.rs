@@ -104,6 +104,9 @@ pub struct ApiConfig {
     /// How this node fetches the sources of signed URLs (allowed private hosts, time-outs,
     /// redirects, the source cache's bytes).
     pub origin: origin::OriginPolicy,
+    /// AVIF output: whether `format=auto` may pick it (`api.auto_avif`) and the highest encoder
+    /// effort a request may ask (`limits.avif_max_effort`).
+    pub avif: imaging::AvifPolicy,
 }
 
 /// Open connections at most, per listener.
@@ -138,6 +141,7 @@ impl Default for ApiConfig {
             admin_wrong_tokens_per_minute: operators::THROTTLE_PER_MINUTE,
             url_signing: None,
             origin: origin::OriginPolicy::default(),
+            avif: imaging::AvifPolicy::default(),
         }
     }
 }

@@ -51,15 +51,21 @@ const RESIZE_PARAMS: &[Param] = &[
     },
     Param {
         name: "format",
-        schema: || json!({ "type": "string", "enum": ["jpeg", "png", "webp", "auto"], "default": "auto" }),
-        description: "Output format; `auto` negotiates from `Accept` and its q-values (at equal q: a type named outright, WebP first, then the input's format), else follows the input.",
+        schema: || json!({ "type": "string", "enum": ["jpeg", "png", "webp", "avif", "auto"], "default": "auto" }),
+        description: "Output format; `auto` negotiates from `Accept` and its q-values (at equal q: a type named outright, AVIF first where the deployment allows it in `auto` and `Accept` names `image/avif` outright, then WebP, then the input's format), else follows the input. `avif` is a 400 on a build without the AVIF encoder.",
         example: "webp",
     },
     Param {
         name: "quality",
         schema: || json!({ "type": "integer", "minimum": 1, "maximum": 100 }),
-        description: "JPEG/WebP quality (default 80).",
+        description: "JPEG/WebP/AVIF quality (default 80; AVIF's scale is calibrated to look like JPEG's at the same number, and comes out smaller).",
         example: "75",
+    },
+    Param {
+        name: "effort",
+        schema: || json!({ "type": "integer", "minimum": 0, "maximum": 9, "default": 1 }),
+        description: "AVIF encoder effort, sharp's scale: 0 fastest to 9 smallest files (rav1e speed 10 - effort). Only with `format=avif` or `auto`. Over the deployment's cap (`limits.avif_max_effort`, 2 unless set): 400.",
+        example: "2",
     },
     Param {
         name: "progressive",
@@ -256,7 +262,7 @@ pub fn public_document() -> Value {
                 "X-Image-Width": { "description": "Output width in pixels.", "schema": { "type": "integer" } },
                 "X-Image-Height": { "description": "Output height in pixels.", "schema": { "type": "integer" } },
             },
-            "content": { "image/jpeg": image, "image/png": image, "image/webp": image },
+            "content": { "image/jpeg": image, "image/png": image, "image/webp": image, "image/avif": image },
         }),
     );
     let (uri_too_long, headers_too_large) = (uri_too_long(), headers_too_large());
@@ -382,7 +388,7 @@ fn signed_get() -> Value {
     responses.insert(
         "200".into(),
         json!({ "description": "The resized image.", "headers": caching.clone(),
-        "content": { "image/jpeg": image, "image/png": image, "image/webp": image } }),
+        "content": { "image/jpeg": image, "image/png": image, "image/webp": image, "image/avif": image } }),
     );
     responses.insert("304".into(), json!({ "description": "`If-None-Match` named the current ETag: no fetch or conversion was made.", "headers": caching }));
     let (uri_too_long, headers_too_large) = (uri_too_long(), headers_too_large());

@@ -15,7 +15,6 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use imaging::ResizeSpec;
 
 use crate::body::{awaits_continue, drain, json_response, read_body, DRAIN_LIMIT};
 use crate::conversions::Conversions;
@@ -100,7 +99,7 @@ async fn admit<'a>(
     let limits = resize::admit_tenant(app, &auth, outcome, held)?;
 
     let query = parts.uri.query().unwrap_or("");
-    let spec = ResizeSpec::from_query(query)?;
+    let spec = resize::parse_spec(app, query)?;
 
     // A body larger than the whole budget could never be admitted: it is too large for this
     // node (413), not a passing overload.
@@ -120,7 +119,7 @@ async fn admit<'a>(
     if input.is_empty() {
         return Err(ApiError::BadRequest("the request body is empty: send the image bytes as the body".into()));
     }
-    resize::admit_image(input, spec, query, &limits, &parts.headers, outcome)
+    resize::admit_image(input, spec, query, &limits, &parts.headers, app.config.avif.auto, outcome)
 }
 
 /// `GET /v1/usage?from=&to=&granularity=hour|day`: the caller's own tenant, nobody else's.

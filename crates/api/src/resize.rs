@@ -75,6 +75,15 @@ pub fn admit_tenant<'a>(
     Ok(limits)
 }
 
+/// A request's parameters as every resizing route parses them: [`ResizeSpec::from_query`], then
+/// the deployment's cap on the AVIF encoder's effort (over it: 400, before any body or source is
+/// read). Only api nodes check the cap: a worker runs what an api node admitted.
+pub fn parse_spec(app: &App, query: &str) -> Result<ResizeSpec, ApiError> {
+    let spec = ResizeSpec::from_query(query)?;
+    app.config.avif.check(&spec)?;
+    Ok(spec)
+}
+
 /// A request admitted to conversion: the image, what is asked of it, and the limits it is held
 /// to.
 pub struct Admitted {
@@ -92,13 +101,15 @@ pub struct Admitted {
 
 /// Admission once the bytes are here: the header probe (format and size, no decoding) and the
 /// tenant's pixel limit, so that a refused image never costs a decode; then the output format,
-/// negotiated from `headers`' `Accept` where the parameters leave it to `auto`.
+/// negotiated from `headers`' `Accept` where the parameters leave it to `auto` (AVIF among the
+/// candidates when `auto_avif`, the deployment's `api.auto_avif`).
 pub fn admit_image(
     input: Bytes,
     mut spec: ResizeSpec,
     params: &str,
     limits: &EffectiveLimits,
     headers: &HeaderMap,
+    auto_avif: bool,
     outcome: &mut Outcome,
 ) -> Result<Admitted, ApiError> {
     let probe = imaging::probe(&input).map_err(ImagingError::from)?;
@@ -115,7 +126,7 @@ pub fn admit_image(
     }
     let negotiated = spec.format.is_none();
     if negotiated {
-        spec.format = Some(format_for(headers, OutputFormat::following(probe.format)));
+        spec.format = Some(format_for(headers, OutputFormat::following(probe.format), auto_avif));
     }
     let limits = Limits::with_input_bounds(limits.max_input_bytes, limits.max_input_pixels);
     Ok(Admitted { input, spec, params: params.to_owned(), limits, pixels, negotiated })
@@ -266,11 +277,12 @@ fn recorded_params(query: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// `format=auto`, negotiated from `Accept` with its q-values: the output format with the highest
-/// q; at equal q a type named outright beats one matched by `image/*` or `*/*`, then WebP (the
-/// smallest at equal quality) if named outright, then the format that follows the input's, then
-/// JPEG.
+/// q; at equal q a type named outright beats one matched by `image/*` or `*/*`, then AVIF (when
+/// `avif`: the deployment allows it) and WebP (the smallest at equal quality, in that order) if
+/// named outright, then the format that follows the input's, then JPEG. AVIF is a candidate
+/// only when named outright: `image/*` and `*/*` are sent by clients that cannot decode it.
 /// Without `Accept`, or when it takes none of ours, the format that follows the input's.
-pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat) -> OutputFormat {
+pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat, avif: bool) -> OutputFormat {
     // (type, q) of every item of every Accept header.
     let items: Vec<(String, f32)> = headers
         .get_all(header::ACCEPT)
@@ -303,8 +315,12 @@ pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat) -> Output
             })
             .max_by(|a, b| a.0.cmp(&b.0));
         let (specificity, q) = matched?;
+        if format == OutputFormat::Avif && specificity < 2 {
+            return None;
+        }
         let preference = match format {
-            OutputFormat::Webp if specificity == 2 => 3u8,
+            OutputFormat::Avif => 4u8,
+            OutputFormat::Webp if specificity == 2 => 3,
             _ if format == following => 2,
             // Every client decodes JPEG.
             OutputFormat::Jpeg => 1,
@@ -312,8 +328,10 @@ pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat) -> Output
         };
         (q > 0.0).then_some(((q * 1000.0) as u32, specificity == 2, preference))
     };
+    let avif = avif.then_some(OutputFormat::Avif);
     [OutputFormat::Webp, OutputFormat::Jpeg, OutputFormat::Png]
         .into_iter()
+        .chain(avif)
         .filter_map(|format| rank(format).map(|r| (r, format)))
         .max_by(|a, b| a.0.cmp(&b.0))
         .map_or(following, |(_, format)| format)
@@ -332,6 +350,30 @@ mod tests {
         assert!(kept.starts_with("width=1&x=é") && kept.ends_with('…'));
     }
 
+    /// The negotiation of a deployment without AVIF in `auto`, as before AVIF existed.
+    fn format_for_(headers: &HeaderMap, following: OutputFormat) -> OutputFormat {
+        format_for(headers, following, false)
+    }
+
+    /// Chromium's `Accept` for images, as sent for `<img>`.
+    const CHROMIUM: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+
+    #[test]
+    fn auto_format_prefers_avif_where_allowed_and_named() {
+        let avif = |accept_: &str, following| format_for(&accept(accept_), following, true);
+        assert_eq!(avif(CHROMIUM, OutputFormat::Jpeg), OutputFormat::Avif);
+        assert_eq!(avif(CHROMIUM, OutputFormat::Png), OutputFormat::Avif);
+        assert_eq!(format_for(&accept(CHROMIUM), OutputFormat::Jpeg, false), OutputFormat::Webp, "AVIF off");
+        // Safari before AVIF, Firefox's `image/*` and curl's `*/*` never get AVIF.
+        assert_eq!(avif("image/webp,image/png,image/*;q=0.8", OutputFormat::Jpeg), OutputFormat::Webp);
+        assert_eq!(avif("image/*", OutputFormat::Png), OutputFormat::Png);
+        assert_eq!(avif("*/*", OutputFormat::Jpeg), OutputFormat::Jpeg);
+        // q-values still rule: AVIF named but not preferred, or refused.
+        assert_eq!(avif("image/avif;q=0.5,image/webp", OutputFormat::Jpeg), OutputFormat::Webp);
+        assert_eq!(avif("image/avif;q=0,image/*", OutputFormat::Png), OutputFormat::Png);
+        assert_eq!(avif("image/avif", OutputFormat::Png), OutputFormat::Avif);
+    }
+
     fn accept(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_str(v).expect("ascii"));
@@ -341,24 +383,28 @@ mod tests {
     #[test]
     fn auto_format_prefers_webp_only_when_accepted() {
         let browser = accept("image/avif,image/webp,image/apng,image/*,*/*;q=0.8");
-        assert_eq!(format_for(&browser, OutputFormat::Jpeg), OutputFormat::Webp);
-        assert_eq!(format_for(&accept("image/*"), OutputFormat::Png), OutputFormat::Png);
-        assert_eq!(format_for(&accept("image/webp;q=0"), OutputFormat::Jpeg), OutputFormat::Jpeg);
-        assert_eq!(format_for(&HeaderMap::new(), OutputFormat::Jpeg), OutputFormat::Jpeg);
-        assert_eq!(format_for(&accept("*/*"), OutputFormat::Jpeg), OutputFormat::Jpeg, "curl's Accept");
+        assert_eq!(format_for_(&browser, OutputFormat::Jpeg), OutputFormat::Webp);
+        assert_eq!(format_for_(&accept("image/*"), OutputFormat::Png), OutputFormat::Png);
+        assert_eq!(format_for_(&accept("image/webp;q=0"), OutputFormat::Jpeg), OutputFormat::Jpeg);
+        assert_eq!(format_for_(&HeaderMap::new(), OutputFormat::Jpeg), OutputFormat::Jpeg);
+        assert_eq!(format_for_(&accept("*/*"), OutputFormat::Jpeg), OutputFormat::Jpeg, "curl's Accept");
     }
 
     #[test]
     fn auto_format_follows_q_values_and_named_types() {
         let jpeg_preferred = accept("image/webp;q=0.5, image/jpeg;q=1");
-        assert_eq!(format_for(&jpeg_preferred, OutputFormat::Png), OutputFormat::Jpeg);
-        assert_eq!(format_for(&accept("image/png"), OutputFormat::Jpeg), OutputFormat::Png);
-        assert_eq!(format_for(&accept("image/jpeg"), OutputFormat::Png), OutputFormat::Jpeg);
-        assert_eq!(format_for(&accept("image/webp, image/jpeg"), OutputFormat::Jpeg), OutputFormat::Webp);
-        assert_eq!(format_for(&accept("image/png, image/*;q=0.9"), OutputFormat::Jpeg), OutputFormat::Png);
-        assert_eq!(format_for(&accept("image/*, image/png;q=0"), OutputFormat::Png), OutputFormat::Jpeg, "png refused");
-        assert_eq!(format_for(&accept("text/html"), OutputFormat::Png), OutputFormat::Png, "none of ours");
-        assert_eq!(format_for(&accept("IMAGE/WEBP;Q=0.8, image/jpeg;q=0.7"), OutputFormat::Png), OutputFormat::Webp);
-        assert_eq!(format_for(&accept("image/webp;q=0.5, */*"), OutputFormat::Png), OutputFormat::Png, "*/* at q=1");
+        assert_eq!(format_for_(&jpeg_preferred, OutputFormat::Png), OutputFormat::Jpeg);
+        assert_eq!(format_for_(&accept("image/png"), OutputFormat::Jpeg), OutputFormat::Png);
+        assert_eq!(format_for_(&accept("image/jpeg"), OutputFormat::Png), OutputFormat::Jpeg);
+        assert_eq!(format_for_(&accept("image/webp, image/jpeg"), OutputFormat::Jpeg), OutputFormat::Webp);
+        assert_eq!(format_for_(&accept("image/png, image/*;q=0.9"), OutputFormat::Jpeg), OutputFormat::Png);
+        assert_eq!(
+            format_for_(&accept("image/*, image/png;q=0"), OutputFormat::Png),
+            OutputFormat::Jpeg,
+            "png refused"
+        );
+        assert_eq!(format_for_(&accept("text/html"), OutputFormat::Png), OutputFormat::Png, "none of ours");
+        assert_eq!(format_for_(&accept("IMAGE/WEBP;Q=0.8, image/jpeg;q=0.7"), OutputFormat::Png), OutputFormat::Webp);
+        assert_eq!(format_for_(&accept("image/webp;q=0.5, */*"), OutputFormat::Png), OutputFormat::Png, "*/* at q=1");
     }
 }

@@ -35,4 +35,7 @@ pub use jpeg_simd::jpeg_simd;
 pub use limits::Limits;
 pub use pipeline::{process, Output, Report};
 pub use probe::{probe, ImageFormat, Probe, ProbeError};
-pub use spec::{Fit, Gravity, OutputFormat, ResizeSpec, Rgba, MAX_DIMENSION};
+pub use spec::{
+    AvifPolicy, Fit, Gravity, OutputFormat, ResizeSpec, Rgba, AVIF_OUTPUT, DEFAULT_EFFORT, DEFAULT_MAX_EFFORT,
+    MAX_DIMENSION, MAX_EFFORT,
+};

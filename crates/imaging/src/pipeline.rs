@@ -9,7 +9,7 @@ use crate::encode::{EncodeOptions, DEFAULT_QUALITY};
 use crate::error::ImagingError;
 use crate::limits::Limits;
 use crate::probe::{probe, ImageFormat};
-use crate::spec::{OutputFormat, ResizeSpec, Rgba};
+use crate::spec::{OutputFormat, ResizeSpec, Rgba, DEFAULT_EFFORT};
 use crate::{colour, crop, decode, encode, extend, flatten, geometry, orient, resize};
 
 /// What a conversion did and cost: what the metering and the response headers need.
@@ -84,6 +84,7 @@ pub fn process(input: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Outpu
         quality: spec.quality.unwrap_or(DEFAULT_QUALITY),
         progressive: spec.progressive,
         lossless: spec.lossless,
+        effort: spec.effort.unwrap_or(DEFAULT_EFFORT),
         icc: if spec.keep_icc { colour::srgb_profile() } else { None },
     };
     let bytes = encode::encode(&image, &options)?;

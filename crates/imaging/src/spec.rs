@@ -44,14 +44,70 @@ pub enum OutputFormat {
     Jpeg,
     Png,
     Webp,
+    /// AV1 in HEIF (8-bit 4:4:4, alpha as an auxiliary image), encoded by rav1e: only in a build
+    /// with imaging's `avif` feature (see [`AVIF_OUTPUT`]).
+    Avif,
+}
+
+/// Whether this build encodes AVIF (imaging's default-on `avif` feature). Without it
+/// `format=avif` is refused at parse time and `format=auto` never picks AVIF.
+pub const AVIF_OUTPUT: bool = cfg!(feature = "avif");
+
+/// The AVIF encoder's effort, sharp's scale: 0 the fastest (rav1e speed 10) to 9 the slowest
+/// (rav1e speed 1). The default is fast: measured on photos at 512 px (docs/benchmarks.md,
+/// "AVIF output"), effort 1 costs 1.3× effort 0's CPU for 10 % fewer bytes, while effort 2
+/// costs 3× effort 1's for 5 % fewer.
+pub const MAX_EFFORT: u8 = 9;
+pub const DEFAULT_EFFORT: u8 = 1;
+
+/// What a deployment allows of AVIF output. The api node applies it at admission (a worker is
+/// only ever handed requests it admitted, so it needs no copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AvifPolicy {
+    /// `format=auto` may pick AVIF when `Accept` names it.
+    pub auto: bool,
+    /// The highest `effort=` a request may ask; above it the request is refused (400), so one
+    /// request cannot buy minutes of CPU. At least [`DEFAULT_EFFORT`], so the default is
+    /// always allowed.
+    pub max_effort: u8,
+}
+
+impl Default for AvifPolicy {
+    fn default() -> Self {
+        AvifPolicy { auto: AVIF_OUTPUT, max_effort: DEFAULT_MAX_EFFORT }
+    }
+}
+
+/// The cap a deployment has unless it sets its own: effort 2 (rav1e speed 8), about 3× the
+/// default's CPU; each step above costs more for a few percent of bytes.
+pub const DEFAULT_MAX_EFFORT: u8 = 2;
+// The default effort is always allowed, and the default cap is a real effort.
+const _: () = assert!(DEFAULT_EFFORT <= DEFAULT_MAX_EFFORT && DEFAULT_MAX_EFFORT <= MAX_EFFORT);
+
+impl AvifPolicy {
+    /// Refuses a spec asking more effort than the deployment allows.
+    pub fn check(&self, spec: &ResizeSpec) -> Result<(), ImagingError> {
+        match spec.effort {
+            Some(effort) if effort > self.max_effort => Err(ImagingError::BadParameter(format!(
+                "effort {effort} is over this deployment's maximum of {} for AVIF",
+                self.max_effort
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl OutputFormat {
+    /// Every output format this crate names (AVIF too in a build without its encoder: a name
+    /// read from another node is still known).
+    pub const ALL: [OutputFormat; 4] = [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp, OutputFormat::Avif];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OutputFormat::Jpeg => "jpeg",
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
+            OutputFormat::Avif => "avif",
         }
     }
     pub fn mime(self) -> &'static str {
@@ -59,6 +115,7 @@ impl OutputFormat {
             OutputFormat::Jpeg => "image/jpeg",
             OutputFormat::Png => "image/png",
             OutputFormat::Webp => "image/webp",
+            OutputFormat::Avif => "image/avif",
         }
     }
     pub fn extension(self) -> &'static str {
@@ -66,6 +123,7 @@ impl OutputFormat {
             OutputFormat::Jpeg => "jpg",
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
+            OutputFormat::Avif => "avif",
         }
     }
     /// The largest width or height the format can store.
@@ -74,6 +132,9 @@ impl OutputFormat {
             OutputFormat::Jpeg => 65_500,
             OutputFormat::Png => u32::MAX >> 1,
             OutputFormat::Webp => 16_383,
+            // AV1 allows 65,536, but decoders (dav1d, libavif) refuse frames over 16,384 a side
+            // by default.
+            OutputFormat::Avif => 16_384,
         }
     }
     pub fn supports_alpha(self) -> bool {
@@ -149,6 +210,9 @@ pub struct ResizeSpec {
     pub progressive: bool,
     /// WebP only: lossless encoding.
     pub lossless: bool,
+    /// AVIF only: the encoder's effort, 0–[`MAX_EFFORT`]; `None` takes [`DEFAULT_EFFORT`]. A
+    /// deployment caps it ([`AvifPolicy`]).
+    pub effort: Option<u8>,
     /// Padding colour for `contain`; flattening colour when alpha meets a JPEG. `None`: padding
     /// is transparent where the output has alpha, white otherwise.
     pub background: Option<Rgba>,
@@ -181,6 +245,7 @@ impl ResizeSpec {
             quality: None,
             progressive: false,
             lossless: false,
+            effort: None,
             background: None,
             keep_icc: false,
         })
@@ -247,6 +312,15 @@ impl ResizeSpec {
                 }
                 "progressive" => spec.progressive = parse_bool("progressive", v)?,
                 "lossless" => spec.lossless = parse_bool("lossless", v)?,
+                "effort" => {
+                    let effort = parse_u32("effort", v)?;
+                    if effort > u32::from(MAX_EFFORT) {
+                        return Err(ImagingError::BadParameter(format!(
+                            "effort must be between 0 and {MAX_EFFORT}, got {effort}"
+                        )));
+                    }
+                    spec.effort = Some(effort as u8);
+                }
                 "background" | "bg" => spec.background = Some(Rgba::parse(v)?),
                 "keep_icc" => spec.keep_icc = parse_bool("keep_icc", v)?,
                 other => return Err(ImagingError::BadParameter(format!("unknown parameter '{other}'"))),
@@ -254,6 +328,10 @@ impl ResizeSpec {
         }
         if spec.gravity == Gravity::Entropy && spec.fit != Fit::Cover {
             return Err(ImagingError::BadParameter("gravity=entropy applies to fit=cover only".into()));
+        }
+        // Refused rather than ignored: a client asking JPEG with an effort expects it to matter.
+        if spec.effort.is_some() && spec.format.is_some_and(|f| f != OutputFormat::Avif) {
+            return Err(ImagingError::BadParameter("effort applies to format=avif (or auto) only".into()));
         }
         Ok(spec)
     }
@@ -319,7 +397,15 @@ fn parse_format(v: &str) -> Result<Option<OutputFormat>, ImagingError> {
         "jpeg" | "jpg" => Some(OutputFormat::Jpeg),
         "png" => Some(OutputFormat::Png),
         "webp" => Some(OutputFormat::Webp),
-        _ => return Err(ImagingError::BadParameter(format!("format must be jpeg, png, webp or auto; got '{v}'"))),
+        "avif" if AVIF_OUTPUT => Some(OutputFormat::Avif),
+        "avif" => {
+            return Err(ImagingError::BadParameter(
+                "format=avif is not available: this build has no AVIF encoder (imaging's `avif` feature)".into(),
+            ))
+        }
+        _ => {
+            return Err(ImagingError::BadParameter(format!("format must be jpeg, png, webp, avif or auto; got '{v}'")))
+        }
     })
 }
 
@@ -380,6 +466,43 @@ mod tests {
         assert!(e.to_string().contains("got 'webp %zzé\u{fffd}'"), "{e}");
         let e = ResizeSpec::from_query("width=10&wid%74h=20").expect_err("twice");
         assert!(e.to_string().contains("'width' is given more than once"), "{e}");
+    }
+
+    #[test]
+    fn avif_and_its_effort() {
+        let s = parse("width=10&format=avif&effort=7&quality=60").expect("avif");
+        assert_eq!((s.format, s.effort, s.quality), (Some(OutputFormat::Avif), Some(7), Some(60)));
+        assert_eq!(parse("width=10&effort=0").expect("auto").effort, Some(0), "auto may become AVIF");
+        assert_eq!(parse("width=10&format=avif").expect("default").effort, None);
+        for (q, needle) in [
+            ("width=10&format=avif&effort=10", "between 0 and 9"),
+            ("width=10&format=avif&effort=-1", "positive integer"),
+            ("width=10&format=webp&effort=3", "format=avif (or auto) only"),
+            ("width=10&format=jpeg&effort=0", "format=avif (or auto) only"),
+        ] {
+            let err = parse(q).expect_err(q);
+            assert!(matches!(err, ImagingError::BadParameter(_)) && err.to_string().contains(needle), "{q}: {err}");
+        }
+        assert_eq!(OutputFormat::Avif.mime(), "image/avif");
+        assert_eq!(OutputFormat::Avif.extension(), "avif");
+        assert!(OutputFormat::Avif.supports_alpha());
+    }
+
+    #[test]
+    fn the_deployment_caps_the_effort() {
+        let policy = AvifPolicy { auto: true, max_effort: 4 };
+        assert!(policy.check(&parse("width=10&format=avif&effort=4").unwrap()).is_ok());
+        assert!(policy.check(&parse("width=10&format=avif").unwrap()).is_ok(), "the default is always allowed");
+        let err = policy.check(&parse("width=10&format=avif&effort=5").unwrap()).expect_err("over the cap");
+        assert!(matches!(err, ImagingError::BadParameter(_)) && err.to_string().contains("maximum of 4"), "{err}");
+    }
+
+    #[cfg(not(feature = "avif"))]
+    #[test]
+    fn a_build_without_the_encoder_refuses_avif_by_name() {
+        let err = parse("width=10&format=avif").expect_err("no encoder");
+        assert!(err.to_string().contains("no AVIF encoder"), "{err}");
+        assert!(!AvifPolicy::default().auto);
     }
 
     #[test]

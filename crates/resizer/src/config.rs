@@ -218,6 +218,10 @@ pub struct ApiSection {
     /// service and every api node need the same file. Empty: signed URLs are off (`resizer dev`
     /// makes one in its data directory).
     pub url_signing_secret_file: String,
+    /// `format=auto` answers AVIF to clients whose `Accept` names `image/avif` (Chromium,
+    /// Firefox, Safari 16+), WebP next. Default: on where the build has the AVIF encoder
+    /// (imaging's default `avif` feature). Off, such clients get WebP as before.
+    pub auto_avif: bool,
 }
 
 /// Defaults for tenants without their own limits.
@@ -234,6 +238,11 @@ pub struct LimitsSection {
     pub quota: String,
     /// `Cache-Control: max-age` of signed-URL answers for tenants without their own.
     pub cache_max_age_secs: u32,
+    /// The highest AVIF encoder effort (`effort=`, 0–9, sharp's scale) a request may ask; above
+    /// it the request is refused (400). Bounds the CPU one AVIF conversion can buy: each step
+    /// up costs more time for a few percent of bytes (docs/benchmarks.md, "AVIF output"). At
+    /// least the default effort (`imaging::DEFAULT_EFFORT`), which every request may use.
+    pub avif_max_effort: u8,
 }
 
 impl LimitsSection {
@@ -314,6 +323,7 @@ impl Default for Config {
                 tls_cert: String::new(),
                 tls_key: String::new(),
                 url_signing_secret_file: String::new(),
+                auto_avif: imaging::AVIF_OUTPUT,
             },
             limits: LimitsSection {
                 rate_per_sec: limits.rate_per_sec,
@@ -322,6 +332,7 @@ impl Default for Config {
                 max_input_pixels: limits.max_input_pixels,
                 quota: String::new(),
                 cache_max_age_secs: limits.cache_max_age_secs,
+                avif_max_effort: imaging::DEFAULT_MAX_EFFORT,
             },
             dispatch: DispatchSection { workers: 0, small_queue: 0, medium_queue: 0, large_queue: 0 },
             identity: IdentitySection {
@@ -665,7 +676,28 @@ impl Config {
             admin_wrong_tokens_per_minute: self.api.admin_wrong_tokens_per_minute,
             url_signing: self.url_signing()?,
             origin: self.origin_policy()?,
+            avif: self.avif_policy()?,
         })
+    }
+
+    /// What this deployment allows of AVIF output (`api.auto_avif`, `limits.avif_max_effort`).
+    pub fn avif_policy(&self) -> anyhow::Result<imaging::AvifPolicy> {
+        let max_effort = self.limits.avif_max_effort;
+        if !(imaging::DEFAULT_EFFORT..=imaging::MAX_EFFORT).contains(&max_effort) {
+            anyhow::bail!(
+                "limits.avif_max_effort is {max_effort}: it must be between {} (the default effort, \
+                 which every request may use) and {}",
+                imaging::DEFAULT_EFFORT,
+                imaging::MAX_EFFORT
+            );
+        }
+        if self.api.auto_avif && !imaging::AVIF_OUTPUT {
+            anyhow::bail!(
+                "api.auto_avif is true but this build has no AVIF encoder (imaging's `avif` feature): \
+                 set it to false or build with the default features"
+            );
+        }
+        Ok(imaging::AvifPolicy { auto: self.api.auto_avif, max_effort })
     }
 
     /// The node's budget of body bytes in flight: `api.max_body_bytes_in_flight`, or when 0, 64
@@ -879,6 +911,20 @@ fn set(table: &mut toml::Table, path: &str, value: toml::Value) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_avif_effort_cap_is_checked_and_reaches_the_api() {
+        let mut config = Config::default();
+        let policy = config.avif_policy().expect("defaults");
+        assert_eq!(policy, imaging::AvifPolicy { auto: imaging::AVIF_OUTPUT, max_effort: imaging::DEFAULT_MAX_EFFORT });
+        config.limits.avif_max_effort = imaging::MAX_EFFORT;
+        assert_eq!(config.avif_policy().expect("the slowest allowed").max_effort, imaging::MAX_EFFORT);
+        for bad in [imaging::DEFAULT_EFFORT - 1, imaging::MAX_EFFORT + 1] {
+            config.limits.avif_max_effort = bad;
+            let e = config.avif_policy().expect_err("out of range").to_string();
+            assert!(e.contains("limits.avif_max_effort"), "{e}");
+        }
+    }
 
     #[test]
     fn buckets_are_named_with_their_url_and_options() {

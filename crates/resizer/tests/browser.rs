@@ -212,8 +212,10 @@ fn the_example_page_gets_every_signed_image_at_its_width_in_the_negotiated_forma
             source.0
         );
         let expected_type = match option(&opts, "format") {
-            // Chromium's Accept (image/avif,image/webp,...) negotiates WebP (no AVIF encoder).
-            Some("auto") | Some("webp") => "image/webp",
+            // Chromium's Accept (image/avif,image/webp,...) negotiates AVIF (`api.auto_avif`, on by
+            // default), which Chromium decodes at the asked size (checked above).
+            Some("auto") => "image/avif",
+            Some("webp") => "image/webp",
             Some("jpeg") => "image/jpeg",
             other => panic!("{id}: an unexpected format {other:?}"),
         };

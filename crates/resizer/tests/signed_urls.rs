@@ -105,7 +105,7 @@ fn a_signed_url_is_resized_with_caching_headers_and_answered_304_without_a_fetch
 
     // format=auto is negotiated from Accept, and says so.
     let auto = sign(&key_id, &secret, "width=120,format=auto", &source);
-    let webp = server.get_with_headers(&auto, &[("accept", "image/avif,image/webp,*/*")]);
+    let webp = server.get_with_headers(&auto, &[("accept", "image/webp,*/*")]);
     assert_eq!(
         (webp.status, webp.header("content-type"), webp.header("vary")),
         (200, Some("image/webp"), Some("Accept"))
@@ -157,6 +157,15 @@ fn a_signed_url_is_resized_with_caching_headers_and_answered_304_without_a_fetch
     let day = &usage["buckets"][0];
     assert_eq!(day["by_status"]["304"]["source_bytes"].as_u64(), Some(0), "{usage}");
     assert_eq!(day["billable"]["source_bytes"].as_u64(), Some(SAMPLE.len() as u64), "{usage}");
+
+    // A browser naming AVIF gets AVIF (`api.auto_avif`, on by default), under an ETag of its own
+    // (after the metering checks above, which count the requests before it).
+    let avif = server.get_with_headers(&auto, &[("accept", "image/avif,image/webp,*/*")]);
+    assert_eq!(
+        (avif.status, avif.header("content-type"), avif.header("vary")),
+        (200, Some("image/avif"), Some("Accept"))
+    );
+    assert_ne!(avif.header("etag"), webp.header("etag"), "AVIF is a negotiation class of its own");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Encoding. Nothing but pixels (and, when asked, the sRGB ICC profile) is written: EXIF, XMP,
 //! comments and thumbnails of the input never reach the output.
 
+mod avif;
 mod jpeg;
 mod png;
 mod webp;
@@ -14,6 +15,8 @@ pub struct EncodeOptions {
     pub quality: u8,
     pub progressive: bool,
     pub lossless: bool,
+    /// AVIF only: 0 (fastest) to `spec::MAX_EFFORT`, already within the deployment's cap.
+    pub effort: u8,
     /// ICC profile to embed (sRGB, since pixels are sRGB by then), or none.
     pub icc: Option<Vec<u8>>,
 }
@@ -27,5 +30,6 @@ pub fn encode(bitmap: &Bitmap, options: &EncodeOptions) -> Result<Vec<u8>, Imagi
         OutputFormat::Jpeg => jpeg::encode(bitmap, options),
         OutputFormat::Png => png::encode(bitmap, options),
         OutputFormat::Webp => webp::encode(bitmap, options),
+        OutputFormat::Avif => avif::encode(bitmap, options),
     }
 }
