@@ -16,6 +16,8 @@ pub struct EncodeOptions {
     pub progressive: bool,
     pub lossless: bool,
     /// AVIF only: 0 (fastest) to `spec::MAX_EFFORT`, already within the deployment's cap.
+    // Read by the AVIF encoder alone, which a build without `avif` lacks.
+    #[cfg_attr(not(feature = "avif"), allow(dead_code))]
     pub effort: u8,
     /// ICC profile to embed (sRGB, since pixels are sRGB by then), or none.
     pub icc: Option<Vec<u8>>,
