@@ -118,15 +118,8 @@ async fn image_inner<'a>(
         CacheOutcome::Fetched => "fetched",
     });
     outcome.source_fetched_bytes = source.fetched_bytes;
-    let admitted = resize::admit_image(
-        source.bytes,
-        spec,
-        &options.query,
-        &limits,
-        &parts.headers,
-        app.config.avif.auto,
-        outcome,
-    )?;
+    let admitted =
+        resize::admit_image(source.bytes, spec, &options.query, &limits, &parts.headers, &app.config.avif, outcome)?;
     let negotiated = admitted.negotiated;
     let done = resize::convert(app, rid, admitted, arrival).await?;
     let mut response = resize::answer(app, done, negotiated, outcome);

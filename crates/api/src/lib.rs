@@ -104,8 +104,9 @@ pub struct ApiConfig {
     /// How this node fetches the sources of signed URLs (allowed private hosts, time-outs,
     /// redirects, the source cache's bytes).
     pub origin: origin::OriginPolicy,
-    /// AVIF output: whether `format=auto` may pick it (`api.auto_avif`) and the highest encoder
-    /// effort a request may ask (`limits.avif_max_effort`).
+    /// AVIF output: whether `format=auto` may pick it (`api.auto_avif`), the highest encoder
+    /// effort a request may ask (`limits.avif_max_effort`) and the most pixels of an AVIF answer
+    /// (`limits.avif_max_output_pixels`).
     pub avif: imaging::AvifPolicy,
 }
 

@@ -52,7 +52,7 @@ const RESIZE_PARAMS: &[Param] = &[
     Param {
         name: "format",
         schema: || json!({ "type": "string", "enum": ["jpeg", "png", "webp", "avif", "auto"], "default": "auto" }),
-        description: "Output format; `auto` negotiates from `Accept` and its q-values (at equal q: a type named outright, AVIF first where the deployment allows it in `auto` and `Accept` names `image/avif` outright, then WebP, then the input's format), else follows the input. `avif` is a 400 on a build without the AVIF encoder.",
+        description: "Output format; `auto` negotiates from `Accept` and its q-values (at equal q: a type named outright, AVIF first where the deployment allows it in `auto` and `Accept` names `image/avif` outright, then WebP, then the input's format), else follows the input. `avif` is a 400 on a build without the AVIF encoder, and a 413 over the deployment's AVIF pixel bound (`limits.avif_max_output_pixels`; `auto` then picks as without AVIF).",
         example: "webp",
     },
     Param {

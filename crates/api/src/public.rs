@@ -119,7 +119,7 @@ async fn admit<'a>(
     if input.is_empty() {
         return Err(ApiError::BadRequest("the request body is empty: send the image bytes as the body".into()));
     }
-    resize::admit_image(input, spec, query, &limits, &parts.headers, app.config.avif.auto, outcome)
+    resize::admit_image(input, spec, query, &limits, &parts.headers, &app.config.avif, outcome)
 }
 
 /// `GET /v1/usage?from=&to=&granularity=hour|day`: the caller's own tenant, nobody else's.

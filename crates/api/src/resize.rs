@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use identity::{Authenticated, EffectiveLimits};
-use imaging::{ImagingError, LimitExceeded, Limits, OutputFormat, ResizeSpec};
+use imaging::{AvifPolicy, ImagingError, LimitExceeded, Limits, OutputFormat, ResizeSpec};
 
 use crate::budget::BodyBytes;
 use crate::conversions::{ConversionRequest, Converted};
@@ -102,14 +102,15 @@ pub struct Admitted {
 /// Admission once the bytes are here: the header probe (format and size, no decoding) and the
 /// tenant's pixel limit, so that a refused image never costs a decode; then the output format,
 /// negotiated from `headers`' `Accept` where the parameters leave it to `auto` (AVIF among the
-/// candidates when `auto_avif`, the deployment's `api.auto_avif`).
+/// candidates where `avif.auto`, the deployment's `api.auto_avif`), and the deployment's bound
+/// on an AVIF answer's pixels.
 pub fn admit_image(
     input: Bytes,
     mut spec: ResizeSpec,
     params: &str,
     limits: &EffectiveLimits,
     headers: &HeaderMap,
-    auto_avif: bool,
+    avif: &AvifPolicy,
     outcome: &mut Outcome,
 ) -> Result<Admitted, ApiError> {
     let probe = imaging::probe(&input).map_err(ImagingError::from)?;
@@ -126,7 +127,22 @@ pub fn admit_image(
     }
     let negotiated = spec.format.is_none();
     if negotiated {
-        spec.format = Some(format_for(headers, OutputFormat::following(probe.format), auto_avif));
+        spec.format = Some(format_for(headers, OutputFormat::following(probe.format), avif.auto));
+    }
+    // An AVIF over the deployment's pixel bound (`limits.avif_max_output_pixels`): asked by name,
+    // 413 before any decoding; negotiated, what `auto` picks without AVIF. The same source and
+    // options always come to the same size, so a signed URL's ETag still names one answer.
+    if spec.format == Some(OutputFormat::Avif) {
+        let (w, h) = (probe.width, probe.height);
+        // EXIF orientations 5–8 swap the axes: the plan is made on the upright size.
+        let upright = if (5..=8).contains(&probe.orientation) { (h, w) } else { (w, h) };
+        let (width, height) = imaging::plan(upright, &spec).output();
+        if let Err(e) = avif.check_output(spec.format, width, height) {
+            if !negotiated {
+                return Err(ApiError::Imaging(e));
+            }
+            spec.format = Some(format_for(headers, OutputFormat::following(probe.format), false));
+        }
     }
     let limits = Limits::with_input_bounds(limits.max_input_bytes, limits.max_input_pixels);
     Ok(Admitted { input, spec, params: params.to_owned(), limits, pixels, negotiated })

@@ -3,7 +3,7 @@
 //! [`ResizeSpec::from_query`]: the api node's admission and the worker that runs the job both
 //! call it, so the two cannot read the same parameters differently.
 
-use crate::error::ImagingError;
+use crate::error::{ImagingError, LimitExceeded};
 use crate::probe::ImageFormat;
 
 /// How the image is fitted into the `width` x `height` box (sharp's meanings).
@@ -70,17 +70,23 @@ pub struct AvifPolicy {
     /// request cannot buy minutes of CPU. At least [`DEFAULT_EFFORT`], so the default is
     /// always allowed.
     pub max_effort: u8,
+    /// The most pixels an AVIF answer may have: the effort cap bounds the CPU per pixel, this
+    /// bounds the pixels (AVIF costs several times WebP's CPU per pixel, docs/formats.md).
+    pub max_pixels: u64,
 }
 
 impl Default for AvifPolicy {
     fn default() -> Self {
-        AvifPolicy { auto: AVIF_OUTPUT, max_effort: DEFAULT_MAX_EFFORT }
+        AvifPolicy { auto: AVIF_OUTPUT, max_effort: DEFAULT_MAX_EFFORT, max_pixels: DEFAULT_AVIF_MAX_PIXELS }
     }
 }
 
 /// The cap a deployment has unless it sets its own: effort 2 (rav1e speed 8), about 3× the
 /// default's CPU; each step above costs more for a few percent of bytes.
 pub const DEFAULT_MAX_EFFORT: u8 = 2;
+/// The most pixels of an AVIF answer unless the deployment sets its own: 3840x2160 (4K UHD). At
+/// the default cap without rav1e's assembly that is about 40 s of one core (docs/formats.md).
+pub const DEFAULT_AVIF_MAX_PIXELS: u64 = 3840 * 2160;
 // The default effort is always allowed, and the default cap is a real effort.
 const _: () = assert!(DEFAULT_EFFORT <= DEFAULT_MAX_EFFORT && DEFAULT_MAX_EFFORT <= MAX_EFFORT);
 
@@ -94,6 +100,16 @@ impl AvifPolicy {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Refuses an AVIF answer of `width` x `height` over [`AvifPolicy::max_pixels`] (413, the
+    /// output pixel limit's error); other formats pass.
+    pub fn check_output(&self, format: Option<OutputFormat>, width: u32, height: u32) -> Result<(), ImagingError> {
+        let actual = u64::from(width) * u64::from(height);
+        if format == Some(OutputFormat::Avif) && actual > self.max_pixels {
+            return Err(LimitExceeded::OutputPixels { width, height, actual, limit: self.max_pixels }.into());
+        }
+        Ok(())
     }
 }
 
@@ -491,12 +507,17 @@ mod tests {
 
     #[test]
     fn the_deployment_caps_the_effort() {
-        let policy = AvifPolicy { auto: true, max_effort: 4 };
+        let policy = AvifPolicy { auto: true, max_effort: 4, max_pixels: 100 };
         // `format=auto` (the default): the answer may become AVIF, so the cap applies.
         assert!(policy.check(&parse("width=10&effort=4").unwrap()).is_ok());
         assert!(policy.check(&parse("width=10").unwrap()).is_ok(), "the default is always allowed");
         let err = policy.check(&parse("width=10&effort=5").unwrap()).expect_err("over the cap");
         assert!(matches!(err, ImagingError::BadParameter(_)) && err.to_string().contains("maximum of 4"), "{err}");
+        assert!(policy.check_output(Some(OutputFormat::Avif), 10, 10).is_ok());
+        let err = policy.check_output(Some(OutputFormat::Avif), 10, 11).expect_err("over the pixels");
+        assert_eq!(err.class().status, 413, "{err}");
+        assert!(policy.check_output(Some(OutputFormat::Webp), 100, 100).is_ok(), "AVIF only");
+        assert!(policy.check_output(None, 100, 100).is_ok(), "not decided yet: the input's family");
     }
 
     #[cfg(not(feature = "avif"))]

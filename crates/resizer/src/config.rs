@@ -243,6 +243,9 @@ pub struct LimitsSection {
     /// up costs more time for a few percent of bytes (docs/benchmarks.md, "AVIF output"). At
     /// least the default effort (`imaging::DEFAULT_EFFORT`), which every request may use.
     pub avif_max_effort: u8,
+    /// The most pixels an AVIF answer may have (default 3840 x 2160): over it, `format=avif` is
+    /// refused (413) before decoding and `format=auto` answers what it would without AVIF.
+    pub avif_max_output_pixels: u64,
 }
 
 impl LimitsSection {
@@ -333,6 +336,7 @@ impl Default for Config {
                 quota: String::new(),
                 cache_max_age_secs: limits.cache_max_age_secs,
                 avif_max_effort: imaging::DEFAULT_MAX_EFFORT,
+                avif_max_output_pixels: imaging::DEFAULT_AVIF_MAX_PIXELS,
             },
             dispatch: DispatchSection { workers: 0, small_queue: 0, medium_queue: 0, large_queue: 0 },
             identity: IdentitySection {
@@ -697,7 +701,7 @@ impl Config {
                  set it to false or build with the default features"
             );
         }
-        Ok(imaging::AvifPolicy { auto: self.api.auto_avif, max_effort })
+        Ok(imaging::AvifPolicy { auto: self.api.auto_avif, max_effort, max_pixels: self.limits.avif_max_output_pixels })
     }
 
     /// The node's budget of body bytes in flight: `api.max_body_bytes_in_flight`, or when 0, 64
@@ -916,7 +920,7 @@ mod tests {
     fn the_avif_effort_cap_is_checked_and_reaches_the_api() {
         let mut config = Config::default();
         let policy = config.avif_policy().expect("defaults");
-        assert_eq!(policy, imaging::AvifPolicy { auto: imaging::AVIF_OUTPUT, max_effort: imaging::DEFAULT_MAX_EFFORT });
+        assert_eq!(policy, imaging::AvifPolicy::default());
         config.limits.avif_max_effort = imaging::MAX_EFFORT;
         assert_eq!(config.avif_policy().expect("the slowest allowed").max_effort, imaging::MAX_EFFORT);
         for bad in [imaging::DEFAULT_EFFORT - 1, imaging::MAX_EFFORT + 1] {

@@ -96,3 +96,20 @@ fn an_effort_over_the_deployments_cap_is_refused_before_the_body_is_read() -> Re
     assert_eq!((r.status, r.problem_type()), (400, "bad-parameter".to_owned()));
     Ok(())
 }
+
+#[test]
+fn an_avif_over_the_deployments_pixel_bound_is_refused_or_negotiated_away() -> Result {
+    // 200 x 133 = 26,600 pixels: over a bound of 20,000, under it at 100 wide.
+    let server = DevServer::start(&["limits.avif_max_output_pixels=20000"])?;
+    let input = png(300, 200);
+    let r = server.resize("width=200&format=avif", Some(&server.demo_key), &input, &[]);
+    assert_eq!((r.status, r.problem_type()), (413, "too-large".to_owned()));
+    let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("200x133") && detail.contains("20000"), "{detail}");
+    let r = server.resize("width=100&format=avif", Some(&server.demo_key), &input, &[]);
+    assert_eq!((r.status, r.header("content-type")), (200, Some("image/avif")));
+    // `auto` answers what it would without AVIF: WebP for Chromium.
+    let r = server.resize("width=200", Some(&server.demo_key), &input, &[("accept", CHROMIUM)]);
+    assert_eq!((r.status, r.header("content-type"), r.header("vary")), (200, Some("image/webp"), Some("Accept")));
+    Ok(())
+}
