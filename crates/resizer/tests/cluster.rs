@@ -151,6 +151,10 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     assert_eq!((status, problem["type"].as_str()), (400, Some("urn:resizer:problem:bad-parameter")));
     let (status, _, problem) = lab.resize("format=webp&width=50", &common::png(300, 200));
     assert_eq!(status, 200, "{problem}");
+    // AVIF is encoded on the worker and named in its report like the other formats.
+    let (status, body, problem) = lab.resize("format=avif&width=40", &common::png(300, 200));
+    assert_eq!(status, 200, "{problem}");
+    assert!(body.get(4..12) == Some(b"ftypavif".as_slice()), "an AVIF file: {:?}", body.get(..16));
 
     // The internal port is not behind the load balancer, and it opens nothing without a token.
     let through_lb = format!("{}/internal/v1/jobs/0123/source", lab.field("url"));
@@ -188,26 +192,26 @@ fn the_lab_cluster_resizes_through_haproxy_and_down_leaves_nothing() {
     // Every api node and worker counted its part; the results were accepted once each.
     let accepted = lab.metric_sum("api-0", "resizer_internal_results_total")
         + lab.metric_sum("api-1", "resizer_internal_results_total");
-    // The bad parameter was refused by the api node itself; three jobs reached a worker.
-    assert_eq!(accepted, 3.0, "three results handed back");
+    // The bad parameter was refused by the api node itself; four jobs reached a worker.
+    assert_eq!(accepted, 4.0, "four results handed back");
     let worker_jobs = lab.metric_sum("worker-0", "resizer_worker_jobs_total")
         + lab.metric_sum("worker-1", "resizer_worker_jobs_total");
-    assert_eq!(worker_jobs, 3.0);
-    // The aggregator and the identity service have metrics too: the four requests' records
+    assert_eq!(worker_jobs, 4.0);
+    // The aggregator and the identity service have metrics too: the five requests' records
     // applied (shipped within a second), the admin calls that made the demo key counted.
     let until = Instant::now() + Duration::from_secs(20);
-    while lab.metric_sum("usage-0", "resizer_usage_records_total") < 4.0 && Instant::now() < until {
+    while lab.metric_sum("usage-0", "resizer_usage_records_total") < 5.0 && Instant::now() < until {
         thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(lab.metric_sum("usage-0", "resizer_usage_records_total"), 4.0, "{}", lab.log_tails());
+    assert_eq!(lab.metric_sum("usage-0", "resizer_usage_records_total"), 5.0, "{}", lab.log_tails());
     assert!(lab.metric_sum("usage-0", r#"resizer_usage_batches_total{outcome="applied"}"#) >= 1.0);
     assert_eq!(lab.metric_sum("usage-0", "resizer_usage_consuming"), 1.0);
     assert!(lab.metric_sum("identity", "resizer_http_request_duration_seconds_count") >= 2.0);
     // cluster.json's admin URL answers usage and audit reads too, the tenant named by its name.
     let (status, usage) = lab.admin("GET", "/v1/tenants/demo/usage?granularity=day", None);
-    assert_eq!((status, usage["total"]["requests"].as_u64()), (200, Some(4)), "{usage}");
+    assert_eq!((status, usage["total"]["requests"].as_u64()), (200, Some(5)), "{usage}");
     let (status, audit) = lab.admin("GET", "/v1/tenants/demo/audit", None);
-    assert_eq!((status, audit["records"].as_array().map(Vec::len)), (200, Some(4)), "{audit}");
+    assert_eq!((status, audit["records"].as_array().map(Vec::len)), (200, Some(5)), "{audit}");
 
     // Health is live: a NATS node reports unhealthy for a moment while a new stream (the usage
     // stream, made on the first shipped batch) catches up on its replicas.
