@@ -36,6 +36,6 @@ pub use limits::Limits;
 pub use pipeline::{process, Output, Report};
 pub use probe::{probe, ImageFormat, Probe, ProbeError};
 pub use spec::{
-    AvifPolicy, Fit, Gravity, OutputFormat, ResizeSpec, Rgba, AVIF_OUTPUT, DEFAULT_AVIF_MAX_PIXELS, DEFAULT_EFFORT, DEFAULT_MAX_EFFORT,
-    MAX_DIMENSION, MAX_EFFORT,
+    AvifPolicy, Fit, Gravity, OutputFormat, ResizeSpec, Rgba, AVIF_OUTPUT, DEFAULT_AVIF_MAX_PIXELS, DEFAULT_EFFORT,
+    DEFAULT_MAX_EFFORT, MAX_DIMENSION, MAX_EFFORT,
 };
