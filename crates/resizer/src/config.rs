@@ -845,6 +845,8 @@ fn unknown_env(env: &[(String, String)], known: &[String]) -> Vec<String> {
         "RESIZER_ADMIN_CA_FILE",
         "RESIZER_NATS_PASSWORD",
         "RESIZER_URL_SECRET",
+        // imaging's: another libheif to open, or none (docs/input-formats.md).
+        "RESIZER_LIBHEIF",
     ];
     env.iter()
         .map(|(name, _)| name)
@@ -1014,8 +1016,10 @@ mod tests {
         let env = |names: &[&str]| names.iter().map(|n| ((*n).to_owned(), "1".to_owned())).collect::<Vec<_>>();
         let known = known_env().expect("defaults");
         assert!(known.iter().any(|k| k == "RESIZER_API_HEADER_TIMEOUT_MS"));
-        let found =
-            unknown_env(&env(&["RESIZER_LIMITS_RATE", "RESIZER_LIMITS_RATE_PER_SEC", "RESIZER_ADMIN_URL"]), &known);
+        let found = unknown_env(
+            &env(&["RESIZER_LIMITS_RATE", "RESIZER_LIMITS_RATE_PER_SEC", "RESIZER_ADMIN_URL", "RESIZER_LIBHEIF"]),
+            &known,
+        );
         assert_eq!(found, ["RESIZER_LIMITS_RATE"]);
     }
 
