@@ -306,6 +306,16 @@ const Console = (() => {
     if (!last.length) body.append(el("tr", {}, el("td", { colspan: "6", text: "No requests in the past hour." })));
   }
 
+  /** The sign-in form or the navigation, as `signedIn` says; signed out, every panel hidden.
+   * Returns `signedIn`. */
+  function showSignedIn(signedIn, panels) {
+    document.getElementById("sign-in").hidden = signedIn;
+    document.getElementById("nav").hidden = !signedIn;
+    document.body.dataset.signedIn = String(signedIn);
+    if (!signedIn) for (const p of Object.values(panels)) p.hidden = true;
+    return signedIn;
+  }
+
   /** Shows the panel named by the location's hash among `panels` (tab-like navigation). */
   function route(panels, fallback) {
     const name = (location.hash || "").slice(1) || fallback;
@@ -317,5 +327,5 @@ const Console = (() => {
     return name in panels ? name : fallback;
   }
 
-  return { ApiProblem, call, showError, clearError, el, bytes, number, usageQuery, renderUsage, renderQuota, renderAudit, route };
+  return { ApiProblem, call, showError, clearError, el, bytes, number, usageQuery, renderUsage, renderQuota, renderAudit, showSignedIn, route };
 })();

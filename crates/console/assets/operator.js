@@ -47,14 +47,7 @@
 
   /** The panel from the hash: #tenants, #health, or #tenant/<id>. */
   function show() {
-    const signedIn = Boolean(token());
-    $("sign-in").hidden = signedIn;
-    $("nav").hidden = !signedIn;
-    document.body.dataset.signedIn = String(signedIn);
-    if (!signedIn) {
-      for (const p of Object.values(panels)) p.hidden = true;
-      return;
-    }
+    if (!Console.showSignedIn(Boolean(token()), panels)) return;
     const hash = (location.hash || "").slice(1);
     const [name, id] = hash.split("/");
     if (name === "tenant" && id) {

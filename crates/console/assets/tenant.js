@@ -28,14 +28,7 @@
   }
 
   function show() {
-    const signedIn = Boolean(key());
-    $("sign-in").hidden = signedIn;
-    $("nav").hidden = !signedIn;
-    document.body.dataset.signedIn = String(signedIn);
-    if (!signedIn) {
-      for (const p of Object.values(panels)) p.hidden = true;
-      return;
-    }
+    if (!Console.showSignedIn(Boolean(key()), panels)) return;
     const name = Console.route(panels, "usage");
     if (name === "usage" || name === "limits") loadUsage();
     if (name === "usage") loadAudit();
