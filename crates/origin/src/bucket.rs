@@ -73,8 +73,10 @@ pub(crate) fn object_key(url: &Url) -> Result<String, FetchError> {
     if lowered.contains("%2f") || lowered.contains("%5c") || url.query().is_some() {
         return Err(FetchError::BadUrl("an encoded `/` or `\\`, or a query, in an s3:// source".into()));
     }
-    let decoded: Vec<u8> = percent_decode(path.trim_start_matches('/'));
-    let key = String::from_utf8(decoded).map_err(|_| FetchError::BadUrl("an s3:// key is UTF-8".into()))?;
+    let key = percent_encoding::percent_decode_str(path.trim_start_matches('/'))
+        .decode_utf8()
+        .map_err(|_| FetchError::BadUrl("an s3:// key is UTF-8".into()))?
+        .into_owned();
     if key.is_empty() || key.ends_with('/') {
         return Err(FetchError::BadUrl("an s3:// source names an object: s3://<bucket>/<key>".into()));
     }
@@ -82,26 +84,6 @@ pub(crate) fn object_key(url: &Url) -> Result<String, FetchError> {
         return Err(FetchError::BadUrl("an empty, `.` or `..` segment in an s3:// key".into()));
     }
     Ok(key)
-}
-
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(high), Some(low)) => {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(feature = "s3")]
