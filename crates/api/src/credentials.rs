@@ -14,11 +14,6 @@ use identity::Authenticated;
 use crate::problem::ApiError;
 use crate::App;
 
-/// Reads of a tenant's own records (usage, audit, limits) have a bucket of their own: a tenant
-/// throttled on resizes can still see why.
-pub const OWN_READS_PER_SEC: f64 = 10.0;
-pub const OWN_READ_BURST: u32 = 20;
-
 /// The key from `Authorization: Bearer <key>`, decided by the credential cache.
 pub fn authenticate(app: &App, headers: &HeaderMap) -> Result<Authenticated, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or(ApiError::MissingKey)?;

@@ -14,7 +14,7 @@
 //! must not block the runtime: the SQLite store is only touched from `spawn_blocking`.
 //!
 //! Files: `server.rs` wiring and shutdown (it imports the handlers, never the other way);
-//! `public.rs`, `own.rs` (a tenant's own audit and limits), `admin.rs` and `internal.rs` the
+//! `public.rs`, `own.rs` (a tenant's own usage, audit and limits), `admin.rs` and `internal.rs` the
 //! handlers, which never import each other;
 //! `resize.rs` the steps of a resize after the body (image admission, conversion, answer, usage
 //! record); `outcome.rs` what a request came to (for the log, metrics and usage); `body.rs`

@@ -1,6 +1,6 @@
-//! What a tenant may read about itself with its own API key, besides its usage: its recent
-//! requests (`GET /v1/audit`, the records of the archive) and its limits with the rate limit's
-//! state on this node (`GET /v1/limits`). What the tenant console shows.
+//! What a tenant may read about itself with its own API key: its usage (`GET /v1/usage`, the
+//! rollups), its recent requests (`GET /v1/audit`, the records of the archive) and its limits
+//! with the rate limit's state on this node (`GET /v1/limits`). What the tenant console shows.
 //!
 //! Each answer is the caller's own tenant's, decided by the key alone: no parameter names a
 //! tenant. Reads take tokens from the reads' own bucket, as `GET /v1/usage` does.
@@ -14,12 +14,26 @@ use axum::response::Response;
 use serde_json::json;
 
 use crate::body::json_response;
-use crate::credentials::{authenticate, OWN_READS_PER_SEC, OWN_READ_BURST};
+use crate::credentials::authenticate;
 use crate::outcome::{Outcome, Route};
 use crate::problem::ApiError;
 use crate::request_id::RequestId;
-use crate::usage_report::audit_page;
+use crate::usage_report::{audit_page, usage_report};
 use crate::{quota, ratelimit, App};
+
+/// Reads of a tenant's own records have a bucket of their own, this size.
+const OWN_READS_PER_SEC: f64 = 10.0;
+const OWN_READ_BURST: u32 = 20;
+
+/// `GET /v1/usage?from=&to=&granularity=hour|day`: the caller's tenant's rollups with its quota.
+pub async fn usage(State(app): State<Arc<App>>, request: Request) -> Response {
+    read(&app, request, "usage", |app, auth, query| async move {
+        let quota = auth.limits().resolve(&app.config.default_limits).quota;
+        let status = quota::status(&app, auth.tenant(), quota.as_ref());
+        usage_report(&app, auth.tenant().get(), status, &query).await
+    })
+    .await
+}
 
 /// `GET /v1/audit`: the caller's tenant's records, oldest first (`from`, `to`, `limit`, `after`
 /// as the admin audit route takes them).
@@ -60,8 +74,9 @@ pub async fn limits(State(app): State<Arc<App>>, request: Request) -> Response {
     .await
 }
 
-/// Authenticates the key, takes a read token, runs `answer` with the query string, and labels
-/// the response for metrics and the access log.
+/// Authenticates the key, takes a token from the reads' own bucket (a tenant throttled on
+/// resizes can still see why), runs `answer` with the query string, and labels the response for
+/// metrics and the access log.
 async fn read<F, Fut>(app: &Arc<App>, request: Request, route: &'static str, answer: F) -> Response
 where
     F: FnOnce(Arc<App>, identity::Authenticated, String) -> Fut,

@@ -18,13 +18,11 @@ use axum::response::Response;
 
 use crate::body::{awaits_continue, drain, json_response, read_body, DRAIN_LIMIT};
 use crate::conversions::Conversions;
-use crate::credentials::{authenticate, OWN_READS_PER_SEC, OWN_READ_BURST};
+use crate::credentials::authenticate;
 use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
-use crate::quota;
 use crate::request_id::RequestId;
 use crate::resize::{self, record_usage, Admitted, Held};
-use crate::usage_report::usage_report;
 use crate::{metrics, openapi, App};
 
 pub async fn resize(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -120,31 +118,6 @@ async fn admit<'a>(
         return Err(ApiError::BadRequest("the request body is empty: send the image bytes as the body".into()));
     }
     resize::admit_image(input, spec, query, &limits, &parts.headers, &app.config.avif, outcome)
-}
-
-/// `GET /v1/usage?from=&to=&granularity=hour|day`: the caller's own tenant, nobody else's.
-pub async fn usage(State(app): State<Arc<App>>, request: Request) -> Response {
-    let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
-    let mut outcome = Outcome::default();
-    // Only the head: a `Request` (its body) is not `Sync`, so it cannot be borrowed across awaits.
-    let (parts, _) = request.into_parts();
-    let result = async {
-        let auth = authenticate(&app, &parts.headers)?;
-        outcome.tenant = Some(auth.tenant());
-        // Reads have their own bucket: a tenant throttled on resizes can still see its usage.
-        app.take_token(&app.read_limiter, auth.tenant(), OWN_READS_PER_SEC, OWN_READ_BURST)?;
-        let quota = auth.limits().resolve(&app.config.default_limits).quota;
-        let status = quota::status(&app, auth.tenant(), quota.as_ref());
-        usage_report(&app, auth.tenant().get(), status, parts.uri.query().unwrap_or("")).await
-    }
-    .await;
-    let mut response = match result {
-        Ok(response) => response,
-        Err(e) => outcome.fail(e, &rid),
-    };
-    response.extensions_mut().insert(Route("usage"));
-    response.extensions_mut().insert(outcome);
-    response
 }
 
 pub async fn healthz() -> Response {

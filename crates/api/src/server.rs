@@ -127,7 +127,7 @@ fn public_router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/resize", post(public::resize))
         .route("/v1/img/{*signed}", get(by_url::image))
-        .route("/v1/usage", get(public::usage))
+        .route("/v1/usage", get(own::usage))
         .route("/v1/audit", get(own::audit))
         .route("/v1/limits", get(own::limits))
         .route("/healthz", get(public::healthz))
