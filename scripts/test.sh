@@ -31,6 +31,10 @@ command -v heif-convert >/dev/null || need_packages+=(libheif-examples)
 # avifdec (libavif, with dav1d) decodes the AVIF our encoder writes, independently of it
 # (crates/imaging/src/encode/avif.rs's tests, crates/resizer/tests/avif.rs).
 command -v avifdec >/dev/null || need_packages+=(libavif-bin)
+# Debian's Pillow (/usr/bin/python3's, not a venv's) reads animated GIF and WebP independently of
+# the gif crate and our libwebp: the reference the animation tests check frames, delays and loop
+# counts against (crates/imaging/tests/animation.rs).
+/usr/bin/python3 -c 'import PIL.WebPImagePlugin' 2>/dev/null || need_packages+=(python3-pil)
 # npm fetches axe-core, the console test's accessibility check (below).
 command -v npm >/dev/null || need_packages+=(npm)
 # promtool (Debian's prometheus package) checks the alert rules, their tests and the dashboard's

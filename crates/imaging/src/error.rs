@@ -35,6 +35,9 @@ pub enum LimitExceeded {
     InputPixels { width: u32, height: u32, actual: u64, limit: u64 },
     #[error("image has {actual} frames; the limit is {limit}")]
     Frames { actual: u64, limit: u64 },
+    /// An animation's pixels summed over its frames, on the input or the output `side`.
+    #[error("animation is {actual} {side} pixels summed over its frames; the limit is {limit} pixels (frames=1 asks for the first frame only)")]
+    AnimationPixels { side: &'static str, actual: u64, limit: u64 },
     #[error("JPEG has {actual} scans; the limit is {limit}")]
     Scans { actual: u64, limit: u64 },
     #[error("JPEG scans would walk {actual} 8x8 blocks; the limit is {limit}")]

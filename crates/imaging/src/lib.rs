@@ -33,7 +33,7 @@ pub use error::{ErrorClass, ImagingError, LimitExceeded};
 pub use geometry::{plan, Plan};
 pub use jpeg_simd::jpeg_simd;
 pub use limits::Limits;
-pub use pipeline::{process, Output, Report};
+pub use pipeline::{frames_out, process, Output, Report};
 pub use probe::{probe, ImageFormat, Probe, ProbeError};
 pub use spec::{
     AvifPolicy, Fit, Gravity, OutputFormat, ResizeSpec, Rgba, AVIF_OUTPUT, DEFAULT_AVIF_MAX_PIXELS, DEFAULT_EFFORT,

@@ -11,9 +11,16 @@ pub struct Limits {
     /// Largest accepted width x height as declared in the header. Default 100 megapixels: a
     /// 108 MP phone photo is rejected, a 50 MP camera photo is not.
     pub max_input_pixels: u64,
-    /// Largest number of frames (GIF, APNG, animated WebP). Only the first frame is decoded, but
-    /// walking thousands of frames is itself an attack. Default 1,000.
+    /// Largest number of frames (GIF, APNG, animated WebP). Walking thousands of frames is
+    /// itself an attack, even when only the first is decoded. Default 1,000.
     pub max_frames: u64,
+    /// Largest pixels summed over the frames of an animation kept as one: the canvas
+    /// (width x height) times the frames on the input side, and the output size times the
+    /// frames on the output side. Every frame is composed at the canvas size, resized and
+    /// encoded, so this bounds the CPU of an animated request as `max_input_pixels` bounds a
+    /// still's. Default 250 megapixels (sharp's `limitInputPixels`, 268 MP, is of the same order):
+    /// 100 frames of 1580x1580, or 1,000 of 500x500 (CPU measured in docs/formats.md).
+    pub max_animation_pixels: u64,
     /// Largest number of JPEG scans: each progressive scan re-walks the whole coefficient buffer,
     /// so a file of thousands of tiny scans burns CPU out of all proportion to its size.
     /// Default 100 (encoders write about 10).
@@ -35,6 +42,7 @@ impl Default for Limits {
             max_input_bytes: 32 << 20,
             max_input_pixels: 100_000_000,
             max_frames: 1_000,
+            max_animation_pixels: 250_000_000,
             max_jpeg_scans: 100,
             max_jpeg_scan_blocks: 40_000_000,
             max_decoder_memory: 200 << 20,
@@ -85,6 +93,37 @@ impl Limits {
             }
         }
         let memory = decoder_memory(probe, decode_scale);
+        if memory > self.max_decoder_memory {
+            return Err(LimitExceeded::DecoderMemory { actual: memory, limit: self.max_decoder_memory });
+        }
+        Ok(())
+    }
+
+    /// An animation kept as one (`frames` of them): its pixels summed over the frames, on the
+    /// input side (the canvas, as the header declares it, and for GIF the frame extents) and the
+    /// output side (`out` per frame), and the memory the frame-by-frame path holds at once. A
+    /// still (`frames` 1) passes: [`Limits::check_probe`] has judged it.
+    pub fn check_animation(&self, probe: &Probe, frames: u32, out: (u32, u32)) -> Result<(), LimitExceeded> {
+        if frames <= 1 {
+            return Ok(());
+        }
+        let input = probe.total_pixels();
+        if input > self.max_animation_pixels {
+            return Err(LimitExceeded::AnimationPixels {
+                side: "input",
+                actual: input,
+                limit: self.max_animation_pixels,
+            });
+        }
+        let output = u64::from(out.0).saturating_mul(u64::from(out.1)).saturating_mul(u64::from(frames));
+        if output > self.max_animation_pixels {
+            return Err(LimitExceeded::AnimationPixels {
+                side: "output",
+                actual: output,
+                limit: self.max_animation_pixels,
+            });
+        }
+        let memory = animation_memory(probe, out);
         if memory > self.max_decoder_memory {
             return Err(LimitExceeded::DecoderMemory { actual: memory, limit: self.max_decoder_memory });
         }
@@ -145,6 +184,21 @@ pub fn decoder_memory(probe: &Probe, decode_scale: u32) -> u64 {
         }
         ImageFormat::Avif | ImageFormat::Heic => heif_memory(probe, scale),
     }
+}
+
+/// What the frame-by-frame path holds at once, pessimistically: the composed canvas, the
+/// canvas saved for GIF's "restore to previous" disposal (libwebp's animation decoder keeps a
+/// previous canvas too) and the frame being decoded, all RGBA; the resize's copy of the canvas
+/// and its output; and the animation encoder's working pictures (libwebp's keeps the previous
+/// and current canvas and up to four candidate sub-frames, all RGBA at the output size).
+pub fn animation_memory(probe: &Probe, out: (u32, u32)) -> u64 {
+    let (w, h) = match &probe.gif {
+        Some(g) => (probe.width.max(g.frame_extent_width), probe.height.max(g.frame_extent_height)),
+        None => (probe.width, probe.height),
+    };
+    let canvas = u64::from(w) * u64::from(h) * 4;
+    let output = u64::from(out.0) * u64::from(out.1) * 4;
+    canvas.saturating_mul(5).saturating_add(output.saturating_mul(8))
 }
 
 /// What a grid tile costs besides its pixels, counted as memory: libheif starts a decoder per

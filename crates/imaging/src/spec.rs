@@ -47,6 +47,9 @@ pub enum OutputFormat {
     /// AV1 in HEIF (8-bit 4:4:4, alpha as an auxiliary image), encoded by rav1e: only in a build
     /// with imaging's `avif` feature (see [`AVIF_OUTPUT`]).
     Avif,
+    /// GIF89a: 256 colours a frame (each frame quantised on its own), 1-bit transparency;
+    /// animations keep their frames, delays and loop count.
+    Gif,
 }
 
 /// Whether this build encodes AVIF (imaging's default-on `avif` feature). Without it
@@ -116,7 +119,8 @@ impl AvifPolicy {
 impl OutputFormat {
     /// Every output format this crate names (AVIF too in a build without its encoder: a name
     /// read from another node is still known).
-    pub const ALL: [OutputFormat; 4] = [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp, OutputFormat::Avif];
+    pub const ALL: [OutputFormat; 5] =
+        [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp, OutputFormat::Avif, OutputFormat::Gif];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -124,6 +128,7 @@ impl OutputFormat {
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
             OutputFormat::Avif => "avif",
+            OutputFormat::Gif => "gif",
         }
     }
     pub fn mime(self) -> &'static str {
@@ -132,6 +137,7 @@ impl OutputFormat {
             OutputFormat::Png => "image/png",
             OutputFormat::Webp => "image/webp",
             OutputFormat::Avif => "image/avif",
+            OutputFormat::Gif => "image/gif",
         }
     }
     pub fn extension(self) -> &'static str {
@@ -140,6 +146,7 @@ impl OutputFormat {
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
             OutputFormat::Avif => "avif",
+            OutputFormat::Gif => "gif",
         }
     }
     /// The largest width or height the format can store.
@@ -151,13 +158,28 @@ impl OutputFormat {
             // AV1 allows 65,536, but decoders (dav1d, libavif) refuse frames over 16,384 a side
             // by default.
             OutputFormat::Avif => 16_384,
+            // The logical screen's fields are 16-bit.
+            OutputFormat::Gif => u32::from(u16::MAX),
         }
     }
     pub fn supports_alpha(self) -> bool {
         !matches!(self, OutputFormat::Jpeg)
     }
-    /// The output format that follows an input format (`format=auto` with no better hint).
-    /// GIF has no encoder here, so a GIF becomes a PNG (keeps transparency, lossless).
+    /// Whether an animated input keeps its frames in this format (the others get its first).
+    pub fn supports_animation(self) -> bool {
+        matches!(self, OutputFormat::Webp | OutputFormat::Gif)
+    }
+    /// The output format that follows an input (`format=auto` with no better hint), knowing
+    /// whether the input is animated: an animation stays in its own family (GIF → GIF,
+    /// WebP → WebP), so that it stays an animation; a still follows [`OutputFormat::following`].
+    pub fn following_image(input: ImageFormat, frames: u32) -> OutputFormat {
+        match input {
+            ImageFormat::Gif if frames > 1 => OutputFormat::Gif,
+            _ => OutputFormat::following(input),
+        }
+    }
+    /// The output format that follows a still input format (`format=auto` with no better
+    /// hint). A still GIF becomes a PNG: lossless, full alpha, no 256-colour palette.
     pub fn following(input: ImageFormat) -> OutputFormat {
         match input {
             ImageFormat::Jpeg => OutputFormat::Jpeg,
@@ -234,6 +256,10 @@ pub struct ResizeSpec {
     pub background: Option<Rgba>,
     /// Embed the sRGB ICC profile in the output (all other metadata is always stripped).
     pub keep_icc: bool,
+    /// `frames=1`: an animated input gives its first frame only, as a still, whatever the
+    /// output format. Otherwise an animation stays one where the format holds animations
+    /// ([`OutputFormat::supports_animation`]).
+    pub first_frame_only: bool,
 }
 
 impl ResizeSpec {
@@ -264,6 +290,7 @@ impl ResizeSpec {
             effort: None,
             background: None,
             keep_icc: false,
+            first_frame_only: false,
         })
     }
 
@@ -339,6 +366,17 @@ impl ResizeSpec {
                 }
                 "background" | "bg" => spec.background = Some(Rgba::parse(v)?),
                 "keep_icc" => spec.keep_icc = parse_bool("keep_icc", v)?,
+                "frames" => {
+                    spec.first_frame_only = match v {
+                        "1" => true,
+                        "all" => false,
+                        _ => {
+                            return Err(ImagingError::BadParameter(format!(
+                                "frames must be 1 (the first frame) or all (the default); got '{v}'"
+                            )))
+                        }
+                    }
+                }
                 other => return Err(ImagingError::BadParameter(format!("unknown parameter '{other}'"))),
             }
         }
@@ -413,6 +451,7 @@ fn parse_format(v: &str) -> Result<Option<OutputFormat>, ImagingError> {
         "jpeg" | "jpg" => Some(OutputFormat::Jpeg),
         "png" => Some(OutputFormat::Png),
         "webp" => Some(OutputFormat::Webp),
+        "gif" => Some(OutputFormat::Gif),
         "avif" if AVIF_OUTPUT => Some(OutputFormat::Avif),
         "avif" => {
             return Err(ImagingError::BadParameter(
@@ -420,7 +459,9 @@ fn parse_format(v: &str) -> Result<Option<OutputFormat>, ImagingError> {
             ))
         }
         _ => {
-            return Err(ImagingError::BadParameter(format!("format must be jpeg, png, webp, avif or auto; got '{v}'")))
+            return Err(ImagingError::BadParameter(format!(
+                "format must be jpeg, png, webp, gif, avif or auto; got '{v}'"
+            )))
         }
     })
 }
@@ -459,7 +500,8 @@ mod tests {
             ("width=10&fit=squash", "fit must be"),
             ("width=10&quality=0", "quality"),
             ("width=10&quality=101", "quality"),
-            ("width=10&format=gif", "format must be"),
+            ("width=10&format=bmp", "format must be"),
+            ("width=10&frames=2", "frames must be 1"),
             ("width=10&widht=3", "unknown parameter 'widht'"),
             ("width=10&gravity=entropy", "cover only"),
             ("width=10&fit=cover&gravity=attention", "not supported"),

@@ -92,17 +92,33 @@ fn the_output_format_follows_the_input_unless_asked() {
 }
 
 #[test]
-fn gif_output_is_refused_as_a_bad_parameter() {
-    let err = try_spec("width=32&format=gif").unwrap_err();
-    assert_eq!(err.http_status(), 400, "{err}");
+fn a_still_becomes_a_one_frame_gif_when_asked() {
+    let img = gradient_with_alpha(64, 48);
+    let out = run(&png(&img), "width=32&format=gif");
+    assert_eq!((out.report.format.as_str(), out.report.width, out.report.height), ("gif", 32, 24));
+    let gif = decode_gif(&out.bytes);
+    assert_eq!((gif.frames.len(), gif.plays), (1, 1), "one frame, no NETSCAPE loop extension");
+    let first = &gif.frames[0].0;
+    assert_eq!(decode_output(&out), *first);
+    // The opaque left third keeps its colours (within the 256-colour palette), the transparent
+    // right third stays transparent (GIF's one bit).
+    let src = img.at_fraction(1.0 / 6.0, 0.5);
+    assert_near(&first.at_fraction(1.0 / 6.0, 0.5), &src, 24, "left third");
+    assert_eq!(first.at_fraction(5.0 / 6.0, 0.5)[3], 0, "transparent third");
 }
 
 #[test]
-fn an_animated_gif_gives_its_first_frame() {
+fn an_animated_gif_gives_its_first_frame_as_a_still_format() {
     let red_then_blue = gif(8, 8, &[[255, 0, 0], [0, 0, 255]], &[vec![0; 64], vec![1; 64], vec![1; 64]], None);
     assert_eq!(imaging::probe(&red_then_blue).unwrap().frames, 3);
-    let img = decode_output(&run(&red_then_blue, "width=8"));
-    assert!(img.pixels.iter().all(|&p| p == [255, 0, 0, 255]), "not the first frame");
+    for query in ["width=8&format=png", "width=8&frames=1", "width=8&format=webp&frames=1"] {
+        let out = run(&red_then_blue, query);
+        assert_eq!(imaging::probe(&out.bytes).unwrap().frames, 1, "{query}");
+        // Lossy WebP is near red, not exactly.
+        for p in decode_output(&out).pixels {
+            assert_near(&p, &[255, 0, 0, 255], 6, format!("{query}: not the first frame"));
+        }
+    }
 }
 
 #[test]

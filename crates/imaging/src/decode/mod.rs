@@ -3,11 +3,14 @@
 //! PNG, AVIF and HEIC by box-averaging rows as they stream out), leaving the final, high-quality step to the
 //! resampler.
 
+pub(crate) mod frames;
 mod gif;
+mod gif_frames;
 mod heif;
 pub(crate) mod jpeg;
 mod png;
 mod webp;
+mod webp_frames;
 
 use crate::bitmap::Bitmap;
 use crate::error::ImagingError;

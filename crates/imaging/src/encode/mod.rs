@@ -2,9 +2,11 @@
 //! comments and thumbnails of the input never reach the output.
 
 mod avif;
+mod gif;
 mod jpeg;
 mod png;
 mod webp;
+mod webp_anim;
 
 use crate::bitmap::Bitmap;
 use crate::error::ImagingError;
@@ -33,5 +35,41 @@ pub fn encode(bitmap: &Bitmap, options: &EncodeOptions) -> Result<Vec<u8>, Imagi
         OutputFormat::Png => png::encode(bitmap, options),
         OutputFormat::Webp => webp::encode(bitmap, options),
         OutputFormat::Avif => avif::encode(bitmap, options),
+        OutputFormat::Gif => gif::encode(bitmap, options),
+    }
+}
+
+/// An animation being written, frame by frame, in a format that holds one
+/// ([`OutputFormat::supports_animation`]).
+pub enum AnimationEncoder {
+    Gif(gif::GifEncoder),
+    Webp(webp_anim::WebpAnimEncoder),
+}
+
+impl AnimationEncoder {
+    /// `plays`: WebP's convention, 0 = forever, n = n plays.
+    pub fn new(width: u32, height: u32, plays: u32, options: &EncodeOptions) -> Result<AnimationEncoder, ImagingError> {
+        match options.format {
+            OutputFormat::Gif => gif::GifEncoder::new(width, height, plays).map(AnimationEncoder::Gif),
+            OutputFormat::Webp => {
+                webp_anim::WebpAnimEncoder::new(width, height, plays, options).map(AnimationEncoder::Webp)
+            }
+            other => Err(ImagingError::Internal(format!("{} holds no animation", other.as_str()))),
+        }
+    }
+
+    /// Adds the next frame (every frame the same size), shown for `delay_ms`.
+    pub fn add(&mut self, frame: &Bitmap, delay_ms: u32) -> Result<(), ImagingError> {
+        match self {
+            AnimationEncoder::Gif(g) => g.add(frame, delay_ms),
+            AnimationEncoder::Webp(w) => w.add(frame, delay_ms),
+        }
+    }
+
+    pub fn finish(self) -> Result<Vec<u8>, ImagingError> {
+        match self {
+            AnimationEncoder::Gif(g) => g.finish(),
+            AnimationEncoder::Webp(w) => w.finish(),
+        }
     }
 }

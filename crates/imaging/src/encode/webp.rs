@@ -57,7 +57,7 @@ pub fn encode(b: &Bitmap, o: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {
     }
 }
 
-fn add_icc(webp: &[u8], icc: &[u8]) -> Result<Vec<u8>, ImagingError> {
+pub(super) fn add_icc(webp: &[u8], icc: &[u8]) -> Result<Vec<u8>, ImagingError> {
     let fail = |what: &str| ImagingError::Internal(format!("WebP mux: {what}"));
     let data = ffi::WebPData { bytes: webp.as_ptr(), size: webp.len() };
     let profile = ffi::WebPData { bytes: icc.as_ptr(), size: icc.len() };

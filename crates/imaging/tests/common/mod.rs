@@ -401,8 +401,8 @@ pub fn gif(width: u16, height: u16, palette: &[[u8; 3]], frames: &[Vec<u8>], tra
     out
 }
 
-/// A two-frame GIF of `img` quantised to a 6x6x6 colour cube; pixels with alpha below 128 use a
-/// transparent index. The second frame is solid black (it must never show).
+/// A one-frame GIF of `img` quantised to a 6x6x6 colour cube; pixels with alpha below 128 use a
+/// transparent index. (Animations have their own makers in `animation.rs`.)
 pub fn gif_of(img: &Image) -> Vec<u8> {
     let mut palette: Vec<[u8; 3]> = Vec::new();
     for r in 0..6u8 {
@@ -420,8 +420,7 @@ pub fn gif_of(img: &Image) -> Vec<u8> {
         .iter()
         .map(|p| if p[3] < 128 { transparent } else { (q(p[0]) * 36 + q(p[1]) * 6 + q(p[2])) as u8 })
         .collect();
-    let second = vec![0u8; first.len()];
-    gif(img.width as u16, img.height as u16, &palette, &[first, second], Some(transparent))
+    gif(img.width as u16, img.height as u16, &palette, &[first], Some(transparent))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,7 +447,11 @@ pub fn webp_chunks(bytes: &[u8]) -> Vec<[u8; 4]> {
     chunks
 }
 
+/// A WebP's first frame (an animation's too: it has no partial frames, the decoder composes).
 pub fn decode_webp(bytes: &[u8]) -> Image {
+    if webp_chunks(bytes).contains(b"ANIM") {
+        return decode_animated_webp(bytes).frames.swap_remove(0).0;
+    }
     let (mut w, mut h) = (0, 0);
     // SAFETY: libwebp reads `bytes` and returns a buffer of w*h*4 bytes (or null), freed below.
     unsafe {
@@ -458,6 +461,94 @@ pub fn decode_webp(bytes: &[u8]) -> Image {
         libwebp_sys::WebPFree(ptr.cast());
         from_rgba(w as u32, h as u32, &data)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Animations, decoded: every frame composed onto the canvas, with its delay
+
+pub struct Animation {
+    /// Each frame as shown, with how long it shows (ms).
+    pub frames: Vec<(Image, u32)>,
+    /// WebP's convention: 0 = forever, n = n plays.
+    pub plays: u32,
+}
+
+impl Animation {
+    pub fn delays(&self) -> Vec<u32> {
+        self.frames.iter().map(|f| f.1).collect()
+    }
+}
+
+/// An animated WebP through libwebp's animation decoder (which composes the frames).
+pub fn decode_animated_webp(bytes: &[u8]) -> Animation {
+    use libwebp_sys as ffi;
+    // SAFETY: the decoder reads `bytes`, which outlives it; every canvas it hands back is
+    // copied before the next call; it is deleted at the end.
+    unsafe {
+        let mut options = std::mem::MaybeUninit::<ffi::WebPAnimDecoderOptions>::zeroed();
+        assert!(ffi::WebPAnimDecoderOptionsInit(options.as_mut_ptr()) != 0);
+        let mut options = options.assume_init();
+        options.color_mode = ffi::WEBP_CSP_MODE::MODE_RGBA;
+        let data = ffi::WebPData { bytes: bytes.as_ptr(), size: bytes.len() };
+        let dec = ffi::WebPAnimDecoderNew(&data, &options);
+        assert!(!dec.is_null(), "output WebP does not decode as an animation");
+        let mut info = ffi::WebPAnimInfo::default();
+        assert!(ffi::WebPAnimDecoderGetInfo(dec, &mut info) != 0);
+        let (w, h) = (info.canvas_width, info.canvas_height);
+        let (mut frames, mut previous) = (Vec::new(), 0);
+        while ffi::WebPAnimDecoderHasMoreFrames(dec) != 0 {
+            let (mut buf, mut end) = (std::ptr::null_mut(), 0);
+            assert!(ffi::WebPAnimDecoderGetNext(dec, &mut buf, &mut end) != 0, "frame decodes");
+            let data = std::slice::from_raw_parts(buf, w as usize * h as usize * 4);
+            frames.push((from_rgba(w, h, data), (end - previous) as u32));
+            previous = end;
+        }
+        ffi::WebPAnimDecoderDelete(dec);
+        Animation { frames, plays: info.loop_count }
+    }
+}
+
+/// A GIF, composed frame by frame as a browser shows it (disposal included), by the `gif`
+/// crate; `plays` in WebP's convention (no NETSCAPE extension: 1; its count n: n + 1; 0: 0).
+pub fn decode_gif(bytes: &[u8]) -> Animation {
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    let mut decoder = options.read_info(bytes).expect("GIF header");
+    let (w, h) = (u32::from(decoder.width()), u32::from(decoder.height()));
+    let mut canvas = vec![[0u8; 4]; (w * h) as usize];
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.read_next_frame().expect("GIF frame") {
+        let before = canvas.clone();
+        let (l, t, fw, fh) =
+            (u32::from(frame.left), u32::from(frame.top), u32::from(frame.width), u32::from(frame.height));
+        let inside = |x: u32, y: u32| x < w && y < h;
+        for y in 0..fh {
+            for x in 0..fw {
+                let s = ((y * fw + x) * 4) as usize;
+                let p = [frame.buffer[s], frame.buffer[s + 1], frame.buffer[s + 2], frame.buffer[s + 3]];
+                if p[3] != 0 && inside(l + x, t + y) {
+                    canvas[((t + y) * w + l + x) as usize] = p;
+                }
+            }
+        }
+        frames.push((Image { width: w, height: h, pixels: canvas.clone() }, u32::from(frame.delay) * 10));
+        match frame.dispose {
+            gif::DisposalMethod::Background => {
+                for y in t..(t + fh).min(h) {
+                    for x in l..(l + fw).min(w) {
+                        canvas[(y * w + x) as usize] = [0; 4];
+                    }
+                }
+            }
+            gif::DisposalMethod::Previous => canvas = before,
+            _ => {}
+        }
+    }
+    let plays = match decoder.repeat() {
+        gif::Repeat::Infinite => 0,
+        gif::Repeat::Finite(n) => u32::from(n) + 1,
+    };
+    Animation { frames, plays }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,7 +587,7 @@ pub fn decode(bytes: &[u8]) -> Image {
         ImageFormat::Jpeg => decode_jpeg(bytes),
         ImageFormat::Png => decode_png(bytes),
         ImageFormat::Webp => decode_webp(bytes),
-        ImageFormat::Gif => panic!("the pipeline never writes GIF"),
+        ImageFormat::Gif => decode_gif(bytes).frames.swap_remove(0).0,
         ImageFormat::Avif | ImageFormat::Heic => decode_heif(bytes),
     }
 }
