@@ -549,6 +549,38 @@ pub async fn rotate_key(
 const LOG_PAGE_MAX: usize = 1000;
 const LOG_PAGE_DEFAULT: usize = 100;
 
+/// The health of the nodes: this process's own readiness (what its `/readyz` says), and every
+/// api node the cluster's presence announcements reach it from, with what each last said and
+/// how long ago. Without a cluster (`resizer dev`) the list is this node alone.
+pub async fn nodes(State(app): State<Arc<App>>, Extension(rid): Extension<RequestId>, headers: HeaderMap) -> Response {
+    let app = &app;
+    admin(app, &headers, rid, Access::Read, |_operator| async move {
+        let api_nodes: Option<Vec<Value>> = app.node_board().map(|board| {
+            board
+                .nodes()
+                .into_iter()
+                .map(|n| {
+                    json!({
+                        "node": n.node,
+                        "in_rotation": n.in_rotation,
+                        "since_heard_ms": n.since_heard.as_millis() as u64,
+                        // Three announcements missed: killed, frozen or cut off from NATS.
+                        "silent": n.since_heard >= queue::FORGET_AFTER,
+                        "status": n.status,
+                    })
+                })
+                .collect()
+        });
+        let body = json!({
+            "this_node": app.readiness(),
+            "cluster": api_nodes.is_some(),
+            "api_nodes": api_nodes.unwrap_or_default(),
+        });
+        Ok(json_response(StatusCode::OK, &body))
+    })
+    .await
+}
+
 /// The admin log, newest first: `limit` records (1–1000, default 100) before the cursor
 /// `before` (the `next` of the previous page).
 pub async fn admin_log(

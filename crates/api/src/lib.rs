@@ -209,6 +209,9 @@ pub struct App {
     /// Signed URLs' sources, fetched through the address guard and kept within a bytes budget;
     /// `None` where signed URLs are off.
     sources: Option<Arc<origin::SourceCache>>,
+    /// The identity service's board of the api nodes (fed by `queue::watch_nodes`, set once by
+    /// [`App::show_nodes`]); an api node uses its own roster's (see [`App::node_board`]).
+    node_board: std::sync::OnceLock<Arc<queue::NodeBoard>>,
 }
 
 impl App {
@@ -242,6 +245,7 @@ impl App {
             admin_throttle,
             shutting_down: AtomicBool::new(false),
             sources,
+            node_board: std::sync::OnceLock::new(),
         }))
     }
 
@@ -297,6 +301,56 @@ impl App {
         } else {
             self.conversions.ready().err()
         }
+    }
+
+    /// What `/readyz` says of this node, and what a cluster api node announces of itself to the
+    /// node boards: ready or not (and why), and how its credentials and job stream are doing.
+    pub(crate) fn readiness(&self) -> serde_json::Value {
+        let mut body = match self.not_ready() {
+            None => serde_json::json!({ "status": "ready" }),
+            Some(reason) => serde_json::json!({ "status": "not ready", "reason": reason }),
+        };
+        body["version"] = env!("CARGO_PKG_VERSION").into();
+        if matches!(self.conversions, Conversions::Embedded(_)) {
+            // This node converts: say whether JPEG runs libjpeg-turbo's SIMD kernels (a build
+            // made without nasm does not, and is markedly slower; nothing else would tell).
+            body["jpeg_simd"] = imaging::jpeg_simd().into();
+        }
+        if let Some(queue) = self.conversions.queue() {
+            // Reported, not a reason to be unready: see `JobQueue::watch_stream_leader`.
+            body["jobs"] = serde_json::json!({ "stream_leader": queue.queue.stream_leader() });
+        }
+        if let Some(replica) = self.replica() {
+            // Still ready when the watch is down: requests are decided on the last known
+            // credentials (availability over consistency for the data plane); say how stale.
+            body["identity"] = serde_json::json!({
+                "replication": if replica.watching() { "live" } else { "stale: serving the last known credentials" },
+                "version": self.cache.version(),
+                "lag_ms": replica.lag().as_millis() as u64,
+                "since_contact_ms": replica.since_contact().map(|d| d.as_millis() as u64),
+            });
+        }
+        body
+    }
+
+    /// What this node announces of itself to the other api nodes and the identity service.
+    pub(crate) fn announcement(&self) -> queue::Announcement {
+        queue::Announcement { in_rotation: self.not_ready().is_none(), status: self.readiness().to_string() }
+    }
+
+    /// The api nodes this process hears announce themselves: a cluster api node's own roster,
+    /// or the identity service's board; None where there is no cluster (`resizer dev`).
+    pub(crate) fn node_board(&self) -> Option<&queue::NodeBoard> {
+        match self.conversions.queue() {
+            Some(queue) => Some(queue.api_peers.board()),
+            None => self.node_board.get().map(|board| &**board),
+        }
+    }
+
+    /// The identity service: the admin API's node list reads `board` (which the service feeds
+    /// with the api nodes' announcements). Only the first board given counts.
+    pub fn show_nodes(&self, board: Arc<queue::NodeBoard>) {
+        let _ = self.node_board.set(board);
     }
 
     /// Takes a token from `tenant`'s bucket in `limiter`: this node's share of the tenant's

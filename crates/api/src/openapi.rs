@@ -527,6 +527,25 @@ pub fn admin_document() -> Value {
         "truncated": { "type": "boolean" },
         "next": { "type": "string", "description": "Present when `truncated`: the `before` of the next page." },
         "records": { "type": "array", "items": admin_record } } });
+    let readiness = json!({ "type": "object", "required": ["status", "version"], "properties": {
+        "status": { "type": "string", "enum": ["ready", "not ready"] },
+        "reason": { "type": "string", "description": "Why it takes no requests, when not ready." },
+        "version": { "type": "string" },
+        "jpeg_simd": { "type": "boolean" },
+        "jobs": { "type": "object", "properties": { "stream_leader": { "type": ["string", "null"] } } },
+        "identity": { "type": "object", "description": "A cluster api node's credential replication.", "properties": {
+            "replication": { "type": "string" }, "version": { "type": "integer" }, "lag_ms": { "type": "integer" },
+            "since_contact_ms": { "type": ["integer", "null"] } } } } });
+    let node_board = json!({ "type": "object", "required": ["this_node", "cluster", "api_nodes"], "properties": {
+        "this_node": readiness.clone(),
+        "cluster": { "type": "boolean", "description": "False where there is no cluster (`resizer dev`): `api_nodes` is then empty." },
+        "api_nodes": { "type": "array", "items": { "type": "object",
+            "required": ["node", "in_rotation", "since_heard_ms", "silent", "status"], "properties": {
+                "node": { "type": "string", "description": "The node's id and its process's random suffix." },
+                "in_rotation": { "type": "boolean" },
+                "since_heard_ms": { "type": "integer" },
+                "silent": { "type": "boolean", "description": "Not heard for 3 s or more (three announcements missed)." },
+                "status": { "oneOf": [readiness, { "type": "null" }], "description": "What it last said of itself; null from an older version." } } } } } });
     let list = |field: &str, item: &Value| json!({ "type": "object", "required": [field], "properties": { field: { "type": "array", "items": item } } });
     let body = |schema: Value| json!({ "required": true, "content": { "application/json": { "schema": schema } } });
     let ok = |description: &str, schema: Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
@@ -623,6 +642,11 @@ pub fn admin_document() -> Value {
                     ],
                     "responses": with(errors(&[("400", "Bad limit or cursor, or an unknown parameter."), ("503", "Not on an api node: the identity service holds the log.")]), "200",
                         ok("A page of the admin log.", admin_log_page)) },
+            },
+            "/v1/admin/nodes": {
+                "get": { "operationId": "adminNodes",
+                    "description": "The health of the nodes: what this process says of itself (its `/readyz`, answered 200 even when not ready), and every api node whose presence announcements reach it (an api node's own, the identity service's through NATS), with what each last said and how long ago. A node silent for 3 s or more was killed, frozen or cut off; one silent for 10 minutes is dropped. Read access is enough.",
+                    "responses": with(errors(&[]), "200", ok("This node and the api nodes heard lately, by name.", node_board)) },
             },
             "/healthz": operations["/healthz"], "/readyz": operations["/readyz"], "/metrics": operations["/metrics"],
         },

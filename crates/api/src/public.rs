@@ -17,7 +17,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::body::{awaits_continue, drain, json_response, read_body, DRAIN_LIMIT};
-use crate::conversions::Conversions;
 use crate::credentials::authenticate;
 use crate::outcome::{Arrival, Outcome, Route};
 use crate::problem::ApiError;
@@ -130,29 +129,7 @@ pub async fn readyz(State(app): State<Arc<App>>, request: Request) -> Response {
     let rid = request.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
     let mut response = match app.not_ready() {
         Some(reason) => ApiError::NotReady(reason).into_response(&rid),
-        None => {
-            let mut body = serde_json::json!({ "status": "ready" });
-            if matches!(app.conversions, Conversions::Embedded(_)) {
-                // This node converts: say whether JPEG runs libjpeg-turbo's SIMD kernels (a build
-                // made without nasm does not, and is markedly slower; nothing else would tell).
-                body["jpeg_simd"] = imaging::jpeg_simd().into();
-            }
-            if let Some(queue) = app.conversions.queue() {
-                // Reported, not a reason to be unready: see `JobQueue::watch_stream_leader`.
-                body["jobs"] = serde_json::json!({ "stream_leader": queue.queue.stream_leader() });
-            }
-            if let Some(replica) = app.replica() {
-                // Still ready when the watch is down: requests are decided on the last known
-                // credentials (availability over consistency for the data plane); say how stale.
-                body["identity"] = serde_json::json!({
-                    "replication": if replica.watching() { "live" } else { "stale: serving the last known credentials" },
-                    "version": app.cache.version(),
-                    "lag_ms": replica.lag().as_millis() as u64,
-                    "since_contact_ms": replica.since_contact().map(|d| d.as_millis() as u64),
-                });
-            }
-            json_response(StatusCode::OK, &body)
-        }
+        None => json_response(StatusCode::OK, &app.readiness()),
     };
     response.extensions_mut().insert(Route("readyz"));
     response

@@ -50,8 +50,11 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
         // and announces itself while it takes requests.
         let (client, node, peers) = (queue.queue.client().clone(), queue.node.clone(), queue.api_peers.clone());
         let app = Arc::downgrade(&app);
-        let in_rotation = move || app.upgrade().is_some_and(|app| app.not_ready().is_none());
-        tokio::spawn(async move { queue::announce_and_count(client, &node, peers, in_rotation).await });
+        let announcement = move || match app.upgrade() {
+            Some(app) => app.announcement(),
+            None => queue::Announcement { in_rotation: false, status: String::new() },
+        };
+        tokio::spawn(async move { queue::announce_and_count(client, &node, peers, announcement).await });
         tokio::spawn(queue.queue.clone().watch_stream_leader());
         tokio::spawn(queue.queue.clone().watch_server());
     }
@@ -149,6 +152,7 @@ fn admin_router(app: Arc<App>) -> Router {
         .route("/v1/keys/{key}/revoke", post(admin::revoke_key))
         .route("/v1/keys/{key}/rotate", post(admin::rotate_key))
         .route("/v1/admin/audit", get(admin::admin_log))
+        .route("/v1/admin/nodes", get(admin::nodes))
         .route("/v1/tenants/{tenant}/usage", get(admin::tenant_usage))
         .route("/v1/tenants/{tenant}/audit", get(admin::tenant_audit))
         .route_layer(middleware::from_fn_with_state(app.clone(), admin::token_first))

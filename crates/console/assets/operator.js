@@ -1,6 +1,7 @@
 // The operator console: sign in with an operator token (kept in sessionStorage, this tab only),
 // tenants with their limits and status, keys (create, with the secret shown once; revoke),
-// suspend and activate, any tenant's usage and recent requests, and this node's health. Every
+// suspend and activate, any tenant's usage and recent requests, and the health of the api nodes
+// and of this one. Every
 // action is a call of the admin API on this origin; its problem+json is shown in words.
 "use strict";
 
@@ -243,19 +244,44 @@
   /** Gauges worth an operator's eye, by name prefix. */
   const GAUGES = ["resizer_ready", "resizer_credential_cache", "resizer_identity_", "resizer_queue_connected", "resizer_job_stream_leader", "resizer_api_nodes", "resizer_workers", "resizer_usage_spool_writable", "resizer_usage_batches_unconfirmed"];
 
+  /** A node's credential replication in words: state, version and lag. */
+  const replication = (r) => (r ? `${r.replication}, version ${r.version}, lag ${r.lag_ms} ms` : "");
+
+  /** One row of the nodes table, from an entry of `GET /v1/admin/nodes`. */
+  function nodeRow(n) {
+    const status = n.status || {};
+    const readiness = status.status ? (status.reason ? `${status.status}: ${status.reason}` : status.status) : "unknown (an older version)";
+    const heard = `${(n.since_heard_ms / 1000).toFixed(1)} s ago${n.silent ? " (silent: killed, frozen or cut off?)" : ""}`;
+    const row = el("tr", { "data-node": n.node, "data-rotation": n.silent ? "silent" : n.in_rotation ? "in" : "out" },
+      el("td", {}, el("code", { text: n.node })),
+      el("td", { text: n.silent ? "unknown" : n.in_rotation ? "in rotation" : "out of rotation" }),
+      el("td", { text: readiness }),
+      el("td", { text: replication(status.identity) }),
+      el("td", { text: status.jobs ? status.jobs.stream_leader || "none" : "" }),
+      el("td", { text: heard }));
+    return row;
+  }
+
   async function loadHealth() {
     document.body.dataset.health = "loading";
     const dl = $("readyz");
     dl.replaceChildren();
     const fact = (name, value, key) => dl.append(el("dt", { text: name }), el("dd", { text: value, "data-fact": key }));
+    const nodes = $("nodes").querySelector("tbody");
     try {
-      const ready = await call("/readyz", {});
-      fact("Readiness", ready.status, "ready");
+      const answer = await call("/v1/admin/nodes", { token: token() });
+      nodes.replaceChildren(...answer.api_nodes.map(nodeRow));
+      if (!answer.cluster) nodes.append(el("tr", {}, el("td", { colspan: "6", text: "Not a cluster: this process is the only node." })));
+      else if (!answer.api_nodes.length) nodes.append(el("tr", {}, el("td", { colspan: "6", text: "No api node has announced itself (is NATS reachable?)." })));
+      const ready = answer.this_node;
+      fact("Readiness", ready.reason ? `${ready.status}: ${ready.reason}` : ready.status, "ready");
+      fact("Version", ready.version, "version");
       if (ready.jpeg_simd !== undefined) fact("JPEG SIMD kernels", ready.jpeg_simd ? "yes" : "no (built without nasm: JPEG is slower)", "jpeg-simd");
-      if (ready.identity) fact("Credential replication", `${ready.identity.replication}, version ${ready.identity.version}, lag ${ready.identity.lag_ms} ms`, "replication");
+      if (ready.identity) fact("Credential replication", replication(ready.identity), "replication");
       if (ready.jobs) fact("Job stream leader", ready.jobs.stream_leader || "none (jobs cannot be queued)", "stream-leader");
     } catch (e) {
-      fact("Readiness", `not ready: ${e.detail || e.message}`, "ready");
+      if (e.status === 401) return refused(e);
+      fact("Readiness", `unknown: ${e.detail || e.message}`, "ready");
     }
     try {
       const response = await call("/metrics", { raw: true });
@@ -282,7 +308,9 @@
     if (!typed) return;
     document.body.dataset.signIn = "checking";
     try {
-      await call("/v1/tenants", { token: typed });
+      // A read every admin port answers (an api node's has no tenants: they live at the
+      // identity service).
+      await call("/v1/admin/nodes", { token: typed });
       sessionStorage.setItem(STORAGE, typed);
       $("token").value = "";
       clearError(error);

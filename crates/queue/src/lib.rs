@@ -36,10 +36,13 @@ pub use jetstream::{
     connect, ensure_consumer, ensure_stream, existing_stream, retire_fast_consumer, JobQueue, SERVER_SILENCE_LIMIT,
 };
 pub use permissions::{
-    identity_api_prefix, identity_links, permissions, AccountLink, LinkKind, Permissions, Role, IDENTITY_ACCOUNT,
-    SERVER_PING_SUBJECT, SERVICE_ACCOUNT,
+    identity_api_prefix, identity_links, permissions, service_links, AccountLink, LinkKind, Permissions, Role,
+    IDENTITY_ACCOUNT, SERVER_PING_SUBJECT, SERVICE_ACCOUNT,
 };
-pub use presence::{announce_and_count, node_share, ApiPeers, API_PRESENCE_SUBJECT};
+pub use presence::{
+    announce_and_count, node_share, watch_nodes, Announcement, ApiPeers, NodeBoard, NodeReport, API_PRESENCE_SUBJECT,
+    BOARD_KEEPS, FORGET_AFTER,
+};
 pub use privilege::{check_login_scope, LoginScope, PROBE_SUBJECT};
 pub use staging::{StagedJob, Staging, StagingError};
 pub use usage_auth::{

@@ -12,7 +12,8 @@
 //! bucket store the pull's expiry notice as that tenant's entry (tried on nats-server 2.9). An
 //! answer stays in the account the request was made in, so in another account the bucket is out
 //! of reach; the api nodes watch it through the few JetStream subjects the identity account
-//! exports ([`identity_links`]), under the prefix [`identity_api_prefix`].
+//! exports ([`identity_links`]), under the prefix [`identity_api_prefix`]. The other way, the
+//! service account exports only the api nodes' presence ([`service_links`]).
 //!
 //! The lists name every subject the role's code uses through async-nats 0.51 on nats-server 2.9;
 //! a subject missing here is a "Permissions Violation" in the server's log and an error in the
@@ -114,6 +115,14 @@ pub fn identity_links(identity_bucket: &str) -> Vec<AccountLink> {
     ]
 }
 
+/// What the service account exports and the identity account imports: the api nodes' presence
+/// announcements, which carry each node's readiness, so that the operator console at the
+/// identity service shows the health of every api node. One way, read only: the identity user
+/// hears them and publishes nothing into the service account.
+pub fn service_links() -> Vec<AccountLink> {
+    vec![AccountLink { kind: LinkKind::Stream, subject: API_PRESENCE_SUBJECT.to_owned(), to: None }]
+}
+
 /// Allow-lists of subjects (NATS wildcards); everything else is denied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {
@@ -204,6 +213,11 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
         subscribe.push(API_PRESENCE_SUBJECT.to_owned());
         subscribe.push(format!("{USAGE_APPLIED_PREFIX}.*"));
     }
+    if role == Role::Identity {
+        // The api nodes' presence, imported from the service account (`service_links`): the
+        // node board of the operator console.
+        subscribe.push(API_PRESENCE_SUBJECT.to_owned());
+    }
     Permissions { publish, subscribe }
 }
 
@@ -233,6 +247,13 @@ mod tests {
     }
 
     #[test]
+    fn the_service_account_exports_only_the_presence_stream() {
+        let links = service_links();
+        assert_eq!(links.len(), 1);
+        assert_eq!((links[0].kind, links[0].subject.as_str()), (LinkKind::Stream, "presence.api"));
+    }
+
+    #[test]
     fn only_the_identity_service_writes_the_bucket_and_only_the_api_queues_jobs() {
         let jobs = QueueConfig::default();
         for role in Role::ALL {
@@ -242,8 +263,10 @@ mod tests {
             assert_eq!(may_publish("jobs.>"), role == Role::Api, "{role:?}");
             assert_eq!(may_publish("usage.batches"), role == Role::Api, "{role:?}");
             let mut subscribe = vec![format!("_INBOX_{}.>", role.as_str())];
-            if role == Role::Api {
-                subscribe.extend(["presence.api".into(), "usage.applied.*".into()]);
+            match role {
+                Role::Api => subscribe.extend(["presence.api".into(), "usage.applied.*".into()]),
+                Role::Identity => subscribe.push("presence.api".into()),
+                Role::Worker | Role::Usage => {}
             }
             assert_eq!(may_publish("usage.applied.*"), role == Role::Usage, "{role:?}: only aggregators confirm");
             assert_eq!(p.subscribe, subscribe, "{role:?}");

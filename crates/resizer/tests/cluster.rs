@@ -747,6 +747,17 @@ fn killing_an_api_node_is_routed_around() {
     lab.signal("api-0", lab::Signal::Kill);
     thread::sleep(Duration::from_secs(5));
     let samples = load.finish();
+    // The operator's node list at the identity service: api-0 fell silent (killed, it never
+    // said it left), api-1 goes on announcing itself ready.
+    let board = node_board(&lab, "identity");
+    let (api0, api1) = (node_entry(&board, "api-0"), node_entry(&board, "api-1"));
+    assert_eq!(api0["silent"], true, "{board:#}");
+    assert!(api0["since_heard_ms"].as_u64().unwrap_or(0) >= 3000, "{board:#}");
+    assert_eq!(
+        (&api1["silent"], &api1["in_rotation"], &api1["status"]["status"]),
+        (&false.into(), &true.into(), &"ready".into()),
+        "{board:#}"
+    );
 
     let ratio = success_ratio(&samples);
     let failed_late: Vec<&Sample> =
@@ -1802,11 +1813,43 @@ fn an_api_node_whose_spool_volume_is_full_leaves_rotation_and_comes_back() {
     lab.verb(&["fill-spool", "api-0"]);
     wait_for("api-0 not ready once its spool volume is full", 503);
     let out = load.since_start();
+    // Both node lists (the identity service's and an api node's own) show api-0 out of rotation
+    // and why, within an announcement or two.
+    for at in ["identity", "api-1"] {
+        lab::poll_until(
+            &format!("{at}'s node list shows api-0 out of rotation"),
+            Duration::from_secs(5),
+            Duration::from_millis(200),
+            || {
+                let board = node_board(&lab, at);
+                let api0 = node_entry(&board, "api-0");
+                let reason = api0["status"]["reason"].as_str().unwrap_or("");
+                match (&api0["in_rotation"], &api0["status"]["status"]) {
+                    (Value::Bool(false), Value::String(s)) if s == "not ready" && reason.contains("spool") => Ok(()),
+                    _ => Err(format!("{board:#}")),
+                }
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
     thread::sleep(Duration::from_secs(5));
     let writable = lab.metric_sum("api-0", "resizer_usage_spool_writable");
     lab.verb(&["heal"]);
     wait_for("api-0 ready again once its volume has room", 200);
     let back = load.since_start();
+    lab::poll_until(
+        "api-0 back in rotation on the identity service's node list",
+        Duration::from_secs(5),
+        Duration::from_millis(200),
+        || {
+            let board = node_board(&lab, "identity");
+            match node_entry(&board, "api-0")["in_rotation"] {
+                Value::Bool(true) => Ok(()),
+                _ => Err(format!("{board:#}")),
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     thread::sleep(Duration::from_secs(3));
     let samples = load.finish();
     eprintln!(
@@ -1826,6 +1869,29 @@ fn an_api_node_whose_spool_volume_is_full_leaves_rotation_and_comes_back() {
     );
     let answers: Vec<(String, u16)> = samples.iter().map(|s| (s.request_id(), s.status)).collect();
     lab.assert_audit_matches("demo", &answers);
+}
+
+/// `GET /v1/admin/nodes` at the identity service (admin token) or an api node's admin port
+/// (read token).
+fn node_board(lab: &Lab, at: &str) -> Value {
+    let (status, board) =
+        if at == "identity" { lab.admin("GET", "/v1/admin/nodes", None) } else { lab.admin_get(at, "/v1/admin/nodes") };
+    assert_eq!(status, 200, "{at}: /v1/admin/nodes: {board}");
+    assert_eq!(board["cluster"], true, "{board:#}");
+    board
+}
+
+/// The entry of the api node `name` last heard from (a restarted node has a new suffix).
+fn node_entry(board: &Value, name: &str) -> Value {
+    let prefix = format!("{name}/");
+    board["api_nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["node"].as_str().is_some_and(|node| node.starts_with(&prefix)))
+        .min_by_key(|n| n["since_heard_ms"].as_u64().unwrap_or(u64::MAX))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not on the node list: {board:#}"))
 }
 
 /// A NATS server that freezes (SIGSTOP: its sockets stay open, nothing is answered) is left by

@@ -600,10 +600,11 @@ fn the_operator_console_creates_a_key_that_works_and_revokes_it_so_the_api_refus
     browser.wait_for("document.getElementById('tenant-status').dataset.status === 'active'", "active again");
     assert_eq!(server.resize("width=40", Some(&first_key), &image, &[]).status, 200);
 
-    // Health: this node's /readyz and gauges.
+    // Health: the node list (this process alone: no cluster), this node's readiness and gauges.
     browser.goto(&format!("{}/console/#health", server.admin_url));
     browser.wait_for("document.body.dataset.health === 'ready'", "health");
     assert_eq!(browser.text("[data-fact=ready]"), "ready");
+    assert!(browser.text("#nodes").contains("Not a cluster"), "{}", browser.text("#nodes"));
     assert!(browser.text("#gauges").contains("resizer_ready"));
     browser.screenshot("operator-health");
 }

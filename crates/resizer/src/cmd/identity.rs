@@ -5,7 +5,8 @@
 //! is down, admin writes fail with 503 and nothing is half-done; resizes go on at the api nodes
 //! with the credentials they have. Given the usage rollups database and archive (as the api
 //! nodes are), it also answers the admin API's usage and audit reads, so that one admin URL
-//! serves every admin call, tenants named by name included.
+//! serves every admin call, tenants named by name included. It hears the api nodes' presence
+//! announcements, so that the admin API's node list shows the health of every api node.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -60,6 +61,11 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
             usage_reads,
         )
         .context("sources.extra_ca_file")?;
+        // The operator console's node list: the api nodes' presence, imported from the service
+        // account (`queue::service_links`).
+        let board = Arc::new(queue::NodeBoard::default());
+        app.show_nodes(board.clone());
+        let watch = tokio::spawn(queue::watch_nodes(client.clone(), board));
         let relay = tokio::spawn(identity_kv::relay(
             store,
             async_nats::jetstream::new(client),
@@ -70,6 +76,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
         let listeners = api::Listeners { public: None, admin, internal: None, tls: config.api_tls()? };
         let served = api::serve(app, listeners, crate::signals::shutdown()).await;
         relay.abort();
+        watch.abort();
         served.map_err(anyhow::Error::from)
     })?;
     Ok(ExitCode::SUCCESS)

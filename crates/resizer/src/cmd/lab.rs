@@ -552,11 +552,13 @@ fn nats_accounts(
         })
     };
     let links = queue::identity_links(identity_kv::BUCKET);
-    let link = |l: &queue::AccountLink, import: bool| lab::NatsLink {
+    let service_links = queue::service_links();
+    // An import names the account it comes from; an export, nobody.
+    let link = |l: &queue::AccountLink, from: Option<&str>| lab::NatsLink {
         stream: l.kind == queue::LinkKind::Stream,
         subject: l.subject.clone(),
-        account: import.then(|| queue::IDENTITY_ACCOUNT.to_owned()),
-        to: if import { l.to.clone() } else { None },
+        account: from.map(str::to_owned),
+        to: if from.is_some() { l.to.clone() } else { None },
     };
     let users_of = |account: &str| -> anyhow::Result<Vec<lab::NatsUser>> {
         queue::Role::ALL.iter().filter(|r| r.account() == account).map(|&r| role_user(r)).collect()
@@ -570,14 +572,14 @@ fn nats_accounts(
         lab::NatsAccount {
             name: queue::SERVICE_ACCOUNT.into(),
             users: users_of(queue::SERVICE_ACCOUNT)?,
-            exports: Vec::new(),
-            imports: links.iter().map(|l| link(l, true)).collect(),
+            exports: service_links.iter().map(|l| link(l, None)).collect(),
+            imports: links.iter().map(|l| link(l, Some(queue::IDENTITY_ACCOUNT))).collect(),
         },
         lab::NatsAccount {
             name: queue::IDENTITY_ACCOUNT.into(),
             users: identity_users,
-            exports: links.iter().map(|l| link(l, false)).collect(),
-            imports: Vec::new(),
+            exports: links.iter().map(|l| link(l, None)).collect(),
+            imports: service_links.iter().map(|l| link(l, Some(queue::SERVICE_ACCOUNT))).collect(),
         },
     ])
 }
