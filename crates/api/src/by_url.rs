@@ -150,11 +150,14 @@ fn negotiation_class(headers: &HeaderMap, negotiated: bool, avif: bool) -> Strin
     if !negotiated {
         return String::new();
     }
-    [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp]
+    let stills = [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp]
         .into_iter()
-        .map(|following| resize::format_for(headers, following, avif).as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+        .map(|following| resize::format_for(headers, following, avif));
+    // And for an animation of each family.
+    let animation = [imaging::ImageFormat::Gif, imaging::ImageFormat::Webp]
+        .into_iter()
+        .map(|input| resize::animated_format_for(headers, input));
+    stills.chain(animation).map(OutputFormat::as_str).collect::<Vec<_>>().join(",")
 }
 
 /// A strong ETag: SHA-256 over the source's validator, the options, the pipeline version and the
@@ -240,15 +243,19 @@ mod tests {
     fn the_negotiation_class_depends_on_accept_only_for_auto() {
         let mut browser = HeaderMap::new();
         browser.insert(header::ACCEPT, HeaderValue::from_static("image/webp,*/*"));
-        assert_eq!(negotiation_class(&browser, true, true), "webp,webp,webp");
-        assert_eq!(negotiation_class(&HeaderMap::new(), true, true), "jpeg,png,webp");
+        // The families of a still JPEG, PNG and WebP, then of an animated GIF and WebP.
+        assert_eq!(negotiation_class(&browser, true, true), "webp,webp,webp,webp,webp");
+        assert_eq!(negotiation_class(&HeaderMap::new(), true, true), "jpeg,png,webp,gif,webp");
+        let mut no_webp = HeaderMap::new();
+        no_webp.insert(header::ACCEPT, HeaderValue::from_static("image/webp;q=0,*/*"));
+        assert_eq!(negotiation_class(&no_webp, true, true), "jpeg,png,jpeg,gif,gif");
         assert_eq!(negotiation_class(&browser, false, true), "");
         // Chromium: AVIF where the deployment allows it in `auto`, WebP where not; each its class.
         let mut chromium = HeaderMap::new();
         let accept = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
         chromium.insert(header::ACCEPT, HeaderValue::from_static(accept));
-        assert_eq!(negotiation_class(&chromium, true, true), "avif,avif,avif");
-        assert_eq!(negotiation_class(&chromium, true, false), "webp,webp,webp");
+        assert_eq!(negotiation_class(&chromium, true, true), "avif,avif,avif,webp,webp");
+        assert_eq!(negotiation_class(&chromium, true, false), "webp,webp,webp,webp,webp");
         assert_eq!(negotiation_class(&chromium, false, true), "");
     }
 }

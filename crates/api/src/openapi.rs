@@ -51,9 +51,15 @@ const RESIZE_PARAMS: &[Param] = &[
     },
     Param {
         name: "format",
-        schema: || json!({ "type": "string", "enum": ["jpeg", "png", "webp", "avif", "auto"], "default": "auto" }),
-        description: "Output format; `auto` negotiates from `Accept` and its q-values (at equal q: a type named outright, AVIF first where the deployment allows it in `auto` and `Accept` names `image/avif` outright, then WebP, then the input's format), else follows the input. `avif` is a 400 on a build without the AVIF encoder, and a 413 over the deployment's AVIF pixel bound (`limits.avif_max_output_pixels`; `auto` then picks as without AVIF).",
+        schema: || json!({ "type": "string", "enum": ["jpeg", "png", "webp", "gif", "avif", "auto"], "default": "auto" }),
+        description: "Output format; `auto` negotiates from `Accept` and its q-values (at equal q: a type named outright, AVIF first where the deployment allows it in `auto` and `Accept` names `image/avif` outright, then WebP, then the input's format), else follows the input. An animated GIF or WebP (unless `frames=1`) negotiates only among the formats that keep animations: WebP where `Accept` names `image/webp`, else its own format (GIF stays GIF). `gif` writes 256 colours a frame and 1-bit transparency. `avif` is a 400 on a build without the AVIF encoder, and a 413 over the deployment's AVIF pixel bound (`limits.avif_max_output_pixels`; `auto` then picks as without AVIF).",
         example: "webp",
+    },
+    Param {
+        name: "frames",
+        schema: || json!({ "type": "string", "enum": ["1", "all"], "default": "all" }),
+        description: "`1`: an animated GIF or WebP gives its first frame, as a still. `all` (the default): an animation stays one, frame by frame with its delays and loop count, when the output format holds animations (`webp`, `gif`); `jpeg`, `png` and `avif` get the first frame. An animation's pixels summed over its frames are limited (250 MP on the input and on the output side: 413) and every frame's pixels are billed.",
+        example: "1",
     },
     Param {
         name: "quality",

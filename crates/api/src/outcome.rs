@@ -44,6 +44,9 @@ pub struct Outcome {
     pub source: Option<&'static str>,
     /// Source bytes this request transferred from the origin.
     pub source_fetched_bytes: u64,
+    /// Frames the conversion decodes, resizes and encodes (an animation kept as one: all of
+    /// them; otherwise 1), known once the output format is: usage bills pixels per frame.
+    pub frames: u32,
 }
 
 #[derive(Clone, Copy)]

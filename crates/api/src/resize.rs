@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use identity::{Authenticated, EffectiveLimits};
-use imaging::{AvifPolicy, ImagingError, LimitExceeded, Limits, OutputFormat, ResizeSpec};
+use imaging::{AvifPolicy, ImageFormat, ImagingError, LimitExceeded, Limits, OutputFormat, ResizeSpec};
 
 use crate::budget::BodyBytes;
 use crate::conversions::{ConversionRequest, Converted};
@@ -126,7 +126,12 @@ pub fn admit_image(
         return Err(ApiError::Imaging(exceeded.into()));
     }
     let negotiated = spec.format.is_none();
-    if negotiated {
+    // An animation stays one where `frames=1` does not ask for a still: `auto` then picks
+    // among the formats that hold animations.
+    let animated = probe.frames > 1 && matches!(probe.format, ImageFormat::Gif | ImageFormat::Webp);
+    if negotiated && animated && !spec.first_frame_only {
+        spec.format = Some(animated_format_for(headers, probe.format));
+    } else if negotiated {
         spec.format = Some(format_for(headers, OutputFormat::following(probe.format), avif.auto));
     }
     // An AVIF over the deployment's pixel bound (`limits.avif_max_output_pixels`): asked by name,
@@ -143,6 +148,9 @@ pub fn admit_image(
             }
             spec.format = Some(format_for(headers, OutputFormat::following(probe.format), false));
         }
+    }
+    if let Some(format) = spec.format {
+        outcome.frames = imaging::frames_out(&probe, format, &spec);
     }
     let limits = Limits::with_input_bounds(limits.max_input_bytes, limits.max_input_pixels);
     Ok(Admitted { input, spec, params: params.to_owned(), limits, pixels, negotiated })
@@ -168,11 +176,13 @@ pub async fn convert(app: &App, rid: &RequestId, admitted: Admitted, arrival: In
 pub fn answer(app: &App, done: Converted, negotiated: bool, outcome: &mut Outcome) -> Response {
     let report = &done.report;
     app.metrics.conversion(done.lane, done.queue_wait, report.wall_time, report.cpu_time);
+    // Every frame of an animation is decoded, resized and encoded: its pixels count per frame.
+    let frames = u64::from(outcome.frames.max(1));
     app.metrics.usage(
         report.input_bytes,
         report.bytes,
-        u64::from(report.input_width) * u64::from(report.input_height),
-        u64::from(report.width) * u64::from(report.height),
+        u64::from(report.input_width) * u64::from(report.input_height) * frames,
+        u64::from(report.width) * u64::from(report.height) * frames,
     );
     outcome.lane = Some(done.lane.as_str());
     outcome.worker = done.worker.clone();
@@ -261,6 +271,7 @@ pub async fn record_usage(
         // A signed GET's source (POST: none).
         source_bytes: outcome.source_fetched_bytes,
         source: outcome.source.unwrap_or_default().into(),
+        frames: outcome.frames,
     };
     let Some(spool) = &metering.spool else {
         return outcome.fail(ApiError::MeteringUnavailable("this node has no usage spool".into()), rid);
@@ -353,6 +364,38 @@ pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat, avif: boo
         .map_or(following, |(_, format)| format)
 }
 
+/// `format=auto` for an animation kept as one: WebP where `Accept` names it (with q > 0), else
+/// the input's own family (GIF stays GIF, WebP stays WebP, as for `Accept: */*`), and GIF for
+/// a WebP whose client refuses WebP by name (q=0). Never a still format: that would drop every
+/// frame but the first without the client asking (`frames=1` asks).
+pub(crate) fn animated_format_for(headers: &HeaderMap, input: ImageFormat) -> OutputFormat {
+    let webp_q = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|accept| accept.split(','))
+        .filter_map(|item| {
+            let mut params = item.split(';');
+            let mime = params.next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("image/webp").then(|| {
+                params
+                    .filter_map(|p| {
+                        p.trim().to_ascii_lowercase().strip_prefix("q=").and_then(|q| q.trim().parse().ok())
+                    })
+                    .next()
+                    .filter(|q: &f32| q.is_finite())
+                    .unwrap_or(1.0)
+            })
+        })
+        .next();
+    match webp_q {
+        Some(q) if q > 0.0 => OutputFormat::Webp,
+        Some(_) => OutputFormat::Gif,
+        None if input == ImageFormat::Webp => OutputFormat::Webp,
+        None => OutputFormat::Gif,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +437,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_str(v).expect("ascii"));
         h
+    }
+
+    #[test]
+    fn an_animation_negotiates_webp_or_its_own_family() {
+        let (gif, webp) = (ImageFormat::Gif, ImageFormat::Webp);
+        assert_eq!(animated_format_for(&accept(CHROMIUM), gif), OutputFormat::Webp);
+        assert_eq!(animated_format_for(&accept(CHROMIUM), webp), OutputFormat::Webp);
+        // `*/*`, `image/*` or nothing: the input's family, never AVIF, PNG or JPEG.
+        for plain in ["*/*", "image/*", "image/png,image/avif"] {
+            assert_eq!(animated_format_for(&accept(plain), gif), OutputFormat::Gif, "{plain}");
+            assert_eq!(animated_format_for(&accept(plain), webp), OutputFormat::Webp, "{plain}");
+        }
+        assert_eq!(animated_format_for(&HeaderMap::new(), gif), OutputFormat::Gif);
+        assert_eq!(animated_format_for(&accept("image/webp;q=0,*/*"), webp), OutputFormat::Gif, "refused by name");
+        assert_eq!(animated_format_for(&accept("image/gif, image/WebP;q=0.5"), gif), OutputFormat::Webp);
     }
 
     #[test]

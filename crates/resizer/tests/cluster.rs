@@ -598,6 +598,7 @@ fn usage_batches_not_signed_by_the_node_they_name_are_quarantined(lab: &Lab) {
             cpu_us: 1,
             source_bytes: 0,
             source: "".into(),
+            frames: 0,
         };
         serde_json::to_vec(&vec![record; 10]).expect("JSON")
     };

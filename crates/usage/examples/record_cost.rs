@@ -32,6 +32,7 @@ fn record(n: u64, tenants: u64) -> UsageRecord {
         cpu_us: 45,
         source_bytes: 0,
         source: Default::default(),
+        frames: 1,
     }
 }
 

@@ -33,6 +33,7 @@ fn record(tenant: u64, time_ms: i64, status: u16) -> UsageRecord {
         cpu_us: 9_000,
         source_bytes: 0,
         source: Default::default(),
+        frames: 1,
     }
 }
 

@@ -821,6 +821,7 @@ pub(crate) mod tests {
             // Odd records as signed GETs that fetched their source.
             source_bytes: if n % 2 == 1 { 1000 + n } else { 0 },
             source: if n % 2 == 1 { "fetched".into() } else { Default::default() },
+            frames: (n % 3) as u32,
         }
     }
 

@@ -42,6 +42,7 @@ EXPECTED = [
     ("cpu_us", U64),
     ("source_bytes", U64),
     ("source", UTF8),
+    ("frames", U32),
     ("batch_id", UTF8),
     ("batch_seq", U32),
 ]

@@ -119,6 +119,7 @@ fn a_database_of_an_older_build_is_read_then_migrated_and_still_takes_its_insert
         cpu_us: 5,
         source_bytes: 70,
         source: "fetched".into(),
+        frames: 1,
         ..Default::default()
     };
     let hit = UsageRecord { request_id: "r2".into(), source_bytes: 0, source: "hit".into(), ..fetched.clone() };

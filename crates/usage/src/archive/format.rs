@@ -33,11 +33,13 @@
 //! | `cpu_us`        | INT64 UINT_64 / UInt64                | CPU time of the conversion, µs                       |
 //! | `source_bytes`  | INT64 UINT_64 / UInt64                | source bytes transferred from the tenant's origin (signed GET); 0 for POST, cache hits, revalidations, 304s |
 //! | `source`        | BYTE_ARRAY UTF8 / Utf8                | a signed GET's source: `hit`, `revalidated`, `fetched`; empty for POST or when none was read |
+//! | `frames`        | INT32 UINT_32 / UInt32                | frames converted (an animation's pixels are billed per frame); 0 = a still or nothing converted |
 //! | `batch_id`      | BYTE_ARRAY UTF8 / Utf8                | the spool batch that delivered the record (not a `UsageRecord` field) |
 //! | `batch_seq`     | INT32 UINT_32 / UInt32                | the record's rank among that batch's records with the same `time_ms` and `request_id`, 0 for most (not a `UsageRecord` field) |
 //!
 //! Files written before `source_bytes` and `source` lack those two columns and read with 0 and
-//! empty; files written before `batch_seq` lack it and read as rank 0.
+//! empty; files written before `frames` lack it and read as 0 (a still); files written before
+//! `batch_seq` lack it and read as rank 0.
 //!
 //! `crates/usage/tests/read_parquet.py` checks these names and types with pyarrow.
 
@@ -87,6 +89,7 @@ fn schema() -> SchemaRef {
         u64("cpu_us"),
         u64("source_bytes"),
         utf8("source"),
+        u32("frames"),
         utf8("batch_id"),
         u32("batch_seq"),
     ]))
@@ -108,7 +111,7 @@ pub(super) enum Compress {
 /// Encodes rows (already in file order) as one Parquet file. Deterministic: same rows, same bytes.
 pub(super) fn encode(rows: &[RowRef<'_>], compress: Compress) -> Result<Bytes, ArchiveError> {
     // One pass over the rows fills every column: a batch's records are cold by now (written a
-    // second ago on other threads), and a pass per column would stream them from memory 24 times.
+    // second ago on other threads), and a pass per column would stream them from memory 25 times.
     let n = rows.len();
     let text = || StringBuilder::with_capacity(n, n * 8);
     let (mut request_id, mut key_id, mut node, mut worker) = (text(), text(), text(), text());
@@ -124,6 +127,7 @@ pub(super) fn encode(rows: &[RowRef<'_>], compress: Compress) -> Result<Bytes, A
         (UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n));
     let mut source_bytes = UInt64Builder::with_capacity(n);
     let mut batch_seq = UInt32Builder::with_capacity(n);
+    let mut frames = UInt32Builder::with_capacity(n);
     for row in rows {
         let r = row.record;
         request_id.append_value(&r.request_id);
@@ -148,6 +152,7 @@ pub(super) fn encode(rows: &[RowRef<'_>], compress: Compress) -> Result<Bytes, A
         cpu_us.append_value(r.cpu_us);
         source_bytes.append_value(r.source_bytes);
         source.append_value(&r.source);
+        frames.append_value(r.frames);
         batch_id.append_value(row.batch_id);
         batch_seq.append_value(row.batch_seq);
     }
@@ -175,6 +180,7 @@ pub(super) fn encode(rows: &[RowRef<'_>], compress: Compress) -> Result<Bytes, A
         Arc::new(cpu_us.finish()),
         Arc::new(source_bytes.finish()),
         Arc::new(source.finish()),
+        Arc::new(frames.finish()),
         Arc::new(batch_id.finish()),
         Arc::new(batch_seq.finish()),
     ];
@@ -244,6 +250,7 @@ pub(super) fn decode(path: &Path, bytes: Bytes) -> Result<Vec<Row>, ArchiveError
         let batch_seq = c.get_optional::<UInt32Array>("batch_seq")?;
         let source_bytes = c.get_optional::<UInt64Array>("source_bytes")?;
         let source = c.get_optional::<StringArray>("source")?;
+        let frames = c.get_optional::<UInt32Array>("frames")?;
         // Every column of a RecordBatch has the batch's length, so indexes below are in bounds.
         for i in 0..batch.num_rows() {
             let record = UsageRecord {
@@ -269,6 +276,7 @@ pub(super) fn decode(path: &Path, bytes: Bytes) -> Result<Vec<Row>, ArchiveError
                 cpu_us: cpu_us.value(i),
                 source_bytes: source_bytes.map_or(0, |c| c.value(i)),
                 source: source.map_or("", |c| c.value(i)).into(),
+                frames: frames.map_or(0, |c| c.value(i)),
             };
             let batch_seq = batch_seq.map_or(0, |seq| seq.value(i));
             rows.push(Row { batch_id: batch_id.value(i).into(), batch_seq, record });
@@ -366,6 +374,20 @@ mod tests {
         assert_eq!(archive.read(6, 0, i64::MAX).await.expect("read"), expected);
         // Compaction writes them all with the columns, the old rows with 0 and empty.
         assert_eq!(archive.compact_day(6, "2024-03-09", &|_: &str| true).await.expect("compact"), 2);
+        assert_eq!(archive.read(6, 0, i64::MAX).await.expect("read"), expected);
+    }
+
+    #[tokio::test]
+    async fn files_written_before_the_frames_column_read_as_stills() {
+        let (tmp, archive) = temp_archive("no-frames");
+        let old = [record("a", 6, EVENING - 2), record("b", 6, EVENING - 1)];
+        assert!(old.iter().all(|r| r.frames > 0), "the fixture has frames to lose");
+        archive.write_batch("old", old.to_vec()).await.expect("write");
+        drop_columns(&tmp.0.join("tenant=6/date=2024-03-09/batch-old.parquet"), &["frames"]);
+        let new = record("c", 6, EVENING);
+        archive.write_batch("new", vec![new.clone()]).await.expect("write");
+        let as_old = |r: &UsageRecord| UsageRecord { frames: 0, ..r.clone() };
+        let expected = vec![as_old(&old[0]), as_old(&old[1]), new];
         assert_eq!(archive.read(6, 0, i64::MAX).await.expect("read"), expected);
     }
 }

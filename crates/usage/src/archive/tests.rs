@@ -63,6 +63,7 @@ pub(super) fn record(request_id: &str, tenant: u64, time_ms: i64) -> UsageRecord
         cpu_us: 5_000 + n,
         source_bytes: 70_000 + n,
         source: ["", "hit", "revalidated", "fetched"][n as usize % 4].into(),
+        frames: 1 + (n % 3) as u32,
     }
 }
 
