@@ -538,7 +538,8 @@ pub fn admin_document() -> Value {
         "reason": { "type": "string", "description": "Why it takes no requests, when not ready." },
         "version": { "type": "string" },
         "jpeg_simd": { "type": "boolean" },
-        "jobs": { "type": "object", "properties": { "stream_leader": { "type": ["string", "null"] } } },
+        "jobs": { "type": "object", "properties": { "stream_leader": { "type": ["boolean", "null"],
+            "description": "Whether the job stream had a leader when last asked; null before the first answer." } } },
         "identity": { "type": "object", "description": "A cluster api node's credential replication.", "properties": {
             "replication": { "type": "string" }, "version": { "type": "integer" }, "lag_ms": { "type": "integer" },
             "since_contact_ms": { "type": ["integer", "null"] } } } } });

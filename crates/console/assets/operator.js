@@ -247,6 +247,9 @@
   /** A node's credential replication in words: state, version and lag. */
   const replication = (r) => (r ? `${r.replication}, version ${r.version}, lag ${r.lag_ms} ms` : "");
 
+  /** Whether the job stream has a leader, as a node last saw it, in words. */
+  const leader = (seen) => (seen === true ? "elected" : seen === false ? "none (jobs cannot be queued)" : "not known yet");
+
   /** One row of the nodes table, from an entry of `GET /v1/admin/nodes`. */
   function nodeRow(n) {
     const status = n.status || {};
@@ -257,7 +260,7 @@
       el("td", { text: n.silent ? "unknown" : n.in_rotation ? "in rotation" : "out of rotation" }),
       el("td", { text: readiness }),
       el("td", { text: replication(status.identity) }),
-      el("td", { text: status.jobs ? status.jobs.stream_leader || "none" : "" }),
+      el("td", { text: status.jobs ? leader(status.jobs.stream_leader) : "" }),
       el("td", { text: heard }));
     return row;
   }
@@ -278,7 +281,7 @@
       fact("Version", ready.version, "version");
       if (ready.jpeg_simd !== undefined) fact("JPEG SIMD kernels", ready.jpeg_simd ? "yes" : "no (built without nasm: JPEG is slower)", "jpeg-simd");
       if (ready.identity) fact("Credential replication", replication(ready.identity), "replication");
-      if (ready.jobs) fact("Job stream leader", ready.jobs.stream_leader || "none (jobs cannot be queued)", "stream-leader");
+      if (ready.jobs) fact("Job stream leader", leader(ready.jobs.stream_leader), "stream-leader");
     } catch (e) {
       if (e.status === 401) return refused(e);
       fact("Readiness", `unknown: ${e.detail || e.message}`, "ready");
