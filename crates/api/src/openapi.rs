@@ -58,7 +58,7 @@ const RESIZE_PARAMS: &[Param] = &[
     Param {
         name: "frames",
         schema: || json!({ "type": "string", "enum": ["1", "all"], "default": "all" }),
-        description: "`1`: an animated GIF or WebP gives its first frame, as a still. `all` (the default): an animation stays one, frame by frame with its delays and loop count, when the output format holds animations (`webp`, `gif`); `jpeg`, `png` and `avif` get the first frame. An animation's pixels summed over its frames are limited (250 MP on the input and on the output side: 413) and every frame's pixels are billed.",
+        description: "`1`: an animated GIF or WebP gives its first frame, as a still. `all` (the default): an animation stays one, frame by frame with its delays and loop count, when the output format holds animations (`webp`, `gif`); `jpeg`, `png` and `avif` get the first frame. An animation's pixels summed over its frames are limited (250 MP of input, 25 MP of output: 413) and every frame's pixels are billed.",
         example: "1",
     },
     Param {

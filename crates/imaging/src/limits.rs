@@ -14,13 +14,18 @@ pub struct Limits {
     /// Largest number of frames (GIF, APNG, animated WebP). Walking thousands of frames is
     /// itself an attack, even when only the first is decoded. Default 1,000.
     pub max_frames: u64,
-    /// Largest pixels summed over the frames of an animation kept as one: the canvas
-    /// (width x height) times the frames on the input side, and the output size times the
-    /// frames on the output side. Every frame is composed at the canvas size, resized and
-    /// encoded, so this bounds the CPU of an animated request as `max_input_pixels` bounds a
-    /// still's. Default 250 megapixels (sharp's `limitInputPixels`, 268 MP, is of the same order):
-    /// 100 frames of 1580x1580, or 1,000 of 500x500 (CPU measured in docs/formats.md).
+    /// Largest input pixels summed over the frames of an animation kept as one: the canvas
+    /// (width x height, for GIF the frames' extents if larger) times the frames. Every frame is
+    /// composed at the canvas size and resized, about 0.8–1.1 s of one core per 250 MP
+    /// (docs/formats.md, "Animations"). Default 250 megapixels (sharp's `limitInputPixels`,
+    /// 268 MP, counts frames the same way): 1,000 frames of 500x500, or 100 of 1580x1580.
     pub max_animation_pixels: u64,
+    /// Largest output pixels summed over the frames of an animation kept as one: the output
+    /// size times the frames. Encoding is the dear part (libwebp's animation encoder 4–13 MP
+    /// of frames a second, noise the slowest; GIF's quantiser 5–20), so this bound is tighter.
+    /// Default 25 megapixels: 100 frames of 500x500, 6–7 s of one core for frames of noise,
+    /// about 2 s for drawn content.
+    pub max_animation_output_pixels: u64,
     /// Largest number of JPEG scans: each progressive scan re-walks the whole coefficient buffer,
     /// so a file of thousands of tiny scans burns CPU out of all proportion to its size.
     /// Default 100 (encoders write about 10).
@@ -43,6 +48,7 @@ impl Default for Limits {
             max_input_pixels: 100_000_000,
             max_frames: 1_000,
             max_animation_pixels: 250_000_000,
+            max_animation_output_pixels: 25_000_000,
             max_jpeg_scans: 100,
             max_jpeg_scan_blocks: 40_000_000,
             max_decoder_memory: 200 << 20,
@@ -101,7 +107,8 @@ impl Limits {
 
     /// An animation kept as one (`frames` of them): its pixels summed over the frames, on the
     /// input side (the canvas, as the header declares it, and for GIF the frame extents) and the
-    /// output side (`out` per frame), and the memory the frame-by-frame path holds at once. A
+    /// output side (`out` per frame), each against its own bound, and the memory the
+    /// frame-by-frame path holds at once. A
     /// still (`frames` 1) passes: [`Limits::check_probe`] has judged it.
     pub fn check_animation(&self, probe: &Probe, frames: u32, out: (u32, u32)) -> Result<(), LimitExceeded> {
         if frames <= 1 {
@@ -116,11 +123,11 @@ impl Limits {
             });
         }
         let output = u64::from(out.0).saturating_mul(u64::from(out.1)).saturating_mul(u64::from(frames));
-        if output > self.max_animation_pixels {
+        if output > self.max_animation_output_pixels {
             return Err(LimitExceeded::AnimationPixels {
                 side: "output",
                 actual: output,
-                limit: self.max_animation_pixels,
+                limit: self.max_animation_output_pixels,
             });
         }
         let memory = animation_memory(probe, out);

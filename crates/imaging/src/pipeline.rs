@@ -95,8 +95,9 @@ pub fn process(input: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Outpu
         let mut source = FrameSource::open(input, &probe, limits)?;
         let mut encoder = None;
         let mut size = (out_w, out_h);
+        let icc = source.icc().map(<[u8]>::to_vec);
         while let Some(frame) = source.next_frame()? {
-            let image = steps.apply(frame.canvas, None)?;
+            let image = steps.apply(frame.canvas, icc.as_deref())?;
             size = (image.width, image.height);
             let encoder = match &mut encoder {
                 Some(encoder) => encoder,

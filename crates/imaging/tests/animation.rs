@@ -290,6 +290,13 @@ fn check_limit(input: &[u8], query: &str, limits: &Limits, expected: LimitExceed
     }
 }
 
+/// Passes the limits `limits`: the cut file then fails to decode with `status`.
+#[track_caller]
+fn check_accepted(input: &[u8], query: &str, limits: &Limits, status: u16) {
+    let err = run_with(input, query, limits).expect_err("the input is cut");
+    assert_eq!(err.http_status(), status, "{query}: {err:?}");
+}
+
 #[test]
 fn summed_pixels_are_refused_before_any_frame_is_decoded() {
     // The frames' pixel data is cut off: any decoding would answer 422, so a 413 shows that
@@ -301,9 +308,11 @@ fn summed_pixels_are_refused_before_any_frame_is_decoded() {
     let tight = limits(|l| l.max_animation_pixels = 3599);
     check_limit(cut, "width=20", &tight, LimitExceeded::AnimationPixels { side: "input", actual: 3600, limit: 3599 });
     // Output side: 80 x 60 x 3.
-    let enlarged = limits(|l| l.max_animation_pixels = 3600);
+    let enlarged = limits(|l| l.max_animation_output_pixels = 3600);
     let expected = LimitExceeded::AnimationPixels { side: "output", actual: 14_400, limit: 3600 };
     check_limit(cut, "width=80&enlarge=true&format=gif", &enlarged, expected);
+    // At the bound (40 x 30 x 3) it passes, on to the decoder and its 422.
+    check_accepted(cut, "width=40&format=gif", &enlarged, 422);
     // The working memory of the frame-by-frame path.
     let small = limits(|l| l.max_decoder_memory = 40 * 30 * 4 * 5);
     match run_with(cut, "width=20&format=webp", &small) {
@@ -407,5 +416,42 @@ fn pillow_reads_our_animations_as_we_do() {
                 }
             }
         }
+    }
+}
+
+/// `webp` with `icc` set as its ICCP chunk by libwebp's muxer.
+fn with_icc(webp: &[u8], icc: &[u8]) -> Vec<u8> {
+    use libwebp_sys as ffi;
+    // SAFETY: the mux copies what it is given and is deleted here; the assembled bytes are
+    // copied out and freed.
+    unsafe {
+        let data = ffi::WebPData { bytes: webp.as_ptr(), size: webp.len() };
+        let profile = ffi::WebPData { bytes: icc.as_ptr(), size: icc.len() };
+        let mux = ffi::WebPMuxCreateInternal(&data, 1, ffi::WebPGetMuxABIVersion());
+        assert!(!mux.is_null());
+        assert_eq!(ffi::WebPMuxSetChunk(mux, c"ICCP".as_ptr(), &profile, 1), ffi::WebPMuxError::WEBP_MUX_OK);
+        let mut out = ffi::WebPData::default();
+        assert_eq!(ffi::WebPMuxAssemble(mux, &mut out), ffi::WebPMuxError::WEBP_MUX_OK);
+        let bytes = std::slice::from_raw_parts(out.bytes, out.size).to_vec();
+        ffi::WebPDataClear(&mut out);
+        ffi::WebPMuxDelete(mux);
+        bytes
+    }
+}
+
+#[test]
+fn an_animated_webp_profile_converts_every_frame_as_a_still_profile_does() {
+    let colours = [[200, 100, 50, 255], [40, 160, 220, 255]];
+    let frames: Vec<(Image, u32)> = colours.iter().map(|&c| (Image::solid(16, 16, c), 100)).collect();
+    let input = with_icc(&make_webp(&frames, 0), &display_p3());
+    assert!(imaging::probe(&input).unwrap().has_icc);
+    let anim = decode_animated_webp(&run(&input, "width=8&format=webp&lossless=true").bytes);
+    assert_eq!(anim.frames.len(), 2);
+    for ((frame, _), colour) in anim.frames.iter().zip(colours) {
+        // The same pixels as a still PNG with the same profile: the reference conversion.
+        let still =
+            decode_output(&run(&png_with_icc(&Image::solid(16, 16, colour), &display_p3()), "width=8&format=png"));
+        assert_ne!(still.at(4, 4), colour, "the profile changes this colour");
+        assert_near(&frame.at(4, 4), &still.at(4, 4), 2, format!("{colour:?} through Display P3"));
     }
 }

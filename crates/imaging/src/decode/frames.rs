@@ -39,6 +39,14 @@ impl<'a> FrameSource<'a> {
         }
     }
 
+    /// The embedded ICC profile, if any (animated WebP's ICCP chunk; GIF has none we read).
+    pub fn icc(&self) -> Option<&[u8]> {
+        match self {
+            FrameSource::Gif(_) => None,
+            FrameSource::Webp(w) => w.icc(),
+        }
+    }
+
     /// Plays of the animation, WebP's convention (0 = forever). GIF: valid once the first
     /// frame is read.
     pub fn loop_count(&self) -> u32 {

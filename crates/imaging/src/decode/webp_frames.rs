@@ -21,6 +21,8 @@ pub struct WebpFrames<'a> {
     loop_count: u32,
     /// The end of the last frame returned, in ms from the start (libwebp's timestamps are ends).
     previous_end: i32,
+    /// The ICCP chunk: the colour step converts every frame with it, as for a still.
+    icc: Option<Vec<u8>>,
     input: PhantomData<&'a [u8]>,
 }
 
@@ -55,7 +57,7 @@ impl<'a> WebpFrames<'a> {
             return Err(corrupt("invalid or truncated container"));
         }
         let mut frames =
-            WebpFrames { decoder, width: 0, height: 0, loop_count: 0, previous_end: 0, input: PhantomData };
+            WebpFrames { decoder, width: 0, height: 0, loop_count: 0, previous_end: 0, icc: None, input: PhantomData };
         let mut info = ffi::WebPAnimInfo::default();
         // SAFETY: the decoder is valid; info is written by the call.
         if unsafe { ffi::WebPAnimDecoderGetInfo(frames.decoder, &mut info) } == 0 {
@@ -69,7 +71,30 @@ impl<'a> WebpFrames<'a> {
             return Err(corrupt("frame count disagrees with the header"));
         }
         (frames.width, frames.height, frames.loop_count) = (info.canvas_width, info.canvas_height, info.loop_count);
+        frames.icc = frames.icc_chunk();
         Ok(frames)
+    }
+
+    /// The ICCP chunk's bytes, read through the decoder's own demuxer (which it owns and frees).
+    fn icc_chunk(&self) -> Option<Vec<u8>> {
+        let mut it = MaybeUninit::<ffi::WebPChunkIterator>::zeroed();
+        // SAFETY: the demuxer belongs to the decoder and lives as long as it; the fourcc is
+        // NUL-terminated; the chunk's bytes point into the input and are copied before the
+        // iterator is released.
+        unsafe {
+            let demux = ffi::WebPAnimDecoderGetDemuxer(self.decoder);
+            if demux.is_null() || ffi::WebPDemuxGetChunk(demux, c"ICCP".as_ptr(), 1, it.as_mut_ptr()) == 0 {
+                return None;
+            }
+            let mut it = it.assume_init();
+            let bytes = std::slice::from_raw_parts(it.chunk.bytes, it.chunk.size).to_vec();
+            ffi::WebPDemuxReleaseChunkIterator(&mut it);
+            Some(bytes)
+        }
+    }
+
+    pub fn icc(&self) -> Option<&[u8]> {
+        self.icc.as_deref()
     }
 
     pub fn loop_count(&self) -> u32 {
