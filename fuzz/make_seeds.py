@@ -97,6 +97,28 @@ def seeds():
     return s
 
 
+def gif_disposal():
+    """Frames smaller than the screen, disposed to background and to previous, with transparency."""
+    small = [picture(8, 8, "P", seed=i) for i in range(3)]
+    canvas = [Image.new("P", (16, 16), 0) for _ in range(3)]
+    for i, (c, f) in enumerate(zip(canvas, small)):
+        c.paste(f, (4 * i, 4 * i))
+    return save(canvas[0], "GIF", save_all=True, append_images=canvas[1:], duration=[30, 40, 50],
+                loop=2, disposal=[2, 3, 1], transparency=0, optimize=False)
+
+
+# The animated path (frame by frame into an animated WebP or GIF), chosen outright: (name, image
+# seed, control0, control1). control0 >= 50 asks frames=1; control1 0x80 asks GIF output.
+ANIMATED = [
+    ("anim_gif_to_webp.gif", "gif_anim.gif", 0, 0x03),
+    ("anim_gif_disposal_to_gif.gif", "gif_anim_disposal.gif", 1, 0x80),
+    ("anim_gif_disposal_to_webp.gif", "gif_anim_disposal.gif", 6, 0x07),
+    ("anim_webp_to_gif.webp", "webp_anim.webp", 2, 0x80),
+    ("anim_webp_to_webp.webp", "webp_anim.webp", 3, 0x03),
+    ("anim_gif_first_frame.gif", "gif_anim.gif", 50, 0x03),
+]
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for i, (name, data) in enumerate(sorted(seeds().items())):
@@ -108,6 +130,10 @@ def main():
         with open(os.path.join(OUT, name + ".seed"), "wb") as f:
             f.write(blob)
         print(f"{name:28} {len(blob):6} bytes  c0={c0:3} c1={c1:#04x}", file=sys.stderr)
+    images = dict(seeds(), **{"gif_anim_disposal.gif": gif_disposal()})
+    for name, image, c0, c1 in ANIMATED:
+        with open(os.path.join(OUT, name + ".seed"), "wb") as f:
+            f.write(bytes([c0, c1]) + images[image])
 
 
 if __name__ == "__main__":

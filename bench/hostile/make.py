@@ -47,10 +47,12 @@ def cached(name, make):
     return data
 
 
-def emit(outdir, name, data, category, expect, desc):
+def emit(outdir, name, data, category, expect, desc, output="jpg"):
+    """`output`: the extension of the file run.sh writes, which picks the output format (webp
+    and gif keep an animation, the frame-by-frame path; jpg takes the first frame)."""
     with open(os.path.join(outdir, name), "wb") as f:
         f.write(data)
-    MANIFEST.append((name, category, expect, desc))
+    MANIFEST.append((name, category, expect, desc, output))
 
 
 # ---------------------------------------------------------------- helpers
@@ -618,6 +620,56 @@ def broken(out, s):
     emit(out, "png_named.jpg", s["sample.png"], "not-image", "ok", "a valid PNG named .jpg (content wins)")
 
 
+def animations(out, s):
+    """The frame-by-frame path (output WebP or GIF): real animations, the same cut and flipped,
+    frame-count bombs, and pixels summed over frames over and at the limit."""
+    for name in ("sample_anim.gif", "sample_anim.webp"):
+        stem, ext = name.rsplit(".", 1)
+        data = s[name]
+        for output in ("webp", "gif"):
+            emit(out, f"anim_{stem}_to_{output}.{ext}", data, "animation", "ok",
+                 f"{name} resized frame by frame into an animated {output}", output)
+        for pct in (10, 50, 90):
+            emit(out, f"anim_cut{pct:02d}_{stem}.{ext}", data[:len(data) * pct // 100],
+                 "animation", "any", f"{name} cut at {pct} %, into animated WebP", "webp")
+        for variant in range(4):
+            b = bytearray(data)
+            for _ in range(8 * (variant + 1)):
+                b[RNG.randrange(len(b))] ^= 1 << RNG.randrange(8)
+            emit(out, f"anim_flip{variant}_{stem}.{ext}", bytes(b), "animation", "any",
+                 f"{name} with {8 * (variant + 1)} bit flips, into animated WebP", "webp")
+    frame = (0, 0, 1, 1, TINY_LZW)
+    emit(out, "anim_gif_100k_frames.gif", gif_file(1, 1, [frame] * 100_000),
+         "animation", "reject", "GIF with 100,000 1x1 frames, into animated WebP", "webp")
+    emit(out, "anim_gif_1000_frames.gif", gif_file(64, 64, [frame] * 1000),
+         "animation", "any", "GIF with 1,000 1x1 frames on 64x64 (at the frame limit), into animated WebP", "webp")
+    tiny_vp8l = solid_vp8l(1, 1)
+    anim = [(b"VP8X", vp8x(0x02, 1, 1)), (b"ANIM", b"\x00" * 6)]
+    anim += [(b"ANMF", anmf(0, 0, 1, 1, [(b"VP8L", tiny_vp8l)]))] * 100_000
+    emit(out, "anim_webp_100k_frames.webp", riff(anim), "animation", "reject",
+         "animated WebP with 100,000 1x1 frames, into animated WebP", "webp")
+    # Pixels summed over frames: 4000x4000 x 999 = 16 GP declared in 30 KB.
+    emit(out, "anim_gif_16gp_summed.gif", gif_file(4000, 4000, [frame] * 999), "animation", "reject",
+         "GIF 4000x4000 screen with 999 1x1 frames (16 GP summed), into animated WebP", "webp")
+    # At the input limit: 1620x1620 x 95 = 249.3 MP summed, every frame composed and resized
+    # (to 512x512: 24.9 MP out, under the output limit of 25 MP).
+    emit(out, "anim_gif_250mp_summed.gif", gif_file(1620, 1620, [frame] * 95), "animation", "any",
+         "GIF 1620x1620 screen with 95 1x1 frames (249.3 MP summed, at the limit), into animated WebP", "webp")
+    anim = [(b"VP8X", vp8x(0x02, 1620, 1620)), (b"ANIM", b"\x00" * 6)]
+    anim += [(b"ANMF", anmf(0, 0, 1, 1, [(b"VP8L", tiny_vp8l)]))] * 95
+    emit(out, "anim_webp_250mp_summed.webp", riff(anim), "animation", "any",
+         "animated WebP 1620x1620 canvas with 95 1x1 frames (249.3 MP summed), into animated WebP", "webp")
+    # Over the output limit: 512x512 x 100 = 26.2 MP out of a small input.
+    emit(out, "anim_gif_26mp_out.gif", gif_file(600, 600, [frame] * 100), "animation", "reject",
+         "GIF 600x600 with 100 1x1 frames: 26.2 MP of 512x512 output frames, into animated WebP", "webp")
+    # The working memory: two frames on a 10000x10000 canvas (200 MP summed, under the limit,
+    # but five canvases of 400 MB are not).
+    anim = [(b"VP8X", vp8x(0x02, 10000, 10000)), (b"ANIM", b"\x00" * 6)]
+    anim += [(b"ANMF", anmf(0, 0, 1, 1, [(b"VP8L", tiny_vp8l)]))] * 2
+    emit(out, "anim_webp_10000x10000_2_frames.webp", riff(anim), "animation", "reject",
+         "animated WebP 10000x10000 canvas with two 1x1 frames (2 GB of canvases), into animated WebP", "webp")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -628,6 +680,7 @@ def main():
     bombs(out)
     heif_bombs(out)
     broken(out, s)
+    animations(out, s)
     for row in MANIFEST:
         print("\t".join(row))
 

@@ -50,14 +50,17 @@ python3 "$HERE/make.py" "$WORK/in" >"$WORK/manifest.tsv" || { echo "make.py fail
 
 printf '%-46s %4s %6s %7s %-7s %s\n' FILE EXIT SECS RSS_MiB VERDICT MESSAGE
 fails=0 total=0
-while IFS=$'\t' read -r name category expect desc; do
+while IFS=$'\t' read -r name category expect desc output; do
   # shellcheck disable=SC2254
   case $name in $FILTER) ;; *) continue ;; esac
   total=$((total + 1))
-  rm -f "$WORK/out/out.jpg"
+  # The output's extension picks its format: jpg unless the manifest says (webp and gif keep
+  # an animation: the frame-by-frame path).
+  out="$WORK/out/out.${output:-jpg}"
+  rm -f "$out"
   # time(1) over timeout(1): wait4 reports the max RSS of the whole tree, i.e. of resizer.
   /usr/bin/time -f '%e %M' -o "$WORK/time" \
-    timeout -s KILL "$HARD_TIMEOUT" "$BIN" resize "$WORK/in/$name" -o "$WORK/out/out.jpg" \
+    timeout -s KILL "$HARD_TIMEOUT" "$BIN" resize "$WORK/in/$name" -o "$out" \
     --width 512 --height 512 >/dev/null 2>"$WORK/stderr"
   rc=$?
   # time's own "Command exited with non-zero status" / "terminated by signal" lines come first.

@@ -1,15 +1,18 @@
 //! probe_decode: the whole public surface of `imaging` on hostile bytes.
 //!
 //! Input layout: `[control0, control1, image bytes...]`.
-//! - control0: fit (`% 5`) and gravity (`/ 5 % 10`, so `cover` + `entropy` is reachable).
-//! - control1: output format (`& 3`: auto/jpeg/png/webp), then flags: 0x04 lossless,
-//!   0x08 progressive, 0x10 keep_icc, 0x20 enlarge, 0x40 background (opaque grey).
+//! - control0: fit (`% 5`) and gravity (`/ 5 % 10`, so `cover` + `entropy` is reachable);
+//!   `/ 50 % 2` = 1 asks `frames=1` (an animation's first frame only).
+//! - control1: output format (`& 3`: auto/jpeg/png/webp; 0x80 overrides it with gif), then
+//!   flags: 0x04 lossless, 0x08 progressive, 0x10 keep_icc, 0x20 enlarge, 0x40 background
+//!   (opaque grey). auto, webp and gif take an animated GIF or WebP down the frame-by-frame path.
 //!
 //! Oracles (a failure aborts, libFuzzer saves the input under fuzz/artifacts/probe_decode/):
 //! - no panic or abort anywhere (libfuzzer-sys turns an escaping panic into an abort);
 //! - `probe` Ok ⇒ width, height, frames ≥ 1 and orientation in 1..=8;
 //! - `process` Ok ⇒ the output probes as the requested format at the reported size, and no
-//!   side is larger than the 64 px box (enlarge off) or than the box itself;
+//!   side is larger than the 64 px box (enlarge off) or than the box itself; it holds at most
+//!   the frames `imaging::frames_out` promised (libwebp merges identical ones), one for a still;
 //! - `process` never returns `Internal` (HTTP 500: "a bug of ours"). Known, reported ones can be
 //!   tolerated to keep fuzzing past them: `FUZZ_ALLOW_ENCODE_ERRORS` is a comma-separated list
 //!   of substrings of the error message (e.g. `BAD_DIMENSION,Maximum supported image dimension`);
@@ -34,6 +37,9 @@ fn limits() -> Limits {
         max_jpeg_scans: 100,
         max_decoder_memory: 64 << 20,
         max_output_pixels: 1_000_000,
+        // Every frame of an animation is composed, resized and encoded: 16 MP summed keeps
+        // an animated iteration in the tens of milliseconds.
+        max_animation_pixels: 16_000_000,
         ..Limits::default()
     }
 }
@@ -57,11 +63,13 @@ fn spec(c0: u8, c1: u8) -> ResizeSpec {
     spec.fit = FITS[usize::from(c0 % 5)];
     spec.gravity = GRAVITIES[usize::from(c0 / 5 % 10)];
     spec.format = match c1 & 3 {
+        _ if c1 & 0x80 != 0 => Some(OutputFormat::Gif),
         0 => None,
         1 => Some(OutputFormat::Jpeg),
         2 => Some(OutputFormat::Png),
         _ => Some(OutputFormat::Webp),
     };
+    spec.first_frame_only = c0 / 50 % 2 == 1;
     spec.lossless = c1 & 0x04 != 0;
     spec.progressive = c1 & 0x08 != 0;
     spec.keep_icc = c1 & 0x10 != 0;
@@ -75,6 +83,8 @@ fn as_image_format(f: OutputFormat) -> ImageFormat {
         OutputFormat::Jpeg => ImageFormat::Jpeg,
         OutputFormat::Png => ImageFormat::Png,
         OutputFormat::Webp => ImageFormat::Webp,
+        OutputFormat::Gif => ImageFormat::Gif,
+        OutputFormat::Avif => ImageFormat::Avif,
     }
 }
 
@@ -98,7 +108,8 @@ fuzz_target!(|data: &[u8]| {
     let spec = spec(*c0, *c1);
     let limits = limits();
 
-    if let Ok(p) = imaging::probe(image) {
+    let input = imaging::probe(image);
+    if let Ok(p) = &input {
         assert!(p.width >= 1 && p.height >= 1 && p.frames >= 1, "probe: empty geometry {p:?}");
         assert!((1..=8).contains(&p.orientation), "probe: orientation {}", p.orientation);
     }
@@ -113,6 +124,9 @@ fuzz_target!(|data: &[u8]| {
                 assert!(r.width <= BOX.max(r.input_width) && r.height <= BOX.max(r.input_height));
             }
             assert!(r.width >= 1 && r.height >= 1);
+            let promised = input.as_ref().map_or(1, |i| imaging::frames_out(i, r.format, &spec));
+            assert!(p.frames <= promised, "{} frames out, {promised} promised", p.frames);
+            assert!(promised > 1 || p.frames == 1, "a still came out with {} frames", p.frames);
         }
         Err(ImagingError::Internal(e)) if !tolerated(&e) => {
             panic!("Internal error (HTTP 500, a bug per ARCHITECTURE.md): {e}")

@@ -19,22 +19,28 @@ fn one_file_takes_its_format_from_the_output_name() {
     assert_eq!((probe.format.as_str(), probe.width, probe.height), ("jpeg", 60, 40));
 
     // A name whose format we do not write is refused, not filled with JPEG bytes.
-    let gif = dir.0.join("out.gif");
-    let run = Command::new(BIN).arg("resize").arg(&input).arg("-o").arg(&gif).args(["--width", "60"]).output();
+    let bmp = dir.0.join("out.bmp");
+    let run = Command::new(BIN).arg("resize").arg(&input).arg("-o").arg(&bmp).args(["--width", "60"]).output();
     let run = run.expect("run resizer resize");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(".gif") && stderr.contains("--format"), "{stderr}");
-    assert!(!gif.exists());
+    assert!(stderr.contains(".bmp") && stderr.contains("--format"), "{stderr}");
+    assert!(!bmp.exists());
     // With --format it is the caller's choice.
     let run = Command::new(BIN)
         .arg("resize")
         .arg(&input)
         .arg("-o")
-        .arg(&gif)
+        .arg(&bmp)
         .args(["--width", "60", "--format", "png"])
         .output();
     assert!(run.expect("run").status.success());
+    // `.gif` names GIF, which is written.
+    let gif = dir.0.join("out.gif");
+    let run = Command::new(BIN).arg("resize").arg(&input).arg("-o").arg(&gif).args(["--width", "60"]).output();
+    assert!(run.expect("run").status.success());
+    let probe = imaging::probe(&std::fs::read(&gif).expect("output")).expect("an image");
+    assert_eq!((probe.format.as_str(), probe.width, probe.height), ("gif", 60, 40));
 }
 
 #[test]

@@ -45,7 +45,8 @@ pub struct ResizeArgs {
     /// Allow upscaling.
     #[arg(long)]
     enlarge: bool,
-    /// jpeg | png | webp | auto (auto: from the output file's extension, else the input's format)
+    /// jpeg | png | webp | gif | avif | auto (auto: from the output file's extension, else the
+    /// input's format)
     #[arg(long)]
     format: Option<String>,
     /// 1-100 (JPEG, lossy WebP)
@@ -56,6 +57,10 @@ pub struct ResizeArgs {
     /// Lossless WebP.
     #[arg(long)]
     lossless: bool,
+    /// 1: an animated GIF or WebP gives its first frame only; all (the default): an animation
+    /// stays one where the output format holds animations (WebP, GIF).
+    #[arg(long)]
+    frames: Option<String>,
     /// Padding for fit=contain and the colour alpha is flattened onto: #rrggbb[aa], white, ...
     #[arg(long)]
     background: Option<String>,
@@ -76,6 +81,7 @@ impl ResizeArgs {
             ("format", &self.format),
             ("quality", &self.quality),
             ("background", &self.background),
+            ("frames", &self.frames),
         ];
         for (k, v) in options {
             if let Some(v) = v {
@@ -109,9 +115,9 @@ pub fn run(args: ResizeArgs) -> anyhow::Result<ExitCode> {
     if spec.format.is_none() {
         spec.format = format_from_extension(output);
         if let (None, Some(extension)) = (spec.format, output.extension()) {
-            // Writing JPEG bytes into `x.gif` would be a surprise found much later.
+            // Writing JPEG bytes into `x.bmp` would be a surprise found much later.
             bail!(
-                "cannot write the format `.{}` names: name the output .jpg, .png or .webp, or give --format",
+                "cannot write the format `.{}` names: name the output .jpg, .png, .webp or .gif, or give --format",
                 extension.to_string_lossy()
             );
         }
@@ -148,6 +154,7 @@ fn format_from_extension(path: &Path) -> Option<OutputFormat> {
         "jpg" | "jpeg" => Some(OutputFormat::Jpeg),
         "png" => Some(OutputFormat::Png),
         "webp" => Some(OutputFormat::Webp),
+        "gif" => Some(OutputFormat::Gif),
         _ => None,
     }
 }
