@@ -3,18 +3,12 @@
 //! works on whole pictures, as sharp and libvips do. One source per animated format: GIF
 //! composed here (`gif_frames`), WebP by libwebp's animation decoder (`webp_frames`).
 
+use super::frame::Frame;
 use super::gif_frames::GifFrames;
 use super::webp_frames::WebpFrames;
-use crate::bitmap::Bitmap;
 use crate::error::ImagingError;
 use crate::limits::Limits;
 use crate::probe::{ImageFormat, Probe};
-
-/// One composed frame: the whole canvas in RGBA, and how long it shows.
-pub struct Frame {
-    pub canvas: Bitmap,
-    pub delay_ms: u32,
-}
 
 pub enum FrameSource<'a> {
     // Boxed: the GIF decoder's state is large, and there is one source per conversion.

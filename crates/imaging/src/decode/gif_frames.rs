@@ -5,7 +5,7 @@
 //! browsers, sharp and libvips do, rather than painting the background colour), "previous"
 //! restores the canvas as it was before the frame. Frames are clipped to the screen.
 
-use super::frames::Frame;
+use super::frame::Frame;
 use crate::bitmap::{Bitmap, Layout};
 use crate::error::ImagingError;
 use crate::limits::Limits;

@@ -3,6 +3,7 @@
 //! PNG, AVIF and HEIC by box-averaging rows as they stream out), leaving the final, high-quality step to the
 //! resampler.
 
+mod frame;
 pub(crate) mod frames;
 mod gif;
 mod gif_frames;

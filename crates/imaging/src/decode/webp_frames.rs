@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 
 use libwebp_sys as ffi;
 
-use super::frames::Frame;
+use super::frame::Frame;
 use crate::bitmap::{Bitmap, Layout};
 use crate::error::ImagingError;
 use crate::limits::Limits;
