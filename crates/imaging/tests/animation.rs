@@ -455,3 +455,25 @@ fn an_animated_webp_profile_converts_every_frame_as_a_still_profile_does() {
         assert_near(&frame.at(4, 4), &still.at(4, 4), 2, format!("{colour:?} through Display P3"));
     }
 }
+
+#[test]
+fn frames_off_the_screen_and_zero_delays_are_served() {
+    // A frame hanging over the right edge (clipped), one wholly off the screen (nothing drawn),
+    // and delays of 0 (kept as 0: viewers pick their own minimum).
+    let frames = [
+        GifFrame { image: Image::solid(16, 16, BLUE), at: (0, 0), delay_cs: 0, dispose: gif::DisposalMethod::Keep },
+        GifFrame { image: Image::solid(8, 8, RED), at: (12, 0), delay_cs: 0, dispose: gif::DisposalMethod::Keep },
+        GifFrame { image: Image::solid(4, 4, GREEN), at: (100, 100), delay_cs: 0, dispose: gif::DisposalMethod::Keep },
+    ];
+    let input = make_gif(16, 16, &frames, None);
+    for query in ["width=16&format=webp&lossless=true", "width=16&format=gif"] {
+        let anim = frames_of(&run(&input, query).bytes);
+        // libwebp merges the third frame, identical to the second, into it.
+        assert!((2..=3).contains(&anim.frames.len()), "{query}: {} frames", anim.frames.len());
+        let second = &anim.frames[1].0;
+        assert_eq!(second.at(14, 2), RED, "{query}: the clipped frame's visible part");
+        assert_eq!(second.at(2, 2), BLUE, "{query}");
+        assert_eq!(anim.frames.last().unwrap().0.at(15, 15), BLUE, "{query}: nothing drawn off the screen");
+        assert_eq!(anim.plays, 1, "{query}: no NETSCAPE extension: one play");
+    }
+}
