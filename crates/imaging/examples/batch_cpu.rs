@@ -1,21 +1,23 @@
-//! The pipeline's CPU per photo, without the CLI or a server around it: every JPEG in DIR to
-//! `width=512` JPEG q80 on one thread, ROUNDS times (default 3); prints this thread's CPU time
+//! The pipeline's CPU per photo, without the CLI or a server around it: every file of DIR with
+//! the extension EXT (default `jpg`) to `width=512` JPEG q80 on one thread, ROUNDS times
+//! (default 3); prints this thread's CPU time
 //! per image and writes the first round's outputs to OUT (for bench/ssim.py). For comparing two
 //! builds of imaging with `farm-bench --vs` (docs/benchmarks.md, "JPEG shrink-on-load in
 //! eighths").
 //!
-//! cargo run --release -p imaging --no-default-features --example batch_cpu -- DIR [OUT] [ROUNDS]
+//! cargo run --release -p imaging --no-default-features --example batch_cpu -- DIR [OUT] [ROUNDS] [EXT]
 use std::path::PathBuf;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().expect("usage: batch_cpu DIR [OUT] [ROUNDS]"));
+    let dir = PathBuf::from(args.next().expect("usage: batch_cpu DIR [OUT] [ROUNDS] [EXT]"));
     let out = args.next().map(PathBuf::from);
     let rounds: u32 = args.next().map(|r| r.parse().expect("rounds")).unwrap_or(3);
+    let extension = args.next().unwrap_or_else(|| "jpg".into());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .filter(|p| p.extension().is_some_and(|x| *x == *extension))
         .collect();
     files.sort();
     let inputs: Vec<(PathBuf, Vec<u8>)> =

@@ -70,8 +70,7 @@ fn lanczos3_tabled(x: f64) -> f64 {
     let table = TABLE
         .get_or_init(|| (0..=3 * KERNEL_STEPS + 1).map(|i| lanczos3_exact(i as f64 / KERNEL_STEPS as f64)).collect());
     let at = x.abs() * KERNEL_STEPS as f64;
-    // Also false for NaN.
-    if !(at < (3 * KERNEL_STEPS) as f64) {
+    if at.is_nan() || at >= (3 * KERNEL_STEPS) as f64 {
         return 0.0;
     }
     let i = at as usize;
@@ -138,14 +137,43 @@ pub struct BoxRows {
     channels: usize,
     alpha: bool,
     rows: u64,
+    /// Per output pixel and channel: the band's sums folded so far.
     sums: Vec<u64>,
+    /// Per input column and channel: the rows added since the last fold. Adding a row is then
+    /// one contiguous, vectorised pass; the sideways sums over `fx` columns are made once per
+    /// fold instead of once per row. The generic per-pixel loop this replaces was 36 % of the
+    /// CPU of a 14.7 MP PNG shrunk on load.
+    columns: Vec<u32>,
+    /// Rows in `columns`, folded before a sum could overflow.
+    pending: u32,
+}
+
+/// Rows `columns` holds before a fold: 255 x 255 (a colour weighted by alpha) x 16,384 stays
+/// below `u32::MAX`.
+const FOLD_EVERY: u32 = 16_384;
+
+/// Adds each run of `fx` columns of `C` channels to its output pixel's sums; each run's sums
+/// are made in registers first.
+fn fold_columns<const C: usize>(sums: &mut [u64], columns: &[u32], fx: usize) {
+    for (cell, run) in sums.chunks_exact_mut(C).zip(columns.chunks(fx * C)) {
+        let mut acc = [0u64; C];
+        for column in run.chunks_exact(C) {
+            for k in 0..C {
+                acc[k] += u64::from(column[k]);
+            }
+        }
+        for k in 0..C {
+            cell[k] += acc[k];
+        }
+    }
 }
 
 impl BoxRows {
     pub fn new(width: u32, fx: u32, layout: Layout) -> BoxRows {
         let (width, fx, channels) = (width as usize, fx.max(1) as usize, layout.channels());
         let sums = vec![0; width.div_ceil(fx) * channels];
-        BoxRows { width, fx, channels, alpha: layout.has_alpha(), rows: 0, sums }
+        let columns = vec![0; width * channels];
+        BoxRows { width, fx, channels, alpha: layout.has_alpha(), rows: 0, sums, columns, pending: 0 }
     }
 
     pub fn out_width(&self) -> usize {
@@ -155,25 +183,42 @@ impl BoxRows {
     /// Adds one row of `width` pixels.
     pub fn add(&mut self, row: &[u8]) {
         let c = self.channels;
-        for (x, px) in row.chunks_exact(c).take(self.width).enumerate() {
-            let cell = &mut self.sums[(x / self.fx) * c..(x / self.fx) * c + c];
-            if self.alpha {
-                let a = u64::from(px[c - 1]);
-                for k in 0..c - 1 {
-                    cell[k] += u64::from(px[k]) * a;
+        let row = &row[..row.len().min(self.width * c)];
+        if self.alpha {
+            for (column, px) in self.columns.chunks_exact_mut(c).zip(row.chunks_exact(c)) {
+                let a = u32::from(px[c - 1]);
+                for (sum, v) in column[..c - 1].iter_mut().zip(px) {
+                    *sum += u32::from(*v) * a;
                 }
-                cell[c - 1] += a;
-            } else {
-                for (sum, v) in cell.iter_mut().zip(px) {
-                    *sum += u64::from(*v);
-                }
+                column[c - 1] += a;
+            }
+        } else {
+            for (sum, v) in self.columns.iter_mut().zip(row) {
+                *sum += u32::from(*v);
             }
         }
         self.rows += 1;
+        self.pending += 1;
+        if self.pending == FOLD_EVERY {
+            self.fold();
+        }
+    }
+
+    /// Moves the column sums into their output pixels' sums.
+    fn fold(&mut self) {
+        match self.channels {
+            1 => fold_columns::<1>(&mut self.sums, &self.columns, self.fx),
+            2 => fold_columns::<2>(&mut self.sums, &self.columns, self.fx),
+            3 => fold_columns::<3>(&mut self.sums, &self.columns, self.fx),
+            _ => fold_columns::<4>(&mut self.sums, &self.columns, self.fx),
+        }
+        self.columns.fill(0);
+        self.pending = 0;
     }
 
     /// Appends the averaged row of the band added since the last emit, and starts a new band.
     pub fn emit(&mut self, out: &mut Vec<u8>) {
+        self.fold();
         let c = self.channels;
         for (ox, cell) in self.sums.chunks_exact_mut(c).enumerate() {
             let n = (self.fx.min(self.width - ox * self.fx) as u64 * self.rows).max(1);
@@ -193,6 +238,69 @@ impl BoxRows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The box average computed the obvious way: every pixel of each fx x rows cell, colour
+    /// weighted by alpha where there is alpha.
+    fn box_reference(rows: &[Vec<u8>], width: usize, fx: usize, layout: Layout) -> Vec<u8> {
+        let c = layout.channels();
+        let mut out = Vec::new();
+        for ox in 0..width.div_ceil(fx) {
+            let xs = ox * fx..(ox * fx + fx).min(width);
+            let mut sums = vec![0u64; c];
+            for row in rows {
+                for x in xs.clone() {
+                    let px = &row[x * c..x * c + c];
+                    let a = if layout.has_alpha() { u64::from(px[c - 1]) } else { 1 };
+                    let colours = if layout.has_alpha() { c - 1 } else { c };
+                    for k in 0..colours {
+                        sums[k] += u64::from(px[k]) * a;
+                    }
+                    if layout.has_alpha() {
+                        sums[c - 1] += a;
+                    }
+                }
+            }
+            let n = (xs.len() * rows.len()) as u64;
+            if layout.has_alpha() {
+                let a = sums[c - 1];
+                out.extend(sums[..c - 1].iter().map(|v| (v + a / 2).checked_div(a).unwrap_or(0) as u8));
+                out.push(((a + n / 2) / n) as u8);
+            } else {
+                out.extend(sums.iter().map(|v| ((v + n / 2) / n) as u8));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn box_rows_average_like_the_obvious_loop_across_folds() {
+        let mut seed = 0x2545_f491_u32;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed >> 8) as u8
+        };
+        for layout in [Layout::Gray, Layout::GrayAlpha, Layout::Rgb, Layout::Rgba, Layout::Cmyk] {
+            for (width, fx, height) in [(13, 4, 3), (8, 8, 8), (5, 1, 2), (7, 3, 1)] {
+                let rows: Vec<Vec<u8>> =
+                    (0..height).map(|_| (0..width * layout.channels()).map(|_| byte()).collect()).collect();
+                let mut acc = BoxRows::new(width as u32, fx as u32, layout);
+                rows.iter().for_each(|row| acc.add(row));
+                let mut out = Vec::new();
+                acc.emit(&mut out);
+                assert_eq!(out, box_reference(&rows, width, fx, layout), "{layout:?} {width}x{height} / {fx}");
+            }
+        }
+        // More rows than a fold holds, at the largest weighted sums: nothing overflows.
+        let (width, rows) = (6usize, FOLD_EVERY as usize * 2 + 3);
+        let mut acc = BoxRows::new(width as u32, 3, Layout::Rgba);
+        let row = vec![255u8; width * 4];
+        (0..rows).for_each(|_| acc.add(&row));
+        let mut out = Vec::new();
+        acc.emit(&mut out);
+        assert_eq!(out, vec![255u8; 2 * 4]);
+    }
 
     #[test]
     fn the_tabled_kernel_is_lanczos3_within_1e_7() {
