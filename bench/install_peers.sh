@@ -5,6 +5,8 @@
 #   - Debian's libvips 8.14 CLI (vipsthumbnail, vips)      apt: libvips-tools
 #   - nasm (lets SIMD codecs in our own build use asm)       apt: nasm
 #   - GNU time (/usr/bin/time -f %M for peak RSS)            apt: time
+#   - libavif 0.11 CLI: avifenc (aom, rav1e, SVT-AV1) and     apt: libavif-bin
+#     avifdec (dav1d), for avif_peers.py and imaging's avif_bench
 #   - bench/.venv: pyvips + pyvips-binary (newest libvips wheel), numpy, pillow,
 #     scikit-image (SSIM)
 #   - bench/node_modules: sharp (npm, its own prebuilt libvips), pinned: SHARP_VERSION
@@ -17,7 +19,7 @@ BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$BENCH_DIR/.venv"
 PYTHON="${PYTHON:-python3}"
 
-APT_PKGS=(libvips-tools nasm time)
+APT_PKGS=(libvips-tools nasm time libavif-bin)
 PY_PKGS=(pyvips pyvips-binary numpy pillow scikit-image)
 
 missing=()

@@ -4,8 +4,15 @@
 //! bytes, and SSIM against the same resize written losslessly (PNG), so only the encoder's loss
 //! is scored. AVIF is decoded by libavif's `avifdec` (Debian's libavif-bin), WebP by libwebp.
 //!
+//! With `--write OUT`, every output is also written for bench/avif_peers.py, which scores it and
+//! other encoders' files with one SSIM: `OUT/ref/<stem>.png` (the lossless resize),
+//! `OUT/ours-q<Q>-<setting>/<stem>.<ext>`, and one line per photo and setting appended to
+//! `OUT/ours.tsv` (quality, setting, stem, pipeline CPU ms, encode-only CPU ms, bytes, SSIM). The
+//! encode-only time is rav1e alone on the lossless resize's pixels (ravif called here with the
+//! settings of `encode/avif.rs`), the fastest of the rounds, on this thread's CPU clock.
+//!
 //! cargo run -p imaging --example avif_bench [--features avif-asm] -- DIR [--width 512]
-//!     [--quality 80] [--efforts 0,2,4] [--every 6] [--rounds 3]
+//!     [--quality 80] [--efforts 0,2,4] [--every 6] [--rounds 3] [--write OUT]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,6 +32,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut dir = None;
     let (mut width, mut quality, mut efforts, mut every, mut rounds) = (512u32, 80u8, vec![0u8, 2, 4], 6usize, 3u32);
+    let mut write: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         let mut value = || args.next().expect("a value after the flag");
         match a.as_str() {
@@ -33,6 +41,7 @@ fn main() {
             "--efforts" => efforts = value().split(',').map(|e| e.parse().expect("effort")).collect(),
             "--every" => every = value().parse().expect("every"),
             "--rounds" => rounds = value().parse().expect("rounds"),
+            "--write" => write = Some(PathBuf::from(value())),
             _ => dir = Some(PathBuf::from(a)),
         }
     }
@@ -48,6 +57,10 @@ fn main() {
     for e in &efforts {
         settings.push((format!("avif effort {e}"), format!("width={width}&format=avif&quality={quality}&effort={e}")));
     }
+    let mut tsv = write.as_ref().map(|out| {
+        std::fs::create_dir_all(out.join("ref")).expect("--write dir");
+        std::fs::OpenOptions::new().create(true).append(true).open(out.join("ours.tsv")).expect("ours.tsv")
+    });
     let limits = Limits::default();
     let mut rows: Vec<Row> = settings
         .iter()
@@ -61,8 +74,13 @@ fn main() {
             &limits,
         )
         .expect("reference");
-        let reference = luma(&png_rgba(&reference.bytes));
-        for ((_, query), row) in settings.iter().zip(rows.iter_mut()) {
+        let stem = file.file_stem().expect("stem").to_string_lossy().into_owned();
+        if let Some(out) = &write {
+            std::fs::write(out.join("ref").join(format!("{stem}.png")), &reference.bytes).expect("write ref");
+        }
+        let reference_rgba = png_rgba(&reference.bytes);
+        let reference = luma(&reference_rgba);
+        for ((name, query), row) in settings.iter().zip(rows.iter_mut()) {
             let spec = ResizeSpec::from_query(query).expect("spec");
             // The fastest of `rounds` runs: the least disturbed by the machine's other work.
             let mut best = Duration::MAX;
@@ -73,10 +91,34 @@ fn main() {
                 bytes = out.bytes;
             }
             let decoded = if query.contains("avif") { avifdec(&bytes) } else { webp_rgba(&bytes) };
+            let score = ssim(&reference, &luma(&decoded));
             row.cpu += best;
             row.bytes += bytes.len() as u64;
-            row.ssim += ssim(&reference, &luma(&decoded));
+            row.ssim += score;
             row.images += 1;
+            if let (Some(out), Some(tsv)) = (&write, tsv.as_mut()) {
+                use std::io::Write;
+                let (setting, ext) = match name.strip_prefix("avif effort ") {
+                    Some(e) => (format!("avif-e{e}"), "avif"),
+                    None => (name.clone(), "webp"),
+                };
+                let dir = out.join(format!("ours-q{quality}-{setting}"));
+                std::fs::create_dir_all(&dir).expect("out dir");
+                std::fs::write(dir.join(format!("{stem}.{ext}")), &bytes).expect("write output");
+                let encode_ms = match name.strip_prefix("avif effort ") {
+                    Some(e) => {
+                        encode_only(&reference_rgba, quality, e.parse().expect("effort"), rounds).as_secs_f64() * 1e3
+                    }
+                    None => f64::NAN,
+                };
+                writeln!(
+                    tsv,
+                    "{quality}\t{setting}\t{stem}\t{:.3}\t{encode_ms:.3}\t{}\t{score:.6}",
+                    best.as_secs_f64() * 1e3,
+                    bytes.len()
+                )
+                .expect("ours.tsv");
+            }
         }
     }
     println!(
@@ -101,6 +143,36 @@ fn main() {
             r.bytes as f64 / webp_bytes
         );
     }
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// rav1e alone on the lossless resize's pixels, with the settings of `encode/avif.rs` (8-bit,
+/// 4:4:4, speed 10 - effort, one thread): the fastest of `rounds` encodes, this thread's CPU.
+fn encode_only((w, h, rgba): &Rgba, quality: u8, effort: u8, rounds: u32) -> Duration {
+    use ravif::{BitDepth, Encoder, Img, RGB8};
+    let pixels: Vec<RGB8> = rgba.chunks_exact(4).map(|p| RGB8::new(p[0], p[1], p[2])).collect();
+    let q = f32::from(quality.clamp(1, 100));
+    let mut best = Duration::MAX;
+    for _ in 0..rounds.max(1) {
+        let start = thread_cpu();
+        let encoder = Encoder::new()
+            .with_quality(q)
+            .with_alpha_quality((q + 100.0) / 2.0)
+            .with_speed(10 - effort.min(9))
+            .with_bit_depth(BitDepth::Eight)
+            .with_num_threads(Some(1));
+        let out = encoder.encode_rgb(Img::new(&pixels[..], *w as usize, *h as usize)).expect("ravif");
+        best = best.min(thread_cpu() - start);
+        std::hint::black_box(out);
+    }
+    best
 }
 
 /// (width, height, RGBA)
