@@ -644,9 +644,13 @@ def animations(out, s):
     emit(out, "anim_gif_1000_frames.gif", gif_file(64, 64, [frame] * 1000),
          "animation", "any", "GIF with 1,000 1x1 frames on 64x64 (at the frame limit), into animated WebP", "webp")
     tiny_vp8l = solid_vp8l(1, 1)
-    anim = [(b"VP8X", vp8x(0x02, 1, 1)), (b"ANIM", b"\x00" * 6)]
-    anim += [(b"ANMF", anmf(0, 0, 1, 1, [(b"VP8L", tiny_vp8l)]))] * 100_000
-    emit(out, "anim_webp_100k_frames.webp", riff(anim), "animation", "reject",
+
+    def webp_of_tiny_frames(width, height, frames):
+        """An animated WebP: a width x height canvas and `frames` frames of 1x1 pixel."""
+        chunks = [(b"VP8X", vp8x(0x02, width, height)), (b"ANIM", b"\x00" * 6)]
+        return riff(chunks + [(b"ANMF", anmf(0, 0, 1, 1, [(b"VP8L", tiny_vp8l)]))] * frames)
+
+    emit(out, "anim_webp_100k_frames.webp", webp_of_tiny_frames(1, 1, 100_000), "animation", "reject",
          "animated WebP with 100,000 1x1 frames, into animated WebP", "webp")
     # Pixels summed over frames: 4000x4000 x 999 = 16 GP declared in 30 KB.
     emit(out, "anim_gif_16gp_summed.gif", gif_file(4000, 4000, [frame] * 999), "animation", "reject",
@@ -655,18 +659,14 @@ def animations(out, s):
     # (to 512x512: 24.9 MP out, under the output limit of 25 MP).
     emit(out, "anim_gif_250mp_summed.gif", gif_file(1620, 1620, [frame] * 95), "animation", "any",
          "GIF 1620x1620 screen with 95 1x1 frames (249.3 MP summed, at the limit), into animated WebP", "webp")
-    anim = [(b"VP8X", vp8x(0x02, 1620, 1620)), (b"ANIM", b"\x00" * 6)]
-    anim += [(b"ANMF", anmf(0, 0, 1, 1, [(b"VP8L", tiny_vp8l)]))] * 95
-    emit(out, "anim_webp_250mp_summed.webp", riff(anim), "animation", "any",
+    emit(out, "anim_webp_250mp_summed.webp", webp_of_tiny_frames(1620, 1620, 95), "animation", "any",
          "animated WebP 1620x1620 canvas with 95 1x1 frames (249.3 MP summed), into animated WebP", "webp")
     # Over the output limit: 512x512 x 100 = 26.2 MP out of a small input.
     emit(out, "anim_gif_26mp_out.gif", gif_file(600, 600, [frame] * 100), "animation", "reject",
          "GIF 600x600 with 100 1x1 frames: 26.2 MP of 512x512 output frames, into animated WebP", "webp")
     # The working memory: two frames on a 10000x10000 canvas (200 MP summed, under the limit,
     # but five canvases of 400 MB are not).
-    anim = [(b"VP8X", vp8x(0x02, 10000, 10000)), (b"ANIM", b"\x00" * 6)]
-    anim += [(b"ANMF", anmf(0, 0, 1, 1, [(b"VP8L", tiny_vp8l)]))] * 2
-    emit(out, "anim_webp_10000x10000_2_frames.webp", riff(anim), "animation", "reject",
+    emit(out, "anim_webp_10000x10000_2_frames.webp", webp_of_tiny_frames(10000, 10000, 2), "animation", "reject",
          "animated WebP 10000x10000 canvas with two 1x1 frames (2 GB of canvases), into animated WebP", "webp")
 
 

@@ -303,15 +303,10 @@ fn recorded_params(query: &str) -> std::borrow::Cow<'_, str> {
     format!("{}…", &query[..end]).into()
 }
 
-/// `format=auto`, negotiated from `Accept` with its q-values: the output format with the highest
-/// q; at equal q a type named outright beats one matched by `image/*` or `*/*`, then AVIF (when
-/// `avif`: the deployment allows it) and WebP (the smallest at equal quality, in that order) if
-/// named outright, then the format that follows the input's, then JPEG. AVIF is a candidate
-/// only when named outright: `image/*` and `*/*` are sent by clients that cannot decode it.
-/// Without `Accept`, or when it takes none of ours, the format that follows the input's.
-pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat, avif: bool) -> OutputFormat {
-    // (type, q) of every item of every Accept header.
-    let items: Vec<(String, f32)> = headers
+/// (media type in lower case, q clamped to 0–1, 1 when absent) of every item of every `Accept`
+/// header, in order.
+fn accept_items(headers: &HeaderMap) -> Vec<(String, f32)> {
+    headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -328,7 +323,17 @@ pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat, avif: boo
                 .map_or(1.0, |q| q.clamp(0.0, 1.0));
             (mime, q)
         })
-        .collect();
+        .collect()
+}
+
+/// `format=auto`, negotiated from `Accept` with its q-values: the output format with the highest
+/// q; at equal q a type named outright beats one matched by `image/*` or `*/*`, then AVIF (when
+/// `avif`: the deployment allows it) and WebP (the smallest at equal quality, in that order) if
+/// named outright, then the format that follows the input's, then JPEG. AVIF is a candidate
+/// only when named outright: `image/*` and `*/*` are sent by clients that cannot decode it.
+/// Without `Accept`, or when it takes none of ours, the format that follows the input's.
+pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat, avif: bool) -> OutputFormat {
+    let items = accept_items(headers);
     // A format's q comes from its most specific matching item: 2 its type, 1 image/*, 0 */*.
     let rank = |format: OutputFormat| {
         let exact = format!("image/{}", format.as_str());
@@ -369,25 +374,7 @@ pub(crate) fn format_for(headers: &HeaderMap, following: OutputFormat, avif: boo
 /// a WebP whose client refuses WebP by name (q=0). Never a still format: that would drop every
 /// frame but the first without the client asking (`frames=1` asks).
 pub(crate) fn animated_format_for(headers: &HeaderMap, input: ImageFormat) -> OutputFormat {
-    let webp_q = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|accept| accept.split(','))
-        .filter_map(|item| {
-            let mut params = item.split(';');
-            let mime = params.next().unwrap_or("").trim();
-            mime.eq_ignore_ascii_case("image/webp").then(|| {
-                params
-                    .filter_map(|p| {
-                        p.trim().to_ascii_lowercase().strip_prefix("q=").and_then(|q| q.trim().parse().ok())
-                    })
-                    .next()
-                    .filter(|q: &f32| q.is_finite())
-                    .unwrap_or(1.0)
-            })
-        })
-        .next();
+    let webp_q = accept_items(headers).into_iter().find(|(mime, _)| mime == "image/webp").map(|(_, q)| q);
     match webp_q {
         Some(q) if q > 0.0 => OutputFormat::Webp,
         Some(_) => OutputFormat::Gif,

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::DevServer;
+use common::{wait_for, DevServer};
 use serde_json::json;
 
 type Result = anyhow::Result<()>;
@@ -166,17 +166,4 @@ fn usage_bills_the_pixels_of_every_frame() -> Result {
     assert!((megapixels("input_megapixels") - (60 * 40 * frames) as f64 / 1e6).abs() < 1e-9, "{usage}");
     assert!((megapixels("output_megapixels") - (30 * 20 * frames) as f64 / 1e6).abs() < 1e-9, "{usage}");
     Ok(())
-}
-
-fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return Ok(v);
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            anyhow::bail!("usage did not converge within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -6,9 +6,9 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{png, DevServer};
+use common::{png, wait_for, DevServer};
 use serde_json::json;
 
 type Result = anyhow::Result<()>;
@@ -241,19 +241,6 @@ fn kill_9_five_times_under_load(spool_memory: &str) -> Result {
     assert_eq!(counted_200, recorded_200, "rollups count each audit record once");
     assert!(counted_200 >= ok_ids.len() as u64);
     Ok(())
-}
-
-fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return Ok(v);
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            anyhow::bail!("usage did not converge within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -300,6 +300,20 @@ fn into_response(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) 
 }
 
 /// An RGB PNG with a gradient (compresses well, decodes at full cost).
+/// `probe()` every 50 ms until it gives a value: usage reaches the rollups a batch at a time.
+pub fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Ok(v);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("usage did not converge within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn png(width: u32, height: u32) -> Vec<u8> {
     let mut data = Vec::with_capacity((width * height * 3) as usize);
     for y in 0..height {
