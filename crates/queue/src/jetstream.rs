@@ -65,9 +65,116 @@ pub async fn connect(
         .connection_timeout(Duration::from_secs(1))
         .ping_interval(PING_INTERVAL)
         .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)))
+        .reconnect_to_server_callback(|servers, left| async move { another_server(&servers, &left) })
         .connect(&urls[..])
         .await
         .map_err(|e| QueueError::Unavailable(format!("connecting to NATS at {}: {e}", urls.join(","))))
+}
+
+/// Where a reconnect goes: a server other than the one just left, among those that have failed
+/// no more often than it, or (None) the client's own choice. The one left was slow
+/// ([`SlowServer`]) or is gone; either way another is the better first try. It is known by the
+/// host and port it reported; where several servers of the pool match (all listening on
+/// 0.0.0.0:4222 on their own hosts), none is set aside.
+fn another_server(
+    servers: &[async_nats::Server],
+    left: &async_nats::ServerInfo,
+) -> Option<async_nats::ReconnectToServer> {
+    let unspecified = left.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    let is_left = |s: &async_nats::Server| s.addr.port() == left.port && (unspecified || s.addr.host() == left.host);
+    let [left_one] = servers.iter().filter(|s| is_left(s)).collect::<Vec<_>>()[..] else { return None };
+    let others: Vec<&async_nats::Server> = servers.iter().filter(|s| !is_left(s)).collect();
+    let fewest = others.iter().map(|s| s.failed_attempts).min()?;
+    if left_one.failed_attempts < fewest {
+        return None;
+    }
+    let candidates: Vec<&&async_nats::Server> = others.iter().filter(|s| s.failed_attempts == fewest).collect();
+    // Spread the nodes that leave one server over the others (RandomState is seeded per process).
+    let pick = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
+    let chosen = candidates[(pick % candidates.len() as u64) as usize];
+    Some(async_nats::ReconnectToServer { addr: chosen.addr.clone(), delay: None })
+}
+
+/// A round trip to the server longer than this is slow: one takes a millisecond or two here,
+/// tens under load.
+const SLOW_SERVER_RTT: Duration = Duration::from_millis(50);
+
+/// Round trips in a row ([`SERVER_PING_EVERY`] apart, so a second) slower than
+/// [`SLOW_SERVER_RTT`] before a node leaves its server.
+const SLOW_SERVER_PINGS: u32 = 4;
+
+/// At most one move in this long: a cluster that is slow everywhere (overloaded) is not hopped
+/// around.
+const MOVE_AT_MOST_EVERY: Duration = Duration::from_secs(30);
+
+/// Watches the round trips to the node's own server and says when to leave it. A server whose
+/// links are slow (a congested or lossy network to its host) adds its delay to every message
+/// of every client connected to it — a job publish goes through it twice and back — while the
+/// other servers answer at once; a reconnect goes elsewhere ([`another_server`]). What is in
+/// flight on the old connection is sent again by its owner: a publish after
+/// [`PUBLISH_ATTEMPT_TIMEOUT`] (once, by its message id), a pulled job after its ack wait.
+#[derive(Debug, Default)]
+pub struct SlowServer {
+    slow_in_a_row: u32,
+    last_move: Option<Instant>,
+}
+
+impl SlowServer {
+    /// Notes one round trip (None: no answer, which the client's own pings deal with); true when
+    /// the node should move now.
+    pub fn should_move(&mut self, rtt: Option<Duration>, now: Instant) -> bool {
+        match rtt {
+            Some(rtt) if rtt > SLOW_SERVER_RTT => self.slow_in_a_row += 1,
+            _ => self.slow_in_a_row = 0,
+        }
+        let may_move = self.last_move.is_none_or(|t| now.duration_since(t) >= MOVE_AT_MOST_EVERY);
+        if self.slow_in_a_row >= SLOW_SERVER_PINGS && may_move {
+            self.slow_in_a_row = 0;
+            self.last_move = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+/// One round trip to the server (a request on [`SERVER_PING_SUBJECT`], answered "no
+/// responders" by the server itself); None without an answer in [`SERVER_SILENCE_LIMIT`].
+async fn ping_server(client: &Client) -> Option<Duration> {
+    let sent = Instant::now();
+    let answer = tokio::time::timeout(SERVER_SILENCE_LIMIT, client.request(SERVER_PING_SUBJECT, Bytes::new()));
+    let heard = match answer.await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
+        Err(_) => false,
+    };
+    heard.then(|| sent.elapsed())
+}
+
+/// Moves `client` to another server when [`SlowServer`] says so.
+async fn leave_if_slow(client: &Client, slow: &mut SlowServer, rtt: Option<Duration>) {
+    if slow.should_move(rtt, Instant::now()) {
+        let server = client.server_info();
+        tracing::warn!(
+            server = server.server_name,
+            rtt_ms = rtt.unwrap_or_default().as_millis() as u64,
+            "this node's NATS server is slow while it answers: moving to another"
+        );
+        if let Err(e) = client.force_reconnect().await {
+            tracing::warn!(error = %e, "could not ask the NATS client to reconnect");
+        }
+    }
+}
+
+/// For a node without a [`JobQueue`] (a worker): its round trip to the server every
+/// [`SERVER_PING_EVERY`], leaving a slow one ([`SlowServer`]), for as long as it runs.
+pub async fn watch_server_speed(client: Client) {
+    let mut slow = SlowServer::default();
+    loop {
+        let sent = Instant::now();
+        let rtt = ping_server(&client).await;
+        leave_if_slow(&client, &mut slow, rtt).await;
+        tokio::time::sleep_until((sent + SERVER_PING_EVERY).into()).await;
+    }
 }
 
 /// The job stream: work-queue retention (a job leaves when acked), one subject per lane, a
@@ -229,25 +336,20 @@ impl JobQueue {
         }
     }
 
-    /// Goes to the NATS server and back every 250 ms, for as long as the node runs (a request
-    /// on [`SERVER_PING_SUBJECT`], answered "no responders" by the server itself), and notes
-    /// when it last came back: the client's own pings take seconds to give up on a silent server.
+    /// Goes to the NATS server and back every 250 ms, for as long as the node runs
+    /// ([`ping_server`]), and notes when it last came back: the client's own pings take seconds
+    /// to give up on a silent server. It leaves a slow server ([`SlowServer`]).
     pub async fn watch_server(self) {
+        let mut slow = SlowServer::default();
         loop {
             let sent = Instant::now();
-            let answer =
-                tokio::time::timeout(SERVER_SILENCE_LIMIT, self.client.request(SERVER_PING_SUBJECT, Bytes::new()));
-            let heard = match answer.await {
-                Ok(Ok(_)) => true,
-                Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
-                Err(_) => false,
-            };
-            if heard {
+            let rtt = ping_server(&self.client).await;
+            if let Some(rtt) = rtt {
                 let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
                 self.heard_ms.store(ms, Ordering::Relaxed);
-                let rtt = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                self.server_rtt_us.store(rtt, Ordering::Relaxed);
+                self.server_rtt_us.store(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
+            leave_if_slow(&self.client, &mut slow, rtt).await;
             tokio::time::sleep_until((sent + SERVER_PING_EVERY).into()).await;
         }
     }
@@ -323,17 +425,18 @@ impl JobQueue {
             let may_step_down = last_stepdown.is_none_or(|t| t.elapsed() >= STEPDOWN_AT_MOST_EVERY);
             if same_leader && acks >= SLOW_LEADER_MIN_ACKS && slow * 2 > acks && server_quick && may_step_down {
                 last_stepdown = Some(Instant::now());
+                let leader = name.as_deref().unwrap_or_default();
                 let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{}", self.config.stream);
-                let answer =
-                    tokio::time::timeout(Duration::from_secs(2), self.client.request(subject, Bytes::new())).await;
+                let answer = self.ask(subject).await;
                 tracing::warn!(
                     stream = self.config.stream,
-                    leader = name.as_deref().unwrap_or_default(),
+                    leader,
                     slow_acks = slow,
                     acks,
-                    answered = matches!(answer, Ok(Ok(_))),
+                    answered = answer,
                     "the job stream's leader is slow: asked it to step down"
                 );
+                self.step_down_consumers_led_by(leader).await;
             }
             last_name = name;
             self.leader.store(leader, Ordering::Relaxed);
@@ -344,6 +447,37 @@ impl JobQueue {
             }
             last = leader;
             tokio::time::sleep(LEADER_CHECK_EVERY).await;
+        }
+    }
+
+    /// A JetStream API request with an empty body: whether it was answered within 2 s.
+    async fn ask(&self, subject: String) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.client.request(subject, Bytes::new())).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Asks each workers' consumer led by `leader` to step down too. A consumer is a Raft group
+    /// of its own, often led by the stream's leader, and it delivers every job of its lane: a
+    /// slow consumer leader adds its delay to every job however quick the stream's leader is.
+    async fn step_down_consumers_led_by(&self, leader: &str) {
+        let Ok(stream) = self.js.get_stream(&self.config.stream).await else { return };
+        for class in PullClass::ALL {
+            let consumer = self.config.consumer_name(class);
+            let Ok(info) = stream.consumer_info(&consumer).await else { continue };
+            if info.cluster.as_ref().and_then(|c| c.leader.as_deref()) != Some(leader) {
+                continue;
+            }
+            let subject = format!("$JS.API.CONSUMER.LEADER.STEPDOWN.{}.{consumer}", self.config.stream);
+            let answered = self.ask(subject).await;
+            tracing::warn!(
+                stream = self.config.stream,
+                consumer,
+                leader,
+                answered,
+                "the workers' consumer has the same slow leader: asked it to step down"
+            );
         }
     }
 
@@ -397,4 +531,63 @@ fn is_full(e: &async_nats::jetstream::context::PublishError) -> bool {
         source = s.source();
     }
     e.to_string().contains("maximum messages")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str, failed_attempts: usize) -> async_nats::Server {
+        async_nats::Server {
+            addr: url.parse().expect("a server address"),
+            failed_attempts,
+            did_connect: true,
+            is_discovered: false,
+            last_error: None,
+        }
+    }
+
+    fn left(host: &str, port: u16) -> async_nats::ServerInfo {
+        async_nats::ServerInfo { host: host.into(), port, ..Default::default() }
+    }
+
+    #[test]
+    fn a_reconnect_goes_to_another_server_unless_the_others_fail_more() {
+        let pool =
+            [server("nats://10.9.0.1:4222", 0), server("nats://10.9.0.2:4222", 0), server("nats://10.9.0.3:4222", 0)];
+        for _ in 0..50 {
+            let to = another_server(&pool, &left("10.9.0.2", 4222)).expect("another server");
+            assert_ne!(to.addr.host(), "10.9.0.2");
+        }
+        // On loopback the port tells them apart.
+        let local = [server("nats://127.0.0.1:4001", 0), server("nats://127.0.0.1:4002", 0)];
+        let to = another_server(&local, &left("127.0.0.1", 4001)).expect("another server");
+        assert_eq!(to.addr.port(), 4002);
+        // The only other server keeps failing: the client chooses (and comes back to the first).
+        let failing = [server("nats://127.0.0.1:4001", 0), server("nats://127.0.0.1:4002", 3)];
+        assert!(another_server(&failing, &left("127.0.0.1", 4001)).is_none());
+        // Every server listens on 0.0.0.0:4222 on its own host: which one was left is unknown.
+        let same_port = [server("nats://a.example:4222", 0), server("nats://b.example:4222", 0)];
+        assert!(another_server(&same_port, &left("0.0.0.0", 4222)).is_none());
+        // One server, or before the first connection: nothing to choose.
+        assert!(another_server(&pool[..1], &left("10.9.0.1", 4222)).is_none());
+        assert!(another_server(&pool, &async_nats::ServerInfo::default()).is_none());
+    }
+
+    #[test]
+    fn a_node_moves_after_a_second_of_slow_round_trips_and_at_most_every_30_s() {
+        let (slow, quick) = (Some(Duration::from_millis(120)), Some(Duration::from_millis(2)));
+        let mut watch = SlowServer::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // A quick answer or a silence between slow ones starts the count again.
+        let rtts = [slow, slow, slow, quick, slow, slow, None, slow, slow, slow];
+        let moves: Vec<bool> =
+            rtts.iter().enumerate().map(|(i, rtt)| watch.should_move(*rtt, at(i as u64 * 250))).collect();
+        assert_eq!(moves, [false; 10]);
+        assert!(watch.should_move(slow, at(2500)), "the fourth slow round trip in a row");
+        // Still slow on the next server (the whole cluster is): no move for 30 s.
+        assert!((0..100).all(|i| !watch.should_move(slow, at(2750 + i * 250))));
+        assert!(watch.should_move(slow, at(32_750)));
+    }
 }

@@ -161,8 +161,14 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
                 vec![format!("{}.>", jobs.subject_prefix), USAGE_SUBJECT.to_owned(), API_PRESENCE_SUBJECT.to_owned()];
             // Its round trip to the server (`JobQueue::watch_server`), which nobody subscribes to.
             subjects.push(SERVER_PING_SUBJECT.to_owned());
-            // Moving the job stream's leadership off a slow leader (`JobQueue::watch_stream_leader`).
+            // Moving the job stream's leadership off a slow leader (`JobQueue::watch_stream_leader`),
+            // and that of the workers' consumers it leads.
             subjects.push(format!("{api}.STREAM.LEADER.STEPDOWN.{}", jobs.stream));
+            for class in PullClass::ALL {
+                let consumer = jobs.consumer_name(class);
+                subjects.push(format!("{api}.CONSUMER.INFO.{}.{consumer}", jobs.stream));
+                subjects.push(format!("{api}.CONSUMER.LEADER.STEPDOWN.{}.{consumer}", jobs.stream));
+            }
             subjects.extend(stream_setup(&jobs.stream));
             subjects.extend(stream_setup(USAGE_STREAM));
             // Watching the bucket, in the identity account: an ordered consumer on its stream,
@@ -174,7 +180,8 @@ pub fn permissions(role: Role, jobs: &QueueConfig, identity_bucket: &str) -> Per
             subjects
         }
         Role::Worker => {
-            let mut subjects = vec![format!("{api}.STREAM.INFO.{}", jobs.stream)];
+            // Its round trip to the server (`watch_server_speed`).
+            let mut subjects = vec![format!("{api}.STREAM.INFO.{}", jobs.stream), SERVER_PING_SUBJECT.to_owned()];
             for class in PullClass::ALL {
                 let consumer = jobs.consumer_name(class);
                 subjects.extend(pull_consumer(&jobs.stream, &consumer));

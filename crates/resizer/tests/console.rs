@@ -244,7 +244,11 @@ impl Browser {
     }
 
     fn text(&self, css: &str) -> String {
-        self.script(&format!("return document.querySelector({css:?}).textContent;")).as_str().unwrap_or("").to_owned()
+        // "" for an element not (yet) on the page: callers check what it says.
+        self.script(&format!("return document.querySelector({css:?})?.textContent ?? '';"))
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 
     /// The viewport as PNG, saved as docs/images/console-{name}.png when asked, else in the
@@ -625,9 +629,17 @@ fn the_operator_console_at_the_identity_service_shows_the_health_of_every_api_no
     browser.type_into("#token", &format!("{}\u{E007}", lab.field("admin_token")));
     browser.wait_for("document.body.dataset.health === 'ready'", "the health page");
     let row = |node: &str| format!("#nodes tr[data-node^=\"{node}/\"]");
-    for node in ["api-0", "api-1"] {
-        let text = browser.text(&row(node));
-        assert!(["in rotation", "ready", "live", "elected"].iter().all(|word| text.contains(word)), "{node}: {text}");
+    // A node is ready before it has seen the job stream's leader (it answers 503 to a resize
+    // until then), and each announces once a second: Refresh until both say everything.
+    let started = std::time::Instant::now();
+    loop {
+        let texts: Vec<String> = ["api-0", "api-1"].iter().map(|node| browser.text(&row(node))).collect();
+        if texts.iter().all(|text| ["in rotation", "ready", "live", "elected"].iter().all(|word| text.contains(word))) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "after 20 s the nodes say: {texts:?}");
+        std::thread::sleep(Duration::from_millis(500));
+        browser.click("#health-refresh");
     }
     browser.screenshot("operator-health-cluster");
 

@@ -159,10 +159,12 @@ fn an_api_node_cut_off_from_nats_leaves_rotation_within_2_s_and_comes_back() {
 }
 
 /// 100 ms added to everything one NATS node sends, for 30 s: a follower of the job stream, then
-/// its leader. A follower costs only the clients connected to it a hop. The leader is in three
-/// hops of every request — the stored job's replication and acknowledgement, and its delivery to
-/// a worker — so the api nodes, seeing their acknowledgements slow while their own servers answer
-/// at once, ask it to step down, and a follower leads instead.
+/// its leader. A client connected to the slowed server pays it on every message (a job publish
+/// two or three times), so every api node and worker whose round trips to its own server stay
+/// slow for a second moves to another server. The leader is in three hops of every request —
+/// the stored job's replication and acknowledgement, and its delivery to a worker — so the api
+/// nodes, seeing their acknowledgements slow while their own servers answer at once, ask it to
+/// step down, and the workers' consumers it leads too; followers lead instead.
 #[test]
 fn latency_of_100_ms_on_a_nats_node_keeps_p99_under_500_ms() {
     let lab = Lab::up(&["--netns", "--workers", "2"]);
@@ -181,6 +183,7 @@ fn latency_of_100_ms_on_a_nats_node_keeps_p99_under_500_ms() {
         let from = load.since_start();
         lab.verb(&["slow", &victim, "--delay-ms", "100"]);
         thread::sleep(Duration::from_secs(30));
+        eprintln!("leaders at the end of the {what} window: {}", raft_leaders(&nats));
         lab.verb(&["heal"]);
         let to = load.since_start();
         windows.push((what, victim, Window { what, from, to }));
@@ -196,6 +199,21 @@ fn latency_of_100_ms_on_a_nats_node_keeps_p99_under_500_ms() {
         })
         .sum::<usize>();
     eprintln!("stepdowns asked by the api nodes: {stepdowns}");
+    let moves = ["api-0", "api-1", "worker-0", "worker-1"]
+        .iter()
+        .map(|n| {
+            lab::log_tail(&lab.dir.join(format!("logs/{n}.log")), 100_000)
+                .matches("NATS server is slow while it answers")
+                .count()
+        })
+        .sum::<usize>();
+    eprintln!("nodes that left a slow server: {moves}");
+    for n in ["api-0", "api-1", "worker-0", "worker-1"] {
+        let log = lab::log_tail(&lab.dir.join(format!("logs/{n}.log")), 100_000);
+        for line in log.lines().filter(|l| l.contains("step down") || l.contains("while it answers")) {
+            eprintln!("{n}: {}", line.chars().take(300).collect::<String>());
+        }
+    }
     for (what, victim, w) in &windows {
         let during: Vec<Duration> =
             samples.iter().filter(|s| s.sent >= w.from && s.sent <= w.to).map(|s| s.latency).collect();
@@ -209,4 +227,25 @@ fn latency_of_100_ms_on_a_nats_node_keeps_p99_under_500_ms() {
     }
     let windows: Vec<Window> = windows.iter().map(|w| w.2).collect();
     report(&lab, &samples, &windows, Duration::ZERO);
+}
+
+/// Each stream's and consumer's Raft leader, as one running node's `/jsz` says.
+fn raft_leaders(nats: &lab::NatsCluster) -> String {
+    let Some(node) = nats.nodes().iter().find(|n| n.state() == lab::ProcessState::Running) else {
+        return String::new();
+    };
+    let url = format!("{}/jsz?accounts=true&streams=true&consumers=true", node.monitor_url());
+    let Ok(mut r) = ureq::get(&url).call() else { return "jsz failed".into() };
+    let v: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or_default();
+    let mut out = String::new();
+    for a in v["account_details"].as_array().into_iter().flatten() {
+        for s in a["stream_detail"].as_array().into_iter().flatten() {
+            out += &format!("{}={} ", s["name"], s["cluster"]["leader"]);
+            for c in s["consumer_detail"].as_array().into_iter().flatten() {
+                out += &format!("{}={} ", c["name"], c["cluster"]["leader"]);
+            }
+        }
+    }
+    out
 }

@@ -40,6 +40,9 @@ pub async fn run(
         queue::connect(&config.nats_urls, &config.node_id, Some(queue::Role::Worker), config.nats_tls_ca.as_deref())
             .await?;
     status.set_client(client.clone());
+    // Ends with this function, on every path.
+    let speed_watch = tokio::spawn(queue::watch_server_speed(client.clone()));
+    let _speed_watch = abort_on_drop(speed_watch);
     let js = jetstream::new(client.clone());
     let [small, medium, large] = tokio::select! {
         () = &mut shutdown => return Ok(()),
@@ -203,4 +206,15 @@ async fn slot(consumer: PullConsumer, context: Arc<JobContext>, stopped: watch::
             }
         }
     }
+}
+
+/// Aborts `task` when the guard is dropped.
+fn abort_on_drop(task: tokio::task::JoinHandle<()>) -> impl Drop {
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    Abort(task)
 }

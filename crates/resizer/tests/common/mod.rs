@@ -299,7 +299,6 @@ fn into_response(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) 
     Response { status, headers, body }
 }
 
-/// An RGB PNG with a gradient (compresses well, decodes at full cost).
 /// `probe()` every 50 ms until it gives a value: usage reaches the rollups a batch at a time.
 pub fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     let started = Instant::now();
@@ -314,6 +313,7 @@ pub fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     }
 }
 
+/// An RGB PNG with a gradient (compresses well, decodes at full cost).
 pub fn png(width: u32, height: u32) -> Vec<u8> {
     let mut data = Vec::with_capacity((width * height * 3) as usize);
     for y in 0..height {
