@@ -39,6 +39,9 @@
 # Env: PEERS="resizer lab resizer_deepq thumbor sharp nginx", STEP_SECONDS=5, CAPACITY_SECONDS=8,
 #      WAIT_IDLE=600 (seconds to wait for a quiet machine before each server), RETRIES=3 (attempts
 #      per server while a compiler disturbs it), RESIZER_BENCH_CACHE.
+# AVIF instead of JPEG (issue 25): OUTPUT=avif PEERS="resizer sharp", with AVIF_OURS="Q:EFFORT"
+#      and AVIF_SHARP="Q:EFFORT" (each 4:4:4; pick the qualities that give both the same SSIM,
+#      docs/benchmarks.md "AVIF encoders"); thumbor and nginx do not take part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +53,18 @@ capacity_seconds=${CAPACITY_SECONDS:-8}
 wait_idle=${WAIT_IDLE:-600}
 retries=${RETRIES:-3}
 cache=${RESIZER_BENCH_CACHE:-$HOME/.cache/resizer-bench}
+output=${OUTPUT:-jpeg}
+case $output in
+    jpeg) resizer_output="format=jpeg&quality=80"; export SHARP_AVIF= ;;
+    avif)
+        ours=${AVIF_OURS:?OUTPUT=avif needs AVIF_OURS=Q:EFFORT}
+        export SHARP_AVIF=${AVIF_SHARP:?OUTPUT=avif needs AVIF_SHARP=Q:EFFORT}
+        resizer_output="format=avif&quality=${ours%%:*}&effort=${ours##*:}"
+        for p in $peers; do
+            [[ $p == resizer || $p == sharp || $p == lab ]] || { echo "error: $p does not write AVIF here" >&2; exit 1; }
+        done ;;
+    *) echo "error: OUTPUT is jpeg or avif" >&2; exit 1 ;;
+esac
 [[ -d $photos ]] || { echo "error: no photos folder at $photos" >&2; exit 1; }
 
 bash bench/peers/install.sh
@@ -134,7 +149,7 @@ start_resizer() { # [--set KEY=VALUE ...]
     local base key
     base=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_url"])' "$work/data/dev.json")
     key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["demo_api_key"])' "$work/data/dev.json")
-    target_url="$base/v1/resize?width=512&height=512&fit=inside&format=jpeg&quality=80"
+    target_url="$base/v1/resize?width=512&height=512&fit=inside&$resizer_output"
     target_args=(--key "$key")
     sample_cmd=(curl -sS --fail -H "Authorization: Bearer $key" --data-binary "@$work/photos/$sample" "$target_url")
 }
@@ -151,7 +166,7 @@ start_lab() {
     key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["fields"]["demo_api_key"])' "$work/lab/cluster.json")
     server_groups=($(python3 -c 'import json,os,sys
 print(" ".join(sorted({str(os.getpgid(c["pid"])) for c in json.load(open(sys.argv[1]))["components"]})))' "$work/lab/cluster.json"))
-    target_url="$base/v1/resize?width=512&height=512&fit=inside&format=jpeg&quality=80"
+    target_url="$base/v1/resize?width=512&height=512&fit=inside&$resizer_output"
     target_args=(--key "$key")
     sample_cmd=(curl -sS --fail -H "Authorization: Bearer $key" --data-binary "@$work/photos/$sample" "$target_url")
 }

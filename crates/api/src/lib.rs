@@ -315,6 +315,8 @@ impl App {
             // This node converts: say whether JPEG runs libjpeg-turbo's SIMD kernels (a build
             // made without nasm does not, and is markedly slower; nothing else would tell).
             body["jpeg_simd"] = imaging::jpeg_simd().into();
+            // Which AVIF encoder this process found (libaom through libheif, or rav1e).
+            body["avif_encoder"] = imaging::avif_encoder().into();
         }
         if let Some(queue) = self.conversions.queue() {
             // Reported, not a reason to be unready: see `JobQueue::watch_stream_leader`.

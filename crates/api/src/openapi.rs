@@ -64,13 +64,13 @@ const RESIZE_PARAMS: &[Param] = &[
     Param {
         name: "quality",
         schema: || json!({ "type": "integer", "minimum": 1, "maximum": 100 }),
-        description: "JPEG/WebP/AVIF quality (default 80; AVIF's scale is calibrated to look like JPEG's at the same number, and comes out smaller).",
+        description: "JPEG/WebP/AVIF quality (default 80; AVIF with libaom, the usual encoder, defaults to 65, where its files match WebP q80's in bytes and SSIM: libaom's scale, sharp's, is not JPEG's).",
         example: "75",
     },
     Param {
         name: "effort",
         schema: || json!({ "type": "integer", "minimum": 0, "maximum": 9, "default": 1 }),
-        description: "AVIF encoder effort, sharp's scale: 0 fastest to 9 smallest files (rav1e speed 10 - effort). Only with `format=avif` or `auto`. Over the deployment's cap (`limits.avif_max_effort`, 2 unless set): 400.",
+        description: "AVIF encoder effort, sharp's scale: 0 fastest to 9 smallest files (libaom speed 9 - effort; rav1e, where libaom is missing, speed 10 - effort). Only with `format=avif` or `auto`. Over the deployment's cap (`limits.avif_max_effort`, 2 unless set): 400.",
         example: "2",
     },
     Param {

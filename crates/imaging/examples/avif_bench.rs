@@ -8,8 +8,9 @@
 //! other encoders' files with one SSIM: `OUT/ref/<stem>.png` (the lossless resize),
 //! `OUT/ours-q<Q>-<setting>/<stem>.<ext>`, and one line per photo and setting appended to
 //! `OUT/ours.tsv` (quality, setting, stem, pipeline CPU ms, encode-only CPU ms, bytes, SSIM). The
-//! encode-only time is rav1e alone on the lossless resize's pixels (ravif called here with the
-//! settings of `encode/avif.rs`), the fastest of the rounds, on this thread's CPU clock.
+//! encode-only time is the lossless resize's PNG decoded and encoded at its size (as sharp's
+//! "encode" mode is timed), the fastest of the rounds, on this thread's CPU clock. The AVIF
+//! encoder is the one `imaging` chooses (`RESIZER_AVIF_ENCODER=rav1e` or `aom` to pick).
 //!
 //! cargo run -p imaging --example avif_bench [--features avif-asm] -- DIR [--width 512]
 //!     [--quality 80] [--efforts 0,2,4] [--every 6] [--rounds 3] [--write OUT]
@@ -78,7 +79,8 @@ fn main() {
         if let Some(out) = &write {
             std::fs::write(out.join("ref").join(format!("{stem}.png")), &reference.bytes).expect("write ref");
         }
-        let reference_rgba = png_rgba(&reference.bytes);
+        let reference_png = reference.bytes;
+        let reference_rgba = png_rgba(&reference_png);
         let reference = luma(&reference_rgba);
         for ((name, query), row) in settings.iter().zip(rows.iter_mut()) {
             let spec = ResizeSpec::from_query(query).expect("spec");
@@ -98,8 +100,10 @@ fn main() {
             row.images += 1;
             if let (Some(out), Some(tsv)) = (&write, tsv.as_mut()) {
                 use std::io::Write;
+                // rav1e's files apart from libaom's, so one OUT holds both encoders' runs.
+                let encoder = if imaging::avif_encoder().starts_with("rav1e") { "rav1e" } else { "avif" };
                 let (setting, ext) = match name.strip_prefix("avif effort ") {
-                    Some(e) => (format!("avif-e{e}"), "avif"),
+                    Some(e) => (format!("{encoder}-e{e}"), "avif"),
                     None => (name.clone(), "webp"),
                 };
                 let dir = out.join(format!("ours-q{quality}-{setting}"));
@@ -107,7 +111,9 @@ fn main() {
                 std::fs::write(dir.join(format!("{stem}.{ext}")), &bytes).expect("write output");
                 let encode_ms = match name.strip_prefix("avif effort ") {
                     Some(e) => {
-                        encode_only(&reference_rgba, quality, e.parse().expect("effort"), rounds).as_secs_f64() * 1e3
+                        encode_only(&reference_png, reference_rgba.0, quality, e.parse().expect("effort"), rounds)
+                            .as_secs_f64()
+                            * 1e3
                     }
                     None => f64::NAN,
                 };
@@ -122,9 +128,10 @@ fn main() {
         }
     }
     println!(
-        "{} photos from {} (every {every}th JPEG), width {width}, quality {quality}, one thread, best of {rounds}",
+        "{} photos from {} (every {every}th JPEG), width {width}, quality {quality}, one thread, best of {rounds}; AVIF by {}",
         files.len(),
-        dir.display()
+        dir.display(),
+        imaging::avif_encoder()
     );
     println!("| output | CPU ms / image | images / s / core | KiB / image | SSIM (luma, vs lossless) | CPU vs WebP | bytes vs WebP |");
     println!("|---|---|---|---|---|---|---|");
@@ -153,22 +160,16 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// rav1e alone on the lossless resize's pixels, with the settings of `encode/avif.rs` (8-bit,
-/// 4:4:4, speed 10 - effort, one thread): the fastest of `rounds` encodes, this thread's CPU.
-fn encode_only((w, h, rgba): &Rgba, quality: u8, effort: u8, rounds: u32) -> Duration {
-    use ravif::{BitDepth, Encoder, Img, RGB8};
-    let pixels: Vec<RGB8> = rgba.chunks_exact(4).map(|p| RGB8::new(p[0], p[1], p[2])).collect();
-    let q = f32::from(quality.clamp(1, 100));
+/// The AVIF encoder alone, as sharp's "encode" mode is timed: the lossless resize's PNG through
+/// `imaging::process` at its own size (PNG decode, then the encoder this process chose, with
+/// `encode/avif.rs`'s settings): the fastest of `rounds`, this thread's CPU.
+fn encode_only(reference_png: &[u8], width: u32, quality: u8, effort: u8, rounds: u32) -> Duration {
+    let query = format!("width={width}&format=avif&quality={quality}&effort={effort}");
+    let spec = ResizeSpec::from_query(&query).expect("spec");
     let mut best = Duration::MAX;
     for _ in 0..rounds.max(1) {
         let start = thread_cpu();
-        let encoder = Encoder::new()
-            .with_quality(q)
-            .with_alpha_quality((q + 100.0) / 2.0)
-            .with_speed(10 - effort.min(9))
-            .with_bit_depth(BitDepth::Eight)
-            .with_num_threads(Some(1));
-        let out = encoder.encode_rgb(Img::new(&pixels[..], *w as usize, *h as usize)).expect("ravif");
+        let out = imaging::process(reference_png, &spec, &Limits::default()).expect("encode");
         best = best.min(thread_cpu() - start);
         std::hint::black_box(out);
     }

@@ -22,6 +22,7 @@ mod extend;
 mod flatten;
 mod geometry;
 mod jpeg_simd;
+mod libheif;
 mod limits;
 mod orient;
 mod pipeline;
@@ -29,6 +30,7 @@ mod probe;
 mod resize;
 mod spec;
 
+pub use encode::avif_encoder;
 pub use error::{ErrorClass, ImagingError, LimitExceeded};
 pub use geometry::{plan, Plan};
 pub use jpeg_simd::jpeg_simd;

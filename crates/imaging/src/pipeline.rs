@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::bitmap::{Bitmap, Layout};
 use crate::cputime::thread_cpu_time;
 use crate::decode::frames::FrameSource;
-use crate::encode::{AnimationEncoder, EncodeOptions, DEFAULT_QUALITY};
+use crate::encode::{default_quality, AnimationEncoder, EncodeOptions};
 use crate::error::ImagingError;
 use crate::limits::Limits;
 use crate::probe::{probe, ImageFormat, Probe};
@@ -83,7 +83,7 @@ pub fn process(input: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Outpu
     let steps = Steps { spec, plan: &plan, stored_target, orientation: probe.orientation, format };
     let options = EncodeOptions {
         format,
-        quality: spec.quality.unwrap_or(DEFAULT_QUALITY),
+        quality: spec.quality.unwrap_or_else(|| default_quality(format)),
         progressive: spec.progressive,
         lossless: spec.lossless,
         effort: spec.effort.unwrap_or(DEFAULT_EFFORT),

@@ -355,6 +355,10 @@ fn operations_endpoints_and_logs() -> Result {
     let started = logs.lines().find(|l| l.contains("resizer dev started")).expect("start line");
     let started: serde_json::Value = serde_json::from_str(started)?;
     assert_eq!(started["jpeg_simd"].as_bool(), Some(nasm), "{started}");
+    // The AVIF encoder found: libaom through libheif, which the test command installs.
+    let avif = started["avif_encoder"].as_str().unwrap_or_default();
+    assert!(avif.starts_with("libaom (AOMedia Project AV1 Encoder") && avif.ends_with("through libheif"), "{started}");
+    assert_eq!(server.get("/readyz").json()["avif_encoder"].as_str(), Some(avif));
     let warned = "without libjpeg-turbo's SIMD kernels";
     assert_eq!(server.stdout().contains(warned), !nasm, "{}", server.stdout());
     assert_eq!(logs.contains(warned), !nasm);

@@ -151,6 +151,16 @@ fn without_libheif_avif_and_heic_are_415_naming_the_package() -> Result {
             .send(&common::png(16, 16)[..])?;
         assert_eq!(r.status().as_u16(), 200);
         assert_eq!(probe(&r.body_mut().read_to_vec()?).0, "png");
+        // AVIF is still written, by the built-in rav1e, and /readyz says so.
+        let mut r = agent
+            .post(format!("{url}/v1/resize?width=8&format=avif"))
+            .header("authorization", &format!("Bearer {key}"))
+            .send(&common::png(16, 16)[..])?;
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(&r.body_mut().read_to_vec()?[4..12], b"ftypavif");
+        let ready: Value =
+            serde_json::from_slice(&agent.get(format!("{url}/readyz")).call()?.body_mut().read_to_vec()?)?;
+        assert_eq!(ready["avif_encoder"], "rav1e (built in)", "{ready}");
         Ok(())
     })();
     // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.

@@ -11,190 +11,29 @@
 //! the target is small (as PNG's decoder does), and every libheif object is released by a guard
 //! on every path.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::OnceLock;
+use std::ffi::c_int;
 
 use super::Decoded;
 use crate::bitmap::{Bitmap, Layout};
 use crate::error::ImagingError;
+use crate::libheif::{
+    self, ContextGuard, HandleGuard, HeifError, ImageGuard, Lib, OptionsGuard, CHANNEL_INTERLEAVED,
+    CHROMA_INTERLEAVED_RGB, CHROMA_INTERLEAVED_RGBA, COLORSPACE_RGB,
+};
 use crate::probe::Probe;
 use crate::resize::BoxRows;
 
 /// What an AVIF or HEIC input is answered when libheif is not installed.
 const MISSING: &str = "HEIC/AVIF input needs libheif: apt-get install libheif1";
 
-/// The shared object's name on Debian (and most distributions): the ABI of libheif 1.x.
-const SONAME: &CStr = c"libheif.so.1";
-
-/// A path to open instead of [`SONAME`] (empty: none), read once: how the tests run a machine
-/// without libheif.
-const LIBRARY_VAR: &str = "RESIZER_LIBHEIF";
-
-// libheif 1.15's enums (heif.h), the values we pass.
-const COLORSPACE_RGB: c_int = 1;
-const CHROMA_INTERLEAVED_RGB: c_int = 10;
-const CHROMA_INTERLEAVED_RGBA: c_int = 11;
-const CHANNEL_INTERLEAVED: c_int = 10;
-
-#[repr(C)]
-struct HeifError {
-    code: c_int,
-    subcode: c_int,
-    message: *const c_char,
-}
-
-/// `struct heif_decoding_options` up to version 4 (libheif 1.15), always obtained from
-/// `heif_decoding_options_alloc`; fields past the `version` libheif reports are not touched.
-#[repr(C)]
-struct DecodingOptions {
-    version: u8,
-    ignore_transformations: u8,
-    start_progress: *const c_void,
-    on_progress: *const c_void,
-    end_progress: *const c_void,
-    progress_user_data: *mut c_void,
-    convert_hdr_to_8bit: u8,
-    strict_decoding: u8,
-    decoder_id: *const c_char,
-}
-
-enum Context {}
-enum Handle {}
-enum Image {}
-
-/// Declares `Lib`, the functions we call (name, C signature from libheif 1.15's heif.h), and
-/// `symbols`, which looks each one up in an opened library (`None` if any is missing).
-macro_rules! functions {
-    ($($field:ident = $name:literal: $ty:ty;)*) => {
-        struct Lib {
-            $($field: $ty,)*
-        }
-
-        fn symbols(handle: *mut c_void) -> Option<Lib> {
-            Some(Lib {
-                $($field: {
-                    // SAFETY: handle is a live dlopen handle (never closed); the name is
-                    // NUL-terminated.
-                    let p = unsafe { libc::dlsym(handle, concat!($name, "\0").as_ptr().cast()) };
-                    if p.is_null() {
-                        return None;
-                    }
-                    // SAFETY: the symbol is libheif's function of that name, whose C signature
-                    // (heif.h, libheif 1.15) is `$ty`.
-                    unsafe { std::mem::transmute::<*mut c_void, $ty>(p) }
-                },)*
-            })
-        }
-    };
-}
-
-functions! {
-    init = "heif_init": unsafe extern "C" fn(*mut c_void) -> HeifError;
-    context_alloc = "heif_context_alloc": unsafe extern "C" fn() -> *mut Context;
-    context_free = "heif_context_free": unsafe extern "C" fn(*mut Context);
-    read_from_memory_without_copy = "heif_context_read_from_memory_without_copy":
-        unsafe extern "C" fn(*mut Context, *const c_void, usize, *const c_void) -> HeifError;
-    set_maximum_image_size_limit = "heif_context_set_maximum_image_size_limit":
-        unsafe extern "C" fn(*mut Context, c_int);
-    set_max_decoding_threads = "heif_context_set_max_decoding_threads": unsafe extern "C" fn(*mut Context, c_int);
-    primary_image_handle = "heif_context_get_primary_image_handle":
-        unsafe extern "C" fn(*mut Context, *mut *mut Handle) -> HeifError;
-    handle_release = "heif_image_handle_release": unsafe extern "C" fn(*const Handle);
-    handle_width = "heif_image_handle_get_ispe_width": unsafe extern "C" fn(*const Handle) -> c_int;
-    handle_height = "heif_image_handle_get_ispe_height": unsafe extern "C" fn(*const Handle) -> c_int;
-    handle_has_alpha = "heif_image_handle_has_alpha_channel": unsafe extern "C" fn(*const Handle) -> c_int;
-    raw_color_profile_size = "heif_image_handle_get_raw_color_profile_size":
-        unsafe extern "C" fn(*const Handle) -> usize;
-    raw_color_profile = "heif_image_handle_get_raw_color_profile":
-        unsafe extern "C" fn(*const Handle, *mut c_void) -> HeifError;
-    options_alloc = "heif_decoding_options_alloc": unsafe extern "C" fn() -> *mut DecodingOptions;
-    options_free = "heif_decoding_options_free": unsafe extern "C" fn(*mut DecodingOptions);
-    decode_image = "heif_decode_image":
-        unsafe extern "C" fn(*const Handle, *mut *mut Image, c_int, c_int, *const DecodingOptions) -> HeifError;
-    image_width = "heif_image_get_width": unsafe extern "C" fn(*const Image, c_int) -> c_int;
-    image_height = "heif_image_get_height": unsafe extern "C" fn(*const Image, c_int) -> c_int;
-    image_bits = "heif_image_get_bits_per_pixel_range": unsafe extern "C" fn(*const Image, c_int) -> c_int;
-    plane_readonly = "heif_image_get_plane_readonly": unsafe extern "C" fn(*const Image, c_int, *mut c_int) -> *const u8;
-    image_release = "heif_image_release": unsafe extern "C" fn(*const Image);
-}
-
-/// libheif, or why it could not be opened. Opened once per process and never closed.
-fn lib() -> Result<&'static Lib, ImagingError> {
-    static LIB: OnceLock<Option<Lib>> = OnceLock::new();
-    LIB.get_or_init(open).as_ref().ok_or_else(|| ImagingError::Unsupported(MISSING.into()))
-}
-
-fn open() -> Option<Lib> {
-    let name = match std::env::var_os(LIBRARY_VAR) {
-        Some(path) => std::ffi::CString::new(std::os::unix::ffi::OsStringExt::into_vec(path)).ok()?,
-        None => SONAME.to_owned(),
-    };
-    if name.is_empty() {
-        return None;
-    }
-    // SAFETY: dlopen with a NUL-terminated name; libheif's initialisers are safe to run.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if handle.is_null() {
-        return None;
-    }
-    let lib = symbols(handle)?;
-    // SAFETY: heif_init(NULL) registers the built-in codec plugins; reference counted, and
-    // never matched by heif_deinit because the library stays loaded for the process's life.
-    let err = unsafe { (lib.init)(std::ptr::null_mut()) };
-    (err.code == 0).then_some(lib)
-}
-
-/// The libheif error's message, for a 422's detail.
+/// Ok, or a 422 naming the format and libheif's reason.
 fn check(err: HeifError, what: &str) -> Result<(), ImagingError> {
-    if err.code == 0 {
-        return Ok(());
-    }
-    let message = if err.message.is_null() {
-        String::new()
-    } else {
-        // SAFETY: libheif's messages are NUL-terminated static strings or live in the context,
-        // which outlives this call.
-        unsafe { CStr::from_ptr(err.message) }.to_string_lossy().into_owned()
-    };
-    Err(ImagingError::Corrupt(format!("{what} could not be decoded: {message} (libheif error {})", err.code)))
-}
-
-struct ContextGuard(&'static Lib, *mut Context);
-impl Drop for ContextGuard {
-    fn drop(&mut self) {
-        // SAFETY: allocated by heif_context_alloc, freed once, after every handle and image
-        // (guards declared later drop first).
-        unsafe { (self.0.context_free)(self.1) }
-    }
-}
-
-struct HandleGuard(&'static Lib, *mut Handle);
-impl Drop for HandleGuard {
-    fn drop(&mut self) {
-        // SAFETY: obtained from heif_context_get_primary_image_handle, released once.
-        unsafe { (self.0.handle_release)(self.1) }
-    }
-}
-
-struct OptionsGuard(&'static Lib, *mut DecodingOptions);
-impl Drop for OptionsGuard {
-    fn drop(&mut self) {
-        // SAFETY: allocated by heif_decoding_options_alloc, freed once.
-        unsafe { (self.0.options_free)(self.1) }
-    }
-}
-
-struct ImageGuard(&'static Lib, *mut Image);
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        // SAFETY: obtained from heif_decode_image, released once.
-        unsafe { (self.0.image_release)(self.1) }
-    }
+    libheif::check(err).map_err(|m| ImagingError::Corrupt(format!("{what} could not be decoded: {m}")))
 }
 
 /// Decodes the primary image of an AVIF or HEIC file at 1/`scale` of its stored size.
 pub fn decode(input: &[u8], probe: &Probe, scale: u32) -> Result<Decoded, ImagingError> {
-    let lib = lib()?;
+    let lib = libheif::lib().ok_or_else(|| ImagingError::Unsupported(MISSING.into()))?;
     let what = probe.format.as_str().to_ascii_uppercase();
     let corrupt = |m: &str| ImagingError::Corrupt(format!("{what} could not be decoded: {m}"));
     // SAFETY: plain allocation; null is checked.

@@ -8,6 +8,8 @@ mod png;
 mod webp;
 mod webp_anim;
 
+pub use avif::encoder_description as avif_encoder;
+
 use crate::bitmap::Bitmap;
 use crate::error::ImagingError;
 use crate::spec::OutputFormat;
@@ -27,6 +29,15 @@ pub struct EncodeOptions {
 
 /// Default quality when the caller gives none (the value imgproxy and sharp default to is 80).
 pub const DEFAULT_QUALITY: u8 = 80;
+
+/// The quality `format` gets when the request names none: [`DEFAULT_QUALITY`], except AVIF's
+/// own where its encoder's scale differs ([`avif::default_quality`]).
+pub fn default_quality(format: OutputFormat) -> u8 {
+    match format {
+        OutputFormat::Avif => avif::default_quality(),
+        _ => DEFAULT_QUALITY,
+    }
+}
 
 /// `bitmap` must be `Rgb`/`Rgba` (JPEG: `Rgb` or `Gray`); the pipeline's flatten step ensures it.
 pub fn encode(bitmap: &Bitmap, options: &EncodeOptions) -> Result<Vec<u8>, ImagingError> {

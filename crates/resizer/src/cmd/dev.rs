@@ -117,6 +117,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             workers = dispatch_config.threads,
             data_dir = %data_dir.display(),
             jpeg_simd = imaging::jpeg_simd(),
+            avif_encoder = imaging::avif_encoder(),
             "resizer dev started"
         );
         if let Some(warning) = jpeg_without_simd() {

@@ -58,7 +58,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let listener = bind(&config.worker.listen, "worker.listen").await?;
-        tracing::info!(node = node_id, slots, listen = %listener.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), jpeg_simd = imaging::jpeg_simd(), "resizer worker started");
+        tracing::info!(node = node_id, slots, listen = %listener.local_addr()?, nats = queue::redact_urls(&config.queue.nats_urls), jpeg_simd = imaging::jpeg_simd(), avif_encoder = imaging::avif_encoder(), "resizer worker started");
         if let Some(warning) = jpeg_without_simd() {
             tracing::warn!("{warning}");
         }
