@@ -214,44 +214,37 @@ pub fn av1_encoder_name() -> Option<&'static str> {
     .as_deref()
 }
 
-pub struct ContextGuard(pub &'static Lib, pub *mut Context);
-impl Drop for ContextGuard {
-    fn drop(&mut self) {
-        // SAFETY: allocated by heif_context_alloc, freed once, after every handle and image
-        // (guards declared later drop first).
-        unsafe { (self.0.context_free)(self.1) }
-    }
+/// Declares guards, each owning one libheif object and releasing it with its function when
+/// dropped (a null pointer, from an allocation that failed, is left alone). Where one object
+/// belongs to another (an image handle or an encoder to its context), the caller declares the
+/// owner's guard first, so that it drops last.
+macro_rules! guards {
+    ($($(#[$doc:meta])* $name:ident($ty:ty) = $release:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub struct $name(pub &'static Lib, pub *mut $ty);
+            impl Drop for $name {
+                fn drop(&mut self) {
+                    if !self.1.is_null() {
+                        // SAFETY: the pointer came from the libheif call the guard's doc names,
+                        // and this is its one release.
+                        unsafe { (self.0.$release)(self.1) }
+                    }
+                }
+            }
+        )*
+    };
 }
 
-pub struct EncoderGuard(pub &'static Lib, pub *mut Encoder);
-impl Drop for EncoderGuard {
-    fn drop(&mut self) {
-        // SAFETY: obtained from heif_context_get_encoder_for_format, released once, before the
-        // context (declared later, dropped first).
-        unsafe { (self.0.encoder_release)(self.1) }
-    }
-}
-
-pub struct HandleGuard(pub &'static Lib, pub *mut Handle);
-impl Drop for HandleGuard {
-    fn drop(&mut self) {
-        // SAFETY: obtained from heif_context_get_primary_image_handle, released once.
-        unsafe { (self.0.handle_release)(self.1) }
-    }
-}
-
-pub struct OptionsGuard(pub &'static Lib, pub *mut DecodingOptions);
-impl Drop for OptionsGuard {
-    fn drop(&mut self) {
-        // SAFETY: allocated by heif_decoding_options_alloc, freed once.
-        unsafe { (self.0.options_free)(self.1) }
-    }
-}
-
-pub struct ImageGuard(pub &'static Lib, pub *mut Image);
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        // SAFETY: obtained from heif_decode_image or heif_image_create, released once.
-        unsafe { (self.0.image_release)(self.1) }
-    }
+guards! {
+    /// From `heif_context_alloc`.
+    ContextGuard(Context) = context_free;
+    /// From `heif_context_get_encoder_for_format`.
+    EncoderGuard(Encoder) = encoder_release;
+    /// From `heif_context_get_primary_image_handle`.
+    HandleGuard(Handle) = handle_release;
+    /// From `heif_decoding_options_alloc`.
+    OptionsGuard(DecodingOptions) = options_free;
+    /// From `heif_decode_image` or `heif_image_create`.
+    ImageGuard(Image) = image_release;
 }

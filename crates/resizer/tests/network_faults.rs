@@ -235,7 +235,9 @@ fn raft_leaders(nats: &lab::NatsCluster) -> String {
         return String::new();
     };
     let url = format!("{}/jsz?accounts=true&streams=true&consumers=true", node.monitor_url());
-    let Ok(mut r) = ureq::get(&url).call() else { return "jsz failed".into() };
+    // A slowed node still answers within a second; a hung one must not hang the test.
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+    let Ok(mut r) = agent.get(&url).call() else { return "jsz failed".into() };
     let v: serde_json::Value =
         serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap_or_default();
     let mut out = String::new();

@@ -8,8 +8,8 @@
 //! Both: 8-bit 4:4:4 (sharp's default too), alpha as an auxiliary image with quality halfway
 //! from the colour's to 100 (edges show compression more than colour does), one thread per
 //! conversion on the caller's thread (the dispatcher's lanes and the CPU metering assume it),
-//! effort on sharp's scale (aom `speed` and rav1e speed 9 − effort and 10 − effort). The colour
-//! is signalled as sRGB, which the pixels are by then; no ICC box is written.
+//! effort on sharp's scale (libaom's speed is 9 − effort, rav1e's 10 − effort). The colour is
+//! signalled as sRGB, which the pixels are by then; no ICC box is written.
 
 use super::EncodeOptions;
 use crate::bitmap::{Bitmap, Layout};
@@ -42,16 +42,18 @@ pub fn encoder() -> Option<AvifEncoder> {
     })
 }
 
-/// What [`encoder`] chose, in words for the log and `/readyz`: "libaom (AOMedia Project AV1
-/// Encoder v3.6.0) through libheif", "rav1e (built in)" or "none".
-pub fn encoder_description() -> String {
-    match encoder() {
+/// What [`encoder`] chose, in words for the log and `/readyz` (which every node announcement
+/// carries, so it is made once): "libaom (AOMedia Project AV1 Encoder v3.6.0) through
+/// libheif", "rav1e (built in)" or "none".
+pub fn encoder_description() -> &'static str {
+    static DESCRIPTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DESCRIPTION.get_or_init(|| match encoder() {
         Some(AvifEncoder::Aom) => {
             format!("libaom ({}) through libheif", crate::libheif::av1_encoder_name().unwrap_or("AV1 encoder"))
         }
         Some(AvifEncoder::Rav1e) => "rav1e (built in)".into(),
         None => "none".into(),
-    }
+    })
 }
 
 /// libaom's quality when a request names none: where its AVIF at the default effort matches
