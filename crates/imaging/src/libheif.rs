@@ -132,13 +132,78 @@ functions! {
     write = "heif_context_write": unsafe extern "C" fn(*mut Context, *mut Writer, *mut c_void) -> HeifError;
 }
 
-/// libheif, if it could be opened. Opened once per process and never closed.
-pub fn lib() -> Option<&'static Lib> {
-    static LIB: OnceLock<Option<Lib>> = OnceLock::new();
-    LIB.get_or_init(open).as_ref()
+/// A libaom (`libaom.so.3`) to load before libheif, read once: the loader then gives libheif
+/// that one for its `libaom.so.3`, since a library of that soname is already in the process.
+/// How a machine whose distribution has an older libaom (Debian 12: 3.6) gets one with the
+/// still-image tuning (3.13+, `encode/avif.rs`) without rebuilding anything.
+const LIBAOM_VAR: &str = "RESIZER_LIBAOM";
+
+/// The libaom libheif encodes with: its version as `aom_codec_version()` gives it
+/// (major << 16 | minor << 8 | patch), and why [`LIBAOM_VAR`]'s library is not the one in use
+/// when it was named and is not.
+pub struct Libaom {
+    pub version: Option<u32>,
+    pub not_loaded: Option<String>,
 }
 
-fn open() -> Option<Lib> {
+/// libheif, if it could be opened. Opened once per process and never closed.
+pub fn lib() -> Option<&'static Lib> {
+    opened().as_ref().map(|(lib, _)| lib)
+}
+
+/// The libaom behind [`lib`]'s AV1 encoder; None without libheif.
+pub fn libaom() -> Option<&'static Libaom> {
+    opened().as_ref().map(|(_, aom)| aom)
+}
+
+fn opened() -> &'static Option<(Lib, Libaom)> {
+    static LIB: OnceLock<Option<(Lib, Libaom)>> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let preloaded = std::env::var_os(LIBAOM_VAR).filter(|p| !p.is_empty()).map(|p| (preload(&p), p));
+        let (lib, handle) = open()?;
+        let version = aom_codec_version(handle);
+        let not_loaded = match preloaded {
+            Some((Err(e), path)) => Some(format!("{LIBAOM_VAR}={} not loaded: {e}", path.to_string_lossy())),
+            Some((Ok(wanted), path)) if wanted != version => Some(format!(
+                "{LIBAOM_VAR}={} is not libheif's libaom (not named libaom.so.3?)",
+                path.to_string_lossy()
+            )),
+            _ => None,
+        };
+        Some((lib, Libaom { version, not_loaded }))
+    })
+}
+
+/// Loads the libaom at `path` for the process's life; its version, or dlerror's message.
+fn preload(path: &std::ffi::OsStr) -> Result<Option<u32>, String> {
+    let name = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path)).map_err(|e| e.to_string())?;
+    // SAFETY: dlopen with a NUL-terminated name; libaom's initialisers are safe to run.
+    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        // SAFETY: dlerror's message is a NUL-terminated string valid until the next dl call.
+        let e = unsafe { libc::dlerror() };
+        return Err(if e.is_null() {
+            "dlopen failed".into()
+        } else {
+            unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+        });
+    }
+    Ok(aom_codec_version(handle))
+}
+
+/// `aom_codec_version()` of the libaom reachable from `handle` (itself or a library it needs).
+fn aom_codec_version(handle: *mut c_void) -> Option<u32> {
+    // SAFETY: handle is a live dlopen handle (never closed); the name is NUL-terminated.
+    let p = unsafe { libc::dlsym(handle, c"aom_codec_version".as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: libaom's `int aom_codec_version(void)` (aom_codec.h), which only reads constants.
+    let version = unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> c_int>(p)() };
+    u32::try_from(version).ok()
+}
+
+fn open() -> Option<(Lib, *mut c_void)> {
     let name = match std::env::var_os(LIBRARY_VAR) {
         Some(path) => std::ffi::CString::new(std::os::unix::ffi::OsStringExt::into_vec(path)).ok()?,
         None => SONAME.to_owned(),
@@ -155,7 +220,7 @@ fn open() -> Option<Lib> {
     // SAFETY: heif_init(NULL) registers the built-in codec plugins; reference counted, and
     // never matched by heif_deinit because the library stays loaded for the process's life.
     let err = unsafe { (lib.init)(std::ptr::null_mut()) };
-    (err.code == 0).then_some(lib)
+    (err.code == 0).then_some((lib, handle))
 }
 
 /// Ok, or the libheif error's message and code (for a 422's detail, or a log).

@@ -113,3 +113,26 @@ fn an_avif_over_the_deployments_pixel_bound_is_refused_or_negotiated_away() -> R
     assert_eq!((r.status, r.header("content-type"), r.header("vary")), (200, Some("image/webp"), Some("Accept")));
     Ok(())
 }
+
+/// libaom 3.14 (Debian sid's, which scripts/test.sh keeps under target/libaom) named by
+/// `RESIZER_LIBAOM` on a machine whose own libaom is older: `resizer dev` encodes with it,
+/// tuned for images, says so in `/readyz`, and its AVIF answers, opaque and with alpha, decode.
+#[test]
+fn a_newer_libaom_named_by_resizer_libaom_is_used_tuned_for_images() -> Result {
+    let libaom = format!("{}/../../target/libaom/libaom.so.3", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new(&libaom).exists(),
+        "{libaom} is missing: scripts/test.sh fetches Debian sid's libaom 3.14 there (amd64)"
+    );
+    let server = DevServer::start_with_env(&[("RESIZER_LIBAOM", &libaom)], &[])?;
+    let ready = server.get("/readyz").json();
+    let encoder = ready["avif_encoder"].as_str().unwrap_or_default();
+    assert!(encoder.starts_with("libaom (AOMedia Project AV1 Encoder v3.14.1, tune iq) through libheif"), "{ready}");
+    assert!(!encoder.contains("not"), "{ready}");
+    for (name, body) in [("opaque", png(300, 200)), ("alpha", common::rgba_png(300, 200))] {
+        let r = server.resize("width=120&format=avif", Some(&server.demo_key), &body, &[]);
+        assert_eq!(r.status, 200, "{name}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(avifdec_size(&r.body), (120, 80), "{name}");
+    }
+    Ok(())
+}

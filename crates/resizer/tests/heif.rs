@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use common::{DevServer, TempDir, BIN};
-use serde_json::Value;
+use anyhow::Context;
+use common::DevServer;
 
 type Result = anyhow::Result<()>;
 
@@ -103,68 +101,27 @@ fn hostile_avif_files_are_typed_4xx_within_two_seconds() -> Result {
 }
 
 /// `resizer dev` with `RESIZER_LIBHEIF` set to a library that does not exist: a machine without
-/// libheif. Started here rather than by `DevServer` so that no other test's server sees the
-/// variable. Returns (child, api URL, demo key).
-fn dev_without_libheif(dir: &TempDir) -> anyhow::Result<(std::process::Child, String, String)> {
-    let dev_json = dir.0.join("resizer-data/dev.json");
-    let child = Command::new(BIN)
-        .args(["dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .env("RESIZER_LIBHEIF", "/nonexistent/libheif.so.1")
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Ok(bytes) = std::fs::read(&dev_json) {
-            let v: Value = serde_json::from_slice(&bytes)?;
-            let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-            return Ok((child, field("api_url"), field("demo_api_key")));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("resizer dev did not start")
-}
-
+/// libheif.
 #[test]
 fn without_libheif_avif_and_heic_are_415_naming_the_package() -> Result {
-    let dir = TempDir::new();
-    let (mut child, url, key) = dev_without_libheif(&dir)?;
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let result = (|| -> Result {
-        for name in ["rgb.avif", "rgb.heic"] {
-            let mut r = agent
-                .post(format!("{url}/v1/resize?width=32"))
-                .header("authorization", &format!("Bearer {key}"))
-                .send(&fixture(name)[..])?;
-            assert_eq!(r.status().as_u16(), 415, "{name}");
-            let problem: Value = serde_json::from_slice(&r.body_mut().read_to_vec()?)?;
-            assert!(problem["type"].as_str().unwrap_or("").ends_with("unsupported-image"), "{problem}");
-            let detail = problem["detail"].as_str().unwrap_or("");
-            assert!(detail.contains("libheif") && detail.contains("apt-get install libheif1"), "{detail}");
-        }
-        // Other formats are unaffected.
-        let mut r = agent
-            .post(format!("{url}/v1/resize?width=8"))
-            .header("authorization", &format!("Bearer {key}"))
-            .send(&common::png(16, 16)[..])?;
-        assert_eq!(r.status().as_u16(), 200);
-        assert_eq!(probe(&r.body_mut().read_to_vec()?).0, "png");
-        // AVIF is still written, by the built-in rav1e, and /readyz says so.
-        let mut r = agent
-            .post(format!("{url}/v1/resize?width=8&format=avif"))
-            .header("authorization", &format!("Bearer {key}"))
-            .send(&common::png(16, 16)[..])?;
-        assert_eq!(r.status().as_u16(), 200);
-        assert_eq!(&r.body_mut().read_to_vec()?[4..12], b"ftypavif");
-        let ready: Value =
-            serde_json::from_slice(&agent.get(format!("{url}/readyz")).call()?.body_mut().read_to_vec()?)?;
-        assert_eq!(ready["avif_encoder"], "rav1e (built in)", "{ready}");
-        Ok(())
-    })();
-    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let _ = child.wait();
-    result
+    let server = DevServer::start_with_env(&[("RESIZER_LIBHEIF", "/nonexistent/libheif.so.1")], &[])?;
+    for name in ["rgb.avif", "rgb.heic"] {
+        let r = server.resize("width=32", Some(&server.demo_key), &fixture(name), &[]);
+        assert_eq!(r.status, 415, "{name}");
+        let problem = r.json();
+        assert!(problem["type"].as_str().unwrap_or("").ends_with("unsupported-image"), "{problem}");
+        let detail = problem["detail"].as_str().unwrap_or("");
+        assert!(detail.contains("libheif") && detail.contains("apt-get install libheif1"), "{detail}");
+    }
+    // Other formats are unaffected.
+    let r = server.resize("width=8", Some(&server.demo_key), &common::png(16, 16), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(probe(&r.body).0, "png");
+    // AVIF is still written, by the built-in rav1e, and /readyz says so.
+    let r = server.resize("width=8&format=avif", Some(&server.demo_key), &common::png(16, 16), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[4..12], b"ftypavif");
+    let ready = server.get("/readyz").json();
+    assert_eq!(ready["avif_encoder"], "rav1e (built in)", "{ready}");
+    Ok(())
 }

@@ -79,7 +79,17 @@ impl DevServer {
         Self::start_in(TempDir::new(), sets)
     }
 
+    /// `resizer dev` with environment variables of its own (e.g. which libheif or libaom to
+    /// open), so that no other test's server sees them.
+    pub fn start_with_env(env: &[(&str, &str)], sets: &[&str]) -> anyhow::Result<DevServer> {
+        Self::start_in_with_env(TempDir::new(), env, sets)
+    }
+
     pub fn start_in(dir: TempDir, sets: &[&str]) -> anyhow::Result<DevServer> {
+        Self::start_in_with_env(dir, &[], sets)
+    }
+
+    fn start_in_with_env(dir: TempDir, env: &[(&str, &str)], sets: &[&str]) -> anyhow::Result<DevServer> {
         // No --data-dir: the default `./resizer-data` under the test's own directory, as a user gets.
         let data = dir.0.join("resizer-data");
         let dev_json = data.join("dev.json");
@@ -95,6 +105,7 @@ impl DevServer {
         for set in sets {
             cmd.args(["--set", set]);
         }
+        cmd.envs(env.iter().copied());
         let child = cmd.spawn().with_context(|| format!("starting {BIN}"))?;
         let mut server = DevServer {
             child: Some(child),
@@ -315,15 +326,27 @@ pub fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
 
 /// An RGB PNG with a gradient (compresses well, decodes at full cost).
 pub fn png(width: u32, height: u32) -> Vec<u8> {
-    let mut data = Vec::with_capacity((width * height * 3) as usize);
+    gradient_png(width, height, false)
+}
+
+/// The same gradient as [`png`] with alpha going from opaque at the top to clear at the bottom.
+pub fn rgba_png(width: u32, height: u32) -> Vec<u8> {
+    gradient_png(width, height, true)
+}
+
+fn gradient_png(width: u32, height: u32, alpha: bool) -> Vec<u8> {
+    let mut data = Vec::with_capacity((width * height * 4) as usize);
     for y in 0..height {
         for x in 0..width {
             data.extend([(x * 255 / width) as u8, (y * 255 / height) as u8, 128]);
+            if alpha {
+                data.push(255 - (y * 255 / height) as u8);
+            }
         }
     }
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, width, height);
-    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_color(if alpha { png::ColorType::Rgba } else { png::ColorType::Rgb });
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().expect("png header");
     writer.write_image_data(&data).expect("png data");
