@@ -96,7 +96,7 @@ const AOM_DEFAULT_QUALITY: u8 = 65;
 /// The same under the image tuning and its quantizer table ([`IQ_QUANTIZER`]): where the AVIF
 /// of the photos at 512 px reaches WebP's SSIM at [`super::DEFAULT_QUALITY`]
 /// (docs/benchmarks.md, "Tuned for images").
-const AOM_IQ_DEFAULT_QUALITY: u8 = 68;
+const AOM_IQ_DEFAULT_QUALITY: u8 = 67;
 
 /// The quality an AVIF gets when the request names none: the encoder's counterpart of the other
 /// formats' [`super::DEFAULT_QUALITY`]. rav1e's scale is calibrated against JPEG's, so it keeps
