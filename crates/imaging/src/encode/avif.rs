@@ -480,8 +480,9 @@ mod tests {
         }
     }
 
-    /// A request without `quality` gets the chosen encoder's default: 65 with libaom (80 would
-    /// be 1.5× WebP's bytes), the other formats' 80 with rav1e.
+    /// A request without `quality` gets the chosen encoder's default: 67 with libaom tuned for
+    /// images, 65 with an older libaom (80 would be 1.5× WebP's bytes), the other formats' 80
+    /// with rav1e.
     #[test]
     fn an_avif_without_a_quality_gets_the_encoders_default() {
         assert_eq!(super::encoder(), Some(AvifEncoder::Aom), "libaom is chosen where libheif has it");
