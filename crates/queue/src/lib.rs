@@ -51,8 +51,8 @@ pub use usage_auth::{
 };
 pub use usage_stream::{
     ensure_usage_consumer, ensure_usage_stream, lift_usage_age_limit, ship_batch, usage_age_limit,
-    usage_applied_subject, usage_messages, USAGE_APPLIED_PREFIX, USAGE_CONSUMER, USAGE_PART_BYTES, USAGE_STREAM,
-    USAGE_SUBJECT,
+    usage_applied_subject, usage_duplicate_window_too_long, usage_messages, USAGE_APPLIED_PREFIX, USAGE_CONSUMER,
+    USAGE_DUPLICATE_WINDOW, USAGE_PART_BYTES, USAGE_STREAM, USAGE_SUBJECT,
 };
 pub use wire::output_format;
 pub use wire::{

@@ -1,8 +1,9 @@
 //! The usage stream: api nodes ship their sealed spool batches here, and the usage aggregators
 //! (`resizer usage`) consume them. Each batch is published under its batch id as the JetStream
-//! message id (with part of its signature appended when the node signs: `usage_auth.rs`), so a batch shipped twice inside the duplicate window (an api node that died after
-//! publishing and before removing the batch from its spool) is stored once; past the window the
-//! aggregators' own record of applied batch ids still applies it once.
+//! message id (with part of its signature appended when the node signs: `usage_auth.rs`), so a
+//! publish sent again at once because its acknowledgement did not come is stored once; past the
+//! duplicate window ([`USAGE_DUPLICATE_WINDOW`]) the aggregators' own record of applied batch ids
+//! still applies a batch once, however often it is stored.
 
 use std::time::Duration;
 
@@ -29,6 +30,17 @@ pub fn usage_applied_subject(node: &str) -> String {
 /// See [`usage_applied_subject`].
 pub const USAGE_APPLIED_PREFIX: &str = "usage.applied";
 
+/// How long the usage stream takes a message id it has seen for a copy of what it stored. It
+/// covers a publish sent again at once (its acknowledgement lost, `ship_batch`'s caller retrying)
+/// and must end well before an api node ships an unconfirmed batch again (`usage.confirm_wait_ms`,
+/// 30 s by default): that batch is shipped again because the stream lost it, or holds it where
+/// no aggregator is handed it (a stream or consumer state reset after a partition), and within
+/// the window nats-server answers such a copy as a duplicate of the lost one, with the lost
+/// one's sequence, and stores nothing. With the 120 s it had before, a lost batch was stored
+/// again only at its fourth shipment, 3.5 minutes after the first. A copy stored twice costs
+/// nothing: the aggregators apply each batch id once.
+pub const USAGE_DUPLICATE_WINDOW: Duration = Duration::from_secs(10);
+
 /// The stream, created if missing: work-queue retention (a batch leaves once an aggregator has
 /// applied it), `replicas` copies, and no age limit: what is here is not billed yet, and must
 /// stay however long the aggregators are down. What bounds it is JetStream's storage: a full
@@ -41,11 +53,20 @@ pub async fn ensure_usage_stream(js: &jetstream::Context, replicas: usize) -> Re
         num_replicas: replicas,
         storage: stream::StorageType::File,
         max_age: Duration::ZERO,
-        duplicate_window: Duration::from_secs(120),
+        duplicate_window: USAGE_DUPLICATE_WINDOW,
         ..Default::default()
     })
     .await
     .map_err(|e| QueueError::Unavailable(format!("creating the {USAGE_STREAM} stream: {e}")))
+}
+
+/// The usage stream's duplicate window if it is longer than [`USAGE_DUPLICATE_WINDOW`]: a stream
+/// made by an older version has 120 s, in which a batch shipped again for being lost is taken
+/// for the lost copy. The aggregators say so at start; shortening it is the operator's step, as
+/// for the age limit ([`usage_age_limit`]).
+pub fn usage_duplicate_window_too_long(stream: &stream::Stream) -> Option<Duration> {
+    let window = stream.cached_info().config.duplicate_window;
+    (window > USAGE_DUPLICATE_WINDOW).then_some(window)
 }
 
 /// The usage stream's age limit, if it has one: versions before this one made the stream with a

@@ -918,6 +918,14 @@ fn set(table: &mut toml::Table, path: &str, value: toml::Value) -> anyhow::Resul
 mod tests {
     use super::*;
 
+    /// An unconfirmed batch is shipped again after `usage.confirm_wait_ms`; inside the usage
+    /// stream's duplicate window that copy would be taken for the lost one and not stored.
+    #[test]
+    fn a_batch_is_shipped_again_only_past_the_usage_streams_duplicate_window() {
+        let wait = Duration::from_millis(Config::default().usage.confirm_wait_ms);
+        assert!(wait >= 2 * queue::USAGE_DUPLICATE_WINDOW, "{wait:?}");
+    }
+
     #[test]
     fn the_avif_effort_cap_is_checked_and_reaches_the_api() {
         let mut config = Config::default();

@@ -133,6 +133,15 @@ async fn aggregate(config: &Config, nats_urls: &[String], status: &Status) -> an
                          (docs/cluster.md)"
                     );
                 }
+                if let Some(window) = queue::usage_duplicate_window_too_long(&stream) {
+                    tracing::error!(
+                        duplicate_window_s = window.as_secs(),
+                        "the usage stream takes a batch an api node ships again, for being lost, for a copy of \
+                         the lost one for this long (made by an older version), so the batch is billed minutes \
+                         late: shorten it with the resizer NATS login, `nats stream edit USAGE --dupe-window=10s` \
+                         (docs/cluster.md)"
+                    );
+                }
                 queue::ensure_usage_consumer(&stream, ACK_WAIT).await
             };
             match attempt.await {

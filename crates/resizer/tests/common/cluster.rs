@@ -374,22 +374,26 @@ impl Lab {
             answers.iter().filter(|(_, s)| *s == status).map(|(id, _)| id.as_str()).collect()
         };
         let (ok_ids, dropped) = (ids(200), ids(0));
-        let until = Instant::now() + Duration::from_secs(60);
+        let started = Instant::now();
+        let until = started + Duration::from_secs(60);
         let records = loop {
             let records = self.audit(tenant);
             let have: BTreeSet<&str> = records.iter().filter_map(|r| r["request_id"].as_str()).collect();
             if ok_ids.iter().all(|id| have.contains(id)) {
                 break records;
             }
-            assert!(
-                Instant::now() < until,
-                "tenant {tenant}: the audit never caught up ({} of {} seen 200s)\n{}",
-                ok_ids.iter().filter(|id| have.contains(*id)).count(),
-                ok_ids.len(),
-                self.log_tails()
-            );
+            if Instant::now() >= until {
+                panic!(
+                    "tenant {tenant}: the audit never caught up ({} of {} seen 200s)\n{}\n{}",
+                    ok_ids.iter().filter(|id| have.contains(*id)).count(),
+                    ok_ids.len(),
+                    self.usage_pipeline_state(),
+                    self.log_tails()
+                );
+            }
             thread::sleep(Duration::from_millis(500));
         };
+        eprintln!("tenant {tenant}: the audit caught up {:.1} s after the load ended", started.elapsed().as_secs_f64());
         let mut recorded: Vec<&str> = records.iter().filter_map(|r| r["request_id"].as_str()).collect();
         let total = recorded.len();
         recorded.sort_unstable();
@@ -431,6 +435,82 @@ impl Lab {
             ok_ids.len() + unseen.len(),
             "tenant {tenant}: rollups ≠ seen 200s + unseen answers"
         );
+    }
+
+    /// Where the usage pipeline stands, for a failure's message: each NATS server's view of the
+    /// USAGE stream and of the aggregators' consumer (`/jsz`), each api node's batches shipped
+    /// and not confirmed, and what the aggregator applied. Also copies the lab's logs to a
+    /// directory that outlives the test, named in the text.
+    pub fn usage_pipeline_state(&self) -> String {
+        let mut out = String::from("usage pipeline:\n");
+        for node in self.nats().nodes() {
+            let jsz = lab::http_get_json::<Value>(
+                &format!("{}/jsz?accounts=true&streams=true&consumers=true", node.monitor_url()),
+                Duration::from_secs(5),
+            );
+            let stream = jsz.as_ref().ok().and_then(|j| {
+                j["account_details"]
+                    .as_array()?
+                    .iter()
+                    .flat_map(|a| a["stream_detail"].as_array())
+                    .flatten()
+                    .find(|s| s["name"] == "USAGE")
+                    .cloned()
+            });
+            let Some(s) = stream else {
+                out.push_str(&format!("  {}: no USAGE stream ({:?})\n", node.server_name, jsz.err()));
+                continue;
+            };
+            let st = &s["state"];
+            out.push_str(&format!(
+                "  {}: USAGE leader {} messages {} seq {}..{} deleted {}\n",
+                node.server_name,
+                s["cluster"]["leader"],
+                st["messages"],
+                st["first_seq"],
+                st["last_seq"],
+                st["num_deleted"]
+            ));
+            for c in s["consumer_detail"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "    consumer {}: leader {} delivered {} ack floor {} pending {} ack pending {} \
+                     redelivered {} waiting {}\n",
+                    c["name"],
+                    c["cluster"]["leader"],
+                    c["delivered"]["stream_seq"],
+                    c["ack_floor"]["stream_seq"],
+                    c["num_pending"],
+                    c["num_ack_pending"],
+                    c["num_redelivered"],
+                    c["num_waiting"]
+                ));
+            }
+        }
+        let file = lab::ClusterFile::read(&self.dir).expect("cluster.json");
+        for api in file.with_role("api") {
+            out.push_str(&format!(
+                "  {}: batches unconfirmed {}, shipped again {}\n",
+                api.name,
+                self.metric_sum(&api.name, "resizer_usage_batches_unconfirmed") as u64,
+                self.metric_sum(&api.name, "resizer_usage_batches_shipped_again_total") as u64
+            ));
+        }
+        for aggregator in file.with_role("usage") {
+            out.push_str(&format!(
+                "  {}: batches applied {}, replayed {}, failed {}; records {}\n",
+                aggregator.name,
+                self.metric_sum(&aggregator.name, "resizer_usage_batches_total{outcome=\"applied\"") as u64,
+                self.metric_sum(&aggregator.name, "resizer_usage_batches_total{outcome=\"replayed\"") as u64,
+                self.metric_sum(&aggregator.name, "resizer_usage_batches_total{outcome=\"failed\"") as u64,
+                self.metric_sum(&aggregator.name, "resizer_usage_records_total") as u64
+            ));
+        }
+        let kept = std::env::temp_dir().join(format!("resizer-failed-logs-{}", std::process::id()));
+        let copied = Command::new("cp").arg("-r").arg(self.dir.join("logs")).arg(&kept).status();
+        if copied.is_ok_and(|s| s.success()) {
+            out.push_str(&format!("  logs kept in {}\n", kept.display()));
+        }
+        out
     }
 
     /// Every audit record of `tenant` (a name or an id), page after page, read at the identity
