@@ -180,13 +180,13 @@ fn preload(path: &std::ffi::OsStr) -> Result<Option<u32>, String> {
     // SAFETY: dlopen with a NUL-terminated name; libaom's initialisers are safe to run.
     let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if handle.is_null() {
-        // SAFETY: dlerror's message is a NUL-terminated string valid until the next dl call.
-        let e = unsafe { libc::dlerror() };
-        return Err(if e.is_null() {
-            "dlopen failed".into()
-        } else {
-            unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
-        });
+        // SAFETY: dlerror returns null or a NUL-terminated message, valid until the next dl call
+        // of this thread, and read before it.
+        let message = unsafe {
+            let e = libc::dlerror();
+            (!e.is_null()).then(|| CStr::from_ptr(e).to_string_lossy().into_owned())
+        };
+        return Err(message.unwrap_or_else(|| "dlopen failed".into()));
     }
     Ok(aom_codec_version(handle))
 }

@@ -66,7 +66,32 @@ pub fn encoder_description() -> &'static str {
 /// can name a newer one (`libheif.rs`).
 pub fn tuned_for_images() -> bool {
     const FIRST: u32 = 3 << 16 | 13 << 8;
-    crate::libheif::libaom().and_then(|a| a.version).is_some_and(|v| v >= FIRST)
+    static TUNED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TUNED.get_or_init(|| {
+        crate::libheif::libaom().and_then(|a| a.version).is_some_and(|v| v >= FIRST) && takes_aom_options()
+    })
+}
+
+/// Whether libheif passes `aom:` options on to libaom (built with `aom_codec_set_option`, libaom
+/// 3.0+): without that, asking for the tuning would fail every AVIF, so it is not asked for.
+fn takes_aom_options() -> bool {
+    use crate::libheif::{self, ContextGuard, EncoderGuard, COMPRESSION_AV1};
+    let Some(lib) = libheif::lib() else { return false };
+    // SAFETY: plain allocation; null is checked.
+    let ctx = ContextGuard(lib, unsafe { (lib.context_alloc)() });
+    if ctx.1.is_null() {
+        return false;
+    }
+    let mut encoder = std::ptr::null_mut();
+    // SAFETY: ctx is live; the encoder is written on success and released by its guard.
+    if libheif::check(unsafe { (lib.encoder_for_format)(ctx.1, COMPRESSION_AV1, &mut encoder) }).is_err()
+        || encoder.is_null()
+    {
+        return false;
+    }
+    let encoder = EncoderGuard(lib, encoder);
+    // SAFETY: the encoder is live; name and value are NUL-terminated and only read.
+    libheif::check(unsafe { (lib.set_parameter_string)(encoder.1, c"aom:tune".as_ptr(), c"iq".as_ptr()) }).is_ok()
 }
 
 /// libaom's quantizer for each quality 0..=100 under `tune=iq`: libavif's table, which libheif
