@@ -25,7 +25,8 @@ use crate::wire::JobMessage;
 /// 5 s the same rule takes 10–15 s, longer than the deadline. A ping is a few bytes a second per connection. (Forcing a reconnect after
 /// publishes go unanswered was tried and dropped: during a stream's leader election every server
 /// is silent, so reconnecting cannot help, and it remakes the node's subscriptions; a leader-kill
-/// test lost an identity watch once while it was in, cause not proven.)
+/// test lost an identity watch once while it was in, cause not proven. [`JetStreamSilence`]
+/// reconnects only after a silence longer than most elections, at most once per 30 s.)
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Connects to any of `urls` (with the credentials they carry, see `credentials.rs`), retrying
@@ -137,6 +138,111 @@ impl SlowServer {
     }
 }
 
+/// How long JetStream may stay out of reach through a server that itself answers quickly before
+/// a node leaves that server ([`JetStreamSilence`]). Above the leader elections measured here
+/// (a new JOBS leader 4.9–7.7 s after kill -9 of the old one, docs/cluster.md), during which every
+/// server is as silent as a cut-off one and moving cannot help; well under a 20 s partition.
+const JETSTREAM_SILENCE_LIMIT: Duration = Duration::from_secs(8);
+
+/// JetStream requests in a row left unanswered before that, at the least: one lost request
+/// followed by a long quiet spell (a worker whose slots are all busy) is not a silence.
+const JETSTREAM_SILENCE_REQUESTS: u32 = 3;
+
+/// Watches the JetStream requests a node sends through its server — an api node's `STREAM.INFO`
+/// every 2 s, a worker's pulls — and says when to leave that server. A NATS server cut off from
+/// the rest of the cluster (a partition between the servers; its clients still reach it) answers
+/// its clients' pings at once, so neither the client's pings nor [`SlowServer`] move them, but
+/// no stream or consumer leader is reachable through it: an api node's publishes are not
+/// acknowledged, a worker's pulls are not answered, and jobs wait for their deadline (504). A
+/// node that sees JetStream silent for [`JETSTREAM_SILENCE_LIMIT`] (and at least
+/// [`JETSTREAM_SILENCE_REQUESTS`] requests) while its server answers quickly moves to another
+/// ([`another_server`]), at most once every [`MOVE_AT_MOST_EVERY`].
+///
+/// An election looks the same from one node (every server silent for its length), which is why
+/// the limit is above the elections measured here; one that lasts longer moves each node at most
+/// once (to another server as leaderless as the first, which costs a reconnect: the node's
+/// subscriptions are made again, its publishes in flight sent again under their ids), and the
+/// 30 s rule keeps it there.
+#[derive(Debug, Default)]
+pub struct JetStreamSilence {
+    /// When the first of the unanswered requests in a row was noted, and how many there are.
+    since: Option<Instant>,
+    unanswered: u32,
+    last_move: Option<Instant>,
+}
+
+impl JetStreamSilence {
+    /// Notes one JetStream request: `answered` by a stream or consumer leader (a pull's job or its
+    /// timeout notice, a `STREAM.INFO` naming a leader) or not (no answer in time, "no
+    /// responders"), and whether the node's own server answered its last round trip quickly
+    /// (`server_quick`; a slow or silent server is [`SlowServer`]'s and the client's business, and
+    /// starts the count again). True when the node should move now.
+    pub fn should_move(&mut self, answered: bool, server_quick: bool, now: Instant) -> bool {
+        if answered || !server_quick {
+            self.since = None;
+            self.unanswered = 0;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        self.unanswered += 1;
+        let silent_long = now.duration_since(since) >= JETSTREAM_SILENCE_LIMIT;
+        let may_move = self.last_move.is_none_or(|t| now.duration_since(t) >= MOVE_AT_MOST_EVERY);
+        if silent_long && self.unanswered >= JETSTREAM_SILENCE_REQUESTS && may_move {
+            self.since = None;
+            self.unanswered = 0;
+            self.last_move = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+/// A node's [`JetStreamSilence`] with what it needs to act: its client and the last round trip
+/// to its server. Cloned into every task that sends JetStream requests (a worker's slots) and
+/// the one that pings the server.
+#[derive(Clone)]
+pub struct JetStreamWatch {
+    client: Client,
+    silence: Arc<std::sync::Mutex<JetStreamSilence>>,
+    /// The last round trip to the server in microseconds; `u64::MAX`: unanswered or not yet.
+    server_rtt_us: Arc<AtomicU64>,
+}
+
+impl JetStreamWatch {
+    pub fn new(client: Client) -> JetStreamWatch {
+        JetStreamWatch { client, silence: Arc::default(), server_rtt_us: Arc::new(AtomicU64::new(u64::MAX)) }
+    }
+
+    /// Notes a round trip to the server ([`ping_server`]).
+    fn note_server(&self, rtt: Option<Duration>) {
+        let us = rtt.map_or(u64::MAX, |rtt| u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX));
+        self.server_rtt_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Notes one JetStream request ([`JetStreamSilence::should_move`]) and moves the node to
+    /// another server when JetStream has been silent through this one for long enough.
+    pub async fn note_jetstream(&self, answered: bool) {
+        let server_quick = self.server_rtt_us.load(Ordering::Relaxed) <= SLOW_SERVER_RTT.as_micros() as u64;
+        let (move_now, unanswered) = {
+            let mut silence = self.silence.lock().unwrap_or_else(|e| e.into_inner());
+            let unanswered = silence.unanswered + 1;
+            (silence.should_move(answered, server_quick, Instant::now()), unanswered)
+        };
+        if move_now {
+            let server = self.client.server_info();
+            tracing::warn!(
+                server = server.server_name,
+                unanswered,
+                silent_for_s = JETSTREAM_SILENCE_LIMIT.as_secs(),
+                "JetStream is unreachable through this node's NATS server while it answers: moving to another"
+            );
+            if let Err(e) = self.client.force_reconnect().await {
+                tracing::warn!(error = %e, "could not ask the NATS client to reconnect");
+            }
+        }
+    }
+}
+
 /// One round trip to the server (a request on [`SERVER_PING_SUBJECT`], answered "no
 /// responders" by the server itself); None without an answer in [`SERVER_SILENCE_LIMIT`].
 async fn ping_server(client: &Client) -> Option<Duration> {
@@ -166,12 +272,14 @@ async fn leave_if_slow(client: &Client, slow: &mut SlowServer, rtt: Option<Durat
 }
 
 /// For a node without a [`JobQueue`] (a worker): its round trip to the server every
-/// [`SERVER_PING_EVERY`], leaving a slow one ([`SlowServer`]), for as long as it runs.
-pub async fn watch_server_speed(client: Client) {
+/// [`SERVER_PING_EVERY`], leaving a slow one ([`SlowServer`]), for as long as it runs; each is
+/// noted in `jetstream` (whether the server answers quickly while JetStream does not).
+pub async fn watch_server_speed(client: Client, jetstream: JetStreamWatch) {
     let mut slow = SlowServer::default();
     loop {
         let sent = Instant::now();
         let rtt = ping_server(&client).await;
+        jetstream.note_server(rtt);
         leave_if_slow(&client, &mut slow, rtt).await;
         tokio::time::sleep_until((sent + SERVER_PING_EVERY).into()).await;
     }
@@ -286,6 +394,11 @@ pub struct JobQueue {
     /// of them took longer than [`SLOW_ACK`].
     acks: Arc<AtomicU64>,
     slow_acks: Arc<AtomicU64>,
+    /// Publish attempts since the last look that got no acknowledgement (no answer in time, no
+    /// responders, a lost connection).
+    unacked: Arc<AtomicU64>,
+    /// Whether JetStream answers through the node's server ([`JobQueue::watch_stream_leader`]).
+    jetstream: JetStreamWatch,
 }
 
 /// A publish acknowledgement slower than this is slow: normally one takes a millisecond or two
@@ -324,6 +437,7 @@ impl JobQueue {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(PUBLISH_ATTEMPT_TIMEOUT);
         JobQueue {
+            jetstream: JetStreamWatch::new(client.clone()),
             client,
             js,
             config,
@@ -333,6 +447,7 @@ impl JobQueue {
             born: Instant::now(),
             acks: Arc::new(AtomicU64::new(0)),
             slow_acks: Arc::new(AtomicU64::new(0)),
+            unacked: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -349,6 +464,7 @@ impl JobQueue {
                 self.heard_ms.store(ms, Ordering::Relaxed);
                 self.server_rtt_us.store(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
+            self.jetstream.note_server(rtt);
             leave_if_slow(&self.client, &mut slow, rtt).await;
             tokio::time::sleep_until((sent + SERVER_PING_EVERY).into()).await;
         }
@@ -401,6 +517,13 @@ impl JobQueue {
     /// [`STEPDOWN_AT_MOST_EVERY`]). The leader is in three hops of every job — replication,
     /// acknowledgement, delivery — so a leader whose links are slow slows every request; as a
     /// follower it costs only the clients connected to it. The new leader is a current follower.
+    ///
+    /// And it moves the node off a server through which the stream has no leader for long
+    /// ([`JetStreamSilence`]: a server cut off from the others answers its clients, not for
+    /// JetStream), asking again after 1 s instead of 2 while none answers. A look in which
+    /// publishes went unacknowledged and none was acknowledged counts as silent too, leader or
+    /// not: a stream leader cut off from its followers still answers `STREAM.INFO` (naming
+    /// itself) until it sees it has lost its quorum, but stores nothing.
     pub async fn watch_stream_leader(self) {
         let mut last = LEADER_UNKNOWN;
         let mut last_name = None::<String>;
@@ -446,7 +569,10 @@ impl JobQueue {
                 tracing::info!(stream = self.config.stream, "the job stream has a leader again");
             }
             last = leader;
-            tokio::time::sleep(LEADER_CHECK_EVERY).await;
+            let unacked = self.unacked.swap(0, Ordering::Relaxed);
+            let storing = leader == LEADER_SEEN && (acks > 0 || unacked == 0);
+            self.jetstream.note_jetstream(storing).await;
+            tokio::time::sleep(if storing { LEADER_CHECK_EVERY } else { LEADER_CHECK_EVERY / 2 }).await;
         }
     }
 
@@ -506,8 +632,14 @@ impl JobQueue {
                     return Ok(());
                 }
                 Ok(Err(e)) if is_full(&e) => return Err(QueueError::Full),
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(_) => return Err(QueueError::Unavailable("no acknowledgement before the deadline".into())),
+                Ok(Err(e)) => {
+                    self.unacked.fetch_add(1, Ordering::Relaxed);
+                    last_error = e.to_string();
+                }
+                Err(_) => {
+                    self.unacked.fetch_add(1, Ordering::Relaxed);
+                    return Err(QueueError::Unavailable("no acknowledgement before the deadline".into()));
+                }
             }
             // Pause a little so a queue without a leader is not hammered, then retry while the
             // request may still be answered in time.
@@ -589,5 +721,30 @@ mod tests {
         // Still slow on the next server (the whole cluster is): no move for 30 s.
         assert!((0..100).all(|i| !watch.should_move(slow, at(2750 + i * 250))));
         assert!(watch.should_move(slow, at(32_750)));
+    }
+
+    #[test]
+    fn a_node_moves_after_8_s_of_jetstream_silence_through_a_quick_server_and_at_most_every_30_s() {
+        let mut watch = JetStreamSilence::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Unanswered every 2 s: not before 8 s have passed since the first.
+        let moves: Vec<bool> = (0..4).map(|i| watch.should_move(false, true, at(i * 2000))).collect();
+        assert_eq!(moves, [false; 4]);
+        // An answer (a leader elected) starts the count again, and so does a slow or silent server.
+        assert!(!watch.should_move(true, true, at(7000)));
+        assert!(!watch.should_move(false, true, at(8000)));
+        assert!(!watch.should_move(false, true, at(15_000)));
+        assert!(!watch.should_move(false, false, at(16_000)), "the server itself slow: not this watch's case");
+        assert!(!watch.should_move(false, true, at(17_000)));
+        assert!(!watch.should_move(false, true, at(25_000)), "8 s, but only two unanswered");
+        assert!(watch.should_move(false, true, at(26_000)), "three unanswered over 9 s");
+        // Silent on the next server too (an election longer than the limit): no move for 30 s.
+        assert!((0..29).all(|i| !watch.should_move(false, true, at(27_000 + i * 1000))));
+        assert!(watch.should_move(false, true, at(56_000)), "30 s after the last move, and silent since 27 s");
+        // Many requests in a second (a worker's slots) count the same as a few over 8 s.
+        let mut watch = JetStreamSilence::default();
+        assert!((0..100).all(|i| !watch.should_move(false, true, at(i * 50))));
+        assert!(watch.should_move(false, true, at(8000)));
     }
 }

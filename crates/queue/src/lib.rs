@@ -33,8 +33,8 @@ pub use config::{PullClass, QueueConfig, ACK_PROGRESS_EVERY};
 pub use credentials::{redact_url, redact_urls};
 pub use error::QueueError;
 pub use jetstream::{
-    connect, ensure_consumer, ensure_stream, existing_stream, retire_fast_consumer, watch_server_speed, JobQueue,
-    SlowServer, SERVER_SILENCE_LIMIT,
+    connect, ensure_consumer, ensure_stream, existing_stream, retire_fast_consumer, watch_server_speed,
+    JetStreamSilence, JetStreamWatch, JobQueue, SlowServer, SERVER_SILENCE_LIMIT,
 };
 pub use permissions::{
     identity_api_prefix, identity_links, permissions, service_links, AccountLink, LinkKind, Permissions, Role,

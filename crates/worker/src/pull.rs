@@ -40,8 +40,10 @@ pub async fn run(
         queue::connect(&config.nats_urls, &config.node_id, Some(queue::Role::Worker), config.nats_tls_ca.as_deref())
             .await?;
     status.set_client(client.clone());
+    // Whether JetStream answers the slots' pulls through this server while the server answers.
+    let reach = queue::JetStreamWatch::new(client.clone());
     // Ends with this function, on every path.
-    let speed_watch = tokio::spawn(queue::watch_server_speed(client.clone()));
+    let speed_watch = tokio::spawn(queue::watch_server_speed(client.clone(), reach.clone()));
     let _speed_watch = abort_on_drop(speed_watch);
     let js = jetstream::new(client.clone());
     let [small, medium, large] = tokio::select! {
@@ -84,13 +86,13 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..small_pulls {
-        tasks.spawn(slot(small.clone(), context.clone(), stopped.clone()));
+        tasks.spawn(slot(small.clone(), context.clone(), reach.clone(), stopped.clone()));
     }
     for _ in 0..held {
-        tasks.spawn(slot(medium.clone(), context.clone(), stopped.clone()));
+        tasks.spawn(slot(medium.clone(), context.clone(), reach.clone(), stopped.clone()));
     }
     for _ in 0..large_pulls {
-        tasks.spawn(slot(large.clone(), context.clone(), stopped.clone()));
+        tasks.spawn(slot(large.clone(), context.clone(), reach.clone(), stopped.clone()));
     }
     shutdown.await;
     status.set_ready(false);
@@ -145,7 +147,17 @@ async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> [PullConsumer
 /// `<inbox>.<n>`: no subscription is made and dropped per job (each would be propagated to every
 /// NATS server). A job delivered to an older pull (one this slot gave up on) is still run; an
 /// older pull's expiry notice is told apart by its subject and ignored.
-async fn slot(consumer: PullConsumer, context: Arc<JobContext>, stopped: watch::Receiver<bool>) {
+///
+/// Each pull's outcome goes to `reach`: one the consumer's leader answered (a job, or the notice
+/// that it expired) or not (no answer past its expiry, "no responders"). Pulls left unanswered
+/// for seconds while the server answers quickly mean the server is cut off from the cluster, and
+/// the worker moves to another (`queue::JetStreamSilence`).
+async fn slot(
+    consumer: PullConsumer,
+    context: Arc<JobContext>,
+    reach: queue::JetStreamWatch,
+    stopped: watch::Receiver<bool>,
+) {
     let inbox = context.client.new_inbox();
     let mut pulls: u64 = 0;
     let mut subscription: Option<async_nats::Subscriber> = None;
@@ -167,6 +179,7 @@ async fn slot(consumer: PullConsumer, context: Arc<JobContext>, stopped: watch::
             consumer::pull::BatchConfig { batch: 1, expires: Some(context.config.pull_expires), ..Default::default() };
         if let Err(e) = consumer.request_batch(request, reply.clone().into()).await {
             tracing::debug!(error = %e, "pull failed; retrying");
+            reach.note_jetstream(false).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
@@ -183,11 +196,13 @@ async fn slot(consumer: PullConsumer, context: Arc<JobContext>, stopped: watch::
                 }
                 Err(_unanswered) => {
                     tracing::debug!("pull unanswered past its expiry; renewing it");
+                    reach.note_jetstream(false).await;
                     break;
                 }
             };
             match message.status {
                 None | Some(async_nats::StatusCode::OK) => {
+                    reach.note_jetstream(true).await;
                     let job = jetstream::Message { message, context: context.js.clone() };
                     job::handle(&context, job).await;
                     break;
@@ -196,7 +211,17 @@ async fn slot(consumer: PullConsumer, context: Arc<JobContext>, stopped: watch::
                 Some(_) if message.subject.as_str() != reply => continue,
                 Some(async_nats::StatusCode::IDLE_HEARTBEAT) => continue,
                 // Expired with nothing to deliver, or no job now: pull again.
-                Some(async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND) => break,
+                Some(async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND) => {
+                    reach.note_jetstream(true).await;
+                    break;
+                }
+                // Nobody behind the pull's subject here: no consumer leader reachable.
+                Some(async_nats::StatusCode::NO_RESPONDERS) => {
+                    tracing::debug!("pull reached no consumer leader");
+                    reach.note_jetstream(false).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
                 Some(status) => {
                     // 409 and the like (a consumer leader change): don't spin on it.
                     tracing::debug!(%status, "pull ended");
