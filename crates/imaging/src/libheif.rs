@@ -262,21 +262,31 @@ pub unsafe extern "C" fn write_to_vec(
 pub fn av1_encoder_name() -> Option<&'static str> {
     static NAME: OnceLock<Option<String>> = OnceLock::new();
     NAME.get_or_init(|| {
-        let lib = lib()?;
-        // SAFETY: plain allocation; null is checked.
-        let ctx = ContextGuard(lib, unsafe { (lib.context_alloc)() });
-        if ctx.1.is_null() {
-            return None;
-        }
-        let mut encoder = std::ptr::null_mut();
-        // SAFETY: ctx is live; the encoder is written on success and released by its guard.
-        check(unsafe { (lib.encoder_for_format)(ctx.1, COMPRESSION_AV1, &mut encoder) }).ok()?;
-        let encoder = (!encoder.is_null()).then_some(EncoderGuard(lib, encoder))?;
-        // SAFETY: the encoder is live; its name is a static string of the plugin.
-        let name = unsafe { (lib.encoder_name)(encoder.1) };
-        (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+        with_av1_encoder(|lib, encoder| {
+            // SAFETY: the encoder is live; its name is a static string of the plugin.
+            let name = unsafe { (lib.encoder_name)(encoder) };
+            (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+        })
+        .flatten()
     })
     .as_deref()
+}
+
+/// `f` on a fresh AV1 encoder of a context of its own, both released after it; None without
+/// libheif or its AV1 encoder. For questions asked once about the encoder, not for encoding.
+pub fn with_av1_encoder<T>(f: impl FnOnce(&'static Lib, *mut Encoder) -> T) -> Option<T> {
+    let lib = lib()?;
+    // SAFETY: plain allocation; null is checked.
+    let ctx = ContextGuard(lib, unsafe { (lib.context_alloc)() });
+    if ctx.1.is_null() {
+        return None;
+    }
+    let mut encoder = std::ptr::null_mut();
+    // SAFETY: ctx is live; the encoder is written on success and released by its guard (before
+    // the context, declared earlier).
+    check(unsafe { (lib.encoder_for_format)(ctx.1, COMPRESSION_AV1, &mut encoder) }).ok()?;
+    let encoder = (!encoder.is_null()).then_some(EncoderGuard(lib, encoder))?;
+    Some(f(lib, encoder.1))
 }
 
 /// Declares guards, each owning one libheif object and releasing it with its function when

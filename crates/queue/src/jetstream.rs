@@ -219,10 +219,16 @@ impl JetStreamWatch {
         self.server_rtt_us.store(us, Ordering::Relaxed);
     }
 
+    /// Whether the server's last round trip came back within [`SLOW_SERVER_RTT`] (not when it
+    /// went unanswered): the one record of it, read by the job queue's slow-leader stepdown too.
+    fn server_quick(&self) -> bool {
+        self.server_rtt_us.load(Ordering::Relaxed) <= SLOW_SERVER_RTT.as_micros() as u64
+    }
+
     /// Notes one JetStream request ([`JetStreamSilence::should_move`]) and moves the node to
     /// another server when JetStream has been silent through this one for long enough.
     pub async fn note_jetstream(&self, answered: bool) {
-        let server_quick = self.server_rtt_us.load(Ordering::Relaxed) <= SLOW_SERVER_RTT.as_micros() as u64;
+        let server_quick = self.server_quick();
         let (move_now, unanswered) = {
             let mut silence = self.silence.lock().unwrap_or_else(|e| e.into_inner());
             let unanswered = silence.unanswered + 1;
@@ -387,8 +393,6 @@ pub struct JobQueue {
     /// When the server last answered [`JobQueue::watch_server`]'s round trip, in milliseconds
     /// after `born`; 0: never.
     heard_ms: Arc<AtomicU64>,
-    /// The last round trip to the server, in microseconds.
-    server_rtt_us: Arc<AtomicU64>,
     born: Instant,
     /// Publish acknowledgements since [`JobQueue::watch_stream_leader`] last looked, and how many
     /// of them took longer than [`SLOW_ACK`].
@@ -443,7 +447,6 @@ impl JobQueue {
             config,
             leader: Arc::new(AtomicU8::new(LEADER_UNKNOWN)),
             heard_ms: Arc::new(AtomicU64::new(0)),
-            server_rtt_us: Arc::new(AtomicU64::new(0)),
             born: Instant::now(),
             acks: Arc::new(AtomicU64::new(0)),
             slow_acks: Arc::new(AtomicU64::new(0)),
@@ -459,10 +462,9 @@ impl JobQueue {
         loop {
             let sent = Instant::now();
             let rtt = ping_server(&self.client).await;
-            if let Some(rtt) = rtt {
+            if rtt.is_some() {
                 let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
                 self.heard_ms.store(ms, Ordering::Relaxed);
-                self.server_rtt_us.store(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
             self.jetstream.note_server(rtt);
             leave_if_slow(&self.client, &mut slow, rtt).await;
@@ -543,7 +545,7 @@ impl JobQueue {
                 Err(_) => (LEADER_NONE, None),
             };
             let (acks, slow) = (self.acks.swap(0, Ordering::Relaxed), self.slow_acks.swap(0, Ordering::Relaxed));
-            let server_quick = self.server_rtt_us.load(Ordering::Relaxed) < (SLOW_ACK / 3).as_micros() as u64;
+            let server_quick = self.jetstream.server_quick();
             let same_leader = name.is_some() && name == last_name;
             let may_step_down = last_stepdown.is_none_or(|t| t.elapsed() >= STEPDOWN_AT_MOST_EVERY);
             if same_leader && acks >= SLOW_LEADER_MIN_ACKS && slow * 2 > acks && server_quick && may_step_down {

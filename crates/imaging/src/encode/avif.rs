@@ -61,7 +61,7 @@ pub fn encoder_description() -> &'static str {
 
 /// Whether libaom's still-image tuning is used: `tune=iq` ("image quality"), stable from libaom
 /// 3.13, which libheif ≥ 1.20 (and so sharp) picks by itself for opaque stills. On the photos at
-/// 512 px it needs 12 % fewer bytes than the SSIM tuning at equal SSIM (docs/benchmarks.md,
+/// 512 px it needs 11 % fewer bytes than the SSIM tuning at equal SSIM (docs/benchmarks.md,
 /// "Tuned for images"). With an older libaom (Debian 12's 3.6) it is not there; `RESIZER_LIBAOM`
 /// can name a newer one (`libheif.rs`).
 pub fn tuned_for_images() -> bool {
@@ -75,23 +75,12 @@ pub fn tuned_for_images() -> bool {
 /// Whether libheif passes `aom:` options on to libaom (built with `aom_codec_set_option`, libaom
 /// 3.0+): without that, asking for the tuning would fail every AVIF, so it is not asked for.
 fn takes_aom_options() -> bool {
-    use crate::libheif::{self, ContextGuard, EncoderGuard, COMPRESSION_AV1};
-    let Some(lib) = libheif::lib() else { return false };
-    // SAFETY: plain allocation; null is checked.
-    let ctx = ContextGuard(lib, unsafe { (lib.context_alloc)() });
-    if ctx.1.is_null() {
-        return false;
-    }
-    let mut encoder = std::ptr::null_mut();
-    // SAFETY: ctx is live; the encoder is written on success and released by its guard.
-    if libheif::check(unsafe { (lib.encoder_for_format)(ctx.1, COMPRESSION_AV1, &mut encoder) }).is_err()
-        || encoder.is_null()
-    {
-        return false;
-    }
-    let encoder = EncoderGuard(lib, encoder);
-    // SAFETY: the encoder is live; name and value are NUL-terminated and only read.
-    libheif::check(unsafe { (lib.set_parameter_string)(encoder.1, c"aom:tune".as_ptr(), c"iq".as_ptr()) }).is_ok()
+    crate::libheif::with_av1_encoder(|lib, encoder| {
+        // SAFETY: the encoder is live; name and value are NUL-terminated and only read.
+        crate::libheif::check(unsafe { (lib.set_parameter_string)(encoder, c"aom:tune".as_ptr(), c"iq".as_ptr()) })
+            .is_ok()
+    })
+    .unwrap_or(false)
 }
 
 /// libaom's quantizer for each quality 0..=100 under `tune=iq`: libavif's table, which libheif
