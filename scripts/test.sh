@@ -4,6 +4,8 @@
 # exactly what to install and stops).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A CI run builds once from a clean clone: incremental caches would only be written, never read.
+[[ -z ${CI:-} ]] || export CARGO_INCREMENTAL=0
 
 # Debian packages the suite needs: nasm builds libjpeg-turbo's SIMD kernels (without it the build
 # still works, only slower); the lab cluster's tests (crates/lab) run nats-server (JetStream, 2.9 on
@@ -99,14 +101,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-nextest >/dev/null; then
     cargo nextest run --workspace --locked --no-fail-fast
     # The AVIF encoder's tests again on libaom 3.14 (above), tuned for images.
-    [[ ! -e target/libaom/libaom.so.3 ]] || RESIZER_LIBAOM="$PWD/target/libaom/libaom.so.3" cargo nextest run -p imaging --locked --lib avif
+    # --workspace and a filter rather than -p imaging: the same features, so nothing is rebuilt.
+    [[ ! -e target/libaom/libaom.so.3 ]] || RESIZER_LIBAOM="$PWD/target/libaom/libaom.so.3" \
+        cargo nextest run --workspace --locked -E 'package(imaging) & kind(lib) & test(avif)'
     cargo test --workspace --locked --doc
 else
     cargo test --workspace --locked --no-fail-fast
-    [[ ! -e target/libaom/libaom.so.3 ]] || RESIZER_LIBAOM="$PWD/target/libaom/libaom.so.3" cargo test -p imaging --locked --lib avif
+    [[ ! -e target/libaom/libaom.so.3 ]] || RESIZER_LIBAOM="$PWD/target/libaom/libaom.so.3" cargo test --workspace --locked --lib avif
 fi
-# The HTTP contract: schemathesis against both /openapi.json documents of a real `resizer dev`.
-cargo build -p resizer --locked
+# The HTTP contract: schemathesis against both /openapi.json documents of a real `resizer dev`,
+# the binary the integration tests ran (`cargo build -p resizer` would resolve other features and
+# build the workspace again).
 RESIZER_BIN="${CARGO_TARGET_DIR:-target}/debug/resizer" scripts/schemathesis.sh
 # The usage archive's Parquet files, read by pyarrow.
 scripts/parquet_check.sh
