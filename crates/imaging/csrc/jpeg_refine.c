@@ -268,8 +268,11 @@ progress_monitor(j_common_ptr common)
   j_decompress_ptr cinfo = (j_decompress_ptr)common;
   refine_hook *hook = (refine_hook *)cinfo->progress;
 
-  if (hook->wrapped == NULL && cinfo->progressive_mode && cinfo->entropy != NULL &&
-      cinfo->entropy->start_pass != start_pass_hooked) {
+  /* Only libjpeg's progressive Huffman decoder has the state declared above: an arithmetic-coded
+   * file's decoder (jdarith.c, not built into this libjpeg, which refuses such files first) must
+   * never be wrapped. */
+  if (hook->wrapped == NULL && cinfo->progressive_mode && !cinfo->arith_code &&
+      cinfo->entropy != NULL && cinfo->entropy->start_pass != start_pass_hooked) {
     hook->original_start_pass = cinfo->entropy->start_pass;
     cinfo->entropy->start_pass = start_pass_hooked;
     hook->wrapped = cinfo->entropy;
