@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 
 fn main() {
+    // As `resizer` does for the commands that convert images.
+    imaging::keep_heap_between_images();
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().expect("usage: batch_cpu DIR [OUT] [ROUNDS] [EXT]"));
     let out = args.next().map(PathBuf::from);

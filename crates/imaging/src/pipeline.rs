@@ -11,7 +11,7 @@ use crate::error::ImagingError;
 use crate::limits::Limits;
 use crate::probe::{probe, ImageFormat, Probe};
 use crate::spec::{OutputFormat, ResizeSpec, Rgba, DEFAULT_EFFORT};
-use crate::{colour, crop, decode, encode, extend, flatten, geometry, orient, resize};
+use crate::{colour, crop, decode, encode, extend, flatten, geometry, orient, resize, ycbcr};
 
 /// What a conversion did and cost: what the metering and the response headers need.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +55,20 @@ pub fn frames_out(probe: &Probe, format: OutputFormat, spec: &ResizeSpec) -> u32
 
 /// Converts `input` as `spec` asks, refusing anything over `limits` before decoding it.
 pub fn process(input: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Output, ImagingError> {
+    process_by(input, spec, limits, Path::Best)
+}
+
+/// Which way a still JPEG-to-JPEG conversion may go (tests compare the two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// Through YCbCr planes where ycbcr.rs applies, else through RGB.
+    Best,
+    /// Always through RGB.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Rgb,
+}
+
+pub(crate) fn process_by(input: &[u8], spec: &ResizeSpec, limits: &Limits, path: Path) -> Result<Output, ImagingError> {
     let (cpu_start, wall_start) = (thread_cpu_time(), Instant::now());
 
     // probe → limits
@@ -110,10 +124,22 @@ pub fn process(input: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Outpu
         let encoder = encoder.ok_or_else(|| ImagingError::Corrupt("animation has no frame".into()))?;
         (encoder.finish()?, size)
     } else {
-        // shrink-on-load decode → resize → orient → crop → colour → extend → flatten → encode
-        let decoded = decode::decode(input, &probe, scale, limits)?;
-        let image = steps.apply(decoded.bitmap, decoded.icc.as_deref())?;
-        (encode::encode(&image, &options)?, (image.width, image.height))
+        let planar =
+            path == Path::Best && ycbcr::applies(&probe, format, &plan, scale, stored_target, probe.orientation);
+        let converted = if planar {
+            ycbcr::convert(input, &probe, scale, stored_target, probe.orientation, &options)?
+        } else {
+            None
+        };
+        match converted {
+            Some(done) => done,
+            None => {
+                // shrink-on-load decode → resize → orient → crop → colour → extend → flatten → encode
+                let decoded = decode::decode(input, &probe, scale, limits)?;
+                let image = steps.apply(decoded.bitmap, decoded.icc.as_deref())?;
+                (encode::encode(&image, &options)?, (image.width, image.height))
+            }
+        }
     };
 
     let report = Report {

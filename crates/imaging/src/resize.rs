@@ -31,15 +31,31 @@ pub fn resize(b: Bitmap, width: u32, height: u32) -> Result<Bitmap, ImagingError
     // Leave Lanczos3 a factor of at least 2 on each axis.
     let fx = (b.width / width.max(1) / 2).max(1);
     let fy = (b.height / height.max(1) / 2).max(1);
-    let b = if b.width / width.max(1) > BOX_SHRINK_ABOVE || b.height / height.max(1) > BOX_SHRINK_ABOVE {
-        box_shrink(&b, fx, fy)
-    } else {
-        b
-    };
+    let b = if box_shrinks((b.width, b.height), (width, height)) { box_shrink(&b, fx, fy) } else { b };
     if (b.width, b.height) == (width, height) {
         return Ok(b);
     }
     lanczos3(b, width, height)
+}
+
+/// Whether `resize` shrinks `from` to `to` by a box first.
+pub fn box_shrinks(from: (u32, u32), to: (u32, u32)) -> bool {
+    from.0 / to.0.max(1) > BOX_SHRINK_ABOVE || from.1 / to.1.max(1) > BOX_SHRINK_ABOVE
+}
+
+/// fast_image_resize's convolution on this thread's resizer, its kept scratch capped.
+pub(crate) fn convolve(
+    src: &impl fr::IntoImageView,
+    dst: &mut fr::images::Image<'static>,
+    options: &fr::ResizeOptions,
+) -> Result<(), fr::ResizeError> {
+    RESIZER.with_borrow_mut(|r| {
+        let result = r.resize(src, dst, options);
+        if r.size_of_internal_buffers() > MAX_KEPT_SCRATCH {
+            r.reset_internal_buffers();
+        }
+        result
+    })
 }
 
 /// Samples of the Lanczos3 kernel per unit of distance: linear interpolation between them is
@@ -49,13 +65,13 @@ const KERNEL_STEPS: usize = 4096;
 /// Lanczos3 read from a table. fast_image_resize evaluates its own kernel (two `sin` calls) for
 /// every weight of every image: about 4 % of the CPU of a photo resized to 512 px
 /// (docs/benchmarks.md), for the same values each time.
-fn lanczos3_filter() -> fr::FilterType {
+pub(crate) fn lanczos3_filter() -> fr::FilterType {
     // The support is a constant 3.0, which `Filter::new` accepts: the other arm is unreachable.
     fr::Filter::new("Lanczos3 (table)", lanczos3_tabled, 3.0).map_or(fr::FilterType::Lanczos3, fr::FilterType::Custom)
 }
 
 /// `sinc(x)·sinc(x/3)` on `(-3, 3)`, else 0.
-fn lanczos3_exact(x: f64) -> f64 {
+pub(crate) fn lanczos3_exact(x: f64) -> f64 {
     let sinc = |x: f64| if x == 0.0 { 1.0 } else { (x * std::f64::consts::PI).sin() / (x * std::f64::consts::PI) };
     if x.abs() < 3.0 {
         sinc(x) * sinc(x / 3.0)
@@ -96,15 +112,7 @@ fn lanczos3(b: Bitmap, width: u32, height: u32) -> Result<Bitmap, ImagingError> 
         mul_div.multiply_alpha_inplace(&mut src).map_err(|e| internal(&e))?;
     }
     let options = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(lanczos3_filter())).use_alpha(false);
-    RESIZER
-        .with_borrow_mut(|r| {
-            let result = r.resize(&src, &mut dst, &options);
-            if r.size_of_internal_buffers() > MAX_KEPT_SCRATCH {
-                r.reset_internal_buffers();
-            }
-            result
-        })
-        .map_err(|e| internal(&e))?;
+    convolve(&src, &mut dst, &options).map_err(|e| internal(&e))?;
     drop(src);
     if layout.has_alpha() {
         mul_div.divide_alpha_inplace(&mut dst).map_err(|e| internal(&e))?;

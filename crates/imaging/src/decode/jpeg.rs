@@ -18,19 +18,9 @@ use crate::error::ImagingError;
 use crate::probe::Probe;
 
 pub fn decode(input: &[u8], probe: &Probe, scale: u32) -> Result<Decoded, ImagingError> {
-    let info = probe.jpeg.as_ref();
-    if info.is_some_and(|j| !j.has_eoi) {
-        // libjpeg would pad the missing data with grey and call it a success.
-        return Err(ImagingError::Corrupt("JPEG data is truncated (no end-of-image marker)".into()));
-    }
-    let adobe_inverted = info.is_some_and(|j| j.adobe_transform.is_some());
-    let numerator = match scale {
-        8 => 1,
-        4 => 2,
-        2 => 4,
-        _ => 8,
-    };
-    decode_caught(input, numerator, adobe_inverted, FAST_REFINE).map(|(decoded, _)| decoded)
+    refuse_truncated(probe)?;
+    let adobe_inverted = probe.jpeg.as_ref().is_some_and(|j| j.adobe_transform.is_some());
+    decode_caught(input, numerator_for(scale), adobe_inverted, FAST_REFINE).map(|(decoded, _)| decoded)
 }
 
 /// Whether this build has the faster decoder of progressive JPEG's refinement scans
@@ -54,12 +44,25 @@ fn decode_caught(
     adobe_inverted: bool,
     fast_refine: bool,
 ) -> Result<(Decoded, u32), ImagingError> {
-    let result = catch_unwind(AssertUnwindSafe(|| decode_scaled(input, numerator, adobe_inverted, fast_refine)));
-    match result {
+    caught(|| decode_scaled(input, numerator, adobe_inverted, fast_refine))
+}
+
+/// `decode` with libjpeg's fatal errors caught and every failure typed.
+fn caught<T>(decode: impl FnOnce() -> Result<T, &'static str>) -> Result<T, ImagingError> {
+    match catch_unwind(AssertUnwindSafe(decode)) {
         Ok(Ok(decoded)) => Ok(decoded),
         Ok(Err(e)) => Err(ImagingError::Corrupt(format!("JPEG could not be decoded: {e}"))),
         Err(panic) => Err(ImagingError::Corrupt(format!("JPEG could not be decoded: {}", panic_message(&panic)))),
     }
+}
+
+/// A file whose end-of-image marker is missing: libjpeg would pad the missing data with grey
+/// and call it a success.
+fn refuse_truncated(probe: &Probe) -> Result<(), ImagingError> {
+    if probe.jpeg.as_ref().is_some_and(|j| !j.has_eoi) {
+        return Err(ImagingError::Corrupt("JPEG data is truncated (no end-of-image marker)".into()));
+    }
+    Ok(())
 }
 
 /// The decode at `numerator`/8 of the size. libjpeg's fatal errors unwind out of here.
@@ -69,24 +72,8 @@ fn decode_scaled(
     adobe_inverted: bool,
     fast_refine: bool,
 ) -> Result<(Decoded, u32), &'static str> {
-    let mut d = Decompressor::new(input);
+    let mut d = open(input, fast_refine)?;
     let cinfo = &mut *d.cinfo;
-    #[cfg(not(jpeg_refine_off))]
-    if fast_refine {
-        // SAFETY: a created decompressor, before jpeg_start_decompress (see the declaration).
-        unsafe { resizer_jpeg_fast_refine(cinfo) };
-    }
-    // SAFETY: `cinfo` was created by `Decompressor::new` and reads from `input`, which outlives
-    // `d`. Each call below is made in the state libjpeg requires for it (header read, then
-    // started, then rows read); a fatal error unwinds through `error_exit`, and `d`'s drop
-    // destroys the decompressor in any state.
-    unsafe {
-        ffi::jpeg_save_markers(cinfo, ffi::jpeg_marker::APP0 as c_int + 2, 0xFFFF);
-        // require_image = FALSE: a tables-only file is answered here instead of by an unwind.
-        if ffi::jpeg_read_header(cinfo, 0) != 1 {
-            return Err("no image in the JPEG file");
-        }
-    }
     cinfo.scale_num = numerator;
     cinfo.scale_denom = 8;
     // Chroma by replication instead of triangular interpolation: every output is resampled
@@ -155,6 +142,196 @@ fn decode_scaled(
     };
     let bitmap = Bitmap::new(w as u32, h as u32, layout, data);
     Ok((Decoded { bitmap, icc }, refine_scans))
+}
+
+/// A decompressor for `input` with its header read (and the faster refinement decoder
+/// installed when `fast_refine` is set). libjpeg's fatal errors unwind out of here.
+fn open(input: &[u8], fast_refine: bool) -> Result<Decompressor<'_>, &'static str> {
+    let mut d = Decompressor::new(input);
+    let cinfo = &mut *d.cinfo;
+    #[cfg(not(jpeg_refine_off))]
+    if fast_refine {
+        // SAFETY: a created decompressor, before jpeg_start_decompress (see the declaration).
+        unsafe { resizer_jpeg_fast_refine(cinfo) };
+    }
+    #[cfg(jpeg_refine_off)]
+    let _ = fast_refine; // nothing to install in this build
+
+    // SAFETY: `cinfo` was created by `Decompressor::new` and reads from `input`, which outlives
+    // `d`. Each call on it, here and in the callers, is made in the state libjpeg requires for
+    // it (header read, then started, then rows read); a fatal error unwinds through
+    // `error_exit`, and `d`'s drop destroys the decompressor in any state.
+    unsafe {
+        ffi::jpeg_save_markers(cinfo, ffi::jpeg_marker::APP0 as c_int + 2, 0xFFFF);
+        // require_image = FALSE: a tables-only file is answered here instead of by an unwind.
+        if ffi::jpeg_read_header(cinfo, 0) != 1 {
+            return Err("no image in the JPEG file");
+        }
+    }
+    Ok(d)
+}
+
+/// A YCbCr JPEG's three planes as they are stored, each at its own sampling: what the
+/// JPEG-to-JPEG path (ycbcr.rs) resizes, with no upsampling and no colour conversion.
+pub struct YcbcrPlanes {
+    /// Y, Cb and Cr as libjpeg wrote them: whole 8x8 blocks (or smaller, when scaled), so each
+    /// `Layout::Gray` bitmap can be wider and taller than its picture. Past the picture's edge
+    /// are the blocks' own pixels, the encoder's edge padding decoded.
+    pub planes: [Bitmap; 3],
+    /// The picture's size in each plane (Y: the decoded image's size).
+    pub sizes: [(u32, u32); 3],
+    /// How many pixels of the decoded image one sample of each plane spans, across and down
+    /// (1 for Y; 2 for the chroma of a 4:2:0 file decoded at full size).
+    pub spans: [(f64, f64); 3],
+}
+
+/// Decodes a YCbCr JPEG at 1/`scale` of its size into its planes, written into `buffers` (their
+/// capacity is reused), or `None` when the file is something else the RGB path must take: not
+/// three YCbCr components, an ICC profile to apply, or a luma plane sampled less finely than a
+/// chroma one.
+pub fn decode_ycbcr(
+    input: &[u8],
+    probe: &Probe,
+    scale: u32,
+    buffers: [Vec<u8>; 3],
+) -> Result<Option<YcbcrPlanes>, ImagingError> {
+    refuse_truncated(probe)?;
+    caught(|| decode_planes(input, numerator_for(scale), buffers))
+}
+
+/// libjpeg's scale numerator (over 8) for a shrink-on-load denominator.
+fn numerator_for(scale: u32) -> u32 {
+    match scale {
+        8 => 1,
+        4 => 2,
+        2 => 4,
+        _ => 8,
+    }
+}
+
+/// The planes at `numerator`/8 of the size, read with `jpeg_read_raw_data`. libjpeg's fatal
+/// errors unwind out of here.
+fn decode_planes(input: &[u8], numerator: u32, buffers: [Vec<u8>; 3]) -> Result<Option<YcbcrPlanes>, &'static str> {
+    let mut d = open(input, FAST_REFINE)?;
+    let cinfo = &mut *d.cinfo;
+    if cinfo.jpeg_color_space != J_COLOR_SPACE::JCS_YCbCr || cinfo.num_components != 3 || icc_profile(cinfo).is_some() {
+        return Ok(None);
+    }
+    let (max_h, max_v) = (cinfo.max_h_samp_factor, cinfo.max_v_samp_factor);
+    // SAFETY: after the header, `comp_info` points at `num_components` (3) entries in the
+    // decompressor's pool, alive as long as `cinfo`; their sampling and block counts are copied
+    // out before libjpeg is called again.
+    let components: Vec<(i32, i32, u32, u32)> = unsafe { std::slice::from_raw_parts(cinfo.comp_info, 3) }
+        .iter()
+        .map(|c| (c.h_samp_factor, c.v_samp_factor, c.width_in_blocks, c.height_in_blocks))
+        .collect();
+    if components[0].0 != max_h || components[0].1 != max_v || !(1..=8).contains(&numerator) {
+        return Ok(None);
+    }
+    cinfo.scale_num = numerator;
+    cinfo.scale_denom = 8;
+    cinfo.raw_data_out = 1;
+    cinfo.out_color_space = J_COLOR_SPACE::JCS_YCbCr;
+    // SAFETY: as in `open`; the header has been read.
+    if unsafe { ffi::jpeg_start_decompress(cinfo) } == 0 {
+        return Err("the JPEG decoder suspended (no more input)");
+    }
+    let (image_w, image_h) = (cinfo.image_width as usize, cinfo.image_height as usize);
+    let (out_w, out_h) = (cinfo.output_width as usize, cinfo.output_height as usize);
+    if out_w == 0 || out_h == 0 {
+        return Err("the JPEG has no pixels");
+    }
+    // Each component's IDCT size, as jdmaster.c picks it (the fields are private): the
+    // smallest, `numerator`, doubled for a chroma component while its sampling allows, so
+    // that chroma comes out closer to the luma's size.
+    let min_size = numerator as i32;
+    let idct_size = |h: i32, v: i32| {
+        let mut size = min_size;
+        while size < 8 && (max_h * min_size) % (h * size * 2) == 0 && (max_v * min_size) % (v * size * 2) == 0 {
+            size *= 2;
+        }
+        size
+    };
+    let imcu_rows = image_h.div_ceil(max_v as usize * 8);
+    struct Plane {
+        /// The picture, in samples of this plane.
+        size: (usize, usize),
+        /// libjpeg's rows: whole blocks across, and the rows of whole blocks down.
+        stride: usize,
+        rows: usize,
+        rows_per_imcu: usize,
+        data: Vec<u8>,
+        span: (f64, f64),
+    }
+    let mut planes: Vec<Plane> = components
+        .iter()
+        .zip(buffers)
+        .map(|(&(h, v, width_in_blocks, height_in_blocks), mut data)| {
+            let size = idct_size(h, v);
+            let stride = width_in_blocks as usize * size as usize;
+            let rows_per_imcu = (v * size) as usize;
+            data.clear();
+            data.reserve(stride * rows_per_imcu * imcu_rows);
+            Plane {
+                size: (
+                    (image_w * (h * size) as usize).div_ceil(max_h as usize * 8),
+                    (image_h * (v * size) as usize).div_ceil(max_v as usize * 8),
+                ),
+                stride,
+                rows: height_in_blocks as usize * size as usize,
+                rows_per_imcu,
+                data,
+                span: (
+                    f64::from(max_h * min_size) / f64::from(h * size),
+                    f64::from(max_v * min_size) / f64::from(v * size),
+                ),
+            }
+        })
+        .collect();
+    if planes[0].size != (out_w, out_h)
+        || planes.iter().any(|p| p.stride < p.size.0 || p.rows < p.size.1 || p.rows > p.rows_per_imcu * imcu_rows)
+    {
+        return Err("the JPEG decoder's planes do not have the expected sizes");
+    }
+    let lines_per_imcu = (max_v * min_size) as ffi::JDIMENSION;
+    let mut rows: [Vec<*mut u8>; 3] = Default::default();
+    for imcu in 0.. {
+        if cinfo.output_scanline >= cinfo.output_height {
+            break;
+        }
+        if imcu >= imcu_rows {
+            return Err("the JPEG decoder gave more rows than the image has");
+        }
+        // Row pointers for this iMCU row of each plane, inside its capacity of
+        // `stride * rows_per_imcu * imcu_rows` bytes.
+        for (rows, p) in rows.iter_mut().zip(&mut planes) {
+            let base = p.data.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+            let first = imcu * p.rows_per_imcu;
+            rows.clear();
+            // SAFETY (of the `add`): row `first + r` < `rows_per_imcu * imcu_rows` starts inside
+            // the capacity.
+            rows.extend((0..p.rows_per_imcu).map(|r| unsafe { base.add((first + r) * p.stride) }));
+        }
+        let mut image: [*mut *mut u8; 3] = [rows[0].as_mut_ptr(), rows[1].as_mut_ptr(), rows[2].as_mut_ptr()];
+        // SAFETY: raw output was asked for, so libjpeg writes one iMCU row: for each component
+        // at most `v * size` rows (the pointers above) of at most `width_in_blocks * size`
+        // (= `stride`) samples.
+        let read = unsafe { ffi::jpeg_read_raw_data(cinfo, image.as_mut_ptr(), lines_per_imcu) };
+        if read == 0 {
+            return Err("JPEG ended before all rows were decoded");
+        }
+    }
+    // SAFETY: every row has been read.
+    unsafe { ffi::jpeg_finish_decompress(cinfo) };
+    let [y, cb, cr]: [Plane; 3] = planes.try_into().map_err(|_| "the JPEG has not three planes")?;
+    let done = |mut p: Plane| {
+        // SAFETY: libjpeg wrote every block of the component: `stride` samples of each of the
+        // `rows` rows of whole blocks (the rows of the last iMCU row past them are not kept).
+        unsafe { p.data.set_len(p.stride * p.rows) };
+        (Bitmap::new(p.stride as u32, p.rows as u32, Layout::Gray, p.data), (p.size.0 as u32, p.size.1 as u32), p.span)
+    };
+    let (y, cb, cr) = (done(y), done(cb), done(cr));
+    Ok(Some(YcbcrPlanes { planes: [y.0, cb.0, cr.0], sizes: [y.1, cb.1, cr.1], spans: [y.2, cb.2, cr.2] }))
 }
 
 /// A libjpeg decompressor reading from a slice it borrows; destroyed on drop, also when a fatal

@@ -9,6 +9,7 @@ mod webp;
 mod webp_anim;
 
 pub use avif::encoder_description as avif_encoder;
+pub(crate) use jpeg::encode_ycbcr as encode_jpeg_ycbcr;
 
 use crate::bitmap::Bitmap;
 use crate::error::ImagingError;
