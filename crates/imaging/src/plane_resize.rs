@@ -27,7 +27,7 @@ pub(crate) struct Taps {
 /// What an output sample is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernel {
-    /// Lanczys3, widened by the reduction (as fast_image_resize does).
+    /// Lanczos3, widened by the reduction (as fast_image_resize does).
     Lanczos3,
     /// For chroma that the output samples once per two of its `pixels`: the mean of Lanczos3 at
     /// the centres of its two pixels, widened by the reduction of those pixels. The RGB way
