@@ -213,8 +213,8 @@ mod tests {
 
     #[test]
     fn the_planes_give_the_rgb_paths_picture_and_header() {
-        // 4:2:0, 4:2:2 and 4:4:4 inputs; full, 1/2 and 1/4 decodes; even and odd targets;
-        // orientations that keep, reverse and swap the axes; progressive output.
+        // 4:2:0, 4:2:2, 4:4:4, 4:1:1, 4:4:0 and 4x2 inputs; full, 1/2 and 1/4 decodes; even and
+        // odd targets; orientations that keep, reverse and swap the axes; progressive output.
         let cases = [
             ((2, 2), (640, 480), (301, 225), 1, false),
             ((2, 2), (642, 481), (320, 240), 3, true),
@@ -223,6 +223,9 @@ mod tests {
             ((1, 1), (401, 300), (200, 150), 1, false),
             ((1, 1), (1600, 1200), (101, 75), 5, true),
             ((2, 2), (97, 61), (250, 157), 1, false),
+            ((4, 1), (403, 301), (201, 150), 1, false),
+            ((1, 2), (640, 480), (319, 239), 1, true),
+            ((4, 2), (800, 600), (100, 75), 1, false),
         ];
         for (i, (chroma, (w, h), target, orientation, progressive)) in cases.into_iter().enumerate() {
             let input = jpeg(w, h, &photo(w, h, i as u32 + 1), chroma, i % 2 == 1);
