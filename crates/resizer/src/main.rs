@@ -60,8 +60,8 @@ fn main() -> std::process::ExitCode {
             process_limits::file_size_limit_is_an_error();
         }
     }
-    // The commands that convert images (api nodes convert in-process when no worker pool is set).
-    if matches!(cli.command, Command::Dev(_) | Command::Api(_) | Command::Worker(_) | Command::Resize(_)) {
+    // The commands that convert images (an api node hands them to the workers).
+    if matches!(cli.command, Command::Dev(_) | Command::Worker(_) | Command::Resize(_)) {
         imaging::keep_heap_between_images();
     }
     let result = match cli.command {
