@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 
 use crate::bitmap::{Bitmap, Layout};
-use crate::resize::lanczos3_exact;
+use crate::resize::lanczos3_tabled;
 
 /// Fixed-point weights: they sum to 1 << PRECISION.
 const PRECISION: u32 = 14;
@@ -77,7 +77,7 @@ impl Taps {
                 // centre lies inside the row, where the kernel's weights sum to well above 0.
                 let first = (f64::from(lo) + 0.5 - centre(i, c)) * step;
                 copy.clear();
-                copy.extend((0..hi - lo).map(|k| f64::from(lanczos3_small((first + f64::from(k) * step) as f32))));
+                copy.extend((0..hi - lo).map(|k| lanczos3_tabled(first + f64::from(k) * step)));
                 let sum: f64 = copy.iter().sum();
                 w.iter_mut().zip(&copy).for_each(|(w, v)| *w += v / sum);
             }
@@ -118,27 +118,6 @@ impl Taps {
     fn out(&self) -> usize {
         self.starts.len()
     }
-}
-
-/// Samples of the Lanczos3 kernel per unit of distance in `lanczos3_small`'s table: 12 KiB,
-/// which stays in the L1 cache while the taps are made (resize.rs's finer table, 96 KiB, made
-/// its lookups a third of the time spent here). Linear interpolation between them is within
-/// 2e-6 of the kernel, against a weight step of 1/16384.
-const SMALL_STEPS: usize = 1024;
-
-/// Lanczos3 at `x`, interpolated in a table of `SMALL_STEPS` samples per unit.
-fn lanczos3_small(x: f32) -> f32 {
-    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
-    // One sample past 3, so that interpolating just below it needs no bound check.
-    let table = TABLE.get_or_init(|| {
-        (0..=3 * SMALL_STEPS + 1).map(|i| lanczos3_exact(i as f64 / SMALL_STEPS as f64) as f32).collect()
-    });
-    let at = x.abs() * SMALL_STEPS as f32;
-    if at.is_nan() || at >= (3 * SMALL_STEPS) as f32 {
-        return 0.0;
-    }
-    let i = at as usize;
-    table[i] + (table[i + 1] - table[i]) * (at - i as f32)
 }
 
 /// Resizes one plane (`Layout::Gray`) with `across` (made for its width) and `down` (for its
@@ -403,15 +382,6 @@ mod tests {
             let off = worst(&pairs, &averaged);
             assert!(off <= 2, "{w}x{h} ({extent:?}) to {ow}x{oh}: off by {off}");
         }
-    }
-
-    #[test]
-    fn the_small_kernel_table_is_within_2e_6_of_lanczos3() {
-        let worst = (0..=400_000)
-            .map(|i| f64::from(i) / 100_000.0 - 0.5)
-            .map(|x| (f64::from(lanczos3_small(x as f32)) - lanczos3_exact(x)).abs())
-            .fold(0.0, f64::max);
-        assert!(worst < 2e-6, "off by {worst}");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub(crate) fn lanczos3_filter() -> fr::FilterType {
 }
 
 /// `sinc(x)·sinc(x/3)` on `(-3, 3)`, else 0.
-pub(crate) fn lanczos3_exact(x: f64) -> f64 {
+fn lanczos3_exact(x: f64) -> f64 {
     let sinc = |x: f64| if x == 0.0 { 1.0 } else { (x * std::f64::consts::PI).sin() / (x * std::f64::consts::PI) };
     if x.abs() < 3.0 {
         sinc(x) * sinc(x / 3.0)
@@ -80,7 +80,7 @@ pub(crate) fn lanczos3_exact(x: f64) -> f64 {
     }
 }
 
-fn lanczos3_tabled(x: f64) -> f64 {
+pub(crate) fn lanczos3_tabled(x: f64) -> f64 {
     static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
     // One sample past 3, so that interpolating just below it needs no bound check.
     let table = TABLE

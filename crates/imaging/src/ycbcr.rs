@@ -94,9 +94,9 @@ const MAX_KEPT_BUFFERS: usize = 16 << 20;
 
 /// Y to `target`, Cb and Cr to half of it (rounded up), each over the same picture.
 fn resize_planes(planes: &YcbcrPlanes, target: (u32, u32)) -> [Bitmap; 3] {
-    let YcbcrPlanes { planes: [y, cb, cr], sizes, spans } = planes;
+    let YcbcrPlanes { planes: [y, cb, cr], picture, chroma_spans } = planes;
     let (tw, th) = (target.0.max(1), target.1.max(1));
-    let (image_w, image_h) = (f64::from(sizes[0].0), f64::from(sizes[0].1));
+    let (image_w, image_h) = (f64::from(picture.0), f64::from(picture.1));
     let chroma = (tw.div_ceil(2), th.div_ceil(2));
     // Output chroma sample i spans output pixels 2i and 2i+1, that is 2·image/target decoded
     // pixels, or that over `span` samples of the plane. With an odd target the last one reaches
@@ -109,7 +109,7 @@ fn resize_planes(planes: &YcbcrPlanes, target: (u32, u32)) -> [Bitmap; 3] {
             f64::from(chroma.1) * 2.0 * image_h / f64::from(th) / sy,
         )
     };
-    let (cb_extent, cr_extent) = (extent(spans[1]), extent(spans[2]));
+    let (cb_extent, cr_extent) = (extent(chroma_spans[0]), extent(chroma_spans[1]));
     let luma = resize_plane(
         y,
         &Taps::across(y.width, image_w, tw, Kernel::Lanczos3),

@@ -136,10 +136,7 @@ fn decode_scaled(
     // SAFETY: the hook was installed on this decompressor when `fast_refine` is set.
     let refine_scans = if fast_refine { unsafe { resizer_jpeg_refine_scans(cinfo) as u32 } } else { 0 };
     #[cfg(jpeg_refine_off)]
-    let refine_scans = {
-        let _ = fast_refine; // nothing to install in this build
-        0
-    };
+    let refine_scans = 0;
     let bitmap = Bitmap::new(w as u32, h as u32, layout, data);
     Ok((Decoded { bitmap, icc }, refine_scans))
 }
@@ -178,11 +175,11 @@ pub struct YcbcrPlanes {
     /// `Layout::Gray` bitmap can be wider and taller than its picture. Past the picture's edge
     /// are the blocks' own pixels, the encoder's edge padding decoded.
     pub planes: [Bitmap; 3],
-    /// The picture's size in each plane (Y: the decoded image's size).
-    pub sizes: [(u32, u32); 3],
-    /// How many pixels of the decoded image one sample of each plane spans, across and down
-    /// (1 for Y; 2 for the chroma of a 4:2:0 file decoded at full size).
-    pub spans: [(f64, f64); 3],
+    /// The picture's size in Y: the decoded image's size.
+    pub picture: (u32, u32),
+    /// How many pixels of the decoded image one sample of Cb and of Cr spans, across and down
+    /// (2 for a 4:2:0 file decoded at full size).
+    pub chroma_spans: [(f64, f64); 2],
 }
 
 /// Decodes a YCbCr JPEG at 1/`scale` of its size into its planes, written into `buffers` (their
@@ -329,10 +326,14 @@ fn decode_planes(input: &[u8], numerator: u32, buffers: [Vec<u8>; 3]) -> Result<
         // SAFETY: libjpeg wrote every block of the component: `stride` samples of each of the
         // `rows` rows of whole blocks (the rows of the last iMCU row past them are not kept).
         unsafe { p.data.set_len(p.stride * p.rows) };
-        (Bitmap::new(p.stride as u32, p.rows as u32, Layout::Gray, p.data), (p.size.0 as u32, p.size.1 as u32), p.span)
+        (Bitmap::new(p.stride as u32, p.rows as u32, Layout::Gray, p.data), p.span)
     };
     let (y, cb, cr) = (done(y), done(cb), done(cr));
-    Ok(Some(YcbcrPlanes { planes: [y.0, cb.0, cr.0], sizes: [y.1, cb.1, cr.1], spans: [y.2, cb.2, cr.2] }))
+    Ok(Some(YcbcrPlanes {
+        planes: [y.0, cb.0, cr.0],
+        picture: (out_w as u32, out_h as u32),
+        chroma_spans: [cb.1, cr.1],
+    }))
 }
 
 /// A libjpeg decompressor reading from a slice it borrows; destroyed on drop, also when a fatal
